@@ -1,0 +1,198 @@
+"""The one exception tree of fastws.
+
+::
+
+    FastWSError
+     ├── InvalidURI                  fastws.connect() got a URL it cannot use
+     ├── HandshakeError              the opening handshake failed (RFC 6455 4)
+     │    ├── InvalidRequest          server side: refuse with .status (400, 403,
+     │    │                           404, 405, 426, 431, ...) and .headers
+     │    └── InvalidResponse         client side: the server's answer was not a
+     │         │                      valid 101 Switching Protocols
+     │         └── InvalidStatus      ... because its status was not 101 (.status)
+     ├── ProtocolError               the peer broke RFC 6455 after the handshake;
+     │    │                          every one carries the close code to send
+     │    ├── FrameError              1002 framing: masking, RSV, opcode, control
+     │    │                           frame rules, fragmentation, length
+     │    ├── InvalidUTF8             1007 a text message or close reason is not
+     │    │                           valid UTF-8
+     │    └── MessageTooBig           1009 a message is over max_size
+     ├── ConnectionClosed            send/recv on a connection that has closed;
+     │    │                          .code and .reason of the close (1006 when
+     │    │                          there was no close frame)
+     │    ├── ConnectionClosedOK      closed with 1000 or 1001
+     │    └── ConnectionClosedError   closed with any other code
+     └── ConfigError (also ValueError) an option is out of range or malformed
+
+Protocol errors are raised by the frame parser (both the Cython extension and
+its pure-Python twin raise exactly these classes) and turned into a close frame
+by the connection: they never reach the event loop. ``.code`` is the close code
+(RFC 6455 7.4.1) and ``.reason`` a short text safe to send to the peer: it never
+contains internals such as tracebacks or buffer offsets.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "FastWSError",
+    "InvalidURI",
+    "HandshakeError",
+    "InvalidRequest",
+    "InvalidResponse",
+    "InvalidStatus",
+    "ProtocolError",
+    "FrameError",
+    "InvalidUTF8",
+    "MessageTooBig",
+    "ConnectionClosed",
+    "ConnectionClosedOK",
+    "ConnectionClosedError",
+    "ConfigError",
+    "CLOSE_NORMAL",
+    "CLOSE_GOING_AWAY",
+    "CLOSE_PROTOCOL_ERROR",
+    "CLOSE_UNSUPPORTED_DATA",
+    "CLOSE_NO_STATUS",
+    "CLOSE_ABNORMAL",
+    "CLOSE_INVALID_DATA",
+    "CLOSE_POLICY_VIOLATION",
+    "CLOSE_MESSAGE_TOO_BIG",
+    "CLOSE_MANDATORY_EXTENSION",
+    "CLOSE_INTERNAL_ERROR",
+    "CLOSE_SERVICE_RESTART",
+    "CLOSE_TRY_AGAIN_LATER",
+    "is_valid_close_code",
+]
+
+# RFC 6455 7.4.1 close codes.
+CLOSE_NORMAL = 1000
+CLOSE_GOING_AWAY = 1001
+CLOSE_PROTOCOL_ERROR = 1002
+CLOSE_UNSUPPORTED_DATA = 1003
+CLOSE_NO_STATUS = 1005  # never sent: "no status code was present"
+CLOSE_ABNORMAL = 1006  # never sent: "closed without a close frame"
+CLOSE_INVALID_DATA = 1007
+CLOSE_POLICY_VIOLATION = 1008
+CLOSE_MESSAGE_TOO_BIG = 1009
+CLOSE_MANDATORY_EXTENSION = 1010
+CLOSE_INTERNAL_ERROR = 1011
+CLOSE_SERVICE_RESTART = 1012
+CLOSE_TRY_AGAIN_LATER = 1013
+CLOSE_BAD_GATEWAY = 1014
+
+
+def is_valid_close_code(code: int) -> bool:
+    """RFC 6455 7.4: may this code appear in a close frame on the wire?
+
+    1000-1003 and 1007-1014 are defined; 1004, 1005, 1006 and 1015 are reserved
+    and MUST NOT be sent; 3000-4999 are for libraries and applications.
+    """
+    return 1000 <= code <= 1003 or 1007 <= code <= 1014 or 3000 <= code <= 4999
+
+
+class FastWSError(Exception):
+    """Base class of every exception fastws raises on purpose."""
+
+
+class ConfigError(FastWSError, ValueError):
+    """An option is out of range or malformed (raised at start-up)."""
+
+
+class InvalidURI(FastWSError, ValueError):
+    """fastws.connect() was given a URL that is not ws:// or wss://."""
+
+
+class HandshakeError(FastWSError):
+    """The opening handshake failed."""
+
+
+class InvalidRequest(HandshakeError):
+    """The server refuses an HTTP request: answer with ``status`` and close.
+
+    ``headers`` is a list of extra ``(name, value)`` response headers (for
+    example ``Sec-WebSocket-Version: 13`` with 426); ``body`` is the response
+    body sent to the client (plain text, no internals).
+    """
+
+    def __init__(self, status: int, reason: str, headers=(), body: str | None = None):
+        super().__init__(f"{status} {reason}")
+        self.status = status
+        self.reason = reason
+        self.headers = list(headers)
+        self.body = reason if body is None else body
+
+
+class InvalidResponse(HandshakeError):
+    """The client got something other than a valid 101 Switching Protocols."""
+
+
+class InvalidStatus(InvalidResponse):
+    """The server answered the upgrade with a status other than 101."""
+
+    def __init__(self, status: int, headers=(), body: bytes = b""):
+        super().__init__(f"server rejected WebSocket connection: HTTP {status}")
+        self.status = status
+        self.headers = list(headers)
+        self.body = body
+
+
+class ProtocolError(FastWSError):
+    """The peer violated RFC 6455; ``code`` is the close code to answer with."""
+
+    code = CLOSE_PROTOCOL_ERROR
+
+    def __init__(self, reason: str = "protocol error", code: int | None = None):
+        super().__init__(reason)
+        self.reason = reason
+        if code is not None:
+            self.code = code
+
+
+class FrameError(ProtocolError):
+    """A framing rule of RFC 6455 section 5 was broken (close code 1002)."""
+
+    code = CLOSE_PROTOCOL_ERROR
+
+
+class InvalidUTF8(ProtocolError):
+    """A text message or a close reason is not valid UTF-8 (close code 1007)."""
+
+    code = CLOSE_INVALID_DATA
+
+
+class MessageTooBig(ProtocolError):
+    """A message is larger than max_size (close code 1009)."""
+
+    code = CLOSE_MESSAGE_TOO_BIG
+
+
+class ConnectionClosed(FastWSError):
+    """The connection is closed: no more messages can be sent or received.
+
+    ``code``/``reason`` are those of the close frame received from the peer
+    (1006 and "" when the TCP connection ended without one); ``sent_code`` is
+    the code fastws sent, if any.
+    """
+
+    def __init__(self, code: int = CLOSE_ABNORMAL, reason: str = "", sent_code: int | None = None):
+        self.code = code
+        self.reason = reason
+        self.sent_code = sent_code
+        text = f"connection closed: {code}"
+        if reason:
+            text += f" ({reason})"
+        super().__init__(text)
+
+
+class ConnectionClosedOK(ConnectionClosed):
+    """The connection closed normally (1000 or 1001)."""
+
+
+class ConnectionClosedError(ConnectionClosed):
+    """The connection closed with an error code, or without a close frame."""
+
+
+def connection_closed(code: int, reason: str = "", sent_code: int | None = None) -> ConnectionClosed:
+    """The right ConnectionClosed subclass for a close code."""
+    cls = ConnectionClosedOK if code in (CLOSE_NORMAL, CLOSE_GOING_AWAY) else ConnectionClosedError
+    return cls(code, reason, sent_code)

@@ -1,0 +1,12 @@
+"""fastws_ext: the Cython hot path of fastws.
+
+One module per concern, joined by .pxd declarations:
+
+- mask:   XOR (un)masking, in place, word at a time, with a running key offset
+- utf8:   incremental UTF-8 validation (fail fast on the first invalid byte)
+- frames: the incremental RFC 6455 frame parser and the frame builder
+- wheel:  the hashed timer wheel that drives heartbeats and timeouts
+
+Do not import these modules directly: ``fastws._impl`` picks them or their
+pure-Python twins in ``fastws._py`` and says which is in use.
+"""

@@ -1,0 +1,3 @@
+# C-level surface of fastws_ext.frames; the parser's fields are private.
+cdef class FrameParser:
+    pass

@@ -1,0 +1,92 @@
+"""RFC 6455 frame codec: the incremental parser and the frame builder.
+
+The same API, with the same behaviour byte for byte, is in fastws._py.frames
+(the readable reference); tests/test_frames_differential.py proves it.
+"""
+from typing import Callable, Union
+
+Buffer = Union[bytes, bytearray, memoryview]
+
+OP_CONTINUATION: int  # 0x0
+OP_TEXT: int          # 0x1
+OP_BINARY: int        # 0x2
+OP_CLOSE: int         # 0x8
+OP_PING: int          # 0x9
+OP_PONG: int          # 0xA
+
+class FrameParser:
+    """Incremental parser: bytes in, in any chunking; complete messages out.
+
+    ``on_message(data)`` is called once per complete data message: ``str`` for
+    a text message (UTF-8 validated), ``bytes`` for a binary one; fragmented
+    messages are reassembled.  ``on_control(opcode, payload)`` is called for
+    each PING, PONG and CLOSE frame (control frames may arrive between the
+    fragments of a message).  A CLOSE payload has been validated: it is empty,
+    or a valid close code (fastws.exceptions.is_valid_close_code) followed by a
+    UTF-8 reason.  Once a CLOSE frame has been delivered, ``closed`` is True
+    and every later byte (including the rest of the current ``feed``) is
+    ignored.
+
+    ``expect_masked``: True on the server (client frames MUST be masked), False
+    on the client (server frames MUST NOT be masked).  ``max_size``: the
+    largest message, in bytes, summed over fragments, checked from each frame
+    header before its payload is buffered; None means no limit.
+
+    Errors: ``feed`` raises fastws.exceptions.FrameError (1002),
+    InvalidUTF8 (1007) or MessageTooBig (1009) on the first violation, and the
+    parser is then ``failed``: later ``feed`` calls return at once.  Invalid
+    UTF-8 is found on the first invalid byte, even in the middle of a frame whose
+    payload has not fully arrived (fail fast).  If a callback raises, the
+    exception propagates out of ``feed``; the frame that was being delivered is
+    consumed and the rest stays buffered for the next ``feed``.
+    """
+
+    def __init__(
+        self,
+        on_message: Callable[[Union[str, bytes]], object],
+        on_control: Callable[[int, bytes], object],
+        *,
+        expect_masked: bool,
+        max_size: Union[int, None] = 1048576,
+    ) -> None: ...
+    def feed(self, data: Buffer) -> None: ...
+    def release(self) -> None:
+        """Free internal buffers that hold no data (call when idle)."""
+    @property
+    def closed(self) -> bool: ...
+    @property
+    def failed(self) -> bool: ...
+    @property
+    def buffered(self) -> int:
+        """Bytes held: an incomplete frame plus a partial fragmented message."""
+    @property
+    def frames_received(self) -> int:
+        """Complete frames parsed so far (a cheap liveness counter)."""
+    max_size: Union[int, None]
+
+def build_frame(
+    opcode: int,
+    payload: Union[str, Buffer] = b"",
+    *,
+    fin: bool = True,
+    mask: bool = False,
+    mask_key: Union[bytes, None] = None,
+    rsv: int = 0,
+) -> bytes:
+    """One complete frame (header + payload) in a single bytes object.
+
+    ``str`` payloads are encoded as UTF-8.  ``mask=True`` (client side) masks
+    the payload with a fresh key from a buffered os.urandom; ``mask_key``
+    (4 bytes) masks with that key instead (tests).  ``rsv`` is the RSV bits
+    already in place (0x40 = RSV1)."""
+
+def build_header(
+    opcode: int,
+    length: int,
+    *,
+    fin: bool = True,
+    mask_key: Union[bytes, None] = None,
+    rsv: int = 0,
+) -> bytes:
+    """Only the header (2-14 bytes), for writing a large unmasked payload next to
+    it without copying (transport.writelines([header, payload]))."""
