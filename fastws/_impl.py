@@ -13,8 +13,8 @@ the twins are in use when they are.
 """
 from __future__ import annotations
 
+import importlib
 import os
-import types
 
 __all__ = ["IMPLEMENTATION", "FALLBACK_REASON", "codec", "load"]
 
@@ -36,30 +36,50 @@ _NAMES = {
 }
 
 
-def load(name: str) -> types.SimpleNamespace:
-    """The codec namespace of one implementation: ``"cython"`` or ``"python"``.
+class _Codec:
+    """Attribute access to one implementation's codec, importing on first use."""
+
+    def __init__(self, name: str, package: str):
+        self.name = name
+        self._package = package
+
+    def __getattr__(self, attr: str):
+        for mod, attrs in _NAMES.items():
+            if attr in attrs:
+                module = importlib.import_module(f"{self._package}.{mod}")
+                value = getattr(module, attr)
+                setattr(self, attr, value)  # cache: __getattr__ is not called again
+                return value
+        raise AttributeError(attr)
+
+    def require(self) -> "_Codec":
+        """Import every module now (ImportError if one is missing)."""
+        for attrs in _NAMES.values():
+            for attr in attrs:
+                getattr(self, attr)
+        return self
+
+    def __repr__(self) -> str:
+        return f"<fastws codec {self.name!r}>"
+
+
+def load(name: str) -> _Codec:
+    """The codec of one implementation: ``"cython"`` or ``"python"``.
 
     Tests use this to run the same body against both.
     """
     if name == "cython":
-        from fastws_ext import frames, mask, utf8, wheel
-    elif name == "python":
-        from ._py import frames, mask, utf8, wheel
-    else:
-        raise ValueError(f"unknown implementation {name!r}")
-    modules = {"mask": mask, "utf8": utf8, "frames": frames, "wheel": wheel}
-    ns = types.SimpleNamespace(name=name)
-    for mod, attrs in _NAMES.items():
-        for attr in attrs:
-            setattr(ns, attr, getattr(modules[mod], attr))
-    return ns
+        return _Codec(name, "fastws_ext")
+    if name == "python":
+        return _Codec(name, "fastws._py")
+    raise ValueError(f"unknown implementation {name!r}")
 
 
-def _choose() -> tuple[types.SimpleNamespace, str | None]:
+def _choose() -> tuple[_Codec, str | None]:
     if os.environ.get("FASTWS_PURE_PYTHON") == "1":
         return load("python"), "FASTWS_PURE_PYTHON=1"
     try:
-        return load("cython"), None
+        return load("cython").require(), None
     except ImportError as exc:
         if os.environ.get("FASTWS_REQUIRE_EXTENSION") == "1":
             raise ImportError(

@@ -18,6 +18,8 @@ IMPLS = ("cython", "python")
 
 def _load(name):
     try:
+        if name == "cython":
+            return _impl.load(name).require()
         return _impl.load(name)
     except ImportError as exc:
         if os.environ.get("FASTWS_REQUIRE_EXTENSION") == "1":
