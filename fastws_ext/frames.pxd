@@ -1,3 +1,55 @@
-# C-level surface of fastws_ext.frames; the parser's fields are private.
+# C-level surface of fastws_ext.frames.  The parser's fields are private: they
+# are declared here only because Cython requires every attribute of a cdef
+# class declared in a .pxd to be declared in it.
+from libc.stdint cimport int64_t, uint64_t
+
+from fastws_ext.utf8 cimport Utf8Validator
+
+
 cdef class FrameParser:
-    pass
+    cdef object _on_message
+    cdef object _on_control
+    cdef bint _expect_masked
+    cdef int64_t _max_size            # -1: no limit
+
+    # Received bytes not parsed yet: an incomplete header or control frame
+    # (and, after a callback raised, the rest of the stream).
+    cdef unsigned char* _buf
+    cdef Py_ssize_t _buf_len
+    cdef Py_ssize_t _buf_cap
+    cdef Py_ssize_t _pos              # parse position in the region being parsed
+
+    cdef int _state                   # HEADER or PAYLOAD
+    # The data frame whose payload is being read (PAYLOAD).
+    cdef bint _fin
+    cdef bint _masked
+    cdef uint64_t _remaining
+    cdef unsigned char _key[4]
+    cdef Py_ssize_t _key_offset
+
+    # The message being assembled (unmasked): opcode 0 when none.
+    cdef int _msg_opcode
+    cdef unsigned char* _msg
+    cdef Py_ssize_t _msg_len
+    cdef Py_ssize_t _msg_cap
+    cdef Utf8Validator _utf8
+    # A single-frame binary message spanning feeds is written straight into
+    # its result (then _msg_len counts the bytes written there).
+    cdef bytes _out
+
+    cdef bint _closed
+    cdef bint _failed
+    cdef bint _busy                   # inside feed(): no re-entry
+    cdef unsigned long long _frames
+
+    cdef int _feed(self, const unsigned char* data, Py_ssize_t n) except -1
+    cdef Py_ssize_t _settle(self, Py_ssize_t old, Py_ssize_t added,
+                            const unsigned char* data, Py_ssize_t n) except -1
+    cdef int _parse(self, const unsigned char* data, Py_ssize_t n) except -1
+    cdef int _parse_header(self, const unsigned char* data, Py_ssize_t n) except -1
+    cdef int _read_payload(self, const unsigned char* data, Py_ssize_t n) except -1
+    cdef int _check_close(self, bytes payload) except -1
+    cdef object _fail(self, exc)
+    cdef int _buf_append(self, const unsigned char* data, Py_ssize_t n) except -1
+    cdef int _msg_reserve(self, Py_ssize_t size) except -1
+    cdef void _drop(self) noexcept

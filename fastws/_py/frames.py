@@ -1,0 +1,434 @@
+"""RFC 6455 frame codec in pure Python: the readable reference.
+
+Same API and the same behaviour, byte for byte and feed for feed, as the Cython
+module fastws_ext.frames (see fastws_ext/frames.pyi for the contract);
+tests/test_frames_differential.py feeds both the same random streams, cut at
+random points, and compares every callback and every exception.
+
+The parser is a two-state machine over a buffer of received bytes:
+
+HEADER
+    Wait for the 2-14 byte frame header (RFC 6455 5.2) and check it
+    (``_parse_header``, steps 1-8).  A control frame is then read whole (at
+    most 6 + 125 bytes) and delivered at once; a data frame moves to PAYLOAD.
+PAYLOAD
+    Data frame payload bytes are taken out of the buffer as soon as they
+    arrive, unmasked with the running key offset and appended to the message;
+    a text message is validated as it grows, so that invalid UTF-8 is reported
+    on the feed that brings its first invalid byte (fail fast).
+
+So the buffer only ever holds an incomplete header or an incomplete control
+frame (plus, after a callback raised, the bytes after the frame it was
+delivering), and ``buffered`` counts those bytes plus the message so far.
+
+Errors are checked in stream order, and within a header in the order of its
+fields (RSV, opcode, FIN, MASK, length); both implementations follow the same
+order so that they raise the same error with the same reason.
+"""
+from __future__ import annotations
+
+import os
+
+from fastws.exceptions import FrameError, InvalidUTF8, MessageTooBig, is_valid_close_code
+
+from .mask import mask as _mask
+from .mask import masked as _masked
+from .utf8 import Utf8Validator, validate_utf8
+
+__all__ = [
+    "FrameParser",
+    "build_frame",
+    "build_header",
+    "OP_CONTINUATION",
+    "OP_TEXT",
+    "OP_BINARY",
+    "OP_CLOSE",
+    "OP_PING",
+    "OP_PONG",
+]
+
+# RFC 6455 5.2 opcodes.
+OP_CONTINUATION = 0x0
+OP_TEXT = 0x1
+OP_BINARY = 0x2
+OP_CLOSE = 0x8
+OP_PING = 0x9
+OP_PONG = 0xA
+
+_OPCODES = frozenset((OP_CONTINUATION, OP_TEXT, OP_BINARY, OP_CLOSE, OP_PING, OP_PONG))
+
+# RFC 6455 5.5: "All control frames MUST have a payload length of 125 bytes or
+# less and MUST NOT be fragmented."
+MAX_CONTROL_PAYLOAD = 125
+
+# RSV1-3 bits of the first header byte.  No extension is negotiated yet, so no
+# RSV bit may be set; permessage-deflate (RFC 7692) will allow RSV1 on the
+# first frame of a message through this mask.
+_RSV_MASK = 0x70
+_RSV_ALLOWED = 0x00
+
+# Parser states.
+_HEADER = 0
+_PAYLOAD = 1
+
+
+class FrameParser:
+    """Incremental RFC 6455 parser: bytes in, in any chunking; messages out.
+
+    See fastws_ext/frames.pyi for the contract.
+    """
+
+    __slots__ = (
+        "_on_message",
+        "_on_control",
+        "_expect_masked",
+        "_max_size",
+        "_buf",
+        "_pos",
+        "_state",
+        "_fin",
+        "_remaining",
+        "_key",
+        "_key_offset",
+        "_msg_opcode",
+        "_msg",
+        "_utf8",
+        "_closed",
+        "_failed",
+        "_frames",
+    )
+
+    def __init__(self, on_message, on_control, *, expect_masked, max_size=1048576):
+        self._on_message = on_message
+        self._on_control = on_control
+        self._expect_masked = bool(expect_masked)
+        self.max_size = max_size
+        self._buf = bytearray()  # received bytes not parsed yet
+        self._pos = 0  # parse position in _buf during feed()
+        self._state = _HEADER
+        # The data frame whose payload is being read (state PAYLOAD).
+        self._fin = False
+        self._remaining = 0  # payload bytes still to come
+        self._key = None  # masking key, or None
+        self._key_offset = 0  # running key offset (RFC 6455 5.3: j = i MOD 4)
+        # The message being assembled: opcode 0 when none is in progress.
+        self._msg_opcode = 0
+        self._msg = bytearray()  # unmasked payload so far
+        self._utf8 = Utf8Validator()
+        self._closed = False
+        self._failed = False
+        self._frames = 0
+
+    # -- public surface -------------------------------------------------
+
+    @property
+    def max_size(self):
+        return self._max_size
+
+    @max_size.setter
+    def max_size(self, value):
+        if value is not None:
+            value = int(value)
+            if value < 0:
+                raise ValueError(f"max_size must be >= 0 or None, not {value}")
+        self._max_size = value
+
+    @property
+    def closed(self):
+        return self._closed
+
+    @property
+    def failed(self):
+        return self._failed
+
+    @property
+    def buffered(self):
+        return len(self._buf) + len(self._msg)
+
+    @property
+    def frames_received(self):
+        return self._frames
+
+    def release(self):
+        """Free internal buffers that hold no data (call when idle)."""
+        if not self._buf:
+            self._buf = bytearray()
+        if not self._msg:
+            self._msg = bytearray()
+
+    def feed(self, data):
+        if self._closed or self._failed:
+            return
+        self._buf += data
+        self._pos = 0
+        try:
+            self._advance()
+        finally:
+            if self._closed or self._failed:
+                self._drop_everything()
+            else:
+                # Keep what was not parsed (an incomplete frame, or the rest of
+                # the stream after a callback raised) for the next feed().
+                del self._buf[: self._pos]
+                self._pos = 0
+
+    # -- the state machine ---------------------------------------------
+
+    def _advance(self):
+        """Parse as much of _buf as possible, delivering events in stream order."""
+        while not self._closed:
+            if self._state == _HEADER:
+                if not self._parse_header():
+                    return
+            elif not self._read_payload():
+                return
+
+    def _parse_header(self):
+        """One frame header at _pos; False if more bytes are needed.
+
+        A control frame is delivered here, whole; a data frame switches the
+        parser to PAYLOAD.
+        """
+        buf = self._buf
+        pos = self._pos
+        avail = len(buf) - pos
+
+        # 1. RFC 6455 5.2: the first two bytes hold FIN, RSV1-3, the opcode,
+        #    MASK and the 7-bit payload length.
+        if avail < 2:
+            return False
+        b0 = buf[pos]
+        b1 = buf[pos + 1]
+        fin = bool(b0 & 0x80)
+        opcode = b0 & 0x0F
+        masked = bool(b1 & 0x80)
+        length = b1 & 0x7F
+        control = opcode >= 0x8
+
+        # 2. RFC 6455 5.2: RSV1-3 "MUST be 0 unless an extension is negotiated
+        #    that defines meanings for non-zero values."
+        if b0 & _RSV_MASK & ~_RSV_ALLOWED:
+            raise self._fail(FrameError("RSV bits set"))
+
+        # 3. RFC 6455 5.2: "If an unknown opcode is received, the receiving
+        #    endpoint MUST _Fail the WebSocket Connection_" (3-7 and 0xB-0xF
+        #    are reserved).
+        if opcode not in _OPCODES:
+            raise self._fail(FrameError(f"reserved opcode {opcode}"))
+
+        # 4. RFC 6455 5.4 fragmentation: control frames "MUST NOT be
+        #    fragmented"; a continuation frame needs a message in progress, and
+        #    a new data message cannot start before the last one is finished.
+        if control:
+            if not fin:
+                raise self._fail(FrameError("fragmented control frame"))
+        elif opcode == OP_CONTINUATION:
+            if not self._msg_opcode:
+                raise self._fail(FrameError("unexpected continuation frame"))
+        elif self._msg_opcode:
+            raise self._fail(FrameError("expected continuation frame"))
+
+        # 5. RFC 6455 5.1: "a client MUST mask all frames that it sends to the
+        #    server" and "A server MUST NOT mask any frames that it sends to the
+        #    client"; either side MUST fail the connection otherwise.
+        if masked != self._expect_masked:
+            raise self._fail(FrameError("unmasked frame" if self._expect_masked else "masked frame"))
+
+        # 6. RFC 6455 5.5: "All control frames MUST have a payload length of
+        #    125 bytes or less"; RFC 6455 5.5.1: a close body, if any, starts
+        #    with a 2-byte status code, so 1 byte is never valid.
+        if control:
+            if length > MAX_CONTROL_PAYLOAD:
+                raise self._fail(FrameError("control frame too long"))
+            if opcode == OP_CLOSE and length == 1:
+                raise self._fail(FrameError("close frame payload of 1 byte"))
+
+        # 7. RFC 6455 5.2: payload length 126 means a 16-bit length follows, 127
+        #    a 64-bit one whose "most significant bit MUST be 0"; then the
+        #    4-byte masking key if MASK is set.  (The RFC asks senders for the
+        #    minimal encoding; like most peers we accept a longer one.)
+        size = 2 + (2 if length == 126 else 8 if length == 127 else 0) + (4 if masked else 0)
+        if avail < size:
+            return False
+        if length == 126:
+            length = int.from_bytes(buf[pos + 2 : pos + 4], "big")
+        elif length == 127:
+            length = int.from_bytes(buf[pos + 2 : pos + 10], "big")
+            if length >> 63:
+                raise self._fail(FrameError("frame length top bit set"))
+        key = bytes(buf[pos + size - 4 : pos + size]) if masked else None
+
+        # 8. Control frames are read whole and delivered at once, even between
+        #    the fragments of a message (RFC 6455 5.4: "Control frames MAY be
+        #    injected in the middle of a fragmented message").
+        if control:
+            if avail < size + length:
+                return False
+            payload = bytes(buf[pos + size : pos + size + length])
+            if key is not None:
+                payload = _masked(payload, key)
+            if opcode == OP_CLOSE:
+                self._check_close(payload)
+            self._frames += 1
+            self._pos = pos + size + length
+            if opcode == OP_CLOSE:
+                # Everything after a close frame is ignored (RFC 6455 5.5.1:
+                # the endpoint "MUST NOT send any more data frames").
+                self._closed = True
+            self._on_control(opcode, payload)
+            return True
+
+        # 9. Data frame: enforce max_size from the header, before buffering the
+        #    payload, on the message so far plus this frame.
+        total = len(self._msg) + length
+        if self._max_size is not None and total > self._max_size:
+            raise self._fail(MessageTooBig(f"message too big ({total} > {self._max_size} bytes)"))
+        if opcode != OP_CONTINUATION:
+            self._msg_opcode = opcode
+        self._fin = fin
+        self._remaining = length
+        self._key = key
+        self._key_offset = 0
+        self._pos = pos + size
+        self._state = _PAYLOAD
+        return True
+
+    def _read_payload(self):
+        """Take the data payload bytes that have arrived; False if more are needed."""
+        buf = self._buf
+        pos = self._pos
+        take = min(self._remaining, len(buf) - pos)
+        if take:
+            part = buf[pos : pos + take]  # a copy
+            if self._key is not None:
+                self._key_offset = _mask(part, self._key, self._key_offset)
+            # RFC 6455 8.1: text data MUST be UTF-8; checked on every byte as
+            # it arrives so that an invalid one fails the connection at once.
+            if self._msg_opcode == OP_TEXT and not self._utf8.feed(part):
+                raise self._fail(InvalidUTF8("invalid UTF-8"))
+            self._msg += part
+            self._pos = pos + take
+            self._remaining -= take
+        if self._remaining:
+            return False
+
+        # The frame is complete.
+        self._frames += 1
+        self._state = _HEADER
+        self._key = None
+        if not self._fin:
+            return True
+        # The message is complete: a text message may not end inside a code
+        # point.
+        opcode = self._msg_opcode
+        if opcode == OP_TEXT and not self._utf8.complete():
+            raise self._fail(InvalidUTF8("invalid UTF-8"))
+        data = bytes(self._msg)
+        self._msg = bytearray()
+        self._msg_opcode = 0
+        self._utf8.reset()
+        self._on_message(data.decode("utf-8") if opcode == OP_TEXT else data)
+        return True
+
+    def _check_close(self, payload):
+        """RFC 6455 5.5.1 / 7.4: an empty body, or a valid code and a UTF-8 reason."""
+        if len(payload) >= 2:
+            code = int.from_bytes(payload[:2], "big")
+            if not is_valid_close_code(code):
+                raise self._fail(FrameError(f"invalid close code {code}"))
+            if not validate_utf8(payload[2:]):
+                raise self._fail(InvalidUTF8("invalid UTF-8"))
+
+    def _fail(self, exc):
+        """Enter the failed state; returns exc for ``raise self._fail(...)``."""
+        self._failed = True
+        return exc
+
+    def _drop_everything(self):
+        self._buf = bytearray()
+        self._msg = bytearray()
+        self._pos = 0
+        self._remaining = 0
+        self._msg_opcode = 0
+        self._utf8.reset()
+
+
+# -- building frames -----------------------------------------------------
+
+_KEYS_SIZE = 4096
+_keys = b""
+_keys_pos = _KEYS_SIZE
+
+
+def _fresh_key():
+    """4 random bytes (RFC 6455 5.3: the masking key MUST be unpredictable),
+    drawn from a buffer of os.urandom refilled when used up."""
+    global _keys, _keys_pos
+    if _keys_pos >= len(_keys):
+        _keys = os.urandom(_KEYS_SIZE)
+        _keys_pos = 0
+    key = _keys[_keys_pos : _keys_pos + 4]
+    _keys_pos += 4
+    return key
+
+
+def _check_args(opcode, length, fin, mask_key, rsv):
+    if opcode not in _OPCODES:
+        raise ValueError(f"invalid opcode {opcode!r}")
+    if rsv & ~_RSV_MASK:
+        raise ValueError(f"rsv must use only the bits 0x70, not {rsv:#x}")
+    if opcode >= 0x8:
+        if length > MAX_CONTROL_PAYLOAD:
+            raise ValueError(f"control frame payload too long ({length} > 125 bytes)")
+        if not fin:
+            raise ValueError("control frames cannot be fragmented (fin=False)")
+    if length < 0 or length >> 63:
+        raise ValueError(f"invalid payload length {length}")
+    if mask_key is not None and len(mask_key) != 4:
+        raise ValueError("mask_key must be 4 bytes")
+
+
+def _header(opcode, length, fin, mask_key, rsv):
+    head = bytearray()
+    head.append((0x80 if fin else 0) | rsv | opcode)
+    mbit = 0x80 if mask_key is not None else 0
+    # RFC 6455 5.2: "the minimal number of bytes MUST be used to encode the
+    # length".
+    if length < 126:
+        head.append(mbit | length)
+    elif length < 65536:
+        head.append(mbit | 126)
+        head += length.to_bytes(2, "big")
+    else:
+        head.append(mbit | 127)
+        head += length.to_bytes(8, "big")
+    if mask_key is not None:
+        head += mask_key
+    return head
+
+
+def build_header(opcode, length, *, fin=True, mask_key=None, rsv=0):
+    """Only the header (2-14 bytes); see fastws_ext/frames.pyi."""
+    if mask_key is not None:
+        mask_key = bytes(mask_key)
+    _check_args(opcode, length, fin, mask_key, rsv)
+    return bytes(_header(opcode, length, fin, mask_key, rsv))
+
+
+def build_frame(opcode, payload=b"", *, fin=True, mask=False, mask_key=None, rsv=0):
+    """One complete frame (header + payload); see fastws_ext/frames.pyi."""
+    if isinstance(payload, str):
+        payload = payload.encode("utf-8")
+    else:
+        payload = memoryview(payload).cast("B")
+    if mask_key is not None:
+        mask_key = bytes(mask_key)
+    elif mask:
+        mask_key = _fresh_key()
+    _check_args(opcode, len(payload), fin, mask_key, rsv)
+    frame = _header(opcode, len(payload), fin, mask_key, rsv)
+    start = len(frame)
+    frame += payload
+    if mask_key is not None:
+        _mask(memoryview(frame)[start:], mask_key)
+    return bytes(frame)

@@ -1,0 +1,188 @@
+"""The asyncio client: ``fastws.connect(url)``.
+
+::
+
+    async with fastws.connect("ws://127.0.0.1:8765") as ws:
+        await ws.send("hello")
+        print(await ws.recv())
+
+It has the same high-level API as the server's ``handler(ws)``; frames are
+masked by the extension (RFC 6455 5.3: every client frame is masked with a
+fresh random key).
+"""
+from __future__ import annotations
+
+import asyncio
+import ssl as ssl_module
+from urllib.parse import urlsplit
+
+from . import handshake
+from .exceptions import HandshakeError, InvalidResponse, InvalidURI
+from .options import Options
+from .protocol import CONNECTING
+from .transport import StreamConnection
+from .websocket import WEBSOCKET_SLOTS, WebSocketMixin
+
+__all__ = ["connect", "ClientWebSocket", "parse_uri"]
+
+
+def parse_uri(url: str):
+    """(secure, host, port, resource) of a ws:// or wss:// URL (RFC 6455 3)."""
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError as exc:
+        raise InvalidURI(f"invalid WebSocket URL {url!r}: {exc}") from None
+    if parts.scheme not in ("ws", "wss"):
+        raise InvalidURI(f"{url!r} is not a ws:// or wss:// URL")
+    if not parts.hostname:
+        raise InvalidURI(f"{url!r} has no host")
+    if parts.fragment:
+        raise InvalidURI(f"{url!r} has a fragment, which WebSocket URLs may not have")
+    secure = parts.scheme == "wss"
+    if port is None:
+        port = 443 if secure else 80
+    resource = parts.path or "/"
+    if parts.query:
+        resource += "?" + parts.query
+    return secure, parts.hostname, port, resource
+
+
+class ClientWebSocket(WebSocketMixin, StreamConnection):
+    """A client connection (the object ``connect()`` gives)."""
+
+    __slots__ = WEBSOCKET_SLOTS + ("_key", "_request", "_reader", "_offered", "_handshake")
+
+    def __init__(self, opts, request: bytes, key: str, subprotocols, handshake_future):
+        StreamConnection.__init__(self, opts, True)
+        self._init_websocket()
+        self._request = request
+        self._key = key
+        self._offered = subprotocols
+        self._reader = handshake.ResponseReader(max_head=opts.max_head, max_headers=opts.max_headers)
+        self._handshake = handshake_future
+
+    def connection_made(self, transport) -> None:
+        StreamConnection.connection_made(self, transport)
+        transport.write(self._request)
+        self._request = None
+
+    def _handshake_data(self, data) -> None:
+        try:
+            response = self._reader.feed(data)
+            if response is None:
+                return
+            self.subprotocol = handshake.check_response(response, self._key, self._offered)
+        except HandshakeError as exc:
+            self._handshake_failed(exc)
+            return
+        leftover = self._reader.leftover
+        self._reader = None
+        self.headers = response.headers
+        self._open(self._queue_message)
+        if not self._handshake.done():
+            self._handshake.set_result(None)
+        if leftover:
+            self._feed(leftover)
+
+    def _handshake_failed(self, exc: BaseException) -> None:
+        if not self._handshake.done():
+            self._handshake.set_exception(exc)
+        self._abort_transport()
+
+    def eof_received(self):
+        if self._state == CONNECTING and self._reader is not None:
+            try:
+                response = self._reader.eof()
+            except HandshakeError as exc:
+                self._handshake_failed(exc)
+                return False
+            if response is not None:
+                try:
+                    handshake.check_response(response, self._key, self._offered)
+                except HandshakeError as exc:
+                    self._handshake_failed(exc)
+                    return False
+            self._handshake_failed(InvalidResponse("connection closed during the opening handshake"))
+        return False
+
+    def connection_lost(self, exc) -> None:
+        if not self._handshake.done():
+            self._handshake.set_exception(
+                InvalidResponse(f"connection closed during the opening handshake: {exc or 'EOF'}")
+            )
+        StreamConnection.connection_lost(self, exc)
+
+
+class connect:
+    """``ws = await connect(url, **options)`` or ``async with connect(url) as ws``.
+
+    Options: ``subprotocols`` (offered, in order), ``origin``, ``extra_headers``
+    (list of (name, value)), ``ssl`` (an SSLContext, or True for the default
+    context with wss://), ``server_hostname``, ``open_timeout`` (default 10 s),
+    ``sock``, and the connection options of ``fastws.options.Options``
+    (max_size, ping_interval, ...).
+    """
+
+    def __init__(self, url: str, *, subprotocols=None, origin=None, extra_headers=(), ssl=None,
+                 server_hostname=None, open_timeout: float = 10.0, sock=None, user_agent="fastws",
+                 **options):
+        self.url = url
+        self._secure, self._host, self._port, self._resource = parse_uri(url)
+        self._opts = Options(**options)
+        self._subprotocols = list(subprotocols) if subprotocols else None
+        self._origin = origin
+        self._extra_headers = list(extra_headers.items() if hasattr(extra_headers, "items") else extra_headers)
+        if self._secure and ssl is None:
+            ssl = True
+        if ssl is True:
+            ssl = ssl_module.create_default_context()
+        elif ssl is not None and not self._secure:
+            raise InvalidURI("ssl given for a ws:// URL; use wss://")
+        self._ssl = ssl
+        self._server_hostname = server_hostname
+        self._open_timeout = open_timeout
+        self._sock = sock
+        self._user_agent = user_agent
+        self._ws = None
+
+    async def _connect(self) -> ClientWebSocket:
+        loop = asyncio.get_running_loop()
+        key = handshake.make_key()
+        request = handshake.build_request(
+            self._host, self._port, self._resource, key, secure=self._secure,
+            subprotocols=self._subprotocols, origin=self._origin,
+            extra_headers=self._extra_headers, user_agent=self._user_agent,
+        )
+        done = loop.create_future()
+
+        def factory():
+            return ClientWebSocket(self._opts, request, key, self._subprotocols, done)
+
+        async def open_():
+            if self._sock is not None:
+                _, ws = await loop.create_connection(factory, sock=self._sock, ssl=self._ssl,
+                                                     server_hostname=self._server_hostname)
+            else:
+                _, ws = await loop.create_connection(
+                    factory, self._host, self._port, ssl=self._ssl,
+                    server_hostname=(self._server_hostname or self._host) if self._ssl else None,
+                )
+            try:
+                await done
+            except BaseException:
+                ws._abort_transport()
+                raise
+            return ws
+
+        return await asyncio.wait_for(open_(), self._open_timeout)
+
+    def __await__(self):
+        return self._connect().__await__()
+
+    async def __aenter__(self) -> ClientWebSocket:
+        self._ws = await self._connect()
+        return self._ws
+
+    async def __aexit__(self, *exc_info):
+        await self._ws.close()

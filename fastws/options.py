@@ -1,0 +1,102 @@
+"""Connection and server options, validated once at start-up.
+
+One ``Options`` object is shared by every connection of a server (or by one
+client connection), so options cost nothing per connection.
+"""
+from __future__ import annotations
+
+import math
+
+from .exceptions import ConfigError
+
+__all__ = ["Options"]
+
+
+def _positive(name, value, *, allow_none=False, integer=False, allow_zero=False):
+    if value is None:
+        if allow_none:
+            return None
+        raise ConfigError(f"{name} must be set")
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ConfigError(f"{name} must be a number, not {type(value).__name__}")
+    if integer and not isinstance(value, int):
+        raise ConfigError(f"{name} must be a whole number, got {value!r}")
+    if math.isnan(value) or math.isinf(value):
+        raise ConfigError(f"{name} must be finite, got {value!r}")
+    if value < 0 or (value == 0 and not allow_zero):
+        raise ConfigError(f"{name} must be > 0, got {value!r}")
+    return value
+
+
+class Options:
+    """Every tunable of a connection, with its default.
+
+    max_size            largest incoming message in bytes (None: no limit); 1 MiB
+    max_queue           messages buffered for ``recv()`` before reading pauses; 16
+    write_limit         write-buffer high-water mark in bytes: above it ``send()``
+                        returns False (listener) or waits (handler API); 64 KiB
+    max_write_buffer    hard limit: a peer that lets more than this pile up is
+                        cut off with 1008 and its memory released; 16 MiB + write_limit
+    handshake_timeout   seconds to complete the opening handshake; 10
+    close_timeout       seconds to complete the closing handshake; 10
+    ping_interval       seconds of silence before a ping (None: no keepalive); 20
+    ping_timeout        seconds to wait for any frame after a ping; 20
+    timer_tick          resolution of the loop's timer wheel in seconds; 1.0
+    max_head            largest HTTP request/response head in bytes; 8 KiB
+    max_headers         most header lines in the head; 100
+    """
+
+    __slots__ = (
+        "max_size",
+        "max_queue",
+        "write_limit",
+        "max_write_buffer",
+        "handshake_timeout",
+        "close_timeout",
+        "ping_interval",
+        "ping_timeout",
+        "timer_tick",
+        "max_head",
+        "max_headers",
+    )
+
+    def __init__(
+        self,
+        *,
+        max_size: int | None = 2**20,
+        max_queue: int = 16,
+        write_limit: int = 2**16,
+        max_write_buffer: int | None = None,
+        handshake_timeout: float = 10.0,
+        close_timeout: float = 10.0,
+        ping_interval: float | None = 20.0,
+        ping_timeout: float = 20.0,
+        timer_tick: float = 1.0,
+        max_head: int = 8192,
+        max_headers: int = 100,
+    ):
+        self.max_size = _positive("max_size", max_size, allow_none=True, integer=True)
+        self.max_queue = _positive("max_queue", max_queue, integer=True)
+        self.write_limit = _positive("write_limit", write_limit, integer=True)
+        if max_write_buffer is None:
+            max_write_buffer = 16 * 2**20 + self.write_limit
+        self.max_write_buffer = _positive("max_write_buffer", max_write_buffer, integer=True)
+        if self.max_write_buffer < self.write_limit:
+            raise ConfigError(
+                f"max_write_buffer ({self.max_write_buffer}) must be >= write_limit ({self.write_limit})"
+            )
+        self.handshake_timeout = _positive("handshake_timeout", handshake_timeout)
+        self.close_timeout = _positive("close_timeout", close_timeout)
+        self.ping_interval = _positive("ping_interval", ping_interval, allow_none=True)
+        self.ping_timeout = _positive("ping_timeout", ping_timeout)
+        self.timer_tick = _positive("timer_tick", timer_tick)
+        if self.timer_tick > 60:
+            raise ConfigError(f"timer_tick must be <= 60 seconds, got {timer_tick!r}")
+        self.max_head = _positive("max_head", max_head, integer=True)
+        if self.max_head < 256:
+            raise ConfigError(f"max_head must be >= 256 bytes, got {max_head!r}")
+        self.max_headers = _positive("max_headers", max_headers, integer=True)
+
+    def __repr__(self):
+        fields = ", ".join(f"{name}={getattr(self, name)!r}" for name in self.__slots__)
+        return f"Options({fields})"

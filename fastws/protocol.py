@@ -1,0 +1,385 @@
+"""The WebSocket connection core: RFC 6455 after the handshake, with no I/O.
+
+``Connection`` holds the state machine of one connection (OPEN -> CLOSING ->
+CLOSED), answers pings, runs the closing handshake (RFC 6455 section 7),
+turns every protocol error into the right close frame, and decides keepalive
+pings and timeouts when its timer-wheel entry fires.  Bytes come in through
+the frame parser (``self._parser.feed``); bytes go out through four I/O
+methods that a subclass provides::
+
+    _write(data)          queue bytes for the peer
+    _writelines(parts)    queue several pieces (header + large payload, no copy)
+    _close_transport()    flush, then close TCP
+    _abort_transport()    close TCP now, dropping what is queued
+    _write_eof()          flush, then half-close (FIN) and keep reading
+
+``fastws.transport.StreamConnection`` implements them on an asyncio/uvloop
+transport; tests implement them on lists.  The application sees the
+connection through ``_app``: a Listener (low-level API, synchronous callbacks)
+or the high-level ``WebSocket`` methods of ``fastws.websocket``.
+
+The hot path is the parser's ``on_message`` callback, which goes straight to
+the application (the listener's ``on_message``, or the queue of ``recv()``):
+nothing of this module runs per data message on the way in, and ``send`` is
+one frame build plus one write on the way out.
+"""
+from __future__ import annotations
+
+import logging
+
+from ._impl import codec
+from .exceptions import (
+    CLOSE_ABNORMAL,
+    CLOSE_INTERNAL_ERROR,
+    CLOSE_NO_STATUS,
+    CLOSE_NORMAL,
+    CLOSE_POLICY_VIOLATION,
+    ConfigError,
+    ProtocolError,
+    connection_closed,
+    is_valid_close_code,
+)
+
+__all__ = ["Connection", "CONNECTING", "OPEN", "CLOSING", "CLOSED"]
+
+logger = logging.getLogger("fastws.protocol")
+
+CONNECTING, OPEN, CLOSING, CLOSED = 0, 1, 2, 3
+STATE_NAMES = ("CONNECTING", "OPEN", "CLOSING", "CLOSED")
+
+OP_TEXT = codec.OP_TEXT
+OP_BINARY = codec.OP_BINARY
+OP_CLOSE = codec.OP_CLOSE
+OP_PING = codec.OP_PING
+OP_PONG = codec.OP_PONG
+_build_frame = codec.build_frame
+_build_header = codec.build_header
+
+# Payloads at least this large are written next to their header instead of
+# being copied into one frame (server side only: client frames are masked,
+# which needs a copy anyway).
+LARGE_PAYLOAD = 16384
+
+
+def close_payload(code: int | None, reason: str = "") -> bytes:
+    """The payload of a close frame (RFC 6455 5.5.1), reason cut to fit 125 bytes."""
+    if code is None:
+        return b""
+    if not is_valid_close_code(code):
+        raise ConfigError(f"close code {code} may not be sent (RFC 6455 7.4)")
+    raw = reason.encode("utf-8")
+    if len(raw) > 123:
+        # cut on a code point boundary so the reason stays valid UTF-8
+        raw = raw[:123].decode("utf-8", "ignore").encode("utf-8")
+    return code.to_bytes(2, "big") + raw
+
+
+class Connection(codec.TimerEntry):
+    """One WebSocket connection: protocol state, control frames, closing handshake.
+
+    The methods an application calls (``send``, ``ping``, ``close``, ...) are the
+    low-level, synchronous API; ``fastws.websocket.WebSocket`` adds the
+    ``async`` one on top.
+    """
+
+    __slots__ = (
+        "_parser",
+        "_opts",
+        "_is_client",
+        "_state",
+        "_app",
+        "_driver",
+        "_paused_writing",
+        "_last_frames",
+        "_ping_outstanding",
+        "close_code",
+        "close_reason",
+        "sent_close_code",
+        "path",
+        "headers",
+        "subprotocol",
+        "remote_address",
+    )
+
+    def __init__(self, opts, is_client: bool):
+        super().__init__()
+        self._opts = opts
+        self._is_client = is_client
+        self._parser = None
+        self._state = CONNECTING
+        self._app = None
+        self._driver = None
+        self._paused_writing = False
+        self._last_frames = 0
+        self._ping_outstanding = False
+        self.close_code = None
+        self.close_reason = ""
+        self.sent_close_code = None
+        self.path = None
+        self.headers = None
+        self.subprotocol = None
+        self.remote_address = None
+
+    # ------------------------------------------------------------ state
+    @property
+    def state(self) -> str:
+        return STATE_NAMES[self._state]
+
+    @property
+    def open(self) -> bool:
+        return self._state == OPEN
+
+    @property
+    def closed(self) -> bool:
+        return self._state == CLOSED
+
+    def _closed_error(self):
+        """The ConnectionClosed exception describing how this connection ended."""
+        code = self.close_code
+        if code is None:
+            code = self.sent_close_code if self.sent_close_code is not None else CLOSE_ABNORMAL
+        return connection_closed(code, self.close_reason, self.sent_close_code)
+
+    # ------------------------------------------------------------ opening
+    def _open(self, on_message, leftover: bytes = b"") -> None:
+        """The handshake succeeded: start parsing frames and arm keepalive."""
+        opts = self._opts
+        self._parser = codec.FrameParser(
+            on_message,
+            self._on_control,
+            expect_masked=not self._is_client,
+            max_size=opts.max_size,
+        )
+        self._state = OPEN
+        if opts.ping_interval is not None:
+            self._arm(self._driver.now() + opts.ping_interval / 2)
+        else:
+            self._disarm()
+        if leftover:
+            self._feed(leftover)
+
+    def _feed(self, data) -> None:
+        """Bytes from the peer. Never raises: errors become close frames."""
+        try:
+            self._parser.feed(data)
+        except ProtocolError as exc:
+            self._fail(exc.code, exc.reason)
+        except Exception as exc:  # an application callback raised
+            self._app_error(exc)
+
+    def _app_error(self, exc: BaseException) -> None:
+        logger.error(
+            "error in application callback (peer %s); closing with 1011",
+            self.remote_address,
+            exc_info=exc,
+        )
+        self._fail(CLOSE_INTERNAL_ERROR, "internal error")
+
+    # ------------------------------------------------------------ sending
+    def send(self, data) -> bool:
+        """Send one message: ``str`` as text, bytes-like as binary.
+
+        Never blocks and never drops: the frame is queued on the transport.
+        Returns False when the write buffer is above ``write_limit`` (wait for
+        ``on_drain`` before sending more); raises ConnectionClosed once the
+        connection is closing or closed.
+        """
+        if self._state != OPEN:
+            raise self._closed_error()
+        opcode = OP_TEXT if type(data) is str else OP_BINARY
+        if self._is_client or len(data) < LARGE_PAYLOAD:
+            self._write(_build_frame(opcode, data, mask=self._is_client))
+        else:
+            if opcode == OP_TEXT:
+                data = data.encode("utf-8")
+            self._writelines((_build_header(opcode, len(data)), data))
+        if self._paused_writing:
+            return self._check_write_buffer()
+        return True
+
+    def send_frame(self, opcode: int, payload=b"", fin: bool = True) -> bool:
+        """Send one raw frame (fragmented messages: TEXT/BINARY fin=False, then
+        CONTINUATION frames). The caller keeps the fragmentation rules."""
+        if self._state != OPEN:
+            raise self._closed_error()
+        self._write(_build_frame(opcode, payload, fin=fin, mask=self._is_client))
+        if self._paused_writing:
+            return self._check_write_buffer()
+        return True
+
+    def send_ping(self, payload=b"") -> None:
+        """Send a ping (payload up to 125 bytes); the pong comes to ``on_pong``."""
+        if self._state != OPEN:
+            raise self._closed_error()
+        self._write(_build_frame(OP_PING, payload, mask=self._is_client))
+
+    def send_pong(self, payload=b"") -> None:
+        """Send an unsolicited pong (RFC 6455 5.5.3: a unidirectional heartbeat)."""
+        if self._state != OPEN:
+            raise self._closed_error()
+        self._write(_build_frame(OP_PONG, payload, mask=self._is_client))
+
+    def close(self, code: int = CLOSE_NORMAL, reason: str = "") -> None:
+        """Start the closing handshake (RFC 6455 7.1.2). Does nothing if already
+        closing; the connection is closed when the peer answers or after
+        ``close_timeout``."""
+        payload = close_payload(code, reason)  # validate before changing state
+        if self._state == OPEN:
+            self._send_close(payload, code)
+            self._arm(self._driver.now() + self._opts.close_timeout)
+        elif self._state == CONNECTING:
+            self._abort_transport()
+
+    def _send_close(self, payload: bytes, code) -> None:
+        self._state = CLOSING
+        self.sent_close_code = code if code is not None else CLOSE_NO_STATUS
+        self._write(_build_frame(OP_CLOSE, payload, mask=self._is_client))
+
+    def _fail(self, code: int, reason: str) -> None:
+        """Fail the WebSocket connection (RFC 6455 7.1.7) with a close code."""
+        if self._state == OPEN:
+            self._send_close(close_payload(code, reason), code)
+            # Half-close so our close frame is delivered even if the peer keeps
+            # sending; the rest of its input is discarded. The peer closes TCP
+            # when it has read our close frame, or close_timeout aborts.
+            self._write_eof()
+            self._arm(self._driver.now() + self._opts.close_timeout)
+        elif self._state == CLOSING:
+            self._abort_transport()
+
+    def _check_write_buffer(self) -> bool:
+        """Called only while writing is paused: enforce max_write_buffer."""
+        if self._write_buffer_size() > self._opts.max_write_buffer:
+            logger.info("peer %s is not reading: write buffer over %d bytes; closing with 1008",
+                        self.remote_address, self._opts.max_write_buffer)
+            self.sent_close_code = CLOSE_POLICY_VIOLATION
+            self._abort_transport()
+        return False
+
+    # ------------------------------------------------------------ receiving
+    def _on_control(self, opcode: int, payload: bytes) -> None:
+        if opcode == OP_PING:
+            # RFC 6455 5.5.2: answer with a pong carrying the same payload "as
+            # soon as is practical"; not after our close frame (5.5.1).
+            if self._state == OPEN:
+                self._write(_build_frame(OP_PONG, payload, mask=self._is_client))
+            self._on_ping(payload)
+        elif opcode == OP_PONG:
+            self._on_pong(payload)
+        else:
+            self._on_close_frame(payload)
+
+    def _on_ping(self, payload: bytes) -> None:
+        app = self._app
+        if app is not None:
+            app.on_ping(payload)
+
+    def _on_pong(self, payload: bytes) -> None:
+        app = self._app
+        if app is not None:
+            app.on_pong(payload)
+
+    def _on_close_frame(self, payload: bytes) -> None:
+        # The parser has validated the payload (length, code, UTF-8 reason).
+        if len(payload) >= 2:
+            code = int.from_bytes(payload[:2], "big")
+            reason = payload[2:].decode("utf-8")
+        else:
+            code, reason = CLOSE_NO_STATUS, ""
+        self.close_code, self.close_reason = code, reason
+        if self._state == OPEN:
+            # RFC 6455 5.5.1: answer with a close frame, echoing the code (and
+            # the reason, which the parser has checked is valid UTF-8).
+            self._send_close(payload, code if len(payload) >= 2 else None)
+        if self._is_client:
+            # RFC 6455 7.1.1: the server closes TCP first; wait for it.
+            self._arm(self._driver.now() + self._opts.close_timeout)
+        else:
+            self._close_transport()
+
+    # ------------------------------------------------------------ timers
+    def _arm(self, deadline: float) -> None:
+        self._driver.arm(self, deadline)
+
+    def _disarm(self) -> None:
+        if self.armed:
+            self._driver.cancel(self)
+
+    def on_timer(self, now: float):
+        """The connection's one timer fired: handshake, keepalive or close timeout."""
+        state = self._state
+        if state == OPEN:
+            opts = self._opts
+            frames = self._parser.frames_received
+            if frames != self._last_frames:  # the peer is alive
+                self._last_frames = frames
+                self._ping_outstanding = False
+                return now + opts.ping_interval / 2
+            if not self._ping_outstanding:
+                # Silent for between ping_interval/2 and ping_interval: ping.
+                self._ping_outstanding = True
+                self._write(_build_frame(OP_PING, b"", mask=self._is_client))
+                self._on_keepalive_ping()
+                return now + opts.ping_timeout
+            logger.info("peer %s did not answer a keepalive ping within %ss; closing with 1011",
+                        self.remote_address, opts.ping_timeout)
+            self._on_keepalive_timeout()
+            self._fail(CLOSE_INTERNAL_ERROR, "keepalive ping timeout")
+            return None
+        if state == CONNECTING:
+            logger.info("opening handshake with %s timed out", self.remote_address)
+        elif state == CLOSING:
+            logger.info("closing handshake with %s timed out", self.remote_address)
+        self._abort_transport()
+        return None
+
+    def _on_keepalive_ping(self) -> None:
+        """Hook for metrics (a keepalive ping was sent)."""
+
+    def _on_keepalive_timeout(self) -> None:
+        """Hook for metrics (a keepalive ping went unanswered)."""
+
+    # ------------------------------------------------------------ end
+    def _connection_lost(self) -> None:
+        """The transport is gone: settle state and tell the application once."""
+        if self._state == CLOSED:
+            return
+        self._state = CLOSED
+        self._disarm()
+        if self._parser is not None:
+            self._parser.release()
+        self._on_closed()
+
+    def _on_closed(self) -> None:
+        app = self._app
+        if app is not None:
+            code, reason = self.close_code, self.close_reason
+            if code is None:
+                code = self.sent_close_code if self.sent_close_code is not None else CLOSE_ABNORMAL
+            try:
+                app.on_close(code, reason)
+            except Exception:
+                logger.exception("error in on_close (peer %s)", self.remote_address)
+
+    # ------------------------------------------------------------ I/O (subclass)
+    def _write(self, data) -> None:
+        raise NotImplementedError
+
+    def _writelines(self, parts) -> None:
+        raise NotImplementedError
+
+    def _write_eof(self) -> None:
+        raise NotImplementedError
+
+    def _close_transport(self) -> None:
+        raise NotImplementedError
+
+    def _abort_transport(self) -> None:
+        raise NotImplementedError
+
+    def _write_buffer_size(self) -> int:
+        return 0
+
+    def __repr__(self):
+        return f"<{type(self).__name__} {STATE_NAMES[self._state]} {self.remote_address}>"
+

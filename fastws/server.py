@@ -1,0 +1,403 @@
+"""The server: ``fastws.serve(app, host, port, **options)``.
+
+``app`` is either
+
+- a coroutine function ``async def handler(ws)`` (high-level API, one Task per
+  connection for the handler, none per message), or
+- a Listener class or factory (low-level API, ``fastws.Listener``): called
+  once per connection, its callbacks run synchronously in the read callback.
+
+The server is an asyncio ``Protocol``-level server (no streams): each accepted
+TCP connection gets one ``ServerConnection`` object, which reads the HTTP
+upgrade request, answers it (RFC 6455 4.2.2) and then speaks WebSocket.  The
+``Server`` is the one owner of the set of open connections.
+
+Options (validated at start-up, ConfigError on a bad value): those of
+``fastws.options.Options`` plus
+
+origins           None (any), a list of allowed Origin values (None in the
+                  list admits requests without Origin), or a callable
+                  ``origin -> bool`` (gorilla's CheckOrigin)
+subprotocols      the server's subprotocols, in order of preference
+process_request   ``callable(request)`` run before accepting an upgrade; returns
+                  None to go on, a ``fastws.Response`` to refuse with it, or a
+                  list of ``(name, value)`` headers to add to the 101 response
+                  (cookies, auth); may raise ``fastws.InvalidRequest``
+http_handler      ``callable(request) -> Response`` (or a coroutine function) for
+                  plain HTTP requests that are not upgrades (health checks, a
+                  static page); without it they get 426 Upgrade Required
+"""
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+import socket
+import time
+
+from . import handshake
+from .exceptions import (
+    CLOSE_GOING_AWAY,
+    CLOSE_INTERNAL_ERROR,
+    CLOSE_NORMAL,
+    ConfigError,
+    ConnectionClosed,
+    InvalidRequest,
+)
+from .listener import Listener
+from .options import Options
+from .protocol import CLOSED, CONNECTING, OPEN
+from .transport import StreamConnection
+from .websocket import WEBSOCKET_SLOTS, WebSocketMixin
+
+__all__ = ["serve", "Server", "ServerConnection", "ServerWebSocket"]
+
+logger = logging.getLogger("fastws.server")
+access_logger = logging.getLogger("fastws.access")
+
+
+class ServerConnection(StreamConnection):
+    """A server-side connection; with the low-level API it is ``listener.ws``."""
+
+    __slots__ = ("_server", "_reader", "_started")
+
+    def __init__(self, server: "Server"):
+        StreamConnection.__init__(self, server.options, False)
+        self._server = server
+        self._reader = None
+        self._started = 0.0
+
+    def connection_made(self, transport) -> None:
+        StreamConnection.connection_made(self, transport)
+        opts = self._opts
+        self._reader = handshake.RequestReader(max_head=opts.max_head, max_headers=opts.max_headers)
+        self._started = time.monotonic()
+        self._server._register(self)
+
+    def connection_lost(self, exc) -> None:
+        StreamConnection.connection_lost(self, exc)
+        self._reader = None
+        self._server._unregister(self)
+
+    # ------------------------------------------------------------ opening handshake
+    def _handshake_data(self, data) -> None:
+        reader = self._reader
+        if reader is None:  # a response is being written; ignore the rest
+            return
+        try:
+            request = reader.feed(data)
+        except InvalidRequest as exc:
+            self._refuse(exc)
+            return
+        if request is None:
+            return
+        self._reader = None
+        leftover = reader.leftover
+        if not handshake.is_upgrade_request(request):
+            self._plain_http(request)
+            return
+        server = self._server
+        try:
+            subprotocol, headers = handshake.check_request(
+                request, origins=server.origins, subprotocols=server.subprotocols
+            )
+            if server.process_request is not None:
+                result = server.process_request(request)
+                if isinstance(result, handshake.Response):
+                    self._respond(result, request)
+                    return
+                if result:
+                    headers = list(headers) + list(result.items() if hasattr(result, "items") else result)
+        except InvalidRequest as exc:
+            self._refuse(exc, request)
+            return
+        self._transport.write(handshake.accept_response(headers))
+        self.path = request.path
+        self.headers = request.headers
+        self.subprotocol = subprotocol
+        self._log_access(request, 101)
+        self._start(leftover)
+
+    def _start(self, leftover: bytes) -> None:
+        """The handshake is done: create the listener and start the WebSocket."""
+        try:
+            listener = self._server.app()
+        except Exception as exc:
+            logger.exception("listener factory failed for %s", self.remote_address)
+            self._state = OPEN
+            self._app_error(exc)
+            return
+        self._app = listener
+        self._open(listener.on_message)
+        try:
+            listener.on_connect(self)
+        except Exception as exc:
+            self._app_error(exc)
+            return
+        if leftover:
+            self._feed(leftover)
+
+    def _plain_http(self, request) -> None:
+        handler = self._server.http_handler
+        if handler is None:
+            self._respond(handshake.Response(
+                426, "Upgrade Required",
+                [("Upgrade", "websocket"), ("Connection", "Upgrade"), ("Sec-WebSocket-Version", "13")],
+                b"This is a WebSocket endpoint: connect with a WebSocket client.\n",
+            ), request)
+            return
+        try:
+            result = handler(request)
+        except Exception:
+            logger.exception("http_handler failed for %s %s", request.method, request.path)
+            result = handshake.Response(500, "Internal Server Error", [], b"internal error\n")
+        if inspect.isawaitable(result):
+            asyncio.ensure_future(self._await_http(result, request))
+            return
+        self._respond(result, request)
+
+    async def _await_http(self, awaitable, request) -> None:
+        try:
+            result = await awaitable
+        except Exception:
+            logger.exception("http_handler failed for %s %s", request.method, request.path)
+            result = handshake.Response(500, "Internal Server Error", [], b"internal error\n")
+        if self._state == CONNECTING and not self._transport.is_closing():
+            self._respond(result, request)
+
+    def _respond(self, response, request=None) -> None:
+        if not isinstance(response, handshake.Response):
+            logger.error("http_handler returned %r, not a fastws.Response", type(response).__name__)
+            response = handshake.Response(500, "Internal Server Error", [], b"internal error\n")
+        self._transport.write(response.to_bytes())
+        if request is not None:
+            self._log_access(request, response.status)
+        self._disarm()
+        self._close_transport()
+
+    def _refuse(self, exc: InvalidRequest, request=None) -> None:
+        self._server.handshakes_refused += 1
+        self._transport.write(handshake.error_response(exc))
+        if request is not None:
+            self._log_access(request, exc.status)
+        else:
+            access_logger.info("%s - bad request: %d %s", self._peer(), exc.status, exc.reason)
+        self._disarm()
+        self._close_transport()
+
+    def _peer(self) -> str:
+        addr = self.remote_address
+        if isinstance(addr, tuple) and len(addr) >= 2:
+            return f"{addr[0]}:{addr[1]}"
+        return str(addr)
+
+    def _log_access(self, request, status: int) -> None:
+        if access_logger.isEnabledFor(logging.INFO):
+            access_logger.info(
+                '%s - "%s %s HTTP/%s" %d %s %.1fms',
+                self._peer(), request.method, request.path, request.version, status,
+                self.subprotocol or "-", (time.monotonic() - self._started) * 1000,
+            )
+
+
+class ServerWebSocket(WebSocketMixin, ServerConnection):
+    """A server-side connection with the high-level API: the ``ws`` of ``handler(ws)``."""
+
+    __slots__ = WEBSOCKET_SLOTS
+
+    def __init__(self, server: "Server"):
+        ServerConnection.__init__(self, server)
+        self._init_websocket()
+
+    def _start(self, leftover: bytes) -> None:
+        self._open(self._queue_message)
+        self._task = asyncio.get_running_loop().create_task(self._run_handler())
+        if leftover:
+            self._feed(leftover)
+
+    async def _run_handler(self) -> None:
+        try:
+            await self._server.app(self)
+        except ConnectionClosed:
+            pass
+        except Exception:
+            logger.exception("error in connection handler (peer %s)", self.remote_address)
+            if self._state == OPEN:
+                self._fail(CLOSE_INTERNAL_ERROR, "internal error")
+            return
+        finally:
+            self._task = None
+        if self._state == OPEN:
+            self.close_nowait(CLOSE_NORMAL)
+
+    def close_nowait(self, code: int = CLOSE_NORMAL, reason: str = "") -> None:
+        """Start the closing handshake without waiting for it."""
+        ServerConnection.close(self, code, reason)
+
+
+def _is_handler(app) -> bool:
+    if inspect.iscoroutinefunction(app):
+        return True
+    call = getattr(app, "__call__", None)
+    return not inspect.isclass(app) and inspect.iscoroutinefunction(call)
+
+
+class Server:
+    """A running fastws server; ``connections`` is the set of its open connections."""
+
+    def __init__(self, app, *, origins=None, subprotocols=None, process_request=None,
+                 http_handler=None, **options):
+        self.options = Options(**options)
+        if _is_handler(app):
+            self._connection_class = ServerWebSocket
+        elif callable(app):
+            self._connection_class = ServerConnection
+        else:
+            raise ConfigError(f"app must be an async handler or a Listener class/factory, not {app!r}")
+        if inspect.isclass(app) and not issubclass(app, Listener) and not _is_handler(app):
+            for name in ("on_message", "on_connect", "on_close", "on_ping", "on_pong", "on_drain"):
+                if not hasattr(app, name):
+                    raise ConfigError(f"listener class {app.__name__} has no {name}(); subclass fastws.Listener")
+        if origins is not None and not callable(origins):
+            if isinstance(origins, str):
+                raise ConfigError("origins must be a list of origins, not a single string")
+            origins = list(origins)
+        if subprotocols is not None:
+            if isinstance(subprotocols, str):
+                raise ConfigError("subprotocols must be a list of names, not a single string")
+            subprotocols = list(subprotocols)
+        if process_request is not None and not callable(process_request):
+            raise ConfigError("process_request must be callable")
+        if http_handler is not None and not callable(http_handler):
+            raise ConfigError("http_handler must be callable")
+        self.app = app
+        self.origins = origins
+        self.subprotocols = subprotocols
+        self.process_request = process_request
+        self.http_handler = http_handler
+        self.connections: set = set()
+        self.handshakes_refused = 0
+        self._servers = []
+        self._closing = False
+        self._all_closed = None
+
+    # ------------------------------------------------------------ connection set
+    def _factory(self):
+        return self._connection_class(self)
+
+    def _register(self, conn) -> None:
+        if self._closing:
+            conn._abort_transport()
+            return
+        self.connections.add(conn)
+
+    def _unregister(self, conn) -> None:
+        self.connections.discard(conn)
+        if self._closing and not self.connections and self._all_closed is not None:
+            if not self._all_closed.done():
+                self._all_closed.set_result(None)
+
+    # ------------------------------------------------------------ lifecycle
+    async def start(self, host=None, port=None, *, sock=None, reuse_port=False, backlog=2048, ssl=None,
+                    unix_path=None):
+        loop = asyncio.get_running_loop()
+        if unix_path is not None:
+            server = await loop.create_unix_server(self._factory, unix_path, sock=sock, backlog=backlog, ssl=ssl)
+        elif sock is not None:
+            server = await loop.create_server(self._factory, sock=sock, backlog=backlog, ssl=ssl)
+        else:
+            server = await loop.create_server(
+                self._factory, host, port, backlog=backlog, ssl=ssl, reuse_port=reuse_port or None,
+            )
+        self._servers.append(server)
+        return self
+
+    @property
+    def sockets(self) -> list:
+        return [s for server in self._servers for s in server.sockets]
+
+    @property
+    def port(self) -> int:
+        """The TCP port of the first listening socket (handy with port=0)."""
+        for sock in self.sockets:
+            if sock.family in (socket.AF_INET, socket.AF_INET6):
+                return sock.getsockname()[1]
+        raise RuntimeError("the server has no TCP socket")
+
+    def close(self, code: int = CLOSE_GOING_AWAY, reason: str = "server shutting down") -> None:
+        """Stop accepting, and start closing every connection with ``code``."""
+        if self._closing:
+            return
+        self._closing = True
+        self._all_closed = asyncio.get_running_loop().create_future()
+        for server in self._servers:
+            server.close()
+        for conn in list(self.connections):
+            if conn._state == OPEN:
+                ServerConnection.close(conn, code, reason)  # the sync close of both API levels
+            elif conn._state == CONNECTING:
+                conn._abort_transport()
+        if not self.connections and not self._all_closed.done():
+            self._all_closed.set_result(None)
+
+    async def wait_closed(self, timeout: float | None = None) -> None:
+        """Wait until every connection is closed; after ``timeout`` seconds
+        (default: close_timeout), abort the ones that are left."""
+        if self._all_closed is not None:
+            if timeout is None:
+                timeout = self.options.close_timeout
+            try:
+                await asyncio.wait_for(asyncio.shield(self._all_closed), timeout)
+            except asyncio.TimeoutError:
+                for conn in list(self.connections):
+                    if conn._state != CLOSED:
+                        conn._abort_transport()
+                await asyncio.sleep(0)
+        for server in self._servers:
+            await server.wait_closed()
+
+    async def shutdown(self, timeout: float | None = None) -> None:
+        """Graceful shutdown: ``close()`` then ``wait_closed(timeout)``."""
+        self.close()
+        await self.wait_closed(timeout)
+
+    async def serve_forever(self) -> None:
+        try:
+            await asyncio.Future()
+        finally:
+            if not self._closing:
+                self.close()
+
+    async def __aenter__(self):
+        return self
+
+    async def __aexit__(self, *exc_info):
+        await self.shutdown()
+
+    def __repr__(self):
+        return f"<fastws.Server sockets={[s.getsockname() for s in self.sockets]} connections={len(self.connections)}>"
+
+
+class serve:
+    """``server = await serve(app, host, port, **options)`` or
+    ``async with serve(app, host, port) as server: ...``.
+
+    Connection options are those of ``fastws.options.Options``; server options:
+    ``origins``, ``subprotocols``, ``process_request``, ``http_handler``;
+    socket options: ``sock``, ``reuse_port``, ``backlog``, ``ssl``, ``unix_path``.
+    """
+
+    def __init__(self, app, host=None, port=None, *, sock=None, reuse_port=False, backlog=2048,
+                 ssl=None, unix_path=None, **options):
+        self._server = Server(app, **options)  # validates options now, before binding
+        self._bind = dict(host=host, port=port, sock=sock, reuse_port=reuse_port, backlog=backlog,
+                          ssl=ssl, unix_path=unix_path)
+
+    def __await__(self):
+        return self._server.start(**self._bind).__await__()
+
+    async def __aenter__(self) -> Server:
+        return await self._server.start(**self._bind)
+
+    async def __aexit__(self, *exc_info):
+        await self._server.shutdown()

@@ -1,0 +1,160 @@
+"""Timers are data, not tasks: one timer wheel per event loop.
+
+A connection does not own a ``loop.call_later`` handle per timeout (ping
+interval, handshake deadline, close timeout, idle timeout).  It *is* a
+``TimerEntry`` (``codec.TimerEntry``) armed on the loop's wheel, and the whole
+loop pays for one ``loop.call_at`` per tick, and only while some entry is
+armed.  Activity re-arms lazily: the connection records the time of its last
+activity in a plain attribute, and ``on_timer`` returns the new deadline when
+the timeout has not really expired.
+
+    driver = get_driver(loop)               # one per loop, tick 1 s
+    driver.arm(conn, driver.now() + 30.0)   # O(1); starts the ticks if idle
+
+Ticks fall on multiples of ``tick`` in the loop's clock, so an entry fires at
+most one tick after its deadline (plus the loop's own lateness).
+"""
+from __future__ import annotations
+
+import asyncio
+import math
+import weakref
+
+from ._impl import codec
+
+__all__ = ["WheelDriver", "get_driver"]
+
+
+class WheelDriver:
+    """Binds a TimerWheel to an asyncio (or uvloop) event loop.
+
+    Arm entries through :meth:`arm` (not ``driver.wheel.arm``) when the wheel
+    may be idle: that is what starts the ticks.  Entries re-armed by the
+    value ``on_timer`` returns need nothing more.  An exception from
+    ``on_timer`` goes to the loop's exception handler.
+    """
+
+    __slots__ = ("wheel", "_loop_ref", "_tick", "_handle", "_closed", "__weakref__")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, tick: float = 1.0,
+                 slots: int = 512, wheel_cls=None) -> None:
+        cls = codec.TimerWheel if wheel_cls is None else wheel_cls
+        self.wheel = cls(tick, slots, loop.time())
+        self.wheel.on_error = self._on_error
+        # Weakly: a driver kept in get_driver's WeakKeyDictionary must not keep
+        # its loop alive.  (A pending tick handle keeps the driver alive.)
+        self._loop_ref = weakref.ref(loop)
+        self._tick = self.wheel.tick
+        self._handle = None
+        self._closed = False
+
+    @property
+    def loop(self) -> asyncio.AbstractEventLoop | None:
+        return self._loop_ref()
+
+    @property
+    def scheduled(self) -> bool:
+        """Whether a tick is pending in the loop."""
+        return self._handle is not None
+
+    def now(self) -> float:
+        """The loop's time (the wheel's clock)."""
+        return self._loop_ref().time()
+
+    def arm(self, entry, deadline: float) -> None:
+        """Arm or re-arm ``entry`` at ``deadline`` (loop time); O(1)."""
+        if self._handle is None:
+            self._start()
+        self.wheel.arm(entry, deadline)
+
+    def cancel(self, entry) -> None:
+        """Disarm ``entry``.  When the wheel empties, the next tick stops."""
+        self.wheel.cancel(entry)
+
+    def close(self) -> None:
+        """Stop ticking for good.  Armed entries stay armed but never fire."""
+        self._closed = True
+        if self._handle is not None:
+            self._handle.cancel()
+            self._handle = None
+        loop = self._loop_ref()
+        if loop is not None and _drivers.get(loop) is self:
+            del _drivers[loop]
+
+    def _start(self) -> None:
+        if self._closed:
+            raise RuntimeError("WheelDriver is closed")
+        loop = self._loop_ref()
+        if loop is None:
+            raise RuntimeError("the event loop of this WheelDriver is gone")
+        now = loop.time()
+        if len(self.wheel) == 0:
+            self.wheel.advance(now)  # O(1) on an empty wheel: catch up its clock
+        self._schedule(loop, now)
+
+    def _schedule(self, loop, now: float) -> None:
+        # The next tick boundary strictly after `now`.
+        when = (math.floor(now / self._tick) + 1) * self._tick
+        if when <= now:  # float rounding at a boundary
+            when += self._tick
+        self._handle = loop.call_at(when, self._on_tick, when)
+
+    def _on_tick(self, when: float) -> None:
+        # self._handle stays set (to the handle now running) during advance,
+        # so an on_timer that calls driver.arm does not start a second tick.
+        loop = self._loop_ref()
+        if loop is None or self._closed:
+            self._handle = None
+            return
+        # A loop may run a handle a hair before `when` (asyncio: up to its
+        # clock resolution; uvloop: its millisecond clock): never advance to
+        # less than the boundary this tick stands for.
+        now = loop.time()
+        if now < when:
+            now = when
+        self.wheel.advance(now)
+        if len(self.wheel) and not self._closed:
+            self._schedule(loop, now)
+        else:
+            self._handle = None
+
+    def _on_error(self, entry, exc: BaseException) -> None:
+        loop = self._loop_ref()
+        context = {
+            "message": f"Exception in on_timer of {entry!r}",
+            "exception": exc,
+            "timer_entry": entry,
+        }
+        if loop is not None:
+            loop.call_exception_handler(context)
+        else:  # pragma: no cover - the wheel prints it instead
+            raise exc
+
+    def __repr__(self) -> str:
+        state = "closed" if self._closed else ("ticking" if self._handle else "idle")
+        return f"<WheelDriver {state} {self.wheel!r}>"
+
+
+_drivers: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[float, WheelDriver]]" = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def get_driver(loop: asyncio.AbstractEventLoop | None = None,
+               tick: float = 1.0) -> WheelDriver:
+    """The loop's shared WheelDriver for this tick (created on first use).
+
+    ``loop`` defaults to the running loop.  Every connection with the same
+    tick shares one wheel and one ``call_at`` per tick; a server and a client
+    configured with different ticks in one process get one wheel each.
+    """
+    if loop is None:
+        loop = asyncio.get_running_loop()
+    tick = float(tick)
+    per_tick = _drivers.get(loop)
+    if per_tick is None:
+        per_tick = _drivers[loop] = {}
+    driver = per_tick.get(tick)
+    if driver is None or driver._closed:
+        driver = per_tick[tick] = WheelDriver(loop, tick)
+    return driver

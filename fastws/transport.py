@@ -1,0 +1,123 @@
+"""The thin adapter between a WebSocket ``Connection`` and an asyncio transport.
+
+It moves bytes and calls back, nothing more: ``data_received`` feeds the frame
+parser (or the HTTP handshake before it), ``pause_writing``/``resume_writing``
+track the transport's write-buffer high-water mark, and ``connection_lost``
+settles the connection.  It works on uvloop's transports and on asyncio's.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from .exceptions import ProtocolError
+from .protocol import CONNECTING, Connection
+from .timers import get_driver
+
+__all__ = ["StreamConnection"]
+
+logger = logging.getLogger("fastws.transport")
+
+
+class StreamConnection(Connection, asyncio.Protocol):
+    __slots__ = ("_transport", "_reading_paused")
+
+    def __init__(self, opts, is_client):
+        Connection.__init__(self, opts, is_client)
+        self._transport = None
+        self._reading_paused = False
+
+    # ------------------------------------------------------------ asyncio.Protocol
+    def connection_made(self, transport) -> None:
+        self._transport = transport
+        opts = self._opts
+        transport.set_write_buffer_limits(high=opts.write_limit)
+        self.remote_address = transport.get_extra_info("peername")
+        self._driver = driver = get_driver(asyncio.get_running_loop(), opts.timer_tick)
+        driver.arm(self, driver.now() + opts.handshake_timeout)
+
+    def data_received(self, data) -> None:
+        parser = self._parser
+        if parser is not None:
+            try:
+                parser.feed(data)
+            except ProtocolError as exc:
+                self._fail(exc.code, exc.reason)
+            except Exception as exc:  # an application callback raised
+                self._app_error(exc)
+        elif self._state == CONNECTING:
+            try:
+                self._handshake_data(data)
+            except Exception:
+                logger.exception("error during the opening handshake with %s", self.remote_address)
+                self._abort_transport()
+
+    def eof_received(self):
+        # The peer half-closed. Without a close frame first this is an abnormal
+        # closure (1006); either way there is nothing more to read: close.
+        return False
+
+    def connection_lost(self, exc) -> None:
+        try:
+            self._connection_lost()
+        except Exception:
+            logger.exception("error while closing connection with %s", self.remote_address)
+
+    def pause_writing(self) -> None:
+        self._paused_writing = True
+
+    def resume_writing(self) -> None:
+        self._paused_writing = False
+        try:
+            self._on_drain()
+        except Exception as exc:
+            self._app_error(exc)
+
+    # ------------------------------------------------------------ reading flow control
+    def pause_reading(self) -> None:
+        """Stop reading from the peer (TCP then pushes back on it)."""
+        if not self._reading_paused and self._transport is not None and not self._transport.is_closing():
+            self._reading_paused = True
+            self._transport.pause_reading()
+
+    def resume_reading(self) -> None:
+        if self._reading_paused:
+            self._reading_paused = False
+            if self._transport is not None and not self._transport.is_closing():
+                self._transport.resume_reading()
+
+    # ------------------------------------------------------------ hooks
+    def _handshake_data(self, data) -> None:
+        raise NotImplementedError
+
+    def _on_drain(self) -> None:
+        app = self._app
+        if app is not None:
+            app.on_drain()
+
+    # ------------------------------------------------------------ Connection I/O
+    def _write(self, data) -> None:
+        self._transport.write(data)
+
+    def _writelines(self, parts) -> None:
+        self._transport.writelines(parts)
+
+    def _write_eof(self) -> None:
+        transport = self._transport
+        if transport.can_write_eof():
+            transport.write_eof()
+        else:  # TLS: no half-close; flush and close
+            transport.close()
+
+    def _close_transport(self) -> None:
+        self._transport.close()
+
+    def _abort_transport(self) -> None:
+        self._transport.abort()
+
+    def _write_buffer_size(self) -> int:
+        return self._transport.get_write_buffer_size()
+
+    @property
+    def transport(self):
+        return self._transport

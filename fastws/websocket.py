@@ -1,0 +1,206 @@
+"""The high-level API: ``async def handler(ws)``, like the websockets library.
+
+::
+
+    async def handler(ws):
+        async for message in ws:          # str (text) or bytes (binary)
+            await ws.send(message)
+
+``recv()`` returns queued messages without creating a Future; it waits on one
+only when the queue is empty.  When ``max_queue`` messages are waiting,
+reading from the peer pauses (TCP pushes back) until ``recv()`` drains the
+queue to a quarter of that.  ``send()`` returns at once unless the write buffer
+is above ``write_limit``, then waits until it drains.
+
+Iteration ends quietly when the peer closes normally (1000/1001) and raises
+``ConnectionClosedError`` otherwise.  Messages that arrived before the close
+are always delivered first.
+"""
+from __future__ import annotations
+
+import asyncio
+import os
+from collections import deque
+
+from .exceptions import CLOSE_NORMAL, ConnectionClosedOK
+from .protocol import CLOSED, OPEN, Connection
+
+__all__ = ["WebSocketMixin", "WEBSOCKET_SLOTS"]
+
+# The per-connection fields the mixin needs; concrete classes declare them
+# (with __slots__, only one base class in a hierarchy may define fields).
+WEBSOCKET_SLOTS = ("_queue", "_recv_waiter", "_drain_waiter", "_closed_waiter", "_pings", "_task")
+
+
+class WebSocketMixin:
+    __slots__ = ()
+
+    def _init_websocket(self) -> None:
+        self._queue = None  # deque, created on the first message that must wait
+        self._recv_waiter = None
+        self._drain_waiter = None
+        self._closed_waiter = None
+        self._pings = None
+        self._task = None
+
+    # ------------------------------------------------------------ receiving
+    def _queue_message(self, data) -> None:
+        """The parser's on_message: hand the message to a waiting recv() or queue it."""
+        waiter = self._recv_waiter
+        if waiter is not None:
+            self._recv_waiter = None
+            if not waiter.done():
+                waiter.set_result(data)
+                return
+        queue = self._queue
+        if queue is None:
+            queue = self._queue = deque()
+        queue.append(data)
+        if len(queue) >= self._opts.max_queue:
+            self.pause_reading()
+
+    async def recv(self):
+        """The next message: ``str`` for text, ``bytes`` for binary.
+
+        Raises ConnectionClosed when the connection is closed and every message
+        that arrived before has been returned.
+        """
+        queue = self._queue
+        if queue:
+            data = queue.popleft()
+            if self._reading_paused and len(queue) <= self._opts.max_queue // 4:
+                self.resume_reading()
+            return data
+        if self._state == CLOSED or (self._parser is not None and (self._parser.closed or self._parser.failed)):
+            raise self._closed_error()
+        if self._recv_waiter is not None:
+            raise RuntimeError("recv() is already being awaited by another task")
+        waiter = self._recv_waiter = asyncio.get_running_loop().create_future()
+        try:
+            return await waiter
+        finally:
+            if self._recv_waiter is waiter:
+                self._recv_waiter = None
+
+    def __aiter__(self):
+        return self
+
+    async def __anext__(self):
+        try:
+            return await self.recv()
+        except ConnectionClosedOK:
+            raise StopAsyncIteration from None
+
+    # ------------------------------------------------------------ sending
+    async def send(self, data) -> None:
+        """Send a message (``str``: text, bytes-like: binary); waits while the
+        write buffer is above ``write_limit``."""
+        Connection.send(self, data)
+        if self._paused_writing:
+            await self._drain()
+
+    async def _drain(self) -> None:
+        if self._state == CLOSED:
+            raise self._closed_error()
+        waiter = self._drain_waiter
+        if waiter is None:
+            waiter = self._drain_waiter = asyncio.get_running_loop().create_future()
+        await asyncio.shield(waiter)
+
+    async def ping(self, data: bytes | None = None) -> float:
+        """Send a ping and wait for its pong; returns the round-trip time in seconds."""
+        if data is None:
+            data = os.urandom(4)
+        elif isinstance(data, str):
+            data = data.encode("utf-8")
+        data = bytes(data)
+        if self._pings is None:
+            self._pings = {}
+        if data in self._pings:
+            raise ValueError("a ping with this payload is already waiting for its pong")
+        loop = asyncio.get_running_loop()
+        waiter = loop.create_future()
+        self._pings[data] = (waiter, loop.time())
+        try:
+            self.send_ping(data)
+        except BaseException:
+            del self._pings[data]
+            raise
+        return await waiter
+
+    async def pong(self, data: bytes = b"") -> None:
+        """Send an unsolicited pong."""
+        self.send_pong(data)
+
+    def _on_pong(self, payload: bytes) -> None:
+        pings = self._pings
+        if not pings or payload not in pings:
+            return
+        # RFC 6455 5.5.3: a pong answers the most recent ping; earlier ones
+        # with other payloads are answered implicitly.
+        now = asyncio.get_running_loop().time()
+        for key in list(pings):
+            waiter, sent = pings.pop(key)
+            if not waiter.done():
+                waiter.set_result(now - sent)
+            if key == payload:
+                break
+
+    def _on_ping(self, payload: bytes) -> None:
+        pass
+
+    # ------------------------------------------------------------ closing
+    async def close(self, code: int = CLOSE_NORMAL, reason: str = "") -> None:
+        """Close the connection and wait until it is closed (at most close_timeout,
+        then the TCP connection is aborted)."""
+        Connection.close(self, code, reason)
+        await self.wait_closed()
+
+    async def wait_closed(self) -> None:
+        """Wait until the TCP connection is closed."""
+        if self._state == CLOSED:
+            return
+        if self._closed_waiter is None:
+            self._closed_waiter = asyncio.get_running_loop().create_future()
+        await asyncio.shield(self._closed_waiter)
+
+    def _on_close_frame(self, payload: bytes) -> None:
+        Connection._on_close_frame(self, payload)
+        self._wake_closed()
+
+    def _on_closed(self) -> None:
+        self._wake_closed()
+        waiter = self._closed_waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+        waiter = self._drain_waiter
+        if waiter is not None:
+            self._drain_waiter = None
+            if not waiter.done():
+                waiter.set_result(None)
+
+    def _wake_closed(self) -> None:
+        """No more messages will come: fail a waiting recv() and the pings."""
+        waiter = self._recv_waiter
+        if waiter is not None:
+            self._recv_waiter = None
+            if not waiter.done():
+                waiter.set_exception(self._closed_error())
+        if self._pings:
+            exc = self._closed_error()
+            for waiter, _ in self._pings.values():
+                if not waiter.done():
+                    waiter.set_exception(exc)
+                    waiter.exception()  # retrieved: no "never retrieved" warning if nobody awaits
+            self._pings = None
+
+    def _on_drain(self) -> None:
+        waiter = self._drain_waiter
+        if waiter is not None:
+            self._drain_waiter = None
+            if not waiter.done():
+                waiter.set_result(None)
+
+    @property
+    def open(self) -> bool:
+        return self._state == OPEN

@@ -1,0 +1,631 @@
+"""RFC 6455 frame codec: the incremental parser and the frame builder.
+
+The contract is fastws_ext/frames.pyi.  fastws._py.frames is the readable
+reference with the same behaviour, feed for feed; read it first: this module
+is the same state machine (HEADER, PAYLOAD) with the same numbered steps, in
+the same order, plus the work that makes it fast:
+
+- no per-byte Python work: headers are read from a ``const unsigned char*``;
+- the incoming chunk is parsed where it is when nothing is buffered, and only
+  the incomplete tail (a header or a control frame, < 140 bytes) is copied
+  into our own buffer; when something is buffered, just enough of the next
+  chunk is appended to complete it (``TOPUP``) and parsing goes on in the
+  chunk itself;
+- a single-frame message whose payload is all here costs one copy: a binary
+  one is copied straight into the resulting ``bytes`` and unmasked there, a
+  text one is decoded by PyUnicode_DecodeUTF8 (which validates it);
+- otherwise the payload is copied into the message buffer as it arrives,
+  unmasked in place with the running key offset and, for text, validated at
+  once (fail fast), then turned into ``bytes``/``str`` when the message ends.
+"""
+from cpython.buffer cimport PyBUF_SIMPLE, PyBuffer_Release, PyObject_GetBuffer
+from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize
+from cpython.unicode cimport PyUnicode_Check, PyUnicode_DecodeUTF8
+from libc.stdint cimport int64_t, uint64_t
+from libc.stdlib cimport free, realloc
+from libc.string cimport memcpy, memmove
+
+from fastws_ext.mask cimport mask_inplace
+from fastws_ext.utf8 cimport Utf8Validator, utf8_valid
+
+import os
+
+from fastws.exceptions import FrameError, InvalidUTF8, MessageTooBig, is_valid_close_code
+
+cdef extern from "Python.h":
+    const char* PyUnicode_AsUTF8AndSize(object unicode, Py_ssize_t* size) except NULL
+
+# RFC 6455 5.2 opcodes.
+OP_CONTINUATION = 0x0
+OP_TEXT = 0x1
+OP_BINARY = 0x2
+OP_CLOSE = 0x8
+OP_PING = 0x9
+OP_PONG = 0xA
+
+cdef enum:
+    C_CONTINUATION = 0x0
+    C_TEXT = 0x1
+    C_BINARY = 0x2
+    C_CLOSE = 0x8
+    C_PING = 0x9
+    C_PONG = 0xA
+    # RFC 6455 5.5: "All control frames MUST have a payload length of 125
+    # bytes or less and MUST NOT be fragmented."
+    MAX_CONTROL_PAYLOAD = 125
+    # RSV1-3 bits of the first header byte.  No extension is negotiated yet, so
+    # none may be set; permessage-deflate (RFC 7692) will allow RSV1 on the
+    # first frame of a message through RSV_ALLOWED.
+    RSV_MASK = 0x70
+    RSV_ALLOWED = 0x00
+    # Parser states.
+    HEADER = 0
+    PAYLOAD = 1
+    # Bytes of a new chunk appended to a non-empty buffer before parsing goes
+    # on in the chunk itself: more than the largest unit ever left buffered
+    # (a control frame: 6 + 125 bytes).
+    TOPUP = 256
+    # Without max_size, a result is allocated from the header only up to this
+    # size (a peer could announce 2**62 bytes); larger messages grow as they
+    # arrive.
+    PREALLOC_UNBOUNDED = 16 * 1024 * 1024
+
+
+cdef inline bint _is_opcode(int opcode) noexcept nogil:
+    return opcode <= C_BINARY or C_CLOSE <= opcode <= C_PONG
+
+
+cdef inline bytes _payload_bytes(const unsigned char* src, Py_ssize_t n, const unsigned char* key):
+    """A new bytes object holding src[0:n], unmasked with key (if not NULL)."""
+    cdef bytes out
+    if key == NULL:
+        return PyBytes_FromStringAndSize(<const char*>src, n)
+    # Allocate with NULL: PyBytes_FromStringAndSize(src, 1) returns CPython's
+    # shared 1-byte singleton, which must never be written to.
+    out = PyBytes_FromStringAndSize(NULL, n)
+    memcpy(PyBytes_AS_STRING(out), src, n)
+    mask_inplace(<unsigned char*>PyBytes_AS_STRING(out), n, key, 0)
+    return out
+
+
+cdef class FrameParser:
+    """Incremental RFC 6455 parser: bytes in, in any chunking; messages out.
+
+    See fastws_ext/frames.pyi for the contract.
+    """
+
+    def __cinit__(self):
+        self._buf = NULL
+        self._msg = NULL
+
+    def __init__(self, on_message, on_control, *, expect_masked, max_size=1048576):
+        self._on_message = on_message
+        self._on_control = on_control
+        self._expect_masked = bool(expect_masked)
+        self.max_size = max_size
+        self._utf8 = Utf8Validator()
+        self._state = HEADER
+
+    def __dealloc__(self):
+        free(self._buf)
+        free(self._msg)
+
+    # -- public surface -------------------------------------------------
+
+    @property
+    def max_size(self):
+        return None if self._max_size < 0 else self._max_size
+
+    @max_size.setter
+    def max_size(self, value):
+        if value is not None:
+            value = int(value)
+            if value < 0:
+                raise ValueError(f"max_size must be >= 0 or None, not {value}")
+            self._max_size = min(value, (1 << 63) - 1)
+        else:
+            self._max_size = -1
+
+    @property
+    def closed(self):
+        return self._closed
+
+    @property
+    def failed(self):
+        return self._failed
+
+    @property
+    def buffered(self):
+        return self._buf_len + self._msg_len
+
+    @property
+    def frames_received(self):
+        return self._frames
+
+    def release(self):
+        """Free internal buffers that hold no data (call when idle)."""
+        if self._busy:
+            return
+        if self._buf_len == 0 and self._buf != NULL:
+            free(self._buf)
+            self._buf = NULL
+            self._buf_cap = 0
+        if self._msg_len == 0 and self._msg != NULL:
+            free(self._msg)
+            self._msg = NULL
+            self._msg_cap = 0
+
+    def feed(self, data):
+        cdef Py_buffer view
+        if self._closed or self._failed:
+            return
+        if self._busy:
+            raise RuntimeError("FrameParser.feed() called from one of its callbacks")
+        PyObject_GetBuffer(data, &view, PyBUF_SIMPLE)
+        self._busy = True
+        try:
+            self._feed(<const unsigned char*>view.buf, view.len)
+        finally:
+            self._busy = False
+            PyBuffer_Release(&view)
+            if self._closed or self._failed:
+                self._drop()
+
+    # -- feeding: where the bytes to parse are ---------------------------
+
+    cdef int _feed(self, const unsigned char* data, Py_ssize_t n) except -1:
+        cdef Py_ssize_t old = self._buf_len, added, off = 0
+        if old:
+            # Complete the buffered unit with the head of the chunk.
+            added = n if (old >= TOPUP or n < TOPUP) else TOPUP
+            self._buf_append(data, added)
+            self._pos = 0
+            try:
+                self._parse(self._buf, old + added)
+            except BaseException:
+                off = self._settle(old, added, data, n)
+                if off < n:
+                    self._buf_append(data + off, n - off)
+                raise
+            off = self._settle(old, added, data, n)
+            if off >= n:
+                return 0
+        # Parse the chunk where it is; keep only what is left of it.
+        self._pos = off
+        try:
+            self._parse(data, n)
+        finally:
+            if not (self._closed or self._failed) and self._pos < n:
+                self._buf_append(data + self._pos, n - self._pos)
+        return 0
+
+    cdef Py_ssize_t _settle(self, Py_ssize_t old, Py_ssize_t added,
+                            const unsigned char* data, Py_ssize_t n) except -1:
+        """After parsing _buf (old bytes + ``added`` from the chunk): where to
+        go on in the chunk, or n if everything left is in _buf."""
+        cdef Py_ssize_t used = self._pos
+        if self._closed or self._failed:
+            return n
+        if used >= old:
+            # Every byte buffered before was used; the rest of _buf is the
+            # chunk itself, so go on there.
+            self._buf_len = 0
+            return used - old
+        # Still inside the old bytes: the chunk was too short to complete the
+        # unit (or a callback raised), so keep everything.
+        self._buf_len = old + added - used
+        memmove(self._buf, self._buf + used, self._buf_len)
+        if added < n:
+            self._buf_append(data + added, n - added)
+        return n
+
+    cdef int _parse(self, const unsigned char* data, Py_ssize_t n) except -1:
+        """Parse data[_pos:n], delivering events in stream order."""
+        while not self._closed:
+            if self._state == HEADER:
+                if not self._parse_header(data, n):
+                    return 0
+            elif not self._read_payload(data, n):
+                return 0
+        return 0
+
+    # -- the state machine (same steps as fastws._py.frames) ------------
+
+    cdef int _parse_header(self, const unsigned char* data, Py_ssize_t n) except -1:
+        """One frame header at _pos: 0 if more bytes are needed, else 1."""
+        cdef Py_ssize_t pos = self._pos
+        cdef Py_ssize_t avail = n - pos
+        cdef Py_ssize_t size
+        cdef const unsigned char* p = data + pos
+        cdef unsigned char b0, b1
+        cdef int opcode
+        cdef bint fin, masked, control
+        cdef uint64_t length, total
+        cdef bytes payload
+
+        # 1. RFC 6455 5.2: FIN, RSV1-3, opcode, MASK, 7-bit payload length.
+        if avail < 2:
+            return 0
+        b0 = p[0]
+        b1 = p[1]
+        fin = (b0 & 0x80) != 0
+        opcode = b0 & 0x0F
+        masked = (b1 & 0x80) != 0
+        length = b1 & 0x7F
+        control = opcode >= C_CLOSE
+
+        # 2. RFC 6455 5.2: RSV1-3 "MUST be 0 unless an extension is negotiated
+        #    that defines meanings for non-zero values."
+        if b0 & RSV_MASK & ~RSV_ALLOWED:
+            raise self._fail(FrameError("RSV bits set"))
+
+        # 3. RFC 6455 5.2: "If an unknown opcode is received, the receiving
+        #    endpoint MUST _Fail the WebSocket Connection_".
+        if not _is_opcode(opcode):
+            raise self._fail(FrameError(f"reserved opcode {opcode}"))
+
+        # 4. RFC 6455 5.4: control frames "MUST NOT be fragmented"; continuation
+        #    only inside a message; no new message inside a message.
+        if control:
+            if not fin:
+                raise self._fail(FrameError("fragmented control frame"))
+        elif opcode == C_CONTINUATION:
+            if not self._msg_opcode:
+                raise self._fail(FrameError("unexpected continuation frame"))
+        elif self._msg_opcode:
+            raise self._fail(FrameError("expected continuation frame"))
+
+        # 5. RFC 6455 5.1: clients MUST mask, servers MUST NOT.
+        if masked != self._expect_masked:
+            raise self._fail(FrameError("unmasked frame" if self._expect_masked else "masked frame"))
+
+        # 6. RFC 6455 5.5: control payload <= 125 bytes; RFC 6455 5.5.1: a close
+        #    body starts with a 2-byte code, so 1 byte is never valid.
+        if control:
+            if length > MAX_CONTROL_PAYLOAD:
+                raise self._fail(FrameError("control frame too long"))
+            if opcode == C_CLOSE and length == 1:
+                raise self._fail(FrameError("close frame payload of 1 byte"))
+
+        # 7. RFC 6455 5.2: 16-bit or 64-bit extended length (whose "most
+        #    significant bit MUST be 0"), then the masking key.
+        size = 2
+        if length == 126:
+            size = 4
+        elif length == 127:
+            size = 10
+        if masked:
+            size += 4
+        if avail < size:
+            return 0
+        if length == 126:
+            length = (<uint64_t>p[2] << 8) | p[3]
+        elif length == 127:
+            length = ((<uint64_t>p[2] << 56) | (<uint64_t>p[3] << 48) |
+                      (<uint64_t>p[4] << 40) | (<uint64_t>p[5] << 32) |
+                      (<uint64_t>p[6] << 24) | (<uint64_t>p[7] << 16) |
+                      (<uint64_t>p[8] << 8) | <uint64_t>p[9])
+            if length >> 63:
+                raise self._fail(FrameError("frame length top bit set"))
+        if masked:
+            memcpy(self._key, p + size - 4, 4)
+
+        # 8. Control frames: read whole, delivered at once (RFC 6455 5.4:
+        #    "Control frames MAY be injected in the middle of a fragmented
+        #    message").
+        if control:
+            if <uint64_t>avail < size + length:
+                return 0
+            payload = _payload_bytes(p + size, <Py_ssize_t>length,
+                                     self._key if masked else NULL)
+            if opcode == C_CLOSE:
+                self._check_close(payload)
+            self._frames += 1
+            self._pos = pos + size + <Py_ssize_t>length
+            if opcode == C_CLOSE:
+                self._closed = True  # every later byte is ignored
+            self._on_control(opcode, payload)
+            return 1
+
+        # 9. Data frame: max_size from the header, before any payload is kept.
+        if self._max_size >= 0:
+            total = <uint64_t>self._msg_len + length
+            if total > <uint64_t>self._max_size:
+                raise self._fail(MessageTooBig(
+                    f"message too big ({total} > {self._max_size} bytes)"))
+        if opcode != C_CONTINUATION:
+            self._msg_opcode = opcode
+        self._fin = fin
+        self._masked = masked
+        self._remaining = length
+        self._key_offset = 0
+        self._pos = pos + size
+        self._state = PAYLOAD
+        return 1
+
+    cdef int _read_payload(self, const unsigned char* data, Py_ssize_t n) except -1:
+        """Take the data payload bytes that are here: 0 if more are needed."""
+        cdef Py_ssize_t pos = self._pos
+        cdef Py_ssize_t avail = n - pos
+        cdef Py_ssize_t take
+        cdef unsigned char* dst
+        cdef const unsigned char* src
+        cdef object result
+        cdef int opcode = self._msg_opcode
+
+        if self._fin and self._msg_len == 0 and self._remaining <= <uint64_t>avail:
+            # Fast path: this frame is the whole message (or the rest of one
+            # whose earlier fragments were empty) and all of it is here; no
+            # byte of it has been seen yet, so the validator is at its start.
+            take = <Py_ssize_t>self._remaining
+            if opcode == C_BINARY:
+                result = _payload_bytes(data + pos, take, self._key if self._masked else NULL)
+            else:
+                if self._masked:
+                    self._msg_reserve(take)
+                    memcpy(self._msg, data + pos, take)
+                    mask_inplace(self._msg, take, self._key, 0)
+                    src = self._msg
+                else:
+                    src = data + pos
+                try:
+                    # Strict UTF-8 (RFC 3629): the same verdict as the validator
+                    # followed by complete(), on the same feed.
+                    result = PyUnicode_DecodeUTF8(<const char*>src, take, NULL)
+                except UnicodeDecodeError:
+                    raise self._fail(InvalidUTF8("invalid UTF-8")) from None
+            self._pos = pos + take
+            self._remaining = 0
+            self._frames += 1
+            self._state = HEADER
+            self._msg_opcode = 0
+            self._on_message(result)
+            return 1
+
+        take = <Py_ssize_t>self._remaining if self._remaining <= <uint64_t>avail else avail
+        if take:
+            if (self._out is None and self._msg_len == 0 and self._fin and opcode == C_BINARY
+                    and (self._max_size >= 0 or self._remaining <= PREALLOC_UNBOUNDED)):
+                # A single-frame binary message that spans feeds: its length
+                # is known (and within max_size), so the result is allocated
+                # now and every byte is copied once, into it.
+                self._out = PyBytes_FromStringAndSize(NULL, <Py_ssize_t>self._remaining)
+            if self._out is not None:
+                dst = <unsigned char*>PyBytes_AS_STRING(self._out) + self._msg_len
+            else:
+                self._msg_reserve(self._msg_len + take)
+                dst = self._msg + self._msg_len
+            memcpy(dst, data + pos, take)
+            if self._masked:
+                self._key_offset = mask_inplace(dst, take, self._key, self._key_offset)
+            # RFC 6455 8.1: text MUST be UTF-8; checked as the bytes arrive.
+            if opcode == C_TEXT and not self._utf8.feed_ptr(dst, take):
+                raise self._fail(InvalidUTF8("invalid UTF-8"))
+            self._msg_len += take
+            self._pos = pos + take
+            self._remaining -= <uint64_t>take
+        if self._remaining:
+            return 0
+
+        self._frames += 1
+        self._state = HEADER
+        if not self._fin:
+            return 1
+        if opcode == C_TEXT:
+            if not self._utf8.complete():
+                raise self._fail(InvalidUTF8("invalid UTF-8"))
+            try:
+                result = PyUnicode_DecodeUTF8(<const char*>self._msg, self._msg_len, NULL)
+            except UnicodeDecodeError:
+                raise self._fail(InvalidUTF8("invalid UTF-8")) from None
+        elif self._out is not None:
+            result = self._out
+            self._out = None
+        else:
+            result = PyBytes_FromStringAndSize(<const char*>self._msg, self._msg_len)
+        self._msg_len = 0
+        self._msg_opcode = 0
+        self._utf8.reset()
+        self._on_message(result)
+        return 1
+
+    cdef int _check_close(self, bytes payload) except -1:
+        """RFC 6455 5.5.1 / 7.4: an empty body, or a valid code and a UTF-8 reason."""
+        cdef Py_ssize_t n = len(payload)
+        cdef const unsigned char* p = <const unsigned char*>PyBytes_AS_STRING(payload)
+        cdef int code
+        if n >= 2:
+            code = (p[0] << 8) | p[1]
+            if not is_valid_close_code(code):
+                raise self._fail(FrameError(f"invalid close code {code}"))
+            if not utf8_valid(p + 2, n - 2):
+                raise self._fail(InvalidUTF8("invalid UTF-8"))
+        return 0
+
+    cdef object _fail(self, exc):
+        """Enter the failed state; returns exc for ``raise self._fail(...)``."""
+        self._failed = True
+        return exc
+
+    # -- buffers ----------------------------------------------------------
+
+    cdef int _buf_append(self, const unsigned char* data, Py_ssize_t n) except -1:
+        cdef Py_ssize_t need = self._buf_len + n, cap
+        cdef unsigned char* mem
+        if n <= 0:
+            return 0
+        if need > self._buf_cap:
+            cap = self._buf_cap * 2
+            if cap < need:
+                cap = need
+            if cap < TOPUP:
+                cap = TOPUP
+            mem = <unsigned char*>realloc(self._buf, cap)
+            if mem == NULL:
+                raise MemoryError()
+            self._buf = mem
+            self._buf_cap = cap
+        memcpy(self._buf + self._buf_len, data, n)
+        self._buf_len = need
+        return 0
+
+    cdef int _msg_reserve(self, Py_ssize_t size) except -1:
+        cdef Py_ssize_t cap
+        cdef unsigned char* mem
+        if size <= self._msg_cap:
+            return 0
+        cap = self._msg_cap * 2
+        if cap < size:
+            cap = size
+        if cap < 1024:
+            cap = 1024
+        mem = <unsigned char*>realloc(self._msg, cap)
+        if mem == NULL:
+            raise MemoryError()
+        self._msg = mem
+        self._msg_cap = cap
+        return 0
+
+    cdef void _drop(self) noexcept:
+        """Closed or failed: nothing more will be parsed."""
+        free(self._buf)
+        free(self._msg)
+        self._buf = NULL
+        self._msg = NULL
+        self._buf_len = self._buf_cap = 0
+        self._msg_len = self._msg_cap = 0
+        self._out = None
+        self._remaining = 0
+        self._msg_opcode = 0
+        self._utf8.reset()
+
+
+# -- building frames -----------------------------------------------------
+
+cdef bytes _keys = b""
+cdef Py_ssize_t _keys_pos = 0
+
+
+cdef inline void _fresh_key(unsigned char* key) except *:
+    """4 random bytes (RFC 6455 5.3: the masking key MUST be unpredictable),
+    drawn from a buffer of os.urandom refilled when used up."""
+    global _keys, _keys_pos
+    if _keys_pos + 4 > len(_keys):
+        _keys = os.urandom(4096)
+        _keys_pos = 0
+    memcpy(key, PyBytes_AS_STRING(_keys) + _keys_pos, 4)
+    _keys_pos += 4
+
+
+cdef int _check_args(int opcode, object length, bint fin, Py_ssize_t key_len, int rsv) except -1:
+    if not _is_opcode(opcode):
+        raise ValueError(f"invalid opcode {opcode!r}")
+    if rsv & ~RSV_MASK:
+        raise ValueError(f"rsv must use only the bits 0x70, not {rsv:#x}")
+    if opcode >= C_CLOSE:
+        if length > MAX_CONTROL_PAYLOAD:
+            raise ValueError(f"control frame payload too long ({length} > 125 bytes)")
+        if not fin:
+            raise ValueError("control frames cannot be fragmented (fin=False)")
+    if length < 0 or length >> 63:
+        raise ValueError(f"invalid payload length {length}")
+    if key_len >= 0 and key_len != 4:
+        raise ValueError("mask_key must be 4 bytes")
+    return 0
+
+
+cdef inline Py_ssize_t _header_size(uint64_t length, bint masked) noexcept nogil:
+    cdef Py_ssize_t size = 2 if length < 126 else (4 if length < 65536 else 10)
+    return size + 4 if masked else size
+
+
+cdef Py_ssize_t _write_header(unsigned char* out, int opcode, uint64_t length, bint fin,
+                              const unsigned char* key, int rsv) noexcept nogil:
+    """Write the header at out; returns its size."""
+    cdef Py_ssize_t i = 2
+    cdef int k
+    cdef unsigned char mbit = 0x80 if key != NULL else 0
+    out[0] = (0x80 if fin else 0) | rsv | opcode
+    # RFC 6455 5.2: "the minimal number of bytes MUST be used to encode the
+    # length".
+    if length < 126:
+        out[1] = mbit | <unsigned char>length
+    elif length < 65536:
+        out[1] = mbit | 126
+        out[2] = <unsigned char>(length >> 8)
+        out[3] = <unsigned char>length
+        i = 4
+    else:
+        out[1] = mbit | 127
+        for k in range(8):
+            out[2 + k] = <unsigned char>(length >> (56 - 8 * k))
+        i = 10
+    if key != NULL:
+        memcpy(out + i, key, 4)
+        i += 4
+    return i
+
+
+def build_header(int opcode, length, *, bint fin=True, mask_key=None, int rsv=0):
+    """Only the header (2-14 bytes); see frames.pyi."""
+    cdef unsigned char key[4]
+    cdef unsigned char out[14]
+    cdef const unsigned char* kp = NULL
+    cdef Py_ssize_t size
+    cdef Py_buffer view
+    if mask_key is not None:
+        PyObject_GetBuffer(mask_key, &view, PyBUF_SIMPLE)
+        try:
+            _check_args(opcode, length, fin, view.len, rsv)
+            memcpy(key, view.buf, 4)
+        finally:
+            PyBuffer_Release(&view)
+        kp = key
+    else:
+        _check_args(opcode, length, fin, -1, rsv)
+    size = _write_header(out, opcode, <uint64_t>length, fin, kp, rsv)
+    return PyBytes_FromStringAndSize(<const char*>out, size)
+
+
+def build_frame(int opcode, payload=b"", *, bint fin=True, bint mask=False, mask_key=None,
+                int rsv=0):
+    """One complete frame (header + payload) in a single bytes object; see frames.pyi."""
+    cdef unsigned char key[4]
+    cdef const unsigned char* kp = NULL
+    cdef const char* src
+    cdef Py_ssize_t length, key_len = -1, size
+    cdef Py_buffer view, kview
+    cdef bint have_view = False
+    cdef bytes frame
+    cdef unsigned char* out
+    if PyUnicode_Check(payload):
+        # UTF-8 straight from the str (cached; no copy for ASCII strings).
+        src = PyUnicode_AsUTF8AndSize(payload, &length)
+    else:
+        PyObject_GetBuffer(payload, &view, PyBUF_SIMPLE)
+        have_view = True
+        src = <const char*>view.buf
+        length = view.len
+    try:
+        if mask_key is not None:
+            PyObject_GetBuffer(mask_key, &kview, PyBUF_SIMPLE)
+            key_len = kview.len
+            if key_len == 4:
+                memcpy(key, kview.buf, 4)
+            PyBuffer_Release(&kview)
+            kp = key
+        elif mask:
+            _fresh_key(key)
+            kp = key
+        _check_args(opcode, length, fin, key_len, rsv)
+        size = _header_size(<uint64_t>length, kp != NULL)
+        frame = PyBytes_FromStringAndSize(NULL, size + length)
+        out = <unsigned char*>PyBytes_AS_STRING(frame)
+        _write_header(out, opcode, <uint64_t>length, fin, kp, rsv)
+        memcpy(out + size, src, length)
+        if kp != NULL:
+            mask_inplace(out + size, length, kp, 0)
+        return frame
+    finally:
+        if have_view:
+            PyBuffer_Release(&view)

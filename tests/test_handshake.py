@@ -1,0 +1,920 @@
+"""The opening handshake (RFC 6455 section 4): fastws.handshake, sans-I/O.
+
+Server side: RequestReader + check_request + accept_response/error_response.
+Client side: build_request + ResponseReader + check_response. Interop tests
+run both against the ``websockets`` library and ``websocket-client`` over real
+sockets on 127.0.0.1.
+"""
+from __future__ import annotations
+
+import asyncio
+import base64
+import socket
+import threading
+
+import httptools
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from fastws.exceptions import ConfigError, InvalidRequest, InvalidResponse, InvalidStatus, InvalidURI
+from fastws.handshake import (
+    Headers,
+    Request,
+    RequestReader,
+    Response,
+    ResponseReader,
+    accept_key,
+    accept_response,
+    build_request,
+    check_request,
+    check_response,
+    error_response,
+    is_upgrade_request,
+    make_key,
+)
+
+KEY = "dGhlIHNhbXBsZSBub25jZQ=="
+ACCEPT = "s3pPLMBiTxaQ9kYGzzhZRbK+xOo="
+
+# RFC 6455 1.2, the sample client handshake.
+SAMPLE = (
+    b"GET /chat?room=1 HTTP/1.1\r\n"
+    b"Host: server.example.com\r\n"
+    b"Upgrade: websocket\r\n"
+    b"Connection: Upgrade\r\n"
+    b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+    b"Origin: http://example.com\r\n"
+    b"Sec-WebSocket-Protocol: chat, superchat\r\n"
+    b"Sec-WebSocket-Version: 13\r\n"
+    b"\r\n"
+)
+FRAME = b"\x81\x85\x37\xfa\x21\x3d\x7f\x9f\x4d\x51\x58"  # RFC 6455 5.7 masked "Hello"
+
+
+def parse(data: bytes, **kw) -> Request:
+    reader = RequestReader(**kw)
+    request = reader.feed(data)
+    assert request is not None
+    return request
+
+
+def upgrade(*extra: str, drop=(), method="GET", version="1.1") -> bytes:
+    """A valid upgrade request, minus the fields named in ``drop``, plus ``extra`` lines."""
+    fields = [
+        ("Host", "example.com"),
+        ("Upgrade", "websocket"),
+        ("Connection", "Upgrade"),
+        ("Sec-WebSocket-Key", KEY),
+        ("Sec-WebSocket-Version", "13"),
+    ]
+    lines = [f"{method} /ws HTTP/{version}"]
+    lines += [f"{n}: {v}" for n, v in fields if n.lower() not in drop]
+    lines += list(extra)
+    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+
+
+def refused(data: bytes, **kw) -> InvalidRequest:
+    with pytest.raises(InvalidRequest) as info:
+        check_request(parse(data), **kw)
+    return info.value
+
+
+def parse_http_response(data: bytes):
+    """Parse bytes back with httptools; return (status, headers, body)."""
+
+    class P:
+        headers: list
+        body = b""
+        done = False
+
+        def __init__(self):
+            self.headers = []
+
+        def on_header(self, n, v):
+            self.headers.append((n.decode("latin-1").lower(), v.decode("latin-1")))
+
+        def on_body(self, b):
+            self.body += b
+
+        def on_message_complete(self):
+            self.done = True
+
+    p = P()
+    parser = httptools.HttpResponseParser(p)
+    try:
+        parser.feed_data(data)
+    except httptools.HttpParserUpgrade:
+        pass
+    assert p.done
+    return parser.get_status_code(), p.headers, p.body
+
+
+# ---------------------------------------------------------------- RFC 6455 1.3 / 4.2.2
+
+
+def test_accept_key_rfc6455_1_3_example():
+    assert accept_key(KEY) == ACCEPT
+
+
+def test_make_key_is_base64_of_16_random_bytes():
+    keys = {make_key() for _ in range(50)}
+    assert len(keys) == 50
+    for k in keys:
+        assert len(base64.b64decode(k, validate=True)) == 16
+
+
+# ---------------------------------------------------------------- Headers
+
+
+def test_headers_case_insensitive_multidict():
+    h = Headers([("Host", "a"), ("X-A", "1"), ("x-a", "2")])
+    assert h["HOST"] == h.get("host") == "a"
+    assert h["X-a"] == "1"
+    assert h.get_all("X-A") == ["1", "2"]
+    assert h.get("missing") is None and h.get("missing", "d") == "d"
+    assert h.get_all("missing") == []
+    with pytest.raises(KeyError):
+        h["missing"]
+    assert "x-A" in h and "nope" not in h and 3 not in h
+    assert list(h) == ["Host", "X-A", "x-a"]
+    assert len(h) == 3
+    h.add("Y", "z")
+    assert h.items()[-1] == ("Y", "z")
+    assert h.raw_items() is h.raw_items()
+    assert h == Headers([("host", "a"), ("x-a", "1"), ("X-A", "2"), ("y", "z")])
+    assert h != Headers([("host", "a")])
+    assert Headers({"a": "b"}) == [("A", "b")]
+    assert Headers(h) == h and Headers(h) is not h
+    assert "Host" in repr(h)
+    assert not hasattr(h, "__dict__")
+
+
+def test_request_response_have_slots():
+    assert not hasattr(Request("GET", "/"), "__dict__")
+    assert not hasattr(Response(200), "__dict__")
+
+
+# ---------------------------------------------------------------- RequestReader
+
+
+def test_reader_parses_rfc6455_sample():
+    request = parse(SAMPLE)
+    assert (request.method, request.path, request.version) == ("GET", "/chat?room=1", "1.1")
+    assert request.headers["sec-websocket-key"] == KEY
+    assert request.body == b""
+    assert is_upgrade_request(request)
+
+
+def test_reader_every_split_point_parses_identically():
+    data = SAMPLE + FRAME
+    expected = parse(SAMPLE)
+    for cut in range(len(data) + 1):
+        reader = RequestReader()
+        got = reader.feed(data[:cut])
+        if cut < len(SAMPLE):
+            assert got is None
+            got = reader.feed(data[cut:])
+        else:
+            assert reader.feed(data[cut:]) is None  # later bytes go to leftover
+        assert (got.method, got.path, got.headers) == (expected.method, expected.path, expected.headers)
+        assert reader.leftover == FRAME, cut
+
+
+def test_reader_byte_by_byte():
+    reader = RequestReader()
+    results = [reader.feed(bytes([b])) for b in SAMPLE + FRAME]
+    assert [r for r in results if r is not None][0].path == "/chat?room=1"
+    assert sum(r is not None for r in results) == 1
+    assert reader.leftover == FRAME
+
+
+def test_reader_pipelined_frames_in_leftover():
+    reader = RequestReader()
+    assert reader.feed(SAMPLE + FRAME + FRAME).path == "/chat?room=1"
+    assert reader.leftover == FRAME + FRAME
+
+
+def test_reader_keeps_bytes_fed_after_completion():
+    reader = RequestReader()
+    reader.feed(SAMPLE + b"ab")
+    assert reader.feed(b"cd") is None
+    assert reader.leftover == b"abcd"
+
+
+def test_reader_values_latin1_and_stripped():
+    request = parse(b"GET / HTTP/1.1\r\nHost: a\r\nX:  v \t\r\nY:\r\nZ: caf\xe9\r\n\r\n")
+    assert request.headers["x"] == "v"
+    assert request.headers["y"] == ""
+    assert request.headers["z"] == "caf\u00e9"
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        b"GARBAGE\r\n\r\n",
+        b"GET / HTTP/1.1\r\nHost : a\r\n\r\n",  # RFC 9112 5.1: no whitespace before colon
+        b"GET / HTTP/1.1\r\nX: a\r\n b\r\n\r\n",  # obs-fold
+        b"GET / HTTP/1.1\nHost: a\n\n",  # bare LF
+        b"GET / HTTP/1.1\r\nX: a\x00b\r\n\r\n",
+        b"GET /a b HTTP/1.1\r\n\r\n",
+        b"GET / HTTP/1.1\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n",
+        b"POST / HTTP/1.1\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n",
+    ],
+)
+def test_reader_malformed_is_400(data):
+    reader = RequestReader()
+    with pytest.raises(InvalidRequest) as info:
+        reader.feed(data)
+    assert info.value.status == 400
+    assert "llhttp" not in info.value.body and "httptools" not in info.value.body
+    with pytest.raises(InvalidRequest):  # the reader stays failed
+        reader.feed(b"GET / HTTP/1.1\r\n\r\n")
+
+
+def _head_of_size(size: int) -> bytes:
+    base = b"GET / HTTP/1.1\r\nHost: a\r\nX: \r\n\r\n"
+    filler = size - len(base)
+    assert filler >= 0
+    return base.replace(b"X: ", b"X: " + b"a" * filler)
+
+
+@pytest.mark.parametrize("chunk", [1, 7, 100, 100000])
+def test_reader_head_limit_exact(chunk):
+    head = _head_of_size(8192)
+    assert len(head) == 8192
+    reader = RequestReader()
+    results = [reader.feed(head[i:i + chunk]) for i in range(0, len(head), chunk)]
+    assert results[-1] is not None and results[-1].headers["x"] == "a" * (8192 - 32)
+
+    over = _head_of_size(8193)
+    reader = RequestReader()
+    with pytest.raises(InvalidRequest) as info:
+        for i in range(0, len(over), chunk):
+            reader.feed(over[i:i + chunk])
+    assert info.value.status == 431
+    assert info.value.reason == "Request Header Fields Too Large"
+
+
+def test_reader_head_limit_refuses_without_waiting_for_the_end():
+    reader = RequestReader(max_head=100)
+    with pytest.raises(InvalidRequest) as info:
+        reader.feed(b"GET / HTTP/1.1\r\nX: " + b"a" * 200)  # no CRLF CRLF yet
+    assert info.value.status == 431
+
+
+def test_reader_head_limit_then_leftover():
+    head = _head_of_size(8192)
+    reader = RequestReader()
+    assert reader.feed(head + b"x" * 10000) is not None
+    assert reader.leftover == b"x" * 10000
+
+
+@pytest.mark.parametrize("count,ok", [(100, True), (101, False)])
+def test_reader_header_count_limit(count, ok):
+    lines = b"".join(b"X-%d: v\r\n" % i for i in range(count - 1))
+    data = b"GET / HTTP/1.1\r\nHost: a\r\n" + lines + b"\r\n"
+    reader = RequestReader()
+    if ok:
+        assert len(reader.feed(data).headers) == count
+    else:
+        with pytest.raises(InvalidRequest) as info:
+            reader.feed(data)
+        assert info.value.status == 431
+
+
+def test_reader_plain_request_with_content_length():
+    reader = RequestReader()
+    assert reader.feed(b"POST /f HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\n\r\nab") is None
+    request = reader.feed(b"cdeNEXT")
+    assert (request.method, request.body) == ("POST", b"abcde")
+    assert not is_upgrade_request(request)
+    assert reader.leftover == b"NEXT"
+
+
+def test_reader_plain_request_chunked():
+    reader = RequestReader()
+    data = b"POST /f HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n"
+    for i in range(len(data) - 1):
+        assert reader.feed(data[i:i + 1]) is None
+    assert reader.feed(data[-1:]).body == b"abcde"
+
+
+def test_reader_plain_get_without_upgrade():
+    reader = RequestReader()
+    request = reader.feed(b"GET /index.html HTTP/1.1\r\nHost: a\r\n\r\nrest")
+    assert request.path == "/index.html" and not is_upgrade_request(request)
+    assert reader.leftover == b"rest"
+
+
+def test_reader_body_limit_413():
+    with pytest.raises(InvalidRequest) as info:
+        RequestReader(max_body=4).feed(b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\n\r\n")
+    assert info.value.status == 413
+    reader = RequestReader(max_body=4)
+    reader.feed(b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n")
+    with pytest.raises(InvalidRequest) as info:
+        reader.feed(b"5\r\nabcde\r\n0\r\n\r\n")
+    assert info.value.status == 413
+    assert RequestReader(max_body=5).feed(
+        b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\n\r\nabcde"
+    ).body == b"abcde"
+
+
+def test_reader_upgrade_with_body_leaves_it_unread():
+    # llhttp switches right after the head; check_request refuses the body.
+    data = upgrade("Content-Length: 2")
+    reader = RequestReader()
+    request = reader.feed(data + b"XY")
+    assert reader.leftover == b"XY" and request.body == b""
+    exc = refused(data)
+    assert exc.status == 400
+
+
+def test_reader_rejects_bad_limits():
+    with pytest.raises(ConfigError):
+        RequestReader(max_head=-1)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.binary(max_size=300), st.lists(st.integers(0, 300), max_size=5))
+def test_reader_random_input_only_raises_invalid_request(data, cuts):
+    reader = RequestReader(max_head=256)
+    points = sorted({0, len(data), *[c for c in cuts if c <= len(data)]})
+    try:
+        for a, b in zip(points, points[1:]):
+            reader.feed(data[a:b])
+    except InvalidRequest as exc:
+        assert exc.status in (400, 413, 431)
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(st.integers(0, len(SAMPLE) + len(FRAME)), max_size=6))
+def test_reader_random_splits(cuts):
+    data = SAMPLE + FRAME
+    points = sorted({0, len(data), *cuts})
+    reader = RequestReader()
+    results = [reader.feed(data[a:b]) for a, b in zip(points, points[1:])]
+    done = [r for r in results if r is not None]
+    assert len(done) == 1 and done[0].headers == parse(SAMPLE).headers
+    assert reader.leftover == FRAME
+
+
+# ---------------------------------------------------------------- check_request (RFC 6455 4.2.1)
+
+
+def test_check_request_accepts_sample():
+    subprotocol, headers = check_request(parse(SAMPLE))
+    assert subprotocol is None
+    assert headers == [("Sec-WebSocket-Accept", ACCEPT)]
+
+
+def test_4_2_1_item_1_method_must_be_get_405():
+    exc = refused(upgrade(method="POST"))
+    assert (exc.status, exc.headers) == (405, [("Allow", "GET")])
+
+
+def test_4_2_1_item_1_http_1_0_is_400():
+    exc = refused(upgrade(version="1.0"))
+    assert exc.status == 400
+
+
+def test_http_2_on_an_http1_wire_is_505():
+    assert refused(upgrade(version="2.0")).status == 505
+
+
+def test_4_2_1_item_2_host_required_400():
+    assert refused(upgrade(drop=("host",))).status == 400
+    assert refused(upgrade("Host: other")).status == 400  # RFC 9112 3.2: several Host lines
+
+
+def test_4_2_1_item_3_upgrade_without_websocket_426():
+    for data in (upgrade("Upgrade: h2c", drop=("upgrade",)), upgrade("Upgrade: websocket/13", drop=("upgrade",))):
+        exc = refused(data)
+        assert exc.status == 426
+        assert exc.headers == [("Upgrade", "websocket"), ("Connection", "Upgrade")]
+
+
+def test_4_2_1_item_3_upgrade_token_list_and_case():
+    check_request(parse(upgrade("Upgrade: h2c, WebSocket", drop=("upgrade",))))
+    check_request(parse(upgrade("Upgrade: h2c", "Upgrade: WEBSOCKET", drop=("upgrade",))))
+
+
+def test_4_2_1_item_4_connection_without_upgrade_400():
+    exc = refused(upgrade("Connection: keep-alive", drop=("connection",)))
+    assert exc.status == 400
+    assert refused(upgrade(drop=("connection",))).status == 400
+
+
+def test_4_2_1_item_4_connection_token_list_several_lines():
+    check_request(parse(upgrade("Connection: keep-alive, UPGRADE", drop=("connection",))))
+    check_request(parse(upgrade("Connection: keep-alive", "connection: upgrade", drop=("connection",))))
+    check_request(parse(upgrade("Connection: ,upgrade,", drop=("connection",))))
+
+
+@pytest.mark.parametrize(
+    "lines",
+    [[], ["Sec-WebSocket-Version: 8"], ["Sec-WebSocket-Version: 13, 8"],
+     ["Sec-WebSocket-Version: 13", "Sec-WebSocket-Version: 13"], ["Sec-WebSocket-Version: 013"]],
+)
+def test_4_2_2_version_not_13_is_426(lines):
+    exc = refused(upgrade(*lines, drop=("sec-websocket-version",)))
+    assert exc.status == 426
+    assert ("Sec-WebSocket-Version", "13") in exc.headers
+    assert ("Upgrade", "websocket") in exc.headers
+
+
+@pytest.mark.parametrize(
+    "lines",
+    [
+        [],
+        [f"Sec-WebSocket-Key: {KEY}", f"Sec-WebSocket-Key: {KEY}"],
+        ["Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ"],  # unpadded
+        ["Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25j"],  # 15 bytes
+        ["Sec-WebSocket-Key: " + base64.b64encode(b"x" * 17).decode()],
+        ["Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ=!"],
+        ["Sec-WebSocket-Key: dGhlIHNhbXBs ZSBub25jZQ="],
+        ["Sec-WebSocket-Key: "],
+    ],
+)
+def test_4_2_1_item_5_bad_key_400(lines):
+    assert refused(upgrade(*lines, drop=("sec-websocket-key",))).status == 400
+
+
+def test_upgrade_with_body_refused_400():
+    assert refused(upgrade("Transfer-Encoding: chunked")).status == 400
+    check_request(parse(upgrade("Content-Length: 0")))
+
+
+def test_header_names_case_insensitive():
+    data = (
+        b"GET / HTTP/1.1\r\nhOsT: a\r\nUPGRADE: WebSocket\r\nconnection: upgrade\r\n"
+        b"SEC-WEBSOCKET-KEY: " + KEY.encode() + b"\r\nsec-websocket-version: 13\r\n\r\n"
+    )
+    assert check_request(parse(data))[1] == [("Sec-WebSocket-Accept", ACCEPT)]
+
+
+# origins (RFC 6455 4.2.2 /origin/, 10.2)
+
+def test_origins_none_allows_anything():
+    check_request(parse(upgrade("Origin: https://evil.example")), origins=None)
+    check_request(parse(upgrade()), origins=None)
+
+
+def test_origins_list_case_insensitive():
+    ok = ["https://App.example", "https://other.example"]
+    check_request(parse(upgrade("Origin: https://app.EXAMPLE")), origins=ok)
+    exc = refused(upgrade("Origin: https://evil.example"), origins=ok)
+    assert (exc.status, exc.body) == (403, "Forbidden origin")
+    assert refused(upgrade("Origin: https://app.example.evil"), origins=ok).status == 403
+    assert refused(upgrade(), origins=ok).status == 403  # missing Origin refused
+    check_request(parse(upgrade()), origins=[*ok, None])  # ... unless None is listed
+    check_request(parse(upgrade("Origin: https://other.example")), origins=frozenset(ok))
+
+
+def test_origins_several_lines_refused():
+    data = upgrade("Origin: https://a.example", "Origin: https://a.example")
+    assert refused(data, origins=["https://a.example"]).status == 403
+
+
+def test_origins_callable():
+    seen = []
+
+    def policy(origin):
+        seen.append(origin)
+        return origin is None or origin.endswith(".good.example")
+
+    check_request(parse(upgrade("Origin: https://x.good.example")), origins=policy)
+    check_request(parse(upgrade()), origins=policy)
+    assert refused(upgrade("Origin: https://bad.example"), origins=policy).status == 403
+    assert seen == ["https://x.good.example", None, "https://bad.example"]
+
+
+def test_origins_string_is_a_config_error():
+    with pytest.raises(ConfigError):
+        check_request(parse(upgrade("Origin: https://a")), origins="https://a")
+
+
+# subprotocols (RFC 6455 4.2.2 /subprotocol/)
+
+def test_subprotocol_server_preference():
+    request = parse(upgrade("Sec-WebSocket-Protocol: chat, superchat"))
+    sp, headers = check_request(request, subprotocols=["superchat", "chat"])
+    assert sp == "superchat"
+    assert headers == [("Sec-WebSocket-Accept", ACCEPT), ("Sec-WebSocket-Protocol", "superchat")]
+    assert check_request(request, subprotocols=["chat", "superchat"])[0] == "chat"
+
+
+def test_subprotocol_several_lines():
+    request = parse(upgrade("Sec-WebSocket-Protocol: a", "sec-websocket-protocol: b,c"))
+    assert check_request(request, subprotocols=["c", "a"])[0] == "c"
+
+
+def test_subprotocol_none_in_common_succeeds_without_header():
+    request = parse(upgrade("Sec-WebSocket-Protocol: a"))
+    assert check_request(request, subprotocols=["b"]) == (None, [("Sec-WebSocket-Accept", ACCEPT)])
+    assert check_request(parse(upgrade()), subprotocols=["b"])[0] is None
+    assert check_request(request)[0] is None  # server has none
+
+
+# ---------------------------------------------------------------- responses
+
+
+def test_accept_response_rfc6455_4_2_2():
+    _, headers = check_request(parse(SAMPLE), subprotocols=["chat"])
+    data = accept_response(headers, [("X-Extra", "1"), ("Connection", "nope")])
+    assert data.startswith(b"HTTP/1.1 101 Switching Protocols\r\n")
+    assert data.endswith(b"\r\n\r\n")
+    reader = ResponseReader()
+    response = reader.feed(data + FRAME)
+    assert reader.leftover == FRAME
+    assert response.headers.get_all("connection") == ["Upgrade"]
+    assert response.headers["upgrade"] == "websocket"
+    assert response.headers["sec-websocket-protocol"] == "chat"
+    assert response.headers["x-extra"] == "1"
+    assert response.headers["server"] == "fastws" and "date" in response.headers
+    assert "content-length" not in response.headers
+    assert check_response(response, KEY, ["chat"]) == "chat"
+
+
+@pytest.mark.parametrize(
+    "data,kw",
+    [
+        (upgrade(method="POST"), {}),
+        (upgrade(version="1.0"), {}),
+        (upgrade(version="2.0"), {}),
+        (upgrade(drop=("host",)), {}),
+        (upgrade("Upgrade: h2c", drop=("upgrade",)), {}),
+        (upgrade(drop=("connection",)), {}),
+        (upgrade(drop=("sec-websocket-version",)), {}),
+        (upgrade(drop=("sec-websocket-key",)), {}),
+        (upgrade("Origin: https://x"), {"origins": []}),
+    ],
+)
+def test_error_responses_are_valid_http(data, kw):
+    exc = refused(data, **kw)
+    status, headers, body = parse_http_response(error_response(exc))
+    assert status == exc.status
+    names = [n for n, _ in headers]
+    assert "close" in [t.strip().lower() for n, v in headers if n == "connection" for t in v.split(",")]
+    assert ("content-type", "text/plain; charset=utf-8") in headers
+    assert names.count("content-length") == 1 and "date" in names and ("server", "fastws") in headers
+    for name, value in exc.headers:
+        if name.lower() != "connection":
+            assert (name.lower(), value) in headers
+    assert body.decode() == exc.body + "\n"
+
+
+def test_426_response_merges_connection_tokens():
+    data = error_response(refused(upgrade("Upgrade: h2c", drop=("upgrade",))))
+    assert b"\r\nConnection: Upgrade, close\r\n" in data
+    assert b"\r\nUpgrade: websocket\r\n" in data
+
+
+def test_error_reader_errors_are_valid_http():
+    for data, status in ((b"BAD\r\n\r\n", 400), (_head_of_size(9000), 431)):
+        with pytest.raises(InvalidRequest) as info:
+            RequestReader().feed(data)
+        assert parse_http_response(error_response(info.value))[0] == status
+
+
+def test_response_to_bytes():
+    response = Response(200, "OK", Headers([("Content-Type", "text/html"), ("Content-Length", "999")]), b"<p>")
+    status, headers, body = parse_http_response(response.to_bytes())
+    assert (status, body) == (200, b"<p>")
+    assert ("content-type", "text/html") in headers and ("content-length", "3") in headers
+    assert ("content-length", "999") not in headers
+    status, headers, body = parse_http_response(Response(204, "", []).to_bytes())
+    assert status == 204 and "content-length" not in [n for n, _ in headers]
+
+
+@pytest.mark.parametrize(
+    "headers,reason",
+    [([("X", "a\r\nInjected: 1")], "OK"), ([("Bad Name", "a")], "OK"), ([], "OK\r\nX: y")],
+)
+def test_response_refuses_header_injection(headers, reason):
+    with pytest.raises(ValueError):
+        Response(200, reason, headers).to_bytes()
+
+
+# ---------------------------------------------------------------- client side (RFC 6455 4.1)
+
+
+def test_build_request_round_trip():
+    key = make_key()
+    data = build_request(
+        "example.com", 8080, "/ws?x=1", key, subprotocols=["chat", "v2"],
+        origin="https://example.com", extra_headers=[("Authorization", "Bearer t")],
+    )
+    request = parse(data)
+    assert request.headers["host"] == "example.com:8080"
+    assert request.path == "/ws?x=1"
+    assert request.headers["user-agent"] == "fastws/0.1"
+    assert request.headers["authorization"] == "Bearer t"
+    sp, headers = check_request(request, origins=["https://example.com"], subprotocols=["v2"])
+    assert sp == "v2" and headers[0] == ("Sec-WebSocket-Accept", accept_key(key))
+
+
+@pytest.mark.parametrize(
+    "host,port,secure,expected",
+    [
+        ("example.com", 80, False, "example.com"),
+        ("example.com", 443, True, "example.com"),
+        ("example.com", 443, False, "example.com:443"),
+        ("example.com", 80, True, "example.com:80"),
+        ("::1", 80, False, "[::1]"),
+        ("::1", 9000, True, "[::1]:9000"),
+        ("[::1]", 9000, False, "[::1]:9000"),
+    ],
+)
+def test_build_request_host_header(host, port, secure, expected):
+    request = parse(build_request(host, port, "", KEY, secure=secure, user_agent=None))
+    assert request.headers["host"] == expected
+    assert request.path == "/"
+    assert "user-agent" not in request.headers
+
+
+def test_build_request_refuses_injection():
+    with pytest.raises(InvalidURI):
+        build_request("a", 80, "/a b", KEY)
+    with pytest.raises(InvalidURI):
+        build_request("a\r\nX: y", 80, "/", KEY)
+    with pytest.raises(ValueError):
+        build_request("a", 80, "/", KEY, subprotocols=["a b"])
+    with pytest.raises(ValueError):
+        build_request("a", 80, "/", KEY, extra_headers=[("X", "1\r\n")])
+
+
+def _response(*lines: str, status="101 Switching Protocols") -> bytes:
+    return (f"HTTP/1.1 {status}\r\n" + "".join(f"{l}\r\n" for l in lines) + "\r\n").encode()
+
+
+GOOD = ("Upgrade: websocket", "Connection: Upgrade", f"Sec-WebSocket-Accept: {ACCEPT}")
+
+
+def read_response(data: bytes) -> Response:
+    reader = ResponseReader()
+    response = reader.feed(data)
+    return response if response is not None else reader.eof()
+
+
+def test_check_response_ok():
+    assert check_response(read_response(_response(*GOOD)), KEY) is None
+    lines = ("upgrade: WebSocket", "connection: keep-alive, upgrade", f"sec-websocket-accept: {ACCEPT}")
+    assert check_response(read_response(_response(*lines)), KEY) is None
+
+
+@pytest.mark.parametrize(
+    "lines",
+    [
+        GOOD[1:],
+        ("Upgrade: h2c", *GOOD[1:]),
+        ("Upgrade: websocket, h2c", *GOOD[1:]),
+        (GOOD[0], GOOD[2]),
+        (GOOD[0], "Connection: keep-alive", GOOD[2]),
+        GOOD[:2],
+        (*GOOD[:2], "Sec-WebSocket-Accept: AAAAAAAAAAAAAAAAAAAAAAAAAAA="),
+        (*GOOD, GOOD[2]),
+        (*GOOD, "Sec-WebSocket-Extensions: permessage-deflate"),
+        (*GOOD, "Sec-WebSocket-Protocol: other"),
+        (*GOOD, "Sec-WebSocket-Protocol: chat, other"),
+    ],
+)
+def test_check_response_rfc6455_4_1_failures(lines):
+    with pytest.raises(InvalidResponse) as info:
+        check_response(read_response(_response(*lines)), KEY, ["chat"])
+    assert not isinstance(info.value, InvalidStatus)
+
+
+def test_check_response_subprotocol():
+    response = read_response(_response(*GOOD, "Sec-WebSocket-Protocol: chat"))
+    assert check_response(response, KEY, ["v2", "chat"]) == "chat"
+    with pytest.raises(InvalidResponse):
+        check_response(response, KEY)  # we offered none
+
+
+def test_check_response_non_101_is_invalid_status():
+    response = read_response(_response("Content-Length: 9", "X: y", status="403 Forbidden") + b"forbidden")
+    with pytest.raises(InvalidStatus) as info:
+        check_response(response, KEY)
+    assert info.value.status == 403
+    assert info.value.body == b"forbidden"
+    assert ("X", "y") in info.value.headers
+
+
+def test_response_reader_101_split_everywhere_with_frames():
+    data = _response(*GOOD) + FRAME
+    for cut in range(len(data) + 1):
+        reader = ResponseReader()
+        first = reader.feed(data[:cut])
+        second = reader.feed(data[cut:])
+        assert (first is None) != (second is None), cut
+        assert reader.leftover == FRAME, cut
+        assert check_response(first or second, KEY) is None
+
+
+def test_response_reader_bodies():
+    reader = ResponseReader()
+    assert reader.feed(_response(status="400 Bad Request") + b"until ") is None
+    assert reader.feed(b"close") is None
+    assert reader.eof().body == b"until close"
+
+    reader = ResponseReader()
+    assert reader.feed(_response("Transfer-Encoding: chunked", status="500 Oops") + b"2\r\nab\r\n") is None
+    response = reader.feed(b"0\r\n\r\n")
+    assert (response.status, response.reason, response.body) == (500, "Oops", b"ab")
+
+    response = read_response(_response("Content-Length: 0", status="404"))
+    assert (response.status, response.reason) == (404, "")
+
+    reader = ResponseReader()
+    reader.feed(_response("Content-Length: 10", status="400 x") + b"abc")
+    with pytest.raises(InvalidResponse):
+        reader.eof()
+
+    reader = ResponseReader()
+    reader.feed(b"HTTP/1.1 101 Swi")
+    with pytest.raises(InvalidResponse):
+        reader.eof()
+
+
+def test_response_reader_skips_interim_1xx():
+    reader = ResponseReader()
+    response = reader.feed(_response(status="100 Continue") + _response("Link: </x>", status="103 Early Hints") + _response(*GOOD) + b"F")
+    assert response.status == 101 and reader.leftover == b"F"
+    assert "link" not in response.headers
+
+
+def test_response_reader_limits():
+    with pytest.raises(InvalidResponse):
+        ResponseReader().feed(b"NOT HTTP\r\n\r\n")
+    with pytest.raises(InvalidResponse):
+        ResponseReader(max_head=50).feed(_response(*GOOD))
+    with pytest.raises(InvalidResponse):
+        ResponseReader(max_headers=2).feed(_response(*GOOD))
+    with pytest.raises(InvalidResponse):
+        ResponseReader(max_body=3).feed(_response("Content-Length: 4", status="403 x"))
+    reader = ResponseReader(max_body=3)
+    reader.feed(_response(status="403 x"))
+    with pytest.raises(InvalidResponse):
+        reader.feed(b"abcd")
+
+
+# ---------------------------------------------------------------- interop over real sockets
+
+
+def test_check_response_against_websockets_server():
+    from websockets.asyncio.server import serve
+
+    async def main():
+        async def handler(ws):
+            await ws.send("hello")
+            await ws.wait_closed()
+
+        async with serve(handler, "127.0.0.1", 0, subprotocols=["chat"]) as server:
+            port = server.sockets[0].getsockname()[1]
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            key = make_key()
+            writer.write(build_request("127.0.0.1", port, "/x", key, subprotocols=["v9", "chat"]))
+            parser = ResponseReader()
+            response = None
+            while response is None:
+                data = await asyncio.wait_for(reader.read(4096), 5)
+                assert data
+                response = parser.feed(data)
+            assert check_response(response, key, ["v9", "chat"]) == "chat"
+            frame = parser.leftover
+            while len(frame) < 7:
+                frame += await asyncio.wait_for(reader.read(4096), 5)
+            assert frame[:7] == b"\x81\x05hello"
+            writer.close()
+
+    asyncio.run(main())
+
+
+def test_websockets_server_refusal_is_invalid_status():
+    from websockets.asyncio.server import serve
+
+    async def main():
+        def refuse(connection, request):
+            return connection.respond(403, "go away\n")
+
+        async with serve(lambda ws: None, "127.0.0.1", 0, process_request=refuse) as server:
+            port = server.sockets[0].getsockname()[1]
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            key = make_key()
+            writer.write(build_request("127.0.0.1", port, "/", key))
+            parser = ResponseReader()
+            response = None
+            while response is None:
+                chunk = await asyncio.wait_for(reader.read(4096), 5)
+                response = parser.feed(chunk) if chunk else parser.eof()
+            with pytest.raises(InvalidStatus) as info:
+                check_response(response, key)
+            assert (info.value.status, info.value.body) == (403, b"go away\n")
+            writer.close()
+
+    asyncio.run(main())
+
+
+def _capture_request(client) -> bytes:
+    """Run ``client(port)`` against a raw socket server; return the request head it sent."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+    captured = []
+
+    def serve():
+        conn, _ = listener.accept()
+        conn.settimeout(5)
+        data = b""
+        while b"\r\n\r\n" not in data:
+            chunk = conn.recv(4096)
+            if not chunk:
+                break
+            data += chunk
+        captured.append(data)
+        conn.close()
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    try:
+        client(port)
+    except Exception:
+        pass  # the raw server hangs up without answering
+    thread.join(5)
+    listener.close()
+    assert captured and captured[0].endswith(b"\r\n\r\n")
+    return captured[0]
+
+
+def test_websockets_client_request_accepted():
+    from websockets.asyncio.client import connect
+
+    async def go(port):
+        async with connect(
+            f"ws://127.0.0.1:{port}/path?q=1", subprotocols=["chat"], origin="http://o.example", open_timeout=5
+        ):
+            pass
+
+    data = _capture_request(lambda port: asyncio.run(go(port)))
+    request = parse(data)
+    assert request.path == "/path?q=1"
+    sp, headers = check_request(request, origins=["http://O.example"], subprotocols=["chat"])
+    assert sp == "chat"
+    assert headers[0] == ("Sec-WebSocket-Accept", accept_key(request.headers["sec-websocket-key"]))
+
+
+def test_websocket_client_request_accepted():
+    import websocket
+
+    def go(port):
+        websocket.create_connection(f"ws://127.0.0.1:{port}/wc", timeout=5, subprotocols=["a", "b"])
+
+    data = _capture_request(go)
+    request = parse(data)
+    assert request.path == "/wc"
+    sp, _ = check_request(request, subprotocols=["b"])
+    assert sp == "b"
+
+
+# ---------------------------------------------------------------- llhttp quirks the reader hides
+
+
+def test_upgrade_without_connection_upgrade_is_still_returned_at_the_head():
+    # llhttp only treats Upgrade + Connection: upgrade as an upgrade; without
+    # Connection it is a plain message, complete at the head anyway.
+    reader = RequestReader()
+    request = reader.feed(upgrade(drop=("connection",)) + FRAME)
+    assert reader.leftover == FRAME
+    assert is_upgrade_request(request)
+    assert refused(upgrade(drop=("connection",))).status == 400
+
+
+def test_connection_upgrade_without_upgrade_is_plain_http():
+    reader = RequestReader()
+    request = reader.feed(b"GET / HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\n\r\nXX")
+    assert not is_upgrade_request(request) and reader.leftover == b"XX"
+
+
+def test_upgrade_with_huge_content_length_is_not_413():
+    # The body of an upgrade request is never read, so no body limit applies;
+    # check_request refuses it instead.
+    data = upgrade("Content-Length: 99999999")
+    assert RequestReader(max_body=10).feed(data) is not None
+    assert refused(data).status == 400
+
+
+def test_connect_method_is_405():
+    data = b"CONNECT example.com:443 HTTP/1.1\r\nHost: example.com:443\r\n\r\n"
+    reader = RequestReader()
+    request = reader.feed(data + b"tunnel")
+    assert request.method == "CONNECT" and reader.leftover == b"tunnel"
+    assert refused(data).status == 405
+
+
+def test_response_101_without_connection_header_fails_check():
+    reader = ResponseReader()
+    response = reader.feed(_response(GOOD[0], GOOD[2]) + FRAME)
+    assert reader.leftover == FRAME
+    with pytest.raises(InvalidResponse):
+        check_response(response, KEY)

@@ -1,0 +1,385 @@
+"""End-to-end RFC 6455 behaviour of fastws.serve over raw sockets.
+
+Every test runs with both API levels (the low-level Listener and the
+``async def handler(ws)`` API). The codec implementation is the one fastws
+picked; CI runs this file a second time with FASTWS_PURE_PYTHON=1.
+"""
+from __future__ import annotations
+
+import socket
+import struct
+import time
+
+import pytest
+
+import fastws
+from fastws.apps import EchoListener, echo_handler
+
+from util import UNIT, RawClient, http_request
+
+APPS = {"listener": EchoListener, "handler": echo_handler}
+
+
+@pytest.fixture(params=sorted(APPS))
+def echo(request, serve_thread):
+    """start(**options) -> ServerThread running the echo app of one API level."""
+    def start(**options):
+        return serve_thread(APPS[request.param], **options)
+    return start
+
+
+def upgrade(port, **headers):
+    lines = {
+        "Host": f"127.0.0.1:{port}",
+        "Upgrade": "websocket",
+        "Connection": "Upgrade",
+        "Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ==",
+        "Sec-WebSocket-Version": "13",
+    }
+    method = headers.pop("method", "GET")
+    for name, value in headers.items():
+        name = name.replace("_", "-")
+        if value is None:
+            lines.pop(name, None)
+        else:
+            lines[name] = value
+    head = f"{method} / HTTP/1.1\r\n" + "".join(f"{k}: {v}\r\n" for k, v in lines.items()) + "\r\n"
+    return head.encode()
+
+
+# ---------------------------------------------------------------- RFC 6455 4.2: handshake
+
+def test_handshake_accept(echo):
+    st = echo()
+    c = RawClient(st.port)
+    assert c.status == 101
+    assert b"sec-websocket-accept" in c.head.lower()
+    c.send(1, b"hi")
+    assert c.recv_frame() == (True, 1, b"hi")
+    c.close()
+
+
+def test_handshake_rfc_example_accept_value(echo):
+    st = echo()
+    with socket.create_connection(("127.0.0.1", st.port)) as sock:
+        sock.sendall(upgrade(st.port))
+        head = sock.recv(4096)
+    # RFC 6455 1.3: this key gives this accept value.
+    assert b"s3pPLMBiTxaQ9kYGzzhZRbK+xOo=" in head
+
+
+@pytest.mark.parametrize("headers, status", [
+    ({"method": "POST"}, 405),
+    ({"Sec_WebSocket_Version": "8"}, 426),
+    ({"Sec_WebSocket_Version": None}, 426),
+    ({"Sec_WebSocket_Key": None}, 400),
+    ({"Sec_WebSocket_Key": "c2hvcnQ="}, 400),
+    ({"Connection": "keep-alive"}, 400),
+    ({"Host": None}, 400),
+])
+def test_handshake_refusals(echo, headers, status):
+    st = echo()
+    got, head, _ = http_request(st.port, upgrade(st.port, **headers))
+    assert got == status, head
+    if status == 426:
+        assert b"sec-websocket-version: 13" in head.lower()
+
+
+def test_malformed_request_400(echo):
+    st = echo()
+    got, _, _ = http_request(st.port, b"GARBAGE\x00\x01 nonsense\r\n\r\n")
+    assert got == 400
+
+
+def test_oversized_head_431(echo):
+    st = echo()
+    big = upgrade(st.port, X_Big="a" * 9000)
+    got, _, _ = http_request(st.port, big)
+    assert got in (431, 400)
+
+
+def test_too_many_headers_431(echo):
+    st = echo()
+    extra = "".join(f"X-H{i}: v\r\n" for i in range(120))
+    raw = upgrade(st.port).replace(b"\r\n\r\n", b"\r\n" + extra.encode() + b"\r\n")
+    got, _, _ = http_request(st.port, raw)
+    assert got in (431, 400)
+
+
+def test_plain_http_gets_426(echo):
+    st = echo()
+    got, head, body = http_request(st.port, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert got == 426
+    assert b"upgrade: websocket" in head.lower()
+
+
+def test_http_handler_serves_plain_requests(serve_thread):
+    def http(request):
+        if request.path == "/healthz":
+            return fastws.Response(200, "OK", [("Content-Type", "text/plain")], b"ok\n")
+        return fastws.Response(404, "Not Found", [], b"no\n")
+
+    st = serve_thread(EchoListener, http_handler=http)
+    got, _, body = http_request(st.port, b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert (got, body) == (200, b"ok\n")
+    got, _, _ = http_request(st.port, b"GET /nope HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert got == 404
+    # The upgrade still works on the same server.
+    c = RawClient(st.port)
+    assert c.status == 101
+    c.close()
+
+
+def test_async_http_handler(serve_thread):
+    async def http(request):
+        return fastws.Response(200, "OK", [], request.path.encode())
+
+    st = serve_thread(EchoListener, http_handler=http)
+    got, _, body = http_request(st.port, b"GET /x?y=1 HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert (got, body) == (200, b"/x?y=1")
+
+
+def test_origin_policy(serve_thread):
+    st = serve_thread(EchoListener, origins=["https://good.example"])
+    got, _, _ = http_request(st.port, upgrade(st.port, Origin="https://evil.example"))
+    assert got == 403
+    c = RawClient(st.port, extra="Origin: https://good.example\r\n")
+    assert c.status == 101
+    c.close()
+
+
+def test_origin_callable(serve_thread):
+    st = serve_thread(EchoListener, origins=lambda origin: origin is not None and origin.endswith(".ok"))
+    assert http_request(st.port, upgrade(st.port, Origin="http://a.bad"))[0] == 403
+    c = RawClient(st.port, extra="Origin: http://a.ok\r\n")
+    assert c.status == 101
+    c.close()
+
+
+def test_subprotocol_server_preference(serve_thread):
+    st = serve_thread(EchoListener, subprotocols=["chat.v2", "chat.v1"])
+    c = RawClient(st.port, extra="Sec-WebSocket-Protocol: chat.v1, chat.v2\r\n")
+    assert c.status == 101
+    assert b"sec-websocket-protocol: chat.v2" in c.head.lower()
+    c.close()
+
+
+def test_process_request_reject_and_headers(serve_thread):
+    def process(request):
+        if request.headers.get("Authorization") != "Bearer ok":
+            return fastws.Response(401, "Unauthorized", [("WWW-Authenticate", "Bearer")], b"who are you?\n")
+        return [("Set-Cookie", "session=1")]
+
+    st = serve_thread(EchoListener, process_request=process)
+    got, head, body = http_request(st.port, upgrade(st.port))
+    assert got == 401 and body == b"who are you?\n"
+    c = RawClient(st.port, extra="Authorization: Bearer ok\r\n")
+    assert c.status == 101 and b"set-cookie: session=1" in c.head.lower()
+    c.close()
+
+
+def test_handshake_timeout_drops_slowloris(serve_thread):
+    st = serve_thread(EchoListener, handshake_timeout=0.3 * UNIT, timer_tick=0.05 * UNIT)
+    with socket.create_connection(("127.0.0.1", st.port)) as sock:
+        sock.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n")  # never finishes
+        sock.settimeout(5 * UNIT)
+        start = time.monotonic()
+        assert sock.recv(100) == b""
+        assert time.monotonic() - start < 2 * UNIT
+
+
+def test_first_frame_pipelined_behind_request(echo):
+    """Bytes right behind the request head are the first frames (not lost)."""
+    st = echo()
+    from fastws._py.frames import build_frame
+
+    with socket.create_connection(("127.0.0.1", st.port), timeout=5) as sock:
+        sock.sendall(upgrade(st.port) + build_frame(1, b"early", mask_key=b"abcd"))
+        data = b""
+        while b"early" not in data:
+            data += sock.recv(4096)
+        assert data.endswith(b"\x81\x05early")
+
+
+# ---------------------------------------------------------------- RFC 6455 5: framing errors
+
+@pytest.mark.parametrize("frame, code", [
+    (bytes([0x81, 0x02]) + b"hi", 1002),                     # 5.1: client frames MUST be masked
+    (bytes([0x83, 0x80]) + b"abcd", 1002),                   # 5.2: reserved opcode 3
+    (bytes([0xC1, 0x80]) + b"abcd", 1002),                   # 5.2: RSV1 without extension
+    (bytes([0x09, 0x80]) + b"abcd", 1002),                   # 5.5: fragmented control frame
+    (bytes([0x89, 0xFE, 0x00, 0x7E]) + b"abcd" + b"x" * 126, 1002),  # 5.5: control > 125 bytes
+    (bytes([0x80, 0x80]) + b"abcd", 1002),                   # 5.4: continuation with nothing to continue
+    (bytes([0x81, 0xFF, 0x80, 0, 0, 0, 0, 0, 0, 1]) + b"abcd", 1002),  # 5.2: 64-bit length, top bit set
+    (bytes([0x81, 0x82]) + b"\0\0\0\0" + b"\xc3\x28", 1007),  # 8.1: invalid UTF-8
+])
+def test_framing_errors_close_with_code(echo, frame, code):
+    st = echo()
+    c = RawClient(st.port)
+    c.send_raw(frame)
+    assert c.recv_close()[0] == code
+    assert c.wait_eof()
+    c.close()
+
+
+def test_new_message_inside_fragmented_one_1002(echo):
+    st = echo()
+    c = RawClient(st.port)
+    c.send(1, b"a", fin=False)
+    c.send(1, b"b")
+    assert c.recv_close()[0] == 1002
+    c.close()
+
+
+def test_message_too_big_1009_before_payload(echo):
+    st = echo(max_size=1000)
+    c = RawClient(st.port)
+    # Only the header of a 2000-byte frame: the server must refuse from it.
+    c.send_raw(bytes([0x82, 0xFE]) + struct.pack("!H", 2000) + b"abcd")
+    assert c.recv_close()[0] == 1009
+    c.close()
+
+
+def test_fragmented_with_interleaved_ping(echo):
+    st = echo()
+    c = RawClient(st.port)
+    c.send(1, b"Hel", fin=False)
+    c.send(9, b"ping!")                   # RFC 6455 5.4: control frames in the middle
+    c.send(0, b"lo")
+    assert c.recv_frame() == (True, 10, b"ping!")
+    assert c.recv_frame() == (True, 1, b"Hello")
+    c.close()
+
+
+def test_utf8_code_point_split_across_frames(echo):
+    st = echo()
+    c = RawClient(st.port)
+    euro = "€".encode()
+    c.send(1, b"x" + euro[:1], fin=False)
+    c.send(0, euro[1:] + b"y")
+    assert c.recv_frame() == (True, 1, b"x" + euro + b"y")
+    c.close()
+
+
+# ---------------------------------------------------------------- RFC 6455 7: closing
+
+@pytest.mark.parametrize("code", [1000, 1001, 1003, 1007, 1011, 1014, 3000, 4999])
+def test_close_echoes_valid_code(echo, code):
+    st = echo()
+    c = RawClient(st.port)
+    c.send(8, struct.pack("!H", code) + b"bye")
+    assert c.recv_close()[0] == code
+    assert c.wait_eof()  # the server closes TCP first (RFC 6455 7.1.1)
+    c.close()
+
+
+@pytest.mark.parametrize("payload", [
+    struct.pack("!H", 999), struct.pack("!H", 1004), struct.pack("!H", 1005), struct.pack("!H", 1006),
+    struct.pack("!H", 1015), struct.pack("!H", 2000), struct.pack("!H", 5000), b"\x03",
+])
+def test_close_invalid_code_1002(echo, payload):
+    st = echo()
+    c = RawClient(st.port)
+    c.send(8, payload)
+    assert c.recv_close()[0] == 1002
+    c.close()
+
+
+def test_close_reason_invalid_utf8_1007(echo):
+    st = echo()
+    c = RawClient(st.port)
+    c.send(8, struct.pack("!H", 1000) + b"\xff")
+    assert c.recv_close()[0] == 1007
+    c.close()
+
+
+def test_close_without_code_answered_empty(echo):
+    st = echo()
+    c = RawClient(st.port)
+    c.send(8, b"")
+    assert c.recv_close() == (None, "")
+    c.close()
+
+
+def test_server_initiated_close_times_out_and_aborts(serve_thread):
+    class CloseAtOnce(fastws.Listener):
+        def on_connect(self, ws):
+            super().on_connect(ws)
+            ws.close(4000, "go")
+
+    st = serve_thread(CloseAtOnce, close_timeout=0.3 * UNIT, timer_tick=0.05 * UNIT)
+    c = RawClient(st.port)
+    assert c.recv_close() == (4000, "go")
+    start = time.monotonic()
+    assert c.wait_eof(5)  # we never answer; the server gives up after close_timeout
+    assert time.monotonic() - start < 3 * UNIT
+    c.close()
+
+
+def test_keepalive_ping_and_timeout(serve_thread):
+    st = serve_thread(EchoListener, ping_interval=0.4 * UNIT, ping_timeout=0.4 * UNIT, timer_tick=0.05 * UNIT)
+    c = RawClient(st.port)
+    start = time.monotonic()
+    fin, opcode, _ = c.recv_frame()
+    assert opcode == 9  # a keepalive ping after at most ping_interval of silence
+    assert c.recv_close()[0] == 1011  # unanswered
+    assert time.monotonic() - start < (0.4 + 0.4 + 0.5) * UNIT
+    c.close()
+
+
+def test_keepalive_answered_stays_open(serve_thread):
+    st = serve_thread(EchoListener, ping_interval=0.2 * UNIT, ping_timeout=0.2 * UNIT, timer_tick=0.02 * UNIT)
+    c = RawClient(st.port)
+    pings = 0
+    deadline = time.monotonic() + 1.2 * UNIT
+    while time.monotonic() < deadline:
+        fin, opcode, payload = c.recv_frame()
+        assert opcode == 9
+        pings += 1
+        c.send(10, payload)
+    assert pings >= 2
+    c.send(1, b"still here")
+    assert c.recv_frame() == (True, 1, b"still here")
+    c.close()
+
+
+def test_application_error_closes_1011(serve_thread):
+    class Boom(fastws.Listener):
+        def on_message(self, data):
+            raise RuntimeError("secret internals")
+
+    async def boom(ws):
+        await ws.recv()
+        raise RuntimeError("secret internals")
+
+    for app in (Boom, boom):
+        st = serve_thread(app)
+        c = RawClient(st.port)
+        c.send(1, b"x")
+        code, reason = c.recv_close()
+        assert code == 1011 and "secret" not in reason
+        c.close()
+
+
+def test_graceful_shutdown_sends_1001(echo):
+    st = echo()
+    c = RawClient(st.port)
+    c.send(1, b"x")
+    assert c.recv_frame() == (True, 1, b"x")
+    import threading
+
+    t = threading.Thread(target=st.stop)
+    t.start()
+    assert c.recv_close()[0] == 1001
+    c.send(8, struct.pack("!H", 1001))
+    t.join(10)
+    c.close()
+
+
+def test_bad_options_rejected_at_start():
+    with pytest.raises(fastws.ConfigError):
+        fastws.serve(EchoListener, "127.0.0.1", 0, ping_timeout=0)
+    with pytest.raises(fastws.ConfigError):
+        fastws.serve(EchoListener, "127.0.0.1", 0, max_size=-1)
+    with pytest.raises(fastws.ConfigError):
+        fastws.serve(EchoListener, "127.0.0.1", 0, origins="https://a.example")
