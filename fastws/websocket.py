@@ -71,7 +71,11 @@ class WebSocketMixin:
             if self._reading_paused and len(queue) <= self._opts.max_queue // 4:
                 self.resume_reading()
             return data
-        if self._state == CLOSED or (self._parser is not None and (self._parser.closed or self._parser.failed)):
+        parser = self._parser
+        if self._state == CLOSED or (parser is not None and (
+                parser.closed or (parser.failed and self._state != OPEN))):
+            # No message can come any more. (A failed parser while still OPEN
+            # means a deferred _fail is pending: wait for it, it wakes us.)
             raise self._closed_error()
         if self._recv_waiter is not None:
             raise RuntimeError("recv() is already being awaited by another task")
@@ -150,6 +154,23 @@ class WebSocketMixin:
         pass
 
     # ------------------------------------------------------------ closing
+    def _fail(self, code: int, reason: str) -> None:
+        # Messages that arrived before the error were handed to the handler
+        # task (or queued), but that task only runs at the next loop step. Fail
+        # one callback later, so the handler still sees them and what it sends
+        # in reply goes out before our close frame, in stream order, as the
+        # listener API does naturally. The parser has failed meanwhile: nothing
+        # more is read.
+        if self._state == OPEN:
+            asyncio.get_running_loop().call_soon(self._fail_now, code, reason)
+        else:
+            Connection._fail(self, code, reason)
+
+    def _fail_now(self, code: int, reason: str) -> None:
+        if self._state == OPEN:
+            Connection._fail(self, code, reason)
+            self._wake_closed()
+
     async def close(self, code: int = CLOSE_NORMAL, reason: str = "") -> None:
         """Close the connection and wait until it is closed (at most close_timeout,
         then the TCP connection is aborted)."""
