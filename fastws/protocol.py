@@ -4,10 +4,12 @@
 CLOSED), answers pings, runs the closing handshake (RFC 6455 section 7),
 turns every protocol error into the right close frame, and decides keepalive
 pings and timeouts when its timer-wheel entry fires.  Bytes come in through
-the frame parser (``self._parser.feed``); bytes go out through four I/O
-methods that a subclass provides::
+the frame parser (``self._parser.feed``); bytes go out through ``_write``, a
+callable the adapter stores in the connection (``transport.write`` itself, so
+a send costs no Python call beyond ``send``), and through I/O methods that a
+subclass provides::
 
-    _write(data)          queue bytes for the peer
+    _write(data)          (attribute) queue bytes for the peer
     _writelines(parts)    queue several pieces (header + large payload, no copy)
     _close_transport()    flush, then close TCP
     _abort_transport()    close TCP now, dropping what is queued
@@ -83,6 +85,7 @@ class Connection(codec.TimerEntry):
     """
 
     __slots__ = (
+        "_write",
         "_parser",
         "_opts",
         "_is_client",
@@ -105,6 +108,7 @@ class Connection(codec.TimerEntry):
         super().__init__()
         self._opts = opts
         self._is_client = is_client
+        self._write = self._not_connected
         self._parser = None
         self._state = CONNECTING
         self._app = None
@@ -362,8 +366,8 @@ class Connection(codec.TimerEntry):
                 logger.exception("error in on_close (peer %s)", self.remote_address)
 
     # ------------------------------------------------------------ I/O (subclass)
-    def _write(self, data) -> None:
-        raise NotImplementedError
+    def _not_connected(self, data) -> None:
+        raise RuntimeError("no transport: the adapter sets _write when connected")
 
     def _writelines(self, parts) -> None:
         raise NotImplementedError

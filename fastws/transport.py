@@ -30,6 +30,7 @@ class StreamConnection(Connection, asyncio.Protocol):
     # ------------------------------------------------------------ asyncio.Protocol
     def connection_made(self, transport) -> None:
         self._transport = transport
+        self._write = transport.write
         opts = self._opts
         transport.set_write_buffer_limits(high=opts.write_limit)
         self.remote_address = transport.get_extra_info("peername")
@@ -96,9 +97,6 @@ class StreamConnection(Connection, asyncio.Protocol):
             app.on_drain()
 
     # ------------------------------------------------------------ Connection I/O
-    def _write(self, data) -> None:
-        self._transport.write(data)
-
     def _writelines(self, parts) -> None:
         self._transport.writelines(parts)
 

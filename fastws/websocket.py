@@ -23,7 +23,7 @@ import os
 from collections import deque
 
 from .exceptions import CLOSE_NORMAL, ConnectionClosedOK
-from .protocol import CLOSED, OPEN, Connection
+from .protocol import CLOSED, LARGE_PAYLOAD, OP_BINARY, OP_TEXT, OPEN, Connection, _build_frame
 
 __all__ = ["WebSocketMixin", "WEBSOCKET_SLOTS"]
 
@@ -71,12 +71,8 @@ class WebSocketMixin:
             if self._reading_paused and len(queue) <= self._opts.max_queue // 4:
                 self.resume_reading()
             return data
-        parser = self._parser
-        if self._state == CLOSED or (parser is not None and (
-                parser.closed or (parser.failed and self._state != OPEN))):
-            # No message can come any more. (A failed parser while still OPEN
-            # means a deferred _fail is pending: wait for it, it wakes us.)
-            raise self._closed_error()
+        if self._state != OPEN:
+            self._check_recv_closed()
         if self._recv_waiter is not None:
             raise RuntimeError("recv() is already being awaited by another task")
         waiter = self._recv_waiter = asyncio.get_running_loop().create_future()
@@ -86,12 +82,39 @@ class WebSocketMixin:
             if self._recv_waiter is waiter:
                 self._recv_waiter = None
 
+    def _check_recv_closed(self) -> None:
+        """Not OPEN and nothing queued: raise if no message can come any more.
+
+        (CLOSING after our own close frame still delivers what the peer sends
+        until its close frame. While OPEN, a failed parser means a deferred
+        _fail is pending, and it wakes the waiter.)
+        """
+        parser = self._parser
+        if self._state == CLOSED or parser is None or parser.closed or parser.failed:
+            raise self._closed_error()
+
     def __aiter__(self):
         return self
 
     async def __anext__(self):
+        # recv() inlined: one coroutine per message, not two.
+        queue = self._queue
+        if queue:
+            data = queue.popleft()
+            if self._reading_paused and len(queue) <= self._opts.max_queue // 4:
+                self.resume_reading()
+            return data
         try:
-            return await self.recv()
+            if self._state != OPEN:
+                self._check_recv_closed()
+            if self._recv_waiter is not None:
+                raise RuntimeError("recv() is already being awaited by another task")
+            waiter = self._recv_waiter = asyncio.get_running_loop().create_future()
+            try:
+                return await waiter
+            finally:
+                if self._recv_waiter is waiter:
+                    self._recv_waiter = None
         except ConnectionClosedOK:
             raise StopAsyncIteration from None
 
@@ -99,8 +122,17 @@ class WebSocketMixin:
     async def send(self, data) -> None:
         """Send a message (``str``: text, bytes-like: binary); waits while the
         write buffer is above ``write_limit``."""
-        Connection.send(self, data)
+        # Connection.send, inlined: this is the per-message path of handlers.
+        if self._state != OPEN:
+            raise self._closed_error()
+        if self._is_client or len(data) < LARGE_PAYLOAD:
+            self._write(_build_frame(OP_TEXT if type(data) is str else OP_BINARY, data,
+                                     mask=self._is_client))
+        else:
+            Connection.send(self, data)
         if self._paused_writing:
+            if self._write_buffer_size() > self._opts.max_write_buffer:
+                self._check_write_buffer()
             await self._drain()
 
     async def _drain(self) -> None:
@@ -110,6 +142,8 @@ class WebSocketMixin:
         if waiter is None:
             waiter = self._drain_waiter = asyncio.get_running_loop().create_future()
         await asyncio.shield(waiter)
+        if self._state == CLOSED:  # woken by the end, not by a drain
+            raise self._closed_error()
 
     async def ping(self, data: bytes | None = None) -> float:
         """Send a ping and wait for its pong; returns the round-trip time in seconds."""

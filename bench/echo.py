@@ -1,0 +1,401 @@
+"""Echo benchmark: fastws against picows, websockets, aiohttp and a raw TCP echo.
+
+    python bench/echo.py [--servers a,b,...] [--rows r1,r2,...] [--duration S]
+                         [--quick] [--out bench/RESULTS.md]
+
+Each server runs in its own process (bench/servers.py, uvloop, pinned to CPU 0)
+one after another; this process is the client for all of them (pinned to
+CPU 1, the same code for every server: bench/_client.py). Per row it opens the
+connections, warms up, then counts echoes completed in the timed window and
+reads the server's CPU time (user+sys, /proc/PID/task/*/schedstat, in ns) at
+the window's edges. Ratios are against the first "picows" server of the run.
+Benchmarks never pass or fail; they print figures.
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import datetime
+import os
+import platform
+import shlex
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from importlib import metadata
+from pathlib import Path
+
+import uvloop
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent
+sys.path.insert(0, str(HERE))
+from _client import client_frame, connect  # noqa: E402
+from servers import RAW, SERVERS, SKIP  # noqa: E402
+
+# name: (payload bytes, connections)
+ROWS = {
+    "rr-32B": (32, 1),
+    "rr-1KiB": (1024, 1),
+    "rr-64KiB": (64 * 1024, 1),
+    "rr-1MiB": (2**20, 1),
+    "c1000-32B": (32, 1000),
+}
+DEFAULT_SERVERS = "picows,fastws-listener,fastws-handler,websockets,aiohttp,bare-uvloop"
+SERVER_CPU, CLIENT_CPU = 0, 1
+BATCH = 100  # connections opened at once
+CLIENT_BOUND = 90  # client CPU % from which a row's msg/s says more about the client
+QUIET = 15  # busy % (two CPUs summed) under which the machine counts as quiet
+NOISY = 25  # "other" CPU % from which a row is flagged as disturbed
+
+
+# ------------------------------------------------------------ measuring ----
+def cpu_idle_ticks(cpus) -> dict:
+    """{cpu: (idle+iowait ticks, total ticks)} from /proc/stat."""
+    out = {}
+    try:
+        with open("/proc/stat") as f:
+            for line in f:
+                name, *vals = line.split()
+                if name.startswith("cpu") and name[3:].isdigit() and int(name[3:]) in cpus:
+                    v = [int(x) for x in vals]
+                    out[int(name[3:])] = (v[3] + v[4], sum(v[:8]))
+    except OSError:
+        pass
+    return out
+
+
+def busy_pct(a: dict, b: dict) -> float:
+    """Busy % of the CPUs in a and b, summed (0..100 x CPUs), between two samples."""
+    total = 0.0
+    for cpu in a:
+        if cpu in b and b[cpu][1] > a[cpu][1]:
+            total += 100 * (1 - (b[cpu][0] - a[cpu][0]) / (b[cpu][1] - a[cpu][1]))
+    return total
+
+
+async def wait_quiet(timeout: float) -> float:
+    """Wait until both bench CPUs are idle (other sessions' builds are noise).
+
+    Returns the busy % seen last (summed over the two CPUs)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        a = cpu_idle_ticks((SERVER_CPU, CLIENT_CPU))
+        await asyncio.sleep(0.5)
+        busy = busy_pct(a, cpu_idle_ticks((SERVER_CPU, CLIENT_CPU)))
+        if busy <= QUIET or time.monotonic() > deadline:
+            return busy
+
+
+def proc_cpu_ns(pid: int) -> int:
+    """CPU time (user+sys) of all threads of pid, in ns."""
+    total = 0
+    try:
+        for tid in os.listdir(f"/proc/{pid}/task"):
+            try:
+                with open(f"/proc/{pid}/task/{tid}/schedstat") as f:
+                    total += int(f.read().split()[0])
+            except (FileNotFoundError, ProcessLookupError):
+                pass  # thread ended
+        return total
+    except FileNotFoundError:
+        pass
+    # No schedstat: clock ticks from /proc/PID/stat (fields 14, 15).
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) * 10**9 // os.sysconf("SC_CLK_TCK")
+
+
+async def run_row(host, port, pid, raw, size, conns, duration, warmup):
+    payload = os.urandom(size)
+    frame = payload if raw else client_frame(payload)
+    clients = []
+    try:
+        for i in range(0, conns, BATCH):
+            clients += await asyncio.gather(
+                *(connect(host, port, frame, size, raw) for _ in range(min(BATCH, conns - i)))
+            )
+        for c in clients:
+            c.start()
+        await asyncio.sleep(warmup)
+        n0 = sum(c.count for c in clients)
+        i0 = cpu_idle_ticks((SERVER_CPU, CLIENT_CPU))
+        s0, k0, t0 = proc_cpu_ns(pid), time.process_time_ns(), time.perf_counter()
+        await asyncio.sleep(duration)
+        n1 = sum(c.count for c in clients)
+        s1, k1, t1 = proc_cpu_ns(pid), time.process_time_ns(), time.perf_counter()
+        i1 = cpu_idle_ticks((SERVER_CPU, CLIENT_CPU))
+        for c in clients:
+            c.running = False
+        await asyncio.wait_for(asyncio.gather(*(c.idle for c in clients)), 30)
+        errors = [c.error for c in clients if c.error]
+        if errors:
+            raise errors[0]
+    finally:
+        await asyncio.gather(*(c.close() for c in clients), return_exceptions=True)
+    secs = t1 - t0
+    msgs = n1 - n0
+    return {
+        "msgs": msgs,
+        "rate": msgs / secs,
+        "srv_us": (s1 - s0) / 1e3 / msgs if msgs else float("nan"),
+        "srv_pct": (s1 - s0) / 1e9 / secs * 100,
+        "cli_pct": (k1 - k0) / 1e9 / secs * 100,
+        # CPU used by anything but the two bench processes (softirq included):
+        "other": max(0.0, busy_pct(i0, i1) - (s1 - s0) / 1e7 / secs - (k1 - k0) / 1e7 / secs),
+    }
+
+
+# -------------------------------------------------------------- servers ----
+def free_port(host: str) -> int:
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
+
+
+def port_listening(host: str, port: int) -> bool:
+    with socket.socket() as s:
+        return s.connect_ex((host, port)) == 0
+
+
+class ServerProc:
+    def __init__(self, name: str, host: str, pin: bool):
+        self.name, self.host = name, host
+        self.port = free_port(host)
+        self.out = tempfile.TemporaryFile("w+")
+        self.err = tempfile.TemporaryFile("w+")
+        env = dict(os.environ)
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
+        self.proc = subprocess.Popen(
+            [sys.executable, str(HERE / "servers.py"), name, "--host", host, "--port", str(self.port)],
+            stdout=self.out, stderr=self.err, env=env, stdin=subprocess.DEVNULL,
+            preexec_fn=(lambda: os.sched_setaffinity(0, {SERVER_CPU})) if pin else None,
+        )
+        self.pid = self.proc.pid
+
+    def stderr_tail(self) -> str:
+        self.err.seek(0)
+        lines = [ln for ln in self.err.read().splitlines() if ln.strip()]
+        return lines[-1] if lines else "(no stderr)"
+
+    async def ready(self, timeout: float = 20.0) -> str | None:
+        """None when listening, else why not."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            rc = self.proc.poll()
+            if rc is not None:
+                return ("skipped: " if rc == SKIP else f"exited {rc}: ") + self.stderr_tail()
+            self.out.seek(0)
+            if "READY" in self.out.read():
+                return None
+            await asyncio.sleep(0.02)
+        return "not ready in time"
+
+    async def stop(self):
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            for _ in range(250):
+                if self.proc.poll() is not None:
+                    break
+                await asyncio.sleep(0.02)
+            else:
+                self.proc.kill()
+        self.proc.wait()
+        for _ in range(100):
+            if not port_listening(self.host, self.port):
+                break
+            await asyncio.sleep(0.05)
+        else:
+            raise RuntimeError(f"{self.name}: port {self.port} still listening after stop")
+        self.out.close()
+        self.err.close()
+
+
+# -------------------------------------------------------------- report ----
+def versions() -> str:
+    out = [f"Python {platform.python_version()}"]
+    for dist in ("uvloop", "picows", "aiofastnet", "websockets", "aiohttp"):
+        try:
+            out.append(f"{dist} {metadata.version(dist)}")
+        except metadata.PackageNotFoundError:
+            pass
+    try:
+        sys.path.insert(0, str(REPO))
+        import fastws
+
+        impl = getattr(fastws, "IMPLEMENTATION", "?")
+        out.append(f"fastws {getattr(fastws, '__version__', '?')} ({impl}, {Path(fastws.__file__).parent})")
+    except Exception as exc:  # noqa: BLE001 - only reported
+        out.append(f"fastws not importable ({type(exc).__name__}: {exc})")
+    finally:
+        sys.path.remove(str(REPO))
+    return ", ".join(out)
+
+
+def machine() -> str:
+    model = "?"
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    model = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    return (f"{model}, {os.cpu_count()} cores, {platform.system()} {platform.release()}, "
+            f"{os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES') / 2**30:.0f} GiB")
+
+
+def fmt_rate(x: float) -> str:
+    return f"{x:,.0f}" if x >= 100 else f"{x:,.1f}"
+
+
+def table(rows, labels, results, ref) -> str:
+    out = ["| bench | server | msg/s | vs picows | server CPU µs/msg | vs picows "
+           "| server CPU | client CPU | other CPU |",
+           "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
+    for row in rows:
+        base = results.get((row, ref)) if ref else None
+        base = base if isinstance(base, dict) else None
+        for label in labels:
+            r = results.get((row, label))
+            if r is None:
+                continue
+            if isinstance(r, str):
+                out.append(f"| {row} | {label} | {r} | | | | | | |")
+                continue
+            rr = f"{r['rate'] / base['rate']:.2f}x" if base else "-"
+            cr = f"{r['srv_us'] / base['srv_us']:.2f}x" if base else "-"
+            flag = " (client-bound)" if r["cli_pct"] >= CLIENT_BOUND else ""
+            flag += " (noisy)" if r["other"] >= NOISY else ""
+            out.append(f"| {row} | {label} | {fmt_rate(r['rate'])}{flag} | {rr} | {r['srv_us']:.1f} | {cr} "
+                       f"| {r['srv_pct']:.0f}% | {r['cli_pct']:.0f}% "
+                       f"| {r['other']:.0f}% |")
+    return "\n".join(out)
+
+
+# ---------------------------------------------------------------- main ----
+async def amain(args) -> int:
+    names = [s.strip() for s in args.servers.split(",") if s.strip()]
+    rows = [r.strip() for r in args.rows.split(",") if r.strip()]
+    for n in names:
+        if n not in SERVERS:
+            sys.exit(f"unknown server {n!r}; known: {', '.join(SERVERS)}")
+    for r in rows:
+        if r not in ROWS:
+            sys.exit(f"unknown row {r!r}; known: {', '.join(ROWS)}")
+    if args.conns != 1000:
+        ROWS[f"c{args.conns}-32B"] = (32, args.conns)
+        rows = [f"c{args.conns}-32B" if r == "c1000-32B" else r for r in rows]
+
+    pin = len(os.sched_getaffinity(0)) >= 2 and not args.no_pin
+    if pin:
+        os.sched_setaffinity(0, {CLIENT_CPU})
+
+    # The same server may be listed twice (e.g. picows first and last) to see drift.
+    labels, seen = [], {}
+    for n in names:
+        seen[n] = seen.get(n, 0) + 1
+        labels.append(n if seen[n] == 1 else f"{n}#{seen[n]}")
+    ref = "picows" if "picows" in names else None
+
+    cmd = "python " + " ".join(shlex.quote(a) for a in [os.path.relpath(__file__)] + sys.argv[1:])
+    date = datetime.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M:%S %Z")
+    head = [
+        f"- command: `{cmd}`",
+        f"- date: {date}",
+        f"- machine: {machine()}",
+        f"- versions: {versions()}",
+        f"- setup: server on CPU {SERVER_CPU}, client on CPU {CLIENT_CPU}" if pin
+        else "- setup: no CPU pinning",
+        f"- window: {args.duration:g} s timed after {args.warmup:g} s warm-up per row"
+        f"{f', best of {args.repeat}' if args.repeat > 1 else ''}; "
+        "binary messages, unfragmented, request/response on each connection",
+    ]
+    print("\n".join(head), flush=True)
+
+    results = {}
+    notes = []
+    for name, label in zip(names, labels):
+        srv = ServerProc(name, args.host, pin)
+        try:
+            why = await srv.ready()
+            if why is not None:
+                notes.append(f"{label}: {why}")
+                print(f"  {label}: {why}", file=sys.stderr, flush=True)
+                continue
+            for row in rows:
+                size, conns = ROWS[row]
+                try:
+                    best = None
+                    for _ in range(args.repeat):
+                        if args.quiet_wait > 0:
+                            busy = await wait_quiet(args.quiet_wait)
+                            if busy > QUIET:
+                                notes.append(f"{label} {row}: machine busy ({busy:.0f}% of 200%) "
+                                             f"when the row started, after {args.quiet_wait:g} s wait")
+                        r = await run_row(args.host, srv.port, srv.pid, name in RAW, size, conns,
+                                          args.duration, args.warmup)
+                        if best is None or r["rate"] > best["rate"]:
+                            best = r
+                    r = best
+                    results[(row, label)] = r
+                    print(f"  {row:10} {label:16} {fmt_rate(r['rate']):>10} msg/s "
+                          f"{r['srv_us']:7.1f} µs/msg server CPU {r['srv_pct']:3.0f}% "
+                          f"client CPU {r['cli_pct']:3.0f}% other {r['other']:3.0f}%", file=sys.stderr, flush=True)
+                except Exception as exc:  # noqa: BLE001 - reported in the table
+                    results[(row, label)] = f"failed: {type(exc).__name__}"
+                    notes.append(f"{label} {row}: {type(exc).__name__}: {exc} "
+                                 f"(server stderr: {srv.stderr_tail()})")
+                    print(f"  {row:10} {label:16} FAILED {exc!r}", file=sys.stderr, flush=True)
+                    if srv.proc.poll() is not None:
+                        break
+        finally:
+            await srv.stop()
+
+    text = table(rows, labels, results, ref)
+    if notes:
+        text += "\n\n" + "\n".join(f"- note: {n}" for n in notes)
+    print()
+    print(text)
+    if args.out:
+        out = Path(args.out)
+        new = not out.exists()
+        with out.open("a") as f:
+            if new:
+                f.write("# Echo benchmark results\n\nWritten by `bench/echo.py --out`; "
+                        "see bench/README.md for how to read them.\n")
+            f.write(f"\n## {date}\n\n" + "\n".join(head) + "\n\n" + text + "\n")
+        print(f"\nappended to {out}", file=sys.stderr)
+    return 0
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--servers", default=DEFAULT_SERVERS,
+                    help=f"comma list, may repeat one (default {DEFAULT_SERVERS}; "
+                         f"all: {','.join(SERVERS)})")
+    ap.add_argument("--rows", default=",".join(ROWS), help=f"comma list of {','.join(ROWS)}")
+    ap.add_argument("--duration", type=float, default=3.0, help="timed seconds per row")
+    ap.add_argument("--warmup", type=float, default=0.5, help="seconds before each timed window")
+    ap.add_argument("--conns", type=int, default=1000, help="connections of the c1000 row")
+    ap.add_argument("--repeat", type=int, default=1,
+                    help="run each row this many times and keep the best (highest msg/s)")
+    ap.add_argument("--quick", action="store_true", help="1 s windows, 0.3 s warm-up")
+    ap.add_argument("--quiet-wait", type=float, default=20.0,
+                    help="before each row, wait up to this many seconds for both CPUs to be idle "
+                         "(0: don't wait)")
+    ap.add_argument("--host", default="127.0.0.1")
+    ap.add_argument("--no-pin", action="store_true", help="do not pin server and client to CPUs")
+    ap.add_argument("--out", help="append the table, date and command to this markdown file")
+    args = ap.parse_args()
+    if args.quick:
+        args.duration, args.warmup = 1.0, 0.3
+    return uvloop.run(amain(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

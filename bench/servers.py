@@ -1,0 +1,201 @@
+"""Echo servers for bench/echo.py, one per process.
+
+    python bench/servers.py NAME --port P [--host H] [--max-size N]
+
+Every server echoes every text and binary message, accepts messages of at
+least --max-size bytes (default 16 MiB), answers pings, completes the close
+handshake, and runs on uvloop so that only the WebSocket layer differs.
+
+Exit status 3 means "this server cannot run here" (an import failed); the
+reason is the last line on stderr. bench/echo.py turns that into a note.
+
+NAMEs: picows, picows-afn, websockets, aiohttp, fastws-listener,
+fastws-handler, bare-uvloop.
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+
+import uvloop
+
+SKIP = 3  # exit status: the server's library is missing or incomplete
+BACKLOG = 2048  # the 1,000-connection bench opens connections in batches
+
+
+def _skip(name: str, exc: BaseException) -> None:
+    print(f"SKIP {name}: {type(exc).__name__}: {exc}", file=sys.stderr, flush=True)
+    sys.exit(SKIP)
+
+
+def _ready(host: str, port: int) -> None:
+    # echo.py waits for the port to accept; this line only helps a human.
+    print(f"READY {host}:{port}", flush=True)
+
+
+# --------------------------------------------------------------- picows ----
+async def run_picows(host: str, port: int, max_size: int, aiofastnet: bool) -> None:
+    try:
+        from picows import WSListener, WSMsgType, ws_create_server
+    except ImportError as exc:
+        _skip("picows", exc)
+
+    CLOSE = WSMsgType.CLOSE
+    PING = WSMsgType.PING
+    PONG = WSMsgType.PONG
+
+    class Echo(WSListener):
+        # Echoes frame by frame: a CONTINUATION frame is sent back as a
+        # CONTINUATION frame with the same FIN bit, so a fragmented message
+        # comes back fragmented the same way and stays a valid message.
+        def on_ws_frame(self, transport, frame):
+            msg_type = frame.msg_type
+            if msg_type is CLOSE:
+                transport.send_close(frame.get_close_code(), frame.get_close_message())
+                transport.disconnect()
+            elif msg_type is PING or msg_type is PONG:
+                pass  # PINGs are answered by picows itself (enable_auto_pong)
+            else:
+                transport.send(msg_type, frame.get_payload_as_memoryview(), frame.fin)
+
+    kwargs = {}
+    if not aiofastnet:
+        kwargs["use_aiofastnet"] = False  # plain uvloop transports, like the others
+    else:
+        try:
+            import aiofastnet  # noqa: F401
+        except ImportError as exc:
+            _skip("picows-afn", exc)
+        kwargs["use_aiofastnet"] = True
+    server = await ws_create_server(
+        lambda request: Echo(), host, port,
+        max_frame_size=max_size, enable_auto_pong=True, backlog=BACKLOG, **kwargs,
+    )
+    _ready(host, port)
+    async with server:
+        await server.serve_forever()
+
+
+# ----------------------------------------------------------- websockets ----
+async def run_websockets(host: str, port: int, max_size: int) -> None:
+    try:
+        from websockets.asyncio.server import serve
+    except ImportError as exc:
+        _skip("websockets", exc)
+
+    async def echo(ws):
+        async for msg in ws:
+            await ws.send(msg)
+
+    # ping_interval=None: no keepalive pings in the middle of a timed window.
+    async with serve(echo, host, port, compression=None, max_size=None,
+                     ping_interval=None, backlog=BACKLOG) as server:
+        _ready(host, port)
+        await server.serve_forever()
+
+
+# -------------------------------------------------------------- aiohttp ----
+async def run_aiohttp(host: str, port: int, max_size: int) -> None:
+    try:
+        from aiohttp import WSMsgType, web
+    except ImportError as exc:
+        _skip("aiohttp", exc)
+
+    TEXT = WSMsgType.TEXT
+    BINARY = WSMsgType.BINARY
+
+    async def echo(request):
+        ws = web.WebSocketResponse(compress=False, max_msg_size=0)
+        await ws.prepare(request)
+        async for msg in ws:  # autoping=True answers pings; autoclose handles close
+            if msg.type is BINARY:
+                await ws.send_bytes(msg.data)
+            elif msg.type is TEXT:
+                await ws.send_str(msg.data)
+        return ws
+
+    app = web.Application()
+    app.router.add_get("/", echo)
+    runner = web.AppRunner(app, access_log=None, handle_signals=False)
+    await runner.setup()
+    site = web.TCPSite(runner, host, port, backlog=BACKLOG)
+    await site.start()
+    _ready(host, port)
+    await asyncio.Event().wait()
+
+
+# --------------------------------------------------------------- fastws ----
+async def run_fastws(host: str, port: int, max_size: int, api: str) -> None:
+    try:
+        import fastws
+
+        serve = fastws.serve
+        Listener = fastws.Listener
+    except (ImportError, AttributeError) as exc:
+        _skip(f"fastws-{api}", exc)
+
+    if api == "listener":
+        class Echo(Listener):
+            def on_message(self, data):
+                self.ws.send(data)
+
+        target = Echo
+    else:
+        async def target(ws):
+            async for msg in ws:
+                await ws.send(msg)
+
+    try:
+        server = await serve(target, host, port, max_size=max_size, backlog=BACKLOG)
+    except TypeError as exc:  # no backlog keyword (yet)
+        if "backlog" not in str(exc):
+            raise
+        server = await serve(target, host, port, max_size=max_size)
+    _ready(host, port)
+    await server.serve_forever()
+
+
+# ---------------------------------------------------------- bare-uvloop ----
+class _RawEcho(asyncio.Protocol):
+    """TCP echo, no WebSocket: what the loop and the syscalls alone cost."""
+
+    def connection_made(self, transport):
+        self.write = transport.write
+
+    def data_received(self, data):
+        self.write(data)
+
+
+async def run_bare(host: str, port: int, max_size: int) -> None:
+    loop = asyncio.get_running_loop()
+    server = await loop.create_server(_RawEcho, host, port, backlog=BACKLOG)
+    _ready(host, port)
+    async with server:
+        await server.serve_forever()
+
+
+SERVERS = {
+    "picows": lambda h, p, m: run_picows(h, p, m, aiofastnet=False),
+    "picows-afn": lambda h, p, m: run_picows(h, p, m, aiofastnet=True),
+    "websockets": run_websockets,
+    "aiohttp": run_aiohttp,
+    "fastws-listener": lambda h, p, m: run_fastws(h, p, m, "listener"),
+    "fastws-handler": lambda h, p, m: run_fastws(h, p, m, "handler"),
+    "bare-uvloop": run_bare,
+}
+RAW = {"bare-uvloop"}  # servers that speak raw TCP, not WebSocket
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("name", choices=sorted(SERVERS))
+    ap.add_argument("--host", default="127.0.0.1")
+    ap.add_argument("--port", type=int, required=True)
+    ap.add_argument("--max-size", type=int, default=16 * 2**20)
+    args = ap.parse_args()
+    uvloop.run(SERVERS[args.name](args.host, args.port, args.max_size))
+
+
+if __name__ == "__main__":
+    main()
