@@ -167,6 +167,7 @@ class Connection(codec.TimerEntry):
         try:
             self._parser.feed(data)
         except ProtocolError as exc:
+            logger.info("closing connection with %s: %d %s", self.remote_address, exc.code, exc.reason)
             self._fail(exc.code, exc.reason)
         except Exception as exc:  # an application callback raised
             self._app_error(exc)

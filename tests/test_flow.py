@@ -1,0 +1,168 @@
+"""Flow control both ways: memory per connection stays bounded whatever the peer does."""
+from __future__ import annotations
+
+import asyncio
+import socket
+import threading
+import time
+
+import pytest
+
+import fastws
+from fastws.exceptions import ConnectionClosed
+
+from util import UNIT, RawClient, arun
+
+
+def test_reading_pauses_while_handler_does_not_recv(serve_thread):
+    """A handler that stops calling recv(): the server stops reading (TCP pushes
+    back on the client) instead of queueing without bound."""
+    started = threading.Event()
+    release = threading.Event()
+    seen = {}
+
+    async def slow(ws):
+        await ws.recv()
+        started.set()
+        while not release.is_set():
+            await asyncio.sleep(0.02)
+        seen["queued"] = len(ws._queue or ())
+        seen["paused"] = ws._reading_paused
+        n = 1
+        async for _ in ws:
+            n += 1
+        seen["total"] = n
+
+    st = serve_thread(slow, max_queue=8)
+    c = RawClient(st.port)
+    c.send(2, b"first")
+    assert started.wait(5)
+    c.sock.setblocking(False)
+    sent = 0
+    frame = None
+    deadline = time.monotonic() + 10 * UNIT
+    from fastws._py.frames import build_frame
+
+    frame = build_frame(2, b"x" * 1000, mask_key=b"abcd")
+    stalled_since = None
+    while time.monotonic() < deadline:
+        try:
+            c.sock.send(frame)  # a frame may go out partially: count whole ones only
+            sent += 1
+            stalled_since = None
+        except BlockingIOError:
+            stalled_since = stalled_since or time.monotonic()
+            if time.monotonic() - stalled_since > 0.5 * UNIT:
+                break  # the kernel buffers are full: the server stopped reading
+            time.sleep(0.01)
+    assert stalled_since is not None, "the server never pushed back"
+    release.set()
+    time.sleep(0.2 * UNIT)
+    # What the server holds is its queue (<= max_queue + what one read delivered),
+    # not everything the client pushed.
+    assert seen["paused"] is True
+    assert seen["queued"] <= 8 + 300, seen
+    c.sock.setblocking(True)
+    c.close()
+
+
+def test_listener_send_reports_high_water_and_drain(serve_thread):
+    events = []
+
+    class Pusher(fastws.Listener):
+        def on_connect(self, ws):
+            super().on_connect(ws)
+            chunk = b"y" * 65536
+            for i in range(64):  # 4 MiB into a peer that does not read
+                if not ws.send(chunk):
+                    events.append(("high", i))
+                    break
+
+        def on_drain(self):
+            events.append(("drain",))
+
+    st = serve_thread(Pusher, write_limit=65536)
+    c = RawClient(st.port)
+    time.sleep(0.3 * UNIT)
+    assert events and events[0][0] == "high" and events[0][1] < 64
+    # Now read everything: the buffer drains and on_drain fires.
+    c.sock.settimeout(0.5 * UNIT)
+    try:
+        while True:
+            if not c.sock.recv(1 << 20):
+                break
+    except socket.timeout:
+        pass
+    assert ("drain",) in events
+    c.close()
+
+
+def test_peer_that_never_reads_is_cut_off_at_max_write_buffer(serve_thread):
+    """RFC-agnostic safety: a listener that ignores send()'s False and a peer
+    that never reads; past max_write_buffer the connection is dropped and its
+    buffer freed, instead of growing without bound."""
+    closed = []
+
+    class Flood(fastws.Listener):
+        def on_connect(self, ws):
+            super().on_connect(ws)
+            chunk = b"z" * 65536
+            try:
+                for _ in range(4000):  # 256 MiB if nothing stopped it
+                    ws.send(chunk)
+            except ConnectionClosed:
+                pass
+
+        def on_close(self, code, reason):
+            closed.append(code)
+
+    st = serve_thread(Flood, write_limit=65536, max_write_buffer=2 * 2**20)
+    c = RawClient(st.port)
+    deadline = time.monotonic() + 5 * UNIT
+    while not closed and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert closed == [1008]
+    assert not st.server.connections
+    c.close()
+
+
+def test_handler_send_waits_for_drain(serve_thread):
+    progress = []
+    N = 400  # 25 MiB: more than the loopback socket buffers absorb
+
+    async def pusher(ws):
+        chunk = b"w" * 65536
+        for i in range(N):
+            await ws.send(chunk)
+            progress.append(i)
+
+    st = serve_thread(pusher, write_limit=65536)
+    c = RawClient(st.port)
+    time.sleep(0.3 * UNIT)
+    stuck_at = len(progress)
+    assert stuck_at < N, "send() should wait while the peer does not read"
+    got = 0
+    while got < N:
+        fin, opcode, payload = c.recv_frame()
+        if opcode == 2:
+            got += 1
+    time.sleep(0.1 * UNIT)
+    assert len(progress) == N
+    c.close()
+
+
+def test_client_recv_after_server_close_gets_queued_messages_first(serve_thread):
+    async def burst(ws):
+        for i in range(50):
+            await ws.send(str(i))
+        await ws.close(1000)
+
+    st = serve_thread(burst)
+
+    async def main():
+        async with fastws.connect(f"ws://127.0.0.1:{st.port}") as ws:
+            await asyncio.sleep(0.2 * UNIT)
+            got = [m async for m in ws]
+            assert got == [str(i) for i in range(50)]
+            assert ws.close_code == 1000
+    arun(main())
