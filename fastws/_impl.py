@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import importlib
 import os
+import warnings
 
 __all__ = ["IMPLEMENTATION", "FALLBACK_REASON", "codec", "load"]
 
@@ -85,7 +86,16 @@ def _choose() -> tuple[_Codec, str | None]:
             raise ImportError(
                 f"FASTWS_REQUIRE_EXTENSION=1 but the Cython extension fastws_ext cannot be loaded: {exc}"
             ) from exc
-        return load("python"), f"fastws_ext not importable: {exc}"
+        reason = f"fastws_ext not importable: {exc}"
+        # pip hides the build's own warning unless run with -v: say it here too.
+        warnings.warn(
+            f"fastws is running on its pure-Python twins ({reason}); this is correct but several "
+            "times slower. Reinstall with a C compiler (FASTWS_REQUIRE_EXTENSION=1 makes this an "
+            "error), or set FASTWS_PURE_PYTHON=1 to choose the twins on purpose and silence this.",
+            RuntimeWarning,
+            stacklevel=3,
+        )
+        return load("python"), reason
 
 
 codec, FALLBACK_REASON = _choose()
