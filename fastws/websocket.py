@@ -25,11 +25,21 @@ from collections import deque
 from .exceptions import CLOSE_NORMAL, ConnectionClosedOK
 from .protocol import CLOSED, LARGE_PAYLOAD, OP_BINARY, OP_TEXT, OPEN, Connection, _build_frame
 
-__all__ = ["WebSocketMixin", "WEBSOCKET_SLOTS"]
+__all__ = ["WebSocketMixin", "WEBSOCKET_SLOTS", "DONE"]
+
+
+class _Done(tuple):
+    """An awaitable that is already done: ``await DONE`` is one C call."""
+
+    __slots__ = ()
+    __await__ = tuple.__iter__
+
+
+DONE = _Done()
 
 # The per-connection fields the mixin needs; concrete classes declare them
 # (with __slots__, only one base class in a hierarchy may define fields).
-WEBSOCKET_SLOTS = ("_queue", "_recv_waiter", "_drain_waiter", "_closed_waiter", "_pings", "_task")
+WEBSOCKET_SLOTS = ("_queue", "_recv_waiter", "_iter_waiter", "_drain_waiter", "_closed_waiter", "_pings", "_task")
 
 
 class WebSocketMixin:
@@ -38,6 +48,7 @@ class WebSocketMixin:
     def _init_websocket(self) -> None:
         self._queue = None  # deque, created on the first message that must wait
         self._recv_waiter = None
+        self._iter_waiter = False
         self._drain_waiter = None
         self._closed_waiter = None
         self._pings = None
@@ -73,9 +84,10 @@ class WebSocketMixin:
             return data
         if self._state != OPEN:
             self._check_recv_closed()
-        if self._recv_waiter is not None:
+        if self._recv_waiter is not None and not self._recv_waiter.done():
             raise RuntimeError("recv() is already being awaited by another task")
         waiter = self._recv_waiter = asyncio.get_running_loop().create_future()
+        self._iter_waiter = False
         try:
             return await waiter
         finally:
@@ -96,33 +108,39 @@ class WebSocketMixin:
     def __aiter__(self):
         return self
 
-    async def __anext__(self):
-        # recv() inlined: one coroutine per message, not two.
+    def __anext__(self):
+        # Not a coroutine: returns the waiter Future itself (or a done one), so
+        # `async for` costs no coroutine object or frame per message. The end
+        # of a normally closed stream arrives as StopAsyncIteration.
         queue = self._queue
+        loop = asyncio.get_running_loop()
         if queue:
             data = queue.popleft()
             if self._reading_paused and len(queue) <= self._opts.max_queue // 4:
                 self.resume_reading()
-            return data
-        try:
-            if self._state != OPEN:
-                self._check_recv_closed()
-            if self._recv_waiter is not None:
-                raise RuntimeError("recv() is already being awaited by another task")
-            waiter = self._recv_waiter = asyncio.get_running_loop().create_future()
+            ready = loop.create_future()
+            ready.set_result(data)
+            return ready
+        if self._state != OPEN:
             try:
-                return await waiter
-            finally:
-                if self._recv_waiter is waiter:
-                    self._recv_waiter = None
-        except ConnectionClosedOK:
-            raise StopAsyncIteration from None
+                self._check_recv_closed()
+            except ConnectionClosedOK:
+                raise StopAsyncIteration from None
+        if self._recv_waiter is not None and not self._recv_waiter.done():
+            raise RuntimeError("recv() is already being awaited by another task")
+        waiter = self._recv_waiter = loop.create_future()
+        self._iter_waiter = True
+        return waiter
 
     # ------------------------------------------------------------ sending
-    async def send(self, data) -> None:
-        """Send a message (``str``: text, bytes-like: binary); waits while the
-        write buffer is above ``write_limit``."""
-        # Connection.send, inlined: this is the per-message path of handlers.
+    def send(self, data):
+        """Send a message (``str``: text, bytes-like: binary). Use it as
+        ``await ws.send(data)``: it waits only while the write buffer is above
+        ``write_limit``.
+
+        The frame is written at once; when no waiting is needed, the awaitable
+        returned is an already-done one (no coroutine per message).
+        """
         if self._state != OPEN:
             raise self._closed_error()
         if self._is_client or len(data) < LARGE_PAYLOAD:
@@ -133,7 +151,8 @@ class WebSocketMixin:
         if self._paused_writing:
             if self._write_buffer_size() > self._opts.max_write_buffer:
                 self._check_write_buffer()
-            await self._drain()
+            return self._drain()
+        return DONE
 
     async def _drain(self) -> None:
         if self._state == CLOSED:
@@ -240,7 +259,10 @@ class WebSocketMixin:
         if waiter is not None:
             self._recv_waiter = None
             if not waiter.done():
-                waiter.set_exception(self._closed_error())
+                exc = self._closed_error()
+                if self._iter_waiter and isinstance(exc, ConnectionClosedOK):
+                    exc = StopAsyncIteration()  # `async for` ends quietly
+                waiter.set_exception(exc)
         if self._pings:
             exc = self._closed_error()
             for waiter, _ in self._pings.values():

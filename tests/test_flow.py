@@ -166,3 +166,23 @@ def test_client_recv_after_server_close_gets_queued_messages_first(serve_thread)
             assert got == [str(i) for i in range(50)]
             assert ws.close_code == 1000
     arun(main())
+
+
+def test_recv_after_cancelled_recv(serve_thread):
+    """A recv() cancelled by a timeout leaves the connection usable, and no
+    message is lost."""
+    async def handler(ws):
+        try:
+            await asyncio.wait_for(ws.recv(), 0.05)
+        except asyncio.TimeoutError:
+            pass
+        async for message in ws:  # still works after the cancelled wait
+            await ws.send(message)
+
+    st = serve_thread(handler)
+    c = RawClient(st.port)
+    time.sleep(0.2 * UNIT)
+    for i in range(5):
+        c.send(1, str(i).encode())
+    assert [c.recv_frame()[2] for _ in range(5)] == [b"0", b"1", b"2", b"3", b"4"]
+    c.close()
