@@ -79,6 +79,9 @@ def build_parser() -> argparse.ArgumentParser:
                       help="seconds of silence before a keepalive ping; 'none' disables (default 20)")
     echo.add_argument("--ping-timeout", type=float, default=float(_env("ping_timeout", "20")),
                       help="seconds to wait for the pong before closing with 1011 (default 20)")
+    echo.add_argument("--workers", type=int, default=int(_env("workers", "1")),
+                      help="worker processes sharing the port with SO_REUSEPORT, each with its own "
+                           "event loop; a supervisor restarts any that dies (env FASTWS_WORKERS; default 1)")
     echo.add_argument("--log-level", default=_env("log_level", "info"),
                       choices=("critical", "error", "warning", "info", "debug"),
                       help="logging level (env FASTWS_LOG_LEVEL; default %(default)s)")
@@ -93,19 +96,19 @@ def main(argv=None) -> int:
     if not args.access_log:
         logging.getLogger("fastws.access").setLevel(logging.WARNING)
     from .apps import EchoListener, echo_handler
-    from .runner import loop_name, run
+    from .runner import run
 
     app = EchoListener if args.api == "listener" else echo_handler
 
-    def on_start(server, loop):
-        addr = ", ".join(f"{s.getsockname()[0]}:{s.getsockname()[1]}" for s in server.sockets)
-        print(f"fastws {__version__} echo listening on ws://{addr} "
-              f"(workers 1, implementation {IMPLEMENTATION}, loop {loop_name(loop)}, api {args.api})",
+    def on_start(addresses, workers, loop):
+        print(f"fastws {__version__} echo listening on ws://{', ws://'.join(addresses)} "
+              f"(workers {workers}, implementation {IMPLEMENTATION}, loop {loop}, api {args.api})",
               flush=True)
 
     try:
-        run(app, args.host, args.port, on_start=on_start, max_size=args.max_size or None,
-            ping_interval=args.ping_interval, ping_timeout=args.ping_timeout)
+        return run(app, args.host, args.port, workers=args.workers, on_start=on_start,
+                   max_size=args.max_size or None, ping_interval=args.ping_interval,
+                   ping_timeout=args.ping_timeout)
     except ConfigError as exc:
         print(f"fastws: error: {exc}", file=sys.stderr)
         return 2
@@ -114,7 +117,6 @@ def main(argv=None) -> int:
         return 2
     except KeyboardInterrupt:
         return 0
-    return 0
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -62,7 +62,7 @@ class Options:
 
     def __init__(
         self,
-        *,
+        *args,
         max_size: int | None = 2**20,
         max_queue: int = 16,
         write_limit: int = 2**16,
@@ -74,7 +74,11 @@ class Options:
         timer_tick: float = 1.0,
         max_head: int = 8192,
         max_headers: int = 100,
+        **unknown,
     ):
+        if args or unknown:
+            names = ", ".join(sorted(unknown)) or "positional arguments"
+            raise ConfigError(f"unknown option(s): {names}")
         self.max_size = _positive("max_size", max_size, allow_none=True, integer=True)
         self.max_queue = _positive("max_queue", max_queue, integer=True)
         self.write_limit = _positive("write_limit", write_limit, integer=True)

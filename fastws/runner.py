@@ -1,15 +1,28 @@
-"""``fastws.run()``: serve until SIGINT/SIGTERM on uvloop, then shut down gracefully."""
+"""``fastws.run()``: serve until SIGINT/SIGTERM on uvloop, then shut down gracefully.
+
+With ``workers=N`` (N > 1) the calling process becomes a supervisor of N worker
+processes that share the port through SO_REUSEPORT (``fastws.workers``).
+"""
 from __future__ import annotations
 
 import asyncio
 import logging
 import signal
+import socket
 
+from .exceptions import ConfigError
 from .server import Server
+from .workers import Supervisor, reuse_port_supported
 
 __all__ = ["run", "new_event_loop", "loop_name"]
 
 logger = logging.getLogger("fastws.server")
+
+_SERVER_KEYS = {
+    "origins", "subprotocols", "process_request", "http_handler",
+    "max_size", "max_queue", "write_limit", "max_write_buffer", "handshake_timeout",
+    "close_timeout", "ping_interval", "ping_timeout", "timer_tick", "max_head", "max_headers",
+}
 
 
 def new_event_loop():
@@ -21,17 +34,68 @@ def new_event_loop():
     return uvloop.new_event_loop()
 
 
-def loop_name(loop) -> str:
+def loop_name(loop=None) -> str:
+    if loop is None:
+        try:
+            import uvloop  # noqa: F401
+        except ImportError:  # pragma: no cover
+            return "asyncio"
+        return "uvloop"
     return "uvloop" if type(loop).__module__.startswith("uvloop") else "asyncio"
 
 
-def run(app, host="127.0.0.1", port=8765, *, graceful_timeout: float = 10.0, on_start=None,
-        **options) -> None:
+def run(app, host="127.0.0.1", port=8765, *, workers: int = 1, graceful_timeout: float = 10.0,
+        on_start=None, **options) -> int:
     """Serve ``app`` until SIGINT or SIGTERM; then stop accepting, send 1001 to
     every client, wait up to ``graceful_timeout`` for the closing handshakes and
-    abort what is left."""
-    server = Server(app, **{k: v for k, v in options.items() if k in _SERVER_KEYS})
+    abort what is left. Returns the exit status (0, or 1 if workers kept dying).
+
+    ``on_start(addresses, workers, loop_name)`` is called once the port is bound.
+    """
+    server_options = {k: v for k, v in options.items() if k in _SERVER_KEYS}
     bind = {k: v for k, v in options.items() if k not in _SERVER_KEYS}
+    unknown = set(bind) - {"sock", "reuse_port", "backlog", "ssl", "unix_path"}
+    if unknown:
+        raise ConfigError(f"unknown option(s): {', '.join(sorted(unknown))}")
+    Server(app, **server_options)  # validate every option before binding or forking
+    if not isinstance(workers, int) or isinstance(workers, bool) or workers < 1:
+        raise ConfigError(f"workers must be a whole number >= 1, got {workers!r}")
+    if workers == 1:
+        return _serve_one(app, host, port, server_options, bind, graceful_timeout, on_start)
+
+    if not reuse_port_supported():
+        raise ConfigError("workers > 1 needs SO_REUSEPORT, which this platform lacks")
+    if bind.get("sock") is not None or bind.get("unix_path") is not None:
+        raise ConfigError("workers > 1 binds a TCP host and port; sock and unix_path are not supported")
+    # Bind (not listen) a probe socket with SO_REUSEPORT: it reports a busy port
+    # at once, resolves port 0 to one port for every worker, and holds it.
+    family, _, _, _, addr = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM,
+                                               flags=socket.AI_PASSIVE)[0]
+    probe = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        probe.bind(addr)
+        port = probe.getsockname()[1]
+        if on_start is not None:
+            on_start([_format(probe.getsockname())], workers, loop_name())
+        bind["reuse_port"] = True
+
+        def worker_main(index: int) -> None:
+            _serve_one(app, host, port, server_options, bind, graceful_timeout, None)
+
+        return Supervisor(worker_main, workers, graceful_timeout=graceful_timeout).run()
+    finally:
+        probe.close()
+
+
+def _format(sockname) -> str:
+    host, port = sockname[0], sockname[1]
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def _serve_one(app, host, port, server_options, bind, graceful_timeout, on_start) -> int:
+    server = Server(app, **server_options)
     loop = new_event_loop()
     asyncio.set_event_loop(loop)
 
@@ -41,7 +105,8 @@ def run(app, host="127.0.0.1", port=8765, *, graceful_timeout: float = 10.0, on_
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, lambda: stop.done() or stop.set_result(None))
         if on_start is not None:
-            on_start(server, loop)
+            on_start([_format(s.getsockname()) if isinstance(s.getsockname(), tuple) else str(s.getsockname())
+                      for s in server.sockets], 1, loop_name(loop))
         await stop
         logger.info("shutting down: closing %d connections with 1001", len(server.connections))
         server.close()
@@ -50,12 +115,9 @@ def run(app, host="127.0.0.1", port=8765, *, graceful_timeout: float = 10.0, on_
     try:
         loop.run_until_complete(main())
     finally:
-        loop.run_until_complete(loop.shutdown_asyncgens())
-        loop.close()
-
-
-_SERVER_KEYS = {
-    "origins", "subprotocols", "process_request", "http_handler",
-    "max_size", "max_queue", "write_limit", "max_write_buffer", "handshake_timeout",
-    "close_timeout", "ping_interval", "ping_timeout", "timer_tick", "max_head", "max_headers",
-}
+        try:
+            loop.run_until_complete(loop.shutdown_asyncgens())
+        finally:
+            asyncio.set_event_loop(None)
+            loop.close()
+    return 0

@@ -388,7 +388,14 @@ class serve:
     """
 
     def __init__(self, app, host=None, port=None, *, sock=None, reuse_port=False, backlog=2048,
-                 ssl=None, unix_path=None, **options):
+                 ssl=None, unix_path=None, workers=1, **options):
+        if workers != 1:
+            # Forking inside a running event loop is unsafe; the blocking entry
+            # point forks before any loop exists.
+            raise ConfigError("workers > 1: use fastws.run(app, host, port, workers=N) or "
+                              "`fastws ... --workers N`, which start the worker processes "
+                              "before any event loop exists (or bind each process yourself "
+                              "with serve(..., reuse_port=True))")
         self._server = Server(app, **options)  # validates options now, before binding
         self._bind = dict(host=host, port=port, sock=sock, reuse_port=reuse_port, backlog=backlog,
                           ssl=ssl, unix_path=unix_path)

@@ -1,0 +1,143 @@
+"""Several worker processes sharing one port (SO_REUSEPORT), under a supervisor.
+
+::
+
+    fastws.run(app, "0.0.0.0", 8765, workers=4)
+    fastws echo --workers 4
+
+The supervisor (the process that calls ``run``) forks N workers before any
+event loop exists; each worker binds the same address with SO_REUSEPORT (the
+kernel spreads new connections over them) and runs its own uvloop. The
+supervisor does no I/O on the port. It
+
+- restarts a worker that dies (at most ``max_restarts`` per minute, then it
+  gives up and stops everything rather than loop forever);
+- on SIGINT/SIGTERM, sends SIGTERM to every worker, which stop accepting, send
+  1001 to their clients and wait up to ``graceful_timeout`` for the closing
+  handshakes; a worker still alive ``graceful_timeout + 5`` s later is killed.
+
+Why fork and not spawn: the app (a handler or Listener class) does not need to
+be importable or picklable, and workers start in milliseconds. Forking happens
+before any loop or thread exists in the supervisor.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import socket
+import sys
+import time
+
+__all__ = ["Supervisor"]
+
+logger = logging.getLogger("fastws.workers")
+
+
+def reuse_port_supported() -> bool:
+    return hasattr(socket, "SO_REUSEPORT")
+
+
+class Supervisor:
+    def __init__(self, worker_main, workers: int, *, graceful_timeout: float = 10.0,
+                 max_restarts: int = 20):
+        self.worker_main = worker_main  # called in each child with the worker index
+        self.workers = workers
+        self.graceful_timeout = graceful_timeout
+        self.max_restarts = max_restarts
+        self.pids: dict[int, int] = {}  # pid -> worker index
+        self.restarts: list[float] = []
+        self._stopping = False
+
+    def _spawn(self, index: int) -> int:
+        pid = os.fork()
+        if pid == 0:  # child
+            code = 1
+            try:
+                signal.signal(signal.SIGINT, signal.SIG_DFL)
+                signal.signal(signal.SIGTERM, signal.SIG_DFL)
+                self.worker_main(index)
+                code = 0
+            except SystemExit as exc:
+                code = exc.code if isinstance(exc.code, int) else 1
+            except BaseException:
+                logger.exception("worker %d crashed", index)
+            finally:
+                sys.stdout.flush()
+                sys.stderr.flush()
+                os._exit(code)
+        self.pids[pid] = index
+        return pid
+
+    def _on_signal(self, signum, frame) -> None:
+        # os.waitpid() is retried after a signal (PEP 475), so the workers are
+        # told here; waitpid then returns as they exit.
+        if not self._stopping:
+            logger.info("supervisor: signal %d, stopping %d workers", signum, len(self.pids))
+        self._stopping = True
+        for pid in list(self.pids):
+            try:
+                os.kill(pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+
+    def run(self) -> int:
+        """Start the workers and supervise them until a signal; returns an exit code."""
+        signal.signal(signal.SIGINT, self._on_signal)
+        signal.signal(signal.SIGTERM, self._on_signal)
+        for index in range(self.workers):
+            self._spawn(index)
+        exit_code = 0
+        while not self._stopping:
+            try:
+                pid, status = os.waitpid(-1, 0)
+            except InterruptedError:
+                continue
+            except ChildProcessError:
+                break
+            index = self.pids.pop(pid, None)
+            if index is None or self._stopping:
+                continue
+            now = time.monotonic()
+            self.restarts = [t for t in self.restarts if now - t < 60] + [now]
+            if len(self.restarts) > self.max_restarts:
+                logger.error("supervisor: workers died %d times in a minute; stopping", len(self.restarts))
+                self._stopping = True
+                exit_code = 1
+                break
+            logger.warning("supervisor: worker %d (pid %d) exited with status %s; restarting",
+                           index, pid, _describe(status))
+            self._spawn(index)
+        self._stop_all()
+        return exit_code
+
+    def _stop_all(self) -> None:
+        for pid in list(self.pids):
+            try:
+                os.kill(pid, signal.SIGTERM)
+            except ProcessLookupError:
+                self.pids.pop(pid, None)
+        deadline = time.monotonic() + self.graceful_timeout + 5
+        while self.pids and time.monotonic() < deadline:
+            try:
+                pid, _ = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                break
+            if pid == 0:
+                time.sleep(0.05)
+                continue
+            self.pids.pop(pid, None)
+        for pid in list(self.pids):
+            logger.error("supervisor: worker pid %d did not stop in time; killing it", pid)
+            try:
+                os.kill(pid, signal.SIGKILL)
+                os.waitpid(pid, 0)
+            except (ProcessLookupError, ChildProcessError):
+                pass
+            self.pids.pop(pid, None)
+
+
+def _describe(status: int) -> str:
+    if os.WIFSIGNALED(status):
+        return f"signal {os.WTERMSIG(status)}"
+    return str(os.WEXITSTATUS(status))
