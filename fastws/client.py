@@ -78,8 +78,8 @@ class ClientWebSocket(WebSocketMixin, StreamConnection):
             return
         leftover = self._reader.leftover
         self._reader = None
-        self.headers = response.headers
-        self._open(self._queue_message)
+        self._headers = response.headers.pack()
+        self._open()
         if not self._handshake.done():
             self._handshake.set_result(None)
         if leftover:

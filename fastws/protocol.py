@@ -99,9 +99,8 @@ class Connection(codec.TimerEntry):
         "close_reason",
         "sent_close_code",
         "path",
-        "headers",
+        "_headers",
         "subprotocol",
-        "remote_address",
     )
 
     def __init__(self, opts, is_client: bool):
@@ -120,9 +119,28 @@ class Connection(codec.TimerEntry):
         self.close_reason = ""
         self.sent_close_code = None
         self.path = None
-        self.headers = None
+        self._headers = None  # bytes (Headers.pack) until first read: far smaller
         self.subprotocol = None
-        self.remote_address = None
+
+    # ------------------------------------------------------------ attributes
+    @property
+    def headers(self):
+        """The HTTP headers of the handshake (the request's on the server, the
+        response's on the client), as a fastws.Headers."""
+        headers = self._headers
+        if type(headers) is bytes:
+            from .handshake import Headers
+
+            headers = self._headers = Headers.unpack(headers)
+        return headers
+
+    @property
+    def remote_address(self):
+        """The peer's address (read from the transport: nothing is stored)."""
+        return self._peername()
+
+    def _peername(self):
+        return None
 
     # ------------------------------------------------------------ state
     @property
@@ -145,15 +163,14 @@ class Connection(codec.TimerEntry):
         return connection_closed(code, self.close_reason, self.sent_close_code)
 
     # ------------------------------------------------------------ opening
-    def _open(self, on_message, leftover: bytes = b"") -> None:
-        """The handshake succeeded: start parsing frames and arm keepalive."""
+    def _open(self, leftover: bytes = b"") -> None:
+        """The handshake succeeded: arm keepalive and parse what already came.
+
+        The parser is created when bytes arrive (``_make_parser``) and dropped
+        again when the connection is idle (``on_timer``), so an idle connection
+        holds no parser, no buffer and no bound callbacks.
+        """
         opts = self._opts
-        self._parser = codec.FrameParser(
-            on_message,
-            self._on_control,
-            expect_masked=not self._is_client,
-            max_size=opts.max_size,
-        )
         self._state = OPEN
         if opts.ping_interval is not None:
             self._arm(self._driver.now() + opts.ping_interval / 2)
@@ -162,10 +179,36 @@ class Connection(codec.TimerEntry):
         if leftover:
             self._feed(leftover)
 
+    def _message_callback(self):
+        """Where the parser delivers data messages (the API level decides)."""
+        raise NotImplementedError
+
+    def _make_parser(self):
+        parser = self._parser = codec.FrameParser(
+            self._message_callback(),
+            self._on_control,
+            expect_masked=not self._is_client,
+            max_size=self._opts.max_size,
+        )
+        self._last_frames = 0
+        return parser
+
+    def _idle_parser(self) -> bool:
+        """Drop the parser if it holds nothing (no partial frame or message)."""
+        parser = self._parser
+        if parser is not None and parser.buffered == 0 and not parser.closed and not parser.failed:
+            self._parser = None
+            self._last_frames = 0
+            return True
+        return False
+
     def _feed(self, data) -> None:
         """Bytes from the peer. Never raises: errors become close frames."""
+        parser = self._parser
+        if parser is None:
+            parser = self._make_parser()
         try:
-            self._parser.feed(data)
+            parser.feed(data)
         except ProtocolError as exc:
             logger.info("closing connection with %s: %d %s", self.remote_address, exc.code, exc.reason)
             self._fail(exc.code, exc.reason)
@@ -315,11 +358,14 @@ class Connection(codec.TimerEntry):
         state = self._state
         if state == OPEN:
             opts = self._opts
-            frames = self._parser.frames_received
+            parser = self._parser
+            frames = parser.frames_received if parser is not None else 0
             if frames != self._last_frames:  # the peer is alive
                 self._last_frames = frames
                 self._ping_outstanding = False
                 return now + opts.ping_interval / 2
+            # Silent since the last tick: release the parser if it holds nothing.
+            self._idle_parser()
             if not self._ping_outstanding:
                 # Silent for between ping_interval/2 and ping_interval: ping.
                 self._ping_outstanding = True

@@ -113,7 +113,7 @@ class ServerConnection(StreamConnection):
             return
         self._transport.write(handshake.accept_response(headers))
         self.path = request.path
-        self.headers = request.headers
+        self._headers = request.headers.pack()  # compact until read (ws.headers)
         self.subprotocol = subprotocol
         self._log_access(request, 101)
         self._start(leftover)
@@ -128,7 +128,7 @@ class ServerConnection(StreamConnection):
             self._app_error(exc)
             return
         self._app = listener
-        self._open(listener.on_message)
+        self._open()
         try:
             listener.on_connect(self)
         except Exception as exc:
@@ -136,6 +136,9 @@ class ServerConnection(StreamConnection):
             return
         if leftover:
             self._feed(leftover)
+
+    def _message_callback(self):
+        return self._app.on_message
 
     def _plain_http(self, request) -> None:
         handler = self._server.http_handler
@@ -210,7 +213,7 @@ class ServerWebSocket(WebSocketMixin, ServerConnection):
         self._init_websocket()
 
     def _start(self, leftover: bytes) -> None:
-        self._open(self._queue_message)
+        self._open()
         self._task = asyncio.get_running_loop().create_task(self._run_handler())
         if leftover:
             self._feed(leftover)

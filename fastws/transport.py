@@ -11,7 +11,7 @@ import asyncio
 import logging
 
 from .exceptions import ProtocolError
-from .protocol import CONNECTING, Connection
+from .protocol import CLOSED, CONNECTING, Connection
 from .timers import get_driver
 
 __all__ = ["StreamConnection"]
@@ -33,26 +33,30 @@ class StreamConnection(Connection, asyncio.Protocol):
         self._write = transport.write
         opts = self._opts
         transport.set_write_buffer_limits(high=opts.write_limit)
-        self.remote_address = transport.get_extra_info("peername")
         self._driver = driver = get_driver(asyncio.get_running_loop(), opts.timer_tick)
         driver.arm(self, driver.now() + opts.handshake_timeout)
 
     def data_received(self, data) -> None:
         parser = self._parser
-        if parser is not None:
-            try:
-                parser.feed(data)
-            except ProtocolError as exc:
-                logger.info("closing connection with %s: %d %s", self.remote_address, exc.code, exc.reason)
-                self._fail(exc.code, exc.reason)
-            except Exception as exc:  # an application callback raised
-                self._app_error(exc)
-        elif self._state == CONNECTING:
-            try:
-                self._handshake_data(data)
-            except Exception:
-                logger.exception("error during the opening handshake with %s", self.remote_address)
-                self._abort_transport()
+        if parser is None:
+            state = self._state
+            if state == CONNECTING:
+                try:
+                    self._handshake_data(data)
+                except Exception:
+                    logger.exception("error during the opening handshake with %s", self.remote_address)
+                    self._abort_transport()
+                return
+            if state == CLOSED:
+                return
+            parser = self._make_parser()  # dropped while idle; made again on data
+        try:
+            parser.feed(data)
+        except ProtocolError as exc:
+            logger.info("closing connection with %s: %d %s", self.remote_address, exc.code, exc.reason)
+            self._fail(exc.code, exc.reason)
+        except Exception as exc:  # an application callback raised
+            self._app_error(exc)
 
     def eof_received(self):
         # The peer half-closed. Without a close frame first this is an abnormal
@@ -87,6 +91,10 @@ class StreamConnection(Connection, asyncio.Protocol):
             self._reading_paused = False
             if self._transport is not None and not self._transport.is_closing():
                 self._transport.resume_reading()
+
+    def _peername(self):
+        transport = self._transport
+        return transport.get_extra_info("peername") if transport is not None else None
 
     # ------------------------------------------------------------ hooks
     def _handshake_data(self, data) -> None:

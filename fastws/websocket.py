@@ -55,6 +55,9 @@ class WebSocketMixin:
         self._task = None
 
     # ------------------------------------------------------------ receiving
+    def _message_callback(self):
+        return self._queue_message
+
     def _queue_message(self, data) -> None:
         """The parser's on_message: hand the message to a waiting recv() or queue it."""
         waiter = self._recv_waiter
@@ -102,7 +105,7 @@ class WebSocketMixin:
         _fail is pending, and it wakes the waiter.)
         """
         parser = self._parser
-        if self._state == CLOSED or parser is None or parser.closed or parser.failed:
+        if self._state == CLOSED or (parser is not None and (parser.closed or parser.failed)):
             raise self._closed_error()
 
     def __aiter__(self):

@@ -383,3 +383,78 @@ def test_bad_options_rejected_at_start():
         fastws.serve(EchoListener, "127.0.0.1", 0, max_size=-1)
     with pytest.raises(fastws.ConfigError):
         fastws.serve(EchoListener, "127.0.0.1", 0, origins="https://a.example")
+
+
+# ---------------------------------------------------------------- memory: idle connections hold no parser
+
+def _only_conn(st):
+    return st.call(lambda: next(iter(st.server.connections)))
+
+
+def test_idle_connection_releases_parser_and_keeps_working(serve_thread):
+    st = serve_thread(EchoListener, ping_interval=0.2 * UNIT, ping_timeout=5, timer_tick=0.02 * UNIT)
+    c = RawClient(st.port)
+    c.send(1, b"a")
+    assert c.recv_frame() == (True, 1, b"a")
+    conn = _only_conn(st)
+    deadline = time.monotonic() + 3 * UNIT
+    while st.call(lambda: conn._parser) is not None and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert st.call(lambda: conn._parser) is None  # idle: no parser, no buffer
+    # Keepalive pings may arrive meanwhile; answer them and check the echo.
+    c.send(1, b"after idle")
+    while True:
+        fin, opcode, payload = c.recv_frame()
+        if opcode == 9:
+            c.send(10, payload)
+            continue
+        assert (opcode, payload) == (1, b"after idle")
+        break
+    c.close()
+
+
+def test_partial_message_survives_idle_ticks(serve_thread):
+    st = serve_thread(EchoListener, ping_interval=0.2 * UNIT, ping_timeout=5, timer_tick=0.02 * UNIT)
+    c = RawClient(st.port)
+    c.send(1, b"first half, ", fin=False)
+    time.sleep(0.6 * UNIT)  # several idle ticks with a partial message held
+    conn = _only_conn(st)
+    assert st.call(lambda: conn._parser) is not None
+    c.send(0, b"second half")
+    while True:
+        fin, opcode, payload = c.recv_frame()
+        if opcode == 9:
+            c.send(10, payload)
+            continue
+        assert (opcode, payload) == (1, b"first half, second half")
+        break
+    c.close()
+
+
+def test_headers_path_and_address_available(serve_thread):
+    seen = {}
+
+    class Inspect(fastws.Listener):
+        def on_connect(self, ws):
+            super().on_connect(ws)
+            seen["x"] = ws.headers.get("x-test")
+            seen["host"] = ws.headers["Host"]
+            seen["path"] = ws.path
+            seen["addr"] = ws.remote_address
+
+    async def inspect(ws):
+        seen["hx"] = ws.headers.get("X-Test")
+        seen["haddr"] = ws.remote_address
+        await ws.send("ok")
+
+    st = serve_thread(Inspect)
+    c = RawClient(st.port, path="/room/1?x=y", extra="X-Test: hello there\r\n")
+    time.sleep(0.1 * UNIT)
+    assert seen["x"] == "hello there" and seen["path"] == "/room/1?x=y" and seen["host"].startswith("127.0.0.1")
+    assert seen["addr"][0] == "127.0.0.1" and seen["addr"][1] == c.sock.getsockname()[1]
+    c.close()
+    st2 = serve_thread(inspect)
+    c = RawClient(st2.port, extra="X-Test: two\r\n")
+    assert c.recv_frame() == (True, 1, b"ok")
+    assert seen["hx"] == "two" and seen["haddr"][0] == "127.0.0.1"
+    c.close()
