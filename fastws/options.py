@@ -37,6 +37,8 @@ class Options:
                         returns False (listener) or waits (handler API); 64 KiB
     max_write_buffer    hard limit: a peer that lets more than this pile up is
                         cut off with 1008 and its memory released; 16 MiB + write_limit
+    write_timeout       seconds the peer may leave the write buffer above
+                        write_limit before it is cut off with 1013 (None: never); 60
     handshake_timeout   seconds to complete the opening handshake; 10
     close_timeout       seconds to complete the closing handshake; 10
     ping_interval       seconds of silence before a ping (None: no keepalive); 20
@@ -51,6 +53,7 @@ class Options:
         "max_queue",
         "write_limit",
         "max_write_buffer",
+        "write_timeout",
         "handshake_timeout",
         "close_timeout",
         "ping_interval",
@@ -67,6 +70,7 @@ class Options:
         max_queue: int = 16,
         write_limit: int = 2**16,
         max_write_buffer: int | None = None,
+        write_timeout: float | None = 60.0,
         handshake_timeout: float = 10.0,
         close_timeout: float = 10.0,
         ping_interval: float | None = 20.0,
@@ -89,6 +93,7 @@ class Options:
             raise ConfigError(
                 f"max_write_buffer ({self.max_write_buffer}) must be >= write_limit ({self.write_limit})"
             )
+        self.write_timeout = _positive("write_timeout", write_timeout, allow_none=True)
         self.handshake_timeout = _positive("handshake_timeout", handshake_timeout)
         self.close_timeout = _positive("close_timeout", close_timeout)
         self.ping_interval = _positive("ping_interval", ping_interval, allow_none=True)

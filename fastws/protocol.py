@@ -36,6 +36,7 @@ from .exceptions import (
     CLOSE_NO_STATUS,
     CLOSE_NORMAL,
     CLOSE_POLICY_VIOLATION,
+    CLOSE_TRY_AGAIN_LATER,
     ConfigError,
     ProtocolError,
     connection_closed,
@@ -95,6 +96,8 @@ class Connection(codec.TimerEntry):
         "_paused_writing",
         "_last_frames",
         "_ping_outstanding",
+        "_keepalive_at",
+        "_write_deadline",
         "close_code",
         "close_reason",
         "sent_close_code",
@@ -115,6 +118,8 @@ class Connection(codec.TimerEntry):
         self._paused_writing = False
         self._last_frames = 0
         self._ping_outstanding = False
+        self._keepalive_at = None
+        self._write_deadline = None
         self.close_code = None
         self.close_reason = ""
         self.sent_close_code = None
@@ -173,7 +178,8 @@ class Connection(codec.TimerEntry):
         opts = self._opts
         self._state = OPEN
         if opts.ping_interval is not None:
-            self._arm(self._driver.now() + opts.ping_interval / 2)
+            self._keepalive_at = self._driver.now() + opts.ping_interval / 2
+            self._arm(self._keepalive_at)
         else:
             self._disarm()
         if leftover:
@@ -354,35 +360,75 @@ class Connection(codec.TimerEntry):
             self._driver.cancel(self)
 
     def on_timer(self, now: float):
-        """The connection's one timer fired: handshake, keepalive or close timeout."""
+        """The connection's one timer fired: handshake, keepalive, write or close timeout.
+
+        While OPEN one wheel entry serves two clocks: keepalive (``_keepalive_at``)
+        and the write timeout (``_write_deadline``, set while the peer leaves the
+        write buffer above write_limit). It is armed for the earlier one.
+        """
         state = self._state
         if state == OPEN:
-            opts = self._opts
-            parser = self._parser
-            frames = parser.frames_received if parser is not None else 0
-            if frames != self._last_frames:  # the peer is alive
-                self._last_frames = frames
-                self._ping_outstanding = False
-                return now + opts.ping_interval / 2
-            # Silent since the last tick: release the parser if it holds nothing.
-            self._idle_parser()
-            if not self._ping_outstanding:
-                # Silent for between ping_interval/2 and ping_interval: ping.
-                self._ping_outstanding = True
-                self._write(_build_frame(OP_PING, b"", mask=self._is_client))
-                self._on_keepalive_ping()
-                return now + opts.ping_timeout
-            logger.info("peer %s did not answer a keepalive ping within %ss; closing with 1011",
-                        self.remote_address, opts.ping_timeout)
-            self._on_keepalive_timeout()
-            self._fail(CLOSE_INTERNAL_ERROR, "keepalive ping timeout")
-            return None
+            wd = self._write_deadline
+            if wd is not None:
+                if not self._paused_writing:
+                    wd = self._write_deadline = None  # drained meanwhile
+                elif now >= wd:
+                    self._write_timed_out()
+                    return None
+            ka = self._keepalive_at
+            if ka is not None and now >= ka:
+                ka = self._keepalive_at = self._keepalive(now)
+                if self._state != OPEN:
+                    return None  # failed: _fail armed the close timeout
+            if ka is None:
+                return wd
+            return ka if wd is None or ka < wd else wd
         if state == CONNECTING:
             logger.info("opening handshake with %s timed out", self.remote_address)
         elif state == CLOSING:
             logger.info("closing handshake with %s timed out", self.remote_address)
         self._abort_transport()
         return None
+
+    def _keepalive(self, now: float):
+        """One keepalive check; returns when the next one is due (or None)."""
+        opts = self._opts
+        parser = self._parser
+        frames = parser.frames_received if parser is not None else 0
+        if frames != self._last_frames:  # the peer is alive
+            self._last_frames = frames
+            self._ping_outstanding = False
+            return now + opts.ping_interval / 2
+        # Silent since the last check: release the parser if it holds nothing.
+        self._idle_parser()
+        if not self._ping_outstanding:
+            # Silent for between ping_interval/2 and ping_interval: ping.
+            self._ping_outstanding = True
+            self._write(_build_frame(OP_PING, b"", mask=self._is_client))
+            self._on_keepalive_ping()
+            return now + opts.ping_timeout
+        logger.info("peer %s did not answer a keepalive ping within %ss; closing with 1011",
+                    self.remote_address, opts.ping_timeout)
+        self._on_keepalive_timeout()
+        self._fail(CLOSE_INTERNAL_ERROR, "keepalive ping timeout")
+        return None
+
+    def _write_timed_out(self) -> None:
+        """The peer left our write buffer above write_limit for write_timeout:
+        cut it off (a close frame would only queue behind what it does not read)."""
+        logger.info("peer %s did not read for %ss (write buffer %d bytes); closing with 1013",
+                    self.remote_address, self._opts.write_timeout, self._write_buffer_size())
+        self.sent_close_code = CLOSE_TRY_AGAIN_LATER
+        self._abort_transport()
+
+    def _writing_paused(self) -> None:
+        """The transport went above write_limit: start the write timeout."""
+        self._paused_writing = True
+        timeout = self._opts.write_timeout
+        if timeout is not None and self._state == OPEN and self._driver is not None:
+            deadline = self._write_deadline = self._driver.now() + timeout
+            if deadline < self.deadline:
+                self._arm(deadline)
 
     def _on_keepalive_ping(self) -> None:
         """Hook for metrics (a keepalive ping was sent)."""

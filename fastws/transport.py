@@ -70,7 +70,7 @@ class StreamConnection(Connection, asyncio.Protocol):
             logger.exception("error while closing connection with %s", self.remote_address)
 
     def pause_writing(self) -> None:
-        self._paused_writing = True
+        self._writing_paused()
 
     def resume_writing(self) -> None:
         self._paused_writing = False

@@ -186,3 +186,55 @@ def test_recv_after_cancelled_recv(serve_thread):
         c.send(1, str(i).encode())
     assert [c.recv_frame()[2] for _ in range(5)] == [b"0", b"1", b"2", b"3", b"4"]
     c.close()
+
+
+def test_write_timeout_cuts_off_a_peer_that_stops_reading(serve_thread):
+    closed = []
+
+    class Push(fastws.Listener):
+        def on_connect(self, ws):
+            super().on_connect(ws)
+            for _ in range(100):  # 6.4 MiB: above write_limit, under max_write_buffer
+                ws.send(b"q" * 65536)
+
+        def on_close(self, code, reason):
+            closed.append((code, time.monotonic()))
+
+    st = serve_thread(Push, write_limit=65536, max_write_buffer=64 * 2**20,
+                      write_timeout=0.5 * UNIT, timer_tick=0.05 * UNIT, ping_interval=None)
+    start = time.monotonic()
+    c = RawClient(st.port)
+    deadline = time.monotonic() + 5 * UNIT
+    while not closed and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert closed and closed[0][0] == 1013
+    assert closed[0][1] - start < 2.5 * UNIT
+    assert not st.server.connections
+    c.close()
+
+
+def test_write_timeout_spares_a_peer_that_reads(serve_thread):
+    closed = []
+
+    class Push(fastws.Listener):
+        def on_connect(self, ws):
+            super().on_connect(ws)
+            for _ in range(100):
+                ws.send(b"q" * 65536)
+            ws.send("end")
+
+        def on_close(self, code, reason):
+            closed.append(code)
+
+    st = serve_thread(Push, write_limit=65536, write_timeout=1.0 * UNIT, timer_tick=0.05 * UNIT)
+    c = RawClient(st.port)
+    n = 0
+    while True:  # a slow but steady reader
+        fin, opcode, payload = c.recv_frame()
+        if opcode == 1:
+            break
+        n += 1
+        if n % 10 == 0:
+            time.sleep(0.05)
+    assert n == 100 and payload == b"end" and not closed
+    c.close()
