@@ -5,6 +5,18 @@ Masked binary frames (client to server, as a server parses them) of 32 B,
 1 KiB, 64 KiB and 1 MiB, fed in 64 KiB chunks.  Best of ``--repeat`` runs.
 Not part of the test suite.
 
+fastws is driven three ways:
+
+- ``feed``: ``FrameParser.feed`` on ready-made 64 KiB ``bytes`` chunks (the
+  parser alone: no read is simulated);
+- ``loop+feed``: what uvloop does for an ``asyncio.Protocol``: each read is
+  copied into the loop's own buffer (standing for the kernel's copy), then
+  into a new ``bytes`` given to ``feed``;
+- ``loop+buffered``: what uvloop does for an ``asyncio.BufferedProtocol``:
+  ``get_buffer``, the read copied into that view (the kernel's copy),
+  ``buffer_updated``.  A read never goes past the end of a direct view, as
+  with a socket; picows is driven the same way.
+
     python bench/bench_parse.py [--repeat 3] [--mib 8] [--only fastws]
 
 What each peer does per frame is not quite the same, so read the ratios with
@@ -73,6 +85,45 @@ def fastws_driver(name):
                 feed(chunk)
                 n += len(seen)
                 seen.clear()
+            return n
+
+        return run
+
+    return make
+
+
+def fastws_loop_driver(name, buffered):
+    """An event loop's reads of up to CHUNK bytes (what has arrived)."""
+    codec = _impl.load(name)
+    codec.FrameParser  # ImportError now if not built
+
+    def make(chunks):
+        views = [memoryview(c) for c in chunks]
+
+        def run():
+            seen = []
+            parser = codec.FrameParser(seen.append, None, expect_masked=True, max_size=None)
+            n = 0
+            if buffered:
+                get_buffer, buffer_updated = parser.get_buffer, parser.buffer_updated
+                for data in views:
+                    while data:
+                        view = get_buffer(CHUNK)
+                        k = min(len(view), len(data))
+                        view[:k] = data[:k]
+                        buffer_updated(k)
+                        data = data[k:]
+                    n += len(seen)
+                    seen.clear()
+            else:
+                feed = parser.feed
+                rbuf = memoryview(bytearray(256 * 1024))
+                for data in views:
+                    k = len(data)
+                    rbuf[:k] = data
+                    feed(bytes(rbuf[:k]))
+                    n += len(seen)
+                    seen.clear()
             return n
 
         return run
@@ -217,7 +268,10 @@ def main():
           f"{platform.system()} {platform.release()}, Python {platform.python_version()}")
     drivers = {
         "fastws (cython)": lambda: fastws_driver("cython"),
+        "fastws (cy) loop+feed": lambda: fastws_loop_driver("cython", False),
+        "fastws (cy) loop+buffered": lambda: fastws_loop_driver("cython", True),
         "fastws (python twin)": lambda: fastws_driver("python"),
+        "fastws (py) loop+buffered": lambda: fastws_loop_driver("python", True),
         "websockets": websockets_driver,
         "aiohttp": aiohttp_driver,
         "picows": picows_driver,
@@ -234,7 +288,7 @@ def main():
         chunks, count = make_stream(size, args.mib)
         total = sum(map(len, chunks))
         print(f"\n{size} B masked binary frames: {count} messages, {total / 1048576:.1f} MiB in {len(chunks)} chunks")
-        print(f"  {'parser':22} {'msg/s':>12} {'MB/s':>9} {'vs cython':>10}")
+        print(f"  {'parser':26} {'msg/s':>12} {'MB/s':>9} {'vs cython':>10}")
         base = None
         for name, make in ready.items():
             run = make(chunks)
@@ -246,14 +300,14 @@ def main():
                 else:
                     elapsed, seen = best_of(args.repeat, run)
             except Exception as exc:
-                print(f"  {name:22} failed: {exc!r}")
+                print(f"  {name:26} failed: {exc!r}")
                 continue
             if seen != count:
-                print(f"  {name:22} saw {seen} messages, expected {count}")
+                print(f"  {name:26} saw {seen} messages, expected {count}")
                 continue
             if base is None:
                 base = elapsed
-            print(f"  {name:22} {count / elapsed:12,.0f} {total / elapsed / 1e6:9.1f} "
+            print(f"  {name:26} {count / elapsed:12,.0f} {total / elapsed / 1e6:9.1f} "
                   f"{base / elapsed:9.2f}x")
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 
 from .exceptions import ProtocolError
 from .protocol import CLOSED, CONNECTING, Connection
@@ -19,7 +20,19 @@ __all__ = ["StreamConnection"]
 logger = logging.getLogger("fastws.transport")
 
 
-class StreamConnection(Connection, asyncio.Protocol):
+_local = threading.local()
+
+
+def _http_scratch() -> bytearray:
+    """This thread's buffer for reading HTTP heads (shared by all connections:
+    uvloop calls buffer_updated right after get_buffer, and it is copied out)."""
+    buf = getattr(_local, "http", None)
+    if buf is None:
+        buf = _local.http = bytearray(16384)
+    return buf
+
+
+class StreamConnection(Connection, asyncio.BufferedProtocol):
     __slots__ = ("_transport", "_reading_paused")
 
     def __init__(self, opts, is_client):
@@ -36,7 +49,39 @@ class StreamConnection(Connection, asyncio.Protocol):
         self._driver = driver = get_driver(asyncio.get_running_loop(), opts.timer_tick)
         driver.arm(self, driver.now() + opts.handshake_timeout)
 
+    # Reads go straight into memory the parser lends (asyncio.BufferedProtocol):
+    # a per-thread scratch buffer for headers and small frames, or the final
+    # message object for a large payload. No bytes object per read, no extra
+    # copy of large messages, and no read buffer at all while idle.
+    def get_buffer(self, sizehint: int):
+        parser = self._parser
+        if parser is None:
+            if self._state == CONNECTING or self._state == CLOSED:
+                return _http_scratch()
+            parser = self._make_parser()  # dropped while idle; made again on data
+        return parser.get_buffer(sizehint)
+
+    def buffer_updated(self, nbytes: int) -> None:
+        parser = self._parser
+        if parser is None:
+            if self._state == CONNECTING:
+                data = bytes(_http_scratch()[:nbytes])
+                try:
+                    self._handshake_data(data)
+                except Exception:
+                    logger.exception("error during the opening handshake with %s", self.remote_address)
+                    self._abort_transport()
+            return
+        try:
+            parser.buffer_updated(nbytes)
+        except ProtocolError as exc:
+            logger.info("closing connection with %s: %d %s", self.remote_address, exc.code, exc.reason)
+            self._fail(exc.code, exc.reason)
+        except Exception as exc:  # an application callback raised
+            self._app_error(exc)
+
     def data_received(self, data) -> None:
+        """Plain-Protocol path (transports that do not lend buffers)."""
         parser = self._parser
         if parser is None:
             state = self._state
@@ -49,7 +94,7 @@ class StreamConnection(Connection, asyncio.Protocol):
                 return
             if state == CLOSED:
                 return
-            parser = self._make_parser()  # dropped while idle; made again on data
+            parser = self._make_parser()
         try:
             parser.feed(data)
         except ProtocolError as exc:

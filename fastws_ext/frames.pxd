@@ -39,8 +39,18 @@ cdef class FrameParser:
 
     cdef bint _closed
     cdef bint _failed
-    cdef bint _busy                   # inside feed(): no re-entry
+    cdef bint _busy                   # inside feed()/buffer_updated(): no re-entry
     cdef unsigned long long _frames
+
+    # What the last get_buffer() lent, valid until the next call of any method:
+    # LENT_NONE, LENT_SCRATCH (this thread's scratch buffer, generation
+    # _lent_gen) or LENT_DIRECT (the rest of the current data frame's payload
+    # in _out or _msg, viewed by _lent_view).
+    cdef int _lent
+    cdef unsigned char* _lent_ptr
+    cdef Py_ssize_t _lent_len
+    cdef unsigned long long _lent_gen
+    cdef object _lent_view
 
     cdef int _feed(self, const unsigned char* data, Py_ssize_t n) except -1
     cdef Py_ssize_t _settle(self, Py_ssize_t old, Py_ssize_t added,
@@ -48,6 +58,10 @@ cdef class FrameParser:
     cdef int _parse(self, const unsigned char* data, Py_ssize_t n) except -1
     cdef int _parse_header(self, const unsigned char* data, Py_ssize_t n) except -1
     cdef int _read_payload(self, const unsigned char* data, Py_ssize_t n) except -1
+    cdef int _end_frame(self) except -1
+    cdef object _lend_direct(self)
+    cdef int _read_direct(self, Py_ssize_t n) except -1
+    cdef int _forget_lend(self) except -1
     cdef int _check_close(self, bytes payload) except -1
     cdef object _fail(self, exc)
     cdef int _buf_append(self, const unsigned char* data, Py_ssize_t n) except -1

@@ -36,9 +36,15 @@ class FrameParser:
     InvalidUTF8 (1007) or MessageTooBig (1009) on the first violation, and the
     parser is then ``failed``: later ``feed`` calls return at once.  Invalid
     UTF-8 is found on the first invalid byte, even in the middle of a frame whose
-    payload has not fully arrived (fail fast).  If a callback raises, the
-    exception propagates out of ``feed``; the frame that was being delivered is
-    consumed and the rest stays buffered for the next ``feed``.
+    payload has not fully arrived (fail fast); a frame that fails it is not
+    counted in ``frames_received``.  If a callback raises, the exception
+    propagates out of ``feed``; the frame that was being delivered is consumed
+    and the rest stays buffered for the next ``feed``.  A callback may not call
+    ``feed``, ``get_buffer`` or ``buffer_updated`` of its own parser
+    (RuntimeError).
+
+    Bytes come in through ``feed`` (asyncio.Protocol.data_received) or through
+    ``get_buffer``/``buffer_updated`` (asyncio.BufferedProtocol), in any mix.
     """
 
     def __init__(
@@ -50,15 +56,47 @@ class FrameParser:
         max_size: Union[int, None] = 1048576,
     ) -> None: ...
     def feed(self, data: Buffer) -> None: ...
+    def get_buffer(self, sizehint: int = -1) -> memoryview:
+        """A writable view to read the next bytes into (asyncio.BufferedProtocol).
+
+        ``sizehint`` is ignored.  Between frames, in a header, a control frame
+        or a small data frame, the view is the scratch buffer of the calling
+        thread (256 KiB, shared by every parser of the thread): an idle
+        connection holds no read buffer.  In the payload of a data frame with
+        at least 64 KiB still to come (Cython only; the pure-Python twin always
+        lends the scratch), the view is where that payload goes (the result
+        ``bytes`` of a single-frame binary message, or the message buffer),
+        limited to the rest of the frame, so the socket is read straight into
+        the message.
+
+        The view is valid until the next call of any method of this parser
+        (and, for the scratch, of any parser of the thread); do not keep it.
+        Raises RuntimeError if called from one of this parser's callbacks, or
+        while another parser of the thread is inside ``buffer_updated``.  A
+        closed or failed parser still lends the scratch (what is read is then
+        ignored)."""
+    def buffer_updated(self, nbytes: int) -> None:
+        """The first ``nbytes`` of the last ``get_buffer()`` view were filled.
+
+        Exactly ``feed(bytes(view[:nbytes]))``: the same callbacks, exceptions
+        and state afterwards, for any nbytes from 0 to len(view).  Nothing
+        refers to the scratch buffer once it returns, even if a callback
+        raised (what is left is kept by the parser, as ``feed`` keeps it).
+        Raises RuntimeError if there was no ``get_buffer()`` since the last
+        call of any other method, if the scratch was lent again in between,
+        or from one of this parser's callbacks; ValueError if nbytes is out
+        of range.  Returns at once (ignoring the bytes) if closed or failed."""
     def release(self) -> None:
-        """Free internal buffers that hold no data (call when idle)."""
+        """Free internal buffers that hold no data (call when idle); cancels an
+        outstanding ``get_buffer()``."""
     @property
     def closed(self) -> bool: ...
     @property
     def failed(self) -> bool: ...
     @property
     def buffered(self) -> int:
-        """Bytes held: an incomplete frame plus a partial fragmented message."""
+        """Bytes held: an incomplete frame plus a partial fragmented message
+        (never the shared scratch buffer)."""
     @property
     def frames_received(self) -> int:
         """Complete frames parsed so far (a cheap liveness counter)."""

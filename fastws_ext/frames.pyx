@@ -17,9 +17,23 @@ the same order, plus the work that makes it fast:
 - otherwise the payload is copied into the message buffer as it arrives,
   unmasked in place with the running key offset and, for text, validated at
   once (fail fast), then turned into ``bytes``/``str`` when the message ends.
+
+The BufferedProtocol path (``get_buffer``/``buffer_updated``) adds:
+
+- an idle connection holds no read buffer: between frames (and in a header, a
+  control frame or a small data frame) the socket is read into a scratch
+  buffer of SCRATCH_SIZE bytes, one per thread, that ``buffer_updated`` parses
+  with ``_feed`` exactly as a chunk given to ``feed``; ``_feed`` already keeps
+  only copies of what is left, so nothing refers to the scratch afterwards;
+- in the payload of a data frame with at least DIRECT_MIN bytes still to come,
+  the socket is read straight into the message: the result ``bytes`` of a
+  single-frame binary message (allocated here, not yet handed out) or the
+  message buffer, limited to the frame's remaining payload; ``buffer_updated``
+  then unmasks and validates those bytes where they are.
 """
 from cpython.buffer cimport PyBUF_SIMPLE, PyBuffer_Release, PyObject_GetBuffer
-from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize
+from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
+from cpython.memoryview cimport PyMemoryView_FromMemory
 from cpython.unicode cimport PyUnicode_Check, PyUnicode_DecodeUTF8
 from libc.stdint cimport int64_t, uint64_t
 from libc.stdlib cimport free, realloc
@@ -34,6 +48,55 @@ from fastws.exceptions import FrameError, InvalidUTF8, MessageTooBig, is_valid_c
 
 cdef extern from "Python.h":
     const char* PyUnicode_AsUTF8AndSize(object unicode, Py_ssize_t* size) except NULL
+    enum: PyBUF_WRITE
+    ctypedef struct PyMemoryViewObject:
+        Py_ssize_t exports            # buffers exported by this memoryview
+
+# The scratch buffer, one per thread: an event loop runs in one thread, and a
+# callback may let another thread's loop run (the GIL is released), so a
+# process-wide buffer could be overwritten while it is parsed.  Allocated on
+# first use; freed when the thread exits (POSIX; kept until the process exits
+# elsewhere).  fastws_scratch_busy: a buffer_updated() of this thread is
+# parsing it.  fastws_scratch_gen: bumped each time it is lent, so that a
+# buffer_updated() can tell that another get_buffer() came in between.
+cdef extern from *:
+    """
+    #include <stdlib.h>
+    #if defined(_MSC_VER)
+    #  define FASTWS_TLS __declspec(thread)
+    #else
+    #  define FASTWS_TLS __thread
+    #endif
+    static FASTWS_TLS unsigned char *fastws_scratch_mem = NULL;
+    static FASTWS_TLS int fastws_scratch_busy = 0;
+    static FASTWS_TLS unsigned long long fastws_scratch_gen = 0;
+    #if !defined(_WIN32)
+    #include <pthread.h>
+    static pthread_key_t fastws_scratch_key;
+    static pthread_once_t fastws_scratch_once = PTHREAD_ONCE_INIT;
+    static int fastws_scratch_key_ok = 0;
+    static void fastws_scratch_key_init(void) {
+        fastws_scratch_key_ok = pthread_key_create(&fastws_scratch_key, free) == 0;
+    }
+    #endif
+    static unsigned char *fastws_scratch(Py_ssize_t size) {
+        if (fastws_scratch_mem == NULL) {
+            fastws_scratch_mem = (unsigned char *)malloc((size_t)size);
+    #if !defined(_WIN32)
+            if (fastws_scratch_mem != NULL) {
+                pthread_once(&fastws_scratch_once, fastws_scratch_key_init);
+                if (fastws_scratch_key_ok)
+                    pthread_setspecific(fastws_scratch_key, fastws_scratch_mem);
+            }
+    #endif
+        }
+        return fastws_scratch_mem;
+    }
+    """
+    unsigned char* fastws_scratch_mem
+    int fastws_scratch_busy
+    unsigned long long fastws_scratch_gen
+    unsigned char* fastws_scratch(Py_ssize_t size) nogil
 
 # RFC 6455 5.2 opcodes.
 OP_CONTINUATION = 0x0
@@ -69,6 +132,20 @@ cdef enum:
     # size (a peer could announce 2**62 bytes); larger messages grow as they
     # arrive.
     PREALLOC_UNBOUNDED = 16 * 1024 * 1024
+    # get_buffer(): the scratch buffer's size (uvloop's own read buffer is
+    # 256 KiB too: one read takes what a fast peer has sent since the last).
+    SCRATCH_SIZE = 256 * 1024
+    # get_buffer() lends the destination of the payload itself when at least
+    # this much of the current data frame is still to come.  A direct read
+    # stops at the end of the frame (the next header needs another read), so
+    # it pays off only when the copy it saves (about 3 us for 64 KiB) is worth
+    # more than that extra trip through the loop (1-3 us); below, the scratch
+    # path reads the payload and the frames after it in one go.
+    DIRECT_MIN = 64 * 1024
+    # What the last get_buffer() lent.
+    LENT_NONE = 0
+    LENT_SCRATCH = 1
+    LENT_DIRECT = 2
 
 
 cdef inline bint _is_opcode(int opcode) noexcept nogil:
@@ -107,6 +184,8 @@ cdef class FrameParser:
         self._state = HEADER
 
     def __dealloc__(self):
+        if self._lent_view is not None:
+            self._forget_lend()
         free(self._buf)
         free(self._msg)
 
@@ -146,6 +225,7 @@ cdef class FrameParser:
         """Free internal buffers that hold no data (call when idle)."""
         if self._busy:
             return
+        self._forget_lend()
         if self._buf_len == 0 and self._buf != NULL:
             free(self._buf)
             self._buf = NULL
@@ -161,6 +241,8 @@ cdef class FrameParser:
             return
         if self._busy:
             raise RuntimeError("FrameParser.feed() called from one of its callbacks")
+        if self._lent:
+            self._forget_lend()
         PyObject_GetBuffer(data, &view, PyBUF_SIMPLE)
         self._busy = True
         try:
@@ -170,6 +252,133 @@ cdef class FrameParser:
             PyBuffer_Release(&view)
             if self._closed or self._failed:
                 self._drop()
+
+    # -- asyncio.BufferedProtocol: get_buffer, then buffer_updated ---------
+
+    def get_buffer(self, Py_ssize_t sizehint=-1):
+        """A writable memoryview for the next read; see frames.pyi."""
+        global fastws_scratch_gen
+        cdef unsigned char* mem
+        if self._busy:
+            raise RuntimeError("FrameParser.get_buffer() called from one of its callbacks")
+        if fastws_scratch_busy:
+            raise RuntimeError("FrameParser.get_buffer() called while another parser "
+                               "of this thread parses the scratch buffer")
+        self._forget_lend()
+        if self._state == PAYLOAD and self._buf_len == 0 and self._remaining >= DIRECT_MIN:
+            return self._lend_direct()
+        mem = fastws_scratch(SCRATCH_SIZE)
+        if mem == NULL:
+            raise MemoryError()
+        fastws_scratch_gen += 1
+        self._lent = LENT_SCRATCH
+        self._lent_ptr = mem
+        self._lent_len = SCRATCH_SIZE
+        self._lent_gen = fastws_scratch_gen
+        return PyMemoryView_FromMemory(<char*>mem, SCRATCH_SIZE, PyBUF_WRITE)
+
+    def buffer_updated(self, Py_ssize_t nbytes):
+        """The first nbytes of the last get_buffer() view were received:
+        the same as feed(bytes(view[:nbytes])); see frames.pyi."""
+        global fastws_scratch_busy
+        cdef int lent = self._lent
+        self._lent = LENT_NONE
+        if self._closed or self._failed:
+            return
+        if self._busy:
+            raise RuntimeError("FrameParser.buffer_updated() called from one of its callbacks")
+        if lent == LENT_NONE:
+            raise RuntimeError("FrameParser.buffer_updated() without get_buffer() before it")
+        if nbytes < 0 or nbytes > self._lent_len:
+            raise ValueError(f"buffer_updated({nbytes}): the buffer holds {self._lent_len} bytes")
+        if lent == LENT_SCRATCH:
+            if (self._lent_ptr != fastws_scratch_mem or self._lent_gen != fastws_scratch_gen
+                    or fastws_scratch_busy):
+                raise RuntimeError("FrameParser.buffer_updated(): the scratch buffer was "
+                                   "lent again since get_buffer()")
+            fastws_scratch_busy = 1
+            self._busy = True
+            try:
+                # Whatever is left of the scratch (an incomplete header or
+                # frame, or the rest after a raising callback) is copied into
+                # _buf by _feed, so nothing refers to the scratch afterwards.
+                self._feed(self._lent_ptr, nbytes)
+            finally:
+                fastws_scratch_busy = 0
+                self._busy = False
+                if self._closed or self._failed:
+                    self._drop()
+            return
+        self._forget_lend()
+        self._busy = True
+        try:
+            self._read_direct(nbytes)
+        finally:
+            self._busy = False
+            if self._closed or self._failed:
+                self._drop()
+
+    cdef object _lend_direct(self):
+        """Lend the destination of the current data frame's remaining payload
+        (PAYLOAD, nothing buffered, at least DIRECT_MIN bytes to come)."""
+        cdef unsigned char* dst
+        cdef Py_ssize_t size
+        cdef uint64_t want
+        if (self._out is None and self._msg_len == 0 and self._fin and self._msg_opcode == C_BINARY
+                and (self._max_size >= 0 or self._remaining <= PREALLOC_UNBOUNDED)):
+            # As in _read_payload: the result of a single-frame binary message
+            # is allocated from its header, with NULL (never the shared 1-byte
+            # object), and handed out only once complete.
+            self._out = PyBytes_FromStringAndSize(NULL, <Py_ssize_t>self._remaining)
+        if self._out is not None:
+            size = PyBytes_GET_SIZE(self._out) - self._msg_len
+            if <uint64_t>size != self._remaining:
+                raise SystemError("FrameParser: result buffer out of step with the frame")
+            dst = <unsigned char*>PyBytes_AS_STRING(self._out) + self._msg_len
+        else:
+            # The message buffer grows by doubling (at least SCRATCH_SIZE at a
+            # time); the view covers its free room, up to the frame's end.
+            want = self._remaining if self._remaining < SCRATCH_SIZE else SCRATCH_SIZE
+            self._msg_reserve(self._msg_len + <Py_ssize_t>want)
+            size = self._msg_cap - self._msg_len
+            if <uint64_t>size > self._remaining:
+                size = <Py_ssize_t>self._remaining
+            dst = self._msg + self._msg_len
+        view = PyMemoryView_FromMemory(<char*>dst, size, PyBUF_WRITE)
+        self._lent = LENT_DIRECT
+        self._lent_ptr = dst
+        self._lent_len = size
+        self._lent_view = view
+        return view
+
+    cdef int _read_direct(self, Py_ssize_t n) except -1:
+        """n payload bytes arrived at _lent_ptr, where they belong: what
+        _read_payload does with them after its memcpy."""
+        cdef unsigned char* dst = self._lent_ptr
+        if n == 0:
+            return 0
+        if self._masked:
+            self._key_offset = mask_inplace(dst, n, self._key, self._key_offset)
+        # RFC 6455 8.1: text MUST be UTF-8; checked as the bytes arrive.
+        if self._msg_opcode == C_TEXT and not self._utf8.feed_ptr(dst, n):
+            raise self._fail(InvalidUTF8("invalid UTF-8"))
+        self._msg_len += n
+        self._remaining -= <uint64_t>n
+        if self._remaining == 0:
+            self._end_frame()
+        return 0
+
+    cdef int _forget_lend(self) except -1:
+        """Whatever get_buffer() lent is no longer valid.  The view of a
+        direct lend is also released, so that a stale one cannot write into
+        a message once it is handed out, unless a buffer is still exported
+        from it (uvloop holds one until buffer_updated() returns): then it is
+        released at the next call."""
+        self._lent = LENT_NONE
+        if self._lent_view is not None and (<PyMemoryViewObject*>self._lent_view).exports == 0:
+            self._lent_view.release()
+            self._lent_view = None
+        return 0
 
     # -- feeding: where the bytes to parse are ---------------------------
 
@@ -359,7 +568,15 @@ cdef class FrameParser:
             # byte of it has been seen yet, so the validator is at its start.
             take = <Py_ssize_t>self._remaining
             if opcode == C_BINARY:
-                result = _payload_bytes(data + pos, take, self._key if self._masked else NULL)
+                if self._out is None:
+                    result = _payload_bytes(data + pos, take, self._key if self._masked else NULL)
+                else:
+                    # get_buffer() allocated it (then feed() came instead).
+                    result = self._out
+                    self._out = None
+                    memcpy(PyBytes_AS_STRING(result), data + pos, take)
+                    if self._masked:
+                        mask_inplace(<unsigned char*>PyBytes_AS_STRING(result), take, self._key, 0)
             else:
                 if self._masked:
                     self._msg_reserve(take)
@@ -406,14 +623,23 @@ cdef class FrameParser:
             self._remaining -= <uint64_t>take
         if self._remaining:
             return 0
+        self._end_frame()
+        return 1
 
+    cdef int _end_frame(self) except -1:
+        """The current data frame's payload is all here: deliver the message
+        if the frame is its last."""
+        cdef object result
+        cdef int opcode = self._msg_opcode
+        # RFC 6455 8.1: a text message may not end inside a code point;
+        # checked before the frame is counted, as an invalid byte is.
+        if self._fin and opcode == C_TEXT and not self._utf8.complete():
+            raise self._fail(InvalidUTF8("invalid UTF-8"))
         self._frames += 1
         self._state = HEADER
         if not self._fin:
-            return 1
+            return 0
         if opcode == C_TEXT:
-            if not self._utf8.complete():
-                raise self._fail(InvalidUTF8("invalid UTF-8"))
             try:
                 result = PyUnicode_DecodeUTF8(<const char*>self._msg, self._msg_len, NULL)
             except UnicodeDecodeError:
@@ -427,7 +653,7 @@ cdef class FrameParser:
         self._msg_opcode = 0
         self._utf8.reset()
         self._on_message(result)
-        return 1
+        return 0
 
     cdef int _check_close(self, bytes payload) except -1:
         """RFC 6455 5.5.1 / 7.4: an empty body, or a valid code and a UTF-8 reason."""
@@ -488,6 +714,7 @@ cdef class FrameParser:
 
     cdef void _drop(self) noexcept:
         """Closed or failed: nothing more will be parsed."""
+        self._lent = LENT_NONE
         free(self._buf)
         free(self._msg)
         self._buf = NULL

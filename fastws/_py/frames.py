@@ -21,6 +21,12 @@ So the buffer only ever holds an incomplete header or an incomplete control
 frame (plus, after a callback raised, the bytes after the frame it was
 delivering), and ``buffered`` counts those bytes plus the message so far.
 
+``get_buffer``/``buffer_updated`` (asyncio.BufferedProtocol) lend the
+scratch buffer of the thread (``_SCRATCH_SIZE`` bytes, allocated on first
+use): ``buffer_updated(n)`` copies its first n bytes out and feeds them, so no
+connection holds a read buffer between reads.  The Cython module also reads a
+large payload straight into the message; this twin keeps it simple and copies.
+
 Errors are checked in stream order, and within a header in the order of its
 fields (RSV, opcode, FIN, MASK, length); both implementations follow the same
 order so that they raise the same error with the same reason.
@@ -28,6 +34,7 @@ order so that they raise the same error with the same reason.
 from __future__ import annotations
 
 import os
+import threading
 
 from fastws.exceptions import FrameError, InvalidUTF8, MessageTooBig, is_valid_close_code
 
@@ -71,6 +78,23 @@ _RSV_ALLOWED = 0x00
 _HEADER = 0
 _PAYLOAD = 1
 
+# get_buffer(): the size of the scratch buffer (see fastws_ext.frames).
+_SCRATCH_SIZE = 256 * 1024
+
+
+class _Scratch(threading.local):
+    """The scratch buffer of one thread: ``view`` (allocated on first use),
+    ``busy`` while a buffer_updated() of this thread parses it, and ``gen``,
+    bumped each time it is lent."""
+
+    def __init__(self):
+        self.view = None
+        self.busy = False
+        self.gen = 0
+
+
+_scratch = _Scratch()
+
 
 class FrameParser:
     """Incremental RFC 6455 parser: bytes in, in any chunking; messages out.
@@ -96,6 +120,8 @@ class FrameParser:
         "_closed",
         "_failed",
         "_frames",
+        "_busy",
+        "_lent",
     )
 
     def __init__(self, on_message, on_control, *, expect_masked, max_size=1048576):
@@ -118,6 +144,8 @@ class FrameParser:
         self._closed = False
         self._failed = False
         self._frames = 0
+        self._busy = False  # inside feed(): no re-entry
+        self._lent = None  # the scratch generation the last get_buffer() lent
 
     # -- public surface -------------------------------------------------
 
@@ -151,6 +179,9 @@ class FrameParser:
 
     def release(self):
         """Free internal buffers that hold no data (call when idle)."""
+        if self._busy:
+            return
+        self._lent = None
         if not self._buf:
             self._buf = bytearray()
         if not self._msg:
@@ -159,11 +190,16 @@ class FrameParser:
     def feed(self, data):
         if self._closed or self._failed:
             return
+        if self._busy:
+            raise RuntimeError("FrameParser.feed() called from one of its callbacks")
+        self._lent = None
         self._buf += data
         self._pos = 0
+        self._busy = True
         try:
             self._advance()
         finally:
+            self._busy = False
             if self._closed or self._failed:
                 self._drop_everything()
             else:
@@ -171,6 +207,45 @@ class FrameParser:
                 # the stream after a callback raised) for the next feed().
                 del self._buf[: self._pos]
                 self._pos = 0
+
+    # -- asyncio.BufferedProtocol: get_buffer, then buffer_updated ---------
+
+    def get_buffer(self, sizehint=-1):
+        """A writable memoryview for the next read; see fastws_ext/frames.pyi."""
+        if self._busy:
+            raise RuntimeError("FrameParser.get_buffer() called from one of its callbacks")
+        scratch = _scratch
+        if scratch.busy:
+            raise RuntimeError("FrameParser.get_buffer() called while another parser "
+                               "of this thread parses the scratch buffer")
+        if scratch.view is None:
+            scratch.view = memoryview(bytearray(_SCRATCH_SIZE))
+        scratch.gen += 1
+        self._lent = scratch.gen
+        return scratch.view
+
+    def buffer_updated(self, nbytes):
+        """The first nbytes of the last get_buffer() view were received:
+        the same as feed(bytes(view[:nbytes]))."""
+        lent, self._lent = self._lent, None
+        if self._closed or self._failed:
+            return
+        if self._busy:
+            raise RuntimeError("FrameParser.buffer_updated() called from one of its callbacks")
+        if lent is None:
+            raise RuntimeError("FrameParser.buffer_updated() without get_buffer() before it")
+        scratch = _scratch
+        if not 0 <= nbytes <= _SCRATCH_SIZE:
+            raise ValueError(f"buffer_updated({nbytes}): the buffer holds {_SCRATCH_SIZE} bytes")
+        if lent != scratch.gen or scratch.busy:
+            raise RuntimeError("FrameParser.buffer_updated(): the scratch buffer was "
+                               "lent again since get_buffer()")
+        data = bytes(scratch.view[:nbytes])
+        scratch.busy = True
+        try:
+            self.feed(data)
+        finally:
+            scratch.busy = False
 
     # -- the state machine ---------------------------------------------
 
@@ -312,17 +387,17 @@ class FrameParser:
         if self._remaining:
             return False
 
-        # The frame is complete.
+        # The frame is complete.  A text message may not end inside a code
+        # point (checked before the frame is counted, as an invalid byte is).
+        opcode = self._msg_opcode
+        if self._fin and opcode == OP_TEXT and not self._utf8.complete():
+            raise self._fail(InvalidUTF8("invalid UTF-8"))
         self._frames += 1
         self._state = _HEADER
         self._key = None
         if not self._fin:
             return True
-        # The message is complete: a text message may not end inside a code
-        # point.
-        opcode = self._msg_opcode
-        if opcode == OP_TEXT and not self._utf8.complete():
-            raise self._fail(InvalidUTF8("invalid UTF-8"))
+        # The message is complete.
         data = bytes(self._msg)
         self._msg = bytearray()
         self._msg_opcode = 0
