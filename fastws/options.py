@@ -43,6 +43,8 @@ class Options:
     close_timeout       seconds to complete the closing handshake; 10
     ping_interval       seconds of silence before a ping (None: no keepalive); 20
     ping_timeout        seconds to wait for any frame after a ping; 20
+    idle_timeout        seconds without a data message from the peer before the
+                        connection is closed with 1000 (None: never); None
     timer_tick          resolution of the loop's timer wheel in seconds; 1.0
     max_head            largest HTTP request/response head in bytes; 8 KiB
     max_headers         most header lines in the head; 100
@@ -58,6 +60,7 @@ class Options:
         "close_timeout",
         "ping_interval",
         "ping_timeout",
+        "idle_timeout",
         "timer_tick",
         "max_head",
         "max_headers",
@@ -75,6 +78,7 @@ class Options:
         close_timeout: float = 10.0,
         ping_interval: float | None = 20.0,
         ping_timeout: float = 20.0,
+        idle_timeout: float | None = None,
         timer_tick: float = 1.0,
         max_head: int = 8192,
         max_headers: int = 100,
@@ -98,6 +102,7 @@ class Options:
         self.close_timeout = _positive("close_timeout", close_timeout)
         self.ping_interval = _positive("ping_interval", ping_interval, allow_none=True)
         self.ping_timeout = _positive("ping_timeout", ping_timeout)
+        self.idle_timeout = _positive("idle_timeout", idle_timeout, allow_none=True)
         self.timer_tick = _positive("timer_tick", timer_tick)
         if self.timer_tick > 60:
             raise ConfigError(f"timer_tick must be <= 60 seconds, got {timer_tick!r}")

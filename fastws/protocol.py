@@ -64,6 +64,15 @@ _build_header = codec.build_header
 LARGE_PAYLOAD = 16384
 
 
+def _earliest(a, b):
+    """The earlier of two optional deadlines."""
+    if a is None:
+        return b
+    if b is None or a < b:
+        return a
+    return b
+
+
 def close_payload(code: int | None, reason: str = "") -> bytes:
     """The payload of a close frame (RFC 6455 5.5.1), reason cut to fit 125 bytes."""
     if code is None:
@@ -98,6 +107,9 @@ class Connection(codec.TimerEntry):
         "_ping_outstanding",
         "_keepalive_at",
         "_write_deadline",
+        "_idle_at",
+        "_messages_base",
+        "_messages_seen",
         "close_code",
         "close_reason",
         "sent_close_code",
@@ -120,6 +132,9 @@ class Connection(codec.TimerEntry):
         self._ping_outstanding = False
         self._keepalive_at = None
         self._write_deadline = None
+        self._idle_at = None
+        self._messages_base = 0  # messages counted by parsers already dropped
+        self._messages_seen = 0
         self.close_code = None
         self.close_reason = ""
         self.sent_close_code = None
@@ -177,9 +192,14 @@ class Connection(codec.TimerEntry):
         """
         opts = self._opts
         self._state = OPEN
+        now = self._driver.now()
         if opts.ping_interval is not None:
-            self._keepalive_at = self._driver.now() + opts.ping_interval / 2
-            self._arm(self._keepalive_at)
+            self._keepalive_at = now + opts.ping_interval / 2
+        if opts.idle_timeout is not None:
+            self._idle_at = now + opts.idle_timeout
+        first = _earliest(self._keepalive_at, self._idle_at)
+        if first is not None:
+            self._arm(first)
         else:
             self._disarm()
         if leftover:
@@ -205,6 +225,7 @@ class Connection(codec.TimerEntry):
         if parser is not None and parser.buffered == 0 and not parser.closed and not parser.failed:
             self._parser = None
             self._last_frames = 0
+            self._messages_base += parser.messages_received
             return True
         return False
 
@@ -380,9 +401,12 @@ class Connection(codec.TimerEntry):
                 ka = self._keepalive_at = self._keepalive(now)
                 if self._state != OPEN:
                     return None  # failed: _fail armed the close timeout
-            if ka is None:
-                return wd
-            return ka if wd is None or ka < wd else wd
+            it = self._idle_at
+            if it is not None and now >= it:
+                it = self._idle_at = self._idle_check(now)
+                if self._state != OPEN:
+                    return None  # closing: close() armed the close timeout
+            return _earliest(_earliest(ka, wd), it)
         if state == CONNECTING:
             logger.info("opening handshake with %s timed out", self.remote_address)
         elif state == CLOSING:
@@ -411,6 +435,18 @@ class Connection(codec.TimerEntry):
                     self.remote_address, opts.ping_timeout)
         self._on_keepalive_timeout()
         self._fail(CLOSE_INTERNAL_ERROR, "keepalive ping timeout")
+        return None
+
+    def _idle_check(self, now: float):
+        """Close a connection that received no data message for idle_timeout."""
+        parser = self._parser
+        total = self._messages_base + (parser.messages_received if parser is not None else 0)
+        if total != self._messages_seen:
+            self._messages_seen = total
+            return now + self._opts.idle_timeout
+        logger.info("peer %s sent no message for %ss; closing (idle timeout)",
+                    self.remote_address, self._opts.idle_timeout)
+        self.close(CLOSE_NORMAL, "idle timeout")
         return None
 
     def _write_timed_out(self) -> None:

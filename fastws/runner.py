@@ -21,7 +21,7 @@ logger = logging.getLogger("fastws.server")
 _SERVER_KEYS = {
     "origins", "subprotocols", "process_request", "http_handler",
     "max_size", "max_queue", "write_limit", "max_write_buffer", "write_timeout", "handshake_timeout",
-    "close_timeout", "ping_interval", "ping_timeout", "timer_tick", "max_head", "max_headers",
+    "close_timeout", "ping_interval", "ping_timeout", "idle_timeout", "timer_tick", "max_head", "max_headers",
 }
 
 

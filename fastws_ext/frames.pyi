@@ -98,6 +98,10 @@ class FrameParser:
         """Bytes held: an incomplete frame plus a partial fragmented message
         (never the shared scratch buffer)."""
     @property
+    def messages_received(self) -> int:
+        """Complete data messages delivered to on_message so far (counted just
+        before the callback)."""
+    @property
     def frames_received(self) -> int:
         """Complete frames parsed so far (a cheap liveness counter)."""
     max_size: Union[int, None]

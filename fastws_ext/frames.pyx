@@ -218,6 +218,10 @@ cdef class FrameParser:
         return self._buf_len + self._msg_len
 
     @property
+    def messages_received(self):
+        return self._messages
+
+    @property
     def frames_received(self):
         return self._frames
 
@@ -596,6 +600,7 @@ cdef class FrameParser:
             self._frames += 1
             self._state = HEADER
             self._msg_opcode = 0
+            self._messages += 1
             self._on_message(result)
             return 1
 
@@ -652,6 +657,7 @@ cdef class FrameParser:
         self._msg_len = 0
         self._msg_opcode = 0
         self._utf8.reset()
+        self._messages += 1
         self._on_message(result)
         return 0
 

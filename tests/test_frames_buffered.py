@@ -58,7 +58,8 @@ def _call(parser, events, index, action):
         events.append(("boom", index))
     except ProtocolError as exc:
         events.append(("error", index, type(exc).__name__, exc.code, exc.reason))
-    events.append(("state", index, parser.buffered, parser.closed, parser.failed, parser.frames_received))
+    events.append(("state", index, parser.buffered, parser.closed, parser.failed, parser.frames_received,
+                       parser.messages_received))
 
 
 def run_mixed(codec, expect_masked, max_size, chunks, raise_at, rng):

@@ -164,7 +164,8 @@ def run(codec, expect_masked, max_size, chunks, raise_at):
             events.append(("boom", index))
         except ProtocolError as exc:
             events.append(("error", index, type(exc).__name__, exc.code, exc.reason))
-        events.append(("state", index, parser.buffered, parser.closed, parser.failed, parser.frames_received))
+        events.append(("state", index, parser.buffered, parser.closed, parser.failed, parser.frames_received,
+                       parser.messages_received))
     return events
 
 

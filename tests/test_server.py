@@ -458,3 +458,30 @@ def test_headers_path_and_address_available(serve_thread):
     assert c.recv_frame() == (True, 1, b"ok")
     assert seen["hx"] == "two" and seen["haddr"][0] == "127.0.0.1"
     c.close()
+
+
+def test_idle_timeout_closes_silent_connection_despite_keepalive(serve_thread):
+    st = serve_thread(EchoListener, idle_timeout=0.5 * UNIT, ping_interval=0.1 * UNIT,
+                      ping_timeout=5, timer_tick=0.02 * UNIT)
+    c = RawClient(st.port)
+    start = time.monotonic()
+    c.send(1, b"hello")
+    while True:  # answer keepalive pings: they are not activity for idle_timeout
+        fin, opcode, payload = c.recv_frame()
+        if opcode == 9:
+            c.send(10, payload)
+        elif opcode == 8:
+            assert payload[:2] == (1000).to_bytes(2, "big") and b"idle" in payload
+            break
+    assert 0.5 * UNIT <= time.monotonic() - start < 2 * UNIT
+    c.close()
+
+
+def test_idle_timeout_spares_a_talking_peer(serve_thread):
+    st = serve_thread(EchoListener, idle_timeout=0.4 * UNIT, timer_tick=0.02 * UNIT)
+    c = RawClient(st.port)
+    for i in range(12):  # 1.2 s of messages every 0.1 s
+        c.send(1, str(i).encode())
+        assert c.recv_frame() == (True, 1, str(i).encode())
+        time.sleep(0.1 * UNIT)
+    c.close()

@@ -120,6 +120,7 @@ class FrameParser:
         "_closed",
         "_failed",
         "_frames",
+        "_messages",
         "_busy",
         "_lent",
     )
@@ -144,6 +145,7 @@ class FrameParser:
         self._closed = False
         self._failed = False
         self._frames = 0
+        self._messages = 0
         self._busy = False  # inside feed(): no re-entry
         self._lent = None  # the scratch generation the last get_buffer() lent
 
@@ -172,6 +174,11 @@ class FrameParser:
     @property
     def buffered(self):
         return len(self._buf) + len(self._msg)
+
+    @property
+    def messages_received(self):
+        """Complete data messages delivered so far."""
+        return self._messages
 
     @property
     def frames_received(self):
@@ -402,6 +409,7 @@ class FrameParser:
         self._msg = bytearray()
         self._msg_opcode = 0
         self._utf8.reset()
+        self._messages += 1
         self._on_message(data.decode("utf-8") if opcode == OP_TEXT else data)
         return True
 
