@@ -58,6 +58,10 @@ OP_PONG = codec.OP_PONG
 _build_frame = codec.build_frame
 _build_header = codec.build_header
 
+# The server's keepalive ping, built once (a client's carries a fresh mask key
+# each time, RFC 6455 5.3).
+_PING_SERVER = _build_frame(OP_PING, b"")
+
 # Payloads at least this large are written next to their header instead of
 # being copied into one frame (server side only: client frames are masked,
 # which needs a copy anyway).
@@ -104,7 +108,7 @@ class Connection(codec.TimerEntry):
         "_driver",
         "_paused_writing",
         "_last_frames",
-        "_ping_outstanding",
+        "_ping_sent_at",
         "_keepalive_at",
         "_write_deadline",
         "_idle_at",
@@ -129,7 +133,7 @@ class Connection(codec.TimerEntry):
         self._driver = None
         self._paused_writing = False
         self._last_frames = 0
-        self._ping_outstanding = False
+        self._ping_sent_at = None
         self._keepalive_at = None
         self._write_deadline = None
         self._idle_at = None
@@ -415,22 +419,33 @@ class Connection(codec.TimerEntry):
         return None
 
     def _keepalive(self, now: float):
-        """One keepalive check; returns when the next one is due (or None)."""
+        """One keepalive check; returns when the next one is due (or None).
+
+        Checks run every ping_interval/2. A check that finds no frame since the
+        previous one sends a ping, so a ping goes out after at most
+        ping_interval of silence. While the ping is unanswered the checks go on
+        at the same cadence (any frame, the pong or another, clears it), and the
+        connection fails once ping_timeout has passed since the ping.
+        """
         opts = self._opts
+        half = opts.ping_interval / 2
         parser = self._parser
         frames = parser.frames_received if parser is not None else 0
         if frames != self._last_frames:  # the peer is alive
             self._last_frames = frames
-            self._ping_outstanding = False
-            return now + opts.ping_interval / 2
+            self._ping_sent_at = None
+            return now + half
         # Silent since the last check: release the parser if it holds nothing.
         self._idle_parser()
-        if not self._ping_outstanding:
-            # Silent for between ping_interval/2 and ping_interval: ping.
-            self._ping_outstanding = True
-            self._write(_build_frame(OP_PING, b"", mask=self._is_client))
+        sent = self._ping_sent_at
+        if sent is None:
+            self._ping_sent_at = now
+            self._write(_build_frame(OP_PING, b"", mask=True) if self._is_client else _PING_SERVER)
             self._on_keepalive_ping()
-            return now + opts.ping_timeout
+            return now + (half if half < opts.ping_timeout else opts.ping_timeout)
+        if now - sent < opts.ping_timeout:
+            left = sent + opts.ping_timeout
+            return now + half if now + half < left else left
         logger.info("peer %s did not answer a keepalive ping within %ss; closing with 1011",
                     self.remote_address, opts.ping_timeout)
         self._on_keepalive_timeout()

@@ -485,3 +485,26 @@ def test_idle_timeout_spares_a_talking_peer(serve_thread):
         assert c.recv_frame() == (True, 1, str(i).encode())
         time.sleep(0.1 * UNIT)
     c.close()
+
+
+def test_keepalive_cadence_on_an_idle_peer_that_answers(serve_thread):
+    """RFC-agnostic contract of keepalive: a ping after at most ping_interval of
+    silence, also right after a pong (regression: pings came every
+    ping_timeout + ping_interval/2)."""
+    interval = 0.4 * UNIT
+    st = serve_thread(EchoListener, ping_interval=interval, ping_timeout=3 * UNIT, timer_tick=0.02 * UNIT)
+    c = RawClient(st.port)
+    last = time.monotonic()
+    gaps = []
+    for _ in range(5):
+        fin, opcode, payload = c.recv_frame()
+        assert opcode == 9
+        now = time.monotonic()
+        gaps.append(now - last)
+        c.send(10, payload)  # answer at once, then stay silent
+        last = time.monotonic()
+    # every ping came within ping_interval (+ one tick and scheduling slack) of the last frame
+    assert max(gaps) < interval + 0.15 * UNIT, gaps
+    # and not much more often than every ping_interval/2
+    assert min(gaps[1:]) > interval / 2 - 0.05 * UNIT, gaps
+    c.close()

@@ -1,0 +1,775 @@
+"""Many idle connections: how many fastws holds, at what memory and CPU, and how fast it accepts them.
+
+    python bench/connections.py [-n 10000] [--workers W] [--clients C] [--hold 60]
+                                [--ping-interval 20] [--api listener|handler]
+                                [--server fastws|picows|websockets] [--compare]
+                                [--heartbeat-cost] [--mem-floor-gib 2] [--out bench/RESULTS.md]
+
+One run: start the server (``python -m fastws echo --workers W``, or a peer
+from bench/conn_peers.py in one process), take a baseline (workers' RSS,
+/proc/net/sockstat, /proc/meminfo), start C client processes
+(bench/conn_client.py, uvloop, one asyncio.Protocol per connection, each bound
+to its own source address 127.0.0.(2+i)), open N connections in batches with a
+concurrency limit while watching MemAvailable, let them settle, measure
+memory, measure the server's CPU over a quiet window, hold them to the end of
+``--hold`` with keepalive pings on, collect the clients' counts (pings, pongs,
+connections lost) and stop everything it started, by PID, even on Ctrl-C.
+
+``--heartbeat-cost``: 15,000 idle connections in ONE fastws process with a
+short ping interval (2 s), server CPU over a 20 s window, against
+bench/conn_timer_baseline.py (the same keepalive done with one
+``loop.call_later`` per connection) in the same run.
+
+Benchmarks never pass or fail; they print figures (see bench/README.md).
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import datetime
+import json
+import math
+import os
+import platform
+import shlex
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from importlib import metadata
+from pathlib import Path
+
+import uvloop
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent
+PER_PROCESS = 15000      # connections per server worker / client process (fd limit 20,000)
+PER_SRC = 25000          # connections per source address (~28k ephemeral ports per pair)
+PEER_CAP = 15000         # peers run in one process: capped at this many connections
+PEERS = ("picows", "websockets")
+PAGE = os.sysconf("SC_PAGE_SIZE")
+
+# Every process this bench starts, (pid, start time): killed by PID, never by name.
+STARTED: list[tuple[int, int]] = []
+
+
+# ------------------------------------------------------------- /proc ----
+def _stat_fields(pid: int) -> list[str]:
+    with open(f"/proc/{pid}/stat") as f:
+        return f.read().rsplit(")", 1)[1].split()
+
+
+def start_time(pid: int) -> int:
+    return int(_stat_fields(pid)[19])
+
+
+def children(pid: int) -> list[int]:
+    out = []
+    for d in os.listdir("/proc"):
+        if d.isdigit():
+            try:
+                if int(_stat_fields(int(d))[1]) == pid:
+                    out.append(int(d))
+            except (OSError, IndexError, ValueError):
+                pass
+    return sorted(out)
+
+
+def alive(pid: int, started: int | None = None) -> bool:
+    try:
+        f = _stat_fields(pid)
+    except OSError:
+        return False
+    if f[0] == "Z":
+        return False
+    return started is None or int(f[19]) == started
+
+
+def rss_kib(pid: int) -> int:
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
+def cpu_ns(pid: int) -> int:
+    """user+sys CPU of all threads of pid, ns (schedstat; clock ticks if absent)."""
+    total = 0
+    try:
+        for tid in os.listdir(f"/proc/{pid}/task"):
+            try:
+                with open(f"/proc/{pid}/task/{tid}/schedstat") as f:
+                    total += int(f.read().split()[0])
+            except OSError:
+                pass
+        return total
+    except OSError:
+        pass
+    try:
+        f = _stat_fields(pid)
+        return (int(f[11]) + int(f[12])) * 10**9 // os.sysconf("SC_CLK_TCK")
+    except OSError:
+        return 0
+
+
+def fd_count(pid: int) -> int:
+    try:
+        return len(os.listdir(f"/proc/{pid}/fd"))
+    except OSError:
+        return 0
+
+
+def meminfo() -> dict:
+    out = {}
+    with open("/proc/meminfo") as f:
+        for line in f:
+            k, v = line.split(":", 1)
+            out[k] = int(v.split()[0]) * 1024
+    return out
+
+
+def sockstat_tcp() -> dict:
+    """/proc/net/sockstat 'TCP:' line: inuse, orphan, tw, alloc, mem (mem in pages)."""
+    with open("/proc/net/sockstat") as f:
+        for line in f:
+            if line.startswith("TCP:"):
+                v = line.split()[1:]
+                return {v[i]: int(v[i + 1]) for i in range(0, len(v) - 1, 2)}
+    return {}
+
+
+def listeners(port: int) -> int:
+    """How many sockets listen on port (one per SO_REUSEPORT worker)."""
+    n = 0
+    with open("/proc/net/tcp") as f:
+        next(f)
+        for line in f:
+            parts = line.split()
+            if parts[3] == "0A" and int(parts[1].rsplit(":", 1)[1], 16) == port:
+                n += 1
+    return n
+
+
+def free_port(host: str) -> int:
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
+
+
+# --------------------------------------------------------- processes ----
+def _remember(pid: int) -> None:
+    try:
+        STARTED.append((pid, start_time(pid)))
+    except OSError:
+        pass
+
+
+def reap_all() -> None:
+    """Last resort (also on Ctrl-C): SIGTERM, then SIGKILL, every PID this bench started."""
+    live = [(p, s) for p, s in STARTED if alive(p, s)]
+    for p, _ in live:
+        try:
+            os.kill(p, signal.SIGTERM)
+        except ProcessLookupError:
+            pass
+    deadline = time.monotonic() + 20
+    while live and time.monotonic() < deadline:
+        for p, _ in live:
+            try:
+                os.waitpid(p, os.WNOHANG)
+            except ChildProcessError:
+                pass  # not our child (a worker): its supervisor or init reaps it
+        live = [(p, s) for p, s in live if alive(p, s)]
+        time.sleep(0.1)
+    for p, _ in live:
+        try:
+            os.kill(p, signal.SIGKILL)
+            os.waitpid(p, 0)
+        except (ProcessLookupError, ChildProcessError):
+            pass
+
+
+def _env() -> dict:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
+    return env
+
+
+def _pin(cpu):
+    if cpu is None or len(os.sched_getaffinity(0)) < 2:
+        return None
+    return lambda: os.sched_setaffinity(0, {cpu})
+
+
+class Server:
+    """The server under test: fastws (a supervisor + W workers, or one process) or a peer."""
+
+    def __init__(self, kind: str, host: str, workers: int, api: str, ping_interval, ping_timeout: float,
+                 cpu=None):
+        self.kind, self.host = kind, host
+        self.port = free_port(host)
+        self.out = tempfile.TemporaryFile("w+")
+        self.err = tempfile.TemporaryFile("w+")
+        pi = "none" if ping_interval is None else f"{ping_interval:g}"
+        if kind == "fastws":
+            cmd = [sys.executable, "-m", "fastws", "echo", "--host", host, "--port", str(self.port),
+                   "--workers", str(workers), "--api", api, "--ping-interval", pi,
+                   "--ping-timeout", f"{ping_timeout:g}", "--log-level", "warning"]
+            self.ready_text = "listening on"
+        elif kind == "timer-baseline":
+            cmd = [sys.executable, str(HERE / "conn_timer_baseline.py"), "--host", host,
+                   "--port", str(self.port), "--ping-interval", pi, "--ping-timeout", f"{ping_timeout:g}"]
+            self.ready_text = "READY"
+        else:
+            cmd = [sys.executable, str(HERE / "conn_peers.py"), kind, "--host", host, "--port", str(self.port),
+                   "--ping-interval", pi, "--ping-timeout", f"{ping_timeout:g}"]
+            self.ready_text = "READY"
+        self.cmd = cmd
+        self.expected_workers = workers if kind == "fastws" else 1
+        self.proc = subprocess.Popen(cmd, stdout=self.out, stderr=self.err, stdin=subprocess.DEVNULL,
+                                     env=_env(), cwd=str(REPO), start_new_session=True,
+                                     preexec_fn=_pin(cpu))
+        _remember(self.proc.pid)
+        self.workers: list[int] = []
+
+    def tail(self) -> str:
+        self.err.seek(0)
+        lines = [ln for ln in self.err.read().splitlines() if ln.strip()]
+        return " | ".join(lines[-3:]) if lines else "(no stderr)"
+
+    async def ready(self, timeout=30.0) -> None:
+        deadline = time.monotonic() + timeout
+        while True:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"{self.kind} exited {self.proc.returncode}: {self.tail()}")
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{self.kind} not ready in {timeout:g} s: {self.tail()}")
+            self.out.seek(0)
+            if self.ready_text in self.out.read():
+                if self.expected_workers == 1:
+                    self.workers = [self.proc.pid]
+                    break
+                self.workers = children(self.proc.pid)
+                if len(self.workers) >= self.expected_workers and listeners(self.port) >= self.expected_workers:
+                    break
+            await asyncio.sleep(0.05)
+        for w in self.workers:
+            if w != self.proc.pid:
+                _remember(w)
+
+    def workers_alive(self) -> bool:
+        return all(alive(w) for w in self.workers) and sorted(self.workers) == sorted(
+            self.workers if self.expected_workers == 1 else children(self.proc.pid))
+
+    async def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            deadline = time.monotonic() + 30
+            while self.proc.poll() is None and time.monotonic() < deadline:
+                await asyncio.sleep(0.05)
+            if self.proc.poll() is None:
+                self.proc.kill()
+        self.proc.wait()
+        for w in self.workers:  # orphaned workers, if the supervisor died first
+            if w != self.proc.pid and alive(w):
+                try:
+                    os.kill(w, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+        self.out.close()
+        self.err.close()
+
+
+class Client:
+    """One bench/conn_client.py process, driven over its stdin/stdout."""
+
+    def __init__(self, proc, index: int, count: int, srcs: list[str]):
+        self.proc, self.index, self.count, self.srcs = proc, index, count, srcs
+        self.progress = {"opened": 0, "failed": 0, "open": 0}
+        self.events: asyncio.Queue = asyncio.Queue()
+        self.reader = asyncio.ensure_future(self._read())
+
+    @classmethod
+    async def start(cls, index, host, port, count, srcs, concurrency, cpu=None):
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, str(HERE / "conn_client.py"), "--host", host, "--port", str(port),
+            "--count", str(count), "--src", ",".join(srcs), "--per-src", str(PER_SRC),
+            "--concurrency", str(concurrency),
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=_env(), start_new_session=True,
+            preexec_fn=_pin(cpu), limit=2**20)
+        _remember(proc.pid)
+        return cls(proc, index, count, srcs)
+
+    async def _read(self):
+        while True:
+            line = await self.proc.stdout.readline()
+            if not line:
+                await self.events.put({"ev": "exit"})
+                return
+            ev = json.loads(line)
+            if ev["ev"] == "progress":
+                self.progress = ev
+            else:
+                await self.events.put(ev)
+
+    async def send(self, cmd: str):
+        if self.proc.returncode is None:
+            try:
+                self.proc.stdin.write(cmd.encode() + b"\n")
+                await self.proc.stdin.drain()
+            except (BrokenPipeError, ConnectionResetError):
+                pass
+
+    async def expect(self, name: str, timeout: float) -> dict:
+        deadline = time.monotonic() + timeout
+        while True:
+            ev = await asyncio.wait_for(self.events.get(), max(0.1, deadline - time.monotonic()))
+            if ev["ev"] == name:
+                return ev
+            if ev["ev"] == "exit":
+                raise RuntimeError(f"client {self.index} exited (status {await self.proc.wait()})")
+
+    async def stop(self, timeout=30.0):
+        if self.proc.returncode is None:
+            await self.send("close")
+            try:
+                await self.expect("closed", timeout)
+            except (asyncio.TimeoutError, RuntimeError):
+                pass
+            try:
+                self.proc.stdin.close()
+                await asyncio.wait_for(self.proc.wait(), 10)
+            except (asyncio.TimeoutError, BrokenPipeError, ConnectionResetError):
+                self.proc.kill()
+                await self.proc.wait()
+        self.reader.cancel()
+
+
+def plan_clients(n: int, clients: int | None) -> list[tuple[int, list[str]]]:
+    """(count, source addresses) per client process: <= 15,000 each, <= 25,000 per address."""
+    c = clients or max(1, math.ceil(n / PER_PROCESS))
+    counts = [n // c + (1 if i < n % c else 0) for i in range(c)]
+    plan, nxt = [], 2
+    for k in counts:
+        addrs = max(1, math.ceil(k / PER_SRC))
+        if nxt + addrs > 255:
+            raise SystemExit("too many source addresses needed (127.0.0.2 .. 127.0.0.254)")
+        plan.append((k, [f"127.0.0.{nxt + j}" for j in range(addrs)]))
+        nxt += addrs
+    return plan
+
+
+# ---------------------------------------------------------------- one run ----
+def log(msg: str) -> None:
+    print(f"  [{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+
+async def run_one(kind: str, n: int, workers: int, args, *, ping_interval, ping_timeout,
+                  hold: float, window: float, settle: float, pin: bool = False) -> dict:
+    """Open n connections to one server, hold them, measure; returns a result dict."""
+    r = {"server": kind, "target": n, "workers": workers, "api": args.api if kind == "fastws" else "-",
+         "ping_interval": ping_interval, "notes": []}
+    floor = int(args.mem_floor_gib * 2**30)
+    if meminfo()["MemAvailable"] < floor:
+        r["limit"] = f"memory guard before start: MemAvailable < {args.mem_floor_gib:g} GiB"
+        r["notes"].append(r["limit"])
+        return r
+    plan = plan_clients(n, args.clients)
+    r["clients"] = len(plan)
+    per_client_conc = max(8, args.concurrency // len(plan))
+    srv = Server(kind, args.host, workers, args.api, ping_interval, ping_timeout, cpu=0 if pin else None)
+    clients: list[Client] = []
+    try:
+        await srv.ready()
+        log(f"{kind}: listening on {args.host}:{srv.port}, worker pids {srv.workers}")
+        r["worker_pids"] = srv.workers
+        await asyncio.sleep(1.0)
+        base_rss = {w: rss_kib(w) for w in srv.workers}
+        base_fd = {w: fd_count(w) for w in srv.workers}
+        base_sock, base_mem = sockstat_tcp(), meminfo()
+
+        clients = [await Client.start(i, args.host, srv.port, k, srcs, per_client_conc,
+                                      cpu=1 if pin else None) for i, (k, srcs) in enumerate(plan)]
+        await asyncio.gather(*(c.expect("ready", 30) for c in clients))
+
+        # -- open, with the memory guard ----------------------------------
+        cpu0 = {w: cpu_ns(w) for w in srv.workers}
+        t_open = time.monotonic()
+        for c in clients:
+            await c.send("open")
+        waits = [asyncio.ensure_future(c.expect("opened", 3600)) for c in clients]
+        open_deadline = t_open + 60 + n / 1000
+        halted, sent, min_avail, last_log = None, False, base_mem["MemAvailable"], t_open
+        while not all(w.done() for w in waits):
+            await asyncio.sleep(0.2)
+            avail = meminfo()["MemAvailable"]
+            min_avail = min(min_avail, avail)
+            now = time.monotonic()
+            if halted is None and avail < floor:
+                halted = (f"memory guard: MemAvailable {avail / 2**30:.2f} GiB < floor "
+                          f"{args.mem_floor_gib:g} GiB at {sum(c.progress['open'] for c in clients):,} open")
+            elif halted is None and now > open_deadline:
+                halted = f"opening took longer than {open_deadline - t_open:.0f} s"
+            elif halted is None and srv.proc.poll() is not None:
+                halted = f"server exited {srv.proc.returncode}: {srv.tail()}"
+            if halted and not sent:
+                log(f"halting: {halted}")
+                for c in clients:
+                    await c.send("halt")
+                sent = True
+            if now - last_log > 5:
+                last_log = now
+                log(f"opening: {sum(c.progress['open'] for c in clients):,} open, "
+                    f"MemAvailable {avail / 2**30:.1f} GiB")
+        opened = [w.result() for w in waits]
+        cpu1 = {w: cpu_ns(w) for w in srv.workers}
+        t0, t1 = min(o["t0"] for o in opened), max(o["t1"] for o in opened)
+        count = sum(o["open"] for o in opened)
+        r.update(open=count, failed=sum(o["failed"] for o in opened), open_s=t1 - t0,
+                 hs_rate=sum(o["opened"] for o in opened) / (t1 - t0) if t1 > t0 else float("nan"),
+                 p50=max(o["p50"] or 0 for o in opened), p99=max(o["p99"] or 0 for o in opened),
+                 min_avail=min_avail, client_open_cpu_s=sum(o["cpu_s"] for o in opened))
+        per_w = {w: fd_count(w) - base_fd[w] for w in srv.workers}
+        r["per_worker_conns"] = per_w
+        r["hs_worker_wall"] = sum(per_w.values()) / len(per_w) / r["open_s"] if r["open_s"] else float("nan")
+        open_cpu = {w: (cpu1[w] - cpu0[w]) / 1e9 for w in srv.workers}
+        r["open_cpu_s"] = sum(open_cpu.values())
+        # Handshakes per second of a worker's own CPU time: what one worker does on a core of its own.
+        r["hs_worker_cpu"] = (sum(per_w.values()) / r["open_cpu_s"]) if r["open_cpu_s"] else float("nan")
+        reasons = {}
+        for o in opened:
+            for k, v in o["fail_reasons"].items():
+                reasons[k] = reasons.get(k, 0) + v
+        r["fail_reasons"] = reasons
+        stops = [o["stopped_by"] for o in opened if o["stopped_by"]]
+        if halted:
+            r["limit"] = halted
+        elif stops:
+            r["limit"] = f"client stopped opening: {stops[0]}"
+        elif count < n:
+            r["limit"] = f"{n - count:,} handshakes failed: {reasons}"
+        log(f"{kind}: {count:,} open in {r['open_s']:.1f} s ({r['hs_rate']:,.0f}/s), "
+            f"per worker {per_w}, failed {r['failed']}")
+
+        # -- settle, then memory ------------------------------------------
+        t_hold = time.monotonic()
+        await asyncio.sleep(settle)
+        rss = {w: rss_kib(w) for w in srv.workers}
+        sock, mem = sockstat_tcp(), meminfo()
+        denom = max(count, 1)
+        r["rss_per_conn"] = sum(rss[w] - base_rss[w] for w in srv.workers) * 1024 / denom
+        r["rss_total_mib"] = sum(rss.values()) / 1024
+        r["tcp_mem_per_conn"] = (sock.get("mem", 0) - base_sock.get("mem", 0)) * PAGE / denom
+        r["tcp_inuse_delta"] = sock.get("inuse", 0) - base_sock.get("inuse", 0)
+        r["slab_per_conn"] = (mem["Slab"] - base_mem["Slab"]) / denom
+        r["avail_per_conn"] = (base_mem["MemAvailable"] - mem["MemAvailable"]) / denom
+        stats_a = await _stats(clients)
+        r["client_rss_per_conn"] = sum(s["rss_kib"] for s in stats_a) * 1024 / denom
+
+        # -- quiet window: server CPU while idle ----------------------------
+        win = max(1.0, min(window, hold - settle))
+        c0 = sum(cpu_ns(w) for w in srv.workers)
+        tw0 = time.monotonic()
+        await asyncio.sleep(win)
+        c1 = sum(cpu_ns(w) for w in srv.workers)
+        tw1 = time.monotonic()
+        stats_b = await _stats(clients)
+        r["window_s"] = tw1 - tw0
+        r["idle_cpu_s"] = (c1 - c0) / 1e9
+        r["idle_cpu_pct"] = r["idle_cpu_s"] / r["window_s"] * 100
+        r["window_pings"] = sum(s["pings"] for s in stats_b) - sum(s["pings"] for s in stats_a)
+
+        # -- the rest of the hold -----------------------------------------
+        rest = hold - (time.monotonic() - t_hold)
+        if rest > 0:
+            log(f"holding {rest:.0f} s more")
+            await asyncio.sleep(rest)
+        r["hold_s"] = time.monotonic() - t_hold
+        final = await _stats(clients)
+        r["pings"] = sum(s["pings"] for s in final)
+        r["pongs"] = sum(s["pongs"] for s in final)
+        r["lost"] = sum(s["lost"] for s in final)
+        r["still_open"] = sum(s["open"] for s in final)
+        codes, why = {}, {}
+        for s in final:
+            for k, v in s["close_codes"].items():
+                codes[k] = codes.get(k, 0) + v
+            for k, v in s["lost_reasons"].items():
+                why[k] = why.get(k, 0) + v
+        r["close_codes"], r["lost_reasons"] = codes, why
+        r["workers_ok"] = srv.workers_alive()
+        if not r["workers_ok"]:
+            r["notes"].append("a server worker died or was replaced during the run")
+        log(f"{kind}: held {r['hold_s']:.0f} s, pings {r['pings']:,}, pongs {r['pongs']:,}, "
+            f"lost {r['lost']}, still open {r['still_open']:,}")
+    except Exception as exc:  # noqa: BLE001 - reported in the table
+        r["error"] = f"{type(exc).__name__}: {exc}"
+        r["notes"].append(f"failed: {r['error']} (server stderr: {srv.tail() if not srv.out.closed else '-'})")
+        log(f"{kind}: FAILED {r['error']}")
+    finally:
+        await asyncio.gather(*(c.stop() for c in clients), return_exceptions=True)
+        await srv.stop()
+    return r
+
+
+async def _stats(clients: list[Client]) -> list[dict]:
+    for c in clients:
+        await c.send("stats")
+    return list(await asyncio.gather(*(c.expect("stats", 60) for c in clients)))
+
+
+# ------------------------------------------------------------ report ----
+def versions() -> str:
+    out = [f"Python {platform.python_version()}"]
+    for dist in ("uvloop", "picows", "websockets"):
+        try:
+            out.append(f"{dist} {metadata.version(dist)}")
+        except metadata.PackageNotFoundError:
+            pass
+    try:
+        sys.path.insert(0, str(REPO))
+        import fastws
+
+        out.append(f"fastws {getattr(fastws, '__version__', '?')} ({getattr(fastws, 'IMPLEMENTATION', '?')})")
+    except Exception as exc:  # noqa: BLE001 - only reported
+        out.append(f"fastws not importable ({type(exc).__name__})")
+    finally:
+        sys.path.remove(str(REPO))
+    return ", ".join(out)
+
+
+def machine() -> str:
+    model = "?"
+    with open("/proc/cpuinfo") as f:
+        for line in f:
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    lim = " ".join(open("/proc/sys/net/ipv4/ip_local_port_range").read().split())
+    import resource
+
+    nofile = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+    return (f"{model}, {os.cpu_count()} cores, {platform.system()} {platform.release()}, "
+            f"{os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES') / 2**30:.0f} GiB, "
+            f"open files {nofile}/process, ephemeral ports {lim}")
+
+
+def _b(x) -> str:
+    return "-" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:,.0f} B"
+
+
+def _n(x, fmt="{:,.0f}") -> str:
+    return "-" if x is None or (isinstance(x, float) and math.isnan(x)) else fmt.format(x)
+
+
+def table(results: list[dict]) -> str:
+    ref = next((r for r in results if r["server"] == "fastws" and "open" in r), None)
+    compare = ref is not None and any(r["server"] != "fastws" for r in results)
+    head = ("| server | open / asked | workers | clients | handshakes/s | per worker (wall) "
+            "| per worker-CPU-second | server RSS / conn | TCP mem / conn | slab / conn (both ends) "
+            "| idle CPU (window) | pings / pongs | lost |")
+    sep = "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+    if compare:
+        head += " RSS / conn vs fastws | handshakes/s per process vs fastws |"
+        sep += "---:|---:|"
+    out = [head, sep]
+    for r in results:
+        name = r["server"] + (f" ({r['api']})" if r["server"] == "fastws" else "")
+        if "open" not in r:
+            out.append(f"| {name} | 0 / {r['target']:,} | {r['workers']} | {r.get('clients', '-')} "
+                       f"| {r.get('error') or r.get('limit', 'not run')} |" + " |" * (8 + 2 * compare))
+            continue
+        idle = (f"{r['idle_cpu_pct']:.2f}% ({r['idle_cpu_s']:.2f} s / {r['window_s']:.0f} s, "
+                f"{r['window_pings']:,} pings)") if "idle_cpu_pct" in r else "-"
+        row = (f"| {name} | {r['open']:,} / {r['target']:,} | {r['workers']} | {r['clients']} "
+               f"| {_n(r['hs_rate'])} | {_n(r['hs_worker_wall'])} | {_n(r['hs_worker_cpu'])} "
+               f"| {_b(r.get('rss_per_conn'))} | {_b(r.get('tcp_mem_per_conn'))} | {_b(r.get('slab_per_conn'))} "
+               f"| {idle} | {_n(r.get('pings'))} / {_n(r.get('pongs'))} | {_n(r.get('lost'))} |")
+        if compare:
+            if r is ref or "rss_per_conn" not in r:
+                row += " - | - |"
+            else:
+                row += (f" {r['rss_per_conn'] / ref['rss_per_conn']:.2f}x "
+                        f"| {r['hs_worker_wall'] / ref['hs_worker_wall']:.2f}x |")
+        out.append(row)
+    return "\n".join(out)
+
+
+def notes(results: list[dict], args) -> list[str]:
+    out = []
+    for r in results:
+        tag = r["server"]
+        for n in r["notes"]:
+            out.append(f"{tag}: {n}")
+        if "open" not in r:
+            continue
+        if r.get("capped"):
+            out.append(f"{tag}: capped at {PEER_CAP:,} connections (one process; open-file limit 20,000)")
+        out.append(f"{tag}: opened {r['open']:,} in {r['open_s']:.1f} s, handshake latency p50 "
+                   f"{r['p50'] * 1e3:.1f} ms / p99 {r['p99'] * 1e3:.1f} ms (worst client); "
+                   f"connections per worker {list(r['per_worker_conns'].values())}; server CPU while opening "
+                   f"{r['open_cpu_s']:.1f} s, clients' CPU (from their start) {r['client_open_cpu_s']:.1f} s; "
+                   f"failed handshakes {r['failed']}"
+                   + (f" {r['fail_reasons']}" if r["failed"] else ""))
+        if "rss_per_conn" in r:
+            out.append(f"{tag}: server RSS total {r['rss_total_mib']:,.0f} MiB; client RSS "
+                       f"{r['client_rss_per_conn']:,.0f} B / conn; MemAvailable drop {r['avail_per_conn']:,.0f} B / conn "
+                       f"(server + clients + kernel); lowest MemAvailable {r['min_avail'] / 2**30:.1f} GiB")
+        if "pings" in r:
+            out.append(f"{tag}: held {r['hold_s']:.0f} s with ping interval {r['ping_interval']} s: "
+                       f"{r['pings'] / max(r['open'], 1):.2f} pings per connection, all answered "
+                       f"{'yes' if r['pongs'] == r['pings'] else 'NO'}; lost {r['lost']}"
+                       + (f" {r['lost_reasons']} close codes {r['close_codes']}" if r["lost"] else "")
+                       + ("" if r.get("workers_ok", True) else "; WORKER DIED"))
+        if r.get("limit"):
+            out.append(f"{tag}: stopped at {r['open']:,} of {r['target']:,}: {r['limit']}")
+        if r["server"] == "fastws" and "idle_cpu_pct" in r and r["ping_interval"] and r["ping_interval"] >= 10:
+            ok = lambda c: "met" if c else "MISSED"  # noqa: E731
+            out.append(f"{tag}: targets: lost 0 {ok(r['lost'] == 0)}; idle CPU < 5% {ok(r['idle_cpu_pct'] < 5)}; "
+                       f">= 10,000 handshakes/s per worker-CPU-second {ok(r['hs_worker_cpu'] >= 10000)} "
+                       f"(wall-clock per worker {r['hs_worker_wall']:,.0f}/s on {os.cpu_count()} shared cores); "
+                       f"RSS <= 2 KB / conn {ok(r['rss_per_conn'] <= 2048)}")
+    return out
+
+
+EXPLAIN = (
+    "Columns: *handshakes/s* = connections opened / wall time from the first connect to the last 101 "
+    "(all clients at once); *per worker (wall)* = that per server process; *per worker-CPU-second* = "
+    "connections a worker accepted / the CPU seconds it used while opening, i.e. its rate on a core of its "
+    "own (the wall rate is bounded by the machine's cores, shared here by every worker and client); "
+    "*server RSS / conn* = sum over the workers of (VmRSS after opening and {settle:g} s idle - VmRSS "
+    "before) / connections: user-space memory of the server; *TCP mem / conn* = /proc/net/sockstat "
+    "`TCP ... mem` pages x {page} delta / connections: only memory charged to TCP socket buffers (queued "
+    "bytes in send/receive queues, both ends of every loopback pair), near 0 for idle connections, NOT the "
+    "socket structures; *slab / conn* = /proc/meminfo Slab delta / connections: the kernel objects (tcp "
+    "sock, socket inode, dentry, file, epoll item, ...) of both ends of each pair, client side included; "
+    "*idle CPU* = the server's user+sys CPU (all workers, /proc/PID/task/*/schedstat) over a quiet window "
+    "after the settle, as % of one core, and the pings the clients got in that window; *pings / pongs* = "
+    "pings the clients received from the server and pongs they sent back over the whole hold; *lost* = "
+    "connections closed by the server or errored while held (must be 0)."
+)
+
+
+async def amain(args) -> int:
+    cmd = "python " + " ".join(shlex.quote(a) for a in [os.path.relpath(__file__)] + sys.argv[1:])
+    date = datetime.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M:%S %Z")
+    head = [f"- command: `{cmd}`", f"- date: {date}", f"- machine: {machine()}", f"- versions: {versions()}"]
+    print("\n".join(head), flush=True)
+    results = []
+    if args.heartbeat_cost:
+        n = min(args.connections or PEER_CAP, PEER_CAP)
+        hb = args.hb_interval
+        head.append(f"- heartbeat cost: {n:,} idle connections, ONE server process (CPU 0), one client "
+                    f"process (CPU 1), ping interval {hb:g} s, ping timeout {args.ping_timeout:g} s, "
+                    f"CPU over a {args.window:g} s window after {args.hb_settle:g} s")
+        for kind in ("fastws", "timer-baseline"):
+            results.append(await run_one(kind, n, 1, args, ping_interval=hb, ping_timeout=args.ping_timeout,
+                                         hold=args.hb_settle + args.window, window=args.window,
+                                         settle=args.hb_settle, pin=True))
+        text = hb_table(results)
+    else:
+        n = args.connections or 10000
+        runs = []
+        if args.compare or args.server == "fastws":
+            runs.append(("fastws", n, args.workers or max(1, math.ceil(n / PER_PROCESS))))
+        if args.compare:
+            runs += [(p, min(n, PEER_CAP), 1) for p in PEERS]
+        elif args.server != "fastws":
+            runs.append((args.server, min(n, PEER_CAP), 1))
+        head.append(f"- hold {args.hold:g} s with ping interval {args.ping_interval or 'none'} s "
+                    f"(timeout {args.ping_timeout:g} s), memory after {args.settle:g} s idle, idle CPU over "
+                    f"{args.window:g} s, memory guard MemAvailable >= {args.mem_floor_gib:g} GiB, "
+                    f"at most {args.concurrency} handshakes in flight in all")
+        for kind, k, w in runs:
+            r = await run_one(kind, k, w, args, ping_interval=args.ping_interval, ping_timeout=args.ping_timeout,
+                              hold=args.hold, window=args.window, settle=args.settle)
+            r["capped"] = kind in PEERS and k < n
+            results.append(r)
+        text = table(results)
+    text += "\n\n" + "\n".join(f"- {x}" for x in notes(results, args))
+    if not args.heartbeat_cost:
+        text += "\n\n" + EXPLAIN.format(settle=args.settle, page=PAGE)
+    print()
+    print(text)
+    if args.out:
+        out = Path(args.out)
+        with out.open("a") as f:
+            f.write(f"\n## connections.py {date}\n\n" + "\n".join(head) + "\n\n" + text + "\n")
+        print(f"\nappended to {out}", file=sys.stderr)
+    return 0
+
+
+def hb_table(results: list[dict]) -> str:
+    out = ["| server | connections | server CPU in window | % of one core | pings in window "
+           "| CPU vs fastws | server CPU µs / ping | µs / ping vs fastws | lost | server RSS / conn |",
+           "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    ref = results[0] if results and "idle_cpu_s" in results[0] else None
+    for r in results:
+        name = {"fastws": "fastws (timer wheel)", "timer-baseline": "one call_later per connection"}[r["server"]]
+        if "idle_cpu_s" not in r:
+            out.append(f"| {name} | {r.get('open', 0):,} | {r.get('error') or r.get('limit')} | | | | | | |")
+            continue
+        per = r["idle_cpu_s"] * 1e6 / r["window_pings"] if r["window_pings"] else float("nan")
+        ref_per = ref["idle_cpu_s"] * 1e6 / ref["window_pings"] if ref and ref["window_pings"] else float("nan")
+        ratio = f"{r['idle_cpu_s'] / ref['idle_cpu_s']:.2f}x" if ref and r is not ref else "-"
+        pratio = f"{per / ref_per:.2f}x" if ref and r is not ref else "-"
+        out.append(f"| {name} | {r['open']:,} | {r['idle_cpu_s']:.2f} s / {r['window_s']:.0f} s "
+                   f"| {r['idle_cpu_pct']:.1f}% | {r['window_pings']:,} | {ratio} | {per:.1f} | {pratio} "
+                   f"| {r['lost']} | {_b(r['rss_per_conn'])} |")
+    out.append("")
+    out.append("Read the µs / ping columns first: the two servers need not send as many pings in the "
+               "window (fastws pings after interval/2 .. interval of silence, then checks again only after "
+               "ping_timeout; the baseline pings every interval), so total CPU compares schedules as well "
+               "as timers. Each ping costs a write, a pong read and a parse on both servers; the timer's own "
+               "cost is what is left of the per-ping difference.")
+    return "\n".join(out)
+
+
+def _interval(text: str):
+    return None if text.lower() in ("none", "off", "0") else float(text)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("-n", "--connections", type=int, help="connections to open (default 10,000; "
+                    "15,000 for --heartbeat-cost; peers are capped at 15,000)")
+    ap.add_argument("--workers", type=int, help="fastws worker processes (default ceil(N / 15,000))")
+    ap.add_argument("--clients", type=int, help="client processes (default ceil(N / 15,000))")
+    ap.add_argument("--hold", type=float, default=60.0, help="seconds the connections are held once open")
+    ap.add_argument("--ping-interval", type=_interval, default=20.0, help="server keepalive (default 20 s)")
+    ap.add_argument("--ping-timeout", type=float, default=20.0)
+    ap.add_argument("--api", choices=("listener", "handler"), default="listener")
+    ap.add_argument("--server", choices=("fastws",) + PEERS, default="fastws")
+    ap.add_argument("--compare", action="store_true",
+                    help="fastws, then picows and websockets at min(N, 15,000), with ratios")
+    ap.add_argument("--heartbeat-cost", action="store_true",
+                    help="server CPU of keepalive: fastws vs one call_later per connection")
+    ap.add_argument("--hb-interval", type=float, default=2.0, help="ping interval for --heartbeat-cost")
+    ap.add_argument("--hb-settle", type=float, default=3.0, help="seconds before the --heartbeat-cost window")
+    ap.add_argument("--settle", type=float, default=5.0, help="idle seconds before memory is read")
+    ap.add_argument("--window", type=float, default=20.0, help="seconds of the idle CPU window")
+    ap.add_argument("--concurrency", type=int, default=512, help="handshakes in flight, all clients together")
+    ap.add_argument("--mem-floor-gib", type=float, default=2.0,
+                    help="stop opening when MemAvailable falls under this (default 2 GiB)")
+    ap.add_argument("--host", default="127.0.0.1")
+    ap.add_argument("--out", help="append the tables, date, command and machine to this markdown file")
+    args = ap.parse_args()
+    if args.heartbeat_cost:
+        args.ping_timeout = min(args.ping_timeout, 10.0)
+    try:
+        return uvloop.run(amain(args))
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    finally:
+        reap_all()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
