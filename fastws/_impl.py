@@ -34,6 +34,7 @@ _NAMES = {
         "OP_PONG",
     ),
     "wheel": ("TimerWheel", "TimerEntry"),
+    "fanout": ("fanout",),
 }
 
 

@@ -48,6 +48,12 @@ class Options:
     timer_tick          resolution of the loop's timer wheel in seconds; 1.0
     max_head            largest HTTP request/response head in bytes; 8 KiB
     max_headers         most header lines in the head; 100
+    slow_consumer       what a publish/broadcast does to a subscriber whose write
+                        buffer is above slow_consumer_limit: "close" (cut it off,
+                        1013) or "drop" (skip this message for it); "close"
+    slow_consumer_limit write-buffer bytes above which a subscriber is slow; at
+                        least write_limit, at most max_write_buffer; 1 MiB
+                        (the policy is written down in fastws/pubsub.py)
     """
 
     __slots__ = (
@@ -64,6 +70,8 @@ class Options:
         "timer_tick",
         "max_head",
         "max_headers",
+        "slow_consumer",
+        "slow_consumer_limit",
     )
 
     def __init__(
@@ -82,6 +90,8 @@ class Options:
         timer_tick: float = 1.0,
         max_head: int = 8192,
         max_headers: int = 100,
+        slow_consumer: str = "close",
+        slow_consumer_limit: int = 2**20,
         **unknown,
     ):
         if args or unknown:
@@ -110,6 +120,18 @@ class Options:
         if self.max_head < 256:
             raise ConfigError(f"max_head must be >= 256 bytes, got {max_head!r}")
         self.max_headers = _positive("max_headers", max_headers, integer=True)
+        if slow_consumer not in ("close", "drop"):
+            raise ConfigError(f'slow_consumer must be "close" or "drop", got {slow_consumer!r}')
+        self.slow_consumer = slow_consumer
+        self.slow_consumer_limit = _positive("slow_consumer_limit", slow_consumer_limit, integer=True)
+        # The fan-out reads a subscriber's buffer size only once it is above
+        # write_limit (the transport's pause_writing), so a lower limit could
+        # not be seen; above max_write_buffer it would outlive the hard limit.
+        if not self.write_limit <= self.slow_consumer_limit <= self.max_write_buffer:
+            raise ConfigError(
+                f"slow_consumer_limit ({self.slow_consumer_limit}) must be between write_limit "
+                f"({self.write_limit}) and max_write_buffer ({self.max_write_buffer})"
+            )
 
     def __repr__(self):
         fields = ", ".join(f"{name}={getattr(self, name)!r}" for name in self.__slots__)

@@ -22,6 +22,7 @@ _SERVER_KEYS = {
     "origins", "subprotocols", "process_request", "http_handler",
     "max_size", "max_queue", "write_limit", "max_write_buffer", "write_timeout", "handshake_timeout",
     "close_timeout", "ping_interval", "ping_timeout", "idle_timeout", "timer_tick", "max_head", "max_headers",
+    "slow_consumer", "slow_consumer_limit",
 }
 
 
@@ -45,12 +46,15 @@ def loop_name(loop=None) -> str:
 
 
 def run(app, host="127.0.0.1", port=8765, *, workers: int = 1, graceful_timeout: float = 10.0,
-        on_start=None, **options) -> int:
+        on_start=None, on_server=None, **options) -> int:
     """Serve ``app`` until SIGINT or SIGTERM; then stop accepting, send 1001 to
     every client, wait up to ``graceful_timeout`` for the closing handshakes and
     abort what is left. Returns the exit status (0, or 1 if workers kept dying).
 
     ``on_start(addresses, workers, loop_name)`` is called once the port is bound.
+    ``on_server(server)`` is called in each serving process with its started
+    ``fastws.Server``, before any connection is accepted (to publish from an
+    ``http_handler``, say).
     """
     server_options = {k: v for k, v in options.items() if k in _SERVER_KEYS}
     bind = {k: v for k, v in options.items() if k not in _SERVER_KEYS}
@@ -61,7 +65,7 @@ def run(app, host="127.0.0.1", port=8765, *, workers: int = 1, graceful_timeout:
     if not isinstance(workers, int) or isinstance(workers, bool) or workers < 1:
         raise ConfigError(f"workers must be a whole number >= 1, got {workers!r}")
     if workers == 1:
-        return _serve_one(app, host, port, server_options, bind, graceful_timeout, on_start)
+        return _serve_one(app, host, port, server_options, bind, graceful_timeout, on_start, on_server)
 
     if not reuse_port_supported():
         raise ConfigError("workers > 1 needs SO_REUSEPORT, which this platform lacks")
@@ -82,7 +86,7 @@ def run(app, host="127.0.0.1", port=8765, *, workers: int = 1, graceful_timeout:
         bind["reuse_port"] = True
 
         def worker_main(index: int) -> None:
-            _serve_one(app, host, port, server_options, bind, graceful_timeout, None)
+            _serve_one(app, host, port, server_options, bind, graceful_timeout, None, on_server)
 
         return Supervisor(worker_main, workers, graceful_timeout=graceful_timeout).run()
     finally:
@@ -94,12 +98,14 @@ def _format(sockname) -> str:
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
-def _serve_one(app, host, port, server_options, bind, graceful_timeout, on_start) -> int:
+def _serve_one(app, host, port, server_options, bind, graceful_timeout, on_start, on_server=None) -> int:
     server = Server(app, **server_options)
     loop = new_event_loop()
     asyncio.set_event_loop(loop)
 
     async def main():
+        if on_server is not None:
+            on_server(server)
         await server.start(host, port, **bind)
         stop = loop.create_future()
         for sig in (signal.SIGINT, signal.SIGTERM):

@@ -26,6 +26,11 @@ process_request   ``callable(request)`` run before accepting an upgrade; returns
 http_handler      ``callable(request) -> Response`` (or a coroutine function) for
                   plain HTTP requests that are not upgrades (health checks, a
                   static page); without it they get 426 Upgrade Required
+
+Pub/sub (fastws/pubsub.py, where the slow-consumer policy is written down):
+``ws.subscribe(topic)``, ``ws.unsubscribe(topic)``, ``ws.topics``,
+``ws.server``; ``server.publish(topic, data)``, ``server.broadcast(data)``,
+``server.subscribers(topic)``, ``server.topics()``, ``server.stats``.
 """
 from __future__ import annotations
 
@@ -47,6 +52,7 @@ from .exceptions import (
 from .listener import Listener
 from .options import Options
 from .protocol import CLOSED, CONNECTING, OPEN
+from .pubsub import Topics
 from .transport import StreamConnection
 from .websocket import WEBSOCKET_SLOTS, WebSocketMixin
 
@@ -77,7 +83,29 @@ class ServerConnection(StreamConnection):
     def connection_lost(self, exc) -> None:
         StreamConnection.connection_lost(self, exc)
         self._reader = None
-        self._server._unregister(self)
+        self._server._unregister(self)  # also drops its subscriptions
+
+    # ------------------------------------------------------------ pub/sub
+    @property
+    def server(self) -> "Server":
+        """The Server this connection belongs to (``ws.server.publish(...)``)."""
+        return self._server
+
+    def subscribe(self, topic: str) -> None:
+        """Receive what ``server.publish(topic, ...)`` sends, until
+        ``unsubscribe(topic)`` or the end of the connection (idempotent)."""
+        if self._state == CLOSED:
+            raise self._closed_error()
+        self._server._topics.subscribe(self, topic)
+
+    def unsubscribe(self, topic: str) -> None:
+        """Stop receiving ``topic`` (nothing happens if not subscribed)."""
+        self._server._topics.unsubscribe(self, topic)
+
+    @property
+    def topics(self) -> frozenset:
+        """The topics this connection is subscribed to."""
+        return self._server._topics.topics_of(self)
 
     # ------------------------------------------------------------ opening handshake
     def _handshake_data(self, data) -> None:
@@ -280,6 +308,9 @@ class Server:
         self.http_handler = http_handler
         self.connections: set = set()
         self.handshakes_refused = 0
+        self._topics = Topics(self.options)
+        # publishes, deliveries, slow_consumer_drops, slow_consumer_closes
+        self.stats: dict = self._topics.stats
         self._servers = []
         self._closing = False
         self._all_closed = None
@@ -296,9 +327,33 @@ class Server:
 
     def _unregister(self, conn) -> None:
         self.connections.discard(conn)
+        topics = self._topics
+        if topics.any:
+            topics.forget(conn)
         if self._closing and not self.connections and self._all_closed is not None:
             if not self._all_closed.done():
                 self._all_closed.set_result(None)
+
+    # ------------------------------------------------------------ pub/sub
+    def publish(self, topic: str, data) -> int:
+        """Send ``data`` (``str``: text, bytes-like: binary) to every subscriber
+        of ``topic``: the frame is built once and written to each. Never blocks;
+        slow subscribers are handled as ``slow_consumer`` says (fastws/pubsub.py).
+        Returns how many subscribers it was written to."""
+        return self._topics.publish(topic, data)
+
+    def broadcast(self, data, connections=None) -> int:
+        """Like publish, to every open connection (or to ``connections``, any
+        iterable of this server's connections). Returns how many it was written to."""
+        return self._topics.broadcast(self.connections if connections is None else connections, data)
+
+    def subscribers(self, topic: str) -> int:
+        """How many connections are subscribed to ``topic``."""
+        return self._topics.subscribers(topic)
+
+    def topics(self) -> frozenset:
+        """The topics that have at least one subscriber."""
+        return self._topics.topics()
 
     # ------------------------------------------------------------ lifecycle
     async def start(self, host=None, port=None, *, sock=None, reuse_port=False, backlog=2048, ssl=None,

@@ -1,0 +1,30 @@
+"""Encode-once fan-out: one frame, written to many connections.
+
+The pure-Python twin of fastws_ext/fanout.pyx (read that module's docstring
+for the three steps per connection; the slow-consumer policy is in
+fastws/pubsub.py).
+"""
+from __future__ import annotations
+
+__all__ = ["fanout"]
+
+OPEN = _OPEN = 1  # fastws.protocol.OPEN (tests assert they agree)
+
+
+def fanout(conns, frame, limit: int, slow: list) -> int:
+    """Write ``frame`` to every OPEN connection of ``conns`` whose write buffer
+    is not above ``limit``; append those above it to ``slow``. Returns how many
+    it was written to."""
+    n = 0
+    for conn in conns:
+        if conn._state != _OPEN:                                            # 1
+            continue
+        if conn._paused_writing and conn._write_buffer_size() > limit:    # 2
+            slow.append(conn)
+            continue
+        try:                                                                # 3
+            conn._write(frame)
+        except Exception:
+            continue
+        n += 1
+    return n

@@ -1,0 +1,290 @@
+"""The chat room seed application: ``fastws chat``.
+
+A browser page at ``/`` (``fastws/static/chat.html``, one self-contained file:
+no CDN, no external resource) and a WebSocket at ``/ws``. Everyone who logs
+in is in the one room; messages are JSON text frames both ways.
+
+Client to server
+================
+
+``{"type": "login", "name": NAME}``
+    The first message of a connection. NAME is trimmed; it must then be 1-32
+    characters with no control characters, and not taken in the room (names
+    compare case-insensitively, so "Alice" and "alice" cannot both be in).
+    A refused login gets an ``error`` and the client may try again.
+``{"type": "message", "text": TEXT}``
+    After login. TEXT: 1-2000 characters after trimming; it goes to the whole
+    room, the sender included.
+
+Server to client
+================
+
+``{"type": "welcome", "name": NAME, "users": [NAME, ...]}``
+    Login accepted: the name as stored (trimmed) and who is in the room, the
+    new user included, sorted.
+``{"type": "join", "name": NAME}`` / ``{"type": "leave", "name": NAME}``
+    Someone else came in or left (to everyone logged in, the user concerned
+    excluded).
+``{"type": "message", "name": NAME, "text": TEXT, "ts": MILLISECONDS}``
+    A chat message; ``ts`` is the server's Unix time in milliseconds.
+``{"type": "error", "code": CODE, "error": HUMAN_TEXT}``
+    The request was refused; the connection stays open. CODE is one of
+    ``bad_json``, ``bad_request``, ``unknown_type``, ``login_required``,
+    ``already_logged_in``, ``bad_name``, ``name_taken``, ``bad_text``.
+
+Garbage and limits
+==================
+
+- A binary frame closes the connection with 1003 (unsupported data).
+- A frame over ``max_size`` (4 KiB by default) closes it with 1009.
+- After ``MAX_ERRORS`` refused requests in a row the connection is closed
+  with 1008 (policy violation): a client that keeps sending garbage is cut off
+  rather than answered forever.
+- An upgrade to any path but ``/ws`` is refused with 404, and one whose
+  ``Origin`` names another host than ``Host`` with 403 (gorilla's CheckOrigin:
+  a page from elsewhere cannot drive a visitor's browser into the room).
+  Requests without ``Origin`` (non-browser clients) are admitted.
+
+The design follows gorilla/websocket's chat example: the room (``ChatRoom``)
+is the one owner of the user list; fan-out goes through the server's pub/sub,
+topic ``"room"``, so each message is encoded and framed once however many are
+in the room, and the server's slow-consumer policy applies to a reader that
+falls behind. One ``ChatListener`` per connection (low-level API): every
+callback runs synchronously in the event loop, so the room needs no lock.
+"""
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import logging
+import re
+import time
+import unicodedata
+from importlib import resources
+from urllib.parse import urlsplit
+
+from .exceptions import CLOSE_POLICY_VIOLATION, CLOSE_UNSUPPORTED_DATA
+from .handshake import Response
+from .listener import Listener
+
+__all__ = ["ChatRoom", "ChatListener", "chat_app", "MAX_NAME", "MAX_TEXT", "MAX_ERRORS", "TOPIC"]
+
+logger = logging.getLogger("fastws.chat")
+
+TOPIC = "room"
+MAX_NAME = 32       # characters, after trimming
+MAX_TEXT = 2000     # characters, after trimming
+MAX_ERRORS = 10     # refused requests in a row before closing with 1008
+WS_PATH = "/ws"
+
+
+def _dumps(obj) -> str:
+    return json.dumps(obj, ensure_ascii=False, separators=(",", ":"))
+
+
+def _has_control(text: str) -> bool:
+    # Cc (C0/C1 controls), Cf (format: bidi overrides, zero-width joiners...),
+    # Cs (lone surrogates, which json.loads lets through) and Co/Cn.
+    return any(unicodedata.category(ch)[0] == "C" for ch in text)
+
+
+def _has_surrogate(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
+
+
+class ChatRoom:
+    """The one owner of who is in the room: ``name -> listener``, keyed by the
+    case-folded name. Lives in the event loop's thread; no locking needed."""
+
+    __slots__ = ("_members",)
+
+    def __init__(self):
+        self._members: dict = {}
+
+    def __len__(self) -> int:
+        return len(self._members)
+
+    def users(self) -> list:
+        return sorted((listener.name for listener in self._members.values()), key=str.casefold)
+
+    def check_name(self, name):
+        """``(name trimmed, None)`` if it may log in, else ``(None, (code, error))``."""
+        if not isinstance(name, str):
+            return None, ("bad_name", "name must be a string")
+        name = name.strip()
+        if not 1 <= len(name) <= MAX_NAME:
+            return None, ("bad_name", f"name must be 1-{MAX_NAME} characters")
+        if _has_control(name):
+            return None, ("bad_name", "name must not contain control characters")
+        if name.casefold() in self._members:
+            return None, ("name_taken", f"the name \"{name}\" is taken; choose another")
+        return name, None
+
+    def add(self, listener) -> None:
+        self._members[listener.name.casefold()] = listener
+
+    def remove(self, listener) -> bool:
+        key = listener.name.casefold()
+        if self._members.get(key) is listener:
+            del self._members[key]
+            return True
+        return False
+
+
+class ChatListener(Listener):
+    """One connection to the chat room."""
+
+    __slots__ = ("room", "name", "errors")
+
+    def __init__(self, room: ChatRoom):
+        self.room = room
+        self.name = None      # set once logged in
+        self.errors = 0
+
+    # ------------------------------------------------------------ callbacks
+    def on_message(self, data) -> None:
+        if not self.ws.open:  # closing: the answer could not be sent
+            return
+        if not isinstance(data, str):
+            self.ws.close(CLOSE_UNSUPPORTED_DATA, "text (JSON) messages only")
+            return
+        try:
+            msg = json.loads(data)
+        except (ValueError, RecursionError):  # RecursionError: "[[[[..." nested too deep
+            self._refuse("bad_json", "not valid JSON")
+            return
+        if not isinstance(msg, dict) or not isinstance(msg.get("type"), str):
+            self._refuse("bad_request", 'expected a JSON object with a "type"')
+            return
+        kind = msg["type"]
+        if kind == "login":
+            self._login(msg.get("name"))
+        elif kind == "message":
+            self._say(msg.get("text"))
+        else:
+            self._refuse("unknown_type", f"unknown message type {kind[:40]!r}")
+
+    def on_close(self, code: int, reason: str) -> None:
+        if self.name is not None and self.room.remove(self):
+            # The server drops a closed connection's subscriptions itself.
+            self.ws.server.publish(TOPIC, _dumps({"type": "leave", "name": self.name}))
+
+    # ------------------------------------------------------------ requests
+    def _login(self, name) -> None:
+        if self.name is not None:
+            self._refuse("already_logged_in", "already logged in")
+            return
+        name, error = self.room.check_name(name)
+        if error is not None:
+            self._refuse(*error)
+            return
+        self.errors = 0
+        self.name = name
+        ws = self.ws
+        # Tell the room first, then subscribe: the newcomer's own join is in
+        # its welcome, not sent to it twice.
+        ws.server.publish(TOPIC, _dumps({"type": "join", "name": name}))
+        self.room.add(self)
+        ws.subscribe(TOPIC)
+        ws.send(_dumps({"type": "welcome", "name": name, "users": self.room.users()}))
+
+    def _say(self, text) -> None:
+        if self.name is None:
+            self._refuse("login_required", "log in first")
+            return
+        if not isinstance(text, str) or not 1 <= len(text.strip()) <= MAX_TEXT:
+            self._refuse("bad_text", f"text must be 1-{MAX_TEXT} characters")
+            return
+        if _has_surrogate(text):  # "\ud800" is valid JSON but no UTF-8 text frame could carry it
+            self._refuse("bad_text", "text must be valid Unicode (no lone surrogates)")
+            return
+        self.errors = 0
+        self.ws.server.publish(TOPIC, _dumps({
+            "type": "message", "name": self.name, "text": text.strip(), "ts": int(time.time() * 1000),
+        }))
+
+    def _refuse(self, code: str, error: str) -> None:
+        self.errors += 1
+        ws = self.ws
+        if self.errors >= MAX_ERRORS:
+            ws.close(CLOSE_POLICY_VIOLATION, "too many bad requests")
+        elif ws.open:
+            ws.send(_dumps({"type": "error", "code": code, "error": error}))
+
+
+# ---------------------------------------------------------------- HTTP side
+
+def _page():
+    """The page and its Content-Security-Policy: the inline script and style
+    are allowed by their SHA-256, nothing else may load."""
+    html = resources.files("fastws").joinpath("static/chat.html").read_bytes()
+    text = html.decode("utf-8")
+    hashes = {}
+    for tag in ("script", "style"):
+        blocks = re.findall(rf"<{tag}>(.*?)</{tag}>", text, re.S)
+        hashes[tag] = " ".join(
+            "'sha256-" + base64.b64encode(hashlib.sha256(b.encode("utf-8")).digest()).decode() + "'"
+            for b in blocks
+        )
+    csp = (f"default-src 'none'; script-src {hashes['script']}; style-src {hashes['style']}; "
+           "connect-src 'self'; img-src data:; base-uri 'none'; form-action 'none'; frame-ancestors 'none'")
+    return html, csp
+
+
+def _path_of(target: str) -> str:
+    return target.split("?", 1)[0]
+
+
+def _same_origin(request) -> bool:
+    """gorilla's CheckOrigin: no Origin, or an Origin whose host:port is the Host."""
+    origin = request.headers.get("origin")
+    if origin is None:
+        return True
+    try:
+        return urlsplit(origin).netloc.lower() == (request.headers.get("host") or "").lower()
+    except ValueError:
+        return False
+
+
+def _text(status: int, reason: str, body: str, headers=()) -> Response:
+    return Response(status, reason, list(headers), body.encode("utf-8"))
+
+
+def chat_app(room: ChatRoom | None = None) -> dict:
+    """The keyword arguments of ``fastws.run``/``fastws.serve`` for the chat:
+    ``app``, ``process_request``, ``http_handler``."""
+    if room is None:
+        room = ChatRoom()
+    html, csp = _page()
+    page_headers = [
+        ("Content-Type", "text/html; charset=utf-8"),
+        ("Content-Security-Policy", csp),
+        ("X-Content-Type-Options", "nosniff"),
+        ("Referrer-Policy", "no-referrer"),
+        ("Cache-Control", "no-cache"),
+    ]
+
+    def factory():
+        return ChatListener(room)
+
+    def process_request(request):
+        if _path_of(request.path) != WS_PATH:
+            return _text(404, "Not Found", f"no WebSocket here; connect to {WS_PATH}\n")
+        if not _same_origin(request):
+            return _text(403, "Forbidden", "cross-origin WebSocket refused\n")
+        return None
+
+    def http_handler(request):
+        path = _path_of(request.path)
+        if path not in ("/", "/index.html"):
+            return _text(404, "Not Found", "not found\n")
+        if request.method != "GET":
+            return _text(405, "Method Not Allowed", "GET only\n", [("Allow", "GET")])
+        return Response(200, "OK", page_headers, html)
+
+    return {"app": factory, "process_request": process_request, "http_handler": http_handler}

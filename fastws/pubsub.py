@@ -1,0 +1,223 @@
+"""Topics, publish and broadcast: the server's subscriber registry.
+
+::
+
+    async def handler(ws):                  # or a Listener: self.ws.subscribe(...)
+        ws.subscribe("news")
+        async for message in ws:
+            ws.server.publish("news", message)   # -> subscribers written to
+
+The ``Server`` owns one ``Topics`` (its only owner, like the set of its
+connections); connections reach it through ``ws.subscribe(topic)``,
+``ws.unsubscribe(topic)``, ``ws.topics``, and the server through
+``server.publish(topic, data)``, ``server.broadcast(data, connections=None)``,
+``server.subscribers(topic)``, ``server.topics()`` and ``server.stats``.
+Everything runs in the server's event loop (call ``publish`` from another
+thread with ``loop.call_soon_threadsafe``).
+
+Encode once
+-----------
+A publish builds the frame once (``build_frame``; server frames are not
+masked) and writes that same bytes object to every subscriber's transport.
+The loop over the subscribers is ``fanout`` (Cython: fastws_ext/fanout.pyx,
+twin: fastws/_py/fanout.py): per subscriber, skip it if it is not OPEN, the
+slow-consumer check, then one call of its stored ``_write``. A publish never
+blocks, never waits for a client and never raises because of one client.
+
+Registry layout
+---------------
+``topic -> dict`` of its connections (a dict used as an ordered set: O(1)
+add and remove, iteration in subscription order, walked by C code), and
+``connection -> its topics``: the topic ``str`` itself while it has one, a
+``set`` only from the second. Both live here, not on the connection: a
+connection that never subscribes costs nothing at all, not even a slot. An
+empty topic is deleted. When a connection closes, the server's
+``_unregister`` (already called from ``ServerConnection.connection_lost``)
+calls ``Topics.forget``, one dict lookup, done only while some connection is
+subscribed.
+
+Slow consumers
+--------------
+A client that does not read as fast as we publish makes its transport's write
+buffer grow. fastws never lets one such client hold up a publish or grow the
+server's memory without bound. Two server options set the policy (validated
+at start-up, see ``fastws.options.Options``):
+
+``slow_consumer_limit`` (bytes, default 1 MiB, at least write_limit)
+    A subscriber is *slow* when a publish finds more than this many bytes
+    still queued in its write buffer. Only a connection whose buffer is
+    already above ``write_limit`` (its ``_paused_writing`` flag, 64 KiB by
+    default) has its size read, so a healthy subscriber costs one flag check
+    and one write. A subscriber's buffer therefore never exceeds
+    ``slow_consumer_limit`` + one frame because of publishes.
+
+``slow_consumer="close"`` (default)
+    The slow subscriber is cut off at once: TCP is aborted (a close frame would
+    only queue behind what it does not read), ``sent_close_code`` is 1013 (Try
+    Again Later, as for write_timeout), so ``on_close``/``ConnectionClosed``
+    report 1013; it is removed from every topic and its queued bytes are
+    freed. It misses this message and every later one; a client that
+    reconnects resubscribes. Counted in ``server.stats["slow_consumer_closes"]``.
+
+``slow_consumer="drop"``
+    This message is skipped for the slow subscriber only (counted in
+    ``server.stats["slow_consumer_drops"]``, one per skipped delivery); it stays
+    subscribed and gets later messages once its buffer is back under the limit,
+    so it sees a gap, never a reordering or a partial frame. Its memory stays
+    bounded by the limit; a client that stops reading for good is still cut off
+    by ``write_timeout`` (60 s above write_limit, 1013) and by
+    ``max_write_buffer`` for what it is sent directly.
+
+Either way the other subscribers get every message, in order. ``send()`` to
+one connection is not subject to this policy (it has its own: ``write_limit``
+back-pressure, ``max_write_buffer``, ``write_timeout``).
+
+``server.stats``: ``publishes`` (publish and broadcast calls), ``deliveries``
+(frames written), ``slow_consumer_drops``, ``slow_consumer_closes``.
+"""
+from __future__ import annotations
+
+import logging
+
+from ._impl import codec
+from .exceptions import CLOSE_TRY_AGAIN_LATER
+from .protocol import CLOSING, OP_BINARY, OP_TEXT, _build_frame
+
+__all__ = ["Topics", "SLOW_CONSUMER_POLICIES"]
+
+logger = logging.getLogger("fastws.pubsub")
+
+SLOW_CONSUMER_POLICIES = ("close", "drop")
+
+_fanout = codec.fanout
+
+
+class Topics:
+    """The subscriber registry and the publish path of one Server."""
+
+    __slots__ = ("_subs", "_of", "_limit", "_close_slow", "stats")
+
+    def __init__(self, options):
+        self._subs: dict = {}   # topic -> {conn: None}
+        self._of: dict = {}     # conn -> topic (str) or set of topics
+        self._limit = options.slow_consumer_limit
+        self._close_slow = options.slow_consumer == "close"
+        self.stats = {"publishes": 0, "deliveries": 0, "slow_consumer_drops": 0, "slow_consumer_closes": 0}
+
+    # ------------------------------------------------------------ membership
+    def subscribe(self, conn, topic: str) -> None:
+        if type(topic) is not str:
+            raise TypeError(f"topic must be a str, not {type(topic).__name__}")
+        subs = self._subs.get(topic)
+        if subs is None:
+            subs = self._subs[topic] = {}
+        elif conn in subs:
+            return
+        subs[conn] = None
+        of = self._of
+        mine = of.get(conn)
+        if mine is None:
+            of[conn] = topic
+        elif type(mine) is str:
+            of[conn] = {mine, topic}
+        else:
+            mine.add(topic)
+
+    def unsubscribe(self, conn, topic: str) -> bool:
+        """Remove one subscription; False if there was none."""
+        of = self._of
+        mine = of.get(conn)
+        if mine is None:
+            return False
+        if type(mine) is str:
+            if mine != topic:
+                return False
+            del of[conn]
+        else:
+            if topic not in mine:
+                return False
+            mine.discard(topic)
+            if len(mine) == 1:
+                of[conn] = next(iter(mine))
+        self._leave(conn, topic)
+        return True
+
+    def forget(self, conn) -> None:
+        """Remove every subscription of ``conn`` (it closed)."""
+        mine = self._of.pop(conn, None)
+        if mine is None:
+            return
+        if type(mine) is str:
+            self._leave(conn, mine)
+        else:
+            for topic in mine:
+                self._leave(conn, topic)
+
+    def _leave(self, conn, topic: str) -> None:
+        subs = self._subs[topic]
+        del subs[conn]
+        if not subs:
+            del self._subs[topic]
+
+    def topics_of(self, conn) -> frozenset:
+        mine = self._of.get(conn)
+        if mine is None:
+            return frozenset()
+        if type(mine) is str:
+            return frozenset((mine,))
+        return frozenset(mine)
+
+    def subscribers(self, topic: str) -> int:
+        subs = self._subs.get(topic)
+        return 0 if subs is None else len(subs)
+
+    def topics(self) -> frozenset:
+        return frozenset(self._subs)
+
+    @property
+    def any(self) -> bool:
+        """Whether any connection is subscribed to anything."""
+        return bool(self._of)
+
+    # ------------------------------------------------------------ publishing
+    def publish(self, topic: str, data) -> int:
+        stats = self.stats
+        stats["publishes"] += 1
+        subs = self._subs.get(topic)
+        if subs is None:
+            return 0
+        return self._send(subs, data)
+
+    def broadcast(self, conns, data) -> int:
+        self.stats["publishes"] += 1
+        return self._send(conns, data)
+
+    def _send(self, conns, data) -> int:
+        frame = _build_frame(OP_TEXT if type(data) is str else OP_BINARY, data)
+        slow = []
+        n = _fanout(conns, frame, self._limit, slow)
+        stats = self.stats
+        stats["deliveries"] += n
+        if slow:
+            self._slow(slow)
+        return n
+
+    def _slow(self, slow: list) -> None:
+        """Apply the slow-consumer policy (module docstring) after the loop."""
+        if not self._close_slow:
+            self.stats["slow_consumer_drops"] += len(slow)
+            return
+        self.stats["slow_consumer_closes"] += len(slow)
+        for conn in slow:
+            try:
+                size = conn._write_buffer_size()
+                logger.info("subscriber %s is too slow (write buffer %d bytes > slow_consumer_limit %d); "
+                            "closing with 1013", conn.remote_address, size, self._limit)
+                conn.sent_close_code = CLOSE_TRY_AGAIN_LATER
+                # No more sends or publishes reach it; connection_lost (soon)
+                # settles it as CLOSED and tells the application.
+                conn._state = CLOSING
+                self.forget(conn)
+                conn._abort_transport()
+            except Exception:  # never let one connection make a publish raise
+                logger.exception("error while cutting off slow subscriber %r", conn)

@@ -1,0 +1,148 @@
+# cython: language_level=3
+"""Encode-once fan-out: one frame, written to many connections.
+
+The Cython build of fastws/_py/fanout.py (same names, same behaviour;
+tests/test_pubsub.py runs both on fake transports). ``Server.publish`` and
+``Server.broadcast`` build the frame once and call :func:`fanout`; the
+slow-consumer policy that decides what happens to the connections it reports
+is written down in ``fastws/pubsub.py``.
+
+Per connection, in this order:
+
+1. not OPEN (still in the handshake, closing, closed): skipped, not counted;
+2. ``_paused_writing`` set (its transport's write buffer is above write_limit)
+   and ``_write_buffer_size() > limit``: not written, appended to ``slow``;
+   a healthy connection costs this one flag check and nothing more;
+3. one call of its stored ``_write`` (the transport's ``write``) with the
+   same bytes object; counted.
+
+A write that raises (a transport already torn down) is skipped and not
+counted: one connection never makes the fan-out raise. The loop calls no
+application code, so the container is not changed while it is walked.
+"""
+from cpython.ref cimport PyObject, PyTypeObject, Py_XDECREF, Py_TYPE
+
+cdef extern from "Python.h":
+    PyObject* PyObject_CallOneArg(object callable, object arg)  # new reference, NULL on error
+    void PyErr_Clear()
+    ctypedef struct PyMemberDef:
+        const char* name
+        int type
+        Py_ssize_t offset
+    ctypedef struct PyMemberDescrObject:
+        PyMemberDef* d_member
+
+cdef extern from "structmember.h":
+    int T_OBJECT_EX
+
+__all__ = ["fanout"]
+
+# fastws.protocol.OPEN (tests assert they agree). States are small ints, which
+# CPython keeps as singletons, so an identity test is exact.
+cdef object _OPEN = 1
+OPEN = _OPEN
+cdef object _TRUE = True  # (a bare True would be the C integer 1 here)
+
+
+class _Slotted:
+    __slots__ = ("x",)
+
+
+cdef type _MemberDescriptor = type(_Slotted.__dict__["x"])
+
+
+# Where a connection class keeps the three fields the loop reads. Connection
+# declares them in __slots__, so they sit at fixed offsets in every instance of
+# the class and of its subclasses: reading them there skips three attribute
+# lookups per subscriber (the loop's own cost drops about 3x). Found once per
+# fan-out per class, from the class's member descriptors; any other layout
+# (a property, a __dict__ attribute) takes the plain getattr path.
+cdef struct _Layout:
+    PyObject* cls       # borrowed: the connection being looked at keeps it alive
+    bint fast
+    Py_ssize_t state
+    Py_ssize_t paused
+    Py_ssize_t write
+
+
+cdef Py_ssize_t _offset(type cls, str name) except -2:
+    descr = getattr(cls, name, None)
+    if type(descr) is not _MemberDescriptor:
+        return -1
+    cdef PyMemberDef* member = (<PyMemberDescrObject*>descr).d_member
+    if member.type != T_OBJECT_EX:
+        return -1
+    return member.offset
+
+
+cdef int _learn(_Layout* lay, object conn) except -1:
+    cls = type(conn)
+    lay.cls = <PyObject*>cls
+    lay.state = _offset(cls, "_state")
+    lay.paused = _offset(cls, "_paused_writing")
+    lay.write = _offset(cls, "_write")
+    lay.fast = lay.state >= 0 and lay.paused >= 0 and lay.write >= 0
+    return 0
+
+
+cdef inline PyObject* _slot(object obj, Py_ssize_t offset) noexcept:
+    # NULL when the slot is not set
+    return (<PyObject**>((<char*><PyObject*>obj) + offset))[0]
+
+
+cdef inline int _write(object write, object frame) noexcept:
+    """Step 3: 1 if written; a write that raises is skipped (error cleared)."""
+    cdef PyObject* result = PyObject_CallOneArg(write, frame)
+    if result == NULL:
+        PyErr_Clear()
+        return 0
+    Py_XDECREF(result)
+    return 1
+
+
+cdef inline int _deliver(_Layout* lay, object conn, object frame, Py_ssize_t limit,
+                         list slow) except -1:
+    """1 if written, 0 if skipped (step numbers as in the module docstring)."""
+    cdef PyObject* write
+    if <PyObject*>Py_TYPE(conn) != lay.cls:
+        _learn(lay, conn)
+    if lay.fast:
+        if _slot(conn, lay.state) != <PyObject*>_OPEN:                     # 1
+            return 0
+        if _slot(conn, lay.paused) == <PyObject*>_TRUE and conn._write_buffer_size() > limit:  # 2
+            slow.append(conn)
+            return 0
+        write = _slot(conn, lay.write)                                      # 3
+        if write == NULL:
+            return 0
+        return _write(<object>write, frame)  # <object>: a strong reference during the call
+    if conn._state is not _OPEN:
+        return 0
+    if conn._paused_writing is True and conn._write_buffer_size() > limit:
+        slow.append(conn)
+        return 0
+    return _write(conn._write, frame)
+
+
+cpdef Py_ssize_t fanout(object conns, object frame, Py_ssize_t limit, list slow) except -1:
+    """Write ``frame`` to every OPEN connection of ``conns`` (a dict used as an
+    ordered set, a set, a list, or any iterable of connections) whose write
+    buffer is not above ``limit``; append those above it to ``slow``. Returns
+    how many it was written to."""
+    cdef Py_ssize_t n = 0
+    cdef object conn
+    cdef _Layout lay
+    lay.cls = NULL
+    if type(conns) is dict:
+        for conn in <dict>conns:
+            n += _deliver(&lay, conn, frame, limit, slow)
+    elif type(conns) is list:
+        for conn in <list>conns:
+            n += _deliver(&lay, conn, frame, limit, slow)
+    elif type(conns) is set:
+        for conn in <set>conns:
+            n += _deliver(&lay, conn, frame, limit, slow)
+    else:
+        for conn in conns:
+            n += _deliver(&lay, conn, frame, limit, slow)
+    return n
