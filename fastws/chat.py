@@ -56,7 +56,6 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import json
 import logging
 import re
 import time
@@ -64,9 +63,8 @@ import unicodedata
 from importlib import resources
 from urllib.parse import urlsplit
 
-from .exceptions import CLOSE_POLICY_VIOLATION, CLOSE_UNSUPPORTED_DATA
 from .handshake import Response
-from .listener import Listener
+from .apps import MAX_ERRORS, JsonListener, dumps
 
 __all__ = ["ChatRoom", "ChatListener", "chat_app", "MAX_NAME", "MAX_TEXT", "MAX_ERRORS", "TOPIC"]
 
@@ -75,12 +73,8 @@ logger = logging.getLogger("fastws.chat")
 TOPIC = "room"
 MAX_NAME = 32       # characters, after trimming
 MAX_TEXT = 2000     # characters, after trimming
-MAX_ERRORS = 10     # refused requests in a row before closing with 1008
 WS_PATH = "/ws"
 
-
-def _dumps(obj) -> str:
-    return json.dumps(obj, ensure_ascii=False, separators=(",", ":"))
 
 
 def _has_control(text: str) -> bool:
@@ -136,30 +130,20 @@ class ChatRoom:
         return False
 
 
-class ChatListener(Listener):
+class ChatListener(JsonListener):
     """One connection to the chat room."""
 
-    __slots__ = ("room", "name", "errors")
+    __slots__ = ("room", "name")
 
     def __init__(self, room: ChatRoom):
+        super().__init__()
         self.room = room
         self.name = None      # set once logged in
-        self.errors = 0
 
     # ------------------------------------------------------------ callbacks
     def on_message(self, data) -> None:
-        if not self.ws.open:  # closing: the answer could not be sent
-            return
-        if not isinstance(data, str):
-            self.ws.close(CLOSE_UNSUPPORTED_DATA, "text (JSON) messages only")
-            return
-        try:
-            msg = json.loads(data)
-        except (ValueError, RecursionError):  # RecursionError: "[[[[..." nested too deep
-            self._refuse("bad_json", "not valid JSON")
-            return
-        if not isinstance(msg, dict) or not isinstance(msg.get("type"), str):
-            self._refuse("bad_request", 'expected a JSON object with a "type"')
+        msg = self.decode(data)
+        if msg is None:
             return
         kind = msg["type"]
         if kind == "login":
@@ -167,54 +151,47 @@ class ChatListener(Listener):
         elif kind == "message":
             self._say(msg.get("text"))
         else:
-            self._refuse("unknown_type", f"unknown message type {kind[:40]!r}")
+            self.refuse("unknown_type", f"unknown message type {kind[:40]!r}")
 
     def on_close(self, code: int, reason: str) -> None:
         if self.name is not None and self.room.remove(self):
             # The server drops a closed connection's subscriptions itself.
-            self.ws.server.publish(TOPIC, _dumps({"type": "leave", "name": self.name}))
+            self.ws.server.publish(TOPIC, dumps({"type": "leave", "name": self.name}))
 
     # ------------------------------------------------------------ requests
     def _login(self, name) -> None:
         if self.name is not None:
-            self._refuse("already_logged_in", "already logged in")
+            self.refuse("already_logged_in", "already logged in")
             return
         name, error = self.room.check_name(name)
         if error is not None:
-            self._refuse(*error)
+            self.refuse(*error)
             return
         self.errors = 0
         self.name = name
         ws = self.ws
         # Tell the room first, then subscribe: the newcomer's own join is in
         # its welcome, not sent to it twice.
-        ws.server.publish(TOPIC, _dumps({"type": "join", "name": name}))
+        ws.server.publish(TOPIC, dumps({"type": "join", "name": name}))
         self.room.add(self)
         ws.subscribe(TOPIC)
-        ws.send(_dumps({"type": "welcome", "name": name, "users": self.room.users()}))
+        ws.send(dumps({"type": "welcome", "name": name, "users": self.room.users()}))
 
     def _say(self, text) -> None:
         if self.name is None:
-            self._refuse("login_required", "log in first")
+            self.refuse("login_required", "log in first")
             return
         if not isinstance(text, str) or not 1 <= len(text.strip()) <= MAX_TEXT:
-            self._refuse("bad_text", f"text must be 1-{MAX_TEXT} characters")
+            self.refuse("bad_text", f"text must be 1-{MAX_TEXT} characters")
             return
         if _has_surrogate(text):  # "\ud800" is valid JSON but no UTF-8 text frame could carry it
-            self._refuse("bad_text", "text must be valid Unicode (no lone surrogates)")
+            self.refuse("bad_text", "text must be valid Unicode (no lone surrogates)")
             return
         self.errors = 0
-        self.ws.server.publish(TOPIC, _dumps({
+        self.ws.server.publish(TOPIC, dumps({
             "type": "message", "name": self.name, "text": text.strip(), "ts": int(time.time() * 1000),
         }))
 
-    def _refuse(self, code: str, error: str) -> None:
-        self.errors += 1
-        ws = self.ws
-        if self.errors >= MAX_ERRORS:
-            ws.close(CLOSE_POLICY_VIOLATION, "too many bad requests")
-        elif ws.open:
-            ws.send(_dumps({"type": "error", "code": code, "error": error}))
 
 
 # ---------------------------------------------------------------- HTTP side

@@ -240,10 +240,16 @@ class Connection(codec.TimerEntry):
             parser = self._make_parser()
         try:
             parser.feed(data)
-        except ProtocolError as exc:
+        except Exception as exc:
+            self._input_failed(exc)
+
+    def _input_failed(self, exc: Exception) -> None:
+        """Parsing the peer's bytes raised: a protocol error becomes its close
+        frame; anything else came from an application callback (1011)."""
+        if isinstance(exc, ProtocolError):
             logger.info("closing connection with %s: %d %s", self.remote_address, exc.code, exc.reason)
             self._fail(exc.code, exc.reason)
-        except Exception as exc:  # an application callback raised
+        else:
             self._app_error(exc)
 
     def _app_error(self, exc: BaseException) -> None:

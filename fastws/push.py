@@ -43,14 +43,13 @@ refuses ``--workers`` above 1 until a shared broker exists.
 from __future__ import annotations
 
 import hmac
-import json
 import logging
 import re
 from urllib.parse import parse_qs, unquote
 
-from .exceptions import CLOSE_POLICY_VIOLATION, CLOSE_UNSUPPORTED_DATA, ConfigError
+from .exceptions import ConfigError
 from .handshake import Response
-from .listener import Listener
+from .apps import MAX_ERRORS, JsonListener, dumps
 
 __all__ = ["PushListener", "PushService", "push_app", "valid_topic",
            "MAX_TOPICS", "MAX_ERRORS", "MAX_BODY", "CLIENT_MAX_SIZE"]
@@ -58,7 +57,6 @@ __all__ = ["PushListener", "PushService", "push_app", "valid_topic",
 logger = logging.getLogger("fastws.push")
 
 MAX_TOPICS = 64          # subscriptions per connection
-MAX_ERRORS = 10          # refused requests in a row before closing with 1008
 MAX_BODY = 2**20         # the HTTP request reader's own body limit (handshake.RequestReader)
 CLIENT_MAX_SIZE = 4096   # largest message a subscriber may send (JSON requests only)
 WS_PATH = "/ws"
@@ -70,9 +68,6 @@ _TOPIC = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 def valid_topic(topic) -> bool:
     return isinstance(topic, str) and _TOPIC.fullmatch(topic) is not None
 
-
-def _dumps(obj) -> str:
-    return json.dumps(obj, ensure_ascii=False, separators=(",", ":"))
 
 
 def _split_target(target: str):
@@ -96,13 +91,10 @@ def query_topics(target: str):
     return topics if len(topics) <= MAX_TOPICS else None
 
 
-class PushListener(Listener):
+class PushListener(JsonListener):
     """One subscriber connection."""
 
-    __slots__ = ("errors",)
-
-    def __init__(self):
-        self.errors = 0
+    __slots__ = ()
 
     def on_connect(self, ws) -> None:
         self.ws = ws
@@ -111,30 +103,20 @@ class PushListener(Listener):
             ws.subscribe(topic)
 
     def on_message(self, data) -> None:
+        msg = self.decode(data)
+        if msg is None:
+            return
         ws = self.ws
-        if not ws.open:
-            return
-        if not isinstance(data, str):
-            ws.close(CLOSE_UNSUPPORTED_DATA, "text (JSON) messages only")
-            return
-        try:
-            msg = json.loads(data)
-        except (ValueError, RecursionError):  # RecursionError: "[[[[..." nested too deep
-            self._refuse("bad_json", "not valid JSON")
-            return
-        if not isinstance(msg, dict) or not isinstance(msg.get("type"), str):
-            self._refuse("bad_request", 'expected a JSON object with a "type"')
-            return
         kind, topic = msg["type"], msg.get("topic")
         if kind not in ("subscribe", "unsubscribe"):
-            self._refuse("unknown_type", f"unknown message type {kind[:40]!r}")
+            self.refuse("unknown_type", f"unknown message type {kind[:40]!r}")
             return
         if not valid_topic(topic):
-            self._refuse("bad_topic", "topic must be 1-128 characters of A-Z a-z 0-9 . _ : -")
+            self.refuse("bad_topic", "topic must be 1-128 characters of A-Z a-z 0-9 . _ : -")
             return
         if kind == "subscribe":
             if topic not in ws.topics and len(ws.topics) >= MAX_TOPICS:
-                self._refuse("too_many_topics", f"at most {MAX_TOPICS} topics per connection")
+                self.refuse("too_many_topics", f"at most {MAX_TOPICS} topics per connection")
                 return
             ws.subscribe(topic)
             reply = "subscribed"
@@ -142,14 +124,7 @@ class PushListener(Listener):
             ws.unsubscribe(topic)
             reply = "unsubscribed"
         self.errors = 0
-        ws.send(_dumps({"type": reply, "topic": topic}))
-
-    def _refuse(self, code: str, error: str) -> None:
-        self.errors += 1
-        if self.errors >= MAX_ERRORS:
-            self.ws.close(CLOSE_POLICY_VIOLATION, "too many bad requests")
-        else:
-            self.ws.send(_dumps({"type": "error", "code": code, "error": error}))
+        ws.send(dumps({"type": reply, "topic": topic}))
 
 
 def _text(status: int, reason: str, body: str, headers=()) -> Response:
@@ -158,7 +133,7 @@ def _text(status: int, reason: str, body: str, headers=()) -> Response:
 
 def _json(status: int, reason: str, obj, headers=()) -> Response:
     return Response(status, reason, [("Content-Type", "application/json"), *headers],
-                    (_dumps(obj) + "\n").encode("utf-8"))
+                    (dumps(obj) + "\n").encode("utf-8"))
 
 
 class PushService:

@@ -11,7 +11,6 @@ import asyncio
 import logging
 import threading
 
-from .exceptions import ProtocolError
 from .protocol import CLOSED, CONNECTING, Connection
 from .timers import get_driver
 
@@ -65,43 +64,26 @@ class StreamConnection(Connection, asyncio.BufferedProtocol):
         parser = self._parser
         if parser is None:
             if self._state == CONNECTING:
-                data = bytes(_http_scratch()[:nbytes])
-                try:
-                    self._handshake_data(data)
-                except Exception:
-                    logger.exception("error during the opening handshake with %s", self.remote_address)
-                    self._abort_transport()
+                self._handshake_bytes(bytes(_http_scratch()[:nbytes]))
             return
         try:
             parser.buffer_updated(nbytes)
-        except ProtocolError as exc:
-            logger.info("closing connection with %s: %d %s", self.remote_address, exc.code, exc.reason)
-            self._fail(exc.code, exc.reason)
-        except Exception as exc:  # an application callback raised
-            self._app_error(exc)
+        except Exception as exc:
+            self._input_failed(exc)
 
     def data_received(self, data) -> None:
         """Plain-Protocol path (transports that do not lend buffers)."""
-        parser = self._parser
-        if parser is None:
-            state = self._state
-            if state == CONNECTING:
-                try:
-                    self._handshake_data(data)
-                except Exception:
-                    logger.exception("error during the opening handshake with %s", self.remote_address)
-                    self._abort_transport()
-                return
-            if state == CLOSED:
-                return
-            parser = self._make_parser()
+        if self._parser is None and self._state == CONNECTING:
+            self._handshake_bytes(data)
+        elif self._state != CLOSED:
+            self._feed(data)
+
+    def _handshake_bytes(self, data: bytes) -> None:
         try:
-            parser.feed(data)
-        except ProtocolError as exc:
-            logger.info("closing connection with %s: %d %s", self.remote_address, exc.code, exc.reason)
-            self._fail(exc.code, exc.reason)
-        except Exception as exc:  # an application callback raised
-            self._app_error(exc)
+            self._handshake_data(data)
+        except Exception:
+            logger.exception("error during the opening handshake with %s", self.remote_address)
+            self._abort_transport()
 
     def eof_received(self):
         # The peer half-closed. Without a close frame first this is an abnormal
