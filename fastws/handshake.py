@@ -41,6 +41,27 @@ look whether the head completed there: the end of the head, and so
 offsets, and the head limit is exact (a head of ``max_head`` bytes passes, one
 more byte is refused) because no more than ``max_head`` bytes are ever fed
 before the head completes.
+
+The common case, kept short
+---------------------------
+A server mostly sees one thing: the whole head of a valid upgrade request in
+the first read. For it:
+
+- ``RequestReader.feed`` gives llhttp the head, up to the first CRLF CRLF, in
+  one ``feed_data`` call (no copy when the read is just the head), and makes
+  the Request as soon as llhttp stops there;
+- ``on_header`` only appends llhttp's ``(name, value)`` bytes: nothing is
+  decoded per field line. ``Headers`` decodes them (latin-1, OWS stripped) on
+  first use, and ``check_request``/``is_upgrade_request`` read just the nine
+  fields they check, collected in one pass (``Headers._fields``);
+- ``Headers.pack`` is the slice of the head holding its field lines, as
+  received;
+- ``accept_response`` writes the 101 after a status line, Date and Server
+  made once a second (the same bytes as ``Response.to_bytes``, which still
+  writes anything unusual).
+
+The same rules hold on every path, and tests/test_handshake.py compares each
+short cut with the general way (split reads, str Headers, ``to_bytes``).
 """
 
 from __future__ import annotations
@@ -106,18 +127,28 @@ class Headers:
     about ten fields; scanning them beats hashing). Names keep the case they
     were given; lookups ignore case. Iteration, ``len`` and ``items()`` go
     over field lines, so a name sent on two lines appears twice.
+
+    The readers hand over the ``(name, value)`` bytes pairs as llhttp gave
+    them (``_from_raw``), and the field lines of the head as received when
+    the head came in one piece: they are decoded (latin-1, value stripped of
+    OWS) only when a method below needs them, which the server's handshake
+    never does: ``check_request`` reads the few fields it checks through
+    ``_fields()`` and the connection keeps ``pack()``, the received bytes.
     """
 
-    __slots__ = ("_items", "_lower")
+    __slots__ = ("_items", "_lower", "_raw", "_block", "_ws")
 
     def __init__(self, items=()):
         if isinstance(items, Headers):
-            self._items = list(items._items)
+            self._items = list(items._load())
         else:
             if hasattr(items, "items"):
                 items = items.items()
             self._items = [(str(name), str(value)) for name, value in items]
         self._lower = None
+        self._raw = None
+        self._block = None
+        self._ws = None
 
     @classmethod
     def _wrap(cls, items: list) -> "Headers":
@@ -125,21 +156,61 @@ class Headers:
         self = cls.__new__(cls)
         self._items = items
         self._lower = None
+        self._raw = None
+        self._block = None
+        self._ws = None
         return self
+
+    @classmethod
+    def _from_raw(cls, raw: list, block=None) -> "Headers":
+        """Adopt a reader's list of (bytes, bytes) field lines, as llhttp
+        delivered them (leading OWS of the value already skipped); decoded on
+        first use. ``block``: the same field lines as received, each
+        preceded by CRLF (the head minus its start line and final CRLF CRLF),
+        or None."""
+        self = cls.__new__(cls)
+        self._items = None
+        self._lower = None
+        self._raw = raw
+        self._block = block
+        self._ws = None
+        return self
+
+    def _load(self) -> list:
+        """The (str, str) items, decoded from the raw field lines if need be."""
+        items = self._items
+        if items is None:
+            # Interned names: the handful of common ones is shared by every
+            # connection's Headers instead of stored once per connection.
+            items = self._items = [
+                (_intern(n.decode("latin-1")), v.decode("latin-1").strip(_OWS)) for n, v in self._raw
+            ]
+            self._raw = None
+        return items
 
     def _names(self) -> list:
         lower = self._lower
         if lower is None:
-            # Interned: the handful of common names is shared by every
-            # connection's Headers instead of stored once per connection.
-            lower = self._lower = [_intern(n.lower()) for n, _ in self._items]
+            lower = self._lower = [_intern(n.lower()) for n, _ in self._load()]
         return lower
+
+    def _fields(self) -> list:
+        """The values of the fields the handshake checks, computed once: a
+        list indexed by ``_HOST`` ... ``_TRANSFER_ENCODING`` holding, for
+        each, None when absent or the list of its values (str, OWS-stripped),
+        one per field line."""
+        ws = self._ws
+        if ws is None:
+            raw = self._raw
+            ws = self._ws = _scan_raw(raw) if raw is not None else _scan_items(self._items)
+        return ws
 
     def add(self, name: str, value: str) -> None:
         """Append a field line (does not replace an existing one)."""
-        self._items.append((name, value))
+        self._load().append((name, value))
         if self._lower is not None:
             self._lower.append(name.lower())
+        self._block = self._ws = None
 
     def get(self, name: str, default=None):
         """The first value of ``name``, or ``default``."""
@@ -152,8 +223,9 @@ class Headers:
     def get_all(self, name: str) -> list:
         """Every value of ``name``, one per field line, in order."""
         key = name.lower()
+        names = self._names()
         items = self._items
-        return [items[i][1] for i, n in enumerate(self._names()) if n == key]
+        return [items[i][1] for i, n in enumerate(names) if n == key]
 
     def __getitem__(self, name: str) -> str:
         """The first value of ``name``; KeyError if absent."""
@@ -167,55 +239,140 @@ class Headers:
         return isinstance(name, str) and name.lower() in self._names()
 
     def __iter__(self):
-        return (n for n, _ in self._items)
+        return (n for n, _ in self._load())
 
     def __len__(self) -> int:
-        return len(self._items)
+        items = self._items
+        return len(self._raw if items is None else items)
 
     def items(self) -> list:
         """A new list of ``(name, value)`` pairs, one per field line."""
-        return list(self._items)
+        return list(self._load())
 
     def raw_items(self) -> list:
         """The internal list of ``(name, value)`` tuples, not copied: read only
         (use ``add`` to append)."""
-        return self._items
+        return self._load()
 
     def pack(self) -> bytes:
-        """The fields as one compact bytes object (latin-1 ``name: value`` lines).
+        """The fields as one compact bytes object, for ``unpack``.
 
         A connection keeps this after the handshake instead of the Headers
         object (one object instead of a list of tuples of strings: about a
         quarter of the memory), and ``unpack`` rebuilds it on demand.
+
+        Two forms: the field lines of a head as received (llhttp validated
+        them), each preceded by CRLF, when a reader kept them; otherwise
+        latin-1 ``name: value`` lines joined by CRLF, which never start with
+        CRLF (a name is not empty).
         """
+        block = self._block
+        if block is not None:
+            return block
+        raw = self._raw
+        if raw is not None:
+            return b"\r\n".join([n + b": " + v.strip(b" \t") for n, v in raw])
         return "\r\n".join(f"{n}: {v}" for n, v in self._items).encode("latin-1")
 
     @classmethod
     def unpack(cls, packed: bytes) -> "Headers":
         """The Headers that ``pack`` packed (values were validated on the way in)."""
         items = []
-        if packed:
+        if packed[:2] == b"\r\n":
+            # Field lines as received: decoded as _load decodes llhttp's.
+            for line in packed[2:].decode("latin-1").split("\r\n"):
+                name, _, value = line.partition(":")
+                items.append((_intern(name), value.strip(_OWS)))
+        elif packed:
             for line in packed.decode("latin-1").split("\r\n"):
                 name, _, value = line.partition(": ")
                 items.append((_intern(name), value))
         return cls._wrap(items)
 
     def __repr__(self) -> str:
-        return f"Headers({self._items!r})"
+        return f"Headers({self._load()!r})"
 
     def __eq__(self, other):
         if isinstance(other, Headers):
-            other = other._items
+            other = other._load()
         elif not isinstance(other, list):
             return NotImplemented
-        if len(other) != len(self._items):
+        items = self._load()
+        if len(other) != len(items):
             return False
         return all(
             n1.lower() == n2.lower() and v1 == v2
-            for (n1, v1), (n2, v2) in zip(self._items, other)
+            for (n1, v1), (n2, v2) in zip(items, other)
         )
 
     __hash__ = None
+
+
+# The fields check_request reads, by index in Headers._fields().
+_FIELD_NAMES = (
+    "host", "upgrade", "connection", "sec-websocket-key", "sec-websocket-version",
+    "origin", "sec-websocket-protocol", "content-length", "transfer-encoding",
+)
+(
+    _HOST, _UPGRADE, _CONNECTION, _KEY, _VERSION,
+    _ORIGIN, _PROTOCOL, _CONTENT_LENGTH, _TRANSFER_ENCODING,
+) = range(len(_FIELD_NAMES))
+_FIELD_INDEX = {name: i for i, name in enumerate(_FIELD_NAMES)}
+# For raw names: the lowercase ones, plus the usual spellings of these and of
+# other fields a handshake carries (-1: not looked for), so that most names
+# are found without lowercasing them first. Any other spelling is lowercased.
+_FIELD_INDEX_RAW = {name.encode("ascii"): i for i, name in enumerate(_FIELD_NAMES)}
+_FIELD_INDEX_RAW.update({
+    name.encode("ascii"): _FIELD_INDEX.get(name.lower(), -1)
+    for name in (
+        "Host", "Upgrade", "Connection", "Sec-WebSocket-Key", "Sec-WebSocket-Version",
+        "Origin", "Sec-WebSocket-Protocol", "Content-Length", "Transfer-Encoding",
+        "User-Agent", "Sec-WebSocket-Extensions", "Accept", "Accept-Encoding",
+        "Accept-Language", "Cache-Control", "Pragma", "Cookie", "Authorization",
+        "user-agent", "sec-websocket-extensions", "accept", "accept-encoding",
+        "accept-language", "cache-control", "pragma", "cookie", "authorization",
+    )
+})
+
+
+def _scan_raw(raw: list) -> list:
+    """``Headers._fields`` from raw (bytes, bytes) field lines.
+
+    Field names are tokens (llhttp refused anything else), so ``bytes.lower``
+    is the ASCII case-insensitive match; only the values of the fields looked
+    for are decoded.
+    """
+    found = [None] * len(_FIELD_NAMES)
+    index = _FIELD_INDEX_RAW.get
+    for name, value in raw:
+        i = index(name)
+        if i is None:
+            i = index(name.lower())
+            if i is None:
+                continue
+        if i >= 0:
+            value = value.decode("latin-1").strip(_OWS)
+            values = found[i]
+            if values is None:
+                found[i] = [value]
+            else:
+                values.append(value)
+    return found
+
+
+def _scan_items(items: list) -> list:
+    """``Headers._fields`` from (str, str) items (values taken as given)."""
+    found = [None] * len(_FIELD_NAMES)
+    index = _FIELD_INDEX.get
+    for name, value in items:
+        i = index(name.lower())
+        if i is not None:
+            values = found[i]
+            if values is None:
+                found[i] = [value]
+            else:
+                values.append(value)
+    return found
 
 
 class Request:
@@ -358,7 +515,24 @@ def _tokens(values) -> list:
 
 def _has_token(headers: Headers, name: str, token: str) -> bool:
     """Whether any ``name`` field line lists ``token`` (ASCII case-insensitive)."""
-    return any(t.lower() == token for t in _tokens(headers.get_all(name)))
+    return _lists_token(headers.get_all(name), token)
+
+
+def _lists_token(values, token: str) -> bool:
+    """Whether the list-based field values ``values`` (one per field line, or
+    None) hold the lowercase ``token``, ASCII case-insensitively: the same as
+    ``any(t.lower() == token for t in _tokens(values))``, without building
+    the list for the usual single value that is just the token."""
+    if values:
+        for value in values:
+            value = value.lower()
+            if value == token:
+                return True
+            if token in value:
+                for part in value.split(","):
+                    if part.strip(_OWS) == token:
+                        return True
+    return False
 
 
 # --------------------------------------------------------------------------
@@ -369,24 +543,42 @@ def _has_token(headers: Headers, name: str, token: str) -> bool:
 _HEAD, _BODY, _DONE, _FAILED = range(4)
 
 
+def _check_limits(**limits) -> None:
+    for name, value in limits.items():
+        if not isinstance(value, int) or value < 0:
+            raise ConfigError(f"{name} must be a non-negative int, got {value!r}")
+
+
 class _Reader:
     """Shared machinery: head delimiting, limits, body framing.
 
     Subclasses set ``_parser`` and implement ``_on_head`` (decides the body
     framing once the head is complete) and ``_result``/``_error``.
+
+    The httptools callbacks do as little as they can (they run once per
+    field line): ``on_header`` appends the raw pair to ``_fields``, and the
+    header count is checked after each ``feed_data``. They never raise into
+    llhttp; ``on_body`` stores its error in ``_fail``, raised typed after
+    ``feed_data`` returns.
     """
 
     __slots__ = (
         "max_head", "max_headers", "max_body", "leftover",
-        "_parser", "_state", "_head_len", "_tail", "_headers", "_nheaders",
+        "_parser", "_state", "_head_len", "_tail", "_fields", "_headers",
         "_head_done", "_complete", "_body", "_body_len", "_remaining",
-        "_upgrade", "_fail", "_result_obj",
+        "_upgrade", "_fail", "_result_obj", "_block",
     )
 
+    # httptools looks every callback up once per parser: present as None,
+    # the unused ones cost no AttributeError each time.
+    on_message_begin = on_chunk_header = on_chunk_complete = None
+
     def __init__(self, max_head: int, max_headers: int, max_body: int):
-        for name, value in (("max_head", max_head), ("max_headers", max_headers), ("max_body", max_body)):
-            if not isinstance(value, int) or value < 0:
-                raise ConfigError(f"{name} must be a non-negative int, got {value!r}")
+        if not (
+            type(max_head) is int and type(max_headers) is int and type(max_body) is int
+            and max_head >= 0 and max_headers >= 0 and max_body >= 0
+        ):
+            _check_limits(max_head=max_head, max_headers=max_headers, max_body=max_body)
         self.max_head = max_head
         self.max_headers = max_headers
         self.max_body = max_body
@@ -394,8 +586,8 @@ class _Reader:
         self._state = _HEAD
         self._head_len = 0
         self._tail = b""
-        self._headers = []
-        self._nheaders = 0
+        self._fields = []  # raw (name, value) field lines of the head being read
+        self._headers = None  # ... moved here once the head is complete
         self._head_done = False
         self._complete = False
         self._body = []
@@ -404,25 +596,14 @@ class _Reader:
         self._upgrade = False
         self._fail = None
         self._result_obj = None
+        self._block = None  # the head's field lines as received (Headers.pack)
 
-    # ---- httptools callbacks (never let an exception escape into llhttp:
-    # ---- store it, return, and raise it typed after feed_data) ----
-
-    def on_message_begin(self):
-        if self._state == _HEAD:
-            self._headers = []
-            self._nheaders = 0
-            self._head_done = False
-            self._complete = False
+    # ---- httptools callbacks ----
 
     def on_header(self, name: bytes, value: bytes):
-        if self._state != _HEAD or self._fail is not None:
-            return
-        self._nheaders += 1
-        if self._nheaders > self.max_headers:
-            self._fail = self._too_many_headers()
-            return
-        self._headers.append((_intern(name.decode("latin-1")), value.decode("latin-1").strip(_OWS)))
+        # Once the head is complete, ``_fields`` is a fresh list that only
+        # field lines of a message pipelined behind ours land in (dropped).
+        self._fields.append((name, value))
 
     def on_body(self, body: bytes):
         if self._state != _BODY or self._fail is not None:
@@ -435,7 +616,7 @@ class _Reader:
 
     def on_message_complete(self):
         # Only our message: not an interim 1xx, not one pipelined behind.
-        if self._head_done and self._state in (_HEAD, _BODY):
+        if self._head_done and self._state != _DONE:
             self._complete = True
 
     # ---- feeding ----
@@ -454,85 +635,113 @@ class _Reader:
             return None
         if state == _FAILED:
             raise self._fail
-        data = bytes(data)
         try:
-            if state == _HEAD:
-                pos = self._feed_head(data)
-                if self._state == _HEAD:
-                    return None
-                data = data[pos:]
-            if self._state == _BODY:
-                data = self._feed_body(data)
-            if self._state == _DONE:
-                self.leftover = data
-                return self._result_obj
-            return None
+            return self._feed(bytes(data), 0)
         except Exception as exc:
-            self._state = _FAILED
-            if self._fail is None:
-                self._fail = exc
-            raise self._fail from None
+            self._failed(exc)
+
+    def _failed(self, exc: Exception):
+        """Go to _FAILED for good and raise the (first) error."""
+        self._state = _FAILED
+        self._parser = self._fields = self._headers = None
+        if self._fail is None:
+            self._fail = exc
+        raise self._fail from None
+
+    def _feed(self, data: bytes, pos: int):
+        """feed, from ``data[pos:]``."""
+        if self._state == _HEAD:
+            pos = self._feed_head(data, pos)
+            if not self._head_done:
+                return None
+            self._finish_head()
+        if pos:
+            data = data[pos:]
+        if self._state == _BODY:
+            data = self._feed_body(data)
+        if self._state == _DONE:
+            self.leftover = data
+            return self._result_obj
+        return None
 
     def _feed_parser(self, piece: bytes) -> int:
-        """Feed llhttp; return how many bytes of ``piece`` belong to the message."""
+        """Feed llhttp; return how many bytes of ``piece`` belong to the message.
+
+        Raises, in this order: 431 (413 for a response) if the head being
+        read has more than ``max_headers`` field lines (as if counted as they
+        came: checked before llhttp's own verdict), the error a callback
+        stored, 400 (InvalidResponse) for what llhttp refused.
+        """
         try:
             self._parser.feed_data(piece)
+            used = len(piece)
         except httptools.HttpParserUpgrade as exc:
             self._upgrade = True
-            if self._fail is not None:
-                raise self._fail from None
-            return exc.args[0] if exc.args else len(piece)
+            used = exc.args[0] if exc.args else len(piece)
         except httptools.HttpParserError:
-            if self._fail is not None:
-                raise self._fail from None
+            used = -1
+        if self._state == _HEAD and len(self._fields) > self.max_headers:
+            raise self._too_many_headers()
+        if self._fail is not None:
+            raise self._fail
+        if used < 0:
             if self._complete:
                 # llhttp went on to parse the bytes behind a complete message as
                 # the next one (or paused on a 101 without Connection: upgrade):
                 # not our message, not our error.
                 return len(piece)
-            raise self._malformed() from None
-        if self._fail is not None:
-            raise self._fail
-        return len(piece)
+            raise self._malformed()
+        return used
 
-    def _feed_head(self, data: bytes) -> int:
-        """Feed head bytes; return the position in ``data`` where the head ended."""
-        pos = 0
+    def _feed_head(self, data: bytes, pos: int) -> int:
+        """Feed the head bytes from ``data[pos:]``; return the position in
+        ``data`` where the head ended.
+
+        Each piece fed ends at the end of the next CRLF CRLF (or at the head
+        limit): the first bytes of a head are searched in place, so a head
+        that arrives whole in one read goes to llhttp in one call, uncopied.
+        """
         end_of_data = len(data)
         while pos < end_of_data:
             budget = self.max_head - self._head_len
             tail = self._tail
-            window = tail + data[pos:pos + budget]
-            i = window.find(_CRLFCRLF)
-            end = pos + budget if i < 0 else pos + i + 4 - len(tail)
+            if tail:
+                # Continue a CRLF CRLF the previous piece may have begun.
+                i = (tail + data[pos:pos + budget]).find(_CRLFCRLF)
+                end = pos + budget if i < 0 else pos + i + 4 - len(tail)
+            else:
+                i = data.find(_CRLFCRLF, pos, pos + budget)
+                end = pos + budget if i < 0 else i + 4
             if end > end_of_data:
                 end = end_of_data
-            piece = data[pos:end]
+            piece = data if pos == 0 and end == end_of_data else data[pos:end]
             used = self._feed_parser(piece)
             self._head_len += used
-            self._tail = (tail + piece)[-3:]
             if self._head_done:
                 # The head ends at the end of ``piece`` (it was cut after a
                 # CRLF CRLF); llhttp's upgrade offset says the same.
+                if self._head_len == used:
+                    self._keep_block(piece, used)
                 return pos + used
+            self._tail = (tail + piece)[-3:]
             pos = end
             if self._head_len >= self.max_head:
                 # No head of max_head bytes or less ends here.
                 raise self._head_too_big()
         return pos
 
-    def _head_complete(self):
-        """Called from on_headers_complete: decide how the body is framed."""
-        self._head_done = True
-        if self._fail is not None:
-            return
-        try:
-            self._on_head()
-        except Exception as exc:  # stored; raised after feed_data returns
-            self._fail = exc
+    def _keep_block(self, head: bytes, end: int) -> None:
+        """The head is ``head[:end]``: keep its field lines as received, each
+        preceded by CRLF (b"" if none), for Headers.pack; not if empty lines
+        precede the start line (RFC 9112 2.2 lets llhttp skip them)."""
+        if head[:2] != b"\r\n":
+            self._block = head[head.index(b"\r\n"):end - 4]
 
     def _finish_head(self):
-        """After the head: go to _BODY or _DONE."""
+        """The head is complete: decide the body framing, go to _BODY or _DONE."""
+        self._headers = self._fields
+        self._fields = []
+        self._on_head()
         if self._upgrade or self._complete:
             self._done()
         else:
@@ -561,13 +770,15 @@ class _Reader:
     def _done(self):
         self._state = _DONE
         self._result_obj = self._result()
+        # The parser holds our callbacks, so it and the reader form a cycle:
+        # break it now that the parser is done with, for the reader to be
+        # freed as soon as it is dropped, without the cyclic collector.
+        self._parser = None
 
-    def _content_length(self):
+    def _content_length(self, headers: Headers):
         """The declared Content-Length (llhttp rejected duplicates/TE+CL)."""
-        for name, value in self._headers:
-            if name.lower() == "content-length":
-                return int(value)
-        return None
+        lengths = headers._fields()[_CONTENT_LENGTH]
+        return None if lengths is None else int(lengths[0])
 
 
 class RequestReader(_Reader):
@@ -584,14 +795,52 @@ class RequestReader(_Reader):
     upgrade request that declares a body).
     """
 
-    __slots__ = ("_url", "_method", "_version")
+    __slots__ = ("_url",)
 
     def __init__(self, max_head: int = 8192, max_headers: int = 100, max_body: int = 1048576):
-        super().__init__(max_head, max_headers, max_body)
+        _Reader.__init__(self, max_head, max_headers, max_body)
         self._url = []
-        self._method = ""
-        self._version = ""
         self._parser = httptools.HttpRequestParser(self)
+
+    def feed(self, data: bytes):
+        """Parse ``data``; return the Request once complete, else None (see
+        ``_Reader.feed``).
+
+        The common case takes a short cut to the same results: the first
+        read holds the whole head of an upgrade request, maybe with frames
+        behind it. The head, up to the first CRLF CRLF (where a head that
+        does not start with an empty line ends), goes to llhttp in one call,
+        uncopied if nothing follows it; llhttp stops at its end, an upgrade,
+        and the Request is made at once. Whatever else the first read holds
+        (a plain request, part of a head, an error) continues the general
+        way from where this left off.
+        """
+        if self._state != _HEAD or self._tail:
+            return _Reader.feed(self, data)
+        data = bytes(data)
+        try:
+            end = data.find(_CRLFCRLF, 0, self.max_head) + 4
+            if end < 4 or data[:2] == b"\r\n":
+                return self._feed(data, 0)
+            head = data if end == len(data) else data[:end]
+            used = self._feed_parser(head)
+            self._head_len = used
+            if self._head_done:
+                self._keep_block(head, used)
+                if self._upgrade:
+                    self._state = _DONE
+                    request = self._result_obj = self._make_request(self._fields)
+                    self._parser = self._fields = None
+                    self.leftover = data[used:]
+                    return request
+                self._finish_head()
+                return self._feed(data, used)
+            self._tail = head[-3:]
+            if used >= self.max_head:
+                raise self._head_too_big()
+            return self._feed(data, end)
+        except Exception as exc:
+            self._failed(exc)
 
     def on_url(self, url: bytes):
         if self._state == _HEAD:
@@ -599,36 +848,35 @@ class RequestReader(_Reader):
 
     def on_headers_complete(self):
         if self._state == _HEAD:
-            self._head_complete()
+            self._head_done = True
+
+    def _make_request(self, fields: list) -> Request:
+        """The Request, made while llhttp still holds this message's method
+        and version (a body, if any, is added by _result)."""
+        parser = self._parser
+        url = self._url
+        return Request(
+            parser.get_method().decode("ascii"),
+            (url[0] if len(url) == 1 else b"".join(url)).decode("latin-1"),
+            Headers._from_raw(fields, self._block),
+            parser.get_http_version(),
+        )
 
     def _on_head(self):
-        parser = self._parser
-        self._method = parser.get_method().decode("ascii")
-        self._version = parser.get_http_version()
-        length = self._content_length()
-        if length is not None and not self._parser_upgrade_pending():
-            if length > self.max_body:
-                raise self._body_too_big()
-            self._remaining = length
-
-    def _parser_upgrade_pending(self) -> bool:
+        request = self._result_obj = self._make_request(self._headers)
         # llhttp reads no body for an upgrade (httptools tells it to skip it).
-        return self._parser.should_upgrade()
-
-    def _feed_head(self, data):
-        pos = super()._feed_head(data)
-        if self._head_done:
-            self._finish_head()
-        return pos
+        if not self._upgrade and not self._parser.should_upgrade():
+            length = self._content_length(request.headers)
+            if length is not None:
+                if length > self.max_body:
+                    raise self._body_too_big()
+                self._remaining = length
 
     def _result(self):
-        return Request(
-            self._method,
-            b"".join(self._url).decode("latin-1"),
-            Headers._wrap(self._headers),
-            self._version,
-            b"".join(self._body),
-        )
+        request = self._result_obj
+        if self._body:
+            request.body = b"".join(self._body)
+        return request
 
     def _malformed(self):
         return InvalidRequest(400, "Bad Request", body="Malformed HTTP request")
@@ -656,7 +904,7 @@ class ResponseReader(_Reader):
     __slots__ = ("_reason", "_status", "_until_close")
 
     def __init__(self, max_head: int = 8192, max_headers: int = 100, max_body: int = 65536):
-        super().__init__(max_head, max_headers, max_body)
+        _Reader.__init__(self, max_head, max_headers, max_body)
         self._reason = []
         self._status = 0
         self._until_close = False
@@ -664,8 +912,11 @@ class ResponseReader(_Reader):
 
     def on_message_begin(self):
         if self._state == _HEAD:
+            # A new response: the previous one was interim.
             self._reason = []
-        super().on_message_begin()
+            self._fields = []
+            self._head_done = False
+            self._complete = False
 
     def on_status(self, reason: bytes):
         if self._state == _HEAD:
@@ -678,13 +929,17 @@ class ResponseReader(_Reader):
         if 100 <= status < 200 and status != 101:
             return  # interim response: llhttp completes it and starts over
         self._status = status
-        self._head_complete()
+        self._head_done = True
 
     def _on_head(self):
         status = self._status
-        if status == 101 or status == 204 or status == 304:
+        if status == 101:
+            self._upgrade = True
             return
-        length = self._content_length()
+        if status == 204 or status == 304:
+            return
+        headers = Headers._from_raw(self._headers)
+        length = self._content_length(headers)
         if length is not None:
             if length > self.max_body:
                 raise self._body_too_big()
@@ -692,17 +947,9 @@ class ResponseReader(_Reader):
         else:
             # RFC 9112 6.3 items 4 and 8: without chunked as the final
             # coding, or without any framing, the body runs until close.
-            codings = _tokens(v for n, v in self._headers if n.lower() == "transfer-encoding")
+            codings = _tokens(headers._fields()[_TRANSFER_ENCODING] or ())
             if not codings or codings[-1].lower() != "chunked":
                 self._until_close = True
-
-    def _feed_head(self, data):
-        pos = super()._feed_head(data)
-        if self._head_done:
-            if self._status == 101:
-                self._upgrade = True
-            self._finish_head()
-        return pos
 
     def eof(self):
         """The connection closed: return the Response whose body ran until
@@ -726,7 +973,7 @@ class ResponseReader(_Reader):
         return Response(
             self._status,
             b"".join(self._reason).decode("latin-1"),
-            Headers._wrap(self._headers),
+            Headers._from_raw(self._headers, self._block),
             b"".join(self._body),
         )
 
@@ -756,17 +1003,28 @@ def accept_key(key: str) -> str:
     this 20-byte hash."
     """
     digest = hashlib.sha1((key + GUID).encode("ascii")).digest()
-    return base64.b64encode(digest).decode("ascii")
+    return binascii.b2a_base64(digest, newline=False).decode("ascii")
 
 
 def is_upgrade_request(request) -> bool:
     """Whether the request asks for a WebSocket: an ``Upgrade`` field listing
     the token ``websocket`` (ASCII case-insensitive; comma lists and several
     field lines allowed). Anything else is plain HTTP."""
-    return _has_token(request.headers, "upgrade", "websocket")
+    return _lists_token(_fields_of(request)[_UPGRADE], "websocket")
+
+
+def _fields_of(request) -> list:
+    """``Headers._fields()`` of the request's headers (read once, cached on
+    them: is_upgrade_request and check_request share the scan)."""
+    headers = request.headers
+    if type(headers) is not Headers and not isinstance(headers, Headers):
+        headers = Headers(headers)
+    fields = headers._ws
+    return headers._fields() if fields is None else fields
 
 
 _UPGRADE_HEADERS = (("Upgrade", "websocket"), ("Connection", "Upgrade"))
+_ONLY_13 = ["13"]
 
 
 def check_request(request, *, origins=None, subprotocols=None):
@@ -801,33 +1059,28 @@ def check_request(request, *, origins=None, subprotocols=None):
     client offered is selected; none in common selects None (the handshake
     still succeeds, as RFC 6455 4.2.2 allows: the server may refuse itself).
     """
-    headers = request.headers
+    # Every rule reads the handful of fields Headers._fields() collected in
+    # one pass over the field lines (values decoded and OWS-stripped, one
+    # list entry per field line), in the order of the table above.
 
     # RFC 6455 4.2.1 item 1: "An HTTP/1.1 or higher GET request".
     if request.method != "GET":
         raise InvalidRequest(405, "Method Not Allowed", [("Allow", "GET")])
-    major, _, minor = request.version.partition(".")
-    try:
-        version = (int(major), int(minor or 0))
-    except ValueError:
-        raise InvalidRequest(400, "Bad Request", body="Invalid HTTP version") from None
-    if version < (1, 1):
-        raise InvalidRequest(400, "Bad Request", body="HTTP/1.1 required")
-    if version[0] > 1:
-        # RFC 9112 2.3: 505 for a major version the server does not support.
-        raise InvalidRequest(505, "HTTP Version Not Supported")
+    if request.version != "1.1":
+        _check_version(request.version)
+    fields = _fields_of(request)
 
     # RFC 6455 4.2.1 item 2: "A |Host| header field containing the server's
     # authority." RFC 9112 3.2: a server MUST respond with 400 to a request
     # lacking Host or with more than one Host field line.
-    hosts = headers.get_all("host")
-    if len(hosts) != 1 or not hosts[0]:
+    hosts = fields[_HOST]
+    if hosts is None or len(hosts) != 1 or not hosts[0]:
         raise InvalidRequest(400, "Bad Request", body="Missing or duplicate Host header")
 
     # RFC 6455 4.2.1 item 3: "An |Upgrade| header field containing the value
     # "websocket", treated as an ASCII case-insensitive value."
     # RFC 9110 15.5.22: a server MUST send an Upgrade header field in a 426.
-    if not _has_token(headers, "upgrade", "websocket"):
+    if not _lists_token(fields[_UPGRADE], "websocket"):
         raise InvalidRequest(
             426, "Upgrade Required", _UPGRADE_HEADERS,
             body="This service requires use of the WebSocket protocol",
@@ -835,7 +1088,7 @@ def check_request(request, *, origins=None, subprotocols=None):
 
     # RFC 6455 4.2.1 item 4: "A |Connection| header field that includes the
     # token "Upgrade", treated as an ASCII case-insensitive value."
-    if not _has_token(headers, "connection", "upgrade"):
+    if not _lists_token(fields[_CONNECTION], "upgrade"):
         raise InvalidRequest(400, "Bad Request", body="Missing Connection: upgrade")
 
     # RFC 6455 4.2.1 item 6: "A |Sec-WebSocket-Version| header field, with a
@@ -844,8 +1097,7 @@ def check_request(request, *, origins=None, subprotocols=None):
     # [...] and instead send an appropriate HTTP error code (such as 426
     # Upgrade Required) and a |Sec-WebSocket-Version| header field indicating
     # the version(s) the server is capable of understanding."
-    versions = headers.get_all("sec-websocket-version")
-    if versions != ["13"]:
+    if fields[_VERSION] != _ONLY_13:
         raise InvalidRequest(
             426, "Upgrade Required",
             [("Sec-WebSocket-Version", "13"), *_UPGRADE_HEADERS],
@@ -854,22 +1106,22 @@ def check_request(request, *, origins=None, subprotocols=None):
 
     # RFC 6455 4.2.1 item 5: "A |Sec-WebSocket-Key| header field with a
     # base64-encoded [...] value that, when decoded, is 16 bytes in length."
-    keys = headers.get_all("sec-websocket-key")
-    if len(keys) != 1 or not _valid_key(keys[0]):
+    keys = fields[_KEY]
+    if keys is None or len(keys) != 1 or not _valid_key(keys[0]):
         raise InvalidRequest(400, "Bad Request", body="Invalid Sec-WebSocket-Key")
     key = keys[0]
 
     # Not RFC 6455 but RFC 9112 6.3 / 9110 9.3.1: the server switches
     # protocols right after the head, so a declared body would be read as
     # frames (and a proxy that framed it differently could be desynchronized).
-    length = headers.get("content-length")
-    if (length is not None and length != "0") or "transfer-encoding" in headers:
+    lengths = fields[_CONTENT_LENGTH]
+    if (lengths is not None and lengths[0] != "0") or fields[_TRANSFER_ENCODING] is not None:
         raise InvalidRequest(400, "Bad Request", body="Unexpected request body")
 
     # RFC 6455 4.2.1 item 7 / 4.2.2 /origin/: "If the server does not wish to
     # accept this connection, it MUST return an appropriate HTTP error code
     # (e.g., 403 Forbidden) and abort the WebSocket handshake".
-    if origins is not None and not _origin_allowed(headers.get_all("origin"), origins):
+    if origins is not None and not _origin_allowed(fields[_ORIGIN] or [], origins):
         raise InvalidRequest(403, "Forbidden", body="Forbidden origin")
 
     response_headers = [("Sec-WebSocket-Accept", accept_key(key))]
@@ -880,7 +1132,7 @@ def check_request(request, *, origins=None, subprotocols=None):
     # |Sec-WebSocket-Protocol| header field in its response."
     subprotocol = None
     if subprotocols:
-        offered = _tokens(headers.get_all("sec-websocket-protocol"))
+        offered = _tokens(fields[_PROTOCOL] or ())
         if offered:
             for candidate in subprotocols:
                 if candidate in offered:
@@ -890,12 +1142,27 @@ def check_request(request, *, origins=None, subprotocols=None):
     return subprotocol, response_headers
 
 
+def _check_version(version: str) -> None:
+    """Refuse an HTTP version other than 1.1 unless it is a later 1.x."""
+    major, _, minor = version.partition(".")
+    try:
+        parsed = (int(major), int(minor or 0))
+    except ValueError:
+        raise InvalidRequest(400, "Bad Request", body="Invalid HTTP version") from None
+    if parsed < (1, 1):
+        raise InvalidRequest(400, "Bad Request", body="HTTP/1.1 required")
+    if parsed[0] > 1:
+        # RFC 9112 2.3: 505 for a major version the server does not support.
+        raise InvalidRequest(505, "HTTP Version Not Supported")
+
+
 def _valid_key(key: str) -> bool:
     if len(key) != 24:  # base64 of 16 bytes, padded
         return False
     try:
-        return len(base64.b64decode(key.encode("ascii"), validate=True)) == 16
-    except (binascii.Error, ValueError):
+        # What base64.b64decode(key, validate=True) does, without its wrapper.
+        return len(binascii.a2b_base64(key, strict_mode=True)) == 16
+    except (binascii.Error, ValueError):  # ValueError: not ASCII
         return False
 
 
@@ -917,9 +1184,56 @@ def accept_response(headers_101, extra_headers=()) -> bytes:
     """The ``101 Switching Protocols`` response (RFC 6455 4.2.2 items 1-3:
     status 101, ``Upgrade: websocket``, ``Connection: Upgrade``) with
     ``headers_101`` from ``check_request`` and the application's
-    ``extra_headers``. Upgrade/Connection in the given headers are ignored."""
+    ``extra_headers``. Upgrade/Connection in the given headers are ignored.
+
+    The bytes are those of ``Response(101, ...).to_bytes()``, with the same
+    refusal (ValueError) of a header name that is not a token or a value
+    with control characters; the usual headers are written after a status
+    line, ``Date`` and ``Server`` made once a second. Headers that
+    ``to_bytes`` treats specially (Date, Server, Content-Length, ...) go
+    through ``to_bytes`` itself.
+    """
+    items = (*headers_101, *extra_headers)
+    lines = [_switching_head()]
+    for name, value in items:
+        if type(name) is not str or name not in _PLAIN_101_NAMES and (
+            not _TOKEN.match(name) or name.lower() in _SPECIAL_101_NAMES
+        ):
+            return _accept_response(items)
+        # isprintable() excludes every character _BAD_VALUE finds (and more).
+        if type(value) is not str or not value.isprintable() and _BAD_VALUE.search(value):
+            return _accept_response(items)  # raises the same error
+        lines.append(f"{name}: {value}\r\n")
+    lines.append("\r\n")
+    return "".join(lines).encode("latin-1")
+
+
+# Names check_request gives accept_response (valid tokens, no special role).
+_PLAIN_101_NAMES = frozenset(("Sec-WebSocket-Accept", "Sec-WebSocket-Protocol"))
+# Lowercase names accept_response leaves to Response.to_bytes.
+_SPECIAL_101_NAMES = frozenset(
+    ("upgrade", "connection", "date", "server", "content-length", "transfer-encoding")
+)
+_switching = [0, ""]
+
+
+def _switching_head() -> str:
+    """The start of every 101: status line, Date, Server, Upgrade, Connection
+    (Response.to_bytes's order), rebuilt at most once a second."""
+    now = int(time.time())
+    if _switching[0] != now:
+        _switching[1] = (
+            f"HTTP/1.1 101 Switching Protocols\r\nDate: {_http_date()}\r\nServer: {SERVER}\r\n"
+            "Upgrade: websocket\r\nConnection: Upgrade\r\n"
+        )
+        _switching[0] = now
+    return _switching[1]
+
+
+def _accept_response(items) -> bytes:
+    """accept_response through Response.to_bytes (the general path)."""
     headers = list(_UPGRADE_HEADERS)
-    for name, value in (*headers_101, *extra_headers):
+    for name, value in items:
         if name.lower() not in ("upgrade", "connection"):
             headers.append((name, value))
     return Response(101, "Switching Protocols", headers).to_bytes()

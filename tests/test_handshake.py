@@ -14,7 +14,7 @@ import threading
 
 import httptools
 import pytest
-from hypothesis import given, settings
+from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from fastws.exceptions import ConfigError, InvalidRequest, InvalidResponse, InvalidStatus, InvalidURI
@@ -918,3 +918,250 @@ def test_response_101_without_connection_header_fails_check():
     assert reader.leftover == FRAME
     with pytest.raises(InvalidResponse):
         check_response(response, KEY)
+
+
+# ---------------------------------------------------------------- the fast paths equal the general ones
+#
+# The server's common case (whole head in one read, an upgrade) takes short
+# cuts: raw field lines decoded lazily, the checked fields collected in one
+# scan (Headers._fields), the head's field lines kept as received for
+# Headers.pack, a 101 written from a template. Each is compared here with a
+# plain reference written against the public Headers API, as the module did
+# it before the short cuts.
+
+from fastws import handshake as _hs  # noqa: E402
+
+
+def _reference_check(request, origins=None, subprotocols=None):
+    """check_request spelled out with Headers.get_all (the reference)."""
+    headers = request.headers
+
+    def tokens(name):
+        return [t.strip(" \t") for v in headers.get_all(name) for t in v.split(",") if t.strip(" \t")]
+
+    def has(name, token):
+        return any(t.lower() == token for t in tokens(name))
+
+    if request.method != "GET":
+        raise InvalidRequest(405, "Method Not Allowed", [("Allow", "GET")])
+    major, _, minor = request.version.partition(".")
+    version = (int(major), int(minor or 0))
+    if version < (1, 1):
+        raise InvalidRequest(400, "Bad Request", body="HTTP/1.1 required")
+    if version[0] > 1:
+        raise InvalidRequest(505, "HTTP Version Not Supported")
+    hosts = headers.get_all("host")
+    if len(hosts) != 1 or not hosts[0]:
+        raise InvalidRequest(400, "Bad Request", body="Missing or duplicate Host header")
+    upgrade_headers = [("Upgrade", "websocket"), ("Connection", "Upgrade")]
+    if not has("upgrade", "websocket"):
+        raise InvalidRequest(426, "Upgrade Required", upgrade_headers,
+                             body="This service requires use of the WebSocket protocol")
+    if not has("connection", "upgrade"):
+        raise InvalidRequest(400, "Bad Request", body="Missing Connection: upgrade")
+    if headers.get_all("sec-websocket-version") != ["13"]:
+        raise InvalidRequest(426, "Upgrade Required", [("Sec-WebSocket-Version", "13"), *upgrade_headers],
+                             body="Unsupported WebSocket version")
+    keys = headers.get_all("sec-websocket-key")
+    valid = False
+    if len(keys) == 1 and len(keys[0]) == 24:
+        try:
+            valid = len(base64.b64decode(keys[0].encode("ascii"), validate=True)) == 16
+        except ValueError:
+            pass
+    if not valid:
+        raise InvalidRequest(400, "Bad Request", body="Invalid Sec-WebSocket-Key")
+    length = headers.get("content-length")
+    if (length is not None and length != "0") or "transfer-encoding" in headers:
+        raise InvalidRequest(400, "Bad Request", body="Unexpected request body")
+    if origins is not None:
+        values = headers.get_all("origin")
+        if len(values) > 1:
+            ok = False
+        elif callable(origins):
+            ok = bool(origins(values[0] if values else None))
+        elif not values:
+            ok = None in origins
+        else:
+            ok = any(o is not None and o.lower() == values[0].lower() for o in origins)
+        if not ok:
+            raise InvalidRequest(403, "Forbidden", body="Forbidden origin")
+    digest = __import__("hashlib").sha1((keys[0] + _hs.GUID).encode()).digest()
+    response_headers = [("Sec-WebSocket-Accept", base64.b64encode(digest).decode())]
+    offered = tokens("sec-websocket-protocol")
+    for candidate in subprotocols or ():
+        if candidate in offered:
+            response_headers.append(("Sec-WebSocket-Protocol", candidate))
+            return candidate, response_headers
+    return None, response_headers
+
+
+def _outcome(check, request, **kw):
+    try:
+        return check(request, **kw)
+    except InvalidRequest as exc:
+        return (exc.status, list(exc.headers), exc.body)
+
+
+# Field lines to draw requests from: each checked field valid and not, in
+# several spellings and spacings, with repeats, plus fields nobody checks.
+_LINES = [
+    "Host: example.com", "host: a", "HOST:b", "Host: ", "Host:\t x \t",
+    "Upgrade: websocket", "upgrade: WebSocket", "Upgrade: h2c, websocket ", "Upgrade: h2c", "Upgrade: websocket/13",
+    "Connection: Upgrade", "connection: keep-alive, upgrade", "Connection: keep-alive", "CONNECTION: ,Upgrade,",
+    f"Sec-WebSocket-Key: {KEY}", f"sec-websocket-key:   {KEY}  ", "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ",
+    "Sec-WebSocket-Key: dGhlIHNhbXBs ZSBub25jZQ=", "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZR==",
+    "Sec-WebSocket-Version: 13", "sec-websocket-version: 13 ", "Sec-WebSocket-Version: 8", "Sec-WebSocket-Version: 13, 8",
+    "Origin: https://app.example", "origin: HTTPS://APP.EXAMPLE", "Origin: https://evil.example",
+    "Sec-WebSocket-Protocol: chat, superchat", "sec-websocket-protocol: v2", "Sec-WebSocket-Protocol: ,",
+    "Content-Length: 0", "Content-Length: 5", "Transfer-Encoding: chunked",
+    "User-Agent: Mozilla/5.0", "user-agent: x", "Accept-Encoding: gzip", "Sec-WebSocket-Extensions: permessage-deflate",
+    "X-Custom: caf\xe9", "Cookie: a=b", "Y:",
+]
+_VALID = ["Host: example.com", "Upgrade: websocket", "Connection: Upgrade",
+          f"Sec-WebSocket-Key: {KEY}", "Sec-WebSocket-Version: 13"]
+
+
+def _head(lines, method="GET", version="1.1") -> bytes:
+    return (f"{method} /ws HTTP/{version}\r\n" + "".join(f"{line}\r\n" for line in lines) + "\r\n").encode("latin-1")
+
+
+def _complete(data: bytes, reader=None) -> Request:
+    """The request ``data`` holds, for the cases where its head is all of it
+    (not refused by llhttp, e.g. for two Content-Length; no body awaited)."""
+    try:
+        request = (reader or RequestReader()).feed(data)
+    except InvalidRequest:
+        request = None
+    assume(request is not None)
+    return request
+
+
+def _reparsed(request) -> Request:
+    """The same request with (str, str) Headers, as an application builds one."""
+    return Request(request.method, request.path, Headers(request.headers.items()), request.version)
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    st.lists(st.sampled_from(_LINES), max_size=8),
+    st.sets(st.sampled_from(range(len(_VALID)))),
+    st.sampled_from([None, ["https://app.example"], ["https://app.example", None], lambda o: o is None]),
+    st.sampled_from([None, ["superchat", "chat"], ["v2"], ["none"]]),
+    st.randoms(use_true_random=False),
+)
+def test_check_request_equals_reference(extra, dropped, origins, subprotocols, rnd):
+    lines = [line for i, line in enumerate(_VALID) if i not in dropped] + extra
+    rnd.shuffle(lines)
+    data = _head(lines)
+    request = _complete(data)
+    expected = _outcome(_reference_check, request, origins=origins, subprotocols=subprotocols)
+    assert _outcome(check_request, parse(data), origins=origins, subprotocols=subprotocols) == expected
+    # A request built by the application (str Headers) takes the other scan.
+    assert _outcome(check_request, _reparsed(request), origins=origins, subprotocols=subprotocols) == expected
+    assert is_upgrade_request(parse(data)) == any(
+        t.strip(" \t").lower() == "websocket" for v in request.headers.get_all("upgrade") for t in v.split(",")
+    )
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.sampled_from(_LINES), max_size=10), st.integers(0, 400))
+def test_headers_fields_pack_and_split_reads_agree(lines, cut):
+    data = _head(lines) + FRAME
+    whole = RequestReader()
+    request = _complete(data, whole)  # (a Content-Length body takes from FRAME)
+    assert request.headers._block is not None  # the head came in one read
+    split = RequestReader()
+    first = split.feed(data[:cut])
+    second = split.feed(data[cut:])
+    got = first or second
+    assert (first is None) != (second is None)
+    assert (split.leftover, got.body) == (whole.leftover, request.body)
+    # Decoded lazily or not, in one read or two: the same fields...
+    expected = [(n, v.strip(" \t")) for n, _, v in (line.partition(":") for line in lines)]
+    assert request.headers.items() == expected == got.headers.items()
+    # ... the same checked fields, from raw or from str items ...
+    for headers in (parse(data).headers, got.headers, Headers(expected)):
+        fields = headers._fields()
+        for i, name in enumerate(_hs._FIELD_NAMES):
+            assert fields[i] == (headers.get_all(name) or None), name
+    # ... and pack() round-trips whichever form it takes.
+    for headers in (parse(data).headers, got.headers, Headers(expected)):
+        assert Headers.unpack(headers.pack()).items() == expected
+
+
+def test_pack_keeps_the_field_lines_as_received():
+    reader = RequestReader()
+    request = reader.feed(SAMPLE + FRAME)
+    assert request.headers.pack() == SAMPLE[SAMPLE.index(b"\r\n"):-4]
+    assert Headers.unpack(request.headers.pack()) == parse(SAMPLE).headers
+    # Empty lines before the request line (RFC 9112 2.2): the joined form.
+    request = parse(b"\r\n" + SAMPLE)
+    assert request.headers.pack() == b"\r\n".join(b"%s: %s" % (n.encode(), v.encode()) for n, v in request.headers.items())
+    assert Headers.unpack(request.headers.pack()) == parse(SAMPLE).headers
+    assert parse(b"GET / HTTP/1.1\r\n\r\n").headers.pack() == b""
+    h = parse(SAMPLE).headers
+    h.add("X-Added", "1")  # the received lines no longer tell the whole story
+    assert Headers.unpack(h.pack())["x-added"] == "1"
+
+
+def test_raw_index_spellings_agree_with_lowercase():
+    for name, i in _hs._FIELD_INDEX_RAW.items():
+        assert i == _hs._FIELD_INDEX.get(name.decode().lower(), -1), name
+
+
+def test_reader_drops_its_parser_when_done():
+    # The parser holds the reader's callbacks: dropping it when done breaks
+    # the cycle, so a reader is freed by reference counting alone.
+    reader = RequestReader()
+    reader.feed(SAMPLE)
+    assert reader._parser is None
+    reader = RequestReader()
+    with pytest.raises(InvalidRequest):
+        reader.feed(b"BAD\r\n\r\n")
+    assert reader._parser is None
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(alphabet="ABCDEFabcdef0123456789+/= -_!\xe9", min_size=20, max_size=26))
+def test_valid_key_equals_b64decode_validate(key):
+    try:
+        expected = len(key) == 24 and len(base64.b64decode(key.encode("ascii"), validate=True)) == 16
+    except ValueError:
+        expected = False
+    assert _hs._valid_key(key) == expected
+
+
+def _reference_101(items) -> bytes:
+    headers = [("Upgrade", "websocket"), ("Connection", "Upgrade")]
+    headers += [(n, v) for n, v in items if n.lower() not in ("upgrade", "connection")]
+    return Response(101, "Switching Protocols", headers).to_bytes()
+
+
+@pytest.mark.parametrize(
+    "headers_101,extra",
+    [
+        ([("Sec-WebSocket-Accept", ACCEPT)], ()),
+        ([("Sec-WebSocket-Accept", ACCEPT), ("Sec-WebSocket-Protocol", "chat")], [("Set-Cookie", "a=b; Path=/")]),
+        ([("Sec-WebSocket-Accept", ACCEPT)], [("X-Extra", "caf\xe9\t1"), ("connection", "close")]),
+        ([("Sec-WebSocket-Accept", ACCEPT)], [("Server", "mine"), ("Date", "Thu, 01 Jan 1970 00:00:00 GMT")]),
+        ([("Sec-WebSocket-Accept", ACCEPT)], [("Content-Length", "5"), ("Transfer-Encoding", "chunked")]),
+        ([("Sec-WebSocket-Accept", ACCEPT)], [("Content-Type", "text/plain")]),
+        ([], []),
+    ],
+)
+def test_accept_response_equals_to_bytes(headers_101, extra):
+    items = [*headers_101, *extra]
+    assert accept_response(headers_101, extra) == _reference_101(items)
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [[("X", "a\r\nInjected: 1")], [("Bad Name", "a")], [("X", "\x00")], [("Sec-WebSocket-Protocol", "a\nb")],
+     [("X\r\nY", "1")], [(b"X", "1")], [("X", 1)]],
+)
+def test_accept_response_refuses_what_to_bytes_refuses(extra):
+    with pytest.raises(Exception) as expected:
+        _reference_101([("Sec-WebSocket-Accept", ACCEPT), *extra])
+    with pytest.raises(expected.type):
+        accept_response([("Sec-WebSocket-Accept", ACCEPT)], extra)
