@@ -50,12 +50,16 @@ class Supervisor:
         self._stopping = False
 
     def _spawn(self, index: int) -> int:
+        parent = os.getpid()
         pid = os.fork()
         if pid == 0:  # child
             code = 1
             try:
                 signal.signal(signal.SIGINT, signal.SIG_DFL)
                 signal.signal(signal.SIGTERM, signal.SIG_DFL)
+                # If the supervisor dies (even by SIGKILL), the kernel sends us
+                # SIGTERM: we drain and exit instead of serving on as an orphan.
+                _die_with_parent(parent)
                 self.worker_main(index)
                 code = 0
             except SystemExit as exc:
@@ -135,6 +139,21 @@ class Supervisor:
             except (ProcessLookupError, ChildProcessError):
                 pass
             self.pids.pop(pid, None)
+
+
+def _die_with_parent(parent: int) -> None:
+    """Linux: ask for SIGTERM when the parent process dies (prctl PR_SET_PDEATHSIG)."""
+    if sys.platform.startswith("linux"):
+        try:
+            import ctypes
+
+            libc = ctypes.CDLL(None, use_errno=True)
+            PR_SET_PDEATHSIG = 1
+            libc.prctl(PR_SET_PDEATHSIG, int(signal.SIGTERM), 0, 0, 0)
+        except (OSError, AttributeError):  # pragma: no cover - no libc prctl
+            logger.warning("cannot ask to be signalled when the supervisor dies")
+    if os.getppid() != parent:  # it died before prctl took effect
+        raise SystemExit(0)
 
 
 def _describe(status: int) -> str:

@@ -49,10 +49,32 @@ def workers_server():
     deadline = time.monotonic() + 10 * UNIT
     while len(_children(proc.pid)) < 2 and time.monotonic() < deadline:
         time.sleep(0.05)
+    kids = _children(proc.pid)
     yield proc, port
     if proc.poll() is None:
-        proc.kill()
-        proc.wait()
+        proc.terminate()  # the supervisor stops its workers
+        try:
+            proc.wait(20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    _reap(kids)
+
+
+def _alive(pid):
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def _reap(pids, timeout=10):
+    """Wait for processes this test started (the workers) to be gone."""
+    deadline = time.monotonic() + timeout * UNIT
+    while any(_alive(p) for p in pids) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return [p for p in pids if _alive(p)]
 
 
 def _echo(port, text="x"):
@@ -131,3 +153,14 @@ def test_serve_workers_points_to_run():
         fastws.serve(EchoListener, "127.0.0.1", 0, workers=2)
     with pytest.raises(fastws.ConfigError, match="unknown option"):
         fastws.serve(EchoListener, "127.0.0.1", 0, max_sise=10)
+
+
+def test_workers_exit_when_the_supervisor_is_killed(workers_server):
+    """A supervisor killed with SIGKILL leaves no orphan workers serving on
+    (they get SIGTERM from the kernel and drain)."""
+    proc, port = workers_server
+    kids = _children(proc.pid)
+    assert len(kids) == 2
+    proc.kill()
+    proc.wait()
+    assert _reap(kids) == []
