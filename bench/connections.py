@@ -30,7 +30,6 @@ import datetime
 import json
 import math
 import os
-import platform
 import shlex
 import signal
 import socket
@@ -38,13 +37,13 @@ import subprocess
 import sys
 import tempfile
 import time
-from importlib import metadata
 from pathlib import Path
 
 import uvloop
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
+from _meta import machine, versions  # noqa: E402
 PER_PROCESS = 15000      # connections per server worker / client process (fd limit 20,000)
 PER_SRC = 25000          # connections per source address (~28k ephemeral ports per pair)
 PEER_CAP = 15000         # peers run in one process: capped at this many connections
@@ -525,41 +524,6 @@ async def _stats(clients: list[Client]) -> list[dict]:
 
 
 # ------------------------------------------------------------ report ----
-def versions() -> str:
-    out = [f"Python {platform.python_version()}"]
-    for dist in ("uvloop", "picows", "websockets"):
-        try:
-            out.append(f"{dist} {metadata.version(dist)}")
-        except metadata.PackageNotFoundError:
-            pass
-    try:
-        sys.path.insert(0, str(REPO))
-        import fastws
-
-        out.append(f"fastws {getattr(fastws, '__version__', '?')} ({getattr(fastws, 'IMPLEMENTATION', '?')})")
-    except Exception as exc:  # noqa: BLE001 - only reported
-        out.append(f"fastws not importable ({type(exc).__name__})")
-    finally:
-        sys.path.remove(str(REPO))
-    return ", ".join(out)
-
-
-def machine() -> str:
-    model = "?"
-    with open("/proc/cpuinfo") as f:
-        for line in f:
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    lim = " ".join(open("/proc/sys/net/ipv4/ip_local_port_range").read().split())
-    import resource
-
-    nofile = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
-    return (f"{model}, {os.cpu_count()} cores, {platform.system()} {platform.release()}, "
-            f"{os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES') / 2**30:.0f} GiB, "
-            f"open files {nofile}/process, ephemeral ports {lim}")
-
-
 def _b(x) -> str:
     return "-" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:,.0f} B"
 

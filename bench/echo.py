@@ -17,7 +17,6 @@ import argparse
 import asyncio
 import datetime
 import os
-import platform
 import shlex
 import signal
 import socket
@@ -25,7 +24,6 @@ import subprocess
 import sys
 import tempfile
 import time
-from importlib import metadata
 from pathlib import Path
 
 import uvloop
@@ -34,6 +32,7 @@ HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 sys.path.insert(0, str(HERE))
 from _client import client_frame, connect  # noqa: E402
+from _meta import machine, versions  # noqa: E402
 from servers import RAW, SERVERS, SKIP  # noqa: E402
 
 # name: (payload bytes, connections)
@@ -215,40 +214,6 @@ class ServerProc:
 
 
 # -------------------------------------------------------------- report ----
-def versions() -> str:
-    out = [f"Python {platform.python_version()}"]
-    for dist in ("uvloop", "picows", "aiofastnet", "websockets", "aiohttp"):
-        try:
-            out.append(f"{dist} {metadata.version(dist)}")
-        except metadata.PackageNotFoundError:
-            pass
-    try:
-        sys.path.insert(0, str(REPO))
-        import fastws
-
-        impl = getattr(fastws, "IMPLEMENTATION", "?")
-        out.append(f"fastws {getattr(fastws, '__version__', '?')} ({impl}, {Path(fastws.__file__).parent})")
-    except Exception as exc:  # noqa: BLE001 - only reported
-        out.append(f"fastws not importable ({type(exc).__name__}: {exc})")
-    finally:
-        sys.path.remove(str(REPO))
-    return ", ".join(out)
-
-
-def machine() -> str:
-    model = "?"
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    model = line.split(":", 1)[1].strip()
-                    break
-    except OSError:
-        pass
-    return (f"{model}, {os.cpu_count()} cores, {platform.system()} {platform.release()}, "
-            f"{os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES') / 2**30:.0f} GiB")
-
-
 def fmt_rate(x: float) -> str:
     return f"{x:,.0f}" if x >= 100 else f"{x:,.1f}"
 

@@ -40,18 +40,17 @@ import asyncio
 import base64
 import datetime
 import os
-import platform
 import shlex
 import socket
 import statistics
 import subprocess
 import sys
 import time
-from importlib import metadata
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
+from _meta import machine, versions  # noqa: E402
 SERVER_CPU, CLIENT_CPU = 0, 1
 BACKLOG = 4096
 SERVERS = ["fastws", "fastws-py", "websockets", "aiohttp", "picows", "floor"]
@@ -429,30 +428,6 @@ def run_one(name: str, n: int, args) -> dict:
         for c in clients:
             c.stop()
     return res
-
-
-def versions() -> str:
-    out = [f"Python {platform.python_version()}"]
-    for dist in ("uvloop", "picows", "websockets", "aiohttp", "Cython"):
-        try:
-            out.append(f"{dist} {metadata.version(dist)}")
-        except metadata.PackageNotFoundError:
-            pass
-    return ", ".join(out)
-
-
-def machine() -> str:
-    model = "?"
-    with open("/proc/cpuinfo") as f:
-        for line in f:
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    import resource
-
-    return (f"{model}, {os.cpu_count()} cores, {platform.system()} {platform.release()}, "
-            f"{os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES') / 2**30:.0f} GiB, "
-            f"open files {resource.getrlimit(resource.RLIMIT_NOFILE)[0]}/process")
 
 
 def table(results, args) -> str:

@@ -152,8 +152,7 @@ class WebSocketMixin:
         else:
             Connection.send(self, data)
         if self._paused_writing:
-            if self._write_buffer_size() > self._opts.max_write_buffer:
-                self._check_write_buffer()
+            self._check_write_buffer()  # cuts off a peer over max_write_buffer
             return self._drain()
         return DONE
 

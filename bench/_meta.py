@@ -1,0 +1,45 @@
+"""What machine and which versions a bench ran on: one place for every bench's header."""
+from __future__ import annotations
+
+import os
+import platform
+import sys
+from importlib import metadata
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def versions() -> str:
+    out = [f"Python {platform.python_version()}"]
+    for dist in ("uvloop", "picows", "aiofastnet", "websockets", "aiohttp"):
+        try:
+            out.append(f"{dist} {metadata.version(dist)}")
+        except metadata.PackageNotFoundError:
+            pass
+    try:
+        sys.path.insert(0, str(REPO))
+        import fastws
+
+        impl = getattr(fastws, "IMPLEMENTATION", "?")
+        out.append(f"fastws {getattr(fastws, '__version__', '?')} ({impl}, {Path(fastws.__file__).parent})")
+    except Exception as exc:  # noqa: BLE001 - only reported
+        out.append(f"fastws not importable ({type(exc).__name__}: {exc})")
+    finally:
+        sys.path.remove(str(REPO))
+    return ", ".join(out)
+
+
+
+def machine() -> str:
+    model = "?"
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    model = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    return (f"{model}, {os.cpu_count()} cores, {platform.system()} {platform.release()}, "
+            f"{os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES') / 2**30:.0f} GiB")
