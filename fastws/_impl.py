@@ -35,6 +35,7 @@ _NAMES = {
     ),
     "wheel": ("TimerWheel", "TimerEntry"),
     "fanout": ("fanout",),
+    "aio": ("wake",),
 }
 
 

@@ -22,10 +22,13 @@ import asyncio
 import os
 from collections import deque
 
+from ._impl import codec
 from .exceptions import CLOSE_NORMAL, ConnectionClosedOK
 from .protocol import CLOSED, LARGE_PAYLOAD, OP_BINARY, OP_TEXT, OPEN, Connection, _build_frame
 
 __all__ = ["WebSocketMixin", "WEBSOCKET_SLOTS", "DONE"]
+
+_wake = codec.wake  # runs the waiting handler task now (fastws/_py/aio.py says why)
 
 
 class _Done(tuple):
@@ -39,13 +42,15 @@ DONE = _Done()
 
 # The per-connection fields the mixin needs; concrete classes declare them
 # (with __slots__, only one base class in a hierarchy may define fields).
-WEBSOCKET_SLOTS = ("_queue", "_recv_waiter", "_iter_waiter", "_drain_waiter", "_closed_waiter", "_pings", "_task")
+WEBSOCKET_SLOTS = ("_loop", "_queue", "_recv_waiter", "_iter_waiter", "_drain_waiter", "_closed_waiter", "_pings", "_task")
 
 
 class WebSocketMixin:
     __slots__ = ()
 
     def _init_websocket(self) -> None:
+        # Cached: asyncio.get_running_loop() costs a getpid() system call.
+        self._loop = asyncio.get_running_loop()
         self._queue = None  # deque, created on the first message that must wait
         self._recv_waiter = None
         self._iter_waiter = False
@@ -64,7 +69,7 @@ class WebSocketMixin:
         if waiter is not None:
             self._recv_waiter = None
             if not waiter.done():
-                waiter.set_result(data)
+                _wake(waiter, data, self._loop)
                 return
         queue = self._queue
         if queue is None:
@@ -89,7 +94,7 @@ class WebSocketMixin:
             self._check_recv_closed()
         if self._recv_waiter is not None and not self._recv_waiter.done():
             raise RuntimeError("recv() is already being awaited by another task")
-        waiter = self._recv_waiter = asyncio.get_running_loop().create_future()
+        waiter = self._recv_waiter = self._loop.create_future()
         self._iter_waiter = False
         try:
             return await waiter
@@ -116,12 +121,11 @@ class WebSocketMixin:
         # `async for` costs no coroutine object or frame per message. The end
         # of a normally closed stream arrives as StopAsyncIteration.
         queue = self._queue
-        loop = asyncio.get_running_loop()
         if queue:
             data = queue.popleft()
             if self._reading_paused and len(queue) <= self._opts.max_queue // 4:
                 self.resume_reading()
-            ready = loop.create_future()
+            ready = self._loop.create_future()
             ready.set_result(data)
             return ready
         if self._state != OPEN:
@@ -131,7 +135,7 @@ class WebSocketMixin:
                 raise StopAsyncIteration from None
         if self._recv_waiter is not None and not self._recv_waiter.done():
             raise RuntimeError("recv() is already being awaited by another task")
-        waiter = self._recv_waiter = loop.create_future()
+        waiter = self._recv_waiter = self._loop.create_future()
         self._iter_waiter = True
         return waiter
 
@@ -146,9 +150,10 @@ class WebSocketMixin:
         """
         if self._state != OPEN:
             raise self._closed_error()
-        if self._is_client or len(data) < LARGE_PAYLOAD:
-            self._write(_build_frame(OP_TEXT if type(data) is str else OP_BINARY, data,
-                                     mask=self._is_client))
+        if len(data) < LARGE_PAYLOAD and not self._is_client:
+            self._write(_build_frame(OP_TEXT if type(data) is str else OP_BINARY, data))
+        elif self._is_client:
+            self._write(_build_frame(OP_TEXT if type(data) is str else OP_BINARY, data, mask=True))
         else:
             Connection.send(self, data)
         if self._paused_writing:
@@ -161,7 +166,7 @@ class WebSocketMixin:
             raise self._closed_error()
         waiter = self._drain_waiter
         if waiter is None:
-            waiter = self._drain_waiter = asyncio.get_running_loop().create_future()
+            waiter = self._drain_waiter = self._loop.create_future()
         await asyncio.shield(waiter)
         if self._state == CLOSED:  # woken by the end, not by a drain
             raise self._closed_error()
@@ -177,7 +182,7 @@ class WebSocketMixin:
             self._pings = {}
         if data in self._pings:
             raise ValueError("a ping with this payload is already waiting for its pong")
-        loop = asyncio.get_running_loop()
+        loop = self._loop
         waiter = loop.create_future()
         self._pings[data] = (waiter, loop.time())
         try:
@@ -197,7 +202,7 @@ class WebSocketMixin:
             return
         # RFC 6455 5.5.3: a pong answers the most recent ping; earlier ones
         # with other payloads are answered implicitly.
-        now = asyncio.get_running_loop().time()
+        now = self._loop.time()
         for key in list(pings):
             waiter, sent = pings.pop(key)
             if not waiter.done():
@@ -217,7 +222,7 @@ class WebSocketMixin:
         # listener API does naturally. The parser has failed meanwhile: nothing
         # more is read.
         if self._state == OPEN:
-            asyncio.get_running_loop().call_soon(self._fail_now, code, reason)
+            self._loop.call_soon(self._fail_now, code, reason)
         else:
             Connection._fail(self, code, reason)
 
@@ -237,7 +242,7 @@ class WebSocketMixin:
         if self._state == CLOSED:
             return
         if self._closed_waiter is None:
-            self._closed_waiter = asyncio.get_running_loop().create_future()
+            self._closed_waiter = self._loop.create_future()
         await asyncio.shield(self._closed_waiter)
 
     def _on_close_frame(self, payload: bytes) -> None:

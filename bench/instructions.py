@@ -1,0 +1,133 @@
+"""User-space instructions per echo round trip, counted by valgrind (callgrind).
+
+    python bench/instructions.py [--servers picows,fastws-listener,...] [--sizes 32,1024] [--n 3000]
+
+Wall-clock and CPU-time benches on this shared 2-core machine move by up to
+1.6x between two runs of the same server. Instruction counts do not: each
+server from bench/servers.py runs under callgrind, one `websockets` sync
+client does warm-up round trips, then the counters are dumped
+(`callgrind_control -d`), N round trips of SIZE-byte binary messages run, and
+the counters are dumped again; the second dump divided by N is the server's
+user-space instructions per message (receive, parse, handler, build, write;
+the kernel's side of read/write/epoll is not counted, and is the same system
+calls for every server: `strace -c` shows 3 per round trip for each).
+
+Prints a table with the ratio to picows; `--out FILE` appends it (with date,
+command and machine) to a markdown file such as bench/RESULTS.md.
+"""
+from __future__ import annotations
+
+import argparse
+import glob
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import warnings
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from _meta import machine, versions  # noqa: E402
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+DEFAULT = "picows,fastws-listener,fastws-handler,websockets,aiohttp"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _totals(path: str) -> int:
+    with open(path) as f:
+        for line in f:
+            if line.startswith(("summary:", "totals:")):
+                return int(line.split()[1])
+    raise RuntimeError(f"no totals in {path}")
+
+
+def measure(name: str, size: int, n: int, warmup: int = 500) -> float | None:
+    """Instructions per round trip of server NAME, or None if it cannot run here."""
+    import websockets.sync.client as wsclient
+
+    port = _free_port()
+    tmp = tempfile.mkdtemp(prefix="fastws-cg-")
+    env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    proc = subprocess.Popen(
+        ["valgrind", "--tool=callgrind", f"--callgrind-out-file={tmp}/cg.out", sys.executable,
+         os.path.join(HERE, "servers.py"), name, "--port", str(port)],
+        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, cwd=ROOT, env=env)
+    try:
+        line = proc.stdout.readline()
+        if not line.startswith(b"READY"):
+            proc.wait(60)
+            return None
+        ws = wsclient.connect(f"ws://127.0.0.1:{port}/", max_size=None, compression=None,
+                              open_timeout=120, close_timeout=30)
+        msg = b"x" * size
+        for _ in range(warmup):
+            ws.send(msg)
+            ws.recv()
+        subprocess.run(["callgrind_control", "-d", str(proc.pid)], capture_output=True, check=True)
+        for _ in range(n):
+            ws.send(msg)
+            ws.recv()
+        subprocess.run(["callgrind_control", "-d", str(proc.pid)], capture_output=True, check=True)
+        ws.close()
+        dumps = sorted(glob.glob(f"{tmp}/cg.out.*"), key=lambda p: int(p.rsplit(".", 1)[1]))
+        return _totals(dumps[1]) / n
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--servers", default=DEFAULT, help=f"comma list (default {DEFAULT})")
+    ap.add_argument("--sizes", default="32,1024", help="message sizes in bytes (default 32,1024)")
+    ap.add_argument("--n", type=int, default=3000, help="measured round trips per server and size")
+    ap.add_argument("--out", help="append the table to this markdown file")
+    args = ap.parse_args()
+    if not shutil.which("valgrind"):
+        sys.exit("valgrind is needed (apt-get install -y valgrind)")
+    servers = args.servers.split(",")
+    sizes = [int(s) for s in args.sizes.split(",")]
+    warnings.filterwarnings("ignore", category=DeprecationWarning)
+    rows = []
+    for size in sizes:
+        for name in servers:
+            t0 = time.time()
+            ir = measure(name, size, args.n)
+            rows.append((size, name, ir))
+            print(f"{size:>6} B {name:16} {'-' if ir is None else f'{ir:,.0f}':>10} instructions/msg "
+                  f"({time.time() - t0:.0f} s)", flush=True)
+    base = {size: ir for size, name, ir in rows if name == "picows" and ir}
+    rows = [(size, name, ir, ir / base[size] if ir and size in base else None) for size, name, ir in rows]
+    table = ["| size | server | user-space instructions/msg | vs picows |", "|---|---|---:|---:|"]
+    for size, name, ir, ratio in rows:
+        table.append(f"| {size} B | {name} | {'n/a' if ir is None else f'{ir:,.0f}'} | "
+                     f"{'' if ratio is None else f'{ratio:.2f}x'} |")
+    print("\n".join(table))
+    if args.out:
+        stamp = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())
+        with open(args.out, "a") as f:
+            f.write(f"\n## {stamp}: instructions per round trip (callgrind)\n\n")
+            f.write(f"- command: `python bench/instructions.py {' '.join(sys.argv[1:])}`\n")
+            f.write(f"- machine: {machine()}\n- versions: {versions()}\n")
+            f.write(f"- method: {args.n} round trips of one `websockets` sync client, after 500 warm-up; "
+                    "server user-space instructions only (kernel side: the same 3 system calls per round "
+                    "trip for every server)\n\n")
+            f.write("\n".join(table) + "\n")
+
+
+if __name__ == "__main__":
+    main()
