@@ -99,7 +99,7 @@ import re
 import time
 from typing import NamedTuple
 
-from .exceptions import BrokerError, BrokerUnavailable, ConfigError
+from .exceptions import BrokerError, BrokerUnavailable, ConfigError, ConnectionClosed
 
 __all__ = ["RedisBroker", "Published", "Resumed"]
 
@@ -380,10 +380,12 @@ class RedisBroker:
         if not self._up:
             raise BrokerUnavailable(f"not connected to Redis at {self.safe_url}: cannot read the history")
         if send is None:
+            from .protocol import Connection
+
             wrap = self.wrap
 
-            def send(t, i, d):
-                conn.send(wrap(t, i, d) if wrap is not None else d)
+            def send(t, i, d):  # the synchronous send of both API levels
+                Connection.send(conn, wrap(t, i, d) if wrap is not None else d)
         catching = self._catching.setdefault(topic, {})
         buf = catching[conn] = []
         try:
@@ -401,21 +403,25 @@ class RedisBroker:
             else:
                 first = entries[0][0] if entries else counter + 1
                 lost, last = max(0, first - since - 1), since
-            if lost != 0 and gap is not None:
-                gap(topic, lost)
             replayed = 0
-            for i, data in entries:
-                if i > last:
-                    send(topic, i, data)
-                    last = i
-                    replayed += 1
-            for i, data in buf:
-                if i > last:
-                    send(topic, i, data)
-                    last = i
-                else:
-                    self.counters["duplicates"] += 1
-            self.counters["replayed"] += replayed
+            try:
+                if lost != 0 and gap is not None:
+                    gap(topic, lost)
+                for i, data in entries:
+                    if i > last:
+                        send(topic, i, data)
+                        last = i
+                        replayed += 1
+                for i, data in buf:
+                    if i > last:
+                        send(topic, i, data)
+                        last = i
+                    else:
+                        self.counters["duplicates"] += 1
+            except ConnectionClosed:  # cut off during the replay (max_write_buffer, say)
+                return Resumed(replayed, lost, last)
+            finally:
+                self.counters["replayed"] += replayed
             del catching[conn]  # no await from here on: no message can slip between
             conn.subscribe(topic)
             return Resumed(replayed, lost, last)
