@@ -487,7 +487,7 @@ def run_one(name: str, n: int, args) -> dict:
             t0, t1, lost_frames = float(t0), float(t1), int(lost_frames)
             got = res["open"] * args.flood - lost_frames
             base += got * flen
-            total, last = _wait_bytes(clients, base, 60)
+            total, last = _wait_bytes(clients, base, 600)  # 1M deliveries take a while at 10-20k/s
             if total < base:
                 res["lost"] = res.get("lost", 0) + base - total
                 base = total

@@ -204,6 +204,7 @@ class RedisBroker:
         self._buffer: list = []
         self._ops: list = []       # commands for the link, sent in order by _writer
         self._writer_task = None
+        self._writer_link = None
         self._sub_pending: dict = {}   # topic -> SUBSCRIBEs sent, not yet acknowledged
         self._subscribed: set = set()  # acknowledged
         self._sub_waiters: dict = {}   # topic -> [futures] for "subscribed"
@@ -257,6 +258,8 @@ class RedisBroker:
 
     async def close(self) -> None:
         self._closed = True
+        if self._writer_task is not None and not self._writer_task.done():
+            self._writer_task.cancel()
         task, self._task = self._task, None
         if task is not None:
             task.cancel()
@@ -292,9 +295,12 @@ class RedisBroker:
             self._send(("SUBSCRIBE", self._channel(topic)))
 
     def _send(self, op) -> None:
+        """Queue a command for the link; one writer task sends them in order."""
         self._ops.append(op)
-        if self._writer_task is None or self._writer_task.done():
-            self._writer_task = self._loop.create_task(self._writer(self._link))
+        link = self._link
+        if self._writer_task is None or self._writer_task.done() or self._writer_link is not link:
+            self._writer_link = link
+            self._writer_task = self._loop.create_task(self._writer(link))
 
     async def _writer(self, link) -> None:
         try:

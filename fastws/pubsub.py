@@ -72,8 +72,32 @@ Either way the other subscribers get every message, in order. ``send()`` to
 one connection is not subject to this policy (it has its own: ``write_limit``
 back-pressure, ``max_write_buffer``, ``write_timeout``).
 
+Bursts (cork)
+-------------
+A publish is one transport ``write`` per subscriber, and on uvloop a write to
+an empty buffer is one ``send`` system call: many publishes in one loop
+iteration cost one system call per message per subscriber. ``Topics.cork()``
+(``with server.cork():``, ``server.publish_many``) queues the frames of the
+publishes instead, as *runs*: consecutive publishes to one topic append to
+the last run, a publish to another topic starts a new one (so a subscriber of
+both still gets everything in publish order). ``uncork()`` (the end of the
+block) writes each run once: its frames joined into one bytes object, fanned
+out with the same loop, one write per subscriber; the slow-consumer check
+applies to that write (a dropped run counts one drop per message in it).
+What is queued is written first when a connection subscribes or unsubscribes
+(it gets exactly what was published while it was subscribed), before a
+broadcast (which is not corked), and as soon as ``write_limit`` bytes are
+queued (bounding the queue, and what one write adds to a subscriber's buffer:
+at most slow_consumer_limit + write_limit + one frame). Direct ``send()``
+calls made inside the block are not queued, so they go out before the
+block's publishes. ``cork_until_next_iteration(loop)`` corks and uncorks with
+one ``loop.call_soon``: the Redis broker uses it for what arrives in one read.
+Outside a cork a publish costs one extra flag check.
+
 ``server.stats``: ``publishes`` (publish and broadcast calls), ``deliveries``
-(frames written), ``slow_consumer_drops``, ``slow_consumer_closes``.
+(frames written, each message of a corked run counted), ``slow_consumer_drops``,
+``slow_consumer_closes``, ``corked_writes`` (writes made by uncork), and
+``broker`` (the broker's counters, fastws/broker.py) when there is one.
 """
 from __future__ import annotations
 

@@ -468,3 +468,26 @@ def test_skip_reason_names_redis_server(monkeypatch):
     monkeypatch.setenv("CI", "true")
     with pytest.raises(pytest.fail.Exception, match="CI=true"):
         redis_or_skip()
+
+
+def test_resume_with_the_handler_api(redis_server, serve_thread):
+    """broker.resume on an ``async def handler(ws)`` connection (the default
+    send is the synchronous send of both API levels)."""
+    broker = RedisBroker(redis_server.url, history=50)
+
+    async def handler(ws):
+        since = int(ws.path.rpartition("=")[2])
+        result = await ws.server.broker.resume(ws, "hx", since)
+        await ws.send(f"resumed {result.replayed} {result.lost} {result.last}")
+        async for _ in ws:
+            pass
+
+    st = serve_thread(handler, broker=broker)
+    for i in range(1, 4):
+        st.call(st.server.publish, "hx", f"h{i}")
+    with ws_sync.connect(f"ws://127.0.0.1:{st.port}/?since=1", open_timeout=5 * UNIT) as ws:
+        assert [recv(ws) for _ in range(3)] == ["h2", "h3", "resumed 2 0 3"]
+        assert wait_for(lambda: st.call(st.server.subscribers, "hx") == 1)
+        st.call(st.server.publish, "hx", b"live")
+        assert recv(ws) == b"live"
+    assert broker.stats()["replayed"] == 2
