@@ -335,7 +335,7 @@ class PushService:
         try:
             published = await broker.publish(topic, data)
         except BrokerUnavailable as exc:
-            logger.warning("publish to %r refused: %s", topic, exc)
+            logger.debug("publish to %r refused: %s", topic, exc)  # the broker logged the outage once
             return _json(503, "Service Unavailable", {"error": "the message broker is unavailable; "
                                                       "the message was not published"},
                          [("Retry-After", "1")])
