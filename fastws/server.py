@@ -30,7 +30,11 @@ http_handler      ``callable(request) -> Response`` (or a coroutine function) fo
 Pub/sub (fastws/pubsub.py, where the slow-consumer policy is written down):
 ``ws.subscribe(topic)``, ``ws.unsubscribe(topic)``, ``ws.topics``,
 ``ws.server``; ``server.publish(topic, data)``, ``server.broadcast(data)``,
-``server.subscribers(topic)``, ``server.topics()``, ``server.stats``.
+``server.subscribers(topic)``, ``server.topics()``, ``server.stats``;
+``with server.cork():`` / ``server.publish_many`` for bursts. With
+``broker=RedisBroker(url)`` (fastws/broker.py) ``server.publish`` goes through
+Redis to every process (``await`` it; ``BrokerUnavailable`` if Redis is away)
+and ``server.publish_local`` stays local.
 """
 from __future__ import annotations
 
@@ -496,7 +500,7 @@ class serve:
     ``async with serve(app, host, port) as server: ...``.
 
     Connection options are those of ``fastws.options.Options``; server options:
-    ``origins``, ``subprotocols``, ``process_request``, ``http_handler``;
+    ``origins``, ``subprotocols``, ``process_request``, ``http_handler``, ``broker``;
     socket options: ``sock``, ``reuse_port``, ``backlog``, ``ssl``, ``unix_path``.
     """
 
