@@ -167,9 +167,16 @@ def test_workers_share_topics(redis_server, push_procs):
 
     p = push_procs("--redis", redis_server.url, "--workers", "2")
     with contextlib.ExitStack() as stack:
-        clients = [stack.enter_context(p.connect("?topics=t")) for _ in range(12)]
-        # SO_REUSEPORT spreads 12 connections over both workers (almost surely);
-        # each worker subscribes once.
+        # SO_REUSEPORT spreads connections over the workers that listen; the
+        # second may start listening a little later: connect until both have
+        # subscribers (each worker subscribes once).
+        clients = []
+        deadline = time.monotonic() + 30 * UNIT
+        while len(clients) < 12 or numsub(redis_server, "t") < 2:
+            assert time.monotonic() < deadline and len(clients) < 200, numsub(redis_server, "t")
+            clients.append(stack.enter_context(p.connect("?topics=t")))
+            if len(clients) >= 12:
+                time.sleep(0.05)
         assert wait_for(lambda: numsub(redis_server, "t") == 2), numsub(redis_server, "t")
         status, body, _ = post(p.port, "t", b"to all")
         assert status == 200 and body["processes"] == 2
