@@ -1,7 +1,7 @@
 """Fan-out benchmark: one message to N connected clients, fastws against its peers.
 
     python bench/fanout.py [--n 1000,10000,15000] [--servers fastws,...] [--size 64]
-                           [--repeat 5] [--burst 20] [--clients 4] [--out bench/RESULTS.md]
+                           [--repeat 5] [--burst 20] [--flood 100] [--clients 4] [--out bench/RESULTS.md]
 
 For each N and each server (one after another, each in its own process
 pinned to CPU 0), --clients client processes pinned to CPU 1 open N
@@ -18,6 +18,14 @@ the server through its stdin, so what is timed is the server's fan-out alone:
 - ``burst``: --burst publishes, one per loop iteration (``await
   asyncio.sleep(0)`` between them, so the loop can flush); *deliveries/s* =
   burst x N / (last client's last byte - t0).
+- ``flood`` (the cork row): --flood publishes back to back in one loop
+  iteration (no await between them), then the deliveries/s as for burst.
+  fastws coalesces them with ``with server.cork():`` (one write per
+  subscriber per write_limit bytes, ``fastws+cork``) and is also measured
+  without (``fastws`` plain: one write per message per subscriber, like the
+  peers' loops). ``floor`` sends each frame with its own ``socket.send``
+  (the one-syscall-per-message floor); ``floor+join`` sends the --flood
+  frames joined in one ``socket.send`` per socket (the floor of coalescing).
 
 Servers (all on uvloop, all with keepalive pings off):
 
@@ -96,6 +104,7 @@ def _say(*parts) -> None:
 async def server_role(name: str, port: int, size: int) -> None:
     payload = os.urandom(size)
     conns: list = []  # what each server fans out over (kept by its own API)
+    missed = [0]      # floor: frames a full socket buffer refused
 
     if name in ("fastws", "fastws-py"):
         sys.path.insert(0, str(REPO))
@@ -112,6 +121,15 @@ async def server_role(name: str, port: int, size: int) -> None:
         async def publish():
             server.publish("t", payload)
 
+        def flood(k, mode):
+            if mode == "cork":
+                with server.cork():
+                    for _ in range(k):
+                        server.publish("t", payload)
+            else:
+                for _ in range(k):
+                    server.publish("t", payload)
+
         _say("IMPL", fastws.IMPLEMENTATION)
     elif name == "websockets":
         from websockets.asyncio.server import broadcast, serve
@@ -125,6 +143,10 @@ async def server_role(name: str, port: int, size: int) -> None:
 
         async def publish():
             broadcast(server.connections, payload)
+
+        def flood(k, mode):
+            for _ in range(k):
+                broadcast(server.connections, payload)
     elif name == "aiohttp":
         from aiohttp import web
 
@@ -149,6 +171,11 @@ async def server_role(name: str, port: int, size: int) -> None:
         async def publish():
             for ws in conns:
                 await ws.send_bytes(payload)
+
+        async def flood(k, mode):
+            for _ in range(k):
+                for ws in conns:
+                    await ws.send_bytes(payload)
     elif name == "picows":
         from picows import WSListener, WSMsgType, ws_create_server
 
@@ -169,6 +196,11 @@ async def server_role(name: str, port: int, size: int) -> None:
         async def publish():
             for t in conns:
                 t.send(BINARY, payload)
+
+        def flood(k, mode):
+            for _ in range(k):
+                for t in conns:
+                    t.send(BINARY, payload)
     elif name == "floor":
         frame = server_frame(payload)
         lsock = socket.socket()
@@ -177,7 +209,6 @@ async def server_role(name: str, port: int, size: int) -> None:
         lsock.listen(BACKLOG)
         lsock.setblocking(False)
         socks = conns
-        missed = [0]
 
         def accept():
             while True:
@@ -197,6 +228,23 @@ async def server_role(name: str, port: int, size: int) -> None:
                     s.send(frame)
                 except BlockingIOError:
                     missed[0] += 1
+
+        def flood(k, mode):
+            if mode == "join":
+                data = frame * k
+                for s in socks:
+                    try:
+                        sent = s.send(data)
+                    except BlockingIOError:
+                        sent = 0
+                    missed[0] += (len(data) - sent) // len(frame)
+                return
+            for _ in range(k):
+                for s in socks:
+                    try:
+                        s.send(frame)
+                    except BlockingIOError:
+                        missed[0] += 1
     else:
         raise SystemExit(f"unknown server {name}")
 
@@ -216,6 +264,16 @@ async def server_role(name: str, port: int, size: int) -> None:
                 await publish()
                 await asyncio.sleep(0)
             _say("burst", t0, time.monotonic())
+        elif cmd[0] == "flood":
+            k, mode = int(cmd[1]), cmd[2]
+            before = missed[0] if name == "floor" else 0
+            t0 = time.monotonic()
+            r = flood(k, mode)
+            if r is not None:
+                await r
+            t1 = time.monotonic()
+            lost = (missed[0] - before) if name == "floor" else 0
+            _say("flood", t0, t1, lost)
         elif cmd[0] == "quit":
             break
     if name == "floor":
@@ -421,6 +479,20 @@ def run_one(name: str, n: int, args) -> dict:
             res["lost"] = res.get("lost", 0) + base - total
         res["rate"] = res["open"] * args.burst / (last - t0)
         res["server_rate"] = res["open"] * args.burst / (t1 - t0)
+        modes = {"fastws": ["plain", "cork"], "fastws-py": ["plain", "cork"], "floor": ["plain", "join"]}
+        res["flood"] = {}
+        for mode in modes.get(name, ["plain"]):
+            time.sleep(0.5)
+            t0, t1, lost_frames = server.ask(f"flood {args.flood} {mode}", "flood")
+            t0, t1, lost_frames = float(t0), float(t1), int(lost_frames)
+            got = res["open"] * args.flood - lost_frames
+            base += got * flen
+            total, last = _wait_bytes(clients, base, 600)  # 1M deliveries take a while at 10-20k/s
+            if total < base:
+                res["lost"] = res.get("lost", 0) + base - total
+                base = total
+            res["flood"][mode] = {"rate": got / (last - t0), "server": got / (t1 - t0),
+                                  "refused": lost_frames}
     except Exception as exc:  # noqa: BLE001 - reported in the table
         res["error"] = f"{type(exc).__name__}: {exc}"
     finally:
@@ -428,6 +500,31 @@ def run_one(name: str, n: int, args) -> dict:
         for c in clients:
             c.stop()
     return res
+
+
+FLOOD_NAMES = {("fastws", "cork"): "fastws+cork", ("fastws-py", "cork"): "fastws-py+cork",
+               ("floor", "join"): "floor+join"}
+
+
+def flood_table(results, args) -> str:
+    out = [f"| N | server | deliveries/s ({args.flood} back to back) | vs floor | vs fastws+cork "
+           "| server-side deliveries/s | refused by a full socket |",
+           "|---:|---|---:|---:|---:|---:|---:|"]
+    for n in sorted({r["n"] for r in results}):
+        rows = []
+        for r in results:
+            if r["n"] != n:
+                continue
+            for mode, v in r.get("flood", {}).items():
+                rows.append((FLOOD_NAMES.get((r["server"], mode), r["server"]), v))
+        floor = next((v for name, v in rows if name == "floor"), None)
+        cork = next((v for name, v in rows if name == "fastws+cork"), None)
+        for name, v in rows:
+            vs_floor = f"{v['rate'] / floor['rate']:.2f}x" if floor else "-"
+            vs_cork = f"{v['rate'] / cork['rate']:.2f}x" if cork else "-"
+            out.append(f"| {n:,} | {name} | {v['rate']:,.0f} | {vs_floor} | {vs_cork} | {v['server']:,.0f} "
+                       f"| {v['refused']:,} |")
+    return "\n".join(out)
 
 
 def table(results, args) -> str:
@@ -464,6 +561,7 @@ def main() -> None:
     ap.add_argument("--size", type=int, default=64)
     ap.add_argument("--repeat", type=int, default=5)
     ap.add_argument("--burst", type=int, default=20)
+    ap.add_argument("--flood", type=int, default=100)
     ap.add_argument("--clients", type=int, default=4)
     ap.add_argument("--out")
     args = ap.parse_args()
@@ -484,7 +582,7 @@ def main() -> None:
             f"- versions: {versions()}",
             f"- payload {args.size} B binary ({frame_len(args.size)} B frame), latency and µs/delivery: "
             f"median of {args.repeat} single publishes; burst: {args.burst} publishes, one per loop "
-            f"iteration; server on CPU {SERVER_CPU}, {args.clients} client processes on CPU {CLIENT_CPU}"]
+            f"iteration; flood: {args.flood} publishes back to back; server on CPU {SERVER_CPU}, {args.clients} client processes on CPU {CLIENT_CPU}"]
     print("\n".join(head), flush=True)
     results = []
     for n in [int(x) for x in args.n.split(",")]:
@@ -492,7 +590,8 @@ def main() -> None:
             r = run_one(name, n, args)
             results.append(r)
             print(r, flush=True)
-    text = table(results, args)
+    text = table(results, args) + "\n\nBursts (publishes back to back in one loop iteration):\n\n" + \
+        flood_table(results, args)
     print(text)
     if args.out:
         with open(args.out, "a") as f:
@@ -501,7 +600,10 @@ def main() -> None:
                     "before the publish (CLOCK_MONOTONIC across processes; includes the clients' own "
                     "CPU, all on one core); *server µs / delivery* = the server's wall time for the "
                     "fan-out call / N; *vs floor* = that / the bare `socket.send` loop's; "
-                    "*deliveries/s* = burst x N / (last byte at the last client - start of burst).\n")
+                    "*deliveries/s* = burst x N / (last byte at the last client - start of burst). "
+                    "Bursts: deliveries/s = (flood x N - refused) / (last byte at the last client - start); "
+                    "*server-side* = the same over the server's own time for the loop; *refused*: frames the "
+                    "floor's non-blocking send could not queue (not counted as delivered).\n")
 
 
 if __name__ == "__main__":

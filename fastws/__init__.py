@@ -34,6 +34,7 @@ _LAZY = {
     "Listener": "listener",
     "Request": "handshake", "Response": "handshake", "Headers": "handshake",
     "run": "runner",
+    "RedisBroker": "broker",
 }
 
 __all__ = ["__version__", "Options", *_LAZY, *_exc_all]
@@ -43,6 +44,10 @@ def __getattr__(name):
     # Imported on first use: `import fastws` stays light, and importing
     # fastws.exceptions (which the extension does) does not pick the codec
     # while the extension itself is still being imported.
+    if name == "broker":  # fastws.broker.RedisBroker after a bare `import fastws`
+        import importlib
+
+        return importlib.import_module(".broker", __name__)
     module = _LAZY.get(name)
     if module is None:
         raise AttributeError(f"module 'fastws' has no attribute {name!r}")

@@ -3,6 +3,7 @@
     fastws echo --host 127.0.0.1 --port 8765
     fastws chat --host 127.0.0.1 --port 8080     # a chat room: open http://127.0.0.1:8080/
     fastws push --port 8080 --token SECRET       # POST /publish/<topic> -> WebSocket subscribers
+    fastws push --workers 4 --redis redis://127.0.0.1:6379/0 --history 1000
 
 Bad options give one error line and exit status 2, never a traceback.
 """
@@ -113,25 +114,32 @@ def build_parser() -> argparse.ArgumentParser:
     push.add_argument("--token", default=_env("token", None),
                       help="require 'Authorization: Bearer TOKEN' to publish (env FASTWS_TOKEN, "
                            "which keeps it out of the process list); default: no token")
+    push.add_argument("--redis", default=_env("redis", None), metavar="URL",
+                      help="share topics through Redis (redis://host:port/db): every worker, on any "
+                           "machine using that Redis, delivers every publish; allows --workers > 1 "
+                           "(env FASTWS_REDIS; needs pip install 'fastws[redis]')")
+    push.add_argument("--history", type=int, default=int(_env("history", "0")), metavar="N",
+                      help="with --redis: keep about the last N messages of each topic in a Redis "
+                           "stream, so clients can resume with ?since=ID (env FASTWS_HISTORY; default 0: off)")
     return parser
 
 
-def _single_process(command: str, workers: int):
-    """chat and push keep their state in one process: refuse --workers > 1."""
-    if workers <= 1:  # below 1: run() says what is wrong
+def _single_process(command: str, workers: int, redis=None):
+    """chat and push keep their state in one process: refuse --workers > 1
+    (push: unless a Redis broker shares the topics)."""
+    if workers <= 1 or (command == "push" and redis):  # below 1: run() says what is wrong
         return None
     if command == "chat":
         return ("chat does not support --workers: the room and its user list live in one "
                 "process, so users on different workers could not see each other")
-    return ("push does not support --workers yet: subscribers live in each worker's memory, so "
-            "a POST would reach only the subscribers of the worker that took it (this needs a "
-            "shared broker)")
+    return ("push needs --redis URL for --workers > 1: subscribers live in each worker's memory, "
+            "so without a shared broker a POST would reach only the subscribers of the worker that took it")
 
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     if args.command != "echo":
-        refusal = _single_process(args.command, args.workers)
+        refusal = _single_process(args.command, args.workers, getattr(args, "redis", None))
         if refusal is not None:
             print(f"fastws: error: {refusal}", file=sys.stderr)
             return 2
@@ -169,11 +177,26 @@ def main(argv=None) -> int:
             print(f"fastws: error: {exc}", file=sys.stderr)
             return 2
         options.update(push_options, on_server=service.attach)
+        if args.history and not args.redis:
+            print("fastws: error: --history needs --redis URL (the history is kept in Redis)", file=sys.stderr)
+            return 2
+        if args.redis:
+            from .broker import RedisBroker
+            from .push import envelope
+
+            try:
+                options["broker"] = RedisBroker(args.redis, history=args.history,
+                                                wrap=envelope if args.history else None)
+            except ConfigError as exc:
+                print(f"fastws: error: {exc}", file=sys.stderr)
+                return 2
 
         def on_start(addresses, workers, loop):
             auth = "Bearer token required" if args.token else "no token: anyone who reaches the port may publish"
+            broker = (f"; redis {options['broker'].safe_url}, history {args.history or 'off'}, workers {workers}"
+                      if args.redis else "")
             print(f"fastws {__version__} push listening on http://{', http://'.join(addresses)} "
-                  f"(WebSocket at /ws?topics=a,b; POST /publish/<topic>; {auth}) "
+                  f"(WebSocket at /ws?topics=a,b; POST /publish/<topic>; {auth}{broker}) "
                   f"(implementation {IMPLEMENTATION}, loop {loop})", flush=True)
 
     try:

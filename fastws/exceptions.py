@@ -22,6 +22,11 @@
      │    │                          there was no close frame)
      │    ├── ConnectionClosedOK      closed with 1000 or 1001
      │    └── ConnectionClosedError   closed with any other code
+     ├── BrokerError                 the pub/sub broker (fastws.broker) failed a
+     │    │                          request: a Redis error reply, a bad history id
+     │    └── BrokerUnavailable       ... because it is not connected to Redis
+     │                                (down, restarting, unreachable): a publish
+     │                                through it was NOT accepted; retry later
      └── ConfigError (also ValueError) an option is out of range or malformed
 
 Protocol errors are raised by the frame parser (both the Cython extension and
@@ -48,6 +53,8 @@ __all__ = [
     "ConnectionClosedOK",
     "ConnectionClosedError",
     "ConfigError",
+    "BrokerError",
+    "BrokerUnavailable",
     "CLOSE_NORMAL",
     "CLOSE_GOING_AWAY",
     "CLOSE_PROTOCOL_ERROR",
@@ -190,6 +197,16 @@ class ConnectionClosedOK(ConnectionClosed):
 
 class ConnectionClosedError(ConnectionClosed):
     """The connection closed with an error code, or without a close frame."""
+
+
+class BrokerError(FastWSError):
+    """The pub/sub broker (fastws.broker) could not do what was asked."""
+
+
+class BrokerUnavailable(BrokerError):
+    """The broker is not connected to Redis: the publish (or history read) was
+    not accepted and nothing was sent; the caller may retry later. An HTTP
+    front end answers 503 (``fastws push`` does)."""
 
 
 def connection_closed(code: int, reason: str = "", sent_code: int | None = None) -> ConnectionClosed:

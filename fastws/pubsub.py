@@ -72,8 +72,32 @@ Either way the other subscribers get every message, in order. ``send()`` to
 one connection is not subject to this policy (it has its own: ``write_limit``
 back-pressure, ``max_write_buffer``, ``write_timeout``).
 
+Bursts (cork)
+-------------
+A publish is one transport ``write`` per subscriber, and on uvloop a write to
+an empty buffer is one ``send`` system call: many publishes in one loop
+iteration cost one system call per message per subscriber. ``Topics.cork()``
+(``with server.cork():``, ``server.publish_many``) queues the frames of the
+publishes instead, as *runs*: consecutive publishes to one topic append to
+the last run, a publish to another topic starts a new one (so a subscriber of
+both still gets everything in publish order). ``uncork()`` (the end of the
+block) writes each run once: its frames joined into one bytes object, fanned
+out with the same loop, one write per subscriber; the slow-consumer check
+applies to that write (a dropped run counts one drop per message in it).
+What is queued is written first when a connection subscribes or unsubscribes
+(it gets exactly what was published while it was subscribed), before a
+broadcast (which is not corked), and as soon as ``write_limit`` bytes are
+queued (bounding the queue, and what one write adds to a subscriber's buffer:
+at most slow_consumer_limit + write_limit + one frame). Direct ``send()``
+calls made inside the block are not queued, so they go out before the
+block's publishes. ``cork_until_next_iteration(loop)`` corks and uncorks with
+one ``loop.call_soon``: the Redis broker uses it for what arrives in one read.
+Outside a cork a publish costs one extra flag check.
+
 ``server.stats``: ``publishes`` (publish and broadcast calls), ``deliveries``
-(frames written), ``slow_consumer_drops``, ``slow_consumer_closes``.
+(frames written, each message of a corked run counted), ``slow_consumer_drops``,
+``slow_consumer_closes``, ``corked_writes`` (writes made by uncork), and
+``broker`` (the broker's counters, fastws/broker.py) when there is one.
 """
 from __future__ import annotations
 
@@ -95,22 +119,38 @@ _fanout = codec.fanout
 class Topics:
     """The subscriber registry and the publish path of one Server."""
 
-    __slots__ = ("_subs", "_of", "_limit", "_close_slow", "stats")
+    __slots__ = ("_subs", "_of", "_limit", "_close_slow", "stats", "_corked", "_runs", "_run_bytes",
+                 "_cork_limit", "_auto", "hook")
 
     def __init__(self, options):
         self._subs: dict = {}   # topic -> {conn: None}
         self._of: dict = {}     # conn -> topic (str) or set of topics
         self._limit = options.slow_consumer_limit
         self._close_slow = options.slow_consumer == "close"
-        self.stats = {"publishes": 0, "deliveries": 0, "slow_consumer_drops": 0, "slow_consumer_closes": 0}
+        self.stats = {"publishes": 0, "deliveries": 0, "slow_consumer_drops": 0, "slow_consumer_closes": 0,
+                      "corked_writes": 0}
+        # Cork (see "Bursts" in the module docstring): while _corked > 0,
+        # publishes are queued as runs [topic, frames] and written at uncork.
+        self._corked = 0
+        self._runs: list = []
+        self._run_bytes = 0
+        self._cork_limit = options.write_limit  # queued bytes that force a flush
+        self._auto = False                      # an uncork is scheduled with call_soon
+        # hook.topic_added(topic) / hook.topic_removed(topic): the broker
+        # (fastws/broker.py) follows which topics have local subscribers.
+        self.hook = None
 
     # ------------------------------------------------------------ membership
     def subscribe(self, conn, topic: str) -> None:
         if type(topic) is not str:
             raise TypeError(f"topic must be a str, not {type(topic).__name__}")
+        if self._runs:
+            self._flush()  # it gets what is published from now on, not what is queued
         subs = self._subs.get(topic)
         if subs is None:
             subs = self._subs[topic] = {}
+            if self.hook is not None:
+                self.hook.topic_added(topic)
         elif conn in subs:
             return
         subs[conn] = None
@@ -132,10 +172,14 @@ class Topics:
         if type(mine) is str:
             if mine != topic:
                 return False
+            if self._runs:
+                self._flush()  # it still gets what was published before
             del of[conn]
         else:
             if topic not in mine:
                 return False
+            if self._runs:
+                self._flush()
             mine.discard(topic)
             if len(mine) == 1:
                 of[conn] = next(iter(mine))
@@ -158,6 +202,8 @@ class Topics:
         del subs[conn]
         if not subs:
             del self._subs[topic]
+            if self.hook is not None:
+                self.hook.topic_removed(topic)
 
     def topics_of(self, conn) -> frozenset:
         mine = self._of.get(conn)
@@ -186,10 +232,14 @@ class Topics:
         subs = self._subs.get(topic)
         if subs is None:
             return 0
+        if self._corked:
+            return self._queue(topic, subs, data)
         return self._send(subs, data)
 
     def broadcast(self, conns, data) -> int:
         self.stats["publishes"] += 1
+        if self._runs:
+            self._flush()  # in order after what is queued; a broadcast is not corked
         return self._send(conns, data)
 
     def _send(self, conns, data) -> int:
@@ -199,13 +249,71 @@ class Topics:
         stats = self.stats
         stats["deliveries"] += n
         if slow:
-            self._slow(slow)
+            self._slow(slow, 1)
         return n
 
-    def _slow(self, slow: list) -> None:
+    # ------------------------------------------------------------ bursts (cork)
+    def cork(self) -> None:
+        self._corked += 1
+
+    def uncork(self) -> None:
+        if self._corked <= 0:
+            raise RuntimeError("uncork() without cork()")
+        self._corked -= 1
+        if not self._corked:
+            self._flush()
+
+    def cork_until_next_iteration(self, loop) -> None:
+        """Cork now and uncork with one ``loop.call_soon``: every publish
+        until then (this loop iteration) is coalesced. Idempotent."""
+        if not self._auto:
+            self._auto = True
+            self._corked += 1
+            loop.call_soon(self._auto_uncork)
+
+    def _auto_uncork(self) -> None:
+        self._auto = False
+        self.uncork()
+
+    def _queue(self, topic, subs, data) -> int:
+        frame = _build_frame(OP_TEXT if type(data) is str else OP_BINARY, data)
+        runs = self._runs
+        if runs and runs[-1][0] == topic:
+            runs[-1][1].append(frame)
+        else:  # another topic: a new run, so a subscriber of both keeps the order
+            runs.append((topic, [frame]))
+        self._run_bytes += len(frame)
+        if self._run_bytes >= self._cork_limit:
+            self._flush()  # bounds what is queued, and what one write adds to a buffer
+        return len(subs)
+
+    def flush(self) -> None:
+        """Write what is queued now (also while corked)."""
+        if self._runs:
+            self._flush()
+
+    def _flush(self) -> None:
+        runs = self._runs
+        self._runs = []
+        self._run_bytes = 0
+        stats = self.stats
+        for topic, frames in runs:
+            subs = self._subs.get(topic)
+            if subs is None:
+                continue
+            k = len(frames)
+            data = frames[0] if k == 1 else b"".join(frames)  # the same bytes to every subscriber
+            slow = []
+            n = _fanout(subs, data, self._limit, slow)
+            stats["deliveries"] += n * k
+            stats["corked_writes"] += n
+            if slow:
+                self._slow(slow, k)
+
+    def _slow(self, slow: list, messages: int) -> None:
         """Apply the slow-consumer policy (module docstring) after the loop."""
         if not self._close_slow:
-            self.stats["slow_consumer_drops"] += len(slow)
+            self.stats["slow_consumer_drops"] += len(slow) * messages
             return
         self.stats["slow_consumer_closes"] += len(slow)
         for conn in slow:

@@ -17,6 +17,21 @@ topic refuses the upgrade with 400), and/or later with JSON text messages:
 ``{"type": "subscribe", "topic": T}``   -> ``{"type": "subscribed", "topic": T}``
 ``{"type": "unsubscribe", "topic": T}`` -> ``{"type": "unsubscribed", "topic": T}``
 
+With a Redis broker and history (``--redis URL --history N``), every
+published message reaches the client wrapped, so it learns each message's id:
+``{"type": "message", "topic": T, "id": ID, "data": TEXT}`` (a binary body:
+``"base64": B64`` instead of ``"data"``). A client that reconnects resumes
+after the last id it saw, with ``/ws?topics=a,b&since=ID`` (the same ``since``
+for each topic) or ``{"type": "subscribe", "topic": T, "since": ID}``: it gets
+the messages after ID still in the history, then the live ones, no gap and no
+duplicate at the switch-over (fastws/broker.py). If some messages after ID
+were already trimmed from the history it first gets ``{"type": "gap",
+"topic": T, "lost": N}`` (``null``: unknown, Redis was reset). The subscribe
+message's ``subscribed`` reply then carries ``"replayed": K, "last": ID``. If
+Redis is away the resume fails: ``{"type": "error", "code": "unavailable"}``
+for a subscribe message; a connection resuming from the query is closed with
+1013 (try again later).
+
 A refused request gets ``{"type": "error", "code": CODE, "error": TEXT}``
 (CODE: ``bad_json``, ``bad_request``, ``unknown_type``, ``bad_topic``,
 ``too_many_topics``) and the connection stays open; a binary frame closes it
@@ -29,29 +44,37 @@ HTTP
 
 ``POST /publish/<topic>``  the body goes to the topic's subscribers; 200
                            ``{"delivered": N}`` (N: subscribers reached, 0 if
-                           none). With a token, ``Authorization: Bearer TOKEN``
+                           none). With a Redis broker (``--redis``): 200
+                           ``{"id": ID, "processes": P}`` once Redis accepted it
+                           (P: worker processes with subscribers of the topic),
+                           or 503 with ``Retry-After`` if Redis is unreachable
+                           (the message was NOT published), 502 if Redis refused it. With a token, ``Authorization: Bearer TOKEN``
                            is required (401 otherwise). 400 bad topic, 405
                            another method, 413 body over the limit (``max_body``,
                            at most the request reader's 1 MiB).
 ``GET /healthz``           200 ``ok``
 anything else              404
 
-One process, one set of subscribers: with several workers a publish would
-reach only the subscribers of the worker that took the POST, so the command
-refuses ``--workers`` above 1 until a shared broker exists.
+Without a broker there is one process and one set of subscribers: with
+several workers a publish would reach only the subscribers of the worker that
+took the POST, so the command refuses ``--workers`` above 1 unless
+``--redis URL`` is given; then every worker (on any machine sharing that
+Redis) delivers every publish to its own subscribers.
 """
 from __future__ import annotations
 
+import asyncio
+import base64
 import hmac
 import logging
 import re
 from urllib.parse import parse_qs, unquote
 
-from .exceptions import ConfigError
+from .exceptions import CLOSE_INTERNAL_ERROR, CLOSE_TRY_AGAIN_LATER, BrokerError, BrokerUnavailable, ConfigError
 from .handshake import Response
 from .apps import MAX_ERRORS, JsonListener, dumps
 
-__all__ = ["PushListener", "PushService", "push_app", "valid_topic",
+__all__ = ["PushListener", "PushService", "push_app", "valid_topic", "envelope",
            "MAX_TOPICS", "MAX_ERRORS", "MAX_BODY", "CLIENT_MAX_SIZE"]
 
 logger = logging.getLogger("fastws.push")
@@ -91,6 +114,47 @@ def query_topics(target: str):
     return topics if len(topics) <= MAX_TOPICS else None
 
 
+_MAX_ID = 2**63 - 1
+
+
+def valid_since(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= _MAX_ID
+
+
+def query_since(target: str):
+    """``?since=ID``: None if absent, the id, or False if malformed."""
+    _, query = _split_target(target)
+    values = parse_qs(query, keep_blank_values=True).get("since")
+    if not values:
+        return None
+    if len(values) > 1 or not values[0].isdigit() or len(values[0]) > 19:
+        return False
+    since = int(values[0])
+    return since if since <= _MAX_ID else False
+
+
+def envelope(topic: str, msg_id: int, data) -> str:
+    """A published message with its id (push with history)."""
+    if isinstance(data, str):
+        return dumps({"type": "message", "topic": topic, "id": msg_id, "data": data})
+    return dumps({"type": "message", "topic": topic, "id": msg_id,
+                  "base64": base64.b64encode(data).decode("ascii")})
+
+
+_tasks: set = set()  # resumes in progress (a task needs a reference until it ends)
+
+
+def _spawn(coro) -> None:
+    task = asyncio.ensure_future(coro)
+    _tasks.add(task)
+    task.add_done_callback(_tasks.discard)
+
+
+def _history(ws):
+    broker = ws.server.broker
+    return broker if broker is not None and getattr(broker, "history_size", 0) else None
+
+
 class PushListener(JsonListener):
     """One subscriber connection."""
 
@@ -99,8 +163,54 @@ class PushListener(JsonListener):
     def on_connect(self, ws) -> None:
         self.ws = ws
         # process_request has validated the query string already.
-        for topic in query_topics(ws.path) or ():
-            ws.subscribe(topic)
+        topics = query_topics(ws.path) or ()
+        since = query_since(ws.path)
+        if since is None:
+            for topic in topics:
+                ws.subscribe(topic)
+        elif topics:
+            _spawn(self._resume_all(topics, since))
+
+    async def _resume_all(self, topics, since) -> None:
+        ws = self.ws
+        broker = _history(ws)
+        for topic in topics:
+            try:
+                await broker.resume(ws, topic, since, self._send_message, self._gap)
+            except BrokerUnavailable:
+                if ws.open:
+                    ws.close(CLOSE_TRY_AGAIN_LATER, "message broker unavailable")
+                return
+            except Exception:
+                logger.exception("resuming %r from %d failed", topic, since)
+                if ws.open:
+                    ws.close(CLOSE_INTERNAL_ERROR, "internal error")
+                return
+            if not ws.open:
+                return
+
+    def _send_message(self, topic, msg_id, data) -> None:
+        self.ws.send(envelope(topic, msg_id, data))
+
+    def _gap(self, topic, lost) -> None:
+        self.ws.send(dumps({"type": "gap", "topic": topic, "lost": lost}))
+
+    async def _resume_one(self, topic, since) -> None:
+        ws = self.ws
+        try:
+            result = await _history(ws).resume(ws, topic, since, self._send_message, self._gap)
+        except BrokerUnavailable:
+            if ws.open:
+                ws.send(dumps({"type": "error", "code": "unavailable", "topic": topic,
+                               "error": "the message broker is unavailable; try again later"}))
+            return
+        except BrokerError as exc:
+            if ws.open:
+                ws.send(dumps({"type": "error", "code": "bad_request", "topic": topic, "error": str(exc)}))
+            return
+        if ws.open:
+            ws.send(dumps({"type": "subscribed", "topic": topic, "replayed": result.replayed,
+                           "last": result.last}))
 
     def on_message(self, data) -> None:
         msg = self.decode(data)
@@ -117,6 +227,17 @@ class PushListener(JsonListener):
         if kind == "subscribe":
             if topic not in ws.topics and len(ws.topics) >= MAX_TOPICS:
                 self.refuse("too_many_topics", f"at most {MAX_TOPICS} topics per connection")
+                return
+            since = msg.get("since")
+            if since is not None:
+                if not valid_since(since):
+                    self.refuse("bad_request", "since must be a message id (a whole number >= 0)")
+                    return
+                if _history(ws) is None:
+                    self.refuse("no_history", "this server keeps no history (fastws push --redis URL --history N)")
+                    return
+                self.errors = 0
+                _spawn(self._resume_one(topic, since))
                 return
             ws.subscribe(topic)
             reply = "subscribed"
@@ -172,6 +293,13 @@ class PushService:
         if query_topics(request.path) is None:
             return _text(400, "Bad Request",
                          f"topics: at most {MAX_TOPICS}, each 1-128 characters of A-Z a-z 0-9 . _ : -\n")
+        since = query_since(request.path)
+        if since is False:
+            return _text(400, "Bad Request", "since must be a message id (a whole number >= 0)\n")
+        if since is not None:
+            broker = getattr(self.server, "broker", None)
+            if broker is None or not getattr(broker, "history_size", 0):
+                return _text(400, "Bad Request", "since needs history: fastws push --redis URL --history N\n")
         return None
 
     def http_handler(self, request):
@@ -197,8 +325,24 @@ class PushService:
             data = body.decode("utf-8")
         except UnicodeDecodeError:
             data = bytes(body)
-        delivered = self.server.publish(topic, data) if self.server is not None else 0
+        server = self.server
+        if server is not None and server.broker is not None:
+            return self._publish_via_broker(server.broker, topic, data)
+        delivered = server.publish(topic, data) if server is not None else 0
         return _json(200, "OK", {"delivered": delivered})
+
+    async def _publish_via_broker(self, broker, topic, data) -> Response:
+        try:
+            published = await broker.publish(topic, data)
+        except BrokerUnavailable as exc:
+            logger.debug("publish to %r refused: %s", topic, exc)  # the broker logged the outage once
+            return _json(503, "Service Unavailable", {"error": "the message broker is unavailable; "
+                                                      "the message was not published"},
+                         [("Retry-After", "1")])
+        except BrokerError as exc:
+            logger.error("publish to %r failed: %s", topic, exc)
+            return _json(502, "Bad Gateway", {"error": "the message broker refused the message"})
+        return _json(200, "OK", {"id": published.id, "processes": published.processes})
 
 
 def push_app(token: str | None = None, max_body: int = MAX_BODY):

@@ -30,7 +30,11 @@ http_handler      ``callable(request) -> Response`` (or a coroutine function) fo
 Pub/sub (fastws/pubsub.py, where the slow-consumer policy is written down):
 ``ws.subscribe(topic)``, ``ws.unsubscribe(topic)``, ``ws.topics``,
 ``ws.server``; ``server.publish(topic, data)``, ``server.broadcast(data)``,
-``server.subscribers(topic)``, ``server.topics()``, ``server.stats``.
+``server.subscribers(topic)``, ``server.topics()``, ``server.stats``;
+``with server.cork():`` / ``server.publish_many`` for bursts. With
+``broker=RedisBroker(url)`` (fastws/broker.py) ``server.publish`` goes through
+Redis to every process (``await`` it; ``BrokerUnavailable`` if Redis is away)
+and ``server.publish_local`` stays local.
 """
 from __future__ import annotations
 
@@ -277,7 +281,7 @@ class Server:
     """A running fastws server; ``connections`` is the set of its open connections."""
 
     def __init__(self, app, *, origins=None, subprotocols=None, process_request=None,
-                 http_handler=None, **options):
+                 http_handler=None, broker=None, **options):
         self.options = Options(**options)
         if _is_handler(app):
             self._connection_class = ServerWebSocket
@@ -311,6 +315,14 @@ class Server:
         self._topics = Topics(self.options)
         # publishes, deliveries, slow_consumer_drops, slow_consumer_closes
         self.stats: dict = self._topics.stats
+        # broker: topics across processes (fastws/broker.py); its counters
+        # are also server.stats["broker"].
+        self.broker = broker
+        if broker is not None:
+            if not hasattr(broker, "attach") or not hasattr(broker, "publish"):
+                raise ConfigError(f"broker must be a fastws.broker.RedisBroker (or alike), not {broker!r}")
+            broker.attach(self)
+            self.stats["broker"] = broker.counters
         self._servers = []
         self._closing = False
         self._all_closed = None
@@ -335,12 +347,41 @@ class Server:
                 self._all_closed.set_result(None)
 
     # ------------------------------------------------------------ pub/sub
-    def publish(self, topic: str, data) -> int:
+    def publish(self, topic: str, data):
         """Send ``data`` (``str``: text, bytes-like: binary) to every subscriber
         of ``topic``: the frame is built once and written to each. Never blocks;
         slow subscribers are handled as ``slow_consumer`` says (fastws/pubsub.py).
-        Returns how many subscribers it was written to."""
+        Returns how many subscribers it was written to (queued for, in a cork).
+
+        With a broker (``serve(..., broker=RedisBroker(url))``) it returns a
+        coroutine instead: ``await server.publish(topic, data)`` publishes
+        through Redis to the subscribers of every process and returns
+        ``Published(id, processes)``, or raises ``BrokerUnavailable``."""
+        broker = self.broker
+        if broker is None:
+            return self._topics.publish(topic, data)
+        return broker.publish(topic, data)
+
+    def publish_local(self, topic: str, data) -> int:
+        """``publish`` to this process's subscribers only, also with a broker."""
         return self._topics.publish(topic, data)
+
+    def cork(self):
+        """``with server.cork(): ...``: the local publishes made in the block
+        are queued and written when it ends, one write per subscriber per run
+        of messages to the same topic (fastws/pubsub.py, *Bursts*)."""
+        return _Cork(self._topics)
+
+    def publish_many(self, topic: str, messages) -> int:
+        """Publish each message in order to this process's subscribers of
+        ``topic``, coalesced: one write per subscriber (per write_limit bytes).
+        Returns the deliveries queued."""
+        topics = self._topics
+        topics.cork()
+        try:
+            return sum([topics.publish(topic, m) for m in messages])
+        finally:
+            topics.uncork()
 
     def broadcast(self, data, connections=None) -> int:
         """Like publish, to every open connection (or to ``connections``, any
@@ -359,6 +400,8 @@ class Server:
     async def start(self, host=None, port=None, *, sock=None, reuse_port=False, backlog=2048, ssl=None,
                     unix_path=None):
         loop = asyncio.get_running_loop()
+        if self.broker is not None:
+            await self.broker.start()
         if unix_path is not None:
             server = await loop.create_unix_server(self._factory, unix_path, sock=sock, backlog=backlog, ssl=ssl)
         elif sock is not None:
@@ -413,6 +456,8 @@ class Server:
                 await asyncio.sleep(0)
         for server in self._servers:
             await server.wait_closed()
+        if self.broker is not None:
+            await self.broker.close()
 
     async def shutdown(self, timeout: float | None = None) -> None:
         """Graceful shutdown: ``close()`` then ``wait_closed(timeout)``."""
@@ -436,12 +481,26 @@ class Server:
         return f"<fastws.Server sockets={[s.getsockname() for s in self.sockets]} connections={len(self.connections)}>"
 
 
+class _Cork:
+    __slots__ = ("_topics",)
+
+    def __init__(self, topics):
+        self._topics = topics
+
+    def __enter__(self):
+        self._topics.cork()
+        return self
+
+    def __exit__(self, *exc_info):
+        self._topics.uncork()
+
+
 class serve:
     """``server = await serve(app, host, port, **options)`` or
     ``async with serve(app, host, port) as server: ...``.
 
     Connection options are those of ``fastws.options.Options``; server options:
-    ``origins``, ``subprotocols``, ``process_request``, ``http_handler``;
+    ``origins``, ``subprotocols``, ``process_request``, ``http_handler``, ``broker``;
     socket options: ``sock``, ``reuse_port``, ``backlog``, ``ssl``, ``unix_path``.
     """
 

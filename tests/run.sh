@@ -7,6 +7,9 @@
 #      fails that test instead of skipping it (FASTWS_REQUIRE_BROWSER=1).
 #      playwright comes from pip (the test extra) and drives /usr/bin/chromium;
 #      `playwright install` is never run: no browser is downloaded.
+#      Debian's redis-server for tests/test_broker.py (apt-get when missing;
+#      the tests start their own on a free loopback port); in CI a missing
+#      redis-server fails those tests instead of skipping them.
 #   1. pip install -e ".[test]" with FASTWS_REQUIRE_EXTENSION=1 (a failed
 #      compile is an error, never a silent fallback to the twins)
 #   2. the end-to-end protocol tests again on the pure-Python twins
@@ -32,12 +35,24 @@ if [ "${CI:-}" = "true" ]; then
     export FASTWS_REQUIRE_BROWSER=1
 fi
 
+echo "== redis-server for the broker tests (Debian's redis-server)"
+if command -v redis-server >/dev/null; then
+    echo "$(command -v redis-server) is installed"
+elif [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    apt-get update
+    DEBIAN_FRONTEND=noninteractive apt-get install -y redis-server
+else
+    echo "note: redis-server is missing and this is not root (or not Debian):"
+    echo "      run 'sudo apt-get install -y redis-server' first, or tests/test_broker.py"
+    echo "      is skipped (and fails in CI, where CI=true)"
+fi
+
 echo "== install (editable, extension required)"
 FASTWS_REQUIRE_EXTENSION=1 "$PY" -m pip install -q -e ".[test]"
 "$PY" -c "import fastws; print('fastws', fastws.__version__, 'implementation:', fastws.IMPLEMENTATION)"
 
 echo "== end-to-end tests on the pure-Python twins"
-FASTWS_PURE_PYTHON=1 "$PY" -m pytest -q -p no:cacheprovider tests/test_server.py tests/test_peers.py tests/test_flow.py tests/test_cli.py tests/test_impl.py tests/test_chat.py tests/test_push.py tests/test_pubsub.py
+FASTWS_PURE_PYTHON=1 "$PY" -m pytest -q -p no:cacheprovider tests/test_server.py tests/test_peers.py tests/test_flow.py tests/test_cli.py tests/test_impl.py tests/test_chat.py tests/test_push.py tests/test_pubsub.py tests/test_broker.py tests/test_cork.py
 
 echo "== Autobahn|Testsuite 1-10 (pytest -m autobahn)"
 FASTWS_REQUIRE_EXTENSION=1 "$PY" -m pytest -q -p no:cacheprovider -m autobahn -s

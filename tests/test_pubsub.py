@@ -208,7 +208,8 @@ def test_publish_counts(topics):
     assert topics.publish("t", b"\x00\x01") == 2
     assert b.out[-1] == build_frame(2, b"\x00\x01")      # binary frame
     assert topics.broadcast([a, c], b"all") == 1
-    assert topics.stats == {"publishes": 4, "deliveries": 5, "slow_consumer_drops": 0, "slow_consumer_closes": 0}
+    assert topics.stats == {"publishes": 4, "deliveries": 5, "slow_consumer_drops": 0, "slow_consumer_closes": 0,
+                            "corked_writes": 0}
 
 
 def test_slow_consumer_drop(impl, monkeypatch):
