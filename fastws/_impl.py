@@ -26,6 +26,7 @@ _NAMES = {
         "FrameParser",
         "build_frame",
         "build_header",
+        "lone_control",
         "OP_CONTINUATION",
         "OP_TEXT",
         "OP_BINARY",

@@ -56,6 +56,7 @@ OP_CLOSE = codec.OP_CLOSE
 OP_PING = codec.OP_PING
 OP_PONG = codec.OP_PONG
 _build_frame = codec.build_frame
+_lone_control = codec.lone_control
 _build_header = codec.build_header
 
 # The server's keepalive ping, built once (a client's carries a fresh mask key
@@ -237,6 +238,18 @@ class Connection(codec.TimerEntry):
         """Bytes from the peer. Never raises: errors become close frames."""
         parser = self._parser
         if parser is None:
+            if self._state == OPEN:
+                # An idle connection (parser released) hearing a lone pong or
+                # ping, as keepalive brings every ping_interval: handled
+                # without making a parser (memory and CPU of idle connections).
+                control = _lone_control(data, not self._is_client)
+                if control is not None:
+                    self._last_frames = -1  # a frame arrived: the next keepalive check sees life
+                    try:
+                        self._on_control(control[0], control[1])
+                    except Exception as exc:
+                        self._input_failed(exc)
+                    return
             parser = self._make_parser()
         try:
             parser.feed(data)
@@ -427,36 +440,53 @@ class Connection(codec.TimerEntry):
     def _keepalive(self, now: float):
         """One keepalive check; returns when the next one is due (or None).
 
-        Checks run every ping_interval/2. A check that finds no frame since the
-        previous one sends a ping, so a ping goes out after at most
-        ping_interval of silence. While the ping is unanswered the checks go on
-        at the same cadence (any frame, the pong or another, clears it), and the
-        connection fails once ping_timeout has passed since the ping.
+        While frames flow, checks run every ping_interval/2; a check that finds
+        no frame since the previous one sends a ping, so a ping goes out after
+        at most ping_interval of silence. The check after a ping comes
+        min(ping_interval, ping_timeout) later:
+
+        - nothing arrived: the ping is unanswered; the connection fails once
+          ping_timeout has passed since it (1011);
+        - only the pong (at most one frame): the peer has been silent since
+          answering, so once ping_interval has passed since the ping the next
+          ping goes out at once. An idle connection thus costs one check per
+          ping_interval, not two;
+        - more frames: the peer is talking; back to the half-interval cadence.
+
+        "Frames" are the parser's count, or, for an idle connection whose
+        parser was released, the mark (-1) a lone pong leaves (``_feed``).
         """
         opts = self._opts
-        half = opts.ping_interval / 2
+        interval = opts.ping_interval
         parser = self._parser
         frames = parser.frames_received if parser is not None else 0
-        if frames != self._last_frames:  # the peer is alive
-            self._last_frames = frames
-            self._ping_sent_at = None
-            return now + half
-        # Silent since the last check: release the parser if it holds nothing.
-        self._idle_parser()
+        last = self._last_frames
         sent = self._ping_sent_at
-        if sent is None:
-            self._ping_sent_at = now
-            self._write(_build_frame(OP_PING, b"", mask=True) if self._is_client else _PING_SERVER)
-            self._on_keepalive_ping()
-            return now + (half if half < opts.ping_timeout else opts.ping_timeout)
-        if now - sent < opts.ping_timeout:
-            left = sent + opts.ping_timeout
-            return now + half if now + half < left else left
-        logger.info("peer %s did not answer a keepalive ping within %ss; closing with 1011",
-                    self.remote_address, opts.ping_timeout)
-        self._on_keepalive_timeout()
-        self._fail(CLOSE_INTERNAL_ERROR, "keepalive ping timeout")
-        return None
+        if frames != last:  # the peer is alive
+            self._last_frames = frames
+            if sent is None or (last != -1 and frames - last > 1):
+                self._ping_sent_at = None
+                return now + interval / 2
+            # Only the pong since our ping.
+            if now - sent < interval - opts.timer_tick:
+                self._ping_sent_at = None
+                return sent + interval  # then silent since: a ping
+        elif sent is not None:  # unanswered
+            if now - sent < opts.ping_timeout:
+                return sent + opts.ping_timeout
+            logger.info("peer %s did not answer a keepalive ping within %ss; closing with 1011",
+                        self.remote_address, opts.ping_timeout)
+            self._on_keepalive_timeout()
+            self._fail(CLOSE_INTERNAL_ERROR, "keepalive ping timeout")
+            return None
+        # Silent since the last check (or since answering our last ping): ping.
+        # The parser is released if it holds nothing.
+        self._idle_parser()
+        self._ping_sent_at = now
+        self._write(_build_frame(OP_PING, b"", mask=True) if self._is_client else _PING_SERVER)
+        self._on_keepalive_ping()
+        timeout = opts.ping_timeout
+        return now + (interval if interval < timeout else timeout)
 
     def _idle_check(self, now: float):
         """Close a connection that received no data message for idle_timeout."""

@@ -3,7 +3,7 @@
 The same API, with the same behaviour byte for byte, is in fastws._py.frames
 (the readable reference); tests/test_frames_differential.py proves it.
 """
-from typing import Callable, Union
+from typing import Callable, Tuple, Union
 
 Buffer = Union[bytes, bytearray, memoryview]
 
@@ -132,3 +132,10 @@ def build_header(
 ) -> bytes:
     """Only the header (2-14 bytes), for writing a large unmasked payload next to
     it without copying (transport.writelines([header, payload]))."""
+
+def lone_control(data: bytes, expect_masked: bool) -> Union[Tuple[int, bytes], None]:
+    """``(opcode, payload)`` (payload unmasked) if ``data`` is exactly one
+    complete PING or PONG frame that plainly meets RFC 6455 5.2/5.5 (FIN, no
+    RSV bits, MASK as expected, length <= 125, nothing around it); else None,
+    and a real parser must take the bytes (it applies the rules and their
+    close codes). Lets an idle connection answer keepalive without a parser."""

@@ -862,3 +862,36 @@ def build_frame(int opcode, payload=b"", *, bint fin=True, bint mask=False, mask
     finally:
         if have_view:
             PyBuffer_Release(&view)
+
+
+def lone_control(data, bint expect_masked):
+    """``(opcode, payload)`` if ``data`` is exactly one complete, valid PING or
+    PONG frame, else None (see frames.pyi).
+
+    The keepalive path of an idle connection, whose parser has been released:
+    its pong (or the peer's ping) is handled without making a parser. Only
+    the case where every RFC 6455 5.2/5.5 rule is plainly met is taken: FIN
+    set, RSV bits 0, opcode 0x9 or 0xA, MASK as expected, a 7-bit length of
+    at most 125 (5.5: "All control frames MUST have a payload length of 125
+    bytes or less"), and nothing before or after the frame. Anything else,
+    valid or not, returns None and goes to a real parser, which applies the
+    rules and their close codes.
+    """
+    cdef const unsigned char[::1] view
+    cdef const unsigned char* p
+    cdef Py_ssize_t n, length, head
+    if type(data) is not bytes:
+        return None
+    n = PyBytes_GET_SIZE(data)
+    if n < 2 or n > 131:
+        return None
+    p = <const unsigned char*>PyBytes_AS_STRING(data)
+    if p[0] != (0x80 | C_PING) and p[0] != (0x80 | C_PONG):
+        return None
+    if ((p[1] & 0x80) != 0) != expect_masked:
+        return None
+    length = p[1] & 0x7F
+    head = 6 if expect_masked else 2
+    if length > 125 or n != head + length:
+        return None
+    return p[0] & 0x0F, _payload_bytes(p + head, length, p + 2 if expect_masked else NULL)

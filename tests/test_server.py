@@ -15,7 +15,7 @@ import pytest
 import fastws
 from fastws.apps import EchoListener, echo_handler
 
-from util import UNIT, RawClient, http_request
+from util import UNIT, RawClient, build_frame, http_request
 
 APPS = {"listener": EchoListener, "handler": echo_handler}
 
@@ -507,4 +507,49 @@ def test_keepalive_cadence_on_an_idle_peer_that_answers(serve_thread):
     assert max(gaps) < interval + 0.15 * UNIT, gaps
     # and not much more often than every ping_interval/2
     assert min(gaps[1:]) > interval / 2 - 0.05 * UNIT, gaps
+    c.close()
+
+
+def test_idle_peer_pinged_once_per_interval(serve_thread):
+    """An idle peer that answers costs one keepalive check per ping_interval:
+    the next ping comes ping_interval after the previous one (not earlier),
+    and pings keep coming (the pong, handled without a parser, is life)."""
+    interval = 0.4 * UNIT
+    tick = 0.02 * UNIT
+    st = serve_thread(EchoListener, ping_interval=interval, ping_timeout=3 * UNIT, timer_tick=tick)
+    c = RawClient(st.port)
+    times = []
+    for _ in range(4):
+        fin, opcode, payload = c.recv_frame()
+        assert opcode == 9
+        times.append(time.monotonic())
+        c.send(10, payload)
+    gaps = [b - a for a, b in zip(times, times[1:])]
+    assert all(interval - 2 * tick - 0.02 * UNIT < g < interval + 0.15 * UNIT for g in gaps), gaps
+    c.close()
+
+
+def test_lone_control_frames_while_idle(serve_thread):
+    """After a keepalive ping the server holds no parser for the connection;
+    what arrives then is checked all the same (RFC 6455 5.1: an unmasked
+    client frame closes with 1002), and a ping with data behind it in the
+    same segment is answered and the data echoed."""
+    st = serve_thread(EchoListener, ping_interval=0.2 * UNIT, ping_timeout=3 * UNIT, timer_tick=0.02 * UNIT)
+    c = RawClient(st.port)
+    assert c.recv_frame()[1] == 9
+    c.send_raw(build_frame(9, b"p", mask_key=b"abcd") + build_frame(2, b"data", mask_key=b"efgh"))
+    assert c.recv_frame() == (True, 10, b"p")
+    assert c.recv_frame() == (True, 2, b"data")
+    c.close()
+    c = RawClient(st.port)
+    assert c.recv_frame()[1] == 9
+    c.send(10, b"", mask=False)  # unmasked pong from a client
+    assert c.recv_close()[0] == 1002
+    c.close()
+    c = RawClient(st.port)
+    assert c.recv_frame()[1] == 9
+    c.send(9, b"x" * 125)  # the longest valid ping, alone
+    assert c.recv_frame() == (True, 10, b"x" * 125)
+    c.send(10, b"", rsv=0x40)  # RSV1 without an extension
+    assert c.recv_close()[0] == 1002
     c.close()

@@ -51,6 +51,7 @@ __all__ = [
     "OP_BINARY",
     "OP_CLOSE",
     "OP_PING",
+    "lone_control",
     "OP_PONG",
 ]
 
@@ -515,3 +516,33 @@ def build_frame(opcode, payload=b"", *, fin=True, mask=False, mask_key=None, rsv
     if mask_key is not None:
         _mask(memoryview(frame)[start:], mask_key)
     return bytes(frame)
+
+
+def lone_control(data, expect_masked):
+    """``(opcode, payload)`` if ``data`` is exactly one complete, valid PING or
+    PONG frame, else None.
+
+    The keepalive path of an idle connection whose parser has been released:
+    its pong (or the peer's ping) is handled without making a parser. Only the
+    case where every RFC 6455 5.2/5.5 rule is plainly met is taken: FIN set,
+    RSV bits 0, opcode 0x9 or 0xA, MASK as expected, a 7-bit length of at
+    most 125 (5.5: "All control frames MUST have a payload length of 125
+    bytes or less"), and nothing before or after the frame. Anything else,
+    valid or not, returns None and goes to a real parser, which applies the
+    rules and their close codes.
+    """
+    if type(data) is not bytes or not 2 <= len(data) <= 131:
+        return None
+    b0, b1 = data[0], data[1]
+    if b0 != 0x80 | OP_PING and b0 != 0x80 | OP_PONG:
+        return None
+    if bool(b1 & 0x80) != bool(expect_masked):
+        return None
+    length = b1 & 0x7F
+    head = 6 if expect_masked else 2
+    if length > 125 or len(data) != head + length:
+        return None
+    payload = data[head:]
+    if expect_masked:
+        payload = _masked(payload, data[2:6])
+    return b0 & 0x0F, payload
