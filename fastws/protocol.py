@@ -67,6 +67,12 @@ _PING_SERVER = _build_frame(OP_PING, b"")
 # which needs a copy anyway).
 LARGE_PAYLOAD = 16384
 
+# ``Connection._tx`` counts messages sent and bytes sent in one integer (one
+# add per send): messages in the bits from 48 up, bytes in the low 48 bits
+# (256 TiB per connection before they would carry into the message count).
+TX_SHIFT = 48
+TX_MESSAGE = 1 << TX_SHIFT
+
 
 def _earliest(a, b):
     """The earlier of two optional deadlines."""
@@ -120,6 +126,7 @@ class Connection(codec.TimerEntry):
         "path",
         "_headers",
         "subprotocol",
+        "_tx",
     )
 
     def __init__(self, opts, is_client: bool):
@@ -145,6 +152,7 @@ class Connection(codec.TimerEntry):
         self.path = None
         self._headers = None  # bytes (Headers.pack) until first read: far smaller
         self.subprotocol = None
+        self._tx = 0  # messages sent << 48 | bytes sent (/metrics: one add per send)
 
     # ------------------------------------------------------------ attributes
     @property
@@ -273,10 +281,13 @@ class Connection(codec.TimerEntry):
             raise self._closed_error()
         opcode = OP_TEXT if type(data) is str else OP_BINARY
         if self._is_client or len(data) < LARGE_PAYLOAD:
-            self._write(_build_frame(opcode, data, mask=self._is_client))
+            frame = _build_frame(opcode, data, mask=self._is_client)
+            self._tx += TX_MESSAGE + len(frame)
+            self._write(frame)
         else:
             if opcode == OP_TEXT:
                 data = data.encode("utf-8")
+            self._tx += TX_MESSAGE + len(data)
             self._writelines((_build_header(opcode, len(data)), data))
         if self._paused_writing:
             return self._check_write_buffer()
@@ -287,7 +298,9 @@ class Connection(codec.TimerEntry):
         CONTINUATION frames). The caller keeps the fragmentation rules."""
         if self._state != OPEN:
             raise self._closed_error()
-        self._write(_build_frame(opcode, payload, fin=fin, mask=self._is_client))
+        frame = _build_frame(opcode, payload, fin=fin, mask=self._is_client)
+        self._tx += (TX_MESSAGE if fin else 0) + len(frame)
+        self._write(frame)
         if self._paused_writing:
             return self._check_write_buffer()
         return True

@@ -19,12 +19,13 @@ logger = logging.getLogger("fastws.transport")
 
 
 class StreamConnection(Connection, asyncio.Protocol):
-    __slots__ = ("_transport", "_reading_paused")
+    __slots__ = ("_transport", "_reading_paused", "_rx")
 
     def __init__(self, opts, is_client):
         Connection.__init__(self, opts, is_client)
         self._transport = None
         self._reading_paused = False
+        self._rx = 0  # bytes read (for /metrics: one add per read)
 
     # ------------------------------------------------------------ asyncio.Protocol
     def connection_made(self, transport) -> None:
@@ -43,6 +44,7 @@ class StreamConnection(Connection, asyncio.Protocol):
     # idle connections hold no read buffer either way (the parser is dropped
     # when idle).
     def data_received(self, data) -> None:
+        self._rx += len(data)
         parser = self._parser
         if parser is not None:  # the hot path: one call into the parser
             try:

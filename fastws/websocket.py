@@ -23,7 +23,7 @@ import os
 from collections import deque
 
 from .exceptions import CLOSE_NORMAL, ConnectionClosedOK
-from .protocol import CLOSED, LARGE_PAYLOAD, OP_BINARY, OP_TEXT, OPEN, Connection, _build_frame
+from .protocol import CLOSED, LARGE_PAYLOAD, OP_BINARY, OP_TEXT, OPEN, TX_MESSAGE, Connection, _build_frame
 
 __all__ = ["WebSocketMixin", "WEBSOCKET_SLOTS", "DONE"]
 
@@ -147,8 +147,9 @@ class WebSocketMixin:
         if self._state != OPEN:
             raise self._closed_error()
         if self._is_client or len(data) < LARGE_PAYLOAD:
-            self._write(_build_frame(OP_TEXT if type(data) is str else OP_BINARY, data,
-                                     mask=self._is_client))
+            frame = _build_frame(OP_TEXT if type(data) is str else OP_BINARY, data, mask=self._is_client)
+            self._tx += TX_MESSAGE + len(frame)
+            self._write(frame)
         else:
             Connection.send(self, data)
         if self._paused_writing:
