@@ -136,7 +136,8 @@ def _add_serving(p, default_port: int, max_size: str, max_size_help: str) -> Non
                         "(env FASTWS_PING_TIMEOUT; default 20)")
     p.add_argument("--origins", default=_env("origins", None), metavar="LIST",
                    help="comma-separated Origin values allowed to connect, e.g. "
-                        "'https://example.com,https://www.example.com'; others get 403 "
+                        "'https://example.com,https://www.example.com'; others get 403; "
+                        "'none' in the list admits clients that send no Origin (non-browser) "
                         "(env FASTWS_ORIGINS; default: any origin)")
     p.add_argument("--limit-connections", type=_int_or_none, default=_env("limit_connections", "none"),
                    metavar="N", help="at most N open WebSockets per worker: further upgrades get "
@@ -311,13 +312,14 @@ def main(argv=None) -> int:
 
     options = dict(workers=args.workers, ping_interval=args.ping_interval, ping_timeout=args.ping_timeout,
                    backlog=args.backlog, graceful_timeout=args.timeout_graceful_shutdown,
-                   metrics=args.metrics, limit_connections=args.limit_connections)
+                   metrics=args.metrics, health=True, limit_connections=args.limit_connections)
     if args.uds:
         options["unix_path"] = args.uds
     if ssl_ctx is not None:
         options["ssl"] = ssl_ctx
     origins = _list(args.origins)
     if origins is not None:
+        origins = [None if o.lower() == "none" else o for o in origins]
         options["origins"] = origins
     ws, http = ("wss", "https") if ssl_ctx is not None else ("ws", "http")
 

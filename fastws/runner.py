@@ -50,14 +50,15 @@ def loop_name(loop=None) -> str:
 
 
 def run(app, host="127.0.0.1", port=8765, *, workers: int = 1, graceful_timeout: float = 10.0,
-        on_start=None, on_server=None, metrics: bool = False, limit_connections=None, **options) -> int:
+        on_start=None, on_server=None, metrics: bool = False, health: bool = False, limit_connections=None,
+        **options) -> int:
     """Serve ``app`` until SIGINT or SIGTERM; then drain: send 1001 to every
     client, refuse new upgrades with 503 (``/healthz`` answers 503), wait up to
     ``graceful_timeout`` for the closing handshakes, stop listening and abort
     what is left. Returns the exit status (0, or 1 if workers kept dying).
 
-    ``metrics=True`` answers ``GET /healthz`` and ``GET /metrics`` (Prometheus)
-    on the same port; ``limit_connections=N`` refuses upgrades with 503 and
+    ``health=True`` answers ``GET /healthz`` (200, 503 while draining) and
+    ``metrics=True`` ``GET /metrics`` (Prometheus) on the same port; ``limit_connections=N`` refuses upgrades with 503 and
     ``Retry-After`` while N WebSockets are open (fastws/metrics.py).
 
     ``on_start(addresses, workers, loop_name)`` is called once the port is bound.
@@ -84,7 +85,7 @@ def run(app, host="127.0.0.1", port=8765, *, workers: int = 1, graceful_timeout:
         except ImportError:
             raise ConfigError("metrics need the prometheus-client package (pip install prometheus-client)") from None
     observe = dict(metrics=metrics, limit_connections=limit_connections) \
-        if metrics or limit_connections is not None else None
+        if metrics or health or limit_connections is not None else None
     if workers == 1:
         return _serve_one(app, host, port, server_options, bind, graceful_timeout, on_start, on_server, observe)
 
