@@ -15,8 +15,10 @@ What is counted, and what it costs
 ==================================
 
 Nothing is counted per message on the way in: the frame parser already keeps
-``messages_received``. Per read one integer add (``_rx``: bytes in), per send
-one integer add (``_tx``: messages and bytes out in one integer). Everything
+``messages_received``. Per read one integer add (``_rx``: bytes read, frame
+headers and handshakes included), per send one integer add (``_tx``: messages
+sent and their payload length in one integer, from the ``len()`` that
+``send`` takes anyway). Everything
 else is counted per connection or per event (handshake, keepalive ping, close).
 A scrape sums the fields of the open connections and adds the totals folded in
 when each connection closed (``ServerCounters.fold``): O(open connections),
@@ -152,7 +154,8 @@ _FAMILIES = (
     ("fastws_bytes_received", "counter", "bytes read from clients (handshakes and frames)",
      "bytes_received", None),
     ("fastws_messages_sent", "counter", "data messages sent by send() (not publish)", "messages_sent", None),
-    ("fastws_bytes_sent", "counter", "bytes of the frames sent by send() (not publish)", "bytes_sent", None),
+    ("fastws_bytes_sent", "counter", "payload length of the messages sent by send() (text: in characters; "
+     "not publish)", "bytes_sent", None),
     ("fastws_pings_sent", "counter", "keepalive pings sent", "pings_sent", None),
     ("fastws_ping_timeouts", "counter", "keepalive pings unanswered within ping_timeout (closed 1011)",
      "ping_timeouts", None),

@@ -67,9 +67,10 @@ _PING_SERVER = _build_frame(OP_PING, b"")
 # which needs a copy anyway).
 LARGE_PAYLOAD = 16384
 
-# ``Connection._tx`` counts messages sent and bytes sent in one integer (one
-# add per send): messages in the bits from 48 up, bytes in the low 48 bits
-# (256 TiB per connection before they would carry into the message count).
+# ``Connection._tx`` counts messages sent and their payload length (len() of
+# the bytes or str given: text in characters) in one integer, one add per send
+# and no extra len(): messages in the bits from 48 up, lengths in the low 48
+# bits (256 TiB per connection before they would carry into the message count).
 TX_SHIFT = 48
 TX_MESSAGE = 1 << TX_SHIFT
 
@@ -280,15 +281,14 @@ class Connection(codec.TimerEntry):
         if self._state != OPEN:
             raise self._closed_error()
         opcode = OP_TEXT if type(data) is str else OP_BINARY
-        if self._is_client or len(data) < LARGE_PAYLOAD:
-            frame = _build_frame(opcode, data, mask=self._is_client)
-            self._tx += TX_MESSAGE + len(frame)
-            self._write(frame)
+        n = len(data)
+        if self._is_client or n < LARGE_PAYLOAD:
+            self._write(_build_frame(opcode, data, mask=self._is_client))
         else:
             if opcode == OP_TEXT:
                 data = data.encode("utf-8")
-            self._tx += TX_MESSAGE + len(data)
             self._writelines((_build_header(opcode, len(data)), data))
+        self._tx += n + TX_MESSAGE
         if self._paused_writing:
             return self._check_write_buffer()
         return True
@@ -298,9 +298,8 @@ class Connection(codec.TimerEntry):
         CONTINUATION frames). The caller keeps the fragmentation rules."""
         if self._state != OPEN:
             raise self._closed_error()
-        frame = _build_frame(opcode, payload, fin=fin, mask=self._is_client)
-        self._tx += (TX_MESSAGE if fin else 0) + len(frame)
-        self._write(frame)
+        self._write(_build_frame(opcode, payload, fin=fin, mask=self._is_client))
+        self._tx += len(payload) + (TX_MESSAGE if fin else 0)
         if self._paused_writing:
             return self._check_write_buffer()
         return True

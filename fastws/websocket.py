@@ -146,10 +146,11 @@ class WebSocketMixin:
         """
         if self._state != OPEN:
             raise self._closed_error()
-        if self._is_client or len(data) < LARGE_PAYLOAD:
-            frame = _build_frame(OP_TEXT if type(data) is str else OP_BINARY, data, mask=self._is_client)
-            self._tx += TX_MESSAGE + len(frame)
-            self._write(frame)
+        n = len(data)
+        if self._is_client or n < LARGE_PAYLOAD:
+            self._write(_build_frame(OP_TEXT if type(data) is str else OP_BINARY, data,
+                                     mask=self._is_client))
+            self._tx += n + TX_MESSAGE
         else:
             Connection.send(self, data)
         if self._paused_writing:
