@@ -22,8 +22,8 @@ sent and their payload length in one integer, from the ``len()`` that
 else is counted per connection or per event (handshake, keepalive ping, close).
 A scrape sums the fields of the open connections (C-level map/attrgetter loops)
 and adds the totals folded in when each connection closed
-(``ServerCounters.fold``): O(open connections), about 9 ms of loop time at
-15,000 connections and 64 ms at 100,000 on the 2-core bench machine
+(``ServerCounters.fold``): O(open connections), 9-21 ms of loop time at
+15,000 connections and 64-160 ms at 100,000 on the (noisy) 2-core bench machine
 (``bench/metrics_scrape.py``), once per scrape.
 
 Messages sent by ``server.publish``/``broadcast`` go out from the Cython fan-out
