@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import inspect
 import logging
 import os
 import sys
@@ -260,6 +261,14 @@ def import_app(spec: str):
             obj = getattr(obj, attr)
         except AttributeError:
             raise ConfigError(f"module {module_name!r} has no attribute {attrs!r}") from None
+    if inspect.isfunction(obj) and not inspect.iscoroutinefunction(obj):
+        required = [p for p in inspect.signature(obj).parameters.values()
+                    if p.default is p.empty and p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+        if required:  # a zero-argument function is a listener factory
+            raise ConfigError(f"{spec} is a plain function: write 'async def {obj.__name__}(ws)' "
+                              f"(or give a fastws.Listener subclass)")
+    elif not callable(obj):
+        raise ConfigError(f"{spec} is a {type(obj).__name__}, not an async handler or a Listener class")
     return obj
 
 

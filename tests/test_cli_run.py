@@ -32,6 +32,11 @@ APP = textwrap.dedent('''
 
     class Nested:
         handler = handler
+
+    def sync_handler(ws):
+        pass
+
+    NUMBER = 3
 ''')
 
 
@@ -85,6 +90,8 @@ def test_env_variables_configure_every_flag(appdir):
     (["run", "broken:app"], {}, "ZeroDivisionError"),
     (["run", "syntax:app"], {}, "SyntaxError"),
     (["run", "myapp"], {}, "module:attribute"),
+    (["run", "myapp:sync_handler"], {}, "async def sync_handler(ws)"),
+    (["run", "myapp:NUMBER"], {}, "not an async handler"),
     (["run", "myapp:handler", "--workers", "0"], {}, "--workers"),
     (["run", "myapp:handler", "--limit-connections", "many"], {}, "--limit-connections"),
     (["run", "myapp:handler", "--backlog", "-5"], {}, "--backlog"),
