@@ -27,6 +27,7 @@ _NAMES = {
         "build_frame",
         "build_header",
         "lone_control",
+        "counters",
         "OP_CONTINUATION",
         "OP_TEXT",
         "OP_BINARY",

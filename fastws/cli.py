@@ -1,15 +1,25 @@
 """The ``fastws`` command (also ``python -m fastws``).
 
+    fastws run myapp:handler --port 8765        # your async handler(ws) or Listener class
+    fastws run echo --workers 4 --ssl-certfile cert.pem --ssl-keyfile key.pem
     fastws echo --host 127.0.0.1 --port 8765
     fastws chat --host 127.0.0.1 --port 8080     # a chat room: open http://127.0.0.1:8080/
     fastws push --port 8080 --token SECRET       # POST /publish/<topic> -> WebSocket subscribers
     fastws push --workers 4 --redis redis://127.0.0.1:6379/0 --history 1000
 
-Bad options give one error line and exit status 2, never a traceback.
+Every flag can also come from a ``FASTWS_`` environment variable
+(``--limit-connections`` from ``FASTWS_LIMIT_CONNECTIONS``; a flag on the
+command line wins). Bad options, a missing certificate or an app that does not
+import give one error line and exit status 2, never a traceback.
+
+Every serving command answers ``GET /healthz`` (200, 503 while draining) and
+``GET /metrics`` (Prometheus) on its port; see fastws/metrics.py.
 """
 from __future__ import annotations
 
 import argparse
+import importlib
+import inspect
 import logging
 import os
 import sys
@@ -60,25 +70,93 @@ def _env(name, default):
     return os.environ.get(f"FASTWS_{name.upper().replace('-', '_')}", default)
 
 
+def _int_at_least(low: int):
+    def convert(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+        if value < low:
+            raise argparse.ArgumentTypeError(f"must be >= {low}, got {value}")
+        return value
+    return convert
+
+
+def _int_or_none(text: str):
+    if text.strip().lower() in ("", "none", "0", "off"):
+        return None
+    return _int_at_least(1)(text)
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+    if not value >= 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0 seconds, got {text!r}")
+    return value
+
+
+def _flag(text: str) -> bool:
+    t = str(text).strip().lower()
+    if t in ("1", "true", "yes", "on"):
+        return True
+    if t in ("", "0", "false", "no", "off"):
+        return False
+    raise argparse.ArgumentTypeError(f"not a boolean: {text!r}")
+
+
+_LEVELS = ("critical", "error", "warning", "info", "debug")
+
+
 def _add_serving(p, default_port: int, max_size: str, max_size_help: str) -> None:
-    """The flags every serving command has."""
+    """The flags every serving command has. Defaults are strings so that a bad
+    FASTWS_ environment value is reported by argparse like a bad flag."""
     p.add_argument("--host", default=_env("host", "127.0.0.1"),
                    help="address to bind (env FASTWS_HOST; default %(default)s)")
-    p.add_argument("--port", type=int, default=int(_env("port", str(default_port))),
+    p.add_argument("--port", type=_int_at_least(0), default=_env("port", str(default_port)),
                    help="port to bind, 0 for any (env FASTWS_PORT; default %(default)s)")
-    p.add_argument("--max-size", type=_size, default=_size(_env("max_size", max_size)), help=max_size_help)
-    p.add_argument("--ping-interval", type=_seconds_or_none, default=_seconds_or_none(_env("ping_interval", "20")),
-                   help="seconds of silence before a keepalive ping; 'none' disables (default 20)")
-    p.add_argument("--ping-timeout", type=float, default=float(_env("ping_timeout", "20")),
-                   help="seconds to wait for the pong before closing with 1011 (default 20)")
-    p.add_argument("--workers", type=int, default=int(_env("workers", "1")),
+    p.add_argument("--uds", default=_env("uds", None), metavar="PATH",
+                   help="bind a Unix domain socket at PATH instead of host:port (env FASTWS_UDS)")
+    p.add_argument("--backlog", type=_int_at_least(1), default=_env("backlog", "2048"),
+                   help="listen() backlog: connections waiting to be accepted (env FASTWS_BACKLOG; "
+                        "default %(default)s)")
+    p.add_argument("--workers", type=_int_at_least(1), default=_env("workers", "1"),
                    help="worker processes sharing the port with SO_REUSEPORT, each with its own "
                         "event loop; a supervisor restarts any that dies (env FASTWS_WORKERS; default 1)")
-    p.add_argument("--log-level", default=_env("log_level", "info"),
-                   choices=("critical", "error", "warning", "info", "debug"),
-                   help="logging level (env FASTWS_LOG_LEVEL; default %(default)s)")
-    p.add_argument("--access-log", action="store_true",
-                   help="log one line per handshake (address, path, status, duration)")
+    p.add_argument("--ssl-certfile", default=_env("ssl_certfile", None), metavar="PEM",
+                   help="serve wss:// (TLS) with this certificate chain (env FASTWS_SSL_CERTFILE)")
+    p.add_argument("--ssl-keyfile", default=_env("ssl_keyfile", None), metavar="PEM",
+                   help="the private key of --ssl-certfile, if not in the same file (env FASTWS_SSL_KEYFILE)")
+    p.add_argument("--max-size", type=_size, default=_env("max_size", max_size), help=max_size_help)
+    p.add_argument("--ping-interval", type=_seconds_or_none, default=_env("ping_interval", "20"),
+                   help="seconds of silence before a keepalive ping; 'none' disables "
+                        "(env FASTWS_PING_INTERVAL; default 20)")
+    p.add_argument("--ping-timeout", type=float, default=_env("ping_timeout", "20"),
+                   help="seconds to wait for the pong before closing with 1011 "
+                        "(env FASTWS_PING_TIMEOUT; default 20)")
+    p.add_argument("--origins", default=_env("origins", None), metavar="LIST",
+                   help="comma-separated Origin values allowed to connect, e.g. "
+                        "'https://example.com,https://www.example.com'; others get 403; "
+                        "'none' in the list admits clients that send no Origin (non-browser) "
+                        "(env FASTWS_ORIGINS; default: any origin)")
+    p.add_argument("--limit-connections", type=_int_or_none, default=_env("limit_connections", "none"),
+                   metavar="N", help="at most N open WebSockets per worker: further upgrades get "
+                                     "503 with Retry-After (env FASTWS_LIMIT_CONNECTIONS; default: no limit)")
+    p.add_argument("--timeout-graceful-shutdown", type=_seconds, metavar="SECONDS",
+                   default=_env("timeout_graceful_shutdown", "10"),
+                   help="on SIGTERM/SIGINT: send 1001 to every client and wait this long for the "
+                        "closing handshakes, then abort (env FASTWS_TIMEOUT_GRACEFUL_SHUTDOWN; default 10)")
+    p.add_argument("--log-level", default=_env("log_level", "info"), choices=_LEVELS,
+                   help="logging level of the fastws.* loggers (env FASTWS_LOG_LEVEL; default %(default)s)")
+    p.add_argument("--access-log", type=_flag, nargs="?", const=True, default=_env("access_log", "0"),
+                   metavar="BOOL",
+                   help="log one line per handshake on the fastws.access logger: address, "
+                        "request, status, subprotocol, duration (env FASTWS_ACCESS_LOG=1)")
+    p.add_argument("--no-metrics", dest="metrics", action="store_false",
+                   default=not _flag(_env("no_metrics", "0")),
+                   help="do not answer GET /metrics (env FASTWS_NO_METRICS=1); GET /healthz stays")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -87,6 +165,23 @@ def build_parser() -> argparse.ArgumentParser:
                         version=f"fastws {__version__} ({IMPLEMENTATION})")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     sub.required = True
+
+    run = sub.add_parser(
+        "run", help="serve your app: module:handler (async def handler(ws)) or module:Listener",
+        description="Serve an app found by import string, like uvicorn: 'package.module:attr' is an "
+                    "async def handler(ws) (high-level API) or a fastws.Listener subclass (low-level "
+                    "API), imported from the current directory. 'echo', 'chat' and 'push' run the "
+                    "built-in apps. GET /healthz and GET /metrics are answered on the same port.")
+    run.add_argument("app", metavar="APP", help="module:attribute, or echo / chat / push")
+    _add_serving(run, 8765, "1MiB", "largest message accepted, e.g. 16MiB; 0 = no limit "
+                 "(env FASTWS_MAX_SIZE; default 1MiB); larger ones close with 1009")
+    run.add_argument("--subprotocols", default=_env("subprotocols", None), metavar="LIST",
+                     help="comma-separated subprotocols the app speaks, in order of preference "
+                          "(env FASTWS_SUBPROTOCOLS)")
+    run.add_argument("--api", choices=("listener", "handler"), default=_env("api", "listener"),
+                     help="echo only: which API level serves")
+    run.add_argument("--token", default=_env("token", None),
+                     help="push only: require 'Authorization: Bearer TOKEN' to publish (env FASTWS_TOKEN)")
 
     echo = sub.add_parser("echo", help="run the echo server: every message is sent back",
                           description="Run the echo server: every text or binary message is sent back.")
@@ -136,79 +231,196 @@ def _single_process(command: str, workers: int, redis=None):
             "so without a shared broker a POST would reach only the subscribers of the worker that took it")
 
 
+BUILTINS = ("echo", "chat", "push")
+
+
+def _error(message: str) -> int:
+    print(f"fastws: error: {message}", file=sys.stderr)
+    return 2
+
+
+def import_app(spec: str):
+    """``package.module:attr.sub`` -> the object (uvicorn's import-string rule).
+
+    Raises ConfigError with a one-line message on any failure."""
+    module_name, sep, attrs = spec.partition(":")
+    if not sep or not module_name or not attrs:
+        raise ConfigError(f"app must be 'module:attribute' (or one of {', '.join(BUILTINS)}), got {spec!r}")
+    if os.getcwd() not in sys.path and "" not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        if exc.name and module_name.startswith(exc.name):
+            raise ConfigError(f"cannot import {module_name!r}: no module named {exc.name!r} "
+                              f"(run from the directory that contains it)") from None
+        raise ConfigError(f"importing {module_name!r} failed: {type(exc).__name__}: {exc}") from None
+    except Exception as exc:
+        where = ""
+        tb = exc.__traceback__
+        while tb is not None:
+            if tb.tb_frame.f_code.co_filename.endswith(module_name.replace(".", os.sep) + ".py"):
+                where = f" (line {tb.tb_lineno})"
+            tb = tb.tb_next
+        raise ConfigError(f"importing {module_name!r} failed{where}: {type(exc).__name__}: {exc}") from None
+    obj = module
+    for attr in attrs.split("."):
+        try:
+            obj = getattr(obj, attr)
+        except AttributeError:
+            raise ConfigError(f"module {module_name!r} has no attribute {attrs!r}") from None
+    if inspect.isfunction(obj) and not inspect.iscoroutinefunction(obj):
+        required = [p for p in inspect.signature(obj).parameters.values()
+                    if p.default is p.empty and p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+        if required:  # a zero-argument function is a listener factory
+            raise ConfigError(f"{spec} is a plain function: write 'async def {obj.__name__}(ws)' "
+                              f"(or give a fastws.Listener subclass)")
+    elif not callable(obj):
+        raise ConfigError(f"{spec} is a {type(obj).__name__}, not an async handler or a Listener class")
+    return obj
+
+
+def _ssl_context(certfile, keyfile):
+    if certfile is None:
+        if keyfile is not None:
+            raise ConfigError("--ssl-keyfile needs --ssl-certfile")
+        return None
+    import ssl
+
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    try:
+        ctx.load_cert_chain(certfile, keyfile)
+    except FileNotFoundError as exc:
+        raise ConfigError(f"TLS certificate or key not found: {exc.filename or certfile}") from None
+    except (ssl.SSLError, OSError) as exc:
+        raise ConfigError(f"cannot load the TLS certificate {certfile!r}"
+                          f"{' and key ' + repr(keyfile) if keyfile else ''}: {exc}") from None
+    ctx.set_alpn_protocols(["http/1.1"])
+    return ctx
+
+
+def _list(text):
+    if text is None:
+        return None
+    items = [t.strip() for t in text.split(",") if t.strip()]
+    return items or None
+
+
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
-    if args.command != "echo":
-        refusal = _single_process(args.command, args.workers, getattr(args, "redis", None))
+    command = args.command
+    if command == "run" and args.app in BUILTINS:
+        command = args.app
+    if args.log_level not in _LEVELS:  # from FASTWS_LOG_LEVEL: argparse checks only flags
+        return _error(f"invalid log level {args.log_level!r} (FASTWS_LOG_LEVEL): choose from {', '.join(_LEVELS)}")
+    if command in ("chat", "push"):
+        refusal = _single_process(command, args.workers, getattr(args, "redis", None))
         if refusal is not None:
-            print(f"fastws: error: {refusal}", file=sys.stderr)
-            return 2
+            return _error(refusal)
+    try:
+        ssl_ctx = _ssl_context(args.ssl_certfile, args.ssl_keyfile)
+        app = import_app(args.app) if command == "run" else None
+    except ConfigError as exc:
+        return _error(str(exc))
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if not args.access_log:
         logging.getLogger("fastws.access").setLevel(logging.WARNING)
     from .runner import run
 
-    options = dict(workers=args.workers, ping_interval=args.ping_interval, ping_timeout=args.ping_timeout)
-    if args.command == "echo":
+    options = dict(workers=args.workers, ping_interval=args.ping_interval, ping_timeout=args.ping_timeout,
+                   backlog=args.backlog, graceful_timeout=args.timeout_graceful_shutdown,
+                   metrics=args.metrics, health=True, limit_connections=args.limit_connections)
+    if args.uds:
+        options["unix_path"] = args.uds
+    if ssl_ctx is not None:
+        options["ssl"] = ssl_ctx
+    origins = _list(args.origins)
+    if origins is not None:
+        origins = [None if o.lower() == "none" else o for o in origins]
+        options["origins"] = origins
+    ws, http = ("wss", "https") if ssl_ctx is not None else ("ws", "http")
+
+    def where(addresses, scheme):
+        if args.uds:
+            return f"unix:{args.uds}"
+        return ", ".join(f"{scheme}://{a}" for a in addresses)
+
+    def facts(workers, loop):
+        return f"(workers {workers}, implementation {IMPLEMENTATION}, loop {loop})"
+
+    if command == "run":
+        options.update(app=app, max_size=args.max_size or None, subprotocols=_list(args.subprotocols))
+
+        def on_start(addresses, workers, loop):
+            kind = "handler" if _is_handler(app) else "listener"
+            print(f"fastws {__version__} serving {args.app} ({kind}) on {where(addresses, ws)} "
+                  f"{facts(workers, loop)}", flush=True)
+    elif command == "echo":
         from .apps import EchoListener, echo_handler
 
-        options.update(app=EchoListener if args.api == "listener" else echo_handler,
+        api = getattr(args, "api", "listener")
+        options.update(app=EchoListener if api == "listener" else echo_handler,
                        max_size=args.max_size or None)
 
         def on_start(addresses, workers, loop):
-            print(f"fastws {__version__} echo listening on ws://{', ws://'.join(addresses)} "
-                  f"(workers {workers}, implementation {IMPLEMENTATION}, loop {loop}, api {args.api})",
+            print(f"fastws {__version__} echo listening on {where(addresses, ws)} "
+                  f"(workers {workers}, implementation {IMPLEMENTATION}, loop {loop}, api {api})",
                   flush=True)
-    elif args.command == "chat":
+    elif command == "chat":
         from .chat import chat_app
 
         options.update(chat_app(), max_size=args.max_size or None)
 
         def on_start(addresses, workers, loop):
-            print(f"fastws {__version__} chat listening on http://{', http://'.join(addresses)} "
+            print(f"fastws {__version__} chat listening on {where(addresses, http)} "
                   f"(open it in a browser; WebSocket at /ws) "
-                  f"(implementation {IMPLEMENTATION}, loop {loop})", flush=True)
+                  f"{facts(workers, loop)}", flush=True)
     else:
         from .push import MAX_BODY, push_app
 
+        token = getattr(args, "token", None)
         try:
-            service, push_options = push_app(args.token, args.max_size or MAX_BODY)
+            service, push_options = push_app(token, args.max_size or MAX_BODY)
         except ConfigError as exc:
-            print(f"fastws: error: {exc}", file=sys.stderr)
-            return 2
+            return _error(str(exc))
         options.update(push_options, on_server=service.attach)
-        if args.history and not args.redis:
-            print("fastws: error: --history needs --redis URL (the history is kept in Redis)", file=sys.stderr)
-            return 2
-        if args.redis:
+        redis = getattr(args, "redis", None)
+        history = getattr(args, "history", 0)
+        if history and not redis:
+            return _error("--history needs --redis URL (the history is kept in Redis)")
+        if redis:
             from .broker import RedisBroker
             from .push import envelope
 
             try:
-                options["broker"] = RedisBroker(args.redis, history=args.history,
-                                                wrap=envelope if args.history else None)
+                options["broker"] = RedisBroker(redis, history=history,
+                                                wrap=envelope if history else None)
             except ConfigError as exc:
-                print(f"fastws: error: {exc}", file=sys.stderr)
-                return 2
+                return _error(str(exc))
 
         def on_start(addresses, workers, loop):
-            auth = "Bearer token required" if args.token else "no token: anyone who reaches the port may publish"
-            broker = (f"; redis {options['broker'].safe_url}, history {args.history or 'off'}, workers {workers}"
-                      if args.redis else "")
-            print(f"fastws {__version__} push listening on http://{', http://'.join(addresses)} "
+            auth = "Bearer token required" if token else "no token: anyone who reaches the port may publish"
+            broker = (f"; redis {options['broker'].safe_url}, history {history or 'off'}"
+                      if redis else "")
+            print(f"fastws {__version__} push listening on {where(addresses, http)} "
                   f"(WebSocket at /ws?topics=a,b; POST /publish/<topic>; {auth}{broker}) "
-                  f"(implementation {IMPLEMENTATION}, loop {loop})", flush=True)
+                  f"{facts(workers, loop)}", flush=True)
 
     try:
         return run(host=args.host, port=args.port, on_start=on_start, **options)
     except ConfigError as exc:
-        print(f"fastws: error: {exc}", file=sys.stderr)
-        return 2
+        return _error(str(exc))
     except OSError as exc:
-        print(f"fastws: error: cannot listen on {args.host}:{args.port}: {exc.strerror or exc}", file=sys.stderr)
-        return 2
+        target = args.uds if args.uds else f"{args.host}:{args.port}"
+        return _error(f"cannot listen on {target}: {exc.strerror or exc}")
     except KeyboardInterrupt:
         return 0
+
+
+def _is_handler(app) -> bool:
+    from .server import _is_handler as is_handler
+
+    return is_handler(app)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -68,7 +68,6 @@ _PING_SERVER = _build_frame(OP_PING, b"")
 # which needs a copy anyway).
 LARGE_PAYLOAD = 16384
 
-
 def _earliest(a, b):
     """The earlier of two optional deadlines."""
     if a is None:

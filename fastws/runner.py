@@ -7,11 +7,15 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import shutil
 import signal
 import socket
+import tempfile
 
 from .exceptions import ConfigError
-from .server import Server
+from .exceptions import CLOSE_GOING_AWAY
+from .protocol import CLOSING, OPEN
+from .server import Server, ServerConnection
 from .workers import Supervisor, reuse_port_supported
 
 __all__ = ["run", "new_event_loop", "loop_name"]
@@ -46,10 +50,16 @@ def loop_name(loop=None) -> str:
 
 
 def run(app, host="127.0.0.1", port=8765, *, workers: int = 1, graceful_timeout: float = 10.0,
-        on_start=None, on_server=None, **options) -> int:
-    """Serve ``app`` until SIGINT or SIGTERM; then stop accepting, send 1001 to
-    every client, wait up to ``graceful_timeout`` for the closing handshakes and
-    abort what is left. Returns the exit status (0, or 1 if workers kept dying).
+        on_start=None, on_server=None, metrics: bool = False, health: bool = False, limit_connections=None,
+        **options) -> int:
+    """Serve ``app`` until SIGINT or SIGTERM; then drain: send 1001 to every
+    client, refuse new upgrades with 503 (``/healthz`` answers 503), wait up to
+    ``graceful_timeout`` for the closing handshakes, stop listening and abort
+    what is left. Returns the exit status (0, or 1 if workers kept dying).
+
+    ``health=True`` answers ``GET /healthz`` (200, 503 while draining) and
+    ``metrics=True`` ``GET /metrics`` (Prometheus) on the same port; ``limit_connections=N`` refuses upgrades with 503 and
+    ``Retry-After`` while N WebSockets are open (fastws/metrics.py).
 
     ``on_start(addresses, workers, loop_name)`` is called once the port is bound.
     ``on_server(server)`` is called in each serving process with its started
@@ -64,8 +74,20 @@ def run(app, host="127.0.0.1", port=8765, *, workers: int = 1, graceful_timeout:
     Server(app, **server_options)  # validate every option before binding or forking
     if not isinstance(workers, int) or isinstance(workers, bool) or workers < 1:
         raise ConfigError(f"workers must be a whole number >= 1, got {workers!r}")
+    if limit_connections is not None and (not isinstance(limit_connections, int)
+                                          or isinstance(limit_connections, bool) or limit_connections < 1):
+        raise ConfigError(f"limit_connections must be a whole number >= 1, got {limit_connections!r}")
+    if not isinstance(graceful_timeout, (int, float)) or isinstance(graceful_timeout, bool) or graceful_timeout < 0:
+        raise ConfigError(f"graceful_timeout must be a number of seconds >= 0, got {graceful_timeout!r}")
+    if metrics:
+        try:
+            import prometheus_client  # noqa: F401
+        except ImportError:
+            raise ConfigError("metrics need the prometheus-client package (pip install prometheus-client)") from None
+    observe = dict(metrics=metrics, limit_connections=limit_connections) \
+        if metrics or health or limit_connections is not None else None
     if workers == 1:
-        return _serve_one(app, host, port, server_options, bind, graceful_timeout, on_start, on_server)
+        return _serve_one(app, host, port, server_options, bind, graceful_timeout, on_start, on_server, observe)
 
     if not reuse_port_supported():
         raise ConfigError("workers > 1 needs SO_REUSEPORT, which this platform lacks")
@@ -84,13 +106,41 @@ def run(app, host="127.0.0.1", port=8765, *, workers: int = 1, graceful_timeout:
         if on_start is not None:
             on_start([_format(probe.getsockname())], workers, loop_name())
         bind["reuse_port"] = True
+        shared = tempfile.mkdtemp(prefix="fastws-metrics-") if observe is not None and metrics else None
 
         def worker_main(index: int) -> None:
-            _serve_one(app, host, port, server_options, bind, graceful_timeout, None, on_server)
+            worker_observe = dict(observe, shared_dir=shared, worker=index) if observe is not None else None
+            _serve_one(app, host, port, server_options, bind, graceful_timeout, None, on_server, worker_observe)
 
-        return Supervisor(worker_main, workers, graceful_timeout=graceful_timeout).run()
+        try:
+            return Supervisor(worker_main, workers, graceful_timeout=graceful_timeout).run()
+        finally:
+            if shared is not None:
+                shutil.rmtree(shared, ignore_errors=True)
     finally:
         probe.close()
+
+
+async def drain(server, graceful_timeout: float) -> None:
+    """Graceful shutdown: 1001 to every WebSocket while still listening (new
+    upgrades get 503, /healthz 503), wait for the closing handshakes up to
+    ``graceful_timeout``, then stop listening and abort what is left."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + graceful_timeout
+    server.draining = True
+    open_ws = [c for c in server.connections if c._state == OPEN]
+    logger.info("shutting down: closing %d WebSocket connections with 1001 (at most %gs)",
+                len(open_ws), graceful_timeout)
+    for conn in open_ws:
+        if conn._state == OPEN:
+            try:
+                ServerConnection.close(conn, CLOSE_GOING_AWAY, "server shutting down")
+            except Exception:  # pragma: no cover - a transport error; it is aborted below
+                logger.exception("closing %s", conn.remote_address)
+    while loop.time() < deadline and any(c._state in (OPEN, CLOSING) for c in server.connections):
+        await asyncio.sleep(0.05)
+    server.close()
+    await server.wait_closed(max(0.0, deadline - loop.time()))
 
 
 def _format(sockname) -> str:
@@ -98,8 +148,14 @@ def _format(sockname) -> str:
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
-def _serve_one(app, host, port, server_options, bind, graceful_timeout, on_start, on_server=None) -> int:
+def _serve_one(app, host, port, server_options, bind, graceful_timeout, on_start, on_server=None,
+               observe=None) -> int:
     server = Server(app, **server_options)
+    observability = None
+    if observe is not None:
+        from .metrics import Observability
+
+        observability = Observability(server, **observe)
     loop = new_event_loop()
     asyncio.set_event_loop(loop)
 
@@ -110,13 +166,15 @@ def _serve_one(app, host, port, server_options, bind, graceful_timeout, on_start
         stop = loop.create_future()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, lambda: stop.done() or stop.set_result(None))
+        if observability is not None:
+            observability.start_snapshots(loop)
         if on_start is not None:
             on_start([_format(s.getsockname()) if isinstance(s.getsockname(), tuple) else str(s.getsockname())
                       for s in server.sockets], 1, loop_name(loop))
         await stop
-        logger.info("shutting down: closing %d connections with 1001", len(server.connections))
-        server.close()
-        await server.wait_closed(graceful_timeout)
+        await drain(server, graceful_timeout)
+        if observability is not None:
+            observability.stop_snapshots()
 
     try:
         loop.run_until_complete(main())

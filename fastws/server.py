@@ -54,6 +54,7 @@ from .exceptions import (
     InvalidRequest,
 )
 from .listener import Listener
+from .metrics import ServerCounters
 from .options import Options
 from .protocol import CLOSED, CONNECTING, OPEN
 from .pubsub import Topics
@@ -83,6 +84,12 @@ class ServerConnection(StreamConnection):
         self._reader = handshake.RequestReader(max_head=opts.max_head, max_headers=opts.max_headers)
         self._started = time.monotonic()
         self._server._register(self)
+
+    def _on_keepalive_ping(self) -> None:
+        self._server.counters.pings_sent += 1
+
+    def _on_keepalive_timeout(self) -> None:
+        self._server.counters.ping_timeouts += 1
 
     def connection_lost(self, exc) -> None:
         StreamConnection.connection_lost(self, exc)
@@ -136,6 +143,7 @@ class ServerConnection(StreamConnection):
             if server.process_request is not None:
                 result = server.process_request(request)
                 if isinstance(result, handshake.Response):
+                    server.counters.refused("process_request")
                     self._respond(result, request)
                     return
                 if result:
@@ -147,6 +155,7 @@ class ServerConnection(StreamConnection):
         self.path = request.path
         self._headers = request.headers.pack()  # compact until read (ws.headers)
         self.subprotocol = subprotocol
+        server.counters.upgraded += 1
         self._log_access(request, 101)
         self._start(leftover)
 
@@ -212,6 +221,7 @@ class ServerConnection(StreamConnection):
 
     def _refuse(self, exc: InvalidRequest, request=None) -> None:
         self._server.handshakes_refused += 1
+        self._server.counters.refused(getattr(exc, "metric_reason", None) or f"http_{exc.status}")
         self._transport.write(handshake.error_response(exc))
         if request is not None:
             self._log_access(request, exc.status)
@@ -312,6 +322,9 @@ class Server:
         self.http_handler = http_handler
         self.connections: set = set()
         self.handshakes_refused = 0
+        # totals for /metrics (fastws/metrics.py): folded in when a connection ends
+        self.counters = ServerCounters()
+        self.draining = False  # set by a graceful shutdown: /healthz 503, upgrades 503
         self._topics = Topics(self.options)
         # publishes, deliveries, slow_consumer_drops, slow_consumer_closes
         self.stats: dict = self._topics.stats
@@ -336,9 +349,11 @@ class Server:
             conn._abort_transport()
             return
         self.connections.add(conn)
+        self.counters.connections_total += 1
 
     def _unregister(self, conn) -> None:
         self.connections.discard(conn)
+        self.counters.fold(conn)
         topics = self._topics
         if topics.any:
             topics.forget(conn)

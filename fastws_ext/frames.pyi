@@ -139,3 +139,10 @@ def lone_control(data: bytes, expect_masked: bool) -> Union[Tuple[int, bytes], N
     RSV bits, MASK as expected, length <= 125, nothing around it); else None,
     and a real parser must take the bytes (it applies the rules and their
     close codes). Lets an idle connection answer keepalive without a parser."""
+
+def counters() -> Tuple[int, int, int, int]:
+    """``(messages_received, bytes_received, messages_sent, bytes_sent)`` of this
+    process, server side, for /metrics: data messages delivered and frame bytes
+    fed by parsers with ``expect_masked=True``, and unmasked data frames made by
+    build_frame/build_header (payload bytes; one message per final frame).
+    Plain C counters: no per-connection memory, no Python work per message."""

@@ -165,6 +165,36 @@ cdef inline bytes _payload_bytes(const unsigned char* src, Py_ssize_t n, const u
     return out
 
 
+# Process-wide server-side counters for /metrics (fastws/metrics.py), at no
+# per-connection cost: what server parsers (expect_masked) received and what
+# unmasked data frames build_frame/build_header made. See counters().
+cdef unsigned long long _rx_bytes = 0
+cdef unsigned long long _rx_messages = 0
+cdef unsigned long long _tx_bytes = 0
+cdef unsigned long long _tx_messages = 0
+
+
+cdef inline void _count_rx_message() noexcept:
+    global _rx_messages
+    _rx_messages += 1
+
+
+cdef inline void _count_tx(int opcode, Py_ssize_t length, bint fin, bint masked) noexcept:
+    global _tx_bytes, _tx_messages
+    if not masked and opcode <= C_BINARY:
+        _tx_bytes += <unsigned long long>length
+        if fin:
+            _tx_messages += 1
+
+
+def counters():
+    """``(messages_received, bytes_received, messages_sent, bytes_sent)`` of this
+    process, server side: data messages and frame bytes fed to parsers that
+    expect masked frames, and data frames (payload bytes; a message per final
+    frame) built unmasked; see frames.pyi."""
+    return _rx_messages, _rx_bytes, _tx_messages, _tx_bytes
+
+
 cdef class FrameParser:
     """Incremental RFC 6455 parser: bytes in, in any chunking; messages out.
 
@@ -247,7 +277,10 @@ cdef class FrameParser:
             raise RuntimeError("FrameParser.feed() called from one of its callbacks")
         if self._lent:
             self._forget_lend()
+        global _rx_bytes
         PyObject_GetBuffer(data, &view, PyBUF_SIMPLE)
+        if self._expect_masked:
+            _rx_bytes += view.len
         self._busy = True
         try:
             self._feed(<const unsigned char*>view.buf, view.len)
@@ -284,7 +317,7 @@ cdef class FrameParser:
     def buffer_updated(self, Py_ssize_t nbytes):
         """The first nbytes of the last get_buffer() view were received:
         the same as feed(bytes(view[:nbytes])); see frames.pyi."""
-        global fastws_scratch_busy
+        global fastws_scratch_busy, _rx_bytes
         cdef int lent = self._lent
         self._lent = LENT_NONE
         if self._closed or self._failed:
@@ -295,6 +328,8 @@ cdef class FrameParser:
             raise RuntimeError("FrameParser.buffer_updated() without get_buffer() before it")
         if nbytes < 0 or nbytes > self._lent_len:
             raise ValueError(f"buffer_updated({nbytes}): the buffer holds {self._lent_len} bytes")
+        if self._expect_masked:
+            _rx_bytes += nbytes
         if lent == LENT_SCRATCH:
             if (self._lent_ptr != fastws_scratch_mem or self._lent_gen != fastws_scratch_gen
                     or fastws_scratch_busy):
@@ -601,6 +636,8 @@ cdef class FrameParser:
             self._state = HEADER
             self._msg_opcode = 0
             self._messages += 1
+            if self._expect_masked:
+                _count_rx_message()
             self._on_message(result)
             return 1
 
@@ -658,6 +695,8 @@ cdef class FrameParser:
         self._msg_opcode = 0
         self._utf8.reset()
         self._messages += 1
+        if self._expect_masked:
+            _count_rx_message()
         self._on_message(result)
         return 0
 
@@ -817,6 +856,7 @@ def build_header(int opcode, length, *, bint fin=True, mask_key=None, int rsv=0)
     else:
         _check_args(opcode, length, fin, -1, rsv)
     size = _write_header(out, opcode, <uint64_t>length, fin, kp, rsv)
+    _count_tx(opcode, length, fin, kp != NULL)
     return PyBytes_FromStringAndSize(<const char*>out, size)
 
 
@@ -858,6 +898,7 @@ def build_frame(int opcode, payload=b"", *, bint fin=True, bint mask=False, mask
         memcpy(out + size, src, length)
         if kp != NULL:
             mask_inplace(out + size, length, kp, 0)
+        _count_tx(opcode, length, fin, kp != NULL)
         return frame
     finally:
         if have_view:

@@ -52,6 +52,7 @@ __all__ = [
     "OP_CLOSE",
     "OP_PING",
     "lone_control",
+    "counters",
     "OP_PONG",
 ]
 
@@ -81,6 +82,25 @@ _PAYLOAD = 1
 
 # get_buffer(): the size of the scratch buffer (see fastws_ext.frames).
 _SCRATCH_SIZE = 256 * 1024
+
+
+# Process-wide server-side counters for /metrics (fastws/metrics.py): what
+# server parsers (expect_masked) received and what unmasked data frames
+# build_frame/build_header made. [rx messages, rx bytes, tx messages, tx bytes]
+_COUNTS = [0, 0, 0, 0]
+
+
+def counters():
+    """``(messages_received, bytes_received, messages_sent, bytes_sent)`` of this
+    process, server side; see fastws_ext/frames.pyi."""
+    return tuple(_COUNTS)
+
+
+def _count_tx(opcode, length, fin, masked):
+    if not masked and opcode <= OP_BINARY:
+        _COUNTS[3] += length
+        if fin:
+            _COUNTS[2] += 1
 
 
 class _Scratch(threading.local):
@@ -201,6 +221,8 @@ class FrameParser:
         if self._busy:
             raise RuntimeError("FrameParser.feed() called from one of its callbacks")
         self._lent = None
+        if self._expect_masked:
+            _COUNTS[1] += len(data)
         self._buf += data
         self._pos = 0
         self._busy = True
@@ -411,6 +433,8 @@ class FrameParser:
         self._msg_opcode = 0
         self._utf8.reset()
         self._messages += 1
+        if self._expect_masked:
+            _COUNTS[0] += 1
         self._on_message(data.decode("utf-8") if opcode == OP_TEXT else data)
         return True
 
@@ -496,6 +520,7 @@ def build_header(opcode, length, *, fin=True, mask_key=None, rsv=0):
     if mask_key is not None:
         mask_key = bytes(mask_key)
     _check_args(opcode, length, fin, mask_key, rsv)
+    _count_tx(opcode, length, fin, mask_key is not None)
     return bytes(_header(opcode, length, fin, mask_key, rsv))
 
 
@@ -515,6 +540,7 @@ def build_frame(opcode, payload=b"", *, fin=True, mask=False, mask_key=None, rsv
     frame += payload
     if mask_key is not None:
         _mask(memoryview(frame)[start:], mask_key)
+    _count_tx(opcode, len(payload), fin, mask_key is not None)
     return bytes(frame)
 
 

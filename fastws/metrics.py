@@ -1,0 +1,302 @@
+"""Health, Prometheus metrics and a connection limit on the WebSocket port.
+
+``fastws run``/``fastws echo`` (and ``fastws.run(..., metrics=True)``) answer
+two plain HTTP paths on the same port as the WebSockets:
+
+``GET /healthz``   200 ``ok`` while serving, 503 ``draining`` during a graceful
+                   shutdown (the listening socket stays open while the
+                   connections drain, so a load balancer sees the 503)
+``GET /metrics``   the Prometheus text exposition format (prometheus-client)
+
+and ``limit_connections=N`` refuses upgrades while N WebSockets are open with
+``503 Service Unavailable`` and ``Retry-After`` (so do upgrades while draining).
+
+What is counted, and what it costs
+==================================
+
+Nothing is counted per connection or in Python per message. Messages and bytes
+in and out are process-wide C counters in the frame codec
+(``fastws_ext.frames.counters()``, and its twin): bytes fed to server-side
+parsers and the data messages they deliver, and the unmasked data frames that
+``build_frame``/``build_header`` make (payload bytes; a message per final
+frame). So they count the server side of the whole process (every server in
+it), frames only (the HTTP handshake is not in ``bytes_received``), and cost
+an increment in C. Everything else is counted per event (handshake, keepalive
+ping, close). A scrape is O(1) for these, plus one pass over the open
+connections for nothing but their number.
+
+A message published with ``server.publish``/``broadcast`` is one frame built
+(one in ``fastws_messages_sent_total``) however many subscribers it goes to;
+its deliveries are ``fastws_publish_deliveries_total``.
+
+Several workers
+===============
+
+With ``workers=N`` each worker is its own process and the kernel hands a scrape
+to any one of them. Every worker writes a snapshot of its counters to a file in
+a directory the supervisor creates (every ``SNAPSHOT_INTERVAL`` seconds, and at
+exit); the worker that takes the scrape answers with its own live counters and
+the others' latest snapshots, each series labelled ``worker="<index>"``
+(``sum without (worker) (...)`` aggregates). Other workers' values are at most
+``SNAPSHOT_INTERVAL`` seconds old. A restarted worker starts its counters from
+zero (a counter reset, which Prometheus' ``rate()`` handles).
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+
+from ._impl import codec
+from .handshake import Response
+from .exceptions import InvalidRequest
+
+__all__ = ["ServerCounters", "snapshot", "Observability", "instrument", "SNAPSHOT_INTERVAL"]
+
+logger = logging.getLogger("fastws.metrics")
+
+SNAPSHOT_INTERVAL = 2.0
+
+
+class ServerCounters:
+    """Per-server totals, updated per connection or per event (never per message)."""
+
+    __slots__ = ("connections_total", "upgraded", "ws_closed", "pings_sent", "ping_timeouts", "refused_by",
+                 "close_sent", "close_received")
+
+    def __init__(self):
+        self.connections_total = 0   # TCP connections accepted
+        self.upgraded = 0            # WebSocket handshakes completed (101)
+        self.ws_closed = 0           # of those, closed since
+        self.pings_sent = 0          # keepalive pings
+        self.ping_timeouts = 0       # keepalive pings not answered in ping_timeout
+        self.refused_by: dict = {}   # reason -> handshakes refused
+        self.close_sent: dict = {}      # close code -> connections
+        self.close_received: dict = {}  # close code (1006: none received) -> connections
+
+    def refused(self, reason: str) -> None:
+        self.refused_by[reason] = self.refused_by.get(reason, 0) + 1
+
+    def fold(self, conn) -> None:
+        """A connection ended: count its close codes."""
+        if conn.path is not None:  # it was a WebSocket (the handshake succeeded)
+            self.ws_closed += 1
+            sent = conn.sent_close_code
+            if sent is not None:
+                self.close_sent[sent] = self.close_sent.get(sent, 0) + 1
+            received = conn.close_code if conn.close_code is not None else 1006
+            self.close_received[received] = self.close_received.get(received, 0) + 1
+
+
+def snapshot(server) -> dict:
+    """The server's counters now, as plain JSON-able values."""
+    c = server.counters
+    mi, bi, mo, bo = codec.counters()  # this process, server side (see the module docstring)
+    stats = server.stats
+    return {
+        "pid": os.getpid(),
+        "time": time.time(),
+        "connections_open": len(server.connections),
+        "websockets_open": c.upgraded - c.ws_closed,
+        "connections_total": c.connections_total,
+        "websockets_total": c.upgraded,
+        "refused": {str(k): v for k, v in c.refused_by.items()},
+        "messages_received": mi,
+        "bytes_received": bi,
+        "messages_sent": mo,
+        "bytes_sent": bo,
+        "pings_sent": c.pings_sent,
+        "ping_timeouts": c.ping_timeouts,
+        "slow_consumer_drops": stats.get("slow_consumer_drops", 0),
+        "slow_consumer_closes": stats.get("slow_consumer_closes", 0),
+        "publishes": stats.get("publishes", 0),
+        "deliveries": stats.get("deliveries", 0),
+        "close_sent": {str(k): v for k, v in c.close_sent.items()},
+        "close_received": {str(k): v for k, v in c.close_received.items()},
+        "draining": bool(server.draining or server._closing),
+    }
+
+
+# name, type, help, key in the snapshot, label name (for dict values)
+_FAMILIES = (
+    ("fastws_connections_open", "gauge", "TCP connections open (WebSockets and pending handshakes)",
+     "connections_open", None),
+    ("fastws_websockets_open", "gauge", "WebSocket connections open", "websockets_open", None),
+    ("fastws_connections", "counter", "TCP connections accepted", "connections_total", None),
+    ("fastws_websockets", "counter", "WebSocket handshakes completed (101)", "websockets_total", None),
+    ("fastws_handshakes_refused", "counter", "upgrade requests refused, by reason "
+     "(http_<status>, limit, draining, process_request)", "refused", "reason"),
+    ("fastws_messages_received", "counter", "data messages received", "messages_received", None),
+    ("fastws_bytes_received", "counter", "bytes read from clients (handshakes and frames)",
+     "bytes_received", None),
+    ("fastws_messages_sent", "counter", "data messages sent by send() (not publish)", "messages_sent", None),
+    ("fastws_bytes_sent", "counter", "payload length of the messages sent by send() (text: in characters; "
+     "not publish)", "bytes_sent", None),
+    ("fastws_pings_sent", "counter", "keepalive pings sent", "pings_sent", None),
+    ("fastws_ping_timeouts", "counter", "keepalive pings unanswered within ping_timeout (closed 1011)",
+     "ping_timeouts", None),
+    ("fastws_slow_consumer_drops", "counter", "published messages skipped for a slow subscriber",
+     "slow_consumer_drops", None),
+    ("fastws_slow_consumer_closes", "counter", "slow subscribers cut off", "slow_consumer_closes", None),
+    ("fastws_publishes", "counter", "server.publish/broadcast calls", "publishes", None),
+    ("fastws_publish_deliveries", "counter", "messages written by publish/broadcast", "deliveries", None),
+    ("fastws_close_codes_sent", "counter", "closed WebSockets by the close code the server sent",
+     "close_sent", "code"),
+    ("fastws_close_codes_received", "counter", "closed WebSockets by the close code received "
+     "(1006: none)", "close_received", "code"),
+)
+
+
+class _Collector:
+    def __init__(self, snapshots):
+        self._snapshots = snapshots  # -> [(worker label or None, snapshot)]
+
+    def collect(self):
+        from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
+        snaps = self._snapshots()
+        base = ["worker"] if any(w is not None for w, _ in snaps) else []
+        for name, kind, doc, key, label in _FAMILIES:
+            labels = base + ([label] if label else [])
+            family = (CounterMetricFamily if kind == "counter" else GaugeMetricFamily)(name, doc, labels=labels)
+            for worker, snap in snaps:
+                wl = [worker] if base else []
+                value = snap.get(key, 0)
+                if label:
+                    for k, v in sorted(value.items()):
+                        family.add_metric(wl + [k], v)
+                else:
+                    family.add_metric(wl, value)
+            yield family
+        up = GaugeMetricFamily("fastws_draining", "1 while the server drains for shutdown", labels=base)
+        for worker, snap in snaps:
+            up.add_metric([worker] if base else [], 1 if snap["draining"] else 0)
+        yield up
+
+
+def _text(status, reason, body, headers=()):
+    return Response(status, reason, list(headers), body.encode() if isinstance(body, str) else body)
+
+
+class Observability:
+    """Serves /healthz and /metrics and enforces ``limit_connections`` on one Server.
+
+    It wraps the server's ``http_handler`` (its own paths first, the rest to the
+    app's handler) and ``process_request`` (the limit and the drain first).
+    """
+
+    def __init__(self, server, *, limit_connections=None, metrics=True, retry_after=5,
+                 shared_dir=None, worker=None):
+        self.server = server
+        self.limit = limit_connections
+        self.metrics = metrics
+        self.retry_after = retry_after
+        self.shared_dir = shared_dir
+        self.worker = worker
+        self._registry = None
+        self._timer = None
+        self._app_http = server.http_handler
+        self._app_request = server.process_request
+        server.http_handler = self.http_handler
+        server.process_request = self.process_request
+
+    # ------------------------------------------------------------ upgrades
+    def process_request(self, request):
+        server = self.server
+        if server.draining:
+            raise _refusal("draining", "the server is shutting down", self.retry_after)
+        limit = self.limit
+        if limit is not None:
+            c = server.counters
+            if c.upgraded - c.ws_closed >= limit:
+                raise _refusal("limit", f"connection limit ({limit}) reached", self.retry_after)
+        if self._app_request is not None:
+            return self._app_request(request)
+        return None
+
+    # ------------------------------------------------------------ plain HTTP
+    def http_handler(self, request):
+        path = request.path.split("?", 1)[0]
+        if path == "/healthz":
+            if self.server.draining:
+                return _text(503, "Service Unavailable", "draining\n", [("Retry-After", str(self.retry_after))])
+            return _text(200, "OK", "ok\n")
+        if path == "/metrics" and self.metrics:
+            return self.metrics_response()
+        if self._app_http is not None:
+            return self._app_http(request)
+        return _text(426, "Upgrade Required", "This is a WebSocket endpoint: connect with a WebSocket client.\n",
+                     [("Upgrade", "websocket"), ("Connection", "Upgrade"), ("Sec-WebSocket-Version", "13")])
+
+    def metrics_response(self):
+        from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+        from prometheus_client.registry import CollectorRegistry
+
+        if self._registry is None:
+            self._registry = CollectorRegistry(auto_describe=False)
+            self._registry.register(_Collector(self._snapshots))
+        body = generate_latest(self._registry)
+        return Response(200, "OK", [("Content-Type", CONTENT_TYPE_LATEST)], body)
+
+    def _snapshots(self):
+        own = snapshot(self.server)
+        if self.shared_dir is None:
+            return [(None, own)]
+        snaps = {str(self.worker): own}
+        try:
+            names = os.listdir(self.shared_dir)
+        except OSError:
+            names = []
+        for name in names:
+            if not (name.startswith("worker-") and name.endswith(".json")):
+                continue
+            worker = name[len("worker-"):-len(".json")]
+            if worker in snaps:
+                continue
+            try:
+                with open(os.path.join(self.shared_dir, name)) as f:
+                    snaps[worker] = json.load(f)
+            except (OSError, ValueError):
+                continue  # being replaced, or the worker is gone
+        return sorted(snaps.items(), key=lambda kv: int(kv[0]) if kv[0].isdigit() else 0)
+
+    # ------------------------------------------------------------ several workers
+    def start_snapshots(self, loop) -> None:
+        """Write this worker's snapshot now and every SNAPSHOT_INTERVAL seconds."""
+        if self.shared_dir is None:
+            return
+
+        def tick():
+            self.write_snapshot()
+            self._timer = loop.call_later(SNAPSHOT_INTERVAL, tick)
+
+        tick()
+
+    def stop_snapshots(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if self.shared_dir is not None:
+            self.write_snapshot()
+
+    def write_snapshot(self) -> None:
+        path = os.path.join(self.shared_dir, f"worker-{self.worker}.json")
+        tmp = f"{path}.{os.getpid()}.tmp"
+        try:
+            with open(tmp, "w") as f:
+                json.dump(snapshot(self.server), f)
+            os.replace(tmp, path)
+        except OSError as exc:  # the directory went away: the supervisor is stopping
+            logger.debug("cannot write the metrics snapshot %s: %s", path, exc)
+
+
+def _refusal(reason: str, text: str, retry_after: int) -> InvalidRequest:
+    exc = InvalidRequest(503, "Service Unavailable", [("Retry-After", str(retry_after))], text)
+    exc.metric_reason = reason
+    return exc
+
+
+def instrument(server, **kwargs) -> Observability:
+    """Add /healthz, /metrics and the connection limit to a fastws.Server."""
+    return Observability(server, **kwargs)
