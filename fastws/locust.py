@@ -339,6 +339,9 @@ class WebSocketUser(User):
         self._closing = False
         ws.on_close = self._on_closed
         stats.add(ws)
+        if ws.closed:  # failed on bytes that came with the 101
+            self._on_closed(ws)
+            return ws
         if self.receive_loop:
             self._waiters = []
             ws.start_reader(self._dispatch, spawn=gevent.spawn)
@@ -356,9 +359,7 @@ class WebSocketUser(User):
         # or the server broke the protocol.
         code = ws.close_code
         if ws.error is not None and ws.recv_code is None and ws.sent_code is not None:
-            self._fire("CLOSE", "protocol error", None, 0,
-                       ConnectionClosed(code, f"sent {ws.sent_code}: {getattr(ws.error, 'reason', ws.error)}",
-                                        ws.sent_code))
+            self._fire("CLOSE", "protocol error", None, 0, ws._closed_exc())
         elif code in (CLOSE_NORMAL, CLOSE_GOING_AWAY):
             self._fire("CLOSE", "closed by server", None, 0)
         else:

@@ -351,6 +351,8 @@ class SyncWebSocket:
         reason = self.recv_reason
         if self.error is not None and self.recv_code is None:
             reason = str(getattr(self.error, "reason", None) or self.error)
+            if isinstance(self.error, ProtocolError) and self.sent_code is not None:
+                reason = f"protocol error, sent {self.sent_code}: {reason}"
         return connection_closed(code, reason, self.sent_code)
 
     # ----------------------------------------------------------------- ping
