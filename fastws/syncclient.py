@@ -42,6 +42,7 @@ PONG), ``recv`` does not.
 """
 from __future__ import annotations
 
+import ipaddress
 import os
 import socket
 import ssl as ssl_module
@@ -109,7 +110,7 @@ class SyncWebSocket:
         self.response_headers = response_headers
         self._parser = codec.FrameParser(self._on_data, self._on_control, expect_masked=False,
                                          max_size=max_size)
-        self._messages = deque()
+        self._messages = None      # deque, made on the first queued message
         self._state = OPEN
         self._send_lock = threading.Lock()
         self._pongs = None          # PONG payloads seen while the caller reads itself
@@ -272,6 +273,8 @@ class SyncWebSocket:
         if hook is not None:
             hook(message)
         else:
+            if self._messages is None:
+                self._messages = deque()
             self._messages.append(message)
 
     def _on_control(self, opcode: int, payload: bytes) -> None:
@@ -438,6 +441,7 @@ class SyncWebSocket:
             raise ValueError("start_reader needs an on_message callback")
         while self._messages:
             self.on_message(self._messages.popleft())
+        self._messages = None
         if spawn is None:
             spawn = _default_spawn()
         self._reader = True  # recv() refuses from now on
@@ -483,8 +487,16 @@ def _current():
 def _open_socket(host: str, port: int, timeout: float, source_address):
     if isinstance(source_address, str):
         source_address = (source_address, 0)
+    try:
+        # A numeric address needs no resolver (under gevent, getaddrinfo goes
+        # through a thread pool: most of the CPU of a connect).
+        ip = ipaddress.ip_address(host)
+        family = socket.AF_INET if ip.version == 4 else socket.AF_INET6
+        candidates = [(family, socket.SOCK_STREAM, 0, "", (host, port))]
+    except ValueError:
+        candidates = socket.getaddrinfo(host, port, 0, socket.SOCK_STREAM)
     last = None
-    for family, type_, proto, _, addr in socket.getaddrinfo(host, port, 0, socket.SOCK_STREAM):
+    for family, type_, proto, _, addr in candidates:
         sock = socket.socket(family, type_, proto)
         try:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
