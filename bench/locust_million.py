@@ -8,7 +8,9 @@ One run on this machine: start the server (``fastws echo --workers N``, or a
 one-process websockets / picows echo server from bench/servers.py), a locust
 master and ``--locust-workers`` workers (headless, HoldUser: connect from
 127.0.0.2 ... , answer the server's pings, PING every 30 s), ramp to
-``--users`` at ``--spawn-rate``, hold ``--hold`` seconds, stop.  Every 2 s it
+``--users`` at ``--spawn-rate`` (as fast as connections complete), hold
+``--hold`` seconds once the server holds them all (or the count stopped
+growing for ``--stall`` seconds), stop.  Every 2 s it
 samples, from /proc: the memory and open sockets of the server processes and
 of the locust workers, and the machine's available memory; it aborts the run
 (SIGTERM everything it started) if available memory falls below
@@ -135,11 +137,16 @@ def run(args) -> dict:
             raise SystemExit("server did not start: " + (out / "server.log").read_text()[-2000:])
         time.sleep(1.0)
         server_base = sum(rss_kib(p) for p in tree(server.pid))
-        run_time = int(math.ceil(args.users / args.spawn_rate) + args.hold)
+        # -t is only a safety bound: the run is stopped (SIGTERM to the master,
+        # which then writes its CSV and stats) --hold seconds after the server
+        # holds every connection, or after the count stopped growing for
+        # --stall seconds.
+        run_time = int(math.ceil(args.users / args.spawn_rate) * 4 + args.hold + 120)
         lf = str(HERE / "locustfile.py")
         lenv = env()
         lenv["FASTWS_HOLD_PING"] = str(args.client_ping)
         lenv["FASTWS_LOCUST_SOURCES"] = str(args.sources)
+        lenv["FASTWS_CONNECT_TIMEOUT"] = str(args.connect_timeout)
         master_cmd = [sys.executable, "-m", "locust", "-f", lf, "HoldUser", "--master", "--headless",
                       "--master-bind-host", "127.0.0.1", "--master-bind-port", str(mport),
                       "--expect-workers", str(lw), "-u", str(args.users), "-r", str(args.spawn_rate),
@@ -164,6 +171,8 @@ def run(args) -> dict:
         aborted = None
         cpu0 = {p: cpu_ns(p) for p in tree(server.pid) + [w.pid for w in workers]}
         deadline = t0 + run_time + 120
+        plateau_at = None   # when the server first held every user (or stopped growing)
+        best, best_t = 0, time.monotonic()
         while master.poll() is None:
             time.sleep(2)
             spids = tree(server.pid)
@@ -187,7 +196,24 @@ def run(args) -> dict:
                 log("ABORT: " + aborted)
                 stop([master] + workers)
                 break
-            if time.monotonic() > deadline:
+            now = time.monotonic()
+            held = s["client_fds"]
+            if held > best + 50:
+                best, best_t = held, now
+            if plateau_at is None and (s["server_fds"] >= args.users or now - best_t > args.stall):
+                plateau_at = now
+                result["ramp_seconds"] = round(now - t0, 1)
+                log(f"plateau: server sockets {s['server_fds']:,}, locust sockets {held:,}; holding {args.hold:.0f}s")
+            if plateau_at is not None and now - plateau_at >= args.hold:
+                log("hold done: stopping locust (SIGTERM to the master)")
+                master.send_signal(signal.SIGTERM)
+                try:
+                    master.wait(120)
+                except subprocess.TimeoutExpired:
+                    aborted = "master did not stop after SIGTERM"
+                    stop([master] + workers)
+                break
+            if now > deadline:
                 aborted = "master did not stop in time"
                 log("ABORT: " + aborted)
                 stop([master] + workers)
@@ -209,7 +235,7 @@ def run(args) -> dict:
         result["min_available"] = min((s["avail"] for s in samples), default=None)
         result["server_cpu_s"] = samples[-1]["server_cpu"] if samples else None
         result["client_cpu_s"] = samples[-1]["client_cpu"] if samples else None
-        ramp = [s for s in samples if s["t"] <= args.users / args.spawn_rate + args.hold - 2]
+        ramp = samples[:-1]  # the last sample may be taken while users stop
         result["client_bytes_per_conn"] = slope([s["client_fds"] for s in ramp], [s["client_rss"] for s in ramp])
         result["server_bytes_per_conn"] = slope([s["server_fds"] for s in ramp], [s["server_rss"] for s in ramp])
         try:
@@ -243,8 +269,10 @@ def main() -> int:
     ap.add_argument("--server-workers", type=int, default=2, help="fastws echo --workers (default 2)")
     ap.add_argument("--users", type=int, default=10000, help="connections to hold (default 10,000)")
     ap.add_argument("--locust-workers", type=int, default=0, help="locust worker processes (default: users/16,000)")
-    ap.add_argument("--spawn-rate", type=float, default=1000.0, help="users started per second, all workers (default 1000)")
+    ap.add_argument("--spawn-rate", type=float, default=400.0, help="users started per second, all workers (default 400)")
     ap.add_argument("--hold", type=float, default=30.0, help="seconds to hold after the ramp (default 30)")
+    ap.add_argument("--connect-timeout", type=float, default=30.0, help="HoldUser connect + handshake timeout (default 30 s)")
+    ap.add_argument("--stall", type=float, default=30.0, help="treat the count as final when it has not grown for this long (default 30 s)")
     ap.add_argument("--client-ping", type=float, default=30.0, help="HoldUser PING interval, s (default 30)")
     ap.add_argument("--server-ping", type=float, default=20.0, help="fastws --ping-interval, s (default 20)")
     ap.add_argument("--sources", type=int, default=64, help="loopback source addresses 127.0.0.2.. (default 64)")
@@ -266,7 +294,8 @@ def main() -> int:
     allr.append(result)
     with open(args.json, "w") as f:
         json.dump(allr, f, indent=1, default=str)
-    fails = sum(r["failures"] for r in result.get("requests", {}).values()) if isinstance(result.get("requests"), dict) else None
+    reqs = result.get("requests")
+    fails = reqs["Aggregated"]["failures"] if isinstance(reqs, dict) and "Aggregated" in reqs else None
     log(f"peak held (server fds): {result['server_peak_fds']}, locust peak open: "
         f"{(result['ws_stats'] or {}).get('peak_open')}, failures: {fails}, aborted: {result['aborted']}")
     return 0 if not result["aborted"] and fails == 0 else 1

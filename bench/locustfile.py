@@ -36,16 +36,24 @@ import json
 import os
 import time
 
+import locust.runners
 from locust import constant, constant_pacing, task
 
 from fastws.locust import WebSocketUser
 
 _ids = itertools.count()
 
+# A worker opening thousands of connections on a busy machine can miss
+# locust's 3-second heartbeat deadline; the master then marks it "missing" and
+# hands its users to the other workers, which pushes them past the per-process
+# file limit.  Allow FASTWS_LOCUST_LIVENESS missed heartbeats (default 60).
+locust.runners.HEARTBEAT_LIVENESS = int(os.environ.get("FASTWS_LOCUST_LIVENESS", "60"))
+
 
 class HoldUser(WebSocketUser):
     wait_time = constant(0)
     ping_interval = float(os.environ.get("FASTWS_HOLD_PING", "30"))
+    connect_timeout = float(os.environ.get("FASTWS_CONNECT_TIMEOUT", "10"))
 
     def on_start(self):
         self.connect(os.environ.get("FASTWS_PATH", "/"))
