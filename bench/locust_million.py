@@ -137,6 +137,7 @@ def run(args) -> dict:
             raise SystemExit("server did not start: " + (out / "server.log").read_text()[-2000:])
         time.sleep(1.0)
         server_base = sum(rss_kib(p) for p in tree(server.pid))
+        server_fd_base = sum(fd_count(p) for p in tree(server.pid))  # listeners, pipes, ...
         # -t is only a safety bound: the run is stopped (SIGTERM to the master,
         # which then writes its CSV and stats) --hold seconds after the server
         # holds every connection, or after the count stopped growing for
@@ -147,9 +148,14 @@ def run(args) -> dict:
         lenv["FASTWS_HOLD_PING"] = str(args.client_ping)
         lenv["FASTWS_LOCUST_SOURCES"] = str(args.sources)
         lenv["FASTWS_CONNECT_TIMEOUT"] = str(args.connect_timeout)
+        # All users are spawned at once (one spawn message from the master:
+        # locust 2.47 workers re-build their argument parser for every option
+        # of every spawn message, which stalled workers at 400 users/s); each
+        # worker paces its own connects at rate / workers.
+        lenv["FASTWS_CONNECT_RATE"] = str(args.spawn_rate / lw)
         master_cmd = [sys.executable, "-m", "locust", "-f", lf, "HoldUser", "--master", "--headless",
                       "--master-bind-host", "127.0.0.1", "--master-bind-port", str(mport),
-                      "--expect-workers", str(lw), "-u", str(args.users), "-r", str(args.spawn_rate),
+                      "--expect-workers", str(lw), "-u", str(args.users), "-r", str(args.users),
                       "-t", f"{run_time}s", "--host", f"ws://127.0.0.1:{port}", "--csv", str(out / "hold"),
                       "--ws-stats-file", str(out / "ws.json"), "--ws-stats-interval", "10",
                       "--only-summary", "--stop-timeout", "20"]
@@ -180,7 +186,7 @@ def run(args) -> dict:
                 "t": round(time.monotonic() - t0, 1),
                 "avail": meminfo()["MemAvailable"],
                 "server_rss": sum(rss_kib(p) for p in spids) * 1024,
-                "server_fds": sum(fd_count(p) for p in spids),
+                "server_fds": sum(fd_count(p) for p in spids) - server_fd_base,
                 "client_rss": sum(rss_kib(w.pid) for w in workers) * 1024,
                 "client_fds": sum(fd_count(w.pid) for w in workers),
                 "server_cpu": sum(cpu_ns(p) - cpu0.get(p, 0) for p in spids) / 1e9,
@@ -227,7 +233,7 @@ def run(args) -> dict:
         result["master_exit"] = master.returncode
         result["samples"] = len(samples)
         peak = max(samples, key=lambda s: s["server_fds"]) if samples else {}
-        result["server_peak_fds"] = peak.get("server_fds")
+        result["server_peak_connections"] = peak.get("server_fds")  # sockets beyond the idle server's fds
         result["client_peak_fds"] = max((s["client_fds"] for s in samples), default=None)
         result["server_rss_at_peak"] = peak.get("server_rss")
         result["server_rss_base"] = server_base * 1024
@@ -263,13 +269,18 @@ def run(args) -> dict:
         stop([server])
 
 
+def _sigterm(*_):
+    raise SystemExit("SIGTERM")
+
+
 def main() -> int:
+    signal.signal(signal.SIGTERM, _sigterm)  # so that `finally` stops what this started
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--server", default="fastws", choices=["fastws", "websockets", "picows"])
     ap.add_argument("--server-workers", type=int, default=2, help="fastws echo --workers (default 2)")
     ap.add_argument("--users", type=int, default=10000, help="connections to hold (default 10,000)")
     ap.add_argument("--locust-workers", type=int, default=0, help="locust worker processes (default: users/16,000)")
-    ap.add_argument("--spawn-rate", type=float, default=400.0, help="users started per second, all workers (default 400)")
+    ap.add_argument("--spawn-rate", type=float, default=400.0, help="connects per second, all workers (default 400)")
     ap.add_argument("--hold", type=float, default=30.0, help="seconds to hold after the ramp (default 30)")
     ap.add_argument("--connect-timeout", type=float, default=30.0, help="HoldUser connect + handshake timeout (default 30 s)")
     ap.add_argument("--stall", type=float, default=30.0, help="treat the count as final when it has not grown for this long (default 30 s)")
@@ -296,7 +307,7 @@ def main() -> int:
         json.dump(allr, f, indent=1, default=str)
     reqs = result.get("requests")
     fails = reqs["Aggregated"]["failures"] if isinstance(reqs, dict) and "Aggregated" in reqs else None
-    log(f"peak held (server fds): {result['server_peak_fds']}, locust peak open: "
+    log(f"peak held (server sockets): {result['server_peak_connections']}, locust peak open: "
         f"{(result['ws_stats'] or {}).get('peak_open')}, failures: {fails}, aborted: {result['aborted']}")
     return 0 if not result["aborted"] and fails == 0 else 1
 

@@ -243,6 +243,18 @@ def _next_source(count: int) -> str:
     return str(ipaddress.IPv4Address(_FIRST_SOURCE + _source_counter[0] % count))
 
 
+_next_slot = [0.0]
+
+
+def _pace(rate: float) -> None:
+    """Wait for this process's next connect slot (one every 1/rate s)."""
+    now = time.monotonic()
+    slot = max(now, _next_slot[0])
+    _next_slot[0] = slot + 1.0 / rate
+    if slot > now:
+        gevent.sleep(slot - now)
+
+
 def _is_loopback(host: str) -> bool:
     try:
         return ipaddress.ip_address(host).is_loopback
@@ -279,6 +291,12 @@ class WebSocketUser(User):
     - ``source_addresses``: how many loopback source addresses to spread the
       connections over when the target is loopback (127.0.0.2 ...; default
       64, env ``FASTWS_LOCUST_SOURCES``); 0 or None: let the kernel choose.
+    - ``connect_rate``: at most this many connects per second in this
+      process (None: no limit; env ``FASTWS_CONNECT_RATE``).  For large
+      ramps, spawn the users at once (``-r`` = ``-u``) and let this pace the
+      connects: the locust master then sends one spawn message instead of one
+      a second (each costs a locust 2.x worker a noticeable amount of CPU).
+      The wait is not part of the CONNECT time.
     - ``connect_timeout``, ``timeout`` (for request/recv/ping), ``max_size``.
     """
 
@@ -287,6 +305,7 @@ class WebSocketUser(User):
     headers = None
     receive_loop = False
     source_addresses = int(os.environ.get("FASTWS_LOCUST_SOURCES", "64"))
+    connect_rate = float(os.environ["FASTWS_CONNECT_RATE"]) if os.environ.get("FASTWS_CONNECT_RATE") else None
     connect_timeout = 10.0
     timeout = 10.0
     max_size = 1048576
@@ -320,6 +339,8 @@ class WebSocketUser(User):
         parts = urlsplit(url)
         self._path = parts.path or "/"
         name = self._name(name)
+        if self.connect_rate:
+            _pace(self.connect_rate)
         source = None
         if self.source_addresses and _is_loopback(parts.hostname or ""):
             source = _next_source(self.source_addresses)
