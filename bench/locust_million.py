@@ -14,10 +14,12 @@ growing for ``--stall`` seconds), stop.  Every 2 s it
 samples, from /proc: the memory and open sockets of the server processes and
 of the locust workers, and the machine's available memory; it aborts the run
 (SIGTERM everything it started) if available memory falls below
-``--min-available-gib``.  Memory per connection is the least-squares slope of
-RSS against the number of sockets held over the samples (so the processes'
-baseline does not count), for the locust workers (client side) and the
-server.  Failures come from locust's CSV, peak connections from the
+``--min-available-gib``.  Memory per connection: for the server, the least-squares slope of RSS
+against the sockets it holds over the samples (so its baseline does not
+count); for the locust workers, (RSS at the peak - RSS of the idle workers
+before the spawn) / sockets held, i.e. user + greenlet + connection (users
+are all spawned at once and wait for their connect slot, so a slope would
+mix the two).  Failures come from locust's CSV, peak connections from the
 ``fastws.locust`` stats (--ws-stats-file).
 
 A process can hold at most ~19,900 sockets here (RLIMIT_NOFILE 20,000, not
@@ -242,7 +244,15 @@ def run(args) -> dict:
         result["server_cpu_s"] = samples[-1]["server_cpu"] if samples else None
         result["client_cpu_s"] = samples[-1]["client_cpu"] if samples else None
         ramp = samples[:-1]  # the last sample may be taken while users stop
-        result["client_bytes_per_conn"] = slope([s["client_fds"] for s in ramp], [s["client_rss"] for s in ramp])
+        # Client side: every user (greenlet + User object) exists from the
+        # spawn on, before its connect, so the RSS slope against sockets would
+        # mix the two; per held connection = (RSS at the peak - RSS of the idle
+        # workers at the first sample, before the spawn) / connections held.
+        held = peak.get("client_fds") if samples else None
+        result["client_rss_idle"] = samples[0]["client_rss"] if samples else None
+        result["client_bytes_per_conn"] = ((peak.get("client_rss") - samples[0]["client_rss"]) / held
+                                           if samples and held else None)
+        result["client_bytes_per_conn_slope"] = slope([s["client_fds"] for s in ramp], [s["client_rss"] for s in ramp])
         result["server_bytes_per_conn"] = slope([s["server_fds"] for s in ramp], [s["server_rss"] for s in ramp])
         try:
             result["ws_stats"] = json.loads((out / "ws.json").read_text())
