@@ -124,7 +124,7 @@ def run(args) -> dict:
     if args.server == "fastws":
         server_cmd = [sys.executable, "-m", "fastws", "echo", "--port", str(port), "--workers",
                       str(args.server_workers), "--log-level", "warning", "--ping-interval",
-                      str(args.server_ping)]
+                      str(args.server_ping), "--ping-timeout", str(args.server_ping_timeout)]
     else:
         server_cmd = [sys.executable, str(HERE / "servers.py"), args.server, "--port", str(port)]
     procs = []
@@ -226,11 +226,13 @@ def run(args) -> dict:
                 log("ABORT: " + aborted)
                 stop([master] + workers)
                 break
+        end = time.monotonic() + 60  # workers close their connections, then exit
         for w in workers:
             try:
-                w.wait(60)
+                w.wait(max(0.1, end - time.monotonic()))
             except subprocess.TimeoutExpired:
-                stop([w])
+                pass
+        stop(workers)
         result["aborted"] = aborted
         result["master_exit"] = master.returncode
         result["samples"] = len(samples)
@@ -296,6 +298,7 @@ def main() -> int:
     ap.add_argument("--stall", type=float, default=30.0, help="treat the count as final when it has not grown for this long (default 30 s)")
     ap.add_argument("--client-ping", type=float, default=30.0, help="HoldUser PING interval, s (default 30)")
     ap.add_argument("--server-ping", type=float, default=20.0, help="fastws --ping-interval, s (default 20)")
+    ap.add_argument("--server-ping-timeout", type=float, default=20.0, help="fastws --ping-timeout, s (default 20)")
     ap.add_argument("--sources", type=int, default=64, help="loopback source addresses 127.0.0.2.. (default 64)")
     ap.add_argument("--min-available-gib", type=float, default=3.0, help="abort below this (default 3)")
     ap.add_argument("--port", type=int, default=0)

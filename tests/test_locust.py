@@ -479,3 +479,31 @@ def test_headless_locust_reports_protocol_error(tmp_path):
     with open(f"{out}_failures.csv") as f:
         errors = " ".join(r["Error"] for r in csv.DictReader(f))
     assert "1007" in errors, errors
+
+
+def test_headless_locust_chat_fanout_latency(serve_thread, tmp_path):
+    """bench/locustfile.py ChatUser against the chat room: a background receive
+    loop, login by request() matched in that loop, and every broadcast reported
+    with the delay from its send timestamp (a real latency, never 0 for all)."""
+    from fastws.chat import chat_app
+
+    st = serve_thread(**chat_app(), max_size=4096)
+    out = tmp_path / "chat"
+    os.environ["FASTWS_CHAT_WAIT"] = "0.5"
+    try:
+        proc = _locust(["-f", os.path.join(ROOT, "bench", "locustfile.py"), "ChatUser",
+                        "--host", f"ws://127.0.0.1:{st.port}", "-u", "20", "-r", "20", "-t", "8s",
+                        "--csv", str(out)], cwd=str(tmp_path), timeout=60)
+    finally:
+        del os.environ["FASTWS_CHAT_WAIT"]
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rows = _rows(f"{out}_stats.csv")
+    assert int(rows[("", "Aggregated")]["Failure Count"]) == 0
+    assert int(rows[("CONNECT", "/ws")]["Request Count"]) == 20
+    assert int(rows[("REQ", "chat login")]["Request Count"]) == 20
+    sends = int(rows[("SEND", "chat send")]["Request Count"])
+    fanout = rows[("RECV", "chat fanout")]
+    # every message reaches every user logged in at that time: about 20 per send
+    assert sends > 20 and int(fanout["Request Count"]) > sends * 5
+    assert float(fanout["Max Response Time"]) > 0
+    assert float(fanout["Average Content Size"]) > 40
