@@ -330,8 +330,8 @@ class WebSocketUser(User):
     # ------------------------------------------------------------ connect
     def connect(self, url: str = "/", subprotocols=None, headers=None, name=None) -> SyncWebSocket:
         """Open the connection: ``url`` is a full ws:// URL or a path appended
-        to ``host``.  Reports ``CONNECT``; a failure raises StopUser unless
-        the caller catches the exception first (it is reported either way)."""
+        to ``host``.  Reports ``CONNECT``; a failure is reported, then raises
+        locust's StopUser (the user stops; catch it to retry instead)."""
         if self.ws is not None and not self.ws.closed:
             self.close(name=name)
         if "://" not in url:
