@@ -520,14 +520,19 @@ class WebSocketUser(User):
 
     # --------------------------------------------------------- messages
     def _dispatch(self, message) -> None:
-        waiters = self._waiters
-        if waiters:
-            for i, (pred, result) in enumerate(waiters):
-                if pred(message):
-                    del waiters[i]
-                    result.set(message)
-                    return
-        self.on_message(message)
+        # Runs in the receive loop: an exception in a match or in on_message is
+        # reported as a RECV failure and the loop goes on reading.
+        try:
+            waiters = self._waiters
+            if waiters:
+                for i, (pred, result) in enumerate(waiters):
+                    if pred(message):
+                        del waiters[i]
+                        result.set(message)
+                        return
+            self.on_message(message)
+        except Exception as exc:
+            self._fire("RECV", self._name(None), None, _size(message), exc)
 
     def on_message(self, message) -> None:
         """Called for every message that no ``request()`` claimed (by the
