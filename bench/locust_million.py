@@ -1,0 +1,329 @@
+"""Connections held by locust (bench/locustfile.py HoldUser) against a WebSocket server.
+
+    python bench/locust_million.py --users 100000 --server-workers 6 --locust-workers 6
+    python bench/locust_million.py --users 39000 --server-workers 2 --locust-workers 3
+    python bench/locust_million.py --server websockets --users 10000 --locust-workers 1
+
+One run on this machine: start the server (``fastws echo --workers N``, or a
+one-process websockets / picows echo server from bench/servers.py), a locust
+master and ``--locust-workers`` workers (headless, HoldUser: connect from
+127.0.0.2 ... , answer the server's pings, PING every 30 s), ramp to
+``--users`` at ``--spawn-rate`` (as fast as connections complete), hold
+``--hold`` seconds once the server holds them all (or the count stopped
+growing for ``--stall`` seconds), stop.  Every 2 s it
+samples, from /proc: the memory and open sockets of the server processes and
+of the locust workers, and the machine's available memory; it aborts the run
+(SIGTERM everything it started) if available memory falls below
+``--min-available-gib``.  Memory per connection: for the server, the least-squares slope of RSS
+against the sockets it holds over the samples (so its baseline does not
+count); for the locust workers, (RSS at the peak - RSS of the idle workers
+before the spawn) / sockets held, i.e. user + greenlet + connection (users
+are all spawned at once and wait for their connect slot, so a slope would
+mix the two).  Failures come from locust's CSV, peak connections from the
+``fastws.locust`` stats (--ws-stats-file).
+
+A process can hold at most ~19,900 sockets here (RLIMIT_NOFILE 20,000, not
+raisable), so each server worker and each locust worker must stay below that.
+The result is printed and appended to ``--json`` (default
+bench/locust_million.json) for bench/RESULTS.md.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import math
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent
+sys.path.insert(0, str(HERE))
+
+from _meta import machine, versions  # noqa: E402
+from connections import children, cpu_ns, fd_count, free_port, meminfo, rss_kib  # noqa: E402
+
+PER_PROCESS = 19000  # sockets a process may hold here (RLIMIT_NOFILE 20,000), with a margin
+
+
+def log(msg: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
+
+
+def env() -> dict:
+    e = dict(os.environ)
+    e["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), e.get("PYTHONPATH")]))
+    return e
+
+
+def wait_port(port: int, timeout: float = 30.0) -> bool:
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return True
+        except OSError:
+            time.sleep(0.2)
+    return False
+
+
+def slope(xs, ys):
+    """Least-squares slope of ys against xs (None if xs do not vary)."""
+    n = len(xs)
+    if n < 3:
+        return None
+    mx, my = sum(xs) / n, sum(ys) / n
+    sxx = sum((x - mx) ** 2 for x in xs)
+    if sxx == 0:
+        return None
+    return sum((x - mx) * (y - my) for x, y in zip(xs, ys)) / sxx
+
+
+def tree(pid: int) -> list:
+    out = [pid]
+    for c in children(pid):
+        out.extend(tree(c))
+    return out
+
+
+def stop(procs) -> None:
+    for p in procs:
+        if p.poll() is None:
+            try:
+                p.send_signal(signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+    end = time.monotonic() + 30
+    for p in procs:
+        try:
+            p.wait(max(0.1, end - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait()
+
+
+def run(args) -> dict:
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    port = args.port or free_port("127.0.0.1")
+    mport = free_port("127.0.0.1")
+    lw = args.locust_workers or max(1, math.ceil(args.users / 16000))
+    if args.users / lw > PER_PROCESS:
+        raise SystemExit(f"{args.users} users over {lw} locust workers is more than {PER_PROCESS} "
+                         "sockets per process: use more --locust-workers")
+    mem0 = meminfo()
+    log(f"available memory {mem0['MemAvailable'] / 2**30:.1f} GiB")
+    if mem0["MemAvailable"] < (args.min_available_gib + 2) * 2**30:
+        raise SystemExit("not enough available memory to start")
+
+    if args.server == "fastws":
+        server_cmd = [sys.executable, "-m", "fastws", "echo", "--port", str(port), "--workers",
+                      str(args.server_workers), "--log-level", "warning", "--ping-interval",
+                      str(args.server_ping), "--ping-timeout", str(args.server_ping_timeout)]
+    else:
+        server_cmd = [sys.executable, str(HERE / "servers.py"), args.server, "--port", str(port)]
+    procs = []
+    server = subprocess.Popen(server_cmd, env=env(), cwd=str(REPO), stdout=subprocess.DEVNULL,
+                              stderr=open(out / "server.log", "w"))
+    procs.append(server)
+    result = {"server": args.server, "server_workers": args.server_workers if args.server == "fastws" else 1,
+              "users": args.users, "locust_workers": lw, "spawn_rate": args.spawn_rate,
+              "hold": args.hold, "command": " ".join(sys.argv), "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
+    try:
+        if not wait_port(port):
+            raise SystemExit("server did not start: " + (out / "server.log").read_text()[-2000:])
+        time.sleep(1.0)
+        server_base = sum(rss_kib(p) for p in tree(server.pid))
+        server_fd_base = sum(fd_count(p) for p in tree(server.pid))  # listeners, pipes, ...
+        # -t is only a safety bound: the run is stopped (SIGTERM to the master,
+        # which then writes its CSV and stats) --hold seconds after the server
+        # holds every connection, or after the count stopped growing for
+        # --stall seconds.
+        run_time = int(math.ceil(args.users / args.spawn_rate) * 4 + args.hold + 120)
+        lf = str(HERE / "locustfile.py")
+        lenv = env()
+        lenv["FASTWS_HOLD_PING"] = str(args.client_ping)
+        lenv["FASTWS_LOCUST_SOURCES"] = str(args.sources)
+        lenv["FASTWS_CONNECT_TIMEOUT"] = str(args.connect_timeout)
+        # All users are spawned at once (one spawn message from the master:
+        # locust 2.47 workers re-build their argument parser for every option
+        # of every spawn message, which stalled workers at 400 users/s); each
+        # worker paces its own connects at rate / workers.
+        lenv["FASTWS_CONNECT_RATE"] = str(args.spawn_rate / lw)
+        master_cmd = [sys.executable, "-m", "locust", "-f", lf, "HoldUser", "--master", "--headless",
+                      "--master-bind-host", "127.0.0.1", "--master-bind-port", str(mport),
+                      "--expect-workers", str(lw), "-u", str(args.users), "-r", str(args.users),
+                      "-t", f"{run_time}s", "--host", f"ws://127.0.0.1:{port}", "--csv", str(out / "hold"),
+                      "--ws-stats-file", str(out / "ws.json"), "--ws-stats-interval", "10",
+                      "--only-summary", "--stop-timeout", "20"]
+        master = subprocess.Popen(master_cmd, env=lenv, cwd=str(out), stdout=open(out / "master.out", "w"),
+                                  stderr=subprocess.STDOUT)
+        procs.append(master)
+        workers = []
+        for i in range(lw):
+            w = subprocess.Popen([sys.executable, "-m", "locust", "-f", lf, "HoldUser", "--worker",
+                                  "--master-host", "127.0.0.1", "--master-port", str(mport)],
+                                 env=lenv, cwd=str(out), stdout=subprocess.DEVNULL,
+                                 stderr=open(out / f"worker{i}.log", "w"))
+            workers.append(w)
+            procs.append(w)
+        log(f"server {args.server} pid {server.pid}, locust master {master.pid}, workers "
+            f"{[w.pid for w in workers]}; {args.users} users at {args.spawn_rate}/s, run time {run_time}s")
+        samples = []
+        t0 = time.monotonic()
+        aborted = None
+        cpu0 = {p: cpu_ns(p) for p in tree(server.pid) + [w.pid for w in workers]}
+        deadline = t0 + run_time + 120
+        plateau_at = None   # when the server first held every user (or stopped growing)
+        best, best_t = 0, time.monotonic()
+        while master.poll() is None:
+            time.sleep(2)
+            spids = tree(server.pid)
+            s = {
+                "t": round(time.monotonic() - t0, 1),
+                "avail": meminfo()["MemAvailable"],
+                "server_rss": sum(rss_kib(p) for p in spids) * 1024,
+                "server_fds": sum(fd_count(p) for p in spids) - server_fd_base,
+                "client_rss": sum(rss_kib(w.pid) for w in workers) * 1024,
+                "client_fds": sum(fd_count(w.pid) for w in workers),
+                "server_cpu": sum(cpu_ns(p) - cpu0.get(p, 0) for p in spids) / 1e9,
+                "client_cpu": sum(cpu_ns(w.pid) - cpu0.get(w.pid, 0) for w in workers) / 1e9,
+            }
+            samples.append(s)
+            if len(samples) % 5 == 0:
+                log(f"t={s['t']:.0f}s server fds {s['server_fds']:,} rss {s['server_rss'] / 2**20:,.0f} MiB; "
+                    f"locust fds {s['client_fds']:,} rss {s['client_rss'] / 2**20:,.0f} MiB; "
+                    f"available {s['avail'] / 2**30:.1f} GiB")
+            if s["avail"] < args.min_available_gib * 2**30:
+                aborted = f"available memory {s['avail'] / 2**30:.1f} GiB < {args.min_available_gib} GiB"
+                log("ABORT: " + aborted)
+                stop([master] + workers)
+                break
+            now = time.monotonic()
+            held = s["client_fds"]
+            if held > best + 50:
+                best, best_t = held, now
+            if plateau_at is None and (s["server_fds"] >= args.users or now - best_t > args.stall):
+                plateau_at = now
+                result["ramp_seconds"] = round(now - t0, 1)
+                log(f"plateau: server sockets {s['server_fds']:,}, locust sockets {held:,}; holding {args.hold:.0f}s")
+            if plateau_at is not None and now - plateau_at >= args.hold:
+                log("hold done: stopping locust (SIGTERM to the master)")
+                master.send_signal(signal.SIGTERM)
+                try:
+                    master.wait(120)
+                except subprocess.TimeoutExpired:
+                    aborted = "master did not stop after SIGTERM"
+                    stop([master] + workers)
+                break
+            if now > deadline:
+                aborted = "master did not stop in time"
+                log("ABORT: " + aborted)
+                stop([master] + workers)
+                break
+        end = time.monotonic() + 60  # workers close their connections, then exit
+        for w in workers:
+            try:
+                w.wait(max(0.1, end - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                pass
+        stop(workers)
+        result["aborted"] = aborted
+        result["master_exit"] = master.returncode
+        result["samples"] = len(samples)
+        peak = max(samples, key=lambda s: s["server_fds"]) if samples else {}
+        result["server_peak_connections"] = peak.get("server_fds")  # sockets beyond the idle server's fds
+        result["client_peak_fds"] = max((s["client_fds"] for s in samples), default=None)
+        result["server_rss_at_peak"] = peak.get("server_rss")
+        result["server_rss_base"] = server_base * 1024
+        result["client_rss_at_peak"] = peak.get("client_rss")
+        result["min_available"] = min((s["avail"] for s in samples), default=None)
+        result["server_cpu_s"] = samples[-1]["server_cpu"] if samples else None
+        result["client_cpu_s"] = samples[-1]["client_cpu"] if samples else None
+        ramp = samples[:-1]  # the last sample may be taken while users stop
+        # Client side: every user (greenlet + User object) exists from the
+        # spawn on, before its connect, so the RSS slope against sockets would
+        # mix the two; per held connection = (RSS at the peak - RSS of the idle
+        # workers at the first sample, before the spawn) / connections held.
+        held = peak.get("client_fds") if samples else None
+        result["client_rss_idle"] = samples[0]["client_rss"] if samples else None
+        result["client_bytes_per_conn"] = ((peak.get("client_rss") - samples[0]["client_rss"]) / held
+                                           if samples and held else None)
+        result["client_bytes_per_conn_slope"] = slope([s["client_fds"] for s in ramp], [s["client_rss"] for s in ramp])
+        result["server_bytes_per_conn"] = slope([s["server_fds"] for s in ramp], [s["server_rss"] for s in ramp])
+        try:
+            result["ws_stats"] = json.loads((out / "ws.json").read_text())
+        except (OSError, ValueError):
+            result["ws_stats"] = None
+        try:
+            with open(out / "hold_stats.csv") as f:
+                rows = {(r["Type"], r["Name"]): r for r in csv.DictReader(f)}
+            result["requests"] = {f"{k[0]} {k[1]}".strip(): {"count": int(r["Request Count"]),
+                                                             "failures": int(r["Failure Count"]),
+                                                             "median_ms": r["Median Response Time"],
+                                                             "p99_ms": r.get("99%")}
+                                  for k, r in rows.items()}
+            with open(out / "hold_failures.csv") as f:
+                result["failures"] = [dict(r) for r in csv.DictReader(f)][:10]
+        except OSError as exc:
+            result["requests"] = f"no CSV: {exc}"
+        result["per_locust_worker"] = round(args.users / lw)
+        result["timeline"] = [{k: (round(v / 2**20) if k.endswith("rss") or k == "avail" else v)
+                               for k, v in s.items()} for s in samples[::5]]
+        return result
+    finally:
+        stop(procs[1:])
+        stop([server])
+
+
+def _sigterm(*_):
+    raise SystemExit("SIGTERM")
+
+
+def main() -> int:
+    signal.signal(signal.SIGTERM, _sigterm)  # so that `finally` stops what this started
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--server", default="fastws", choices=["fastws", "websockets", "picows"])
+    ap.add_argument("--server-workers", type=int, default=2, help="fastws echo --workers (default 2)")
+    ap.add_argument("--users", type=int, default=10000, help="connections to hold (default 10,000)")
+    ap.add_argument("--locust-workers", type=int, default=0, help="locust worker processes (default: users/16,000)")
+    ap.add_argument("--spawn-rate", type=float, default=400.0, help="connects per second, all workers (default 400)")
+    ap.add_argument("--hold", type=float, default=30.0, help="seconds to hold after the ramp (default 30)")
+    ap.add_argument("--connect-timeout", type=float, default=30.0, help="HoldUser connect + handshake timeout (default 30 s)")
+    ap.add_argument("--stall", type=float, default=30.0, help="treat the count as final when it has not grown for this long (default 30 s)")
+    ap.add_argument("--client-ping", type=float, default=30.0, help="HoldUser PING interval, s (default 30)")
+    ap.add_argument("--server-ping", type=float, default=20.0, help="fastws --ping-interval, s (default 20)")
+    ap.add_argument("--server-ping-timeout", type=float, default=20.0, help="fastws --ping-timeout, s (default 20)")
+    ap.add_argument("--sources", type=int, default=64, help="loopback source addresses 127.0.0.2.. (default 64)")
+    ap.add_argument("--min-available-gib", type=float, default=3.0, help="abort below this (default 3)")
+    ap.add_argument("--port", type=int, default=0)
+    ap.add_argument("--out", default="/tmp/fastws-locust-million")
+    ap.add_argument("--json", default=str(HERE / "locust_million.json"))
+    args = ap.parse_args()
+    print(machine())
+    print(versions())
+    result = run(args)
+    summary = {k: v for k, v in result.items() if k not in ("timeline",)}
+    print(json.dumps(summary, indent=1, default=str))
+    try:
+        with open(args.json) as f:
+            allr = json.load(f)
+    except (OSError, ValueError):
+        allr = []
+    allr.append(result)
+    with open(args.json, "w") as f:
+        json.dump(allr, f, indent=1, default=str)
+    reqs = result.get("requests")
+    fails = reqs["Aggregated"]["failures"] if isinstance(reqs, dict) and "Aggregated" in reqs else None
+    log(f"peak held (server sockets): {result['server_peak_connections']}, locust peak open: "
+        f"{(result['ws_stats'] or {}).get('peak_open')}, failures: {fails}, aborted: {result['aborted']}")
+    return 0 if not result["aborted"] and fails == 0 else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
