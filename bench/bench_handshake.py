@@ -4,9 +4,8 @@ Two measures, best of ``--repeat`` runs:
 
 - ``whole path``: what a listening server does for one accepted connection
   whose complete upgrade request arrives in one read: ``Server._factory()``,
-  ``connection_made`` on a fake transport, ``get_buffer`` + the request
-  copied in + ``buffer_updated`` (read, check, 101 written, listener
-  started), on uvloop. No socket: accept/read/write syscalls and uvloop's
+  ``connection_made`` on a fake transport, ``data_received`` with the
+  request (read, check, 101 written, listener started), on uvloop. No socket: accept/read/write syscalls and uvloop's
   own work come on top of this.
 - the handshake module's steps alone, each in a loop of its own (so with
   hot caches: inside the whole path the same code costs more):
@@ -107,15 +106,12 @@ def websockets_request():
 async def whole_path(req: bytes, n: int) -> float:
     server = Server(EchoListener, ping_interval=20)
     keep = []
-    size = len(req)
     t0 = time.perf_counter()
     for _ in range(n):
         c = server._factory()
         t = FakeTransport()
         c.connection_made(t)
-        buf = c.get_buffer(65536)
-        buf[:size] = req
-        c.buffer_updated(size)
+        c.data_received(req)
         keep.append(c)
     elapsed = time.perf_counter() - t0
     assert keep[-1].path == "/chat" and keep[-1].state == "OPEN", keep[-1].state
