@@ -43,6 +43,7 @@ import inspect
 import logging
 import socket
 import time
+from sys import intern as _intern
 
 from . import handshake
 from .exceptions import (
@@ -152,7 +153,8 @@ class ServerConnection(StreamConnection):
             self._refuse(exc, request)
             return
         self._transport.write(handshake.accept_response(headers))
-        self.path = request.path
+        # Interned: thousands of connections on "/ws" share one str (56 B each).
+        self.path = _intern(request.path)
         self._headers = request.headers.pack()  # compact until read (ws.headers)
         self.subprotocol = subprotocol
         server.counters.upgraded += 1
