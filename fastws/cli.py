@@ -70,6 +70,9 @@ def _add_serving(p, default_port: int, max_size: str, max_size_help: str) -> Non
                    help="seconds of silence before a keepalive ping; 'none' disables (default 20)")
     p.add_argument("--ping-timeout", type=float, default=float(_env("ping_timeout", "20")),
                    help="seconds to wait for the pong before closing with 1011 (default 20)")
+    p.add_argument("--compression", default=_env("compression", "none"), choices=("none", "deflate"),
+                   help="permessage-deflate (RFC 7692) for clients that offer it, with the defaults of "
+                        "fastws.Options (env FASTWS_COMPRESSION; default %(default)s)")
     p.add_argument("--workers", type=int, default=int(_env("workers", "1")),
                    help="worker processes sharing the port with SO_REUSEPORT, each with its own "
                         "event loop; a supervisor restarts any that dies (env FASTWS_WORKERS; default 1)")
@@ -140,7 +143,8 @@ def main(argv=None) -> int:
         logging.getLogger("fastws.access").setLevel(logging.WARNING)
     from .runner import run
 
-    options = dict(workers=args.workers, ping_interval=args.ping_interval, ping_timeout=args.ping_timeout)
+    options = dict(workers=args.workers, ping_interval=args.ping_interval, ping_timeout=args.ping_timeout,
+                   compression=None if args.compression == "none" else args.compression)
     if args.command == "echo":
         from .apps import EchoListener, echo_handler
 
@@ -149,7 +153,8 @@ def main(argv=None) -> int:
 
         def on_start(addresses, workers, loop):
             print(f"fastws {__version__} echo listening on ws://{', ws://'.join(addresses)} "
-                  f"(workers {workers}, implementation {IMPLEMENTATION}, loop {loop}, api {args.api})",
+                  f"(workers {workers}, implementation {IMPLEMENTATION}, loop {loop}, api {args.api}, "
+                  f"compression {args.compression})",
                   flush=True)
     elif args.command == "chat":
         from .chat import chat_app

@@ -129,6 +129,11 @@ class ServerConnection(StreamConnection):
             subprotocol, headers = handshake.check_request(
                 request, origins=server.origins, subprotocols=server.subprotocols
             )
+            deflate_params = None
+            if self._opts.compression is not None:
+                deflate_params = handshake.negotiate_deflate(request, self._opts)
+                if deflate_params is not None:
+                    headers.append(("Sec-WebSocket-Extensions", deflate_params.response))
             if server.process_request is not None:
                 result = server.process_request(request)
                 if isinstance(result, handshake.Response):
@@ -144,6 +149,10 @@ class ServerConnection(StreamConnection):
         self._headers = request.headers.pack()  # compact until read (ws.headers)
         self.subprotocol = subprotocol
         self._log_access(request, 101)
+        if deflate_params is not None:
+            from .deflate import enable
+
+            enable(self, deflate_params)
         self._start(leftover)
 
     def _start(self, leftover: bytes) -> None:
