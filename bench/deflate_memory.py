@@ -3,8 +3,8 @@
 Each server runs in its own process (fastws with one compression tier, or
 websockets with and without its default compression).  This process opens
 N connections with the websockets client (which offers permessage-deflate
-with client_max_window_bits, as browsers do), sends one 4 KiB compressible
-message on each and waits for the echo (so every compressor and
+with client_max_window_bits, as browsers do), sends one compressible message
+(--size, 4 KiB by default) on each and waits for the echo (so every compressor and
 decompressor that the tier keeps exists), then reads the server's VmRSS.
 
 per conn = (RSS with N connections open - RSS before any) / N, and
@@ -90,7 +90,7 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-async def measure(tier: str, n: int) -> tuple[float, str]:
+async def measure(tier: str, n: int, size: int) -> tuple[float, str]:
     from websockets.asyncio.client import connect
 
     port = free_port()
@@ -104,7 +104,7 @@ async def measure(tier: str, n: int) -> tuple[float, str]:
             await ws.recv()
         await asyncio.sleep(0.3)
         before = rss(proc.pid)
-        msg = ("fastws permessage-deflate %d " * 200)[:4096]
+        msg = (" ".join(f"fastws permessage-deflate {i}" for i in range(size)))[:size]
         conns = []
         ext = ""
         for i in range(n):
@@ -127,10 +127,10 @@ async def measure(tier: str, n: int) -> tuple[float, str]:
 async def main(args) -> None:
     print(f"# deflate_memory: {machine()}")
     print(f"# {versions()}")
-    print(f"# N={args.n} connections, one 4 KiB echo each; RSS of the server process")
+    print(f"# N={args.n} connections, one {args.size}-byte echo each; RSS of the server process")
     results, exts = {}, {}
     for tier in args.tiers.split(","):
-        per, ext = await measure(tier, args.n)
+        per, ext = await measure(tier, args.n, args.size)
         results[tier] = per
         exts[tier] = ext
         gc.collect()
@@ -149,6 +149,8 @@ async def main(args) -> None:
 if __name__ == "__main__":
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--n", type=int, default=500)
+    p.add_argument("--size", type=int, default=4096,
+                   help="bytes of the one message per connection (a larger one touches more of zlib's buffers)")
     p.add_argument("--tiers", default=",".join(TIERS))
     p.add_argument("--serve")
     p.add_argument("--port", type=int)

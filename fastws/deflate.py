@@ -167,7 +167,7 @@ class DeflateParams:
     """
 
     __slots__ = ("local_bits", "remote_bits", "local_no_context", "remote_no_context",
-                 "mem_level", "level", "threshold", "limit", "shared_key", "response")
+                 "mem_level", "level", "threshold", "limit", "step", "shared_key", "response")
 
     def __init__(self, opts, local_bits, remote_bits, local_no_context, remote_no_context, response=None):
         self.local_bits = local_bits if local_bits >= 9 else 0
@@ -177,7 +177,8 @@ class DeflateParams:
         self.mem_level = opts.deflate_mem_level
         self.level = opts.deflate_level
         self.threshold = opts.compression_threshold
-        self.limit = 0 if opts.max_size is None else opts.max_size + 1  # decompress(max_length)
+        self.limit = 0 if opts.max_size is None else opts.max_size + 1  # over max_size
+        self.step = 0 if opts.max_size is None else max(65536, self.limit >> 4)  # decompress(max_length)
         # Frames compressed without context under the same settings are the same
         # bytes for every connection: the compress-once cache key.
         self.shared_key = (self.local_bits, self.mem_level, self.level) \
@@ -311,6 +312,23 @@ def compress(params, data: bytes, c=None) -> bytes:
     return out  # pragma: no cover - zlib always ends a flush with the tail
 
 
+def _inflate(d, data, params, chunks: list, total: int) -> int:
+    """Feed ``data`` to the decompressor ``d``, appending output to chunks;
+    returns the total output so far (MessageTooBig once over max_size)."""
+    limit, step = params.limit, params.step
+    while True:
+        piece = d.decompress(data, step)
+        if piece:
+            total += len(piece)
+            if limit and total >= limit:
+                raise MessageTooBig(f"message too big (over {limit - 1} bytes once inflated)")
+            chunks.append(piece)
+        data = d.unconsumed_tail
+        # A full piece may leave output pending in zlib even with no input left.
+        if not data and (not step or len(piece) < step):
+            return total
+
+
 class PerMessageDeflate:
     """The compression state of one connection (``conn._deflate``)."""
 
@@ -323,34 +341,30 @@ class PerMessageDeflate:
 
     def inflate(self, data: bytes) -> bytes:
         """One compressed message (all its frames' payloads) -> its bytes;
-        called by the frame parser.  Enforces max_size while inflating."""
+        called by the frame parser.  Enforces max_size while inflating: the
+        output grows by at most ``step`` (max_size/16, at least 64 KiB) at a
+        time, so a bomb stops after max_size + step bytes of output."""
         params = self.params
         d = self._inflater
         if d is None:
             d = self._inflater = zlib.decompressobj(-params.remote_bits)
-        limit = params.limit
+        chunks = []
         try:
-            out = d.decompress(data, limit)
-            if limit:
-                if len(out) < limit:
-                    rest = d.decompress(TAIL, limit - len(out))
-                    if rest:
-                        out += rest
-                if len(out) >= limit:
-                    self._inflater = None
-                    raise MessageTooBig(f"message too big (over {limit - 1} bytes once inflated)")
-            else:
-                rest = d.decompress(TAIL)
-                if rest:
-                    out += rest
+            total = _inflate(d, data, params, chunks, 0)
+            _inflate(d, TAIL, params, chunks, total)
         except zlib.error:
             self._inflater = None
             raise ProtocolError("invalid compressed data", 1007) from None
+        except MessageTooBig:
+            self._inflater = None
+            raise
         if params.remote_no_context or d.eof:
             # No context to keep (or the peer ended its deflate stream with
             # BFINAL): the next message gets a fresh inflater.
             self._inflater = None
-        return out
+        if len(chunks) == 1:
+            return chunks[0]
+        return b"".join(chunks)
 
     def compress(self, data) -> bytes | None:
         """The compressed payload for ``data`` (str or bytes-like), or None to

@@ -240,7 +240,9 @@ def test_bomb_is_1009_with_bounded_memory(impl):
         peak = tracemalloc.get_traced_memory()[1]
     finally:
         tracemalloc.stop()
-    assert peak < 4 * 2**20, peak
+    # max_size of output plus copies of the 100 KiB bomb (measured: +0.45 MiB
+    # Cython, +0.75 MiB twin); without the bound it would be 100 MiB
+    assert peak < 2 * 2**20, peak
     assert p.failed and got == []
     # exactly max_size inflated is fine
     p, got = parser(impl, max_size=2**20)

@@ -162,6 +162,7 @@ def run(codec, expect_masked, max_size, chunks, raise_at, compressing=False):
     if compressing:
         params = deflate.DeflateParams(Options(compression="deflate"), 15, 15, False, False)
         params.limit = 0 if max_size is None else max_size + 1
+        params.step = 0 if max_size is None else max(65536, params.limit >> 4)
         inflate = deflate.PerMessageDeflate(params).inflate
 
     def record(event):
