@@ -70,6 +70,7 @@ __all__ = [
 
 EXTENSION = "permessage-deflate"
 TAIL = b"\x00\x00\xff\xff"
+_SYNC = zlib.Z_SYNC_FLUSH
 _PARAMS = frozenset(("server_no_context_takeover", "client_no_context_takeover",
                      "server_max_window_bits", "client_max_window_bits"))
 _BITS = re.compile(r"(?:[89]|1[0-5])\Z")
@@ -348,10 +349,16 @@ class PerMessageDeflate:
         d = self._inflater
         if d is None:
             d = self._inflater = zlib.decompressobj(-params.remote_bits)
-        chunks = []
+        limit, step = params.limit, params.step
         try:
-            total = _inflate(d, data, params, chunks, 0)
-            _inflate(d, TAIL, params, chunks, total)
+            # One call for the usual message; the loop only for large output.
+            out = d.decompress(data + TAIL, step)
+            if step and (len(out) >= step or d.unconsumed_tail):
+                if len(out) >= limit:
+                    raise MessageTooBig(f"message too big (over {limit - 1} bytes once inflated)")
+                chunks = [out]
+                _inflate(d, d.unconsumed_tail, params, chunks, len(out))
+                out = b"".join(chunks)
         except zlib.error:
             self._inflater = None
             raise ProtocolError("invalid compressed data", 1007) from None
@@ -362,9 +369,7 @@ class PerMessageDeflate:
             # No context to keep (or the peer ended its deflate stream with
             # BFINAL): the next message gets a fresh inflater.
             self._inflater = None
-        if len(chunks) == 1:
-            return chunks[0]
-        return b"".join(chunks)
+        return out
 
     def compress(self, data) -> bytes | None:
         """The compressed payload for ``data`` (str or bytes-like), or None to
@@ -374,13 +379,14 @@ class PerMessageDeflate:
             return None
         if type(data) is str:
             data = data.encode("utf-8")
-        if params.local_no_context:
-            return compress(params, data)
         c = self._deflater
         if c is None:
+            if params.local_no_context:
+                return compress(params, data)
             c = self._deflater = zlib.compressobj(
                 params.level, zlib.DEFLATED, -params.local_bits, params.mem_level)
-        return compress(params, data, c)
+        out = c.compress(data) + c.flush(_SYNC)
+        return out[:-4]  # RFC 7692 7.2.1: a sync flush ends with 0x00 0x00 0xff 0xff
 
     def release(self) -> None:
         """The connection is idle: drop what holds no context."""
@@ -395,6 +401,8 @@ class PerMessageDeflate:
 # --------------------------------------------------------------------------
 
 from ._impl import codec  # noqa: E402
+from .websocket import DONE as _DONE  # noqa: E402
+from .websocket import WebSocketMixin  # noqa: E402
 
 _build_frame = codec.build_frame
 _build_header = codec.build_header
@@ -435,15 +443,13 @@ class _HandlerSend:
     __slots__ = ()
 
     def send(self, data):
-        from .websocket import DONE
-
         if self._state != _OPEN:
             raise self._closed_error()
         self._write(_frame(self, data))
         if self._paused_writing:
             self._check_write_buffer()
             return self._drain()
-        return DONE
+        return _DONE
 
 
 _classes: dict = {}
@@ -452,8 +458,6 @@ _classes: dict = {}
 def _deflate_class(cls):
     sub = _classes.get(cls)
     if sub is None:
-        from .websocket import WebSocketMixin
-
         mixin = _HandlerSend if issubclass(cls, WebSocketMixin) else _ListenerSend
         sub = _classes[cls] = type(cls.__name__, (mixin, cls),
                                    {"__slots__": (), "__module__": cls.__module__,
