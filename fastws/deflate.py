@@ -191,6 +191,10 @@ class DeflateParams:
                 f"local_no_context={self.local_no_context}, remote_no_context={self.remote_no_context})")
 
 
+# The server's DeflateParams, shared by its connections (a handful of variants).
+_interned: dict = {}
+
+
 def negotiate(values, opts):
     """Server side: ``DeflateParams`` (with ``.response``, the header value to
     answer) for the first acceptable offer among the Sec-WebSocket-Extensions
@@ -227,7 +231,15 @@ def negotiate(values, opts):
             remote_bits = min(opts.client_max_window_bits, hint)
             if remote_bits < 15 or offer["client_max_window_bits"] is not None:
                 parts.append(f"client_max_window_bits={remote_bits}")
-        return DeflateParams(opts, local_bits, remote_bits, local_nc, remote_nc, "; ".join(parts))
+        # With the options, the response determines every parameter.
+        response = "; ".join(parts)
+        params = _interned.get((opts, response))
+        if params is None:
+            if len(_interned) >= 256:
+                _interned.clear()
+            params = _interned[(opts, response)] = DeflateParams(
+                opts, local_bits, remote_bits, local_nc, remote_nc, response)
+        return params
     return None
 
 
