@@ -155,15 +155,20 @@ class Boom(Exception):
     pass
 
 
+def make_inflate(compressing, max_size):
+    """A fresh permessage-deflate inflater for one parser (None: not negotiated)."""
+    if not compressing:
+        return None
+    params = deflate.DeflateParams(Options(compression="deflate"), 15, 15, False, False)
+    params.limit = 0 if max_size is None else max_size + 1
+    params.step = 0 if max_size is None else max(65536, params.limit >> 4)
+    return deflate.PerMessageDeflate(params).inflate
+
+
 def run(codec, expect_masked, max_size, chunks, raise_at, compressing=False):
     """The full observable history of one parser over the chunks."""
     events = []
-    inflate = None
-    if compressing:
-        params = deflate.DeflateParams(Options(compression="deflate"), 15, 15, False, False)
-        params.limit = 0 if max_size is None else max_size + 1
-        params.step = 0 if max_size is None else max(65536, params.limit >> 4)
-        inflate = deflate.PerMessageDeflate(params).inflate
+    inflate = make_inflate(compressing, max_size)
 
     def record(event):
         events.append(event)
