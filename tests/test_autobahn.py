@@ -9,7 +9,9 @@ The server runs with ``--compression deflate``. The CI selection is groups
 CI_DEFLATE_CASES below), for both API levels.
 FASTWS_AUTOBAHN_CASES / FASTWS_AUTOBAHN_EXCLUDE select other cases (wstest
 patterns, comma-separated); ``FASTWS_AUTOBAHN_CASES='*'`` is the full run
-(12.* and 13.* take 20-45 minutes: wstest itself is slow). It uses the harness in
+(12.* and 13.* take 20-50 minutes: wstest itself is slow). From a worktree
+in /work/wt/NAME set FASTWS_AUTOBAHN_HARNESS=/work/shared/tools/autobahn/run.sh.
+It uses the harness in
 ../shared/tools/autobahn (it installs wstest into ~/.cache on first use) and
 fails on any case that is not OK, except the INFORMATIONAL ones listed in the
 README with their reason.
