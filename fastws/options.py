@@ -181,8 +181,10 @@ class Options:
         if compression not in (None, "deflate"):
             raise ConfigError(f'compression must be None or "deflate", got {compression!r}')
         self.compression = compression
-        self.compression_threshold = _positive(
-            "compression_threshold", compression_threshold, integer=True, allow_zero=True)
+        if (isinstance(compression_threshold, bool) or not isinstance(compression_threshold, int)
+                or compression_threshold < 0):
+            raise ConfigError(f"compression_threshold must be a whole number >= 0, got {compression_threshold!r}")
+        self.compression_threshold = compression_threshold
         for name, value in (("server_no_context_takeover", server_no_context_takeover),
                             ("client_no_context_takeover", client_no_context_takeover)):
             if not isinstance(value, bool):
