@@ -122,6 +122,9 @@ def _add_serving(p, default_port: int, max_size: str, max_size_help: str) -> Non
     p.add_argument("--backlog", type=_int_at_least(1), default=_env("backlog", "2048"),
                    help="listen() backlog: connections waiting to be accepted (env FASTWS_BACKLOG; "
                         "default %(default)s)")
+    p.add_argument("--compression", default=_env("compression", "none"), choices=("none", "deflate"),
+                   help="permessage-deflate (RFC 7692) for clients that offer it, with the defaults of "
+                        "fastws.Options (env FASTWS_COMPRESSION; default %(default)s)")
     p.add_argument("--workers", type=_int_at_least(1), default=_env("workers", "1"),
                    help="worker processes sharing the port with SO_REUSEPORT, each with its own "
                         "event loop; a supervisor restarts any that dies (env FASTWS_WORKERS; default 1)")
@@ -329,7 +332,8 @@ def main(argv=None) -> int:
 
     options = dict(workers=args.workers, ping_interval=args.ping_interval, ping_timeout=args.ping_timeout,
                    backlog=args.backlog, graceful_timeout=args.timeout_graceful_shutdown,
-                   metrics=args.metrics, health=True, limit_connections=args.limit_connections)
+                   metrics=args.metrics, health=True, limit_connections=args.limit_connections,
+                   compression=None if args.compression == "none" else args.compression)
     if args.uds:
         options["unix_path"] = args.uds
     if ssl_ctx is not None:
@@ -364,7 +368,8 @@ def main(argv=None) -> int:
 
         def on_start(addresses, workers, loop):
             print(f"fastws {__version__} echo listening on {where(addresses, ws)} "
-                  f"(workers {workers}, implementation {IMPLEMENTATION}, loop {loop}, api {api})",
+                  f"(workers {workers}, implementation {IMPLEMENTATION}, loop {loop}, api {api}, "
+                  f"compression {args.compression})",
                   flush=True)
     elif command == "chat":
         from .chat import chat_app

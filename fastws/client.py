@@ -72,13 +72,20 @@ class ClientWebSocket(WebSocketMixin, StreamConnection):
             response = self._reader.feed(data)
             if response is None:
                 return
-            self.subprotocol = handshake.check_response(response, self._key, self._offered)
+            offered = self._opts.compression is not None
+            self.subprotocol = handshake.check_response(response, self._key, self._offered,
+                                                        extensions_offered=offered)
+            params = handshake.response_deflate(response, self._opts) if offered else None
         except HandshakeError as exc:
             self._handshake_failed(exc)
             return
         leftover = self._reader.leftover
         self._reader = None
         self._headers = response.headers.pack()
+        if params is not None:
+            from .deflate import enable
+
+            enable(self, params)
         self._open()
         if not self._handshake.done():
             self._handshake.set_result(None)
@@ -129,6 +136,8 @@ class connect:
                  **options):
         self.url = url
         self._secure, self._host, self._port, self._resource = parse_uri(url)
+        # Like browsers, the client offers permessage-deflate unless told not to.
+        options.setdefault("compression", "deflate")
         self._opts = Options(**options)
         self._subprotocols = list(subprotocols) if subprotocols else None
         self._origin = origin
@@ -149,10 +158,15 @@ class connect:
     async def _connect(self) -> ClientWebSocket:
         loop = asyncio.get_running_loop()
         key = handshake.make_key()
+        extra_headers = self._extra_headers
+        if self._opts.compression is not None:
+            from .deflate import client_offer
+
+            extra_headers = [("Sec-WebSocket-Extensions", client_offer(self._opts)), *extra_headers]
         request = handshake.build_request(
             self._host, self._port, self._resource, key, secure=self._secure,
             subprotocols=self._subprotocols, origin=self._origin,
-            extra_headers=self._extra_headers, user_agent=self._user_agent,
+            extra_headers=extra_headers, user_agent=self._user_agent,
         )
         done = loop.create_future()
 

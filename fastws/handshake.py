@@ -1316,7 +1316,39 @@ def build_request(
     return "\r\n".join(lines).encode("latin-1")
 
 
-def check_response(response, key: str, subprotocols=None):
+def negotiate_deflate(request, opts):
+    """permessage-deflate for a valid upgrade request on a server with
+    ``compression="deflate"``: the negotiated fastws.deflate.DeflateParams
+    (``.response`` is the Sec-WebSocket-Extensions value to answer), or None
+    when the client offered nothing acceptable (RFC 7692 5: such offers are
+    declined and the connection goes on uncompressed).  A header that is not
+    valid RFC 6455 9.1 syntax is refused with 400."""
+    values = request.headers.get_all("sec-websocket-extensions")
+    if not values:
+        return None
+    from . import deflate
+
+    try:
+        return deflate.negotiate(values, opts)
+    except ValueError:
+        raise InvalidRequest(400, "Bad Request", body="Invalid Sec-WebSocket-Extensions") from None
+
+
+def response_deflate(response, opts):
+    """Client side: the DeflateParams the server's 101 selects for our
+    permessage-deflate offer, or None; InvalidResponse if it breaks RFC 7692."""
+    values = response.headers.get_all("sec-websocket-extensions")
+    if not values:
+        return None
+    from . import deflate
+
+    try:
+        return deflate.client_accept(values, opts)
+    except ValueError as exc:
+        raise InvalidResponse(f"invalid Sec-WebSocket-Extensions in the 101 response: {exc}") from None
+
+
+def check_response(response, key: str, subprotocols=None, *, extensions_offered: bool = False):
     """Validate the server's answer (RFC 6455 4.1, client requirements);
     return the selected subprotocol or None.
 
@@ -1354,8 +1386,9 @@ def check_response(response, key: str, subprotocols=None):
         raise InvalidResponse("missing or wrong Sec-WebSocket-Accept in the 101 response")
 
     # 4.1 item 5: an extension "that was not present in the client's
-    # handshake" fails the connection; fastws offers none.
-    if _tokens(headers.get_all("sec-websocket-extensions")):
+    # handshake" fails the connection. With an offer (permessage-deflate),
+    # response_deflate checks the answer against it.
+    if not extensions_offered and _tokens(headers.get_all("sec-websocket-extensions")):
         raise InvalidResponse("the server selected an extension that was not offered")
 
     # 4.1 item 6: a subprotocol "that was not present in the client's

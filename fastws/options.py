@@ -28,6 +28,12 @@ def _positive(name, value, *, allow_none=False, integer=False, allow_zero=False)
     return value
 
 
+def _int_range(name, value, low, high):
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise ConfigError(f"{name} must be a whole number from {low} to {high}, got {value!r}")
+    return value
+
+
 class Options:
     """Every tunable of a connection, with its default.
 
@@ -54,6 +60,29 @@ class Options:
     slow_consumer_limit write-buffer bytes above which a subscriber is slow; at
                         least write_limit, at most max_write_buffer; 1 MiB
                         (the policy is written down in fastws/pubsub.py)
+
+    permessage-deflate (RFC 7692; fastws/deflate.py, memory per tier in
+    bench/README.md):
+
+    compression         None (off) or "deflate"; None on the server (memory
+                        first), "deflate" for fastws.connect (like browsers)
+    compression_threshold  messages shorter than this (bytes; str: characters)
+                        are sent uncompressed; 128
+    server_no_context_takeover  the server compresses every message on its own
+                        (server: always answered so; client: asked for). With it
+                        the server holds no compressor per connection (one per
+                        thread is shared) and a published message is compressed
+                        once for all subscribers; False
+    client_no_context_takeover  the same for the client's messages (server:
+                        required of the client; client: offered). The receiving
+                        side then holds an inflater only while it inflates; False
+    server_max_window_bits  log2 of the server's LZ77 window, 9-15 (server: its
+                        own and never above the client's request; client: asked
+                        for if below 15); 12
+    client_max_window_bits  the same for the client's window, 9-15 (server:
+                        asked for when the client offers the parameter); 12
+    deflate_mem_level   zlib memLevel 1-9 of a compressor (memory vs ratio); 5
+    deflate_level       zlib compression level 0-9 (speed vs ratio); 6
     """
 
     __slots__ = (
@@ -72,6 +101,14 @@ class Options:
         "max_headers",
         "slow_consumer",
         "slow_consumer_limit",
+        "compression",
+        "compression_threshold",
+        "server_no_context_takeover",
+        "client_no_context_takeover",
+        "server_max_window_bits",
+        "client_max_window_bits",
+        "deflate_mem_level",
+        "deflate_level",
     )
 
     def __init__(
@@ -92,6 +129,14 @@ class Options:
         max_headers: int = 100,
         slow_consumer: str = "close",
         slow_consumer_limit: int = 2**20,
+        compression: str | None = None,
+        compression_threshold: int = 128,
+        server_no_context_takeover: bool = False,
+        client_no_context_takeover: bool = False,
+        server_max_window_bits: int = 12,
+        client_max_window_bits: int = 12,
+        deflate_mem_level: int = 5,
+        deflate_level: int = 6,
         **unknown,
     ):
         if args or unknown:
@@ -132,6 +177,26 @@ class Options:
                 f"slow_consumer_limit ({self.slow_consumer_limit}) must be between write_limit "
                 f"({self.write_limit}) and max_write_buffer ({self.max_write_buffer})"
             )
+
+        if compression not in (None, "deflate"):
+            raise ConfigError(f'compression must be None or "deflate", got {compression!r}')
+        self.compression = compression
+        if (isinstance(compression_threshold, bool) or not isinstance(compression_threshold, int)
+                or compression_threshold < 0):
+            raise ConfigError(f"compression_threshold must be a whole number >= 0, got {compression_threshold!r}")
+        self.compression_threshold = compression_threshold
+        for name, value in (("server_no_context_takeover", server_no_context_takeover),
+                            ("client_no_context_takeover", client_no_context_takeover)):
+            if not isinstance(value, bool):
+                raise ConfigError(f"{name} must be True or False, got {value!r}")
+        self.server_no_context_takeover = server_no_context_takeover
+        self.client_no_context_takeover = client_no_context_takeover
+        # 8 is valid on the wire (RFC 7692 7.1.2) but zlib cannot make a raw
+        # deflate stream with a 256-byte window, so 9 is the smallest setting.
+        self.server_max_window_bits = _int_range("server_max_window_bits", server_max_window_bits, 9, 15)
+        self.client_max_window_bits = _int_range("client_max_window_bits", client_max_window_bits, 9, 15)
+        self.deflate_mem_level = _int_range("deflate_mem_level", deflate_mem_level, 1, 9)
+        self.deflate_level = _int_range("deflate_level", deflate_level, 0, 9)
 
     def __repr__(self):
         fields = ", ".join(f"{name}={getattr(self, name)!r}" for name in self.__slots__)

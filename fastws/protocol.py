@@ -120,6 +120,7 @@ class Connection(codec.TimerEntry):
         "path",
         "_headers",
         "subprotocol",
+        "_deflate",
     )
 
     def __init__(self, opts, is_client: bool):
@@ -145,6 +146,7 @@ class Connection(codec.TimerEntry):
         self.path = None
         self._headers = None  # bytes (Headers.pack) until first read: far smaller
         self.subprotocol = None
+        self._deflate = None  # fastws.deflate.PerMessageDeflate once negotiated
 
     # ------------------------------------------------------------ attributes
     @property
@@ -219,6 +221,7 @@ class Connection(codec.TimerEntry):
             self._on_control,
             expect_masked=not self._is_client,
             max_size=self._opts.max_size,
+            inflate=None if self._deflate is None else self._deflate.inflate,
         )
         self._last_frames = 0
         return parser
@@ -230,6 +233,8 @@ class Connection(codec.TimerEntry):
             self._parser = None
             self._last_frames = 0
             self._messages_base += parser.messages_received
+            if self._deflate is not None:
+                self._deflate.release()
             return True
         return False
 

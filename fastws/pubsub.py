@@ -120,13 +120,21 @@ class Topics:
     """The subscriber registry and the publish path of one Server."""
 
     __slots__ = ("_subs", "_of", "_limit", "_close_slow", "stats", "_corked", "_runs", "_run_bytes",
-                 "_cork_limit", "_auto", "hook")
+                 "_cork_limit", "_auto", "hook", "_fanout")
 
     def __init__(self, options):
         self._subs: dict = {}   # topic -> {conn: None}
         self._of: dict = {}     # conn -> topic (str) or set of topics
         self._limit = options.slow_consumer_limit
         self._close_slow = options.slow_consumer == "close"
+        # compression on: fastws.deflate.fanout compresses once per setting
+        # (single publishes; corked bursts go out as plain frames, which
+        # RFC 7692 allows: compression is per message)
+        self._fanout = None
+        if options.compression is not None:
+            from .deflate import fanout as deflate_fanout
+
+            self._fanout = deflate_fanout
         self.stats = {"publishes": 0, "deliveries": 0, "slow_consumer_drops": 0, "slow_consumer_closes": 0,
                       "corked_writes": 0}
         # Cork (see "Bursts" in the module docstring): while _corked > 0,
@@ -245,7 +253,10 @@ class Topics:
     def _send(self, conns, data) -> int:
         frame = _build_frame(OP_TEXT if type(data) is str else OP_BINARY, data)
         slow = []
-        n = _fanout(conns, frame, self._limit, slow)
+        if self._fanout is None:
+            n = _fanout(conns, frame, self._limit, slow)
+        else:
+            n = self._fanout(conns, data, frame, self._limit, slow)
         stats = self.stats
         stats["deliveries"] += n
         if slow:

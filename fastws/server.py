@@ -141,6 +141,11 @@ class ServerConnection(StreamConnection):
             subprotocol, headers = handshake.check_request(
                 request, origins=server.origins, subprotocols=server.subprotocols
             )
+            deflate_params = None
+            if self._opts.compression is not None:
+                deflate_params = handshake.negotiate_deflate(request, self._opts)
+                if deflate_params is not None:
+                    headers.append(("Sec-WebSocket-Extensions", deflate_params.response))
             if server.process_request is not None:
                 result = server.process_request(request)
                 if isinstance(result, handshake.Response):
@@ -159,6 +164,10 @@ class ServerConnection(StreamConnection):
         self.subprotocol = subprotocol
         server.counters.upgraded += 1
         self._log_access(request, 101)
+        if deflate_params is not None:
+            from .deflate import enable
+
+            enable(self, deflate_params)
         self._start(leftover)
 
     def _start(self, leftover: bytes) -> None:

@@ -11,6 +11,8 @@ cdef class FrameParser:
     cdef object _on_control
     cdef bint _expect_masked
     cdef int64_t _max_size            # -1: no limit
+    cdef object _inflate              # permessage-deflate: inflate(bytes) -> bytes; None: off
+    cdef int _rsv_allowed             # RSV1 with inflate, else 0
 
     # Received bytes not parsed yet: an incomplete header or control frame
     # (and, after a callback raised, the rest of the stream).

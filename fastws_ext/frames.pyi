@@ -43,6 +43,16 @@ class FrameParser:
     ``feed``, ``get_buffer`` or ``buffer_updated`` of its own parser
     (RuntimeError).
 
+    ``inflate``: permessage-deflate (RFC 7692) is in use.  RSV1 may then be set
+    on the first frame of a data message (never on a control or continuation
+    frame: FrameError); such a message is reassembled compressed (its
+    compressed size limited to ``compressed_limit(max_size)``), then
+    ``inflate(compressed: bytes) -> bytes`` is called once with the whole
+    message and must append the 0x00 0x00 0xff 0xff tail, inflate and enforce
+    max_size while inflating; a ProtocolError it raises fails the parser like
+    the parser's own errors.  A compressed text message is UTF-8 validated
+    after inflating.  Without ``inflate`` any RSV bit fails the connection.
+
     Bytes come in through ``feed`` (asyncio.Protocol.data_received) or through
     ``get_buffer``/``buffer_updated`` (asyncio.BufferedProtocol), in any mix.
     """
@@ -54,6 +64,7 @@ class FrameParser:
         *,
         expect_masked: bool,
         max_size: Union[int, None] = 1048576,
+        inflate: Union[Callable[[bytes], bytes], None] = None,
     ) -> None: ...
     def feed(self, data: Buffer) -> None: ...
     def get_buffer(self, sizehint: int = -1) -> memoryview:
@@ -105,6 +116,10 @@ class FrameParser:
     def frames_received(self) -> int:
         """Complete frames parsed so far (a cheap liveness counter)."""
     max_size: Union[int, None]
+
+def compressed_limit(max_size: int) -> int:
+    """The most compressed bytes a message may have when max_size limits its
+    inflated size: max_size + max_size // 8 + 1024."""
 
 def build_frame(
     opcode: int,

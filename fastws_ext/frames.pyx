@@ -44,7 +44,7 @@ from fastws_ext.utf8 cimport Utf8Validator, utf8_valid
 
 import os
 
-from fastws.exceptions import FrameError, InvalidUTF8, MessageTooBig, is_valid_close_code
+from fastws.exceptions import FrameError, InvalidUTF8, MessageTooBig, ProtocolError, is_valid_close_code
 
 cdef extern from "Python.h":
     const char* PyUnicode_AsUTF8AndSize(object unicode, Py_ssize_t* size) except NULL
@@ -116,11 +116,15 @@ cdef enum:
     # RFC 6455 5.5: "All control frames MUST have a payload length of 125
     # bytes or less and MUST NOT be fragmented."
     MAX_CONTROL_PAYLOAD = 125
-    # RSV1-3 bits of the first header byte.  No extension is negotiated yet, so
-    # none may be set; permessage-deflate (RFC 7692) will allow RSV1 on the
-    # first frame of a message through RSV_ALLOWED.
+    # RSV1-3 bits of the first header byte.  Without an extension none may be
+    # set; with permessage-deflate (RFC 7692, the ``inflate`` argument) RSV1
+    # may be set on the first frame of a data message: it is compressed.
     RSV_MASK = 0x70
-    RSV_ALLOWED = 0x00
+    RSV1 = 0x40
+    # A compressed message in progress has this bit in _msg_opcode (so the
+    # UTF-8 checks and the binary fast paths, which compare with C_TEXT and
+    # C_BINARY, leave its compressed bytes alone).
+    COMPRESSED = 0x40
     # Parser states.
     HEADER = 0
     PAYLOAD = 1
@@ -146,6 +150,11 @@ cdef enum:
     LENT_NONE = 0
     LENT_SCRATCH = 1
     LENT_DIRECT = 2
+
+
+def compressed_limit(max_size):
+    """The most compressed bytes a message may have (see fastws._py.frames)."""
+    return max_size + (max_size >> 3) + 1024
 
 
 cdef inline bint _is_opcode(int opcode) noexcept nogil:
@@ -205,8 +214,10 @@ cdef class FrameParser:
         self._buf = NULL
         self._msg = NULL
 
-    def __init__(self, on_message, on_control, *, expect_masked, max_size=1048576):
+    def __init__(self, on_message, on_control, *, expect_masked, max_size=1048576, inflate=None):
         self._on_message = on_message
+        self._inflate = inflate
+        self._rsv_allowed = RSV1 if inflate is not None else 0
         self._on_control = on_control
         self._expect_masked = bool(expect_masked)
         self.max_size = max_size
@@ -488,7 +499,7 @@ cdef class FrameParser:
         cdef unsigned char b0, b1
         cdef int opcode
         cdef bint fin, masked, control
-        cdef uint64_t length, total
+        cdef uint64_t length, total, limit
         cdef bytes payload
 
         # 1. RFC 6455 5.2: FIN, RSV1-3, opcode, MASK, 7-bit payload length.
@@ -504,7 +515,7 @@ cdef class FrameParser:
 
         # 2. RFC 6455 5.2: RSV1-3 "MUST be 0 unless an extension is negotiated
         #    that defines meanings for non-zero values."
-        if b0 & RSV_MASK & ~RSV_ALLOWED:
+        if b0 & RSV_MASK & ~self._rsv_allowed:
             raise self._fail(FrameError("RSV bits set"))
 
         # 3. RFC 6455 5.2: "If an unknown opcode is received, the receiving
@@ -522,6 +533,11 @@ cdef class FrameParser:
                 raise self._fail(FrameError("unexpected continuation frame"))
         elif self._msg_opcode:
             raise self._fail(FrameError("expected continuation frame"))
+
+        # 4b. RFC 7692 6: RSV1 only on the first frame of a data message.
+        if b0 & RSV1 and (control or opcode == C_CONTINUATION):
+            raise self._fail(FrameError("RSV1 set on a control frame" if control
+                                        else "RSV1 set on a continuation frame"))
 
         # 5. RFC 6455 5.1: clients MUST mask, servers MUST NOT.
         if masked != self._expect_masked:
@@ -576,13 +592,18 @@ cdef class FrameParser:
             return 1
 
         # 9. Data frame: max_size from the header, before any payload is kept.
+        #    A compressed message: its compressed size here (compressed_limit),
+        #    its inflated size while inflating.
         if self._max_size >= 0:
             total = <uint64_t>self._msg_len + length
-            if total > <uint64_t>self._max_size:
+            limit = <uint64_t>self._max_size
+            if (b0 & RSV1) if opcode != C_CONTINUATION else (self._msg_opcode & COMPRESSED):
+                limit = limit + (limit >> 3) + 1024
+            if total > limit:
                 raise self._fail(MessageTooBig(
-                    f"message too big ({total} > {self._max_size} bytes)"))
+                    f"message too big ({total} > {limit} bytes)"))
         if opcode != C_CONTINUATION:
-            self._msg_opcode = opcode
+            self._msg_opcode = opcode | (COMPRESSED if b0 & RSV1 else 0)
         self._fin = fin
         self._masked = masked
         self._remaining = length
@@ -601,7 +622,7 @@ cdef class FrameParser:
         cdef object result
         cdef int opcode = self._msg_opcode
 
-        if self._fin and self._msg_len == 0 and self._remaining <= <uint64_t>avail:
+        if self._fin and self._msg_len == 0 and self._remaining <= <uint64_t>avail and opcode < COMPRESSED:
             # Fast path: this frame is the whole message (or the rest of one
             # whose earlier fragments were empty) and all of it is here; no
             # byte of it has been seen yet, so the validator is at its start.
@@ -677,6 +698,28 @@ cdef class FrameParser:
         # checked before the frame is counted, as an invalid byte is.
         if self._fin and opcode == C_TEXT and not self._utf8.complete():
             raise self._fail(InvalidUTF8("invalid UTF-8"))
+        if self._fin and opcode & COMPRESSED:
+            # RFC 7692 7.2.2: inflate the whole message as one stream (inflate
+            # appends 0x00 0x00 0xff 0xff and stops at max_size); RFC 6455
+            # 8.1: the inflated text must be UTF-8.
+            try:
+                result = self._inflate(PyBytes_FromStringAndSize(<const char*>self._msg, self._msg_len))
+            except ProtocolError as exc:
+                raise self._fail(exc) from None
+            if type(result) is not bytes:
+                result = bytes(result)
+            if opcode == (C_TEXT | COMPRESSED):
+                try:
+                    result = PyUnicode_DecodeUTF8(PyBytes_AS_STRING(result), PyBytes_GET_SIZE(result), NULL)
+                except UnicodeDecodeError:
+                    raise self._fail(InvalidUTF8("invalid UTF-8")) from None
+            self._frames += 1
+            self._state = HEADER
+            self._msg_len = 0
+            self._msg_opcode = 0
+            self._messages += 1
+            self._on_message(result)
+            return 0
         self._frames += 1
         self._state = HEADER
         if not self._fin:

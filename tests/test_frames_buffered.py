@@ -18,7 +18,7 @@ import threading
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from test_frames_differential import EXAMPLES, Boom, encode_frame, streams
+from test_frames_differential import EXAMPLES, Boom, encode_frame, make_inflate, streams
 
 from fastws.exceptions import InvalidUTF8, MessageTooBig, ProtocolError
 
@@ -62,12 +62,13 @@ def _call(parser, events, index, action):
                        parser.messages_received))
 
 
-def run_mixed(codec, expect_masked, max_size, chunks, raise_at, rng):
+def run_mixed(codec, expect_masked, max_size, chunks, raise_at, rng, compressing=False):
     """Deliver the chunks through a random mix of feed() and buffered reads.
     Returns (history, pieces): the pieces are the calls as made, for a feed()
     only replay."""
     events, pieces = [], []
-    parser = make_parser(codec, events, raise_at, expect_masked=expect_masked, max_size=max_size)
+    parser = make_parser(codec, events, raise_at, expect_masked=expect_masked, max_size=max_size,
+                         inflate=make_inflate(compressing, max_size))
 
     def step(piece, how):
         index = len(pieces)
@@ -106,20 +107,23 @@ def run_mixed(codec, expect_masked, max_size, chunks, raise_at, rng):
     return events, pieces
 
 
-def run_feed(codec, expect_masked, max_size, pieces, raise_at):
+def run_feed(codec, expect_masked, max_size, pieces, raise_at, compressing=False):
     events = []
-    parser = make_parser(codec, events, raise_at, expect_masked=expect_masked, max_size=max_size)
+    parser = make_parser(codec, events, raise_at, expect_masked=expect_masked, max_size=max_size,
+                         inflate=make_inflate(compressing, max_size))
     for index, piece in enumerate(pieces):
         _call(parser, events, index, lambda: parser.feed(piece))
     return events
 
 
 def check_mixed(both_impls, stream, seed):
-    expect_masked, max_size, chunks, raise_at = stream
+    expect_masked, max_size, chunks, raise_at, *compressing = stream
+    compressing = bool(compressing and compressing[0])
     for codec in both_impls:
-        got, pieces = run_mixed(codec, expect_masked, max_size, chunks, raise_at, random.Random(seed))
+        got, pieces = run_mixed(codec, expect_masked, max_size, chunks, raise_at, random.Random(seed), compressing)
         for reference in both_impls:
-            assert got == run_feed(reference, expect_masked, max_size, pieces, raise_at), (codec.name, reference.name)
+            assert got == run_feed(reference, expect_masked, max_size, pieces, raise_at, compressing), \
+                (codec.name, reference.name)
 
 
 @settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.function_scoped_fixture])

@@ -6,18 +6,23 @@ the same feed, and report the same state after every feed.
 The streams are valid frames (random opcode, FIN, masking, payloads rich in
 UTF-8 edge cases, lengths across the 7/16/64-bit encodings), some of them
 invalid on purpose (reserved opcodes, RSV bits, fragmented or long control
-frames, bad close codes), then randomly corrupted: bits flipped, bytes
+frames, bad close codes), a third of them with permessage-deflate negotiated
+(compressed messages with RSV1, one zlib stream with context takeover), then
+randomly corrupted: bits flipped, bytes
 overwritten, inserted, or the stream truncated.
 """
 from __future__ import annotations
 
 import os
 import struct
+import zlib
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from fastws import deflate
 from fastws.exceptions import ProtocolError
+from fastws.options import Options
 
 EXAMPLES = int(os.environ.get("FASTWS_DIFF_EXAMPLES", "400"))
 
@@ -83,9 +88,9 @@ def control_payload(draw, opcode):
 
 
 @st.composite
-def frame(draw, expect_masked, opcode, payload, fin):
+def frame(draw, expect_masked, opcode, payload, fin, rsv=0):
     """One frame, now and then broken: RSV bits, wrong masking, 64-bit length."""
-    rsv = draw(st.sampled_from([0x10, 0x20, 0x40])) if rare(draw, 40) else 0
+    rsv = draw(st.sampled_from([0x10, 0x20, 0x40])) if rare(draw, 40) else rsv
     masked = expect_masked if not rare(draw, 40) else not expect_masked
     key = draw(st.sampled_from(KEYS) | st.binary(min_size=4, max_size=4))
     return encode_frame((0x80 if fin else 0) | rsv | opcode, payload, masked, key, rare(draw, 30))
@@ -96,16 +101,25 @@ def streams(draw):
     """Messages (1-4 fragments, control frames between them) and control
     frames, some invalid frames, then bytes corrupted; cut at random points."""
     expect_masked = draw(st.booleans())
+    # permessage-deflate negotiated: some messages compressed (RSV1 on the
+    # first frame), one zlib stream with context takeover across them.
+    compressing = rare(draw, 3)
+    zc = zlib.compressobj(6, zlib.DEFLATED, -15)
     parts = []
     for _ in range(draw(st.integers(0, 6))):
         kind = draw(st.integers(0, 9))
         if kind < 6:  # a data message, maybe fragmented, maybe with controls inside
             opcode = draw(st.sampled_from([0x1, 0x2]))
             data = draw(text_payload() if opcode == 0x1 else binary_payload())
+            rsv1 = 0
+            if compressing and draw(st.booleans()):
+                data = (zc.compress(data) + zc.flush(zlib.Z_SYNC_FLUSH))[:-4]
+                rsv1 = 0x40
             cuts = sorted(draw(st.lists(st.integers(0, len(data)), max_size=3)))
             pieces = [data[a:b] for a, b in zip([0, *cuts], [*cuts, len(data)])]
             for i, piece in enumerate(pieces):
-                parts.append(draw(frame(expect_masked, opcode if i == 0 else 0x0, piece, i == len(pieces) - 1)))
+                parts.append(draw(frame(expect_masked, opcode if i == 0 else 0x0, piece, i == len(pieces) - 1,
+                                        rsv1 if i == 0 else 0)))
                 if i < len(pieces) - 1 and rare(draw, 3):
                     op = draw(st.sampled_from([0x9, 0xA]))
                     parts.append(draw(frame(expect_masked, op, draw(control_payload(op)), True)))
@@ -134,16 +148,27 @@ def streams(draw):
     chunks = [data[a:b] for a, b in zip([0, *cuts], [*cuts, len(data)])]
     max_size = draw(st.sampled_from([None, 1048576, 1048576, 65536, 200, 10, 0]))
     raise_at = draw(st.sets(st.integers(0, 12), max_size=2))
-    return expect_masked, max_size, chunks, raise_at
+    return expect_masked, max_size, chunks, raise_at, compressing
 
 
 class Boom(Exception):
     pass
 
 
-def run(codec, expect_masked, max_size, chunks, raise_at):
+def make_inflate(compressing, max_size):
+    """A fresh permessage-deflate inflater for one parser (None: not negotiated)."""
+    if not compressing:
+        return None
+    params = deflate.DeflateParams(Options(compression="deflate"), 15, 15, False, False)
+    params.limit = 0 if max_size is None else max_size + 1
+    params.step = 0 if max_size is None else max(65536, params.limit >> 4)
+    return deflate.PerMessageDeflate(params).inflate
+
+
+def run(codec, expect_masked, max_size, chunks, raise_at, compressing=False):
     """The full observable history of one parser over the chunks."""
     events = []
+    inflate = make_inflate(compressing, max_size)
 
     def record(event):
         events.append(event)
@@ -155,6 +180,7 @@ def run(codec, expect_masked, max_size, chunks, raise_at):
         lambda opcode, payload: record(("control", opcode, payload)),
         expect_masked=expect_masked,
         max_size=max_size,
+        inflate=inflate,
     )
     # A final empty feed delivers what a raising callback left buffered.
     for index, chunk in enumerate([*chunks, b"", b""]):
@@ -173,7 +199,6 @@ def run(codec, expect_masked, max_size, chunks, raise_at):
 @given(streams())
 def test_cython_and_twin_agree(both_impls, stream):
     cython, python = both_impls
-    expect_masked, max_size, chunks, raise_at = stream
     assert run(cython, *stream) == run(python, *stream)
 
 

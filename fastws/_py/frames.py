@@ -36,7 +36,7 @@ from __future__ import annotations
 import os
 import threading
 
-from fastws.exceptions import FrameError, InvalidUTF8, MessageTooBig, is_valid_close_code
+from fastws.exceptions import FrameError, InvalidUTF8, MessageTooBig, ProtocolError, is_valid_close_code
 
 from .mask import mask as _mask
 from .mask import masked as _masked
@@ -70,11 +70,22 @@ _OPCODES = frozenset((OP_CONTINUATION, OP_TEXT, OP_BINARY, OP_CLOSE, OP_PING, OP
 # less and MUST NOT be fragmented."
 MAX_CONTROL_PAYLOAD = 125
 
-# RSV1-3 bits of the first header byte.  No extension is negotiated yet, so no
-# RSV bit may be set; permessage-deflate (RFC 7692) will allow RSV1 on the
-# first frame of a message through this mask.
+# RSV1-3 bits of the first header byte.  Without an extension no RSV bit may
+# be set; with permessage-deflate (RFC 7692, the ``inflate`` argument) RSV1
+# may be set on the first frame of a data message: the message is compressed.
 _RSV_MASK = 0x70
-_RSV_ALLOWED = 0x00
+_RSV1 = 0x40
+# A compressed message in progress is marked by this bit in _msg_opcode (so
+# the UTF-8 checks, which compare with OP_TEXT, skip its compressed bytes).
+_COMPRESSED = 0x40
+
+
+def compressed_limit(max_size):
+    """The most compressed bytes a message may have: max_size (which limits the
+    inflated size) plus room for incompressible data and deflate's framing
+    (5 bytes per 16 KiB stored block), so a valid message is never refused
+    for its compressed size while an endless stream of empty blocks is."""
+    return max_size + (max_size >> 3) + 1024
 
 # Parser states.
 _HEADER = 0
@@ -136,6 +147,8 @@ class FrameParser:
         "_key",
         "_key_offset",
         "_msg_opcode",
+        "_inflate",
+        "_rsv_allowed",
         "_msg",
         "_utf8",
         "_closed",
@@ -146,8 +159,12 @@ class FrameParser:
         "_lent",
     )
 
-    def __init__(self, on_message, on_control, *, expect_masked, max_size=1048576):
+    def __init__(self, on_message, on_control, *, expect_masked, max_size=1048576, inflate=None):
         self._on_message = on_message
+        # permessage-deflate: inflate(compressed bytes) -> bytes, raising a
+        # ProtocolError (1007 bad data, 1009 over max_size); None: no extension.
+        self._inflate = inflate
+        self._rsv_allowed = _RSV1 if inflate is not None else 0
         self._on_control = on_control
         self._expect_masked = bool(expect_masked)
         self.max_size = max_size
@@ -312,7 +329,7 @@ class FrameParser:
 
         # 2. RFC 6455 5.2: RSV1-3 "MUST be 0 unless an extension is negotiated
         #    that defines meanings for non-zero values."
-        if b0 & _RSV_MASK & ~_RSV_ALLOWED:
+        if b0 & _RSV_MASK & ~self._rsv_allowed:
             raise self._fail(FrameError("RSV bits set"))
 
         # 3. RFC 6455 5.2: "If an unknown opcode is received, the receiving
@@ -332,6 +349,12 @@ class FrameParser:
                 raise self._fail(FrameError("unexpected continuation frame"))
         elif self._msg_opcode:
             raise self._fail(FrameError("expected continuation frame"))
+
+        # 4b. RFC 7692 6: RSV1 (compressed) only on the first frame of a data
+        #     message; never on a control frame (6.1) or a continuation frame.
+        if b0 & _RSV1 and (control or opcode == OP_CONTINUATION):
+            raise self._fail(FrameError("RSV1 set on a control frame" if control
+                                        else "RSV1 set on a continuation frame"))
 
         # 5. RFC 6455 5.1: "a client MUST mask all frames that it sends to the
         #    server" and "A server MUST NOT mask any frames that it sends to the
@@ -385,11 +408,16 @@ class FrameParser:
 
         # 9. Data frame: enforce max_size from the header, before buffering the
         #    payload, on the message so far plus this frame.
+        #    A compressed message is limited by its compressed size here (see
+        #    compressed_limit) and by its inflated size while it is inflated.
         total = len(self._msg) + length
-        if self._max_size is not None and total > self._max_size:
-            raise self._fail(MessageTooBig(f"message too big ({total} > {self._max_size} bytes)"))
+        if self._max_size is not None:
+            compressed = b0 & _RSV1 if opcode != OP_CONTINUATION else self._msg_opcode & _COMPRESSED
+            limit = compressed_limit(self._max_size) if compressed else self._max_size
+            if total > limit:
+                raise self._fail(MessageTooBig(f"message too big ({total} > {limit} bytes)"))
         if opcode != OP_CONTINUATION:
-            self._msg_opcode = opcode
+            self._msg_opcode = opcode | (_COMPRESSED if b0 & _RSV1 else 0)
         self._fin = fin
         self._remaining = length
         self._key = key
@@ -422,6 +450,29 @@ class FrameParser:
         opcode = self._msg_opcode
         if self._fin and opcode == OP_TEXT and not self._utf8.complete():
             raise self._fail(InvalidUTF8("invalid UTF-8"))
+        if self._fin and opcode & _COMPRESSED:
+            # RFC 7692 7.2.2: append 0x00 0x00 0xff 0xff and inflate the whole
+            # message as one stream (inflate does it, bounded by max_size);
+            # RFC 6455 8.1: the inflated text must be UTF-8.
+            try:
+                data = self._inflate(bytes(self._msg))
+            except ProtocolError as exc:
+                raise self._fail(exc) from None
+            if type(data) is not bytes:
+                data = bytes(data)
+            if opcode == OP_TEXT | _COMPRESSED:
+                try:
+                    data = data.decode("utf-8")
+                except UnicodeDecodeError:
+                    raise self._fail(InvalidUTF8("invalid UTF-8")) from None
+            self._frames += 1
+            self._state = _HEADER
+            self._key = None
+            self._msg = bytearray()
+            self._msg_opcode = 0
+            self._messages += 1
+            self._on_message(data)
+            return True
         self._frames += 1
         self._state = _HEADER
         self._key = None
