@@ -37,7 +37,6 @@ _NAMES = {
     ),
     "wheel": ("TimerWheel", "TimerEntry"),
     "fanout": ("fanout",),
-    "aio": ("wake",),
 }
 
 

@@ -22,13 +22,10 @@ import asyncio
 import os
 from collections import deque
 
-from ._impl import codec
 from .exceptions import CLOSE_NORMAL, ConnectionClosedOK
 from .protocol import CLOSED, LARGE_PAYLOAD, OP_BINARY, OP_TEXT, OPEN, Connection, _build_frame
 
 __all__ = ["WebSocketMixin", "WEBSOCKET_SLOTS", "DONE"]
-
-_wake = codec.wake  # runs the waiting handler task now (fastws/_py/aio.py says why)
 
 
 class _Done(tuple):
@@ -69,7 +66,7 @@ class WebSocketMixin:
         if waiter is not None:
             self._recv_waiter = None
             if not waiter.done():
-                _wake(waiter, data, self._loop)
+                waiter.set_result(data)
                 return
         queue = self._queue
         if queue is None:
