@@ -43,3 +43,24 @@ def machine() -> str:
         pass
     return (f"{model}, {os.cpu_count()} cores, {platform.system()} {platform.release()}, "
             f"{os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES') / 2**30:.0f} GiB")
+
+
+def proc_cpu_ns(pid: int) -> int:
+    """user+sys CPU of all threads of pid, ns (schedstat; clock ticks if absent; 0 if gone)."""
+    total = 0
+    try:
+        for tid in os.listdir(f"/proc/{pid}/task"):
+            try:
+                with open(f"/proc/{pid}/task/{tid}/schedstat") as f:
+                    total += int(f.read().split()[0])
+            except OSError:
+                pass  # thread ended
+        return total
+    except OSError:
+        pass
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()  # fields 14, 15: utime, stime
+        return (int(fields[11]) + int(fields[12])) * 10**9 // os.sysconf("SC_CLK_TCK")
+    except OSError:
+        return 0

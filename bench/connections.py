@@ -43,7 +43,7 @@ import uvloop
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
-from _meta import machine, versions  # noqa: E402
+from _meta import machine, proc_cpu_ns, versions  # noqa: E402
 PER_PROCESS = 15000      # connections per server worker / client process (fd limit 20,000)
 PER_SRC = 25000          # connections per source address (~28k ephemeral ports per pair)
 PEER_CAP = 15000         # peers run in one process: capped at this many connections
@@ -95,26 +95,6 @@ def rss_kib(pid: int) -> int:
     except OSError:
         pass
     return 0
-
-
-def cpu_ns(pid: int) -> int:
-    """user+sys CPU of all threads of pid, ns (schedstat; clock ticks if absent)."""
-    total = 0
-    try:
-        for tid in os.listdir(f"/proc/{pid}/task"):
-            try:
-                with open(f"/proc/{pid}/task/{tid}/schedstat") as f:
-                    total += int(f.read().split()[0])
-            except OSError:
-                pass
-        return total
-    except OSError:
-        pass
-    try:
-        f = _stat_fields(pid)
-        return (int(f[11]) + int(f[12])) * 10**9 // os.sysconf("SC_CLK_TCK")
-    except OSError:
-        return 0
 
 
 def fd_count(pid: int) -> int:
@@ -398,7 +378,7 @@ async def run_one(kind: str, n: int, workers: int, args, *, ping_interval, ping_
         await asyncio.gather(*(c.expect("ready", 30) for c in clients))
 
         # -- open, with the memory guard ----------------------------------
-        cpu0 = {w: cpu_ns(w) for w in srv.workers}
+        cpu0 = {w: proc_cpu_ns(w) for w in srv.workers}
         t_open = time.monotonic()
         for c in clients:
             await c.send("open")
@@ -427,7 +407,7 @@ async def run_one(kind: str, n: int, workers: int, args, *, ping_interval, ping_
                 log(f"opening: {sum(c.progress['open'] for c in clients):,} open, "
                     f"MemAvailable {avail / 2**30:.1f} GiB")
         opened = [w.result() for w in waits]
-        cpu1 = {w: cpu_ns(w) for w in srv.workers}
+        cpu1 = {w: proc_cpu_ns(w) for w in srv.workers}
         t0, t1 = min(o["t0"] for o in opened), max(o["t1"] for o in opened)
         count = sum(o["open"] for o in opened)
         r.update(open=count, failed=sum(o["failed"] for o in opened), open_s=t1 - t0,
@@ -473,10 +453,10 @@ async def run_one(kind: str, n: int, workers: int, args, *, ping_interval, ping_
 
         # -- quiet window: server CPU while idle ----------------------------
         win = max(1.0, min(window, hold - settle))
-        c0 = sum(cpu_ns(w) for w in srv.workers)
+        c0 = sum(proc_cpu_ns(w) for w in srv.workers)
         tw0 = time.monotonic()
         await asyncio.sleep(win)
-        c1 = sum(cpu_ns(w) for w in srv.workers)
+        c1 = sum(proc_cpu_ns(w) for w in srv.workers)
         tw1 = time.monotonic()
         stats_b = await _stats(clients)
         r["window_s"] = tw1 - tw0

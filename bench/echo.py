@@ -32,7 +32,7 @@ HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 sys.path.insert(0, str(HERE))
 from _client import client_frame, connect  # noqa: E402
-from _meta import machine, versions  # noqa: E402
+from _meta import machine, proc_cpu_ns, versions  # noqa: E402
 from servers import RAW, SERVERS, SKIP  # noqa: E402
 
 # name: (payload bytes, connections)
@@ -87,25 +87,6 @@ async def wait_quiet(timeout: float) -> float:
         busy = busy_pct(a, cpu_idle_ticks((SERVER_CPU, CLIENT_CPU)))
         if busy <= QUIET or time.monotonic() > deadline:
             return busy
-
-
-def proc_cpu_ns(pid: int) -> int:
-    """CPU time (user+sys) of all threads of pid, in ns."""
-    total = 0
-    try:
-        for tid in os.listdir(f"/proc/{pid}/task"):
-            try:
-                with open(f"/proc/{pid}/task/{tid}/schedstat") as f:
-                    total += int(f.read().split()[0])
-            except (FileNotFoundError, ProcessLookupError):
-                pass  # thread ended
-        return total
-    except FileNotFoundError:
-        pass
-    # No schedstat: clock ticks from /proc/PID/stat (fields 14, 15).
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) * 10**9 // os.sysconf("SC_CLK_TCK")
 
 
 async def run_row(host, port, pid, raw, size, conns, duration, warmup):

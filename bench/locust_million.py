@@ -46,7 +46,8 @@ REPO = HERE.parent
 sys.path.insert(0, str(HERE))
 
 from _meta import machine, versions  # noqa: E402
-from connections import children, cpu_ns, fd_count, free_port, meminfo, rss_kib  # noqa: E402
+from _meta import proc_cpu_ns as cpu_ns  # noqa: E402
+from connections import children, fd_count, free_port, meminfo, rss_kib  # noqa: E402
 
 PER_PROCESS = 19000  # sockets a process may hold here (RLIMIT_NOFILE 20,000), with a margin
 

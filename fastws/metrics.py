@@ -22,8 +22,8 @@ parsers and the data messages they deliver, and the unmasked data frames that
 frame). So they count the server side of the whole process (every server in
 it), frames only (the HTTP handshake is not in ``bytes_received``), and cost
 an increment in C. Everything else is counted per event (handshake, keepalive
-ping, close). A scrape is O(1) for these, plus one pass over the open
-connections for nothing but their number.
+ping, close). A scrape reads them in O(1): it never walks the open
+connections.
 
 A message published with ``server.publish``/``broadcast`` is one frame built
 (one in ``fastws_messages_sent_total``) however many subscribers it goes to;

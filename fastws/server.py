@@ -164,6 +164,7 @@ class ServerConnection(StreamConnection):
         self.subprotocol = subprotocol
         server.counters.upgraded += 1
         self._log_access(request, 101)
+        self._started = None  # only the access log needed it: no float kept per open connection
         if deflate_params is not None:
             from .deflate import enable
 

@@ -54,6 +54,7 @@ from collections import deque
 from . import handshake
 from ._impl import codec
 from .client import parse_uri
+from .protocol import close_payload
 from .exceptions import (
     CLOSE_ABNORMAL,
     CLOSE_NO_STATUS,
@@ -85,11 +86,8 @@ OPEN, CLOSING, CLOSED = 1, 2, 3
 
 
 def _close_payload(code: int, reason: str) -> bytes:
-    if code in (CLOSE_NO_STATUS, CLOSE_ABNORMAL):
-        return b""
-    raw = reason.encode("utf-8")[:123]
-    raw = raw.decode("utf-8", "ignore").encode("utf-8")  # never cut a character in two
-    return struct.pack("!H", code) + raw
+    # 1005 / 1006 are never sent on the wire (RFC 6455 7.4.1): an empty CLOSE.
+    return close_payload(None if code in (CLOSE_NO_STATUS, CLOSE_ABNORMAL) else code, reason)
 
 
 class SyncWebSocket:
@@ -402,11 +400,12 @@ class SyncWebSocket:
         if self._state == CLOSED:
             return
         if self._state == OPEN:
+            payload = _close_payload(code, reason)  # validates the code before the state changes
             self._state = CLOSING
             self.sent_code = code
             try:
                 with self._send_lock:
-                    self.sock.sendall(_build_frame(OP_CLOSE, _close_payload(code, reason), mask=True))
+                    self.sock.sendall(_build_frame(OP_CLOSE, payload, mask=True))
             except OSError as exc:
                 self._lost(exc)
                 return
