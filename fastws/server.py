@@ -268,22 +268,28 @@ class ServerWebSocket(WebSocketMixin, ServerConnection):
 
     def _start(self, leftover: bytes) -> None:
         self._open()
-        self._task = asyncio.get_running_loop().create_task(self._run_handler())
+        # The task runs the application's coroutine itself (no wrapper
+        # coroutine: one frame less to resume per message); how it ended is
+        # handled in _handler_done.
+        task = self._task = self._loop.create_task(self._server.app(self))
+        task.add_done_callback(self._handler_done)
         if leftover:
             self._feed(leftover)
 
-    async def _run_handler(self) -> None:
-        try:
-            await self._server.app(self)
-        except ConnectionClosed:
-            pass
-        except Exception:
-            logger.exception("error in connection handler (peer %s)", self.remote_address)
+    def _handler_done(self, task) -> None:
+        """The handler returned or raised: close normally (1000), or log the
+        error and close with 1011. ConnectionClosed is the normal way out of a
+        handler whose peer went away; a cancelled handler leaves the
+        connection to whoever cancelled it (the server's shutdown)."""
+        self._task = None
+        if task.cancelled():
+            return
+        exc = task.exception()
+        if exc is not None and not isinstance(exc, ConnectionClosed):
+            logger.error("error in connection handler (peer %s)", self.remote_address, exc_info=exc)
             if self._state == OPEN:
                 self._fail(CLOSE_INTERNAL_ERROR, "internal error")
             return
-        finally:
-            self._task = None
         if self._state == OPEN:
             self.close_nowait(CLOSE_NORMAL)
 

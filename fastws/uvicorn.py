@@ -108,7 +108,7 @@ class WebSocketProtocol(WebSocketMixin, StreamConnection):
         self._accepted = False     # the app answered the handshake (101 or a refusal)
         self._disconnect_sent = False
         if _loop is not None:
-            self._loop = _loop  # else the running loop, from _init_websocket()
+            self._loop = self._inbox.loop = _loop  # else the running loop, from _init_websocket()
         self._headers_101 = ()
 
     # ------------------------------------------------------------ asyncio.Protocol

@@ -6,8 +6,10 @@
         async for message in ws:          # str (text) or bytes (binary)
             await ws.send(message)
 
-``recv()`` returns queued messages without creating a Future; it waits on one
-only when the queue is empty.  When ``max_queue`` messages are waiting,
+Messages go through the connection's inbox (``fastws._py.aio``, in C in the
+extension build): a waiting handler task runs as soon as its message is
+parsed, inside the read callback, as the listener API's ``on_message`` does,
+and no asyncio Future is made per message.  When ``max_queue`` messages are waiting,
 reading from the peer pauses (TCP pushes back) until ``recv()`` drains the
 queue to a quarter of that.  ``send()`` returns at once unless the write buffer
 is above ``write_limit``, then waits until it drains.
@@ -20,26 +22,21 @@ from __future__ import annotations
 
 import asyncio
 import os
-from collections import deque
 
+from ._impl import codec
 from .exceptions import CLOSE_NORMAL, ConnectionClosedOK
 from .protocol import CLOSED, LARGE_PAYLOAD, OP_BINARY, OP_TEXT, OPEN, Connection, _build_frame
 
 __all__ = ["WebSocketMixin", "WEBSOCKET_SLOTS", "DONE"]
 
 
-class _Done(tuple):
-    """An awaitable that is already done: ``await DONE`` is one C call."""
-
-    __slots__ = ()
-    __await__ = tuple.__iter__
-
-
-DONE = _Done()
+DONE = codec.DONE  # an already-done awaitable (a C object in the extension build)
 
 # The per-connection fields the mixin needs; concrete classes declare them
 # (with __slots__, only one base class in a hierarchy may define fields).
-WEBSOCKET_SLOTS = ("_loop", "_queue", "_recv_waiter", "_iter_waiter", "_drain_waiter", "_closed_waiter", "_pings", "_task")
+WEBSOCKET_SLOTS = ("_loop", "_inbox", "_drain_waiter", "_closed_waiter", "_pings", "_task")
+
+_Inbox = codec.Inbox
 
 
 class WebSocketMixin:
@@ -47,10 +44,8 @@ class WebSocketMixin:
 
     def _init_websocket(self) -> None:
         # Cached: asyncio.get_running_loop() costs a getpid() system call.
-        self._loop = asyncio.get_running_loop()
-        self._queue = None  # deque, created on the first message that must wait
-        self._recv_waiter = None
-        self._iter_waiter = False
+        self._loop = loop = asyncio.get_running_loop()
+        self._inbox = _Inbox(self, loop, self._opts.max_queue)
         self._drain_waiter = None
         self._closed_waiter = None
         self._pings = None
@@ -58,22 +53,9 @@ class WebSocketMixin:
 
     # ------------------------------------------------------------ receiving
     def _message_callback(self):
-        return self._queue_message
-
-    def _queue_message(self, data) -> None:
-        """The parser's on_message: hand the message to a waiting recv() or queue it."""
-        waiter = self._recv_waiter
-        if waiter is not None:
-            self._recv_waiter = None
-            if not waiter.done():
-                waiter.set_result(data)
-                return
-        queue = self._queue
-        if queue is None:
-            queue = self._queue = deque()
-        queue.append(data)
-        if len(queue) >= self._opts.max_queue:
-            self.pause_reading()
+        # The parser hands each data message straight to the inbox (C code
+        # in the extension build): it wakes the waiting recv() or queues.
+        return self._inbox.deliver
 
     async def recv(self):
         """The next message: ``str`` for text, ``bytes`` for binary.
@@ -81,60 +63,20 @@ class WebSocketMixin:
         Raises ConnectionClosed when the connection is closed and every message
         that arrived before has been returned.
         """
-        queue = self._queue
-        if queue:
-            data = queue.popleft()
-            if self._reading_paused and len(queue) <= self._opts.max_queue // 4:
-                self.resume_reading()
-            return data
-        if self._state != OPEN:
-            self._check_recv_closed()
-        if self._recv_waiter is not None and not self._recv_waiter.done():
-            raise RuntimeError("recv() is already being awaited by another task")
-        waiter = self._recv_waiter = self._loop.create_future()
-        self._iter_waiter = False
-        try:
-            return await waiter
-        finally:
-            if self._recv_waiter is waiter:
-                self._recv_waiter = None
-
-    def _check_recv_closed(self) -> None:
-        """Not OPEN and nothing queued: raise if no message can come any more.
-
-        (CLOSING after our own close frame still delivers what the peer sends
-        until its close frame. While OPEN, a failed parser means a deferred
-        _fail is pending, and it wakes the waiter.)
-        """
-        parser = self._parser
-        if self._state == CLOSED or (parser is not None and (parser.closed or parser.failed)):
-            raise self._closed_error()
+        return await self._inbox.get()
 
     def __aiter__(self):
-        return self
+        # The inbox is the iterator: its __anext__ is a C slot in the
+        # extension build, so `async for` costs no Python frame per message.
+        # The end of a normally closed stream arrives as StopAsyncIteration.
+        return self._inbox
 
     def __anext__(self):
-        # Not a coroutine: returns the waiter Future itself (or a done one), so
-        # `async for` costs no coroutine object or frame per message. The end
-        # of a normally closed stream arrives as StopAsyncIteration.
-        queue = self._queue
-        if queue:
-            data = queue.popleft()
-            if self._reading_paused and len(queue) <= self._opts.max_queue // 4:
-                self.resume_reading()
-            ready = self._loop.create_future()
-            ready.set_result(data)
-            return ready
-        if self._state != OPEN:
-            try:
-                self._check_recv_closed()
-            except ConnectionClosedOK:
-                raise StopAsyncIteration from None
-        if self._recv_waiter is not None and not self._recv_waiter.done():
-            raise RuntimeError("recv() is already being awaited by another task")
-        waiter = self._recv_waiter = self._loop.create_future()
-        self._iter_waiter = True
-        return waiter
+        return self._inbox.__anext__()
+
+    @staticmethod
+    def _closed_ok(exc) -> bool:
+        return isinstance(exc, ConnectionClosedOK)
 
     # ------------------------------------------------------------ sending
     def send(self, data):
@@ -258,15 +200,11 @@ class WebSocketMixin:
                 waiter.set_result(None)
 
     def _wake_closed(self) -> None:
-        """No more messages will come: fail a waiting recv() and the pings."""
-        waiter = self._recv_waiter
-        if waiter is not None:
-            self._recv_waiter = None
-            if not waiter.done():
-                exc = self._closed_error()
-                if self._iter_waiter and isinstance(exc, ConnectionClosedOK):
-                    exc = StopAsyncIteration()  # `async for` ends quietly
-                waiter.set_exception(exc)
+        """No more messages will come: end the inbox (a waiting recv() fails
+        once the queued messages are read) and fail the pings."""
+        inbox = self._inbox
+        if not inbox.ended:
+            inbox.end(self._closed_error())
         if self._pings:
             exc = self._closed_error()
             for waiter, _ in self._pings.values():

@@ -26,7 +26,7 @@ def test_reading_pauses_while_handler_does_not_recv(serve_thread):
         started.set()
         while not release.is_set():
             await asyncio.sleep(0.02)
-        seen["queued"] = len(ws._queue or ())
+        seen["queued"] = len(ws._inbox)
         seen["paused"] = ws._reading_paused
         n = 1
         async for _ in ws:
