@@ -38,6 +38,7 @@ _NAMES = {
     "wheel": ("TimerWheel", "TimerEntry"),
     "fanout": ("fanout",),
     "aio": ("Waiter", "Inbox", "DONE"),
+    "conn": ("conn_bind", "conn_data_received", "conn_send", "ws_send"),
 }
 
 

@@ -278,26 +278,21 @@ class Connection(codec.TimerEntry):
         self._fail(CLOSE_INTERNAL_ERROR, "internal error")
 
     # ------------------------------------------------------------ sending
-    def send(self, data) -> bool:
-        """Send one message: ``str`` as text, bytes-like as binary.
+    # send(data) -> bool: one message, ``str`` as text, bytes-like as binary;
+    # False when the write buffer is above write_limit (see conn_send in
+    # fastws._py.conn, the readable reference; C in the extension build).
+    send = codec.conn_send
 
-        Never blocks and never drops: the frame is queued on the transport.
-        Returns False when the write buffer is above ``write_limit`` (wait for
-        ``on_drain`` before sending more); raises ConnectionClosed once the
-        connection is closing or closed.
-        """
-        if self._state != OPEN:
-            raise self._closed_error()
-        opcode = OP_TEXT if type(data) is str else OP_BINARY
+    def _send_general(self, data) -> None:
+        """The frame of ``send`` on the client side (masked) or for a payload
+        of LARGE_PAYLOAD or more (written next to its header, no copy)."""
+        opcode = OP_TEXT if isinstance(data, str) else OP_BINARY
         if self._is_client or len(data) < LARGE_PAYLOAD:
             self._write(_build_frame(opcode, data, mask=self._is_client))
         else:
             if opcode == OP_TEXT:
                 data = data.encode("utf-8")
             self._writelines((_build_header(opcode, len(data)), data))
-        if self._paused_writing:
-            return self._check_write_buffer()
-        return True
 
     def send_frame(self, opcode: int, payload=b"", fin: bool = True) -> bool:
         """Send one raw frame (fragmented messages: TEXT/BINARY fin=False, then
@@ -570,4 +565,8 @@ class Connection(codec.TimerEntry):
 
     def __repr__(self):
         return f"<{type(self).__name__} {STATE_NAMES[self._state]} {self.remote_address}>"
+
+
+# The per-message methods read Connection's slots (at their offsets, in C).
+codec.conn_bind(Connection, LARGE_PAYLOAD, codec.DONE)
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 
+from ._impl import codec
 from .protocol import CLOSED, CONNECTING, Connection
 from .timers import get_driver
 
@@ -42,14 +43,12 @@ class StreamConnection(Connection, asyncio.Protocol):
     # calls and a buffer export per read), so the adapter does not use it yet;
     # idle connections hold no read buffer either way (the parser is dropped
     # when idle).
-    def data_received(self, data) -> None:
-        parser = self._parser
-        if parser is not None:  # the hot path: one call into the parser
-            try:
-                parser.feed(data)
-            except Exception as exc:
-                self._input_failed(exc)
-        elif self._state == CONNECTING:
+    # data_received(data): the hot path, one call into the parser (see
+    # conn_data_received in fastws._py.conn; C in the extension build).
+    data_received = codec.conn_data_received
+
+    def _data_without_parser(self, data) -> None:
+        if self._state == CONNECTING:
             self._handshake_bytes(data)
         elif self._state != CLOSED:
             self._feed(data)  # the parser was dropped while idle: made again

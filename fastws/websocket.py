@@ -79,26 +79,10 @@ class WebSocketMixin:
         return isinstance(exc, ConnectionClosedOK)
 
     # ------------------------------------------------------------ sending
-    def send(self, data):
-        """Send a message (``str``: text, bytes-like: binary). Use it as
-        ``await ws.send(data)``: it waits only while the write buffer is above
-        ``write_limit``.
-
-        The frame is written at once; when no waiting is needed, the awaitable
-        returned is an already-done one (no coroutine per message).
-        """
-        if self._state != OPEN:
-            raise self._closed_error()
-        if len(data) < LARGE_PAYLOAD and not self._is_client:
-            self._write(_build_frame(OP_TEXT if type(data) is str else OP_BINARY, data))
-        elif self._is_client:
-            self._write(_build_frame(OP_TEXT if type(data) is str else OP_BINARY, data, mask=True))
-        else:
-            Connection.send(self, data)
-        if self._paused_writing:
-            self._check_write_buffer()  # cuts off a peer over max_write_buffer
-            return self._drain()
-        return DONE
+    # send(data): write the frame now; ``await ws.send(data)`` waits only
+    # while the write buffer is above write_limit (see ws_send in
+    # fastws._py.conn; C in the extension build).
+    send = codec.ws_send
 
     async def _drain(self) -> None:
         if self._state == CLOSED:

@@ -22,18 +22,11 @@ application code, so the container is not changed while it is walked.
 """
 from cpython.ref cimport PyObject, PyTypeObject, Py_XDECREF, Py_TYPE
 
+from fastws_ext.slots cimport member_offset, slot_at
+
 cdef extern from "Python.h":
     PyObject* PyObject_CallOneArg(object callable, object arg)  # new reference, NULL on error
     void PyErr_Clear()
-    ctypedef struct PyMemberDef:
-        const char* name
-        int type
-        Py_ssize_t offset
-    ctypedef struct PyMemberDescrObject:
-        PyMemberDef* d_member
-
-cdef extern from "structmember.h":
-    int T_OBJECT_EX
 
 __all__ = ["fanout"]
 
@@ -44,11 +37,7 @@ OPEN = _OPEN
 cdef object _TRUE = True  # (a bare True would be the C integer 1 here)
 
 
-class _Slotted:
-    __slots__ = ("x",)
-
-
-cdef type _MemberDescriptor = type(_Slotted.__dict__["x"])
+from types import MemberDescriptorType
 
 
 # Where a connection class keeps the three fields the loop reads. Connection
@@ -67,12 +56,9 @@ cdef struct _Layout:
 
 cdef Py_ssize_t _offset(type cls, str name) except -2:
     descr = getattr(cls, name, None)
-    if type(descr) is not _MemberDescriptor:
+    if type(descr) is not MemberDescriptorType:
         return -1
-    cdef PyMemberDef* member = (<PyMemberDescrObject*>descr).d_member
-    if member.type != T_OBJECT_EX:
-        return -1
-    return member.offset
+    return member_offset(descr)
 
 
 cdef int _learn(_Layout* lay, object conn) except -1:
@@ -83,11 +69,6 @@ cdef int _learn(_Layout* lay, object conn) except -1:
     lay.write = _offset(cls, "_write")
     lay.fast = lay.state >= 0 and lay.paused >= 0 and lay.write >= 0
     return 0
-
-
-cdef inline PyObject* _slot(object obj, Py_ssize_t offset) noexcept:
-    # NULL when the slot is not set
-    return (<PyObject**>((<char*><PyObject*>obj) + offset))[0]
 
 
 cdef inline int _write(object write, object frame) noexcept:
@@ -107,12 +88,12 @@ cdef inline int _deliver(_Layout* lay, object conn, object frame, Py_ssize_t lim
     if <PyObject*>Py_TYPE(conn) != lay.cls:
         _learn(lay, conn)
     if lay.fast:
-        if _slot(conn, lay.state) != <PyObject*>_OPEN:                     # 1
+        if slot_at(conn, lay.state) != <PyObject*>_OPEN:                     # 1
             return 0
-        if _slot(conn, lay.paused) == <PyObject*>_TRUE and conn._write_buffer_size() > limit:  # 2
+        if slot_at(conn, lay.paused) == <PyObject*>_TRUE and conn._write_buffer_size() > limit:  # 2
             slow.append(conn)
             return 0
-        write = _slot(conn, lay.write)                                      # 3
+        write = slot_at(conn, lay.write)                                      # 3
         if write == NULL:
             return 0
         return _write(<object>write, frame)  # <object>: a strong reference during the call

@@ -55,6 +55,7 @@ cdef class FrameParser:
     cdef unsigned long long _lent_gen
     cdef object _lent_view
 
+    cdef int feed_object(self, object data) except -1
     cdef int _feed(self, const unsigned char* data, Py_ssize_t n) except -1
     cdef Py_ssize_t _settle(self, Py_ssize_t old, Py_ssize_t added,
                             const unsigned char* data, Py_ssize_t n) except -1
@@ -70,3 +71,6 @@ cdef class FrameParser:
     cdef int _buf_append(self, const unsigned char* data, Py_ssize_t n) except -1
     cdef int _msg_reserve(self, Py_ssize_t size) except -1
     cdef void _drop(self) noexcept
+
+
+cdef object server_frame(int opcode, object payload)

@@ -281,9 +281,13 @@ cdef class FrameParser:
             self._msg_cap = 0
 
     def feed(self, data):
+        self.feed_object(data)
+
+    cdef int feed_object(self, object data) except -1:
+        """``feed`` for C callers (fastws_ext.conn's data_received)."""
         cdef Py_buffer view
         if self._closed or self._failed:
-            return
+            return 0
         if self._busy:
             raise RuntimeError("FrameParser.feed() called from one of its callbacks")
         if self._lent:
@@ -300,6 +304,7 @@ cdef class FrameParser:
             PyBuffer_Release(&view)
             if self._closed or self._failed:
                 self._drop()
+        return 0
 
     # -- asyncio.BufferedProtocol: get_buffer, then buffer_updated ---------
 
@@ -942,6 +947,36 @@ def build_frame(int opcode, payload=b"", *, bint fin=True, bint mask=False, mask
         if kp != NULL:
             mask_inplace(out + size, length, kp, 0)
         _count_tx(opcode, length, fin, kp != NULL)
+        return frame
+    finally:
+        if have_view:
+            PyBuffer_Release(&view)
+
+
+cdef object server_frame(int opcode, object payload):
+    """``build_frame(opcode, payload)`` for C callers: one unmasked, final
+    frame of a str (as UTF-8) or bytes-like payload."""
+    cdef const char* src
+    cdef Py_ssize_t length, size
+    cdef Py_buffer view
+    cdef bytes frame
+    cdef unsigned char* out
+    cdef bint have_view = False
+    if PyUnicode_Check(payload):
+        src = PyUnicode_AsUTF8AndSize(payload, &length)
+    else:
+        PyObject_GetBuffer(payload, &view, PyBUF_SIMPLE)
+        have_view = True
+        src = <const char*>view.buf
+        length = view.len
+    try:
+        _check_args(opcode, length, True, -1, 0)
+        size = _header_size(<uint64_t>length, False)
+        frame = PyBytes_FromStringAndSize(NULL, size + length)
+        out = <unsigned char*>PyBytes_AS_STRING(frame)
+        _write_header(out, opcode, <uint64_t>length, True, NULL, 0)
+        memcpy(out + size, src, length)
+        _count_tx(opcode, length, True, False)
         return frame
     finally:
         if have_view:
