@@ -215,6 +215,12 @@ def _bound_socket(src: str, ports) -> socket.socket:
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         try:
             sock.setblocking(False)
+            # A port whose previous connection (an earlier run's) is still in
+            # TIME_WAIT can be bound again, and connect() reuses the TIME_WAIT
+            # 4-tuple on loopback (net.ipv4.tcp_tw_reuse = 2, the default).
+            # Without this, back-to-back runs ran out of ports near 200,000
+            # (EADDRNOTAVAIL).
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             sock.bind((src, port))
             return sock
         except OSError as exc:
