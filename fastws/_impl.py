@@ -36,6 +36,7 @@ _NAMES = {
         "OP_PONG",
     ),
     "wheel": ("TimerWheel", "TimerEntry"),
+    "core": ("ConnectionCore", "PING_SERVER"),
     "fanout": ("fanout",),
 }
 

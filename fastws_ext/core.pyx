@@ -1,0 +1,205 @@
+# cython: language_level=3
+"""The keepalive core of a connection: its timer, and bytes in while idle.
+
+The Cython build of fastws/_py/core.py (same names, same behaviour; read that
+module's docstring). ``fastws.protocol.Connection`` extends ``ConnectionCore``,
+which extends the wheel's ``TimerEntry``: the wheel's fire loop calls
+``on_timer`` here in C, and uvloop calls ``data_received`` here in C, so the
+keepalive cycle of an idle connection (the check that sends a ping, the pong
+that comes back) runs no Python frame at all in the common case. Everything
+rare (timeouts, errors, a first data frame, a ping from the peer) goes to the
+Python methods of ``Connection``.
+
+The four clocks are C doubles, +inf meaning "not set" (no float object per
+connection), and the mark of a lone pong is the C integer -1 in
+``_last_frames``.
+"""
+cimport cython
+from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_GET_SIZE
+from libc.math cimport INFINITY
+
+from fastws_ext.wheel cimport TimerEntry
+
+from fastws_ext.frames import OP_PING, build_frame, lone_control
+
+__all__ = ["ConnectionCore", "PING_SERVER"]
+
+# fastws.protocol's states (tests/test_core.py checks they agree).
+cdef int CONNECTING = 0
+cdef int OPEN = 1
+cdef int CLOSING = 2
+cdef int CLOSED = 3
+
+cdef double INF = INFINITY
+
+# The server's keepalive ping, built once (a client's carries a fresh mask key
+# each time, RFC 6455 5.3).
+PING_SERVER = b"\x89\x00"
+cdef bytes _PING_SERVER = PING_SERVER
+
+
+@cython.auto_pickle(False)
+cdef class ConnectionCore(TimerEntry):
+    """Keepalive state and the two C entry points of a connection (see the module docstring).
+
+    The subclass (``fastws.protocol.Connection``) provides, as attributes or
+    methods: ``_state``, ``_parser``, ``_opts``, ``_write``, ``_paused_writing``,
+    ``_write_timed_out()``, ``_idle_check(now)``, ``_keepalive_timed_out()``,
+    ``_idle_parser()``, ``_timer_expired()``, ``_input_failed(exc)``,
+    ``_on_pong(payload)``, ``_feed(data)`` and ``_handshake_bytes(data)``.
+    """
+
+    cdef public double _keepalive_at    # next keepalive check (inf: keepalive off)
+    cdef public double _ping_sent_at    # our last keepalive ping, until a check sees its answer (inf: none)
+    cdef public double _write_deadline  # write timeout while paused (inf: none)
+    cdef public double _idle_at         # next idle-timeout check (inf: none)
+    cdef public long long _last_frames  # frames seen at the last check; -1: a lone pong came
+    cdef public bint _is_client
+    cdef public bint _pong_hook         # False: a pong needs no _on_pong call (nobody listens)
+    cdef public object _ka_counters     # None, or an object whose pings_sent counts our pings
+
+    def __cinit__(self):
+        self._keepalive_at = INF
+        self._ping_sent_at = INF
+        self._write_deadline = INF
+        self._idle_at = INF
+        self._last_frames = 0
+        self._pong_hook = True
+        self._ka_counters = None
+
+    # ------------------------------------------------------------ the timer
+    cpdef object on_timer(self, double now):
+        """The connection's one timer fired: handshake, keepalive, write or close timeout.
+
+        While OPEN one wheel entry serves three clocks: keepalive
+        (``_keepalive_at``), the write timeout (``_write_deadline``, set while
+        the peer leaves the write buffer above write_limit) and the idle
+        timeout (``_idle_at``). It is armed for the earliest.
+        """
+        cdef int state = self._state
+        cdef double wd, ka, it, nxt
+        if state != OPEN:
+            self._timer_expired()
+            return None
+        wd = self._write_deadline
+        if wd != INF:
+            if not self._paused_writing:
+                wd = self._write_deadline = INF  # drained meanwhile
+            elif now >= wd:
+                self._write_timed_out()
+                return None
+        ka = self._keepalive_at
+        if now >= ka:
+            ka = self._keepalive_at = self._keepalive(now)
+            if <int>self._state != OPEN:
+                return None  # failed: _fail armed the close timeout
+        it = self._idle_at
+        if now >= it:
+            again = self._idle_check(now)
+            it = self._idle_at = INF if again is None else <double>again
+            if <int>self._state != OPEN:
+                return None  # closing: close() armed the close timeout
+        nxt = ka if ka < wd else wd
+        if it < nxt:
+            nxt = it
+        return None if nxt == INF else nxt
+
+    cdef double _keepalive(self, double now) except? -2.0:
+        """One keepalive check; returns when the next one is due (inf: none).
+
+        The rules are written down in fastws/_py/core.py (``_keepalive``).
+        """
+        cdef long long frames, last
+        cdef double sent, interval, timeout
+        opts = self._opts
+        interval = opts.ping_interval
+        parser = self._parser
+        frames = parser.frames_received if parser is not None else 0
+        last = self._last_frames
+        sent = self._ping_sent_at
+        if frames != last:  # the peer is alive
+            self._last_frames = frames
+            if sent == INF or (last != -1 and frames - last > 1):
+                self._ping_sent_at = INF
+                return now + interval / 2
+            # Only the pong since our ping.
+            if now - sent < interval - <double>opts.timer_tick:
+                self._ping_sent_at = INF
+                return sent + interval  # then silent since: a ping
+        elif sent != INF:  # unanswered
+            timeout = opts.ping_timeout
+            if now - sent < timeout:
+                return sent + timeout
+            self._keepalive_timed_out()
+            return INF
+        # Silent since the last check (or since answering our last ping): ping.
+        # The parser is released if it holds nothing.
+        if parser is not None:
+            self._idle_parser()
+        self._ping_sent_at = now
+        if self._is_client:
+            self._write(build_frame(OP_PING, b"", mask=True))
+        else:
+            self._write(_PING_SERVER)
+        counters = self._ka_counters
+        if counters is not None:
+            counters.pings_sent += 1
+        timeout = opts.ping_timeout
+        return now + (interval if interval < timeout else timeout)
+
+    # ------------------------------------------------------------ bytes in
+    def data_received(self, data):
+        """asyncio.Protocol: bytes from the peer (the stream adapter's entry point).
+
+        With a parser: one call into it. Idle (parser released) and OPEN: a
+        lone pong, as keepalive brings every ping_interval, is taken here
+        without a parser and without a Python call unless someone listens to
+        pongs; anything else goes to ``_feed``. Before the handshake is done:
+        ``_handshake_bytes``.
+        """
+        cdef int state
+        parser = self._parser
+        if parser is not None:  # the hot path: one call into the parser
+            try:
+                parser.feed(data)
+            except Exception as exc:
+                self._input_failed(exc)
+            return
+        state = self._state
+        if state == OPEN:
+            if not self._lone_pong(data):
+                self._feed(data)
+        elif state == CONNECTING:
+            self._handshake_bytes(data)
+        elif state != CLOSED:
+            self._feed(data)
+
+    cdef bint _lone_pong(self, object data) except -1:
+        """Handle ``data`` if it is exactly one valid PONG frame (the rules of
+        frames.lone_control); False (nothing done) otherwise."""
+        cdef const unsigned char* p
+        cdef Py_ssize_t n, length, head
+        cdef bint masked
+        if type(data) is not bytes:
+            return False
+        n = PyBytes_GET_SIZE(data)
+        if n < 2 or n > 131:
+            return False
+        p = <const unsigned char*>PyBytes_AS_STRING(data)
+        if p[0] != 0x8A:  # FIN, RSV 0, PONG
+            return False
+        masked = (p[1] & 0x80) != 0
+        if masked == self._is_client:  # a server expects masked frames, a client unmasked
+            return False
+        length = p[1] & 0x7F
+        head = 6 if masked else 2
+        if length > 125 or n != head + length:
+            return False
+        self._last_frames = -1  # a frame arrived: the next keepalive check sees life
+        if self._pong_hook:
+            control = lone_control(data, masked)
+            try:
+                self._on_pong(control[1])
+            except Exception as exc:
+                self._input_failed(exc)
+        return True
