@@ -12,11 +12,26 @@ Python methods of ``Connection``.
 
 The four clocks are C doubles, +inf meaning "not set" (no float object per
 connection), and the mark of a lone pong is the C integer -1 in
-``_last_frames``.
+``_last_frames``. The subclass's own fields (``_state``, ``_parser``,
+``_opts``, ``_write``, ...) and the Options' keepalive settings are
+``__slots__``: they are read at their offsets in the object (``_Slot``, as
+fastws_ext/fanout.pyx does), not through a generic attribute lookup each.
 """
 cimport cython
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_GET_SIZE
+from cpython.ref cimport PyObject, Py_INCREF, Py_XDECREF
 from libc.math cimport INFINITY
+
+cdef extern from "Python.h":
+    ctypedef struct PyMemberDef:
+        const char* name
+        int type
+        Py_ssize_t offset
+    ctypedef struct PyMemberDescrObject:
+        PyMemberDef* d_member
+
+cdef extern from "structmember.h":
+    int T_OBJECT_EX
 
 from fastws_ext.wheel cimport TimerEntry
 
@@ -36,6 +51,80 @@ cdef double INF = INFINITY
 # each time, RFC 6455 5.3).
 PING_SERVER = b"\x89\x00"
 cdef bytes _PING_SERVER = PING_SERVER
+
+
+class _Slotted:
+    __slots__ = ("x",)
+
+
+cdef type _MemberDescriptor = type(_Slotted.__dict__["x"])
+
+
+@cython.auto_pickle(False)
+@cython.final
+cdef class _Slot:
+    """One attribute name read (and written) at its ``__slots__`` offset.
+
+    The offset is learnt from the class's member descriptor and cached for
+    the last class seen (one class in a process of one server; another class
+    costs a re-learn). Anything else (a property, a __dict__ attribute, an
+    unset slot) takes the plain getattr/setattr path, with its errors.
+    """
+    cdef str name
+    cdef type cls               # the class the offset belongs to (kept alive)
+    cdef Py_ssize_t off         # -1: not a plain object slot of cls
+
+    def __cinit__(self, str name):
+        self.name = name
+        self.cls = None
+        self.off = -1
+
+    cdef int _learn(self, type cls) except -1:
+        cdef PyMemberDef* member
+        descr = getattr(cls, self.name, None)
+        self.off = -1
+        if type(descr) is _MemberDescriptor:
+            member = (<PyMemberDescrObject*><PyObject*>descr).d_member
+            if member.type == T_OBJECT_EX:
+                self.off = member.offset
+        self.cls = cls
+        return 0
+
+    cdef inline object get(self, object obj):
+        cdef PyObject* v
+        if type(obj) is not self.cls:
+            self._learn(type(obj))
+        if self.off >= 0:
+            v = (<PyObject**>((<char*><PyObject*>obj) + self.off))[0]
+            if v != NULL:
+                return <object>v
+        return getattr(obj, self.name)
+
+    cdef inline int set(self, object obj, object value) except -1:
+        cdef PyObject** at
+        cdef PyObject* old
+        if type(obj) is not self.cls:
+            self._learn(type(obj))
+        if self.off < 0:
+            setattr(obj, self.name, value)
+            return 0
+        at = <PyObject**>((<char*><PyObject*>obj) + self.off)
+        old = at[0]
+        Py_INCREF(value)
+        at[0] = <PyObject*>value
+        Py_XDECREF(old)
+        return 0
+
+
+cdef _Slot _STATE = _Slot("_state")
+cdef _Slot _PARSER = _Slot("_parser")
+cdef _Slot _OPTS = _Slot("_opts")
+cdef _Slot _WRITE = _Slot("_write")
+cdef _Slot _PAUSED = _Slot("_paused_writing")
+cdef _Slot _PING_INTERVAL = _Slot("ping_interval")
+cdef _Slot _PING_TIMEOUT = _Slot("ping_timeout")
+cdef _Slot _TIMER_TICK = _Slot("timer_tick")
+cdef _Slot _PINGS_SENT = _Slot("pings_sent")
 
 
 @cython.auto_pickle(False)
@@ -76,14 +165,14 @@ cdef class ConnectionCore(TimerEntry):
         the peer leaves the write buffer above write_limit) and the idle
         timeout (``_idle_at``). It is armed for the earliest.
         """
-        cdef int state = self._state
+        cdef int state = _STATE.get(self)
         cdef double wd, ka, it, nxt
         if state != OPEN:
             self._timer_expired()
             return None
         wd = self._write_deadline
         if wd != INF:
-            if not self._paused_writing:
+            if not _PAUSED.get(self):
                 wd = self._write_deadline = INF  # drained meanwhile
             elif now >= wd:
                 self._write_timed_out()
@@ -91,13 +180,13 @@ cdef class ConnectionCore(TimerEntry):
         ka = self._keepalive_at
         if now >= ka:
             ka = self._keepalive_at = self._keepalive(now)
-            if <int>self._state != OPEN:
+            if <int>_STATE.get(self) != OPEN:
                 return None  # failed: _fail armed the close timeout
         it = self._idle_at
         if now >= it:
             again = self._idle_check(now)
             it = self._idle_at = INF if again is None else <double>again
-            if <int>self._state != OPEN:
+            if <int>_STATE.get(self) != OPEN:
                 return None  # closing: close() armed the close timeout
         nxt = ka if ka < wd else wd
         if it < nxt:
@@ -111,9 +200,9 @@ cdef class ConnectionCore(TimerEntry):
         """
         cdef long long frames, last
         cdef double sent, interval, timeout
-        opts = self._opts
-        interval = opts.ping_interval
-        parser = self._parser
+        opts = _OPTS.get(self)
+        interval = _PING_INTERVAL.get(opts)
+        parser = _PARSER.get(self)
         frames = parser.frames_received if parser is not None else 0
         last = self._last_frames
         sent = self._ping_sent_at
@@ -123,11 +212,11 @@ cdef class ConnectionCore(TimerEntry):
                 self._ping_sent_at = INF
                 return now + interval / 2
             # Only the pong since our ping.
-            if now - sent < interval - <double>opts.timer_tick:
+            if now - sent < interval - <double>_TIMER_TICK.get(opts):
                 self._ping_sent_at = INF
                 return sent + interval  # then silent since: a ping
         elif sent != INF:  # unanswered
-            timeout = opts.ping_timeout
+            timeout = _PING_TIMEOUT.get(opts)
             if now - sent < timeout:
                 return sent + timeout
             self._keepalive_timed_out()
@@ -137,14 +226,15 @@ cdef class ConnectionCore(TimerEntry):
         if parser is not None:
             self._idle_parser()
         self._ping_sent_at = now
+        write = _WRITE.get(self)
         if self._is_client:
-            self._write(build_frame(OP_PING, b"", mask=True))
+            write(build_frame(OP_PING, b"", mask=True))
         else:
-            self._write(_PING_SERVER)
+            write(_PING_SERVER)
         counters = self._ka_counters
         if counters is not None:
-            counters.pings_sent += 1
-        timeout = opts.ping_timeout
+            _PINGS_SENT.set(counters, _PINGS_SENT.get(counters) + 1)
+        timeout = _PING_TIMEOUT.get(opts)
         return now + (interval if interval < timeout else timeout)
 
     # ------------------------------------------------------------ bytes in
@@ -158,14 +248,14 @@ cdef class ConnectionCore(TimerEntry):
         ``_handshake_bytes``.
         """
         cdef int state
-        parser = self._parser
+        parser = _PARSER.get(self)
         if parser is not None:  # the hot path: one call into the parser
             try:
                 parser.feed(data)
             except Exception as exc:
                 self._input_failed(exc)
             return
-        state = self._state
+        state = _STATE.get(self)
         if state == OPEN:
             if not self._lone_pong(data):
                 self._feed(data)
