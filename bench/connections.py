@@ -748,8 +748,14 @@ def main() -> int:
     ap.add_argument("--mem-floor-gib", type=float, default=2.0,
                     help="stop opening when MemAvailable falls under this (default 2 GiB)")
     ap.add_argument("--host", default="127.0.0.1")
+    ap.add_argument("--first-src", type=int, default=2, metavar="K",
+                    help="clients bind to 127.0.0.K, K+1, ... (default 2; another K keeps clear of "
+                         "a bench running at the same time)")
     ap.add_argument("--out", help="append the tables, date, command and machine to this markdown file")
     args = ap.parse_args()
+    if not 2 <= args.first_src <= 254:
+        ap.error("--first-src must be 2..254")
+    _NEXT_SRC[0] = args.first_src
     if args.heartbeat_cost:
         args.ping_timeout = min(args.ping_timeout, 10.0)
     try:
