@@ -39,7 +39,8 @@ from fastws_ext.frames import OP_PING, build_frame, lone_control
 
 __all__ = ["ConnectionCore", "PING_SERVER"]
 
-# fastws.protocol's states (tests/test_core.py checks they agree).
+# fastws.protocol's states (tests/test_lone_control.py routes by them in both
+# implementations, with protocol's values).
 cdef int CONNECTING = 0
 cdef int OPEN = 1
 cdef int CLOSING = 2
