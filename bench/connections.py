@@ -2,7 +2,7 @@
 
     python bench/connections.py [-n 10000] [--workers W] [--clients C] [--hold 60]
                                 [--ping-interval 20] [--api listener|handler]
-                                [--server fastws|picows|websockets] [--compare]
+                                [--server fastws|picows|websockets|bare] [--compare] [--floor]
                                 [--heartbeat-cost] [--mem-floor-gib 2] [--out bench/RESULTS.md]
 
 One run: start the server (``python -m fastws echo --workers W``, or a peer
@@ -14,6 +14,12 @@ concurrency limit while watching MemAvailable, let them settle, measure
 memory, measure the server's CPU over a quiet window, hold them to the end of
 ``--hold`` with keepalive pings on, collect the clients' counts (pings, pongs,
 connections lost) and stop everything it started, by PID, even on Ctrl-C.
+
+``--floor``: after fastws, the same N on ``bare`` (bench/conn_peers.py): the
+floor of idle keepalive, a uvloop Protocol that only writes a 2-byte ping to
+every connection once per interval from one loop timer and counts the pongs,
+on as many processes as fastws has workers; the table then gives fastws's idle
+CPU per ping against it.
 
 ``--heartbeat-cost``: 15,000 idle connections in ONE fastws process with a
 short ping interval (2 s), server CPU over a 20 s window, against
@@ -208,9 +214,11 @@ class Server:
         else:
             cmd = [sys.executable, str(HERE / "conn_peers.py"), kind, "--host", host, "--port", str(self.port),
                    "--ping-interval", pi, "--ping-timeout", f"{ping_timeout:g}"]
+            if kind == "bare":
+                cmd += ["--workers", str(workers)]
             self.ready_text = "READY"
         self.cmd = cmd
-        self.expected_workers = workers if kind == "fastws" else 1
+        self.expected_workers = workers if kind in ("fastws", "bare") else 1
         self.proc = subprocess.Popen(cmd, stdout=self.out, stderr=self.err, stdin=subprocess.DEVNULL,
                                      env=_env(), cwd=str(REPO), start_new_session=True,
                                      preexec_fn=_pin(cpu))
@@ -330,17 +338,26 @@ class Client:
         self.reader.cancel()
 
 
+# The next source address: each run of one invocation starts where the last
+# one ended, so its clients do not meet the ports the previous run left in
+# TIME_WAIT (a client binds its ports in order; the floor after fastws lost
+# 3,000 of 30,000 connections to EADDRNOTAVAIL that way).
+_NEXT_SRC = [2]
+
+
 def plan_clients(n: int, clients: int | None) -> list[tuple[int, list[str]]]:
     """(count, source addresses) per client process: <= 15,000 each, <= 25,000 per address."""
     c = clients or max(1, math.ceil(n / PER_PROCESS))
     counts = [n // c + (1 if i < n % c else 0) for i in range(c)]
-    plan, nxt = [], 2
+    need = sum(max(1, math.ceil(k / PER_SRC)) for k in counts)
+    if need > 253:
+        raise SystemExit("too many source addresses needed (127.0.0.2 .. 127.0.0.254)")
+    plan, nxt = [], _NEXT_SRC[0] if _NEXT_SRC[0] + need <= 255 else 2
     for k in counts:
         addrs = max(1, math.ceil(k / PER_SRC))
-        if nxt + addrs > 255:
-            raise SystemExit("too many source addresses needed (127.0.0.2 .. 127.0.0.254)")
         plan.append((k, [f"127.0.0.{nxt + j}" for j in range(addrs)]))
         nxt += addrs
+    _NEXT_SRC[0] = nxt
     return plan
 
 
@@ -512,35 +529,51 @@ def _n(x, fmt="{:,.0f}") -> str:
     return "-" if x is None or (isinstance(x, float) and math.isnan(x)) else fmt.format(x)
 
 
+def _per_ping(r: dict):
+    """Server CPU µs per ping in the idle window (a ping, its pong, and the timers)."""
+    if not r.get("window_pings"):
+        return None
+    return r["idle_cpu_s"] * 1e6 / r["window_pings"]
+
+
 def table(results: list[dict]) -> str:
     ref = next((r for r in results if r["server"] == "fastws" and "open" in r), None)
-    compare = ref is not None and any(r["server"] != "fastws" for r in results)
+    compare = ref is not None and any(r["server"] not in ("fastws", "bare") for r in results)
+    floor = next((r for r in results if r["server"] == "bare" and r.get("window_pings")), None)
     head = ("| server | open / asked | workers | clients | handshakes/s | per worker (wall) "
             "| per worker-CPU-second | server RSS / conn | TCP mem / conn | slab / conn (both ends) "
-            "| idle CPU (window) | pings / pongs | lost |")
-    sep = "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+            "| idle CPU (window) | idle CPU µs / ping | pings / pongs | lost |")
+    sep = "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
     if compare:
         head += " RSS / conn vs fastws | handshakes/s per process vs fastws |"
         sep += "---:|---:|"
+    if floor is not None:
+        head += " idle µs / ping vs floor |"
+        sep += "---:|"
     out = [head, sep]
     for r in results:
-        name = r["server"] + (f" ({r['api']})" if r["server"] == "fastws" else "")
+        name = r["server"] + (f" ({r['api']})" if r["server"] == "fastws" else
+                              " (floor)" if r["server"] == "bare" else "")
         if "open" not in r:
             out.append(f"| {name} | 0 / {r['target']:,} | {r['workers']} | {r.get('clients', '-')} "
-                       f"| {r.get('error') or r.get('limit', 'not run')} |" + " |" * (8 + 2 * compare))
+                       f"| {r.get('error') or r.get('limit', 'not run')} |" + " |" * (9 + 2 * compare + (floor is not None)))
             continue
         idle = (f"{r['idle_cpu_pct']:.2f}% ({r['idle_cpu_s']:.2f} s / {r['window_s']:.0f} s, "
                 f"{r['window_pings']:,} pings)") if "idle_cpu_pct" in r else "-"
         row = (f"| {name} | {r['open']:,} / {r['target']:,} | {r['workers']} | {r['clients']} "
                f"| {_n(r['hs_rate'])} | {_n(r['hs_worker_wall'])} | {_n(r['hs_worker_cpu'])} "
                f"| {_b(r.get('rss_per_conn'))} | {_b(r.get('tcp_mem_per_conn'))} | {_b(r.get('slab_per_conn'))} "
-               f"| {idle} | {_n(r.get('pings'))} / {_n(r.get('pongs'))} | {_n(r.get('lost'))} |")
+               f"| {idle} | {_n(_per_ping(r), '{:.1f}')} | {_n(r.get('pings'))} / {_n(r.get('pongs'))} "
+               f"| {_n(r.get('lost'))} |")
         if compare:
             if r is ref or "rss_per_conn" not in r:
                 row += " - | - |"
             else:
                 row += (f" {r['rss_per_conn'] / ref['rss_per_conn']:.2f}x "
                         f"| {r['hs_worker_wall'] / ref['hs_worker_wall']:.2f}x |")
+        if floor is not None:
+            row += (" - |" if r is floor or _per_ping(r) is None
+                    else f" {_per_ping(r) / _per_ping(floor):.2f}x |")
         out.append(row)
     return "\n".join(out)
 
@@ -573,6 +606,12 @@ def notes(results: list[dict], args) -> list[str]:
                        + ("" if r.get("workers_ok", True) else "; WORKER DIED"))
         if r.get("limit"):
             out.append(f"{tag}: stopped at {r['open']:,} of {r['target']:,}: {r['limit']}")
+        if r["server"] == "bare" and "idle_cpu_pct" in r and r.get("window_pings"):
+            per = _per_ping(r)
+            pi = r["ping_interval"]
+            out.append(f"{tag}: the floor costs {per:.1f} µs of server CPU per ping-pong; at 100,000 "
+                       f"connections pinged every {pi:g} s ({100000 / pi:,.0f} pings/s) that is "
+                       f"{per * 100000 / pi / 1e4:.1f}% of one core on this machine")
         if r["server"] == "fastws" and "idle_cpu_pct" in r and r["ping_interval"] and r["ping_interval"] >= 10:
             ok = lambda c: "met" if c else "MISSED"  # noqa: E731
             out.append(f"{tag}: targets: lost 0 {ok(r['lost'] == 0)}; idle CPU < 5% {ok(r['idle_cpu_pct'] < 5)}; "
@@ -594,7 +633,8 @@ EXPLAIN = (
     "socket structures; *slab / conn* = /proc/meminfo Slab delta / connections: the kernel objects (tcp "
     "sock, socket inode, dentry, file, epoll item, ...) of both ends of each pair, client side included; "
     "*idle CPU* = the server's user+sys CPU (all workers, /proc/PID/task/*/schedstat) over a quiet window "
-    "after the settle, as % of one core, and the pings the clients got in that window; *pings / pongs* = "
+    "after the settle, as % of one core, and the pings the clients got in that window; *idle CPU µs / ping* = that CPU / those pings (a ping written, its pong read, "
+    "the timers: user and kernel time of the server, loopback TCP of the ping's delivery included); *pings / pongs* = "
     "pings the clients received from the server and pongs they sent back over the whole hold; *lost* = "
     "connections closed by the server or errored while held (must be 0)."
 )
@@ -622,9 +662,12 @@ async def amain(args) -> int:
         runs = []
         if args.compare or args.server == "fastws":
             runs.append(("fastws", n, args.workers or max(1, math.ceil(n / PER_PROCESS))))
+        fastws_workers = args.workers or max(1, math.ceil(n / PER_PROCESS))
         if args.compare:
             runs += [(p, min(n, PEER_CAP), 1) for p in PEERS]
-        elif args.server != "fastws":
+        if args.floor or args.server == "bare":
+            runs.append(("bare", n, fastws_workers))
+        if not args.compare and args.server not in ("fastws", "bare"):
             runs.append((args.server, min(n, PEER_CAP), 1))
         head.append(f"- hold {args.hold:g} s with ping interval {args.ping_interval or 'none'} s "
                     f"(timeout {args.ping_timeout:g} s), memory after {args.settle:g} s idle, idle CPU over "
@@ -689,7 +732,10 @@ def main() -> int:
     ap.add_argument("--ping-interval", type=_interval, default=20.0, help="server keepalive (default 20 s)")
     ap.add_argument("--ping-timeout", type=float, default=20.0)
     ap.add_argument("--api", choices=("listener", "handler"), default="listener")
-    ap.add_argument("--server", choices=("fastws",) + PEERS, default="fastws")
+    ap.add_argument("--server", choices=("fastws",) + PEERS + ("bare",), default="fastws")
+    ap.add_argument("--floor", action="store_true",
+                    help="after fastws, the bare keepalive floor (bench/conn_peers.py bare) at the same N "
+                         "on as many processes, with fastws's idle CPU per ping against it")
     ap.add_argument("--compare", action="store_true",
                     help="fastws, then picows and websockets at min(N, 15,000), with ratios")
     ap.add_argument("--heartbeat-cost", action="store_true",
@@ -702,8 +748,14 @@ def main() -> int:
     ap.add_argument("--mem-floor-gib", type=float, default=2.0,
                     help="stop opening when MemAvailable falls under this (default 2 GiB)")
     ap.add_argument("--host", default="127.0.0.1")
+    ap.add_argument("--first-src", type=int, default=2, metavar="K",
+                    help="clients bind to 127.0.0.K, K+1, ... (default 2; another K keeps clear of "
+                         "a bench running at the same time)")
     ap.add_argument("--out", help="append the tables, date, command and machine to this markdown file")
     args = ap.parse_args()
+    if not 2 <= args.first_src <= 254:
+        ap.error("--first-src must be 2..254")
+    _NEXT_SRC[0] = args.first_src
     if args.heartbeat_cost:
         args.ping_timeout = min(args.ping_timeout, 10.0)
     try:

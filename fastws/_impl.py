@@ -36,9 +36,9 @@ _NAMES = {
         "OP_PONG",
     ),
     "wheel": ("TimerWheel", "TimerEntry"),
+    "core": ("ConnectionCore", "PING_SERVER", "LARGE_PAYLOAD", "conn_send", "ws_send"),
     "fanout": ("fanout",),
     "aio": ("Waiter", "Inbox", "DONE"),
-    "conn": ("conn_bind", "conn_data_received", "conn_send", "ws_send"),
 }
 
 

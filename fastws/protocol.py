@@ -16,7 +16,15 @@ subclass provides::
     _write_eof()          flush, then half-close (FIN) and keep reading
 
 ``fastws.transport.StreamConnection`` implements them on an asyncio/uvloop
-transport; tests implement them on lists.  The application sees the
+transport; tests implement them on lists.
+
+The keepalive cycle of an idle connection lives in the base class
+``codec.ConnectionCore`` (fastws_ext/core.pyx, twin fastws/_py/core.py): the
+timer (``on_timer``, ``_keepalive``: when to ping, when to give up) and
+``data_received`` (the stream adapter's entry point, which takes a lone pong
+without a parser). In the extension both run in C, so an idle connection's
+ping and pong cost no Python frame; they call back into this class only for
+what is rare (timeouts, errors, the first frame after idling).  The application sees the
 connection through ``_app``: a Listener (low-level API, synchronous callbacks)
 or the high-level ``WebSocket`` methods of ``fastws.websocket``.
 
@@ -58,24 +66,12 @@ OP_PONG = codec.OP_PONG
 _build_frame = codec.build_frame
 _lone_control = codec.lone_control
 _build_header = codec.build_header
-
-# The server's keepalive ping, built once (a client's carries a fresh mask key
-# each time, RFC 6455 5.3).
-_PING_SERVER = _build_frame(OP_PING, b"")
+INF = float("inf")
 
 # Payloads at least this large are written next to their header instead of
 # being copied into one frame (server side only: client frames are masked,
 # which needs a copy anyway).
-LARGE_PAYLOAD = 16384
-
-def _earliest(a, b):
-    """The earlier of two optional deadlines."""
-    if a is None:
-        return b
-    if b is None or a < b:
-        return a
-    return b
-
+LARGE_PAYLOAD = codec.LARGE_PAYLOAD
 
 def close_payload(code: int | None, reason: str = "") -> bytes:
     """The payload of a close frame (RFC 6455 5.5.1), reason cut to fit 125 bytes."""
@@ -90,7 +86,7 @@ def close_payload(code: int | None, reason: str = "") -> bytes:
     return code.to_bytes(2, "big") + raw
 
 
-class Connection(codec.TimerEntry):
+class Connection(codec.ConnectionCore):
     """One WebSocket connection: protocol state, control frames, closing handshake.
 
     The methods an application calls (``send``, ``ping``, ``close``, ...) are the
@@ -98,20 +94,17 @@ class Connection(codec.TimerEntry):
     ``async`` one on top.
     """
 
+    # The keepalive fields (_keepalive_at, _ping_sent_at, _write_deadline,
+    # _idle_at, _last_frames, _is_client, _pong_hook, _ka_counters) are the
+    # base class's (codec.ConnectionCore).
     __slots__ = (
         "_write",
         "_parser",
         "_opts",
-        "_is_client",
         "_state",
         "_app",
         "_driver",
         "_paused_writing",
-        "_last_frames",
-        "_ping_sent_at",
-        "_keepalive_at",
-        "_write_deadline",
-        "_idle_at",
         "_messages_base",
         "_messages_seen",
         "close_code",
@@ -133,11 +126,6 @@ class Connection(codec.TimerEntry):
         self._app = None
         self._driver = None
         self._paused_writing = False
-        self._last_frames = 0
-        self._ping_sent_at = None
-        self._keepalive_at = None
-        self._write_deadline = None
-        self._idle_at = None
         self._messages_base = 0  # messages counted by parsers already dropped
         self._messages_seen = 0
         self.close_code = None
@@ -203,8 +191,8 @@ class Connection(codec.TimerEntry):
             self._keepalive_at = now + opts.ping_interval / 2
         if opts.idle_timeout is not None:
             self._idle_at = now + opts.idle_timeout
-        first = _earliest(self._keepalive_at, self._idle_at)
-        if first is not None:
+        first = min(self._keepalive_at, self._idle_at)
+        if first != INF:
             self._arm(first)
         else:
             self._disarm()
@@ -280,7 +268,7 @@ class Connection(codec.TimerEntry):
     # ------------------------------------------------------------ sending
     # send(data) -> bool: one message, ``str`` as text, bytes-like as binary;
     # False when the write buffer is above write_limit (see conn_send in
-    # fastws._py.conn, the readable reference; C in the extension build).
+    # fastws._py.core, the readable reference; C in the extension build).
     send = codec.conn_send
 
     def _send_general(self, data) -> None:
@@ -402,90 +390,24 @@ class Connection(codec.TimerEntry):
         if self.armed:
             self._driver.cancel(self)
 
-    def on_timer(self, now: float):
-        """The connection's one timer fired: handshake, keepalive, write or close timeout.
-
-        While OPEN one wheel entry serves two clocks: keepalive (``_keepalive_at``)
-        and the write timeout (``_write_deadline``, set while the peer leaves the
-        write buffer above write_limit). It is armed for the earlier one.
-        """
+    # on_timer and _keepalive (when to ping, when to give up: the rules are in
+    # the docstring of fastws/_py/core.py) are codec.ConnectionCore's; these
+    # are what they call back for.
+    def _timer_expired(self) -> None:
+        """The timer fired while not OPEN: the opening or closing handshake timed out."""
         state = self._state
-        if state == OPEN:
-            wd = self._write_deadline
-            if wd is not None:
-                if not self._paused_writing:
-                    wd = self._write_deadline = None  # drained meanwhile
-                elif now >= wd:
-                    self._write_timed_out()
-                    return None
-            ka = self._keepalive_at
-            if ka is not None and now >= ka:
-                ka = self._keepalive_at = self._keepalive(now)
-                if self._state != OPEN:
-                    return None  # failed: _fail armed the close timeout
-            it = self._idle_at
-            if it is not None and now >= it:
-                it = self._idle_at = self._idle_check(now)
-                if self._state != OPEN:
-                    return None  # closing: close() armed the close timeout
-            return _earliest(_earliest(ka, wd), it)
         if state == CONNECTING:
             logger.info("opening handshake with %s timed out", self.remote_address)
         elif state == CLOSING:
             logger.info("closing handshake with %s timed out", self.remote_address)
         self._abort_transport()
-        return None
 
-    def _keepalive(self, now: float):
-        """One keepalive check; returns when the next one is due (or None).
-
-        While frames flow, checks run every ping_interval/2; a check that finds
-        no frame since the previous one sends a ping, so a ping goes out after
-        at most ping_interval of silence. The check after a ping comes
-        min(ping_interval, ping_timeout) later:
-
-        - nothing arrived: the ping is unanswered; the connection fails once
-          ping_timeout has passed since it (1011);
-        - only the pong (at most one frame): the peer has been silent since
-          answering, so once ping_interval has passed since the ping the next
-          ping goes out at once. An idle connection thus costs one check per
-          ping_interval, not two;
-        - more frames: the peer is talking; back to the half-interval cadence.
-
-        "Frames" are the parser's count, or, for an idle connection whose
-        parser was released, the mark (-1) a lone pong leaves (``_feed``).
-        """
-        opts = self._opts
-        interval = opts.ping_interval
-        parser = self._parser
-        frames = parser.frames_received if parser is not None else 0
-        last = self._last_frames
-        sent = self._ping_sent_at
-        if frames != last:  # the peer is alive
-            self._last_frames = frames
-            if sent is None or (last != -1 and frames - last > 1):
-                self._ping_sent_at = None
-                return now + interval / 2
-            # Only the pong since our ping.
-            if now - sent < interval - opts.timer_tick:
-                self._ping_sent_at = None
-                return sent + interval  # then silent since: a ping
-        elif sent is not None:  # unanswered
-            if now - sent < opts.ping_timeout:
-                return sent + opts.ping_timeout
-            logger.info("peer %s did not answer a keepalive ping within %ss; closing with 1011",
-                        self.remote_address, opts.ping_timeout)
-            self._on_keepalive_timeout()
-            self._fail(CLOSE_INTERNAL_ERROR, "keepalive ping timeout")
-            return None
-        # Silent since the last check (or since answering our last ping): ping.
-        # The parser is released if it holds nothing.
-        self._idle_parser()
-        self._ping_sent_at = now
-        self._write(_build_frame(OP_PING, b"", mask=True) if self._is_client else _PING_SERVER)
-        self._on_keepalive_ping()
-        timeout = opts.ping_timeout
-        return now + (interval if interval < timeout else timeout)
+    def _keepalive_timed_out(self) -> None:
+        """Our keepalive ping went unanswered for ping_timeout: fail with 1011."""
+        logger.info("peer %s did not answer a keepalive ping within %ss; closing with 1011",
+                    self.remote_address, self._opts.ping_timeout)
+        self._on_keepalive_timeout()
+        self._fail(CLOSE_INTERNAL_ERROR, "keepalive ping timeout")
 
     def _idle_check(self, now: float):
         """Close a connection that received no data message for idle_timeout."""
@@ -516,11 +438,9 @@ class Connection(codec.TimerEntry):
             if deadline < self.deadline:
                 self._arm(deadline)
 
-    def _on_keepalive_ping(self) -> None:
-        """Hook for metrics (a keepalive ping was sent)."""
-
     def _on_keepalive_timeout(self) -> None:
-        """Hook for metrics (a keepalive ping went unanswered)."""
+        """Hook for metrics (a keepalive ping went unanswered). Pings sent are
+        counted in ``_ka_counters.pings_sent`` (set it to count them)."""
 
     # ------------------------------------------------------------ end
     def _connection_lost(self) -> None:
@@ -567,6 +487,4 @@ class Connection(codec.TimerEntry):
         return f"<{type(self).__name__} {STATE_NAMES[self._state]} {self.remote_address}>"
 
 
-# The per-message methods read Connection's slots (at their offsets, in C).
-codec.conn_bind(Connection, LARGE_PAYLOAD, codec.DONE)
 

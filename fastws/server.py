@@ -78,6 +78,7 @@ class ServerConnection(StreamConnection):
         self._server = server
         self._reader = None
         self._started = 0.0
+        self._ka_counters = server.counters  # keepalive pings counted in C (ConnectionCore)
 
     def connection_made(self, transport) -> None:
         StreamConnection.connection_made(self, transport)
@@ -85,9 +86,6 @@ class ServerConnection(StreamConnection):
         self._reader = handshake.RequestReader(max_head=opts.max_head, max_headers=opts.max_headers)
         self._started = time.monotonic()
         self._server._register(self)
-
-    def _on_keepalive_ping(self) -> None:
-        self._server.counters.pings_sent += 1
 
     def _on_keepalive_timeout(self) -> None:
         self._server.counters.ping_timeouts += 1
@@ -187,6 +185,10 @@ class ServerConnection(StreamConnection):
         except Exception as exc:
             self._app_error(exc)
             return
+        # A listener that keeps Listener's empty on_pong is not called for
+        # the keepalive pongs (no Python call per pong on idle connections).
+        if getattr(getattr(listener, "on_pong", None), "__func__", None) is Listener.on_pong:
+            self._pong_hook = False
         if leftover:
             self._feed(leftover)
 

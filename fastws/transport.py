@@ -1,7 +1,8 @@
 """The thin adapter between a WebSocket ``Connection`` and an asyncio transport.
 
-It moves bytes and calls back, nothing more: ``data_received`` feeds the frame
-parser (or the HTTP handshake before it), ``pause_writing``/``resume_writing``
+It moves bytes and calls back, nothing more: ``data_received`` (the
+connection core's, fastws/_py/core.py) feeds the frame parser (or the HTTP
+handshake before it), ``pause_writing``/``resume_writing``
 track the transport's write-buffer high-water mark, and ``connection_lost``
 settles the connection.  It works on uvloop's transports and on asyncio's.
 """
@@ -10,8 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 
-from ._impl import codec
-from .protocol import CLOSED, CONNECTING, Connection
+from .protocol import Connection
 from .timers import get_driver
 
 __all__ = ["StreamConnection"]
@@ -36,23 +36,15 @@ class StreamConnection(Connection, asyncio.Protocol):
         self._driver = driver = get_driver(asyncio.get_running_loop(), opts.timer_tick)
         driver.arm(self, driver.now() + opts.handshake_timeout)
 
-    # Reads arrive as bytes (asyncio.Protocol). The parser also offers a
-    # BufferedProtocol path (get_buffer/buffer_updated: a per-thread scratch, or
-    # the final message object for a large payload), but measured through
-    # uvloop it cost 1-8 us more per small message than this path (two Python
-    # calls and a buffer export per read), so the adapter does not use it yet;
-    # idle connections hold no read buffer either way (the parser is dropped
-    # when idle).
-    # data_received(data): the hot path, one call into the parser (see
-    # conn_data_received in fastws._py.conn; C in the extension build).
-    data_received = codec.conn_data_received
-
-    def _data_without_parser(self, data) -> None:
-        if self._state == CONNECTING:
-            self._handshake_bytes(data)
-        elif self._state != CLOSED:
-            self._feed(data)  # the parser was dropped while idle: made again
-
+    # Reads arrive as bytes (asyncio.Protocol) in data_received, which is
+    # codec.ConnectionCore's (C in the extension): with a parser, one call into
+    # it; idle, a lone pong taken without one; before the handshake,
+    # _handshake_bytes. The parser also offers a BufferedProtocol path
+    # (get_buffer/buffer_updated: a per-thread scratch, or the final message
+    # object for a large payload), but measured through uvloop it cost 1-8 us
+    # more per small message than this path (two Python calls and a buffer
+    # export per read), so the adapter does not use it yet; idle connections
+    # hold no read buffer either way (the parser is dropped when idle).
     def _handshake_bytes(self, data) -> None:
         try:
             self._handshake_data(data)

@@ -50,6 +50,8 @@ class WebSocketMixin:
         self._closed_waiter = None
         self._pings = None
         self._task = None
+        # Keepalive pongs need no Python call unless ping() waits for one.
+        self._pong_hook = False
 
     # ------------------------------------------------------------ receiving
     def _message_callback(self):
@@ -81,7 +83,7 @@ class WebSocketMixin:
     # ------------------------------------------------------------ sending
     # send(data): write the frame now; ``await ws.send(data)`` waits only
     # while the write buffer is above write_limit (see ws_send in
-    # fastws._py.conn; C in the extension build).
+    # fastws._py.core; C in the extension build).
     send = codec.ws_send
 
     async def _drain(self) -> None:
@@ -108,6 +110,7 @@ class WebSocketMixin:
         loop = self._loop
         waiter = loop.create_future()
         self._pings[data] = (waiter, loop.time())
+        self._pong_hook = True
         try:
             self.send_ping(data)
         except BaseException:
@@ -121,7 +124,10 @@ class WebSocketMixin:
 
     def _on_pong(self, payload: bytes) -> None:
         pings = self._pings
-        if not pings or payload not in pings:
+        if not pings:
+            self._pong_hook = False
+            return
+        if payload not in pings:
             return
         # RFC 6455 5.5.3: a pong answers the most recent ping; earlier ones
         # with other payloads are answered implicitly.
@@ -132,6 +138,8 @@ class WebSocketMixin:
                 waiter.set_result(now - sent)
             if key == payload:
                 break
+        if not pings:
+            self._pong_hook = False
 
     def _on_ping(self, payload: bytes) -> None:
         pass

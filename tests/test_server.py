@@ -553,3 +553,51 @@ def test_lone_control_frames_while_idle(serve_thread):
     c.send(10, b"", rsv=0x40)  # RSV1 without an extension
     assert c.recv_close()[0] == 1002
     c.close()
+
+
+def test_idle_keepalive_pongs_reach_an_overriding_on_pong(serve_thread):
+    """The pong of an idle connection (parser released) is taken by the
+    connection core without a parser; a listener that overrides on_pong
+    still gets every one, with its payload, and one that keeps Listener's
+    empty on_pong is not called (nothing to observe but the count of pings,
+    which goes on: the pong was seen as life)."""
+    got = []
+
+    class Pongs(fastws.Listener):
+        def on_pong(self, payload):
+            got.append((payload, self.ws._parser is None))
+
+    interval = 0.2 * UNIT
+    st = serve_thread(Pongs, ping_interval=interval, ping_timeout=3 * UNIT, timer_tick=0.02 * UNIT)
+    c = RawClient(st.port)
+    for i in range(3):
+        assert c.recv_frame()[1] == 9
+        c.send(10, b"p%d" % i)
+    assert c.recv_frame()[1] == 9  # the third pong was life: a fourth ping
+    assert got[:3] == [(b"p0", True), (b"p1", True), (b"p2", True)]
+    c.close()
+
+    plain = serve_thread(EchoListener, ping_interval=interval, ping_timeout=3 * UNIT, timer_tick=0.02 * UNIT)
+    c = RawClient(plain.port)
+    for _ in range(3):
+        assert c.recv_frame()[1] == 9
+        c.send(10, b"")
+    assert c.recv_frame()[1] == 9
+    assert plain.call(lambda: plain.server.counters.pings_sent) >= 4
+    c.send(1, b"still here")  # the connection makes a parser again and echoes
+    assert c.recv_frame() == (True, 1, b"still here")
+    c.close()
+
+
+def test_unanswered_keepalive_counts_and_closes_idle_connection(serve_thread):
+    """After a ping answered by a lone pong, the next ping unanswered for
+    ping_timeout fails the connection with 1011 (the C timer path)."""
+    st = serve_thread(EchoListener, ping_interval=0.2 * UNIT, ping_timeout=0.3 * UNIT, timer_tick=0.02 * UNIT)
+    c = RawClient(st.port)
+    assert c.recv_frame()[1] == 9
+    c.send(10, b"")
+    assert c.recv_frame()[1] == 9  # not answered
+    assert c.recv_close()[0] == 1011
+    assert st.call(lambda: st.server.counters.ping_timeouts) == 1
+    assert st.call(lambda: st.server.counters.pings_sent) == 2
+    c.close()

@@ -1,0 +1,266 @@
+"""The keepalive core of a connection: its timer, and bytes in while idle.
+
+The pure-Python twin of fastws_ext/core.pyx. ``fastws.protocol.Connection``
+extends ``ConnectionCore``, which extends the wheel's ``TimerEntry``. It holds
+what the keepalive cycle of an idle connection touches, and the two methods
+that cycle runs:
+
+- ``on_timer(now)``: the wheel fired the connection's one entry. While OPEN
+  it serves three clocks (keepalive, write timeout, idle timeout) and sends
+  the keepalive ping (``_keepalive``); otherwise the handshake or closing
+  handshake timed out.
+- ``data_received(data)``: the asyncio.Protocol entry point of the stream
+  adapter. With a parser, one call into it; idle (parser released) and OPEN,
+  a lone pong is taken without a parser, and without any call unless someone
+  listens to pongs (``_pong_hook``).
+
+In the extension both run in C, so that cycle costs no Python frame at all in
+the common case; everything rare goes to the Python methods of
+``Connection``: ``_write_timed_out()``, ``_idle_check(now)``,
+``_keepalive_timed_out()``, ``_idle_parser()``, ``_timer_expired()``,
+``_input_failed(exc)``, ``_on_pong(payload)``, ``_feed(data)``,
+``_handshake_bytes(data)``; and the attributes ``_state``, ``_parser``,
+``_opts``, ``_write``, ``_paused_writing``.
+
+The four clocks are floats with +inf meaning "not set" (C doubles in the
+extension: no float object per connection), and a lone pong leaves the mark
+-1 in ``_last_frames``.
+"""
+from __future__ import annotations
+
+import math
+
+from .aio import DONE
+from .frames import OP_BINARY, OP_PING, OP_TEXT, build_frame, lone_control
+from .wheel import TimerEntry
+
+__all__ = ["ConnectionCore", "PING_SERVER", "LARGE_PAYLOAD", "conn_send", "ws_send"]
+
+# Payloads at least this large are written next to their header instead of
+# being copied into one frame (server side; client frames are masked, which
+# needs a copy anyway). fastws.protocol.LARGE_PAYLOAD is this.
+LARGE_PAYLOAD = 16384
+
+CONNECTING, OPEN, CLOSING, CLOSED = 0, 1, 2, 3
+INF = math.inf
+
+# The server's keepalive ping, built once (a client's carries a fresh mask key
+# each time, RFC 6455 5.3).
+PING_SERVER = b"\x89\x00"
+
+
+class ConnectionCore(TimerEntry):
+    """Keepalive state and the two entry points of a connection (see the module docstring)."""
+
+    __slots__ = (
+        "_keepalive_at",    # next keepalive check (inf: keepalive off)
+        "_ping_sent_at",    # our last keepalive ping, until a check sees its answer (inf: none)
+        "_write_deadline",  # write timeout while paused (inf: none)
+        "_idle_at",         # next idle-timeout check (inf: none)
+        "_last_frames",     # frames seen at the last check; -1: a lone pong came
+        "_is_client",
+        "_pong_hook",       # False: a pong needs no _on_pong call (nobody listens)
+        "_ka_counters",     # None, or an object whose pings_sent counts our pings
+    )
+
+    def __new__(cls, *args, **kwargs):
+        self = TimerEntry.__new__(cls)
+        self._keepalive_at = INF
+        self._ping_sent_at = INF
+        self._write_deadline = INF
+        self._idle_at = INF
+        self._last_frames = 0
+        self._is_client = False
+        self._pong_hook = True
+        self._ka_counters = None
+        return self
+
+    # ------------------------------------------------------------ the timer
+    def on_timer(self, now: float):
+        """The connection's one timer fired: handshake, keepalive, write or close timeout.
+
+        While OPEN one wheel entry serves three clocks: keepalive
+        (``_keepalive_at``), the write timeout (``_write_deadline``, set while
+        the peer leaves the write buffer above write_limit) and the idle
+        timeout (``_idle_at``). It is armed for the earliest.
+        """
+        if self._state != OPEN:
+            self._timer_expired()
+            return None
+        wd = self._write_deadline
+        if wd != INF:
+            if not self._paused_writing:
+                wd = self._write_deadline = INF  # drained meanwhile
+            elif now >= wd:
+                self._write_timed_out()
+                return None
+        ka = self._keepalive_at
+        if now >= ka:
+            ka = self._keepalive_at = self._keepalive(now)
+            if self._state != OPEN:
+                return None  # failed: _fail armed the close timeout
+        it = self._idle_at
+        if now >= it:
+            again = self._idle_check(now)
+            it = self._idle_at = INF if again is None else float(again)
+            if self._state != OPEN:
+                return None  # closing: close() armed the close timeout
+        nxt = ka if ka < wd else wd
+        if it < nxt:
+            nxt = it
+        return None if nxt == INF else nxt
+
+    def _keepalive(self, now: float) -> float:
+        """One keepalive check; returns when the next one is due (inf: none).
+
+        While frames flow, checks run every ping_interval/2; a check that finds
+        no frame since the previous one sends a ping, so a ping goes out after
+        at most ping_interval of silence. The check after a ping comes
+        min(ping_interval, ping_timeout) later:
+
+        - nothing arrived: the ping is unanswered; the connection fails once
+          ping_timeout has passed since it (1011, ``_keepalive_timed_out``);
+        - only the pong (at most one frame): the peer has been silent since
+          answering, so once ping_interval has passed since the ping the next
+          ping goes out at once. An idle connection thus costs one check per
+          ping_interval, not two;
+        - more frames: the peer is talking; back to the half-interval cadence.
+
+        "Frames" are the parser's count, or, for an idle connection whose
+        parser was released, the mark (-1) a lone pong leaves
+        (``data_received``, ``Connection._feed``).
+        """
+        opts = self._opts
+        interval = float(opts.ping_interval)
+        parser = self._parser
+        frames = parser.frames_received if parser is not None else 0
+        last = self._last_frames
+        sent = self._ping_sent_at
+        if frames != last:  # the peer is alive
+            self._last_frames = frames
+            if sent == INF or (last != -1 and frames - last > 1):
+                self._ping_sent_at = INF
+                return now + interval / 2
+            # Only the pong since our ping.
+            if now - sent < interval - opts.timer_tick:
+                self._ping_sent_at = INF
+                return sent + interval  # then silent since: a ping
+        elif sent != INF:  # unanswered
+            timeout = opts.ping_timeout
+            if now - sent < timeout:
+                return sent + timeout
+            self._keepalive_timed_out()
+            return INF
+        # Silent since the last check (or since answering our last ping): ping.
+        # The parser is released if it holds nothing.
+        if parser is not None:
+            self._idle_parser()
+        self._ping_sent_at = now
+        self._write(build_frame(OP_PING, b"", mask=True) if self._is_client else PING_SERVER)
+        counters = self._ka_counters
+        if counters is not None:
+            counters.pings_sent += 1
+        timeout = opts.ping_timeout
+        return now + (interval if interval < timeout else timeout)
+
+    # ------------------------------------------------------------ bytes in
+    def data_received(self, data) -> None:
+        """asyncio.Protocol: bytes from the peer (the stream adapter's entry point).
+
+        With a parser: one call into it. Idle (parser released) and OPEN: a
+        lone pong, as keepalive brings every ping_interval, is taken here
+        without a parser and without a Python call unless someone listens to
+        pongs; anything else goes to ``_feed``. Before the handshake is done:
+        ``_handshake_bytes``.
+        """
+        parser = self._parser
+        if parser is not None:  # the hot path: one call into the parser
+            try:
+                parser.feed(data)
+            except Exception as exc:
+                self._input_failed(exc)
+            return
+        state = self._state
+        if state == OPEN:
+            if not self._lone_pong(data):
+                self._feed(data)
+        elif state == CONNECTING:
+            self._handshake_bytes(data)
+        elif state != CLOSED:
+            self._feed(data)
+
+    def _lone_pong(self, data) -> bool:
+        """Handle ``data`` if it is exactly one valid PONG frame (the rules of
+        frames.lone_control); False (nothing done) otherwise."""
+        if type(data) is not bytes or not 2 <= len(data) <= 131 or data[0] != 0x8A:
+            return False
+        b1 = data[1]
+        masked = bool(b1 & 0x80)
+        if masked == self._is_client:  # a server expects masked frames, a client unmasked
+            return False
+        length = b1 & 0x7F
+        if length > 125 or len(data) != (6 if masked else 2) + length:
+            return False
+        self._last_frames = -1  # a frame arrived: the next keepalive check sees life
+        if self._pong_hook:
+            control = lone_control(data, masked)
+            try:
+                self._on_pong(control[1])
+            except Exception as exc:
+                self._input_failed(exc)
+        return True
+
+
+# ------------------------------------------------------------ bytes out
+# Connection.send (the listener API) and WebSocketMixin.send (the handler
+# API), installed as methods by fastws.protocol / fastws.websocket. In the
+# extension they cost no Python frame per message.
+
+def _frame_out(self, data) -> bool:
+    """True if sent here (one unmasked frame through ``_write``); False if the
+    caller must take the general path (``_send_general``: the client side,
+    masked, or a payload of at least LARGE_PAYLOAD, written next to its
+    header)."""
+    if self._is_client or len(data) >= LARGE_PAYLOAD:
+        return False
+    self._write(build_frame(OP_TEXT if isinstance(data, str) else OP_BINARY, data))
+    return True
+
+
+def conn_send(self, data) -> bool:
+    """Send one message: ``str`` as text, bytes-like as binary.
+
+    Never blocks and never drops: the frame is queued on the transport.
+    Returns False when the write buffer is above ``write_limit`` (wait for
+    ``on_drain`` before sending more); raises ConnectionClosed once the
+    connection is closing or closed.
+    """
+    if not isinstance(self, ConnectionCore):
+        raise TypeError(f"expected a fastws connection, got {type(self).__name__}")
+    if self._state != OPEN:
+        raise self._closed_error()
+    if not _frame_out(self, data):
+        self._send_general(data)
+    if self._paused_writing:
+        return self._check_write_buffer()
+    return True
+
+
+def ws_send(self, data):
+    """Send a message (``str``: text, bytes-like: binary). Use it as
+    ``await ws.send(data)``: it waits only while the write buffer is above
+    ``write_limit``.
+
+    The frame is written at once; when no waiting is needed, the awaitable
+    returned is an already-done one (no coroutine per message).
+    """
+    if not isinstance(self, ConnectionCore):
+        raise TypeError(f"expected a fastws connection, got {type(self).__name__}")
+    if self._state != OPEN:
+        raise self._closed_error()
+    if not _frame_out(self, data):
+        self._send_general(data)
+    if self._paused_writing:
+        self._check_write_buffer()  # cuts off a peer over max_write_buffer
+        return self._drain()
+    return DONE

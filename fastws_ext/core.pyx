@@ -1,0 +1,366 @@
+# cython: language_level=3
+"""The keepalive core of a connection: its timer, and bytes in while idle.
+
+The Cython build of fastws/_py/core.py (same names, same behaviour; read that
+module's docstring). ``fastws.protocol.Connection`` extends ``ConnectionCore``,
+which extends the wheel's ``TimerEntry``: the wheel's fire loop calls
+``on_timer`` here in C, and uvloop calls ``data_received`` here in C, so the
+keepalive cycle of an idle connection (the check that sends a ping, the pong
+that comes back) runs no Python frame at all in the common case. Everything
+rare (timeouts, errors, a first data frame, a ping from the peer) goes to the
+Python methods of ``Connection``.
+
+The four clocks are C doubles, +inf meaning "not set" (no float object per
+connection), and the mark of a lone pong is the C integer -1 in
+``_last_frames``. The subclass's own fields (``_state``, ``_parser``,
+``_opts``, ``_write``, ...) and the Options' keepalive settings are
+``__slots__``: they are read at their offsets in the object (``_Slot``, as
+fastws_ext/fanout.pyx does), not through a generic attribute lookup each.
+"""
+cimport cython
+from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_GET_SIZE
+from cpython.ref cimport PyObject, Py_INCREF, Py_XDECREF
+from libc.math cimport INFINITY
+
+cdef extern from "Python.h":
+    ctypedef struct PyMemberDef:
+        const char* name
+        int type
+        Py_ssize_t offset
+    ctypedef struct PyMemberDescrObject:
+        PyMemberDef* d_member
+
+cdef extern from "structmember.h":
+    int T_OBJECT_EX
+
+from fastws_ext.wheel cimport TimerEntry
+
+from fastws_ext.frames cimport FrameParser, server_frame
+from cpython.unicode cimport PyUnicode_Check
+
+from fastws_ext.frames import OP_PING, build_frame, lone_control
+from fastws_ext.aio import DONE
+
+__all__ = ["ConnectionCore", "PING_SERVER", "LARGE_PAYLOAD", "conn_send", "ws_send"]
+
+# Payloads at least this large are written next to their header instead of
+# being copied into one frame (server side; client frames are masked, which
+# needs a copy anyway). fastws.protocol.LARGE_PAYLOAD is this.
+LARGE_PAYLOAD = 16384
+cdef Py_ssize_t _LARGE = LARGE_PAYLOAD
+cdef object _DONE = DONE
+cdef object _TRUE = True
+
+# fastws.protocol's states (tests/test_lone_control.py routes by them in both
+# implementations, with protocol's values).
+cdef int CONNECTING = 0
+cdef int OPEN = 1
+cdef int CLOSING = 2
+cdef int CLOSED = 3
+
+cdef double INF = INFINITY
+
+# The server's keepalive ping, built once (a client's carries a fresh mask key
+# each time, RFC 6455 5.3).
+PING_SERVER = b"\x89\x00"
+cdef bytes _PING_SERVER = PING_SERVER
+
+
+class _Slotted:
+    __slots__ = ("x",)
+
+
+cdef type _MemberDescriptor = type(_Slotted.__dict__["x"])
+
+
+@cython.auto_pickle(False)
+@cython.final
+cdef class _Slot:
+    """One attribute name read (and written) at its ``__slots__`` offset.
+
+    The offset is learnt from the class's member descriptor and cached for
+    the last class seen (one class in a process of one server; another class
+    costs a re-learn). Anything else (a property, a __dict__ attribute, an
+    unset slot) takes the plain getattr/setattr path, with its errors.
+    """
+    cdef str name
+    cdef type cls               # the class the offset belongs to (kept alive)
+    cdef Py_ssize_t off         # -1: not a plain object slot of cls
+
+    def __cinit__(self, str name):
+        self.name = name
+        self.cls = None
+        self.off = -1
+
+    cdef int _learn(self, type cls) except -1:
+        cdef PyMemberDef* member
+        descr = getattr(cls, self.name, None)
+        self.off = -1
+        if type(descr) is _MemberDescriptor:
+            member = (<PyMemberDescrObject*><PyObject*>descr).d_member
+            if member.type == T_OBJECT_EX:
+                self.off = member.offset
+        self.cls = cls
+        return 0
+
+    cdef inline object get(self, object obj):
+        cdef PyObject* v
+        if type(obj) is not self.cls:
+            self._learn(type(obj))
+        if self.off >= 0:
+            v = (<PyObject**>((<char*><PyObject*>obj) + self.off))[0]
+            if v != NULL:
+                return <object>v
+        return getattr(obj, self.name)
+
+    cdef inline int set(self, object obj, object value) except -1:
+        cdef PyObject** at
+        cdef PyObject* old
+        if type(obj) is not self.cls:
+            self._learn(type(obj))
+        if self.off < 0:
+            setattr(obj, self.name, value)
+            return 0
+        at = <PyObject**>((<char*><PyObject*>obj) + self.off)
+        old = at[0]
+        Py_INCREF(value)
+        at[0] = <PyObject*>value
+        Py_XDECREF(old)
+        return 0
+
+
+cdef _Slot _STATE = _Slot("_state")
+cdef _Slot _PARSER = _Slot("_parser")
+cdef _Slot _OPTS = _Slot("_opts")
+cdef _Slot _WRITE = _Slot("_write")
+cdef _Slot _PAUSED = _Slot("_paused_writing")
+cdef _Slot _PING_INTERVAL = _Slot("ping_interval")
+cdef _Slot _PING_TIMEOUT = _Slot("ping_timeout")
+cdef _Slot _TIMER_TICK = _Slot("timer_tick")
+cdef _Slot _PINGS_SENT = _Slot("pings_sent")
+
+
+@cython.auto_pickle(False)
+cdef class ConnectionCore(TimerEntry):
+    """Keepalive state and the two C entry points of a connection (see the module docstring).
+
+    The subclass (``fastws.protocol.Connection``) provides, as attributes or
+    methods: ``_state``, ``_parser``, ``_opts``, ``_write``, ``_paused_writing``,
+    ``_write_timed_out()``, ``_idle_check(now)``, ``_keepalive_timed_out()``,
+    ``_idle_parser()``, ``_timer_expired()``, ``_input_failed(exc)``,
+    ``_on_pong(payload)``, ``_feed(data)`` and ``_handshake_bytes(data)``.
+    """
+
+    cdef public double _keepalive_at    # next keepalive check (inf: keepalive off)
+    cdef public double _ping_sent_at    # our last keepalive ping, until a check sees its answer (inf: none)
+    cdef public double _write_deadline  # write timeout while paused (inf: none)
+    cdef public double _idle_at         # next idle-timeout check (inf: none)
+    cdef public long long _last_frames  # frames seen at the last check; -1: a lone pong came
+    cdef public bint _is_client
+    cdef public bint _pong_hook         # False: a pong needs no _on_pong call (nobody listens)
+    cdef public object _ka_counters     # None, or an object whose pings_sent counts our pings
+
+    def __cinit__(self):
+        self._keepalive_at = INF
+        self._ping_sent_at = INF
+        self._write_deadline = INF
+        self._idle_at = INF
+        self._last_frames = 0
+        self._pong_hook = True
+        self._ka_counters = None
+
+    # ------------------------------------------------------------ the timer
+    cpdef object on_timer(self, double now):
+        """The connection's one timer fired: handshake, keepalive, write or close timeout.
+
+        While OPEN one wheel entry serves three clocks: keepalive
+        (``_keepalive_at``), the write timeout (``_write_deadline``, set while
+        the peer leaves the write buffer above write_limit) and the idle
+        timeout (``_idle_at``). It is armed for the earliest.
+        """
+        cdef int state = _STATE.get(self)
+        cdef double wd, ka, it, nxt
+        if state != OPEN:
+            self._timer_expired()
+            return None
+        wd = self._write_deadline
+        if wd != INF:
+            if not _PAUSED.get(self):
+                wd = self._write_deadline = INF  # drained meanwhile
+            elif now >= wd:
+                self._write_timed_out()
+                return None
+        ka = self._keepalive_at
+        if now >= ka:
+            ka = self._keepalive_at = self._keepalive(now)
+            if <int>_STATE.get(self) != OPEN:
+                return None  # failed: _fail armed the close timeout
+        it = self._idle_at
+        if now >= it:
+            again = self._idle_check(now)
+            it = self._idle_at = INF if again is None else <double>again
+            if <int>_STATE.get(self) != OPEN:
+                return None  # closing: close() armed the close timeout
+        nxt = ka if ka < wd else wd
+        if it < nxt:
+            nxt = it
+        return None if nxt == INF else nxt
+
+    cdef double _keepalive(self, double now) except? -2.0:
+        """One keepalive check; returns when the next one is due (inf: none).
+
+        The rules are written down in fastws/_py/core.py (``_keepalive``).
+        """
+        cdef long long frames, last
+        cdef double sent, interval, timeout
+        opts = _OPTS.get(self)
+        interval = _PING_INTERVAL.get(opts)
+        parser = _PARSER.get(self)
+        frames = parser.frames_received if parser is not None else 0
+        last = self._last_frames
+        sent = self._ping_sent_at
+        if frames != last:  # the peer is alive
+            self._last_frames = frames
+            if sent == INF or (last != -1 and frames - last > 1):
+                self._ping_sent_at = INF
+                return now + interval / 2
+            # Only the pong since our ping.
+            if now - sent < interval - <double>_TIMER_TICK.get(opts):
+                self._ping_sent_at = INF
+                return sent + interval  # then silent since: a ping
+        elif sent != INF:  # unanswered
+            timeout = _PING_TIMEOUT.get(opts)
+            if now - sent < timeout:
+                return sent + timeout
+            self._keepalive_timed_out()
+            return INF
+        # Silent since the last check (or since answering our last ping): ping.
+        # The parser is released if it holds nothing.
+        if parser is not None:
+            self._idle_parser()
+        self._ping_sent_at = now
+        write = _WRITE.get(self)
+        if self._is_client:
+            write(build_frame(OP_PING, b"", mask=True))
+        else:
+            write(_PING_SERVER)
+        counters = self._ka_counters
+        if counters is not None:
+            _PINGS_SENT.set(counters, _PINGS_SENT.get(counters) + 1)
+        timeout = _PING_TIMEOUT.get(opts)
+        return now + (interval if interval < timeout else timeout)
+
+    # ------------------------------------------------------------ bytes in
+    def data_received(self, data):
+        """asyncio.Protocol: bytes from the peer (the stream adapter's entry point).
+
+        With a parser: one call into it. Idle (parser released) and OPEN: a
+        lone pong, as keepalive brings every ping_interval, is taken here
+        without a parser and without a Python call unless someone listens to
+        pongs; anything else goes to ``_feed``. Before the handshake is done:
+        ``_handshake_bytes``.
+        """
+        cdef int state
+        parser = _PARSER.get(self)
+        if parser is not None:  # the hot path: one call into the parser
+            try:
+                if type(parser) is FrameParser:
+                    (<FrameParser>parser).feed_object(data)  # a C call
+                else:
+                    parser.feed(data)
+            except Exception as exc:
+                self._input_failed(exc)
+            return
+        state = _STATE.get(self)
+        if state == OPEN:
+            if not self._lone_pong(data):
+                self._feed(data)
+        elif state == CONNECTING:
+            self._handshake_bytes(data)
+        elif state != CLOSED:
+            self._feed(data)
+
+    cdef bint _lone_pong(self, object data) except -1:
+        """Handle ``data`` if it is exactly one valid PONG frame (the rules of
+        frames.lone_control); False (nothing done) otherwise."""
+        cdef const unsigned char* p
+        cdef Py_ssize_t n, length, head
+        cdef bint masked
+        if type(data) is not bytes:
+            return False
+        n = PyBytes_GET_SIZE(data)
+        if n < 2 or n > 131:
+            return False
+        p = <const unsigned char*>PyBytes_AS_STRING(data)
+        if p[0] != 0x8A:  # FIN, RSV 0, PONG
+            return False
+        masked = (p[1] & 0x80) != 0
+        if masked == self._is_client:  # a server expects masked frames, a client unmasked
+            return False
+        length = p[1] & 0x7F
+        head = 6 if masked else 2
+        if length > 125 or n != head + length:
+            return False
+        self._last_frames = -1  # a frame arrived: the next keepalive check sees life
+        if self._pong_hook:
+            control = lone_control(data, masked)
+            try:
+                self._on_pong(control[1])
+            except Exception as exc:
+                self._input_failed(exc)
+        return True
+
+
+# ------------------------------------------------------------ bytes out
+# Connection.send (the listener API) and WebSocketMixin.send (the handler
+# API): installed as methods, they cost no Python frame per message. The
+# readable reference is fastws/_py/core.py.
+
+cdef inline int _frame_out(ConnectionCore self, object data) except -1:
+    """1 if sent here (one unmasked frame through ``_write``), 0 if the
+    caller must take the general path (client side, or a large payload)."""
+    cdef int opcode = 1 if PyUnicode_Check(data) else 2   # OP_TEXT / OP_BINARY
+    if self._is_client or len(data) >= _LARGE:
+        return 0
+    frame = server_frame(opcode, data)
+    _WRITE.get(self)(frame)
+    return 1
+
+
+def conn_send(self, data):
+    """Send one message: ``str`` as text, bytes-like as binary.
+
+    Never blocks and never drops: the frame is queued on the transport.
+    Returns False when the write buffer is above ``write_limit`` (wait for
+    ``on_drain`` before sending more); raises ConnectionClosed once the
+    connection is closing or closed.
+    """
+    if not isinstance(self, ConnectionCore):
+        raise TypeError(f"expected a fastws connection, got {type(self).__name__}")
+    if <int>_STATE.get(self) != OPEN:
+        raise self._closed_error()
+    if not _frame_out(<ConnectionCore>self, data):
+        self._send_general(data)
+    if _PAUSED.get(self) is _TRUE:
+        return self._check_write_buffer()
+    return True
+
+
+def ws_send(self, data):
+    """Send a message (``str``: text, bytes-like: binary). Use it as
+    ``await ws.send(data)``: it waits only while the write buffer is above
+    ``write_limit``.
+
+    The frame is written at once; when no waiting is needed, the awaitable
+    returned is an already-done one (no coroutine per message).
+    """
+    if not isinstance(self, ConnectionCore):
+        raise TypeError(f"expected a fastws connection, got {type(self).__name__}")
+    if <int>_STATE.get(self) != OPEN:
+        raise self._closed_error()
+    if not _frame_out(<ConnectionCore>self, data):
+        self._send_general(data)
+    if _PAUSED.get(self) is _TRUE:
+        self._check_write_buffer()  # cuts off a peer over max_write_buffer
+        return self._drain()
+    return _DONE
