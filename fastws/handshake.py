@@ -1027,6 +1027,124 @@ _UPGRADE_HEADERS = (("Upgrade", "websocket"), ("Connection", "Upgrade"))
 _ONLY_13 = ["13"]
 
 
+# --------------------------------------------------------------------------
+# The server's short cut: the whole head of a valid upgrade in the first read
+# --------------------------------------------------------------------------
+
+_GUID_BYTES = GUID.encode("ascii")
+_HttpRequestParser = httptools.HttpRequestParser
+_HttpParserUpgrade = httptools.HttpParserUpgrade
+_HttpParserError = httptools.HttpParserError
+
+
+class _Sink:
+    """What llhttp (through httptools) calls back while ``read_upgrade``
+    parses a head: bound methods of a list and of a dict, set per head, so
+    that no Python frame runs per field line. The other callbacks are off."""
+
+    __slots__ = ("on_url", "on_header")
+    on_message_begin = on_headers_complete = on_message_complete = None
+    on_body = on_chunk_header = on_chunk_complete = None
+
+
+_sink = _Sink()
+_B_OWS = b" \t"
+
+
+def read_upgrade(data: bytes, max_head: int = 8192, max_headers: int = 100):
+    """The server's short cut for what it mostly sees: the first read holds
+    the whole head of a valid WebSocket upgrade request (maybe with frames
+    behind it).
+
+    Returns ``(request, leftover, key)`` when llhttp parsed the head as an
+    upgrade and every check of ``check_request`` before the origin policy
+    passes on it (GET, HTTP/1.1, one non-empty Host, Upgrade: websocket,
+    Connection listing upgrade, Sec-WebSocket-Version: 13, one valid
+    Sec-WebSocket-Key, no Content-Length or Transfer-Encoding), each field
+    name on one field line; ``key`` is the Sec-WebSocket-Key (bytes) and the
+    request is the one ``RequestReader(max_head, max_headers).feed(data)``
+    returns. Returns None for anything else (a partial head, plain HTTP,
+    an error, a field line repeated, an unusual spelling): the general way
+    (``RequestReader``, ``check_request``) then reads the same bytes and
+    decides, so nothing is refused here and the results never differ.
+
+    llhttp still parses and validates the whole head; what is saved is
+    Python work per field line: its callbacks store the field lines in a
+    dict (a C call each), and the checks read the few values they need as
+    bytes.
+    """
+    end = data.find(_CRLFCRLF, 0, max_head) + 4
+    if end < 4 or data[:4] != b"GET ":
+        return None
+    head = data if end == len(data) else data[:end]
+    fields = {}
+    url = []
+    sink = _sink
+    sink.on_header = fields.__setitem__
+    sink.on_url = url.append
+    parser = _HttpRequestParser(sink)
+    sink.on_header = sink.on_url = None
+    try:
+        parser.feed_data(head)
+        return None  # not an upgrade for llhttp (or a message without one)
+    except _HttpParserUpgrade as exc:
+        if exc.args[0] != end:
+            return None
+    except _HttpParserError:
+        return None
+    line = head.index(b"\r\n")
+    count = len(fields)
+    # One dict entry per field line: else a name came twice (or a value was
+    # folded): the general way reads it.
+    if count != head.count(b"\r\n") - 2 or count > max_headers or head[line - 9:line] != b" HTTP/1.1":
+        return None
+    low = {name.lower(): value for name, value in fields.items()}
+    if len(low) != count:
+        return None
+    get = low.get
+    host = get(b"host")
+    upgrade = get(b"upgrade")
+    connection = get(b"connection")
+    version = get(b"sec-websocket-version")
+    key = get(b"sec-websocket-key")
+    if (
+        host is None or not host.strip(_B_OWS) or upgrade is None or connection is None
+        or version is None or key is None
+        or b"content-length" in low or b"transfer-encoding" in low
+        or upgrade.strip(_B_OWS).lower() != b"websocket"
+        or version.strip(_B_OWS) != b"13"
+    ):
+        return None
+    connection = connection.lower()
+    if connection.strip(_B_OWS) != b"upgrade" and b"upgrade" not in [
+        part.strip(_B_OWS) for part in connection.split(b",")
+    ]:
+        return None
+    key = key.strip(_B_OWS)
+    if len(key) != 24:
+        return None
+    try:
+        if len(binascii.a2b_base64(key, strict_mode=True)) != 16:
+            return None
+    except binascii.Error:
+        return None
+    block = head[line:end - 4]
+    request = Request.__new__(Request)
+    request.method = "GET"
+    request.path = (url[0] if len(url) == 1 else b"".join(url)).decode("latin-1")
+    request.headers = Headers._from_raw(list(fields.items()), block)
+    request.version = "1.1"
+    request.body = b""
+    return request, data[end:], key
+
+
+def accept_101(key: bytes) -> bytes:
+    """``accept_response(check_request(...)[1])`` for a request without a
+    subprotocol, from the Sec-WebSocket-Key ``read_upgrade`` returned."""
+    accept = binascii.b2a_base64(hashlib.sha1(key + _GUID_BYTES).digest(), newline=False)
+    return b"".join((_switching_head_bytes(), b"Sec-WebSocket-Accept: ", accept, b"\r\n\r\n"))
+
+
 def check_request(request, *, origins=None, subprotocols=None):
     """Validate a WebSocket upgrade request (RFC 6455 4.2.1).
 
@@ -1228,6 +1346,18 @@ def _switching_head() -> str:
         )
         _switching[0] = now
     return _switching[1]
+
+
+_switching_bytes = [0, b""]
+
+
+def _switching_head_bytes() -> bytes:
+    """``_switching_head()`` as bytes, also made at most once a second."""
+    now = int(time.time())
+    if _switching_bytes[0] != now:
+        _switching_bytes[1] = _switching_head().encode("latin-1")
+        _switching_bytes[0] = now
+    return _switching_bytes[1]
 
 
 def _accept_response(items) -> bytes:

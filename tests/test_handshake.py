@@ -1165,3 +1165,97 @@ def test_accept_response_refuses_what_to_bytes_refuses(extra):
         _reference_101([("Sec-WebSocket-Accept", ACCEPT), *extra])
     with pytest.raises(expected.type):
         accept_response([("Sec-WebSocket-Accept", ACCEPT)], extra)
+
+
+# read_upgrade: the server's short cut for a whole valid upgrade head in the
+# first read. Whenever it answers, the general way (RequestReader +
+# check_request + accept_response) must give the same request, leftover and
+# 101; when it does not (None), the server reads the bytes the general way.
+
+
+def _general(data, max_head=8192, max_headers=100):
+    reader = RequestReader(max_head=max_head, max_headers=max_headers)
+    try:
+        request = reader.feed(data)
+    except InvalidRequest as exc:
+        return ("refused", exc.status)
+    if request is None:
+        return ("incomplete",)
+    try:
+        subprotocol, headers = check_request(request)
+    except InvalidRequest as exc:
+        return ("refused", exc.status)
+    return request, reader.leftover, subprotocol, headers
+
+
+def _same_as_general(data, max_head=8192, max_headers=100):
+    quick = _hs.read_upgrade(data, max_head, max_headers)
+    general = _general(data, max_head, max_headers)
+    if quick is None:
+        return False
+    request, leftover, key = quick
+    assert isinstance(general[0], Request), (data, general)
+    expected, expected_leftover, subprotocol, headers = general
+    assert subprotocol is None
+    assert (request.method, request.path, request.version, request.body) == (
+        expected.method, expected.path, expected.version, expected.body)
+    assert request.headers.items() == expected.headers.items()
+    assert request.headers.pack() == expected.headers.pack()
+    assert leftover == expected_leftover
+    assert type(key) is bytes and headers == [("Sec-WebSocket-Accept", accept_key(key.decode("ascii")))]
+    assert _hs.accept_101(key) == accept_response(headers)
+    return True
+
+
+@settings(max_examples=500, deadline=None)
+@given(
+    st.lists(st.sampled_from(_LINES), max_size=8),
+    st.sets(st.sampled_from(range(len(_VALID)))),
+    st.sampled_from(["GET", "POST", "CONNECT"]),
+    st.sampled_from(["1.1", "1.0", "2.0"]),
+    st.sampled_from([b"", FRAME, b"GET / HTTP/1.1\r\n\r\n"]),
+    st.sampled_from([(8192, 100), (120, 100), (8192, 5), (8192, 7)]),
+    st.randoms(use_true_random=False),
+)
+def test_read_upgrade_agrees_with_the_general_way(extra, dropped, method, version, tail, limits, rnd):
+    lines = [line for i, line in enumerate(_VALID) if i not in dropped] + extra
+    rnd.shuffle(lines)
+    data = _head(lines, method, version) + tail
+    _same_as_general(data, *limits)
+    # A head cut anywhere (the rest in a later read) is never taken.
+    cut = rnd.randrange(len(data) - len(tail))
+    assert _hs.read_upgrade(data[:cut]) is None
+
+
+_QUICK = [
+    SAMPLE,
+    upgrade(),
+    upgrade() + FRAME,
+    upgrade("Origin: http://a", "User-Agent: x", "Sec-WebSocket-Extensions: permessage-deflate"),
+    # Firefox: a token list in Connection
+    upgrade(drop=("connection",)) [:-2] + b"Connection: keep-alive, Upgrade\r\n\r\n",
+    # lowercase names (Go, Node clients), odd spacing
+    b"GET / HTTP/1.1\r\nhost: a\r\nupgrade: websocket\r\nconnection: upgrade\r\n"
+    b"sec-websocket-key:   " + KEY.encode() + b" \r\nsec-websocket-version: 13\r\n\r\n",
+]
+
+
+@pytest.mark.parametrize("data", _QUICK)
+def test_read_upgrade_takes_the_usual_requests(data):
+    assert _same_as_general(data)
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        upgrade(version="1.0"), upgrade(method="POST"), upgrade(drop=("host",)), upgrade("Host: b"),
+        upgrade("Content-Length: 0"), upgrade("Transfer-Encoding: chunked"), upgrade("Sec-WebSocket-Version: 13"),
+        upgrade("Connection: Upgrade"),  # two Connection lines: the general way joins them
+        upgrade(drop=("upgrade",)) [:-2] + b"Upgrade: h2c, websocket\r\n\r\n",
+        upgrade(drop=("sec-websocket-key",)) [:-2] + b"Sec-WebSocket-Key: dGhlIHNhbXBs ZSBub25jZQ=\r\n\r\n",
+        b"\r\n" + upgrade(), upgrade()[:-1], b"GET / HTTP/1.1\r\nHost: a\r\n\r\n", b"GARBAGE\r\n\r\n",
+    ],
+)
+def test_read_upgrade_leaves_the_rest_to_the_general_way(data):
+    assert _hs.read_upgrade(data) is None
+    _general(data)  # and the general way answers (refuses or accepts) without raising
