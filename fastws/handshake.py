@@ -1037,17 +1037,99 @@ _HttpParserUpgrade = httptools.HttpParserUpgrade
 _HttpParserError = httptools.HttpParserError
 
 
-class _Sink:
-    """What llhttp (through httptools) calls back while ``read_upgrade``
-    parses a head: bound methods of a list and of a dict, set per head, so
-    that no Python frame runs per field line. The other callbacks are off."""
+class UpgradeReader:
+    """``read_upgrade`` keeping one llhttp parser from head to head.
 
-    __slots__ = ("on_url", "on_header")
+    One per server (a server runs on one event loop; a reader is not shared
+    between threads). After a head it took, the parser is at the start of a
+    new message (httptools resumes llhttp after an upgrade), where parsing
+    the next connection's head is what a fresh parser does; after anything
+    else the parser is dropped and the next head gets a new one.
+
+    llhttp calls back bound methods of a dict and a list (C calls, no Python
+    frame per field line); the other callbacks are off.
+    """
+
+    __slots__ = ("on_url", "on_header", "_parser", "_fields", "_url")
     on_message_begin = on_headers_complete = on_message_complete = None
     on_body = on_chunk_header = on_chunk_complete = None
 
+    def __init__(self):
+        fields = self._fields = {}
+        url = self._url = []
+        self.on_header = fields.__setitem__
+        self.on_url = url.append
+        self._parser = None
 
-_sink = _Sink()
+    def read(self, data: bytes, max_head: int = 8192, max_headers: int = 100):
+        """``read_upgrade(data, max_head, max_headers)``."""
+        end = data.find(_CRLFCRLF, 0, max_head) + 4
+        if end < 4 or data[:4] != b"GET ":
+            return None
+        head = data if end == len(data) else data[:end]
+        parser = self._parser
+        if parser is None:
+            parser = _HttpRequestParser(self)
+        else:
+            self._parser = None  # kept again below if all goes well
+        self._fields.clear()
+        self._url.clear()
+        try:
+            parser.feed_data(head)
+            return None  # not an upgrade for llhttp (or a message without one)
+        except _HttpParserUpgrade as exc:
+            if exc.args[0] != end:
+                return None
+        except _HttpParserError:
+            return None
+        fields = self._fields.copy()
+        url = self._url
+        line = head.index(b"\r\n")
+        count = len(fields)
+        # One dict entry per field line: else a name came twice (or a value
+        # was folded): the general way reads it.
+        if count != head.count(b"\r\n") - 2 or count > max_headers or head[line - 9:line] != b" HTTP/1.1":
+            return None
+        low = {name.lower(): value for name, value in fields.items()}
+        if len(low) != count:
+            return None
+        get = low.get
+        host = get(b"host")
+        upgrade = get(b"upgrade")
+        connection = get(b"connection")
+        version = get(b"sec-websocket-version")
+        key = get(b"sec-websocket-key")
+        if (
+            host is None or not host.strip(_B_OWS) or upgrade is None or connection is None
+            or version is None or key is None
+            or b"content-length" in low or b"transfer-encoding" in low
+            or upgrade.strip(_B_OWS).lower() != b"websocket"
+            or version.strip(_B_OWS) != b"13"
+        ):
+            return None
+        connection = connection.lower()
+        if connection.strip(_B_OWS) != b"upgrade" and b"upgrade" not in [
+            part.strip(_B_OWS) for part in connection.split(b",")
+        ]:
+            return None
+        key = key.strip(_B_OWS)
+        if len(key) != 24:
+            return None
+        try:
+            if len(binascii.a2b_base64(key, strict_mode=True)) != 16:
+                return None
+        except (binascii.Error, ValueError):
+            return None
+        self._parser = parser
+        request = Request.__new__(Request)
+        request.method = "GET"
+        request.path = (url[0] if len(url) == 1 else b"".join(url)).decode("latin-1")
+        request.headers = Headers._from_raw(fields.items(), head[line:end - 4])
+        request.version = "1.1"
+        request.body = b""
+        return request, data[end:], key
+
+
 _B_OWS = b" \t"
 
 
@@ -1069,73 +1151,10 @@ def read_upgrade(data: bytes, max_head: int = 8192, max_headers: int = 100):
     decides, so nothing is refused here and the results never differ.
 
     llhttp still parses and validates the whole head; what is saved is
-    Python work per field line: its callbacks store the field lines in a
-    dict (a C call each), and the checks read the few values they need as
-    bytes.
+    Python work per field line and per check (see ``UpgradeReader``, which
+    a server keeps to reuse its parser).
     """
-    end = data.find(_CRLFCRLF, 0, max_head) + 4
-    if end < 4 or data[:4] != b"GET ":
-        return None
-    head = data if end == len(data) else data[:end]
-    fields = {}
-    url = []
-    sink = _sink
-    sink.on_header = fields.__setitem__
-    sink.on_url = url.append
-    parser = _HttpRequestParser(sink)
-    sink.on_header = sink.on_url = None
-    try:
-        parser.feed_data(head)
-        return None  # not an upgrade for llhttp (or a message without one)
-    except _HttpParserUpgrade as exc:
-        if exc.args[0] != end:
-            return None
-    except _HttpParserError:
-        return None
-    line = head.index(b"\r\n")
-    count = len(fields)
-    # One dict entry per field line: else a name came twice (or a value was
-    # folded): the general way reads it.
-    if count != head.count(b"\r\n") - 2 or count > max_headers or head[line - 9:line] != b" HTTP/1.1":
-        return None
-    low = {name.lower(): value for name, value in fields.items()}
-    if len(low) != count:
-        return None
-    get = low.get
-    host = get(b"host")
-    upgrade = get(b"upgrade")
-    connection = get(b"connection")
-    version = get(b"sec-websocket-version")
-    key = get(b"sec-websocket-key")
-    if (
-        host is None or not host.strip(_B_OWS) or upgrade is None or connection is None
-        or version is None or key is None
-        or b"content-length" in low or b"transfer-encoding" in low
-        or upgrade.strip(_B_OWS).lower() != b"websocket"
-        or version.strip(_B_OWS) != b"13"
-    ):
-        return None
-    connection = connection.lower()
-    if connection.strip(_B_OWS) != b"upgrade" and b"upgrade" not in [
-        part.strip(_B_OWS) for part in connection.split(b",")
-    ]:
-        return None
-    key = key.strip(_B_OWS)
-    if len(key) != 24:
-        return None
-    try:
-        if len(binascii.a2b_base64(key, strict_mode=True)) != 16:
-            return None
-    except binascii.Error:
-        return None
-    block = head[line:end - 4]
-    request = Request.__new__(Request)
-    request.method = "GET"
-    request.path = (url[0] if len(url) == 1 else b"".join(url)).decode("latin-1")
-    request.headers = Headers._from_raw(list(fields.items()), block)
-    request.version = "1.1"
-    request.body = b""
-    return request, data[end:], key
+    return UpgradeReader().read(data, max_head, max_headers)
 
 
 def accept_101(key: bytes) -> bytes:

@@ -129,7 +129,7 @@ class ServerConnection(StreamConnection):
             return
         opts = self._opts
         if reader is _FIRST_READ:
-            quick = handshake.read_upgrade(data, opts.max_head, opts.max_headers) if type(data) is bytes else None
+            quick = self._server._upgrades.read(data, opts.max_head, opts.max_headers) if type(data) is bytes else None
             if quick is not None:
                 self._reader = None
                 request, leftover, key = quick
@@ -399,6 +399,7 @@ class Server:
                 raise ConfigError(f"broker must be a fastws.broker.RedisBroker (or alike), not {broker!r}")
             broker.attach(self)
             self.stats["broker"] = broker.counters
+        self._upgrades = handshake.UpgradeReader()  # the handshake's short cut, with its parser
         self._servers = []
         self._closing = False
         self._all_closed = None

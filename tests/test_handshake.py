@@ -1207,6 +1207,9 @@ def _same_as_general(data, max_head=8192, max_headers=100):
     return True
 
 
+_SHARED = _hs.UpgradeReader()
+
+
 @settings(max_examples=500, deadline=None)
 @given(
     st.lists(st.sampled_from(_LINES), max_size=8),
@@ -1221,7 +1224,14 @@ def test_read_upgrade_agrees_with_the_general_way(extra, dropped, method, versio
     lines = [line for i, line in enumerate(_VALID) if i not in dropped] + extra
     rnd.shuffle(lines)
     data = _head(lines, method, version) + tail
-    _same_as_general(data, *limits)
+    taken = _same_as_general(data, *limits)
+    # A reader that keeps its parser from head to head (the server's) agrees.
+    shared = _SHARED.read(data, *limits)
+    assert (shared is not None) == taken
+    if taken:
+        fresh = _hs.read_upgrade(data, *limits)
+        assert (shared[0].headers.items(), shared[0].headers.pack(), shared[0].path, shared[1], shared[2]) == (
+            fresh[0].headers.items(), fresh[0].headers.pack(), fresh[0].path, fresh[1], fresh[2])
     # A head cut anywhere (the rest in a later read) is never taken.
     cut = rnd.randrange(len(data) - len(tail))
     assert _hs.read_upgrade(data[:cut]) is None
@@ -1259,3 +1269,23 @@ def test_read_upgrade_takes_the_usual_requests(data):
 def test_read_upgrade_leaves_the_rest_to_the_general_way(data):
     assert _hs.read_upgrade(data) is None
     _general(data)  # and the general way answers (refuses or accepts) without raising
+
+
+def test_upgrade_reader_reuses_its_parser_only_after_a_head_it_took():
+    reader = _hs.UpgradeReader()
+    heads = [SAMPLE + FRAME, upgrade(), b"GARBAGE\r\n\r\n", upgrade("Host: b"), upgrade("Connection: close, upgrade"),
+             b"GET / HTTP/1.1\r\nHost: a\r\n\r\n", upgrade()[:-2], SAMPLE, upgrade("X-A: 1", "x-a: 2")] * 2
+    parsers = []
+    for data in heads:
+        before = reader._parser
+        got = reader.read(data)
+        fresh = _hs.read_upgrade(data)
+        assert (got is None) == (fresh is None), data
+        if got is not None:
+            assert (got[0].path, got[0].headers.items(), got[0].headers.pack(), got[1], got[2]) == (
+                fresh[0].path, fresh[0].headers.items(), fresh[0].headers.pack(), fresh[1], fresh[2])
+            assert reader._parser is not None
+            parsers.append((before, reader._parser))
+        else:
+            assert reader._parser is None or reader._parser is before
+    assert any(before is after for before, after in parsers)  # reused
