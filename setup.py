@@ -41,7 +41,7 @@ DIRECTIVES = {
     "profile": TRACE,
 }
 
-MODULES = ["mask", "utf8", "frames", "wheel", "fanout"]
+MODULES = ["mask", "utf8", "frames", "wheel", "fanout", "upgrade"]
 
 WARNING = """
 ************************************************************************

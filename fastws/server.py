@@ -59,6 +59,7 @@ from .metrics import ServerCounters
 from .options import Options
 from .protocol import CLOSED, CONNECTING, OPEN
 from .pubsub import Topics
+from .timers import get_driver
 from .transport import StreamConnection
 from .websocket import WEBSOCKET_SLOTS, WebSocketMixin
 
@@ -82,12 +83,17 @@ class ServerConnection(StreamConnection):
         self._started = 0.0
 
     def connection_made(self, transport) -> None:
+        server = self._server
+        driver = server._driver  # the loop's wheel, looked up once per server
+        if driver is None or driver._closed:
+            driver = server._driver = get_driver(asyncio.get_running_loop(), self._opts.timer_tick)
+        self._driver = driver
         StreamConnection.connection_made(self, transport)
         # No RequestReader yet: most first reads hold a whole upgrade head,
         # which handshake.read_upgrade reads without one (_handshake_data).
         self._reader = _FIRST_READ
         self._started = time.monotonic()
-        self._server._register(self)
+        server._register(self)
 
     def _on_keepalive_ping(self) -> None:
         self._server.counters.pings_sent += 1
@@ -214,7 +220,8 @@ class ServerConnection(StreamConnection):
         self._headers = request.headers.pack()  # compact until read (ws.headers)
         self.subprotocol = subprotocol
         self._server.counters.upgraded += 1
-        self._log_access(request, 101)
+        if access_logger.isEnabledFor(logging.INFO):
+            self._log_access(request, 101)
         self._started = None  # only the access log needed it: no float kept per open connection
         if deflate_params is not None:
             from .deflate import enable
@@ -400,6 +407,7 @@ class Server:
             broker.attach(self)
             self.stats["broker"] = broker.counters
         self._upgrades = handshake.UpgradeReader()  # the handshake's short cut, with its parser
+        self._driver = None  # the timer wheel of the loop serving (ServerConnection.connection_made)
         self._servers = []
         self._closing = False
         self._all_closed = None

@@ -14,7 +14,7 @@ import threading
 
 import httptools
 import pytest
-from hypothesis import assume, given, settings
+from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from fastws.exceptions import ConfigError, InvalidRequest, InvalidResponse, InvalidStatus, InvalidURI
@@ -1289,3 +1289,55 @@ def test_upgrade_reader_reuses_its_parser_only_after_a_head_it_took():
         else:
             assert reader._parser is None or reader._parser is before
     assert any(before is after for before, after in parsers)  # reused
+
+
+# scan_upgrade: the checks of the short cut, in Cython (fastws_ext.upgrade)
+# and in its pure-Python twin (fastws._py.upgrade): the same answers.
+
+_SCAN_NAMES = [b"Host", b"host", b"HOST", b"Upgrade", b"upgrade", b"Connection", b"connection",
+               b"Sec-WebSocket-Key", b"sec-websocket-key", b"Sec-WebSocket-Version", b"SEC-WEBSOCKET-VERSION",
+               b"Content-Length", b"transfer-encoding", b"Origin", b"X-Any", b"Hosts", b"Upgrade2", b"Sec-WebSocket-Keys"]
+_SCAN_VALUES = [b"", b" ", b"a", b"example.com", b"websocket", b"WebSocket ", b"\twebsocket", b"websockets", b"h2c",
+                b"upgrade", b"Upgrade", b"keep-alive, Upgrade", b"keep-alive,upgrade ,x", b",", b" , upgrade,",
+                b"upgrades", b"keep-alive", b"13", b" 13\t", b"8", b"130", b"1 3", b"0",
+                KEY.encode(), b" " + KEY.encode() + b"\t", b"dGhlIHNhbXBsZSBub25jZR==", b"dGhlIHNhbXBsZSBub25jZQ=",
+                b"dGhlIHNhbXBsZSBub25jZQ===", b"dGhlIHNhbXBsZSBub25jZQ=A", b"dGhlIHNhbXBsZSBub25j-Q==",
+                b"dGhlIHNhbXBsZSBub25jZ\xe9==", b"AAAAAAAAAAAAAAAAAAAAAA==", b"AAAAAAAAAAAAAAAAAAAAA===",
+                b"=AAAAAAAAAAAAAAAAAAAAAA=", b"AAAAAAAAAAAAAAAAAAAAAAA=", b"AAAAAAAAAAAAAAAAAAAAAAAA"]
+
+
+@settings(max_examples=1500, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    st.lists(st.tuples(st.sampled_from(_SCAN_NAMES), st.sampled_from(_SCAN_VALUES)), max_size=9),
+    st.sampled_from([b"GET /ws HTTP/1.1", b"GET / HTTP/1.0", b"GET /HTTP/1.1", b"GET / http/1.1", b"GET / HTTP/1.12"]),
+    st.sampled_from([100, 5, 3]),
+    st.integers(0, 2),
+    st.booleans(),
+    st.randoms(use_true_random=False),
+)
+def test_scan_upgrade_cython_equals_twin(both_impls, pairs, start, max_headers, extra_lines, base, rnd):
+    cy, py = both_impls
+    if base:  # a valid request, then the drawn lines mixed in
+        pairs = [(b"Host", b"a"), (b"Upgrade", b"websocket"), (b"Connection", b"Upgrade"),
+                 (b"Sec-WebSocket-Key", KEY.encode()), (b"Sec-WebSocket-Version", b"13")] + pairs[:2]
+        rnd.shuffle(pairs)
+    fields = {}
+    for name, value in pairs:
+        fields[name] = value
+    # The head's line count may disagree with the dict (a name given twice).
+    lines = [start] + [n + b": " + v for n, v in pairs] + [b"X: y"] * extra_lines
+    head = b"\r\n".join(lines) + b"\r\n\r\n"
+    expected = py.scan_upgrade(head, fields, max_headers)
+    assert cy.scan_upgrade(head, fields, max_headers) == expected
+    if expected is not None:
+        assert expected == expected.strip(b" \t") and len(expected) == 24
+
+
+@pytest.mark.parametrize("key", _SCAN_VALUES + [b"+/+/+/+/+/+/+/+/+/+/+w==", b"zzzzzzzzzzzzzzzzzzzzzw=="])
+def test_scan_upgrade_key_rule(impl, key):
+    head = (b"GET / HTTP/1.1\r\nHost: a\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+            b"Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: " + key + b"\r\n\r\n")
+    fields = {b"Host": b"a", b"Upgrade": b"websocket", b"Connection": b"Upgrade",
+              b"Sec-WebSocket-Version": b"13", b"Sec-WebSocket-Key": key}
+    valid = _hs._valid_key(key.decode("latin-1").strip(" \t"))
+    assert impl.scan_upgrade(head, fields, 100) == (key.strip(b" \t") if valid else None)
