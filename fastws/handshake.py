@@ -1133,7 +1133,10 @@ def accept_101(key: bytes) -> bytes:
     """``accept_response(check_request(...)[1])`` for a request without a
     subprotocol, from the Sec-WebSocket-Key ``read_upgrade`` returned."""
     accept = binascii.b2a_base64(_sha1(key + _GUID_BYTES).digest(), newline=False)
-    return b"".join((_switching_head_bytes(), b"Sec-WebSocket-Accept: ", accept, b"\r\n\r\n"))
+    cached = _switching_bytes
+    if cached[0] != int(time.time()):
+        _switching_head_bytes()
+    return b"%sSec-WebSocket-Accept: %s\r\n\r\n" % (cached[1], accept)
 
 
 def check_request(request, *, origins=None, subprotocols=None):
