@@ -60,6 +60,17 @@ the first read. For it:
   made once a second (the same bytes as ``Response.to_bytes``, which still
   writes anything unusual).
 
+The server goes one step further for that case (``UpgradeReader``, one per
+server; ``read_upgrade`` is the same with a fresh parser): llhttp parses the
+head with a dict's ``__setitem__`` and a list's ``append`` as callbacks (no
+Python frame per field line), the parser is kept from head to head (llhttp
+resumes at the start of a new message after an upgrade), the checks run on
+the bytes in one C function (``scan_upgrade`` in fastws_ext.upgrade, twin
+fastws._py.upgrade) and ``accept_101`` writes the 101 from the key. It only
+ever says "taken" or "not mine": anything else (a split head, plain HTTP,
+a field line repeated, a check that fails) is read again the general way,
+which decides and refuses.
+
 The same rules hold on every path, and tests/test_handshake.py compares each
 short cut with the general way (split reads, str Headers, ``to_bytes``).
 """
