@@ -1,6 +1,6 @@
 """Peer servers for bench/connections.py, with keepalive pings ON.
 
-    python bench/conn_peers.py picows|websockets|bare --port P [--host H] [--ping-interval S|none]
+    python bench/conn_peers.py picows|websockets|handshake-floor --port P [--host H] [--ping-interval S|none]
                                [--ping-timeout S]
 
 bench/servers.py is for the echo bench, where pings are off on purpose (no
@@ -15,7 +15,7 @@ traffic and a close if the pong is not back within ``--ping-timeout``.
   (its read buffer starts at 16 KiB per connection).
 - websockets: ``websockets.asyncio.server.serve`` echo handler,
   ``ping_interval=interval``, ``ping_timeout=timeout``, ``compression=None``.
-- bare: the FLOOR of the handshake cost, not a WebSocket server: a plain
+- handshake-floor: the FLOOR of the handshake cost, not a WebSocket server: a plain
   uvloop ``asyncio.Protocol`` that reads the request until CRLF CRLF, finds
   the Sec-WebSocket-Key line (no HTTP parsing, no checks), writes a canned
   101 with the real Sec-WebSocket-Accept (hashlib.sha1 + base64) and then
@@ -92,11 +92,11 @@ _101 = (b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: 
         b"Sec-WebSocket-Accept: ")
 
 
-async def run_bare(host, port, interval, timeout):
+async def run_handshake_floor(host, port, interval, timeout):
     import base64
     import hashlib
 
-    class Bare(asyncio.Protocol):
+    class HandshakeFloor(asyncio.Protocol):
         __slots__ = ("transport", "head")
 
         def connection_made(self, transport):
@@ -127,13 +127,13 @@ async def run_bare(host, port, interval, timeout):
             accept = base64.b64encode(hashlib.sha1(key + _GUID).digest())
             self.transport.write(_101 + accept + b"\r\n\r\n")
 
-    server = await asyncio.get_running_loop().create_server(Bare, host, port, backlog=BACKLOG)
+    server = await asyncio.get_running_loop().create_server(HandshakeFloor, host, port, backlog=BACKLOG)
     _ready(host, port)
     async with server:
         await server.serve_forever()
 
 
-PEERS = {"picows": run_picows, "websockets": run_websockets, "bare": run_bare}
+PEERS = {"picows": run_picows, "websockets": run_websockets, "handshake-floor": run_handshake_floor}
 
 
 def _interval(text):

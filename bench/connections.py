@@ -2,7 +2,7 @@
 
     python bench/connections.py [-n 10000] [--workers W] [--clients C] [--hold 60]
                                 [--ping-interval 20] [--api listener|handler]
-                                [--server fastws|picows|websockets|bare] [--compare] [--floor]
+                                [--server fastws|picows|websockets|handshake-floor] [--compare] [--hs-floor]
                                 [--heartbeat-cost] [--mem-floor-gib 2] [--out bench/RESULTS.md]
 
 One run: start the server (``python -m fastws echo --workers W``, or a peer
@@ -15,7 +15,7 @@ memory, measure the server's CPU over a quiet window, hold them to the end of
 ``--hold`` with keepalive pings on, collect the clients' counts (pings, pongs,
 connections lost) and stop everything it started, by PID, even on Ctrl-C.
 
-``--floor``: also run ``bare`` (bench/conn_peers.py) in the same run: a plain
+``--hs-floor``: also run ``handshake-floor`` (bench/conn_peers.py) in the same run: a plain
 uvloop ``asyncio.Protocol`` that reads the request up to CRLF CRLF, writes a
 canned 101 with the real Sec-WebSocket-Accept and holds the connection (no
 HTTP parser, no checks, no pings). Its handshakes per worker-CPU-second are
@@ -56,7 +56,7 @@ PER_PROCESS = 15000      # connections per server worker / client process (fd li
 PER_SRC = 25000          # connections per source address (~28k ephemeral ports per pair)
 PEER_CAP = 15000         # peers run in one process: capped at this many connections
 PEERS = ("picows", "websockets")
-FLOOR = "bare"           # bench/conn_peers.py bare: accept + canned 101, the handshake floor
+FLOOR = "handshake-floor"  # bench/conn_peers.py: accept + canned 101, the handshake floor
 PAGE = os.sysconf("SC_PAGE_SIZE")
 
 # Every process this bench starts, (pid, start time): killed by PID, never by name.
@@ -647,7 +647,7 @@ async def amain(args) -> int:
             runs += [(p, min(n, PEER_CAP), 1, None) for p in PEERS]
         elif args.server != "fastws":
             runs.append((args.server, min(n, PEER_CAP), 1, None))
-        if args.floor and not any(k == FLOOR for k, *_ in runs):
+        if args.hs_floor and not any(k == FLOOR for k, *_ in runs):
             runs.append((FLOOR, min(n, PEER_CAP), 1, None))
         head.append(f"- hold {args.hold:g} s with ping interval {args.ping_interval or 'none'} s "
                     f"(timeout {args.ping_timeout:g} s), memory after {args.settle:g} s idle, idle CPU over "
@@ -714,8 +714,8 @@ def main() -> int:
     ap.add_argument("--api", choices=("listener", "handler", "both"), default="listener",
                     help="fastws API; both: two fastws runs, listener then handler")
     ap.add_argument("--server", choices=("fastws",) + PEERS + (FLOOR,), default="fastws")
-    ap.add_argument("--floor", action="store_true",
-                    help="also run the bare uvloop handshake floor (bench/conn_peers.py bare) and print "
+    ap.add_argument("--hs-floor", action="store_true",
+                    help="also run the bare uvloop handshake floor (bench/conn_peers.py handshake-floor) and print "
                          "each server's CPU per handshake and its ratio to the floor")
     ap.add_argument("--compare", action="store_true",
                     help="fastws, then picows and websockets at min(N, 15,000), with ratios")
