@@ -14,7 +14,7 @@ Two measures, best of ``--repeat`` runs:
   keeps), then all of them in one loop: the general way, which the server
   takes for a head split over reads, plain HTTP or anything unusual;
   then the short cut the server takes for a whole valid upgrade head in the
-  first read (``UpgradeReader.read``, ``accept_101``).
+  first read (``upgrade_reader().read``, ``accept_101``).
 
 Three requests: a browser-like one (User-Agent, Origin, Accept-*,
 permessage-deflate offered), the minimal one (Host, Upgrade, Connection, Key,
@@ -171,9 +171,9 @@ def steps(req: bytes, n: int) -> dict:
     out["all steps"] = time.perf_counter() - t0
 
     # The server's short cut for a whole upgrade head in one read (what
-    # the whole path above takes): one UpgradeReader per server, its llhttp
+    # the whole path above takes): one upgrade_reader() per server, its llhttp
     # parser kept from head to head, then the 101 from the key.
-    upgrades = handshake.UpgradeReader()
+    upgrades = handshake.upgrade_reader()
     read = upgrades.read
     accept_101 = handshake.accept_101
     quick = read(req)

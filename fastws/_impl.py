@@ -37,7 +37,7 @@ _NAMES = {
     ),
     "wheel": ("TimerWheel", "TimerEntry"),
     "fanout": ("fanout",),
-    "upgrade": ("scan_upgrade",),
+    "upgrade": ("scan_upgrade", "UpgradeReader"),
 }
 
 

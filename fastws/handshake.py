@@ -60,8 +60,8 @@ the first read. For it:
   made once a second (the same bytes as ``Response.to_bytes``, which still
   writes anything unusual).
 
-The server goes one step further for that case (``UpgradeReader``, one per
-server; ``read_upgrade`` is the same with a fresh parser): llhttp parses the
+The server goes one step further for that case (``upgrade_reader()``, one
+per server; ``read_upgrade`` is the same with a fresh parser): llhttp parses the
 head with a dict's ``__setitem__`` and a list's ``append`` as callbacks (no
 Python frame per field line), the parser is kept from head to head (llhttp
 resumes at the start of a new message after an upgrade), the checks run on
@@ -1044,70 +1044,14 @@ _ONLY_13 = ["13"]
 # --------------------------------------------------------------------------
 
 _GUID_BYTES = GUID.encode("ascii")
-_scan_upgrade = codec.scan_upgrade  # fastws_ext.upgrade or its twin fastws._py.upgrade
-_HttpRequestParser = httptools.HttpRequestParser
-_HttpParserUpgrade = httptools.HttpParserUpgrade
-_HttpParserError = httptools.HttpParserError
 
 
-class UpgradeReader:
-    """``read_upgrade`` keeping one llhttp parser from head to head.
-
-    One per server (a server runs on one event loop; a reader is not shared
-    between threads). After a head it took, the parser is at the start of a
-    new message (httptools resumes llhttp after an upgrade), where parsing
-    the next connection's head is what a fresh parser does; after anything
-    else the parser is dropped and the next head gets a new one.
-
-    llhttp calls back bound methods of a dict and a list (C calls, no Python
-    frame per field line); the other callbacks are off.
-    """
-
-    __slots__ = ("on_url", "on_header", "_parser", "_fields", "_url")
-    on_message_begin = on_headers_complete = on_message_complete = None
-    on_body = on_chunk_header = on_chunk_complete = None
-
-    def __init__(self):
-        fields = self._fields = {}
-        url = self._url = []
-        self.on_header = fields.__setitem__
-        self.on_url = url.append
-        self._parser = None
-
-    def read(self, data: bytes, max_head: int = 8192, max_headers: int = 100):
-        """``read_upgrade(data, max_head, max_headers)``."""
-        end = data.find(_CRLFCRLF, 0, max_head) + 4
-        if end < 4 or data[:4] != b"GET ":
-            return None
-        head = data if end == len(data) else data[:end]
-        parser = self._parser
-        if parser is None:
-            parser = _HttpRequestParser(self)
-        else:
-            self._parser = None  # kept again below if all goes well
-        self._fields.clear()
-        self._url.clear()
-        try:
-            parser.feed_data(head)
-            return None  # not an upgrade for llhttp (or a message without one)
-        except _HttpParserUpgrade as exc:
-            if exc.args[0] != end:
-                return None
-        except _HttpParserError:
-            return None
-        fields = self._fields.copy()
-        key = _scan_upgrade(head, fields, max_headers)
-        if key is None:
-            return None
-        url = self._url
-        self._parser = parser
-        request = Request.__new__(Request)
-        request.method = "GET"
-        request.path = (url[0] if len(url) == 1 else b"".join(url)).decode("latin-1")
-        request.headers = Headers._from_raw(fields.items(), head[head.index(b"\r\n"):end - 4])
-        request.version = "1.1"
-        request.body = b""
-        return request, data[end:], key
+def upgrade_reader():
+    """A new ``UpgradeReader`` (fastws_ext.upgrade, twin fastws._py.upgrade)
+    making this module's Request and Headers: ``.read(data, max_head,
+    max_headers)`` is ``read_upgrade`` keeping one llhttp parser from head to
+    head. One per server (one event loop; not shared between threads)."""
+    return codec.UpgradeReader(Request, Headers)
 
 
 def read_upgrade(data: bytes, max_head: int = 8192, max_headers: int = 100):
@@ -1131,7 +1075,7 @@ def read_upgrade(data: bytes, max_head: int = 8192, max_headers: int = 100):
     Python work per field line and per check (see ``UpgradeReader``, which
     a server keeps to reuse its parser).
     """
-    return UpgradeReader().read(data, max_head, max_headers)
+    return codec.UpgradeReader(Request, Headers).read(data, max_head, max_headers)
 
 
 try:  # CPython's own SHA-1: the same digest without OpenSSL's per-call set-up (a third fewer instructions)

@@ -90,7 +90,7 @@ class ServerConnection(StreamConnection):
         self._driver = driver
         StreamConnection.connection_made(self, transport)
         # No RequestReader yet: most first reads hold a whole upgrade head,
-        # which handshake.read_upgrade reads without one (_handshake_data).
+        # which the server's handshake.upgrade_reader() reads without one (_handshake_data).
         self._reader = _FIRST_READ
         self._started = time.monotonic()
         server._register(self)
@@ -135,7 +135,7 @@ class ServerConnection(StreamConnection):
             return
         opts = self._opts
         if reader is _FIRST_READ:
-            quick = self._server._upgrades.read(data, opts.max_head, opts.max_headers) if type(data) is bytes else None
+            quick = self._server._upgrades.read(data, opts.max_head, opts.max_headers)  # None unless bytes
             if quick is not None:
                 self._reader = None
                 request, leftover, key = quick
@@ -406,7 +406,7 @@ class Server:
                 raise ConfigError(f"broker must be a fastws.broker.RedisBroker (or alike), not {broker!r}")
             broker.attach(self)
             self.stats["broker"] = broker.counters
-        self._upgrades = handshake.UpgradeReader()  # the handshake's short cut, with its parser
+        self._upgrades = handshake.upgrade_reader()  # the handshake's short cut, with its parser
         self._driver = None  # the timer wheel of the loop serving (ServerConnection.connection_made)
         self._servers = []
         self._closing = False

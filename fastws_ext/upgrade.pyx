@@ -12,9 +12,11 @@ from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_CheckExact, PyBytes_FromSt
 from cpython.dict cimport PyDict_CheckExact, PyDict_Next
 from cpython.object cimport PyObject
 
-__all__ = ["scan_upgrade"]
+__all__ = ["scan_upgrade", "UpgradeReader"]
 
 from libc.string cimport memcmp
+
+from httptools import HttpParserError, HttpParserUpgrade, HttpRequestParser
 
 # Indexes of the checked names.
 cdef enum:
@@ -171,3 +173,66 @@ def scan_upgrade(bytes head not None, dict fields not None, Py_ssize_t max_heade
     if a == 0 and b == PyBytes_GET_SIZE(<object>values[KEY]):
         return <object>values[KEY]
     return PyBytes_FromStringAndSize(<const char*>s + a, 24)
+
+
+cdef class UpgradeReader:
+    """The server's short cut for a whole valid upgrade head in the first
+    read: see the twin ``fastws._py.upgrade.UpgradeReader`` (same API and
+    answers); here the glue around llhttp runs without a Python frame."""
+
+    # httptools reads its callbacks with getattr(): these two, the others absent.
+    cdef readonly object on_url
+    cdef readonly object on_header
+    cdef readonly object _parser
+    cdef dict _fields
+    cdef list _url
+    cdef object _request_cls
+    cdef object _headers_cls
+
+    def __init__(self, request_cls, headers_cls):
+        self._fields = {}
+        self._url = []
+        self.on_header = self._fields.__setitem__
+        self.on_url = self._url.append
+        self._parser = None
+        self._request_cls = request_cls
+        self._headers_cls = headers_cls
+
+    def read(self, data, Py_ssize_t max_head=8192, Py_ssize_t max_headers=100):
+        if not PyBytes_CheckExact(data):
+            return None
+        cdef bytes buf = <bytes>data
+        cdef Py_ssize_t n = PyBytes_GET_SIZE(buf)
+        cdef Py_ssize_t end = buf.find(b"\r\n\r\n", 0, max_head) + 4
+        if end < 4 or n < 4 or memcmp(PyBytes_AS_STRING(buf), b"GET ", 4) != 0:
+            return None
+        cdef bytes head = buf if end == n else buf[:end]
+        parser = self._parser
+        if parser is None:
+            parser = HttpRequestParser(self)
+        else:
+            self._parser = None  # kept again below if all goes well
+        self._fields.clear()
+        del self._url[:]
+        try:
+            parser.feed_data(head)
+            return None  # not an upgrade for llhttp (or a message without one)
+        except HttpParserUpgrade as exc:
+            if exc.args[0] != end:
+                return None
+        except HttpParserError:
+            return None
+        cdef dict fields = self._fields.copy()
+        key = scan_upgrade(head, fields, max_headers)
+        if key is None:
+            return None
+        self._parser = parser
+        cdef list url = self._url
+        cdef Py_ssize_t line = head.find(b"\r\n")
+        request = self._request_cls.__new__(self._request_cls)
+        request.method = "GET"
+        request.path = (url[0] if len(url) == 1 else b"".join(url)).decode("latin-1")
+        request.headers = self._headers_cls._from_raw(fields.items(), head[line:end - 4])
+        request.version = "1.1"
+        request.body = b""
+        return request, buf[end:], key

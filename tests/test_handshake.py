@@ -1207,7 +1207,7 @@ def _same_as_general(data, max_head=8192, max_headers=100):
     return True
 
 
-_SHARED = _hs.UpgradeReader()
+_SHARED = _hs.upgrade_reader()
 
 
 @settings(max_examples=500, deadline=None)
@@ -1272,7 +1272,7 @@ def test_read_upgrade_leaves_the_rest_to_the_general_way(data):
 
 
 def test_upgrade_reader_reuses_its_parser_only_after_a_head_it_took():
-    reader = _hs.UpgradeReader()
+    reader = _hs.upgrade_reader()
     heads = [SAMPLE + FRAME, upgrade(), b"GARBAGE\r\n\r\n", upgrade("Host: b"), upgrade("Connection: close, upgrade"),
              b"GET / HTTP/1.1\r\nHost: a\r\n\r\n", upgrade()[:-2], SAMPLE, upgrade("X-A: 1", "x-a: 2")] * 2
     parsers = []
@@ -1341,3 +1341,24 @@ def test_scan_upgrade_key_rule(impl, key):
               b"Sec-WebSocket-Version": b"13", b"Sec-WebSocket-Key": key}
     valid = _hs._valid_key(key.decode("latin-1").strip(" \t"))
     assert impl.scan_upgrade(head, fields, 100) == (key.strip(b" \t") if valid else None)
+
+
+def test_upgrade_reader_cython_equals_twin(both_impls):
+    cy, py = both_impls
+    readers = [cy.UpgradeReader(Request, Headers), py.UpgradeReader(Request, Headers)]
+    heads = _QUICK + [
+        upgrade(version="1.0"), upgrade("Host: b"), upgrade("Content-Length: 0"), b"\r\n" + upgrade(),
+        upgrade()[:-1], b"GET / HTTP/1.1\r\nHost: a\r\n\r\n", b"GARBAGE\r\n\r\n", b"GET", b"",
+        upgrade("X-Long: " + "x" * 9000), upgrade() + upgrade(), SAMPLE[:40] + b"\r\n\r\n",
+    ]
+    for limits in ((8192, 100), (100, 100), (8192, 4)):
+        for data in heads * 2:
+            got = [r.read(data, *limits) for r in readers]
+            assert (got[0] is None) == (got[1] is None), data
+            if got[0] is not None:
+                a, b = got
+                assert (a[0].method, a[0].path, a[0].version, a[0].body, a[0].headers.items(),
+                        a[0].headers.pack(), a[1], a[2]) == (
+                        b[0].method, b[0].path, b[0].version, b[0].body, b[0].headers.items(),
+                        b[0].headers.pack(), b[1], b[2])
+    assert [r.read(bytearray(upgrade())) for r in readers] == [None, None]  # bytes only (as the server passes)

@@ -14,7 +14,9 @@ from __future__ import annotations
 from binascii import Error as _Base64Error
 from binascii import a2b_base64
 
-__all__ = ["scan_upgrade"]
+from httptools import HttpParserError, HttpParserUpgrade, HttpRequestParser
+
+__all__ = ["scan_upgrade", "UpgradeReader"]
 
 _OWS = b" \t"
 # The field names the checks read or refuse (lowercase).
@@ -80,3 +82,73 @@ def scan_upgrade(head: bytes, fields: dict, max_headers: int):
     except (_Base64Error, ValueError):
         return None
     return key
+
+
+class UpgradeReader:
+    """The server's short cut for a whole valid upgrade head in the first
+    read (``fastws.handshake.upgrade_reader()`` makes one per server, with
+    the handshake's Request and Headers classes).
+
+    ``read(data, max_head, max_headers)`` returns ``(request, leftover,
+    key)`` when llhttp parsed the head up to the first CRLF CRLF of ``data``
+    as an upgrade and ``scan_upgrade`` takes it, the request being the one
+    ``RequestReader(max_head, max_headers).feed(data)`` returns; else None
+    (the general way reads the same bytes and decides).
+
+    llhttp (httptools) calls back bound methods of a dict and a list (C
+    calls, no Python frame per field line); the other callbacks are off.
+    The parser is kept from head to head: after a head it took, llhttp is at
+    the start of a new message (httptools resumes it after an upgrade),
+    where parsing the next connection's head is what a fresh parser does;
+    after anything else it is dropped and the next head gets a new one. One
+    reader per event loop: it is not shared between threads.
+    """
+
+    __slots__ = ("on_url", "on_header", "_parser", "_fields", "_url", "_request_cls", "_headers_cls")
+    on_message_begin = on_headers_complete = on_message_complete = None
+    on_body = on_chunk_header = on_chunk_complete = None
+
+    def __init__(self, request_cls, headers_cls):
+        fields = self._fields = {}
+        url = self._url = []
+        self.on_header = fields.__setitem__
+        self.on_url = url.append
+        self._parser = None
+        self._request_cls = request_cls
+        self._headers_cls = headers_cls
+
+    def read(self, data: bytes, max_head: int = 8192, max_headers: int = 100):
+        if type(data) is not bytes:
+            return None
+        end = data.find(b"\r\n\r\n", 0, max_head) + 4
+        if end < 4 or data[:4] != b"GET ":
+            return None
+        head = data if end == len(data) else data[:end]
+        parser = self._parser
+        if parser is None:
+            parser = HttpRequestParser(self)
+        else:
+            self._parser = None  # kept again below if all goes well
+        self._fields.clear()
+        self._url.clear()
+        try:
+            parser.feed_data(head)
+            return None  # not an upgrade for llhttp (or a message without one)
+        except HttpParserUpgrade as exc:
+            if exc.args[0] != end:
+                return None
+        except HttpParserError:
+            return None
+        fields = self._fields.copy()
+        key = scan_upgrade(head, fields, max_headers)
+        if key is None:
+            return None
+        self._parser = parser
+        url = self._url
+        request = self._request_cls.__new__(self._request_cls)
+        request.method = "GET"
+        request.path = (url[0] if len(url) == 1 else b"".join(url)).decode("latin-1")
+        request.headers = self._headers_cls._from_raw(fields.items(), head[head.index(b"\r\n"):end - 4])
+        request.version = "1.1"
+        request.body = b""
+        return request, data[end:], key
