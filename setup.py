@@ -41,7 +41,7 @@ DIRECTIVES = {
     "profile": TRACE,
 }
 
-MODULES = ["mask", "utf8", "frames", "wheel", "fanout", "aio", "core"]
+MODULES = ["mask", "utf8", "frames", "wheel", "fanout", "aio", "core", "upgrade"]
 
 WARNING = """
 ************************************************************************

@@ -1,7 +1,7 @@
 """Peer servers for bench/connections.py, with keepalive pings ON.
 
-    python bench/conn_peers.py picows|websockets|bare --port P [--host H] [--ping-interval S|none]
-                               [--ping-timeout S] [--workers W (bare)]
+    python bench/conn_peers.py picows|websockets|bare|handshake-floor --port P [--host H]
+                               [--ping-interval S|none] [--ping-timeout S] [--workers W (bare)]
 
 bench/servers.py is for the echo bench, where pings are off on purpose (no
 ping in the middle of a timed window). The connections bench holds idle
@@ -25,6 +25,14 @@ traffic and a close if the pong is not back within ``--ping-timeout``.
   No parser, no ping timeout, no per-connection timer: the kernel's work
   (the ping's send() on loopback, epoll, the pong's recv()) plus one Python
   call per pong and one loop iteration per ping.
+- handshake-floor: the FLOOR of the handshake cost, not a WebSocket server: a plain
+  uvloop ``asyncio.Protocol`` that reads the request until CRLF CRLF, finds
+  the Sec-WebSocket-Key line (no HTTP parsing, no checks), writes a canned
+  101 with the real Sec-WebSocket-Accept (hashlib.sha1 + base64) and then
+  holds the connection: no pings (the interval is ignored), frames after the
+  head are dropped, a close frame is answered and the connection closed.
+  What accepting a connection costs kernel + uvloop + a minimal Python
+  callback, for the connections bench's ratio.
 
 Prints ``READY host:port`` when listening. Exit status 3: the library is missing.
 """
@@ -159,7 +167,53 @@ async def run_bare(host, port, interval, timeout, reuse_port=False):
         await server.serve_forever()
 
 
-PEERS = {"picows": run_picows, "websockets": run_websockets, "bare": run_bare}
+_101 = (b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+        b"Sec-WebSocket-Accept: ")
+
+
+async def run_handshake_floor(host, port, interval, timeout):
+    import base64
+    import hashlib
+
+    class HandshakeFloor(asyncio.Protocol):
+        __slots__ = ("transport", "head")
+
+        def connection_made(self, transport):
+            self.transport = transport
+            self.head = b""
+
+        def data_received(self, data):
+            head = self.head
+            if head is None:  # upgraded: a close frame (opcode 8) is answered, the rest dropped
+                if data[:1] == b"\x88":
+                    self.transport.write(b"\x88\x02\x03\xe8")
+                    self.transport.close()
+                return
+            head += data
+            end = head.find(b"\r\n\r\n")
+            if end < 0:
+                if len(head) > 8192:
+                    self.transport.abort()
+                self.head = head
+                return
+            self.head = None
+            i = head.lower().find(b"\r\nsec-websocket-key:")
+            if i < 0:
+                self.transport.write(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n")
+                self.transport.close()
+                return
+            key = head[i + 20:head.find(b"\r\n", i + 20)].strip()
+            accept = base64.b64encode(hashlib.sha1(key + _GUID).digest())
+            self.transport.write(_101 + accept + b"\r\n\r\n")
+
+    server = await asyncio.get_running_loop().create_server(HandshakeFloor, host, port, backlog=BACKLOG)
+    _ready(host, port)
+    async with server:
+        await server.serve_forever()
+
+
+PEERS = {"picows": run_picows, "websockets": run_websockets, "bare": run_bare,
+         "handshake-floor": run_handshake_floor}
 
 
 def _interval(text):

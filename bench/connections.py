@@ -2,7 +2,8 @@
 
     python bench/connections.py [-n 10000] [--workers W] [--clients C] [--hold 60]
                                 [--ping-interval 20] [--api listener|handler]
-                                [--server fastws|picows|websockets|bare] [--compare] [--floor]
+                                [--server fastws|picows|websockets|bare|handshake-floor] [--compare]
+                                [--floor] [--hs-floor]
                                 [--heartbeat-cost] [--mem-floor-gib 2] [--out bench/RESULTS.md]
 
 One run: start the server (``python -m fastws echo --workers W``, or a peer
@@ -20,6 +21,14 @@ floor of idle keepalive, a uvloop Protocol that only writes a 2-byte ping to
 every connection once per interval from one loop timer and counts the pongs,
 on as many processes as fastws has workers; the table then gives fastws's idle
 CPU per ping against it.
+
+``--hs-floor``: also run ``handshake-floor`` (bench/conn_peers.py) in the same run: a plain
+uvloop ``asyncio.Protocol`` that reads the request up to CRLF CRLF, writes a
+canned 101 with the real Sec-WebSocket-Accept and holds the connection (no
+HTTP parser, no checks, no pings). Its handshakes per worker-CPU-second are
+the floor (kernel + uvloop + one Python callback per event); the notes give
+each server's CPU µs per handshake and its ratio to the floor. ``--api both``
+runs fastws twice, listener API then handler API.
 
 ``--heartbeat-cost``: 15,000 idle connections in ONE fastws process with a
 short ping interval (2 s), server CPU over a 20 s window, against
@@ -54,6 +63,7 @@ PER_PROCESS = 15000      # connections per server worker / client process (fd li
 PER_SRC = 25000          # connections per source address (~28k ephemeral ports per pair)
 PEER_CAP = 15000         # peers run in one process: capped at this many connections
 PEERS = ("picows", "websockets")
+FLOOR = "handshake-floor"  # bench/conn_peers.py: accept + canned 101, the handshake floor
 PAGE = os.sysconf("SC_PAGE_SIZE")
 
 # Every process this bench starts, (pid, start time): killed by PID, never by name.
@@ -367,9 +377,10 @@ def log(msg: str) -> None:
 
 
 async def run_one(kind: str, n: int, workers: int, args, *, ping_interval, ping_timeout,
-                  hold: float, window: float, settle: float, pin: bool = False) -> dict:
+                  hold: float, window: float, settle: float, pin: bool = False, api: str | None = None) -> dict:
     """Open n connections to one server, hold them, measure; returns a result dict."""
-    r = {"server": kind, "target": n, "workers": workers, "api": args.api if kind == "fastws" else "-",
+    api = api or args.api
+    r = {"server": kind, "target": n, "workers": workers, "api": api if kind == "fastws" else "-",
          "ping_interval": ping_interval, "notes": []}
     floor = int(args.mem_floor_gib * 2**30)
     if meminfo()["MemAvailable"] < floor:
@@ -379,7 +390,7 @@ async def run_one(kind: str, n: int, workers: int, args, *, ping_interval, ping_
     plan = plan_clients(n, args.clients)
     r["clients"] = len(plan)
     per_client_conc = max(8, args.concurrency // len(plan))
-    srv = Server(kind, args.host, workers, args.api, ping_interval, ping_timeout, cpu=0 if pin else None)
+    srv = Server(kind, args.host, workers, api, ping_interval, ping_timeout, cpu=0 if pin else None)
     clients: list[Client] = []
     try:
         await srv.ready()
@@ -612,6 +623,16 @@ def notes(results: list[dict], args) -> list[str]:
             out.append(f"{tag}: the floor costs {per:.1f} µs of server CPU per ping-pong; at 100,000 "
                        f"connections pinged every {pi:g} s ({100000 / pi:,.0f} pings/s) that is "
                        f"{per * 100000 / pi / 1e4:.1f}% of one core on this machine")
+        floor = next((f for f in results if f["server"] == FLOOR and f.get("open_cpu_s")), None)
+        if floor is not None and r.get("open_cpu_s"):
+            us = r["open_cpu_s"] * 1e6 / max(sum(r["per_worker_conns"].values()), 1)
+            floor_us = floor["open_cpu_s"] * 1e6 / max(sum(floor["per_worker_conns"].values()), 1)
+            out.append(f"{tag}{' (' + r['api'] + ')' if r['server'] == 'fastws' else ''}: server CPU "
+                       f"{us:.1f} µs per handshake, {r['hs_worker_cpu']:,.0f} handshakes per worker-CPU-second"
+                       + ("" if r is floor else
+                          f" = {r['hs_worker_cpu'] / floor['hs_worker_cpu']:.2f}x the floor ({floor_us:.1f} µs: "
+                          f"{floor_us / us:.0%} of the cost is kernel + uvloop + one Python callback, "
+                          f"{us - floor_us:.1f} µs is the server's own)"))
         if r["server"] == "fastws" and "idle_cpu_pct" in r and r["ping_interval"] and r["ping_interval"] >= 10:
             ok = lambda c: "met" if c else "MISSED"  # noqa: E731
             out.append(f"{tag}: targets: lost 0 {ok(r['lost'] == 0)}; idle CPU < 5% {ok(r['idle_cpu_pct'] < 5)}; "
@@ -660,23 +681,26 @@ async def amain(args) -> int:
     else:
         n = args.connections or 10000
         runs = []
+        apis = ("listener", "handler") if args.api == "both" else (args.api,)
         if args.compare or args.server == "fastws":
-            runs.append(("fastws", n, args.workers or max(1, math.ceil(n / PER_PROCESS))))
+            runs += [("fastws", n, args.workers or max(1, math.ceil(n / PER_PROCESS)), a) for a in apis]
         fastws_workers = args.workers or max(1, math.ceil(n / PER_PROCESS))
         if args.compare:
-            runs += [(p, min(n, PEER_CAP), 1) for p in PEERS]
+            runs += [(p, min(n, PEER_CAP), 1, None) for p in PEERS]
         if args.floor or args.server == "bare":
-            runs.append(("bare", n, fastws_workers))
+            runs.append(("bare", n, fastws_workers, None))
         if not args.compare and args.server not in ("fastws", "bare"):
-            runs.append((args.server, min(n, PEER_CAP), 1))
+            runs.append((args.server, min(n, PEER_CAP), 1, None))
+        if args.hs_floor and not any(k == FLOOR for k, *_ in runs):
+            runs.append((FLOOR, min(n, PEER_CAP), 1, None))
         head.append(f"- hold {args.hold:g} s with ping interval {args.ping_interval or 'none'} s "
                     f"(timeout {args.ping_timeout:g} s), memory after {args.settle:g} s idle, idle CPU over "
                     f"{args.window:g} s, memory guard MemAvailable >= {args.mem_floor_gib:g} GiB, "
                     f"at most {args.concurrency} handshakes in flight in all")
-        for kind, k, w in runs:
+        for kind, k, w, api in runs:
             r = await run_one(kind, k, w, args, ping_interval=args.ping_interval, ping_timeout=args.ping_timeout,
-                              hold=args.hold, window=args.window, settle=args.settle)
-            r["capped"] = kind in PEERS and k < n
+                              hold=args.hold, window=args.window, settle=args.settle, api=api)
+            r["capped"] = (kind in PEERS or kind == FLOOR) and k < n
             results.append(r)
         text = table(results)
     text += "\n\n" + "\n".join(f"- {x}" for x in notes(results, args))
@@ -731,11 +755,15 @@ def main() -> int:
     ap.add_argument("--hold", type=float, default=60.0, help="seconds the connections are held once open")
     ap.add_argument("--ping-interval", type=_interval, default=20.0, help="server keepalive (default 20 s)")
     ap.add_argument("--ping-timeout", type=float, default=20.0)
-    ap.add_argument("--api", choices=("listener", "handler"), default="listener")
-    ap.add_argument("--server", choices=("fastws",) + PEERS + ("bare",), default="fastws")
+    ap.add_argument("--api", choices=("listener", "handler", "both"), default="listener",
+                    help="fastws API; both: two fastws runs, listener then handler")
+    ap.add_argument("--server", choices=("fastws",) + PEERS + ("bare", FLOOR), default="fastws")
     ap.add_argument("--floor", action="store_true",
                     help="after fastws, the bare keepalive floor (bench/conn_peers.py bare) at the same N "
                          "on as many processes, with fastws's idle CPU per ping against it")
+    ap.add_argument("--hs-floor", action="store_true",
+                    help="also run the bare uvloop handshake floor (bench/conn_peers.py handshake-floor) and print "
+                         "each server's CPU per handshake and its ratio to the floor")
     ap.add_argument("--compare", action="store_true",
                     help="fastws, then picows and websockets at min(N, 15,000), with ratios")
     ap.add_argument("--heartbeat-cost", action="store_true",

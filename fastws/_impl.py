@@ -39,6 +39,7 @@ _NAMES = {
     "core": ("ConnectionCore", "PING_SERVER", "LARGE_PAYLOAD", "conn_send", "ws_send"),
     "fanout": ("fanout",),
     "aio": ("Waiter", "Inbox", "DONE"),
+    "upgrade": ("scan_upgrade", "UpgradeReader"),
 }
 
 

@@ -60,6 +60,17 @@ the first read. For it:
   made once a second (the same bytes as ``Response.to_bytes``, which still
   writes anything unusual).
 
+The server goes one step further for that case (``upgrade_reader()``, one
+per server; ``read_upgrade`` is the same with a fresh parser): llhttp parses the
+head with a dict's ``__setitem__`` and a list's ``append`` as callbacks (no
+Python frame per field line), the parser is kept from head to head (llhttp
+resumes at the start of a new message after an upgrade), the checks run on
+the bytes in one C function (``scan_upgrade`` in fastws_ext.upgrade, twin
+fastws._py.upgrade) and ``accept_101`` writes the 101 from the key. It only
+ever says "taken" or "not mine": anything else (a split head, plain HTTP,
+a field line repeated, a check that fails) is read again the general way,
+which decides and refuses.
+
 The same rules hold on every path, and tests/test_handshake.py compares each
 short cut with the general way (split reads, str Headers, ``to_bytes``).
 """
@@ -78,6 +89,7 @@ from http import HTTPStatus
 
 import httptools
 
+from ._impl import codec
 from .exceptions import ConfigError, InvalidRequest, InvalidResponse, InvalidStatus, InvalidURI
 
 __all__ = [
@@ -1027,6 +1039,61 @@ _UPGRADE_HEADERS = (("Upgrade", "websocket"), ("Connection", "Upgrade"))
 _ONLY_13 = ["13"]
 
 
+# --------------------------------------------------------------------------
+# The server's short cut: the whole head of a valid upgrade in the first read
+# --------------------------------------------------------------------------
+
+_GUID_BYTES = GUID.encode("ascii")
+
+
+def upgrade_reader():
+    """A new ``UpgradeReader`` (fastws_ext.upgrade, twin fastws._py.upgrade)
+    making this module's Request and Headers: ``.read(data, max_head,
+    max_headers)`` is ``read_upgrade`` keeping one llhttp parser from head to
+    head. One per server (one event loop; not shared between threads)."""
+    return codec.UpgradeReader(Request, Headers)
+
+
+def read_upgrade(data: bytes, max_head: int = 8192, max_headers: int = 100):
+    """The server's short cut for what it mostly sees: the first read holds
+    the whole head of a valid WebSocket upgrade request (maybe with frames
+    behind it).
+
+    Returns ``(request, leftover, key)`` when llhttp parsed the head as an
+    upgrade and every check of ``check_request`` before the origin policy
+    passes on it (GET, HTTP/1.1, one non-empty Host, Upgrade: websocket,
+    Connection listing upgrade, Sec-WebSocket-Version: 13, one valid
+    Sec-WebSocket-Key, no Content-Length or Transfer-Encoding), each field
+    name on one field line; ``key`` is the Sec-WebSocket-Key (bytes) and the
+    request is the one ``RequestReader(max_head, max_headers).feed(data)``
+    returns. Returns None for anything else (a partial head, plain HTTP,
+    an error, a field line repeated, an unusual spelling): the general way
+    (``RequestReader``, ``check_request``) then reads the same bytes and
+    decides, so nothing is refused here and the results never differ.
+
+    llhttp still parses and validates the whole head; what is saved is
+    Python work per field line and per check (see ``UpgradeReader``, which
+    a server keeps to reuse its parser).
+    """
+    return codec.UpgradeReader(Request, Headers).read(data, max_head, max_headers)
+
+
+try:  # CPython's own SHA-1: the same digest without OpenSSL's per-call set-up (a third fewer instructions)
+    from _sha1 import sha1 as _sha1
+except ImportError:  # pragma: no cover - other interpreters
+    _sha1 = hashlib.sha1
+
+
+def accept_101(key: bytes) -> bytes:
+    """``accept_response(check_request(...)[1])`` for a request without a
+    subprotocol, from the Sec-WebSocket-Key ``read_upgrade`` returned."""
+    accept = binascii.b2a_base64(_sha1(key + _GUID_BYTES).digest(), newline=False)
+    cached = _switching_bytes
+    if cached[0] != int(time.time()):
+        _switching_head_bytes()
+    return b"%sSec-WebSocket-Accept: %s\r\n\r\n" % (cached[1], accept)
+
+
 def check_request(request, *, origins=None, subprotocols=None):
     """Validate a WebSocket upgrade request (RFC 6455 4.2.1).
 
@@ -1228,6 +1295,18 @@ def _switching_head() -> str:
         )
         _switching[0] = now
     return _switching[1]
+
+
+_switching_bytes = [0, b""]
+
+
+def _switching_head_bytes() -> bytes:
+    """``_switching_head()`` as bytes, also made at most once a second."""
+    now = int(time.time())
+    if _switching_bytes[0] != now:
+        _switching_bytes[1] = _switching_head().encode("latin-1")
+        _switching_bytes[0] = now
+    return _switching_bytes[1]
 
 
 def _accept_response(items) -> bytes:

@@ -59,6 +59,7 @@ from .metrics import ServerCounters
 from .options import Options
 from .protocol import CLOSED, CONNECTING, OPEN
 from .pubsub import Topics
+from .timers import get_driver
 from .transport import StreamConnection
 from .websocket import WEBSOCKET_SLOTS, WebSocketMixin
 
@@ -66,6 +67,8 @@ __all__ = ["serve", "Server", "ServerConnection", "ServerWebSocket"]
 
 logger = logging.getLogger("fastws.server")
 access_logger = logging.getLogger("fastws.access")
+_FIRST_READ = False  # ServerConnection._reader before the first read
+_REFUSED = object()  # ServerConnection._process_request: the request was refused
 
 
 class ServerConnection(StreamConnection):
@@ -81,11 +84,17 @@ class ServerConnection(StreamConnection):
         self._ka_counters = server.counters  # keepalive pings counted in C (ConnectionCore)
 
     def connection_made(self, transport) -> None:
+        server = self._server
+        driver = server._driver  # the loop's wheel, looked up once per server
+        if driver is None or driver._closed:
+            driver = server._driver = get_driver(asyncio.get_running_loop(), self._opts.timer_tick)
+        self._driver = driver
         StreamConnection.connection_made(self, transport)
-        opts = self._opts
-        self._reader = handshake.RequestReader(max_head=opts.max_head, max_headers=opts.max_headers)
+        # No RequestReader yet: most first reads hold a whole upgrade head,
+        # which the server's handshake.upgrade_reader() reads without one (_handshake_data).
+        self._reader = _FIRST_READ
         self._started = time.monotonic()
-        self._server._register(self)
+        server._register(self)
 
     def _on_keepalive_timeout(self) -> None:
         self._server.counters.ping_timeouts += 1
@@ -122,6 +131,36 @@ class ServerConnection(StreamConnection):
         reader = self._reader
         if reader is None:  # a response is being written; ignore the rest
             return
+        opts = self._opts
+        if reader is _FIRST_READ:
+            quick = self._server._upgrades.read(data, opts.max_head, opts.max_headers)  # None unless bytes
+            if quick is not None:
+                self._reader = None
+                request, leftover, key = quick
+                server = self._server
+                if server.origins is not None or server.subprotocols or opts.compression is not None:
+                    self._check_upgrade(request, leftover)
+                    return
+                # check_request would pass, answering accept_response([(
+                # "Sec-WebSocket-Accept", ...)]); only process_request is left.
+                if server.process_request is None:
+                    self._transport.write(handshake.accept_101(key))
+                else:
+                    try:
+                        extra = self._process_request(request)
+                    except InvalidRequest as exc:
+                        self._refuse(exc, request)
+                        return
+                    if extra is _REFUSED:
+                        return
+                    if extra:
+                        self._transport.write(handshake.accept_response(
+                            [("Sec-WebSocket-Accept", handshake.accept_key(key.decode("ascii"))), *extra]))
+                    else:
+                        self._transport.write(handshake.accept_101(key))
+                self._upgraded(request, leftover, None, None)
+                return
+            reader = self._reader = handshake.RequestReader(max_head=opts.max_head, max_headers=opts.max_headers)
         try:
             request = reader.feed(data)
         except InvalidRequest as exc:
@@ -134,6 +173,10 @@ class ServerConnection(StreamConnection):
         if not handshake.is_upgrade_request(request):
             self._plain_http(request)
             return
+        self._check_upgrade(request, leftover)
+
+    def _check_upgrade(self, request, leftover: bytes) -> None:
+        """An upgrade request: check it, run the server's policies, answer."""
         server = self._server
         try:
             subprotocol, headers = handshake.check_request(
@@ -145,23 +188,38 @@ class ServerConnection(StreamConnection):
                 if deflate_params is not None:
                     headers.append(("Sec-WebSocket-Extensions", deflate_params.response))
             if server.process_request is not None:
-                result = server.process_request(request)
-                if isinstance(result, handshake.Response):
-                    server.counters.refused("process_request")
-                    self._respond(result, request)
+                extra = self._process_request(request)
+                if extra is _REFUSED:
                     return
-                if result:
-                    headers = list(headers) + list(result.items() if hasattr(result, "items") else result)
+                if extra:
+                    headers = list(headers) + extra
         except InvalidRequest as exc:
             self._refuse(exc, request)
             return
         self._transport.write(handshake.accept_response(headers))
+        self._upgraded(request, leftover, subprotocol, deflate_params)
+
+    def _process_request(self, request):
+        """Run the server's process_request: the headers it adds to the 101
+        (a list, maybe empty), or _REFUSED once its Response is written."""
+        result = self._server.process_request(request)
+        if isinstance(result, handshake.Response):
+            self._server.counters.refused("process_request")
+            self._respond(result, request)
+            return _REFUSED
+        if result:
+            return list(result.items() if hasattr(result, "items") else result)
+        return None
+
+    def _upgraded(self, request, leftover: bytes, subprotocol, deflate_params) -> None:
+        """The 101 is written: keep what the connection needs, start the WebSocket."""
         # Interned: thousands of connections on "/ws" share one str (56 B each).
         self.path = _intern(request.path)
         self._headers = request.headers.pack()  # compact until read (ws.headers)
         self.subprotocol = subprotocol
-        server.counters.upgraded += 1
-        self._log_access(request, 101)
+        self._server.counters.upgraded += 1
+        if access_logger.isEnabledFor(logging.INFO):
+            self._log_access(request, 101)
         self._started = None  # only the access log needed it: no float kept per open connection
         if deflate_params is not None:
             from .deflate import enable
@@ -356,6 +414,8 @@ class Server:
                 raise ConfigError(f"broker must be a fastws.broker.RedisBroker (or alike), not {broker!r}")
             broker.attach(self)
             self.stats["broker"] = broker.counters
+        self._upgrades = handshake.upgrade_reader()  # the handshake's short cut, with its parser
+        self._driver = None  # the timer wheel of the loop serving (ServerConnection.connection_made)
         self._servers = []
         self._closing = False
         self._all_closed = None

@@ -32,8 +32,10 @@ class StreamConnection(Connection, asyncio.Protocol):
         self._transport = transport
         self._write = transport.write
         opts = self._opts
-        transport.set_write_buffer_limits(high=opts.write_limit)
-        self._driver = driver = get_driver(asyncio.get_running_loop(), opts.timer_tick)
+        transport.set_write_buffer_limits(opts.write_limit)  # (high); positional: no keyword parsing
+        driver = self._driver  # a server sets its own before (ServerConnection)
+        if driver is None:
+            self._driver = driver = get_driver(asyncio.get_running_loop(), opts.timer_tick)
         driver.arm(self, driver.now() + opts.handshake_timeout)
 
     # Reads arrive as bytes (asyncio.Protocol) in data_received, which is

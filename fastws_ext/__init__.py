@@ -7,6 +7,7 @@ One module per concern, joined by .pxd declarations:
 - frames: the incremental RFC 6455 frame parser and the frame builder
 - wheel:  the hashed timer wheel that drives heartbeats and timeouts
 - fanout: encode-once publish/broadcast: one frame written to many connections
+- upgrade: the checks of the server's handshake short cut (handshake.UpgradeReader)
 
 Do not import these modules directly: ``fastws._impl`` picks them or their
 pure-Python twins in ``fastws._py`` and says which is in use.

@@ -14,7 +14,7 @@ import threading
 
 import httptools
 import pytest
-from hypothesis import assume, given, settings
+from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from fastws.exceptions import ConfigError, InvalidRequest, InvalidResponse, InvalidStatus, InvalidURI
@@ -1165,3 +1165,200 @@ def test_accept_response_refuses_what_to_bytes_refuses(extra):
         _reference_101([("Sec-WebSocket-Accept", ACCEPT), *extra])
     with pytest.raises(expected.type):
         accept_response([("Sec-WebSocket-Accept", ACCEPT)], extra)
+
+
+# read_upgrade: the server's short cut for a whole valid upgrade head in the
+# first read. Whenever it answers, the general way (RequestReader +
+# check_request + accept_response) must give the same request, leftover and
+# 101; when it does not (None), the server reads the bytes the general way.
+
+
+def _general(data, max_head=8192, max_headers=100):
+    reader = RequestReader(max_head=max_head, max_headers=max_headers)
+    try:
+        request = reader.feed(data)
+    except InvalidRequest as exc:
+        return ("refused", exc.status)
+    if request is None:
+        return ("incomplete",)
+    try:
+        subprotocol, headers = check_request(request)
+    except InvalidRequest as exc:
+        return ("refused", exc.status)
+    return request, reader.leftover, subprotocol, headers
+
+
+def _same_as_general(data, max_head=8192, max_headers=100):
+    quick = _hs.read_upgrade(data, max_head, max_headers)
+    general = _general(data, max_head, max_headers)
+    if quick is None:
+        return False
+    request, leftover, key = quick
+    assert isinstance(general[0], Request), (data, general)
+    expected, expected_leftover, subprotocol, headers = general
+    assert subprotocol is None
+    assert (request.method, request.path, request.version, request.body) == (
+        expected.method, expected.path, expected.version, expected.body)
+    assert request.headers.items() == expected.headers.items()
+    assert request.headers.pack() == expected.headers.pack()
+    assert leftover == expected_leftover
+    assert type(key) is bytes and headers == [("Sec-WebSocket-Accept", accept_key(key.decode("ascii")))]
+    assert _hs.accept_101(key) == accept_response(headers)
+    return True
+
+
+_SHARED = _hs.upgrade_reader()
+
+
+@settings(max_examples=500, deadline=None)
+@given(
+    st.lists(st.sampled_from(_LINES), max_size=8),
+    st.sets(st.sampled_from(range(len(_VALID)))),
+    st.sampled_from(["GET", "POST", "CONNECT"]),
+    st.sampled_from(["1.1", "1.0", "2.0"]),
+    st.sampled_from([b"", FRAME, b"GET / HTTP/1.1\r\n\r\n"]),
+    st.sampled_from([(8192, 100), (120, 100), (8192, 5), (8192, 7)]),
+    st.randoms(use_true_random=False),
+)
+def test_read_upgrade_agrees_with_the_general_way(extra, dropped, method, version, tail, limits, rnd):
+    lines = [line for i, line in enumerate(_VALID) if i not in dropped] + extra
+    rnd.shuffle(lines)
+    data = _head(lines, method, version) + tail
+    taken = _same_as_general(data, *limits)
+    # A reader that keeps its parser from head to head (the server's) agrees.
+    shared = _SHARED.read(data, *limits)
+    assert (shared is not None) == taken
+    if taken:
+        fresh = _hs.read_upgrade(data, *limits)
+        assert (shared[0].headers.items(), shared[0].headers.pack(), shared[0].path, shared[1], shared[2]) == (
+            fresh[0].headers.items(), fresh[0].headers.pack(), fresh[0].path, fresh[1], fresh[2])
+    # A head cut anywhere (the rest in a later read) is never taken.
+    cut = rnd.randrange(len(data) - len(tail))
+    assert _hs.read_upgrade(data[:cut]) is None
+
+
+_QUICK = [
+    SAMPLE,
+    upgrade(),
+    upgrade() + FRAME,
+    upgrade("Origin: http://a", "User-Agent: x", "Sec-WebSocket-Extensions: permessage-deflate"),
+    # Firefox: a token list in Connection
+    upgrade(drop=("connection",)) [:-2] + b"Connection: keep-alive, Upgrade\r\n\r\n",
+    # lowercase names (Go, Node clients), odd spacing
+    b"GET / HTTP/1.1\r\nhost: a\r\nupgrade: websocket\r\nconnection: upgrade\r\n"
+    b"sec-websocket-key:   " + KEY.encode() + b" \r\nsec-websocket-version: 13\r\n\r\n",
+]
+
+
+@pytest.mark.parametrize("data", _QUICK)
+def test_read_upgrade_takes_the_usual_requests(data):
+    assert _same_as_general(data)
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        upgrade(version="1.0"), upgrade(method="POST"), upgrade(drop=("host",)), upgrade("Host: b"),
+        upgrade("Content-Length: 0"), upgrade("Transfer-Encoding: chunked"), upgrade("Sec-WebSocket-Version: 13"),
+        upgrade("Connection: Upgrade"),  # two Connection lines: the general way joins them
+        upgrade(drop=("upgrade",)) [:-2] + b"Upgrade: h2c, websocket\r\n\r\n",
+        upgrade(drop=("sec-websocket-key",)) [:-2] + b"Sec-WebSocket-Key: dGhlIHNhbXBs ZSBub25jZQ=\r\n\r\n",
+        b"\r\n" + upgrade(), upgrade()[:-1], b"GET / HTTP/1.1\r\nHost: a\r\n\r\n", b"GARBAGE\r\n\r\n",
+    ],
+)
+def test_read_upgrade_leaves_the_rest_to_the_general_way(data):
+    assert _hs.read_upgrade(data) is None
+    _general(data)  # and the general way answers (refuses or accepts) without raising
+
+
+def test_upgrade_reader_reuses_its_parser_only_after_a_head_it_took():
+    reader = _hs.upgrade_reader()
+    heads = [SAMPLE + FRAME, upgrade(), b"GARBAGE\r\n\r\n", upgrade("Host: b"), upgrade("Connection: close, upgrade"),
+             b"GET / HTTP/1.1\r\nHost: a\r\n\r\n", upgrade()[:-2], SAMPLE, upgrade("X-A: 1", "x-a: 2")] * 2
+    parsers = []
+    for data in heads:
+        before = reader._parser
+        got = reader.read(data)
+        fresh = _hs.read_upgrade(data)
+        assert (got is None) == (fresh is None), data
+        if got is not None:
+            assert (got[0].path, got[0].headers.items(), got[0].headers.pack(), got[1], got[2]) == (
+                fresh[0].path, fresh[0].headers.items(), fresh[0].headers.pack(), fresh[1], fresh[2])
+            assert reader._parser is not None
+            parsers.append((before, reader._parser))
+        else:
+            assert reader._parser is None or reader._parser is before
+    assert any(before is after for before, after in parsers)  # reused
+
+
+# scan_upgrade: the checks of the short cut, in Cython (fastws_ext.upgrade)
+# and in its pure-Python twin (fastws._py.upgrade): the same answers.
+
+_SCAN_NAMES = [b"Host", b"host", b"HOST", b"Upgrade", b"upgrade", b"Connection", b"connection",
+               b"Sec-WebSocket-Key", b"sec-websocket-key", b"Sec-WebSocket-Version", b"SEC-WEBSOCKET-VERSION",
+               b"Content-Length", b"transfer-encoding", b"Origin", b"X-Any", b"Hosts", b"Upgrade2", b"Sec-WebSocket-Keys"]
+_SCAN_VALUES = [b"", b" ", b"a", b"example.com", b"websocket", b"WebSocket ", b"\twebsocket", b"websockets", b"h2c",
+                b"upgrade", b"Upgrade", b"keep-alive, Upgrade", b"keep-alive,upgrade ,x", b",", b" , upgrade,",
+                b"upgrades", b"keep-alive", b"13", b" 13\t", b"8", b"130", b"1 3", b"0",
+                KEY.encode(), b" " + KEY.encode() + b"\t", b"dGhlIHNhbXBsZSBub25jZR==", b"dGhlIHNhbXBsZSBub25jZQ=",
+                b"dGhlIHNhbXBsZSBub25jZQ===", b"dGhlIHNhbXBsZSBub25jZQ=A", b"dGhlIHNhbXBsZSBub25j-Q==",
+                b"dGhlIHNhbXBsZSBub25jZ\xe9==", b"AAAAAAAAAAAAAAAAAAAAAA==", b"AAAAAAAAAAAAAAAAAAAAA===",
+                b"=AAAAAAAAAAAAAAAAAAAAAA=", b"AAAAAAAAAAAAAAAAAAAAAAA=", b"AAAAAAAAAAAAAAAAAAAAAAAA"]
+
+
+@settings(max_examples=1500, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    st.lists(st.tuples(st.sampled_from(_SCAN_NAMES), st.sampled_from(_SCAN_VALUES)), max_size=9),
+    st.sampled_from([b"GET /ws HTTP/1.1", b"GET / HTTP/1.0", b"GET /HTTP/1.1", b"GET / http/1.1", b"GET / HTTP/1.12"]),
+    st.sampled_from([100, 5, 3]),
+    st.integers(0, 2),
+    st.booleans(),
+    st.randoms(use_true_random=False),
+)
+def test_scan_upgrade_cython_equals_twin(both_impls, pairs, start, max_headers, extra_lines, base, rnd):
+    cy, py = both_impls
+    if base:  # a valid request, then the drawn lines mixed in
+        pairs = [(b"Host", b"a"), (b"Upgrade", b"websocket"), (b"Connection", b"Upgrade"),
+                 (b"Sec-WebSocket-Key", KEY.encode()), (b"Sec-WebSocket-Version", b"13")] + pairs[:2]
+        rnd.shuffle(pairs)
+    fields = {}
+    for name, value in pairs:
+        fields[name] = value
+    # The head's line count may disagree with the dict (a name given twice).
+    lines = [start] + [n + b": " + v for n, v in pairs] + [b"X: y"] * extra_lines
+    head = b"\r\n".join(lines) + b"\r\n\r\n"
+    expected = py.scan_upgrade(head, fields, max_headers)
+    assert cy.scan_upgrade(head, fields, max_headers) == expected
+    if expected is not None:
+        assert expected == expected.strip(b" \t") and len(expected) == 24
+
+
+@pytest.mark.parametrize("key", _SCAN_VALUES + [b"+/+/+/+/+/+/+/+/+/+/+w==", b"zzzzzzzzzzzzzzzzzzzzzw=="])
+def test_scan_upgrade_key_rule(impl, key):
+    head = (b"GET / HTTP/1.1\r\nHost: a\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+            b"Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: " + key + b"\r\n\r\n")
+    fields = {b"Host": b"a", b"Upgrade": b"websocket", b"Connection": b"Upgrade",
+              b"Sec-WebSocket-Version": b"13", b"Sec-WebSocket-Key": key}
+    valid = _hs._valid_key(key.decode("latin-1").strip(" \t"))
+    assert impl.scan_upgrade(head, fields, 100) == (key.strip(b" \t") if valid else None)
+
+
+def test_upgrade_reader_cython_equals_twin(both_impls):
+    cy, py = both_impls
+    readers = [cy.UpgradeReader(Request, Headers), py.UpgradeReader(Request, Headers)]
+    heads = _QUICK + [
+        upgrade(version="1.0"), upgrade("Host: b"), upgrade("Content-Length: 0"), b"\r\n" + upgrade(),
+        upgrade()[:-1], b"GET / HTTP/1.1\r\nHost: a\r\n\r\n", b"GARBAGE\r\n\r\n", b"GET", b"",
+        upgrade("X-Long: " + "x" * 9000), upgrade() + upgrade(), SAMPLE[:40] + b"\r\n\r\n",
+    ]
+    for limits in ((8192, 100), (100, 100), (8192, 4)):
+        for data in heads * 2:
+            got = [r.read(data, *limits) for r in readers]
+            assert (got[0] is None) == (got[1] is None), data
+            if got[0] is not None:
+                a, b = got
+                assert (a[0].method, a[0].path, a[0].version, a[0].body, a[0].headers.items(),
+                        a[0].headers.pack(), a[1], a[2]) == (
+                        b[0].method, b[0].path, b[0].version, b[0].body, b[0].headers.items(),
+                        b[0].headers.pack(), b[1], b[2])
+    assert [r.read(bytearray(upgrade())) for r in readers] == [None, None]  # bytes only (as the server passes)

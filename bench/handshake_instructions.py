@@ -1,0 +1,160 @@
+"""User-space instructions per accepted WebSocket connection, counted by valgrind (callgrind).
+
+    python bench/handshake_instructions.py [--n 2000] [--servers listener,handler,handshake-floor]
+                                           [--out bench/RESULTS.md]
+
+The connections bench (bench/connections.py) measures the server's CPU time
+per handshake, which moves by 1.5x between runs on this shared machine.
+Instruction counts do not: each server runs under callgrind, one
+bench/conn_client.py process opens N connections (20 handshakes in flight,
+real upgrade requests with a random key, the accept checked), and the
+server's counters are dumped before and after the opening
+(`callgrind_control -d`); the second dump divided by the connections opened
+is the server's user-space instructions per accepted connection: accept,
+transport and protocol set-up, reading and checking the request, the 101,
+the listener or handler started. The kernel's side (accept, read, write,
+epoll) is not counted; it is the same system calls for every server.
+
+Servers: ``listener`` and ``handler`` are ``python -m fastws echo`` with that
+API (the CLI's defaults otherwise: keepalive 20 s, /metrics and /healthz on,
+so the server's process_request runs); ``handshake-floor`` is
+bench/conn_peers.py's bare uvloop protocol (read to CRLF CRLF, real
+Sec-WebSocket-Accept, canned 101, no checks): what uvloop and one Python
+callback cost. Prints the ratio of each to the floor.
+"""
+from __future__ import annotations
+
+import argparse
+import datetime
+import glob
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from _meta import machine, versions  # noqa: E402
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+FLOOR = "handshake-floor"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _totals(path: str) -> int:
+    with open(path) as f:
+        for line in f:
+            if line.startswith(("summary:", "totals:")):
+                return int(line.split()[1])
+    raise RuntimeError(f"no totals in {path}")
+
+
+def _server_cmd(name: str, port: int) -> list[str]:
+    if name == FLOOR:
+        return [sys.executable, os.path.join(HERE, "conn_peers.py"), FLOOR, "--port", str(port)]
+    return [sys.executable, "-m", "fastws", "echo", "--port", str(port), "--api", name,
+            "--log-level", "warning"]
+
+
+def measure(name: str, n: int) -> tuple[float, int]:
+    """(instructions per accepted connection, connections opened) for server NAME."""
+    port = _free_port()
+    tmp = tempfile.mkdtemp(prefix="fastws-hs-cg-")
+    env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    server = subprocess.Popen(
+        ["valgrind", "--tool=callgrind", f"--callgrind-out-file={tmp}/cg.out", *_server_cmd(name, port)],
+        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    client = None
+    try:
+        line = server.stdout.readline()  # "READY ..." or fastws's "... listening on ..."
+        if not line:
+            raise RuntimeError(f"{name} did not start under valgrind")
+        client = subprocess.Popen(
+            [sys.executable, os.path.join(HERE, "conn_client.py"), "--port", str(port), "--count", str(n),
+             "--src", "127.0.0.2", "--concurrency", "20"],
+            cwd=ROOT, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+
+        def event(want: str) -> dict:
+            deadline = time.monotonic() + 600
+            while time.monotonic() < deadline:
+                text = client.stdout.readline()
+                if not text:
+                    raise RuntimeError("the client exited")
+                ev = json.loads(text)
+                if ev.get("ev") == want:
+                    return ev
+            raise RuntimeError(f"no {want} from the client")
+
+        event("ready")
+        subprocess.run(["callgrind_control", "-d", str(server.pid)], capture_output=True, check=True)
+        client.stdin.write("open\n")
+        client.stdin.flush()
+        opened = event("opened")["open"]
+        subprocess.run(["callgrind_control", "-d", str(server.pid)], capture_output=True, check=True)
+        client.stdin.write("close\n")
+        client.stdin.flush()
+        event("closed")
+    finally:
+        if client is not None and client.poll() is None:
+            client.kill()
+            client.wait()
+        server.terminate()
+        try:
+            server.wait(30)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.wait()
+    dumps = sorted(glob.glob(f"{tmp}/cg.out.*"), key=lambda p: int(p.rsplit(".", 1)[1]))
+    try:
+        return _totals(dumps[1]) / max(opened, 1), opened
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--n", type=int, default=2000, help="connections opened per server (default 2,000)")
+    ap.add_argument("--servers", default=f"listener,handler,{FLOOR}")
+    ap.add_argument("--out", help="append the table (with date, command and machine) to this markdown file")
+    args = ap.parse_args()
+    if shutil.which("valgrind") is None:
+        sys.exit("valgrind is not installed (apt-get install -y valgrind)")
+    names = [s.strip() for s in args.servers.split(",") if s.strip()]
+    cmd = "python " + " ".join([os.path.relpath(__file__, ROOT)] + sys.argv[1:])
+    date = datetime.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M:%S %Z")
+    head = [f"- command: `{cmd}`", f"- date: {date}", f"- machine: {machine()}", f"- versions: {versions()}",
+            f"- {args.n:,} connections per server, 20 handshakes in flight, one client process"]
+    print("\n".join(head), flush=True)
+    results = {}
+    for name in names:
+        results[name] = measure(name, args.n)
+        print(f"  {name}: {results[name][0]:,.0f} instructions per connection ({results[name][1]:,} opened)",
+              file=sys.stderr, flush=True)
+    floor = results.get(FLOOR, (None,))[0]
+    rows = ["| server | opened | instructions per accepted connection | vs the floor | above the floor |",
+            "|---|---:|---:|---:|---:|"]
+    for name, (ir, opened) in results.items():
+        label = f"fastws ({name})" if name != FLOOR else FLOOR
+        ratio = f"{ir / floor:.2f}x" if floor and name != FLOOR else "-"
+        above = f"{ir - floor:,.0f}" if floor and name != FLOOR else "-"
+        rows.append(f"| {label} | {opened:,} | {ir:,.0f} | {ratio} | {above} |")
+    text = "\n".join(rows)
+    print()
+    print(text)
+    if args.out:
+        with open(args.out, "a") as f:
+            f.write(f"\n## handshake_instructions.py {date}\n\n" + "\n".join(head) + "\n\n" + text + "\n")
+        print(f"\nappended to {args.out}", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()
