@@ -25,7 +25,7 @@ import os
 
 from ._impl import codec
 from .exceptions import CLOSE_NORMAL, ConnectionClosedOK
-from .protocol import CLOSED, LARGE_PAYLOAD, OP_BINARY, OP_TEXT, OPEN, Connection, _build_frame
+from .protocol import CLOSED, OPEN, Connection
 
 __all__ = ["WebSocketMixin", "WEBSOCKET_SLOTS", "DONE"]
 

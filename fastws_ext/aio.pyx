@@ -4,14 +4,21 @@
 The Cython build of fastws/_py/aio.py (same names, same behaviour; that
 module's docstring is the readable explanation and tests/test_aio.py runs both).
 
-Two C-level details the twin cannot have:
+C-level details the twin does not have (each measured with callgrind,
+bench/instructions.py):
 
 - ``Inbox.__anext__`` is the type's ``am_anext`` slot, so ``async for`` costs
   no Python frame per message;
 - ``Waiter`` implements ``am_send`` (patched into its type at import, below):
   the awaiting coroutine gets the message as a return value, with no
   StopIteration exception object per message (``__next__`` remains, for
-  callers that iterate it by hand).
+  callers that iterate it by hand);
+- while pending, ``am_send`` yields a stand-in C Future (one per inbox,
+  reused), so the awaiting C Task registers its wake-up through its fast
+  path; ``_resolve`` takes that wake-up off the stand-in and runs it, handing
+  it a done C Future (the C Task reads its result directly);
+- 3.11's pure-Python ``asyncio.current_task`` is replaced by a lookup in the
+  C Task's own dict.
 """
 cimport cython
 from cpython.ref cimport PyObject, PyTypeObject, Py_INCREF
@@ -45,6 +52,9 @@ if type(_current_tasks) is not dict or type(_current_task) is not types.Function
     _current_tasks = None
 cdef object _Task = asyncio.Task
 cdef object _Future = asyncio.Future
+cdef object _CancelledError = asyncio.CancelledError
+cdef object _InvalidStateError = asyncio.InvalidStateError
+cdef object _copy_context = contextvars.copy_context
 cdef object _wakeup_type = None    # the type of a Task's wake-up callback, once seen
 
 
@@ -81,9 +91,6 @@ cdef object _done_future(object loop):
         _done_fut = fut
         _done_loop = loop
     return _done_fut
-cdef object _CancelledError = asyncio.CancelledError
-cdef object _InvalidStateError = asyncio.InvalidStateError
-cdef object _copy_context = contextvars.copy_context
 
 cdef enum:
     _PENDING = 0
