@@ -1,8 +1,10 @@
-"""What machine and which versions a bench ran on: one place for every bench's header."""
+"""What machine and which versions a bench ran on: one place for every bench's header
+(and two small helpers the callgrind benches share)."""
 from __future__ import annotations
 
 import os
 import platform
+import socket
 import sys
 from importlib import metadata
 from pathlib import Path
@@ -64,3 +66,19 @@ def proc_cpu_ns(pid: int) -> int:
         return (int(fields[11]) + int(fields[12])) * 10**9 // os.sysconf("SC_CLK_TCK")
     except OSError:
         return 0
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port free on ``host`` right now."""
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
+
+
+def callgrind_total(path: str) -> int:
+    """The instructions counted in one callgrind dump file."""
+    with open(path) as f:
+        for line in f:
+            if line.startswith(("summary:", "totals:")):
+                return int(line.split()[1])
+    raise RuntimeError(f"no totals in {path}")

@@ -30,32 +30,17 @@ import glob
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _meta import machine, versions  # noqa: E402
+from _meta import callgrind_total, free_port, machine, versions  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 FLOOR = "handshake-floor"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _totals(path: str) -> int:
-    with open(path) as f:
-        for line in f:
-            if line.startswith(("summary:", "totals:")):
-                return int(line.split()[1])
-    raise RuntimeError(f"no totals in {path}")
 
 
 def _server_cmd(name: str, port: int) -> list[str]:
@@ -67,7 +52,7 @@ def _server_cmd(name: str, port: int) -> list[str]:
 
 def measure(name: str, n: int) -> tuple[float, int]:
     """(instructions per accepted connection, connections opened) for server NAME."""
-    port = _free_port()
+    port = free_port()
     tmp = tempfile.mkdtemp(prefix="fastws-hs-cg-")
     env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
     server = subprocess.Popen(
@@ -115,7 +100,7 @@ def measure(name: str, n: int) -> tuple[float, int]:
             server.wait()
     dumps = sorted(glob.glob(f"{tmp}/cg.out.*"), key=lambda p: int(p.rsplit(".", 1)[1]))
     try:
-        return _totals(dumps[1]) / max(opened, 1), opened
+        return callgrind_total(dumps[1]) / max(opened, 1), opened
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 

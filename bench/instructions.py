@@ -21,7 +21,6 @@ import argparse
 import glob
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -29,32 +28,18 @@ import time
 import warnings
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _meta import machine, versions  # noqa: E402
+from _meta import callgrind_total, free_port, machine, versions  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 DEFAULT = "picows,fastws-listener,fastws-handler,websockets,aiohttp"
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _totals(path: str) -> int:
-    with open(path) as f:
-        for line in f:
-            if line.startswith(("summary:", "totals:")):
-                return int(line.split()[1])
-    raise RuntimeError(f"no totals in {path}")
-
-
 def measure(name: str, size: int, n: int, warmup: int = 500) -> float | None:
     """Instructions per round trip of server NAME, or None if it cannot run here."""
     import websockets.sync.client as wsclient
 
-    port = _free_port()
+    port = free_port()
     tmp = tempfile.mkdtemp(prefix="fastws-cg-")
     env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
     proc = subprocess.Popen(
@@ -79,7 +64,7 @@ def measure(name: str, size: int, n: int, warmup: int = 500) -> float | None:
         subprocess.run(["callgrind_control", "-d", str(proc.pid)], capture_output=True, check=True)
         ws.close()
         dumps = sorted(glob.glob(f"{tmp}/cg.out.*"), key=lambda p: int(p.rsplit(".", 1)[1]))
-        return _totals(dumps[1]) / n
+        return callgrind_total(dumps[1]) / n
     finally:
         proc.terminate()
         try:

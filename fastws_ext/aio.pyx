@@ -216,9 +216,10 @@ cdef class Waiter:
                 self._state = _CANCELLED
                 self._schedule()
                 return 0
-            self._state = _DONE
-            self._result = result
-            self._exception = exc
+        self._state = _DONE
+        self._result = result
+        self._exception = exc
+        if self._yielded:
             if (callbacks is not None and len(<list>callbacks) == 1 and self._callback is None
                     and self._more is None and not _task_running(loop)):
                 cb, ctx = (<list>callbacks)[0]
@@ -229,9 +230,6 @@ cdef class Waiter:
             fut.set_result(None)  # the plain way: the task wakes through call_soon
             self._schedule()
             return 2
-        self._state = _DONE
-        self._result = result
-        self._exception = exc
         cb = self._callback
         if cb is None:
             if self._more is not None:

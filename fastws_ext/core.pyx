@@ -18,24 +18,12 @@ connection), and the mark of a lone pong is the C integer -1 in
 fastws_ext/fanout.pyx does), not through a generic attribute lookup each.
 """
 cimport cython
-from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_GET_SIZE
 from cpython.ref cimport PyObject, Py_INCREF, Py_XDECREF
 from libc.math cimport INFINITY
 
-cdef extern from "Python.h":
-    ctypedef struct PyMemberDef:
-        const char* name
-        int type
-        Py_ssize_t offset
-    ctypedef struct PyMemberDescrObject:
-        PyMemberDef* d_member
-
-cdef extern from "structmember.h":
-    int T_OBJECT_EX
-
 from fastws_ext.wheel cimport TimerEntry
 
-from fastws_ext.frames cimport FrameParser, server_frame
+from fastws_ext.frames cimport FrameParser, lone_opcode, server_frame
 from cpython.unicode cimport PyUnicode_Check
 
 from fastws_ext.frames import OP_PING, build_frame, lone_control
@@ -66,11 +54,8 @@ PING_SERVER = b"\x89\x00"
 cdef bytes _PING_SERVER = PING_SERVER
 
 
-class _Slotted:
-    __slots__ = ("x",)
-
-
-cdef type _MemberDescriptor = type(_Slotted.__dict__["x"])
+from types import MemberDescriptorType
+from fastws_ext.slots cimport member_offset, slot_at
 
 
 @cython.auto_pickle(False)
@@ -93,13 +78,8 @@ cdef class _Slot:
         self.off = -1
 
     cdef int _learn(self, type cls) except -1:
-        cdef PyMemberDef* member
         descr = getattr(cls, self.name, None)
-        self.off = -1
-        if type(descr) is _MemberDescriptor:
-            member = (<PyMemberDescrObject*><PyObject*>descr).d_member
-            if member.type == T_OBJECT_EX:
-                self.off = member.offset
+        self.off = member_offset(descr) if type(descr) is MemberDescriptorType else -1
         self.cls = cls
         return 0
 
@@ -108,7 +88,7 @@ cdef class _Slot:
         if type(obj) is not self.cls:
             self._learn(type(obj))
         if self.off >= 0:
-            v = (<PyObject**>((<char*><PyObject*>obj) + self.off))[0]
+            v = slot_at(obj, self.off)
             if v != NULL:
                 return <object>v
         return getattr(obj, self.name)
@@ -283,27 +263,12 @@ cdef class ConnectionCore(TimerEntry):
     cdef bint _lone_pong(self, object data) except -1:
         """Handle ``data`` if it is exactly one valid PONG frame (the rules of
         frames.lone_control); False (nothing done) otherwise."""
-        cdef const unsigned char* p
-        cdef Py_ssize_t n, length, head
-        cdef bint masked
-        if type(data) is not bytes:
-            return False
-        n = PyBytes_GET_SIZE(data)
-        if n < 2 or n > 131:
-            return False
-        p = <const unsigned char*>PyBytes_AS_STRING(data)
-        if p[0] != 0x8A:  # FIN, RSV 0, PONG
-            return False
-        masked = (p[1] & 0x80) != 0
-        if masked == self._is_client:  # a server expects masked frames, a client unmasked
-            return False
-        length = p[1] & 0x7F
-        head = 6 if masked else 2
-        if length > 125 or n != head + length:
+        # 0xA: PONG; a server expects masked frames, a client unmasked ones
+        if lone_opcode(data, not self._is_client) != 0xA:
             return False
         self._last_frames = -1  # a frame arrived: the next keepalive check sees life
         if self._pong_hook:
-            control = lone_control(data, masked)
+            control = lone_control(data, not self._is_client)
             try:
                 self._on_pong(control[1])
             except Exception as exc:
@@ -316,15 +281,20 @@ cdef class ConnectionCore(TimerEntry):
 # API): installed as methods, they cost no Python frame per message. The
 # readable reference is fastws/_py/core.py.
 
-cdef inline int _frame_out(ConnectionCore self, object data) except -1:
-    """1 if sent here (one unmasked frame through ``_write``), 0 if the
-    caller must take the general path (client side, or a large payload)."""
-    cdef int opcode = 1 if PyUnicode_Check(data) else 2   # OP_TEXT / OP_BINARY
-    if self._is_client or len(data) >= _LARGE:
-        return 0
-    frame = server_frame(opcode, data)
-    _WRITE.get(self)(frame)
-    return 1
+cdef inline int _send_message(object self, object data) except -1:
+    """Write one message's frame; returns 1 if the write buffer is above
+    write_limit afterwards (the two ``send`` differ only in what they make
+    of that). Small server frames are built and written here; the client
+    side (masked) and large payloads go to ``_send_general``."""
+    if not isinstance(self, ConnectionCore):
+        raise TypeError(f"expected a fastws connection, got {type(self).__name__}")
+    if <int>_STATE.get(self) != OPEN:
+        raise self._closed_error()
+    if (<ConnectionCore>self)._is_client or len(data) >= _LARGE:
+        self._send_general(data)
+    else:
+        _WRITE.get(self)(server_frame(1 if PyUnicode_Check(data) else 2, data))  # OP_TEXT / OP_BINARY
+    return _PAUSED.get(self) is _TRUE
 
 
 def conn_send(self, data):
@@ -335,13 +305,7 @@ def conn_send(self, data):
     ``on_drain`` before sending more); raises ConnectionClosed once the
     connection is closing or closed.
     """
-    if not isinstance(self, ConnectionCore):
-        raise TypeError(f"expected a fastws connection, got {type(self).__name__}")
-    if <int>_STATE.get(self) != OPEN:
-        raise self._closed_error()
-    if not _frame_out(<ConnectionCore>self, data):
-        self._send_general(data)
-    if _PAUSED.get(self) is _TRUE:
+    if _send_message(self, data):
         return self._check_write_buffer()
     return True
 
@@ -354,13 +318,7 @@ def ws_send(self, data):
     The frame is written at once; when no waiting is needed, the awaitable
     returned is an already-done one (no coroutine per message).
     """
-    if not isinstance(self, ConnectionCore):
-        raise TypeError(f"expected a fastws connection, got {type(self).__name__}")
-    if <int>_STATE.get(self) != OPEN:
-        raise self._closed_error()
-    if not _frame_out(<ConnectionCore>self, data):
-        self._send_general(data)
-    if _PAUSED.get(self) is _TRUE:
+    if _send_message(self, data):
         self._check_write_buffer()  # cuts off a peer over max_write_buffer
         return self._drain()
     return _DONE

@@ -74,3 +74,4 @@ cdef class FrameParser:
 
 
 cdef object server_frame(int opcode, object payload)
+cdef int lone_opcode(object data, bint expect_masked) noexcept

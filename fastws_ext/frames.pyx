@@ -913,9 +913,35 @@ def build_frame(int opcode, payload=b"", *, bint fin=True, bint mask=False, mask
     """One complete frame (header + payload) in a single bytes object; see frames.pyi."""
     cdef unsigned char key[4]
     cdef const unsigned char* kp = NULL
+    cdef Py_ssize_t key_len = -1
+    cdef Py_buffer kview
+    if mask_key is not None:
+        PyObject_GetBuffer(mask_key, &kview, PyBUF_SIMPLE)
+        key_len = kview.len
+        if key_len == 4:
+            memcpy(key, kview.buf, 4)
+        PyBuffer_Release(&kview)
+        kp = key
+    elif mask:
+        _fresh_key(key)
+        kp = key
+    return _frame(opcode, payload, fin, kp, key_len, rsv)
+
+
+cdef object server_frame(int opcode, object payload):
+    """``build_frame(opcode, payload)`` for C callers: one unmasked, final
+    frame of a str (as UTF-8) or bytes-like payload."""
+    return _frame(opcode, payload, True, NULL, -1, 0)
+
+
+cdef inline object _frame(int opcode, object payload, bint fin, const unsigned char* kp,
+                   Py_ssize_t key_len, int rsv):
+    """The frame of ``payload`` (str: as UTF-8), masked with ``kp`` unless NULL;
+    ``key_len`` is the length of a given mask key (-1: none given), checked
+    with the other arguments."""
     cdef const char* src
-    cdef Py_ssize_t length, key_len = -1, size
-    cdef Py_buffer view, kview
+    cdef Py_ssize_t length, size
+    cdef Py_buffer view
     cdef bint have_view = False
     cdef bytes frame
     cdef unsigned char* out
@@ -928,16 +954,6 @@ def build_frame(int opcode, payload=b"", *, bint fin=True, bint mask=False, mask
         src = <const char*>view.buf
         length = view.len
     try:
-        if mask_key is not None:
-            PyObject_GetBuffer(mask_key, &kview, PyBUF_SIMPLE)
-            key_len = kview.len
-            if key_len == 4:
-                memcpy(key, kview.buf, 4)
-            PyBuffer_Release(&kview)
-            kp = key
-        elif mask:
-            _fresh_key(key)
-            kp = key
         _check_args(opcode, length, fin, key_len, rsv)
         size = _header_size(<uint64_t>length, kp != NULL)
         frame = PyBytes_FromStringAndSize(NULL, size + length)
@@ -947,36 +963,6 @@ def build_frame(int opcode, payload=b"", *, bint fin=True, bint mask=False, mask
         if kp != NULL:
             mask_inplace(out + size, length, kp, 0)
         _count_tx(opcode, length, fin, kp != NULL)
-        return frame
-    finally:
-        if have_view:
-            PyBuffer_Release(&view)
-
-
-cdef object server_frame(int opcode, object payload):
-    """``build_frame(opcode, payload)`` for C callers: one unmasked, final
-    frame of a str (as UTF-8) or bytes-like payload."""
-    cdef const char* src
-    cdef Py_ssize_t length, size
-    cdef Py_buffer view
-    cdef bytes frame
-    cdef unsigned char* out
-    cdef bint have_view = False
-    if PyUnicode_Check(payload):
-        src = PyUnicode_AsUTF8AndSize(payload, &length)
-    else:
-        PyObject_GetBuffer(payload, &view, PyBUF_SIMPLE)
-        have_view = True
-        src = <const char*>view.buf
-        length = view.len
-    try:
-        _check_args(opcode, length, True, -1, 0)
-        size = _header_size(<uint64_t>length, False)
-        frame = PyBytes_FromStringAndSize(NULL, size + length)
-        out = <unsigned char*>PyBytes_AS_STRING(frame)
-        _write_header(out, opcode, <uint64_t>length, True, NULL, 0)
-        memcpy(out + size, src, length)
-        _count_tx(opcode, length, True, False)
         return frame
     finally:
         if have_view:
@@ -996,21 +982,32 @@ def lone_control(data, bint expect_masked):
     valid or not, returns None and goes to a real parser, which applies the
     rules and their close codes.
     """
-    cdef const unsigned char[::1] view
+    cdef int opcode = lone_opcode(data, expect_masked)
+    if opcode < 0:
+        return None
+    cdef const unsigned char* p = <const unsigned char*>PyBytes_AS_STRING(data)
+    cdef Py_ssize_t head = 6 if expect_masked else 2
+    return opcode, _payload_bytes(p + head, p[1] & 0x7F, p + 2 if expect_masked else NULL)
+
+
+cdef int lone_opcode(object data, bint expect_masked) noexcept:
+    """The opcode (0x9 or 0xA) if ``data`` is exactly one lone control frame
+    as :func:`lone_control` takes it, else -1: the check without the payload
+    (fastws_ext.core takes an idle connection's pong with it)."""
     cdef const unsigned char* p
     cdef Py_ssize_t n, length, head
     if type(data) is not bytes:
-        return None
+        return -1
     n = PyBytes_GET_SIZE(data)
     if n < 2 or n > 131:
-        return None
+        return -1
     p = <const unsigned char*>PyBytes_AS_STRING(data)
     if p[0] != (0x80 | C_PING) and p[0] != (0x80 | C_PONG):
-        return None
+        return -1
     if ((p[1] & 0x80) != 0) != expect_masked:
-        return None
+        return -1
     length = p[1] & 0x7F
     head = 6 if expect_masked else 2
     if length > 125 or n != head + length:
-        return None
-    return p[0] & 0x0F, _payload_bytes(p + head, length, p + 2 if expect_masked else NULL)
+        return -1
+    return p[0] & 0x0F

@@ -74,6 +74,23 @@ cdef inline bint _b64(unsigned char c) noexcept nogil:
     return (65 <= c <= 90) or (97 <= c <= 122) or (48 <= c <= 57) or c == 43 or c == 47
 
 
+cdef inline void _strip(const unsigned char* s, Py_ssize_t* a, Py_ssize_t* b) noexcept nogil:
+    """Narrow s[a:b] to its span without surrounding OWS (spaces and tabs)."""
+    while a[0] < b[0] and _ows(s[a[0]]):
+        a[0] += 1
+    while b[0] > a[0] and _ows(s[b[0] - 1]):
+        b[0] -= 1
+
+
+cdef inline const unsigned char* _stripped(object value, Py_ssize_t* a, Py_ssize_t* b) noexcept:
+    """The bytes of field value ``value``, with [a, b) its span without OWS."""
+    cdef const unsigned char* s = <const unsigned char*>PyBytes_AS_STRING(value)
+    a[0] = 0
+    b[0] = PyBytes_GET_SIZE(value)
+    _strip(s, a, b)
+    return s
+
+
 cdef inline bint _lists_upgrade(const unsigned char* s, Py_ssize_t n) noexcept nogil:
     """Whether the comma list s[:n] holds the token upgrade (any case)."""
     cdef Py_ssize_t start = 0, end, a, b
@@ -82,10 +99,7 @@ cdef inline bint _lists_upgrade(const unsigned char* s, Py_ssize_t n) noexcept n
         while end < n and s[end] != 44:  # ','
             end += 1
         a, b = start, end
-        while a < b and _ows(s[a]):
-            a += 1
-        while b > a and _ows(s[b - 1]):
-            b -= 1
+        _strip(s, &a, &b)
         if _ieq(s + a, b - a, b"upgrade", 7):
             return True
         start = end + 1
@@ -129,28 +143,15 @@ def scan_upgrade(bytes head not None, dict fields not None, Py_ssize_t max_heade
     cdef const unsigned char* s
     cdef Py_ssize_t a, b
     # Host: not empty once stripped
-    s = <const unsigned char*>PyBytes_AS_STRING(<object>values[HOST])
-    a, b = 0, PyBytes_GET_SIZE(<object>values[HOST])
-    while a < b and _ows(s[a]):
-        a += 1
+    _stripped(<object>values[HOST], &a, &b)
     if a == b:
         return None
     # Upgrade: websocket
-    s = <const unsigned char*>PyBytes_AS_STRING(<object>values[UPGRADE])
-    a, b = 0, PyBytes_GET_SIZE(<object>values[UPGRADE])
-    while a < b and _ows(s[a]):
-        a += 1
-    while b > a and _ows(s[b - 1]):
-        b -= 1
+    s = _stripped(<object>values[UPGRADE], &a, &b)
     if not _ieq(s + a, b - a, b"websocket", 9):
         return None
     # Sec-WebSocket-Version: 13
-    s = <const unsigned char*>PyBytes_AS_STRING(<object>values[VERSION])
-    a, b = 0, PyBytes_GET_SIZE(<object>values[VERSION])
-    while a < b and _ows(s[a]):
-        a += 1
-    while b > a and _ows(s[b - 1]):
-        b -= 1
+    s = _stripped(<object>values[VERSION], &a, &b)
     if b - a != 2 or s[a] != 49 or s[a + 1] != 51:
         return None
     # Connection: lists upgrade
@@ -159,12 +160,7 @@ def scan_upgrade(bytes head not None, dict fields not None, Py_ssize_t max_heade
         return None
     # Sec-WebSocket-Key: 22 base64 characters and "==" (what a2b_base64 in
     # strict mode decodes to 16 bytes from 24 characters)
-    s = <const unsigned char*>PyBytes_AS_STRING(<object>values[KEY])
-    a, b = 0, PyBytes_GET_SIZE(<object>values[KEY])
-    while a < b and _ows(s[a]):
-        a += 1
-    while b > a and _ows(s[b - 1]):
-        b -= 1
+    s = _stripped(<object>values[KEY], &a, &b)
     if b - a != 24 or s[a + 22] != 61 or s[a + 23] != 61:
         return None
     for i in range(a, a + 22):

@@ -31,7 +31,7 @@ from __future__ import annotations
 import math
 
 from .aio import DONE
-from .frames import OP_BINARY, OP_PING, OP_TEXT, build_frame, lone_control
+from .frames import OP_BINARY, OP_PING, OP_PONG, OP_TEXT, build_frame, lone_control
 from .wheel import TimerEntry
 
 __all__ = ["ConnectionCore", "PING_SERVER", "LARGE_PAYLOAD", "conn_send", "ws_send"]
@@ -192,18 +192,12 @@ class ConnectionCore(TimerEntry):
     def _lone_pong(self, data) -> bool:
         """Handle ``data`` if it is exactly one valid PONG frame (the rules of
         frames.lone_control); False (nothing done) otherwise."""
-        if type(data) is not bytes or not 2 <= len(data) <= 131 or data[0] != 0x8A:
-            return False
-        b1 = data[1]
-        masked = bool(b1 & 0x80)
-        if masked == self._is_client:  # a server expects masked frames, a client unmasked
-            return False
-        length = b1 & 0x7F
-        if length > 125 or len(data) != (6 if masked else 2) + length:
+        # a server expects masked frames, a client unmasked
+        control = lone_control(data, not self._is_client)
+        if control is None or control[0] != OP_PONG:
             return False
         self._last_frames = -1  # a frame arrived: the next keepalive check sees life
         if self._pong_hook:
-            control = lone_control(data, masked)
             try:
                 self._on_pong(control[1])
             except Exception as exc:
@@ -216,15 +210,21 @@ class ConnectionCore(TimerEntry):
 # API), installed as methods by fastws.protocol / fastws.websocket. In the
 # extension they cost no Python frame per message.
 
-def _frame_out(self, data) -> bool:
-    """True if sent here (one unmasked frame through ``_write``); False if the
-    caller must take the general path (``_send_general``: the client side,
-    masked, or a payload of at least LARGE_PAYLOAD, written next to its
-    header)."""
+def _send_message(self, data) -> bool:
+    """Write one message's frame; True if the write buffer is above
+    write_limit afterwards (the two ``send`` differ only in what they make of
+    that). Small server frames are built and written here; the client side
+    (masked) and payloads of at least LARGE_PAYLOAD (written next to their
+    header) go to ``_send_general``."""
+    if not isinstance(self, ConnectionCore):
+        raise TypeError(f"expected a fastws connection, got {type(self).__name__}")
+    if self._state != OPEN:
+        raise self._closed_error()
     if self._is_client or len(data) >= LARGE_PAYLOAD:
-        return False
-    self._write(build_frame(OP_TEXT if isinstance(data, str) else OP_BINARY, data))
-    return True
+        self._send_general(data)
+    else:
+        self._write(build_frame(OP_TEXT if isinstance(data, str) else OP_BINARY, data))
+    return bool(self._paused_writing)
 
 
 def conn_send(self, data) -> bool:
@@ -235,13 +235,7 @@ def conn_send(self, data) -> bool:
     ``on_drain`` before sending more); raises ConnectionClosed once the
     connection is closing or closed.
     """
-    if not isinstance(self, ConnectionCore):
-        raise TypeError(f"expected a fastws connection, got {type(self).__name__}")
-    if self._state != OPEN:
-        raise self._closed_error()
-    if not _frame_out(self, data):
-        self._send_general(data)
-    if self._paused_writing:
+    if _send_message(self, data):
         return self._check_write_buffer()
     return True
 
@@ -254,13 +248,7 @@ def ws_send(self, data):
     The frame is written at once; when no waiting is needed, the awaitable
     returned is an already-done one (no coroutine per message).
     """
-    if not isinstance(self, ConnectionCore):
-        raise TypeError(f"expected a fastws connection, got {type(self).__name__}")
-    if self._state != OPEN:
-        raise self._closed_error()
-    if not _frame_out(self, data):
-        self._send_general(data)
-    if self._paused_writing:
+    if _send_message(self, data):
         self._check_write_buffer()  # cuts off a peer over max_write_buffer
         return self._drain()
     return DONE
