@@ -10,6 +10,14 @@ connections, warms up, then counts echoes completed in the timed window and
 reads the server's CPU time (user+sys, /proc/PID/task/*/schedstat, in ns) at
 the window's edges. Ratios are against the first "picows" server of the run.
 Benchmarks never pass or fail; they print figures.
+
+``--rounds R`` (R > 1) measures differently, for rows whose servers differ by
+less than this machine's drift (a few percent): every server is started at
+once (the idle ones wait in epoll and cost nothing), and each row runs R
+rounds in which every server gets one window, in an order that alternates
+from round to round; the table gives each server's median over its R windows
+and the range of its server CPU per message. Slow drift and bursts of
+neighbour load then fall on every server alike.
 """
 from __future__ import annotations
 
@@ -20,6 +28,7 @@ import os
 import shlex
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -199,10 +208,21 @@ def fmt_rate(x: float) -> str:
     return f"{x:,.0f}" if x >= 100 else f"{x:,.1f}"
 
 
+def median_result(runs: list) -> dict:
+    """One server's R windows of one row: the median of each figure, and the
+    range of the server CPU per message."""
+    r = {k: statistics.median(x[k] for x in runs) for k in ("rate", "srv_us", "srv_pct", "cli_pct", "other")}
+    r["msgs"] = sum(x["msgs"] for x in runs)
+    r["range"] = (min(x["srv_us"] for x in runs), max(x["srv_us"] for x in runs))
+    return r
+
+
 def table(rows, labels, results, ref) -> str:
+    ranged = any(isinstance(r, dict) and "range" in r for r in results.values())
     out = ["| bench | server | msg/s | vs picows | server CPU µs/msg | vs picows "
-           "| server CPU | client CPU | other CPU |",
-           "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
+           + ("| µs/msg min-max " if ranged else "")
+           + "| server CPU | client CPU | other CPU |",
+           "|---|---|---:|---:|---:|---:|" + ("---:|" if ranged else "") + "---:|---:|---:|"]
     for row in rows:
         base = results.get((row, ref)) if ref else None
         base = base if isinstance(base, dict) else None
@@ -211,19 +231,73 @@ def table(rows, labels, results, ref) -> str:
             if r is None:
                 continue
             if isinstance(r, str):
-                out.append(f"| {row} | {label} | {r} | | | | | | |")
+                out.append(f"| {row} | {label} | {r} | | | | | | |" + (" |" if ranged else ""))
                 continue
             rr = f"{r['rate'] / base['rate']:.2f}x" if base else "-"
             cr = f"{r['srv_us'] / base['srv_us']:.2f}x" if base else "-"
             flag = " (client-bound)" if r["cli_pct"] >= CLIENT_BOUND else ""
             flag += " (noisy)" if r["other"] >= NOISY else ""
+            span = f"| {r['range'][0]:.1f}-{r['range'][1]:.1f} " if ranged and "range" in r else ""
             out.append(f"| {row} | {label} | {fmt_rate(r['rate'])}{flag} | {rr} | {r['srv_us']:.1f} | {cr} "
-                       f"| {r['srv_pct']:.0f}% | {r['cli_pct']:.0f}% "
+                       f"{span}| {r['srv_pct']:.0f}% | {r['cli_pct']:.0f}% "
                        f"| {r['other']:.0f}% |")
     return "\n".join(out)
 
 
 # ---------------------------------------------------------------- main ----
+def _progress(row, label, r) -> None:
+    print(f"  {row:10} {label:16} {fmt_rate(r['rate']):>10} msg/s "
+          f"{r['srv_us']:7.1f} µs/msg server CPU {r['srv_pct']:3.0f}% "
+          f"client CPU {r['cli_pct']:3.0f}% other {r['other']:3.0f}%", file=sys.stderr, flush=True)
+
+
+async def run_rounds(args, names, labels, rows, pin, results, notes) -> None:
+    """--rounds: all servers up at once; per row, R rounds of one window each."""
+    procs = {}
+    try:
+        for name, label in zip(names, labels):
+            srv = ServerProc(name, args.host, pin)
+            procs[label] = (name, srv)
+            why = await srv.ready()
+            if why is not None:
+                notes.append(f"{label}: {why}")
+                print(f"  {label}: {why}", file=sys.stderr, flush=True)
+                del procs[label]
+                await srv.stop()
+        live = [label for label in labels if label in procs]
+        for row in rows:
+            size, conns = ROWS[row]
+            runs = {label: [] for label in live}
+            for rnd in range(args.rounds):
+                order = live if rnd % 2 == 0 else live[::-1]
+                for label in order:
+                    name, srv = procs[label]
+                    if label in results:  # failed earlier in this row
+                        continue
+                    if args.quiet_wait > 0:
+                        busy = await wait_quiet(args.quiet_wait)
+                        if busy > QUIET:
+                            notes.append(f"{label} {row} round {rnd + 1}: machine busy ({busy:.0f}% "
+                                         f"of 200%) when the window started, after {args.quiet_wait:g} s wait")
+                    try:
+                        r = await run_row(args.host, srv.port, srv.pid, name in RAW, size, conns,
+                                          args.duration, args.warmup)
+                    except Exception as exc:  # noqa: BLE001 - reported in the table
+                        results[(row, label)] = f"failed: {type(exc).__name__}"
+                        notes.append(f"{label} {row}: {type(exc).__name__}: {exc} "
+                                     f"(server stderr: {srv.stderr_tail()})")
+                        print(f"  {row:10} {label:16} FAILED {exc!r}", file=sys.stderr, flush=True)
+                        continue
+                    runs[label].append(r)
+                    _progress(row, f"{label} r{rnd + 1}", r)
+            for label in live:
+                if (row, label) not in results and runs[label]:
+                    results[(row, label)] = median_result(runs[label])
+    finally:
+        for _, srv in procs.values():
+            await srv.stop()
+
+
 async def amain(args) -> int:
     names = [s.strip() for s in args.servers.split(",") if s.strip()]
     rows = [r.strip() for r in args.rows.split(",") if r.strip()]
@@ -258,14 +332,17 @@ async def amain(args) -> int:
         f"- setup: server on CPU {SERVER_CPU}, client on CPU {CLIENT_CPU}" if pin
         else "- setup: no CPU pinning",
         f"- window: {args.duration:g} s timed after {args.warmup:g} s warm-up per row"
-        f"{f', best of {args.repeat}' if args.repeat > 1 else ''}; "
+        f"{f', best of {args.repeat}' if args.repeat > 1 else ''}"
+        f"{f', median of {args.rounds} interleaved rounds (all servers running, order alternating)' if args.rounds > 1 else ''}; "
         "binary messages, unfragmented, request/response on each connection",
     ]
     print("\n".join(head), flush=True)
 
     results = {}
     notes = []
-    for name, label in zip(names, labels):
+    if args.rounds > 1:
+        await run_rounds(args, names, labels, rows, pin, results, notes)
+    for name, label in ([] if args.rounds > 1 else zip(names, labels)):
         srv = ServerProc(name, args.host, pin)
         try:
             why = await srv.ready()
@@ -289,9 +366,7 @@ async def amain(args) -> int:
                             best = r
                     r = best
                     results[(row, label)] = r
-                    print(f"  {row:10} {label:16} {fmt_rate(r['rate']):>10} msg/s "
-                          f"{r['srv_us']:7.1f} µs/msg server CPU {r['srv_pct']:3.0f}% "
-                          f"client CPU {r['cli_pct']:3.0f}% other {r['other']:3.0f}%", file=sys.stderr, flush=True)
+                    _progress(row, label, r)
                 except Exception as exc:  # noqa: BLE001 - reported in the table
                     results[(row, label)] = f"failed: {type(exc).__name__}"
                     notes.append(f"{label} {row}: {type(exc).__name__}: {exc} "
@@ -330,6 +405,9 @@ def main() -> int:
     ap.add_argument("--conns", type=int, default=1000, help="connections of the c1000 row")
     ap.add_argument("--repeat", type=int, default=1,
                     help="run each row this many times and keep the best (highest msg/s)")
+    ap.add_argument("--rounds", type=int, default=1,
+                    help="R > 1: start every server at once and give each R interleaved windows "
+                         "per row, in alternating order; report medians (see the docstring)")
     ap.add_argument("--quick", action="store_true", help="1 s windows, 0.3 s warm-up")
     ap.add_argument("--quiet-wait", type=float, default=20.0,
                     help="before each row, wait up to this many seconds for both CPUs to be idle "

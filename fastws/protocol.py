@@ -217,9 +217,10 @@ class Connection(codec.ConnectionCore):
         return parser
 
     def _idle_parser(self) -> bool:
-        """Drop the parser if it holds nothing (no partial frame or message)."""
+        """Drop the parser if it holds nothing (no partial frame or message,
+        not even a header alone or an empty first fragment: at_rest)."""
         parser = self._parser
-        if parser is not None and parser.buffered == 0 and not parser.closed and not parser.failed:
+        if parser is not None and parser.at_rest and not parser.closed and not parser.failed:
             self._parser = None
             self._last_frames = 0
             self._messages_base += parser.messages_received

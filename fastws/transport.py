@@ -19,6 +19,81 @@ __all__ = ["StreamConnection"]
 logger = logging.getLogger("fastws.transport")
 
 
+class _DirectReads(asyncio.BufferedProtocol):
+    """The transport's protocol while large data frames come in.
+
+    ``StreamConnection`` takes bytes (``data_received``): cheapest for the
+    small messages that are the common case, but each read is copied once by
+    the event loop into a bytes object and once more by the parser into the
+    message. When the parser is in the payload of a data frame with at least
+    ``DIRECT_MIN`` (64 KiB) still to come, the connection hands the transport
+    to this object instead (``transport.set_protocol``): its ``get_buffer``
+    is the parser's, which lends the rest of the message's own buffer, so the
+    kernel writes the payload where it belongs and the parser only unmasks it
+    in place. Between large frames the parser lends its per-thread scratch
+    buffer, so the next large frame's first read is not copied by the loop
+    either. After ``STAY`` reads in a row that did not end inside a large
+    frame (or at once if the parser goes away) the transport goes back to
+    the connection. Every other protocol callback is the connection's.
+    """
+
+    __slots__ = ("_conn", "_parser", "_spill", "_quiet")
+    STAY = 16
+
+    def __init__(self, conn, parser):
+        self._conn = conn
+        self._parser = parser
+        self._spill = None
+        self._quiet = 0
+
+    def get_buffer(self, sizehint):
+        parser = self._parser
+        if self._conn._parser is parser:
+            return parser.get_buffer(sizehint)
+        # The parser was dropped (idle) or replaced meanwhile: take these
+        # bytes as plain data and hand the transport back.
+        spill = self._spill = memoryview(bytearray(65536))
+        return spill
+
+    def buffer_updated(self, nbytes):
+        conn = self._conn
+        spill = self._spill
+        if spill is not None:
+            self._spill = None
+            conn._direct_reads_end()
+            conn.data_received(bytes(spill[:nbytes]))
+            return
+        parser = self._parser
+        try:
+            parser.buffer_updated(nbytes)
+        except Exception as exc:
+            conn._input_failed(exc)
+        if conn._parser is not parser or parser.closed or parser.failed:
+            conn._direct_reads_end()
+        elif parser.wants_direct():
+            self._quiet = 0
+        else:
+            self._quiet += 1
+            if self._quiet >= self.STAY:
+                conn._direct_reads_end()
+
+    # A read registered before a switch may still arrive as bytes.
+    def data_received(self, data):
+        self._conn.data_received(data)
+
+    def eof_received(self):
+        return self._conn.eof_received()
+
+    def connection_lost(self, exc):
+        self._conn.connection_lost(exc)
+
+    def pause_writing(self):
+        self._conn.pause_writing()
+
+    def resume_writing(self):
+        self._conn.resume_writing()
+
+
 class StreamConnection(Connection, asyncio.Protocol):
     __slots__ = ("_transport", "_reading_paused")
 
@@ -33,6 +108,7 @@ class StreamConnection(Connection, asyncio.Protocol):
         self._write = transport.write
         opts = self._opts
         transport.set_write_buffer_limits(opts.write_limit)  # (high); positional: no keyword parsing
+        self._direct_ok = True  # large frames: see _DirectReads
         driver = self._driver  # a server sets its own before (ServerConnection)
         if driver is None:
             self._driver = driver = get_driver(asyncio.get_running_loop(), opts.timer_tick)
@@ -46,10 +122,32 @@ class StreamConnection(Connection, asyncio.Protocol):
     # object for a large payload). Measured through uvloop with both methods
     # in C on ConnectionCore (callgrind, 2026-11-22): 5,397 -> 7,212
     # instructions per 32 B echo (a memoryview and a buffer export per read),
-    # 2.45M -> 0.60M per 1 MiB echo (one copy of the payload fewer). Small
-    # messages are the common case, so the adapter takes bytes; idle
+    # 2.45M -> 0.60M per 1 MiB echo (two copies of the payload fewer). So the
+    # adapter takes bytes, and switches the transport to _DirectReads when 64
+    # KiB or more of a data frame are still to come (_direct_reads_begin,
+    # called by data_received), back after 16 reads without one; idle
     # connections hold no read buffer either way (the parser is dropped when
     # idle).
+    def _direct_reads_begin(self, parser) -> None:
+        transport = self._transport
+        if transport is None or transport.is_closing():
+            return
+        if transport.get_extra_info("sslcontext") is not None:
+            # TLS decrypts into its own buffers first: nothing to save.
+            self._direct_ok = False
+            return
+        # set_protocol takes effect at the next read, also from inside a read
+        # callback: uvloop restarts reading with the new protocol's kind
+        # (libuv looks the callbacks up again before each read), asyncio's
+        # selector transport switches its read method. If the application
+        # paused reading, resume_reading() starts it with the new kind.
+        transport.set_protocol(_DirectReads(self, parser))
+
+    def _direct_reads_end(self) -> None:
+        transport = self._transport
+        if transport.get_protocol() is not self:
+            transport.set_protocol(self)
+
     def _handshake_bytes(self, data) -> None:
         try:
             self._handshake_data(data)

@@ -20,6 +20,7 @@ class ConnectionCore(TimerEntry):
     _last_frames: int         # -1: a lone pong came since the last check
     _is_client: bool
     _pong_hook: bool          # False: pongs need no _on_pong call
+    _direct_ok: bool          # True: data_received may call _direct_reads_begin(parser)
     _ka_counters: object      # None, or an object with a pings_sent counter
     def on_timer(self, now: float) -> Union[float, None]: ...
     def data_received(self, data: bytes) -> None: ...

@@ -23,7 +23,7 @@ from libc.math cimport INFINITY
 
 from fastws_ext.wheel cimport TimerEntry
 
-from fastws_ext.frames cimport FrameParser, lone_opcode, server_frame
+from fastws_ext.frames cimport FrameParser, lone_opcode, parser_wants_direct, server_frame
 from cpython.unicode cimport PyUnicode_Check
 
 from fastws_ext.frames import OP_PING, build_frame, lone_control
@@ -128,7 +128,8 @@ cdef class ConnectionCore(TimerEntry):
     methods: ``_state``, ``_parser``, ``_opts``, ``_write``, ``_paused_writing``,
     ``_write_timed_out()``, ``_idle_check(now)``, ``_keepalive_timed_out()``,
     ``_idle_parser()``, ``_timer_expired()``, ``_input_failed(exc)``,
-    ``_on_pong(payload)``, ``_feed(data)`` and ``_handshake_bytes(data)``.
+    ``_on_pong(payload)``, ``_feed(data)``, ``_handshake_bytes(data)`` and,
+    when ``_direct_ok`` is set, ``_direct_reads_begin(parser)``.
     """
 
     cdef public double _keepalive_at    # next keepalive check (inf: keepalive off)
@@ -138,6 +139,7 @@ cdef class ConnectionCore(TimerEntry):
     cdef public long long _last_frames  # frames seen at the last check; -1: a lone pong came
     cdef public bint _is_client
     cdef public bint _pong_hook         # False: a pong needs no _on_pong call (nobody listens)
+    cdef public bint _direct_ok         # the adapter can switch to direct reads (_direct_reads_begin)
     cdef public object _ka_counters     # None, or an object whose pings_sent counts our pings
 
     def __cinit__(self):
@@ -234,7 +236,9 @@ cdef class ConnectionCore(TimerEntry):
     def data_received(self, data):
         """asyncio.Protocol: bytes from the peer (the stream adapter's entry point).
 
-        With a parser: one call into it. Idle (parser released) and OPEN: a
+        With a parser: one call into it (then, if the rest of a large data
+        frame is still to come, ``_direct_reads_begin(parser)``). Idle (parser
+        released) and OPEN: a
         lone pong, as keepalive brings every ping_interval, is taken here
         without a parser and without a Python call unless someone listens to
         pongs; anything else goes to ``_feed``. Before the handshake is done:
@@ -246,10 +250,17 @@ cdef class ConnectionCore(TimerEntry):
             try:
                 if type(parser) is FrameParser:
                     (<FrameParser>parser).feed_object(data)  # a C call
+                    direct = self._direct_ok and parser_wants_direct(<FrameParser>parser)
                 else:
                     parser.feed(data)
+                    direct = self._direct_ok and parser.wants_direct()
             except Exception as exc:
                 self._input_failed(exc)
+                return
+            if direct:
+                # The rest of a large data frame is still to come: the adapter
+                # reads it straight into the message (no copy of it here).
+                self._direct_reads_begin(parser)
             return
         state = _STATE.get(self)
         if state == OPEN:

@@ -97,6 +97,12 @@ class FrameParser:
         call of any other method, if the scratch was lent again in between,
         or from one of this parser's callbacks; ValueError if nbytes is out
         of range.  Returns at once (ignoring the bytes) if closed or failed."""
+    def wants_direct(self) -> bool:
+        """True while ``get_buffer()`` would lend the destination of the
+        current data frame's payload itself (in its payload, nothing else
+        buffered, at least 64 KiB still to come): reading through
+        ``get_buffer``/``buffer_updated`` then costs no copy of those bytes.
+        The pure-Python twin never lends directly and always says False."""
     def release(self) -> None:
         """Free internal buffers that hold no data (call when idle); cancels an
         outstanding ``get_buffer()``."""
@@ -108,6 +114,11 @@ class FrameParser:
     def buffered(self) -> int:
         """Bytes held: an incomplete frame plus a partial fragmented message
         (never the shared scratch buffer)."""
+    @property
+    def at_rest(self) -> bool:
+        """Between messages: no bytes held, no frame or message begun (a new
+        parser in its place would read the rest of the stream the same; a
+        frame's header alone, or an empty first fragment, is not at rest)."""
     @property
     def messages_received(self) -> int:
         """Complete data messages delivered to on_message so far (counted just

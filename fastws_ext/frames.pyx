@@ -39,7 +39,7 @@ from libc.stdint cimport int64_t, uint64_t
 from libc.stdlib cimport free, realloc
 from libc.string cimport memcpy, memmove
 
-from fastws_ext.mask cimport mask_inplace
+from fastws_ext.mask cimport mask_copy, mask_inplace
 from fastws_ext.utf8 cimport Utf8Validator, utf8_valid
 
 import os
@@ -125,9 +125,7 @@ cdef enum:
     # UTF-8 checks and the binary fast paths, which compare with C_TEXT and
     # C_BINARY, leave its compressed bytes alone).
     COMPRESSED = 0x40
-    # Parser states.
-    HEADER = 0
-    PAYLOAD = 1
+    # Parser states (HEADER, PAYLOAD) and DIRECT_MIN: in frames.pxd.
     # Bytes of a new chunk appended to a non-empty buffer before parsing goes
     # on in the chunk itself: more than the largest unit ever left buffered
     # (a control frame: 6 + 125 bytes).
@@ -139,13 +137,6 @@ cdef enum:
     # get_buffer(): the scratch buffer's size (uvloop's own read buffer is
     # 256 KiB too: one read takes what a fast peer has sent since the last).
     SCRATCH_SIZE = 256 * 1024
-    # get_buffer() lends the destination of the payload itself when at least
-    # this much of the current data frame is still to come.  A direct read
-    # stops at the end of the frame (the next header needs another read), so
-    # it pays off only when the copy it saves (about 3 us for 64 KiB) is worth
-    # more than that extra trip through the loop (1-3 us); below, the scratch
-    # path reads the payload and the frames after it in one go.
-    DIRECT_MIN = 64 * 1024
     # What the last get_buffer() lent.
     LENT_NONE = 0
     LENT_SCRATCH = 1
@@ -169,8 +160,7 @@ cdef inline bytes _payload_bytes(const unsigned char* src, Py_ssize_t n, const u
     # Allocate with NULL: PyBytes_FromStringAndSize(src, 1) returns CPython's
     # shared 1-byte singleton, which must never be written to.
     out = PyBytes_FromStringAndSize(NULL, n)
-    memcpy(PyBytes_AS_STRING(out), src, n)
-    mask_inplace(<unsigned char*>PyBytes_AS_STRING(out), n, key, 0)
+    mask_copy(<unsigned char*>PyBytes_AS_STRING(out), src, n, key, 0)
     return out
 
 
@@ -259,12 +249,21 @@ cdef class FrameParser:
         return self._buf_len + self._msg_len
 
     @property
+    def at_rest(self):
+        return self._state == HEADER and self._buf_len == 0 and self._msg_opcode == 0
+
+    @property
     def messages_received(self):
         return self._messages
 
     @property
     def frames_received(self):
         return self._frames
+
+    def wants_direct(self):
+        """True while get_buffer() would lend the destination of the current
+        data frame's payload (see frames.pyi)."""
+        return parser_wants_direct(self)
 
     def release(self):
         """Free internal buffers that hold no data (call when idle)."""
@@ -639,14 +638,14 @@ cdef class FrameParser:
                     # get_buffer() allocated it (then feed() came instead).
                     result = self._out
                     self._out = None
-                    memcpy(PyBytes_AS_STRING(result), data + pos, take)
                     if self._masked:
-                        mask_inplace(<unsigned char*>PyBytes_AS_STRING(result), take, self._key, 0)
+                        mask_copy(<unsigned char*>PyBytes_AS_STRING(result), data + pos, take, self._key, 0)
+                    else:
+                        memcpy(PyBytes_AS_STRING(result), data + pos, take)
             else:
                 if self._masked:
                     self._msg_reserve(take)
-                    memcpy(self._msg, data + pos, take)
-                    mask_inplace(self._msg, take, self._key, 0)
+                    mask_copy(self._msg, data + pos, take, self._key, 0)
                     src = self._msg
                 else:
                     src = data + pos
@@ -680,9 +679,10 @@ cdef class FrameParser:
             else:
                 self._msg_reserve(self._msg_len + take)
                 dst = self._msg + self._msg_len
-            memcpy(dst, data + pos, take)
-            if self._masked:
-                self._key_offset = mask_inplace(dst, take, self._key, self._key_offset)
+            if self._masked:  # copied and unmasked in one pass
+                self._key_offset = mask_copy(dst, data + pos, take, self._key, self._key_offset)
+            else:
+                memcpy(dst, data + pos, take)
             # RFC 6455 8.1: text MUST be UTF-8; checked as the bytes arrive.
             if opcode == C_TEXT and not self._utf8.feed_ptr(dst, take):
                 raise self._fail(InvalidUTF8("invalid UTF-8"))

@@ -93,6 +93,12 @@ cdef Py_ssize_t mask_inplace(unsigned char* data, Py_ssize_t length,
     return (offset + length) & 3
 
 
+cdef Py_ssize_t mask_copy(unsigned char* dst, const unsigned char* src, Py_ssize_t length,
+                          const unsigned char* key, Py_ssize_t offset) noexcept nogil:
+    _xor_into(dst, src, length, key, offset & 3)
+    return (offset + length) & 3
+
+
 # -- Python API -----------------------------------------------------------
 
 cdef str _describe(obj, bint writable):

@@ -52,7 +52,7 @@ FASTWS_REQUIRE_EXTENSION=1 "$PY" -m pip install -q -e ".[test]"
 "$PY" -c "import fastws; print('fastws', fastws.__version__, 'implementation:', fastws.IMPLEMENTATION)"
 
 echo "== end-to-end tests on the pure-Python twins"
-FASTWS_PURE_PYTHON=1 "$PY" -m pytest -q -p no:cacheprovider tests/test_server.py tests/test_handler_api.py tests/test_conn.py tests/test_aio.py tests/test_peers.py tests/test_flow.py tests/test_cli.py tests/test_cli_run.py tests/test_metrics.py tests/test_uvicorn.py tests/test_impl.py tests/test_chat.py tests/test_push.py tests/test_pubsub.py tests/test_broker.py tests/test_cork.py tests/test_deflate.py
+FASTWS_PURE_PYTHON=1 "$PY" -m pytest -q -p no:cacheprovider tests/test_server.py tests/test_handler_api.py tests/test_conn.py tests/test_aio.py tests/test_peers.py tests/test_flow.py tests/test_cli.py tests/test_cli_run.py tests/test_metrics.py tests/test_uvicorn.py tests/test_impl.py tests/test_chat.py tests/test_push.py tests/test_pubsub.py tests/test_broker.py tests/test_cork.py tests/test_deflate.py tests/test_direct_reads.py
 
 echo "== Autobahn|Testsuite 1-10 and a part of 12-13, deflate on (pytest -m autobahn)"
 FASTWS_REQUIRE_EXTENSION=1 "$PY" -m pytest -q -p no:cacheprovider -m autobahn -s

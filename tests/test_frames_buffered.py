@@ -20,6 +20,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from test_frames_differential import EXAMPLES, Boom, encode_frame, make_inflate, streams
 
+from fastws._py.frames import build_frame
 from fastws.exceptions import InvalidUTF8, MessageTooBig, ProtocolError
 
 KEY = b"\x37\xfa\x21\x3d"
@@ -361,6 +362,50 @@ def test_large_payload_read_directly(impl, opcode, masked):
     else:
         # The message buffer grows as it fills: views up to the frame's end.
         assert DIRECT_MIN <= lens[1] <= size - first
+
+
+def test_wants_direct_tracks_the_direct_lend(impl):
+    """wants_direct() is True exactly when get_buffer() would lend the
+    message itself (the adapter switches to get_buffer reads then)."""
+    events = []
+    parser = make_parser(impl, events, max_size=None)
+    payload = os.urandom(DIRECT_MIN + 10)
+    frame = build_frame(2, payload, mask_key=KEY)
+    assert parser.wants_direct() is False  # between frames
+    parser.feed(frame[:14 + 9])  # header and 9 bytes: DIRECT_MIN + 1 to come
+    direct = impl.name == "cython"
+    assert parser.wants_direct() is direct
+    view = parser.get_buffer(-1)
+    assert (len(view) == DIRECT_MIN + 1) is direct
+    parser.buffer_updated(0)
+    parser.feed(frame[23:25])  # now less than DIRECT_MIN to come
+    assert parser.wants_direct() is False
+    parser.feed(frame[25:])
+    assert parser.wants_direct() is False and events == [("message", "bytes", payload)]
+    # A header cut in two is buffered bytes: never direct.
+    parser.feed(frame[:3])
+    assert parser.wants_direct() is False
+
+
+@pytest.mark.parametrize("pieces, rest", [
+    ([], True),                                   # nothing yet
+    ([build_frame(1, b"hi", mask_key=KEY)], True),           # a whole message
+    ([build_frame(2, b"x" * 300, mask_key=KEY)[:2]], False),  # a cut header
+    ([build_frame(2, b"x" * 300, mask_key=KEY)[:8]], False),  # a header alone, no payload byte
+    ([build_frame(2, b"x" * 300, mask_key=KEY)[:50]], False),  # inside the payload
+    ([build_frame(1, b"", fin=False, mask_key=KEY)], False),   # an empty first fragment
+    ([build_frame(1, b"a", fin=False, mask_key=KEY),
+      build_frame(0, b"b", mask_key=KEY)], True),              # a fragmented message, done
+    ([build_frame(1, b"a", fin=False, mask_key=KEY),
+      build_frame(9, b"p", mask_key=KEY)], False),             # a ping inside a message
+])
+def test_at_rest(impl, pieces, rest):
+    """at_rest: a new parser in this one's place would read the rest of the
+    stream the same (the keepalive drops only such a parser)."""
+    parser = make_parser(impl, [])
+    for piece in pieces:
+        parser.feed(piece)
+    assert parser.at_rest is rest
 
 
 def test_direct_view_capped_at_frame_end(impl):

@@ -6,6 +6,7 @@ picked; CI runs this file a second time with FASTWS_PURE_PYTHON=1.
 """
 from __future__ import annotations
 
+import os
 import socket
 import struct
 import time
@@ -403,13 +404,7 @@ def test_idle_connection_releases_parser_and_keeps_working(serve_thread):
     assert st.call(lambda: conn._parser) is None  # idle: no parser, no buffer
     # Keepalive pings may arrive meanwhile; answer them and check the echo.
     c.send(1, b"after idle")
-    while True:
-        fin, opcode, payload = c.recv_frame()
-        if opcode == 9:
-            c.send(10, payload)
-            continue
-        assert (opcode, payload) == (1, b"after idle")
-        break
+    assert c.recv_data() == (1, b"after idle")
     c.close()
 
 
@@ -421,13 +416,39 @@ def test_partial_message_survives_idle_ticks(serve_thread):
     conn = _only_conn(st)
     assert st.call(lambda: conn._parser) is not None
     c.send(0, b"second half")
-    while True:
-        fin, opcode, payload = c.recv_frame()
-        if opcode == 9:
-            c.send(10, payload)
-            continue
-        assert (opcode, payload) == (1, b"first half, second half")
-        break
+    assert c.recv_data() == (1, b"first half, second half")
+    c.close()
+
+
+@pytest.mark.parametrize("api", APPS)
+def test_frame_header_alone_survives_idle_ticks(serve_thread, api):
+    """A peer that stops after a frame's header (mask key included), for
+    several keepalive checks, then sends the payload: the parser holds no
+    byte meanwhile but is inside a frame, so it must not be released (a new
+    one would read the payload as a header)."""
+    st = serve_thread(APPS[api], ping_interval=0.2 * UNIT, ping_timeout=5, timer_tick=0.02 * UNIT)
+    c = RawClient(st.port)
+    payload = os.urandom(100)
+    frame = build_frame(2, payload, mask_key=os.urandom(4))
+    c.send_raw(frame[:6])  # 2-byte header + mask key
+    time.sleep(0.8 * UNIT)
+    conn = _only_conn(st)
+    assert st.call(lambda: conn._parser) is not None
+    c.send_raw(frame[6:])
+    # A ping that came inside the frame cannot be answered until it ends.
+    assert c.recv_data(answer_pings=False) == (2, payload)
+    c.close()
+
+
+@pytest.mark.parametrize("api", APPS)
+def test_empty_first_fragment_survives_idle_ticks(serve_thread, api):
+    """An empty first fragment holds no byte either; the message is begun."""
+    st = serve_thread(APPS[api], ping_interval=0.2 * UNIT, ping_timeout=5, timer_tick=0.02 * UNIT)
+    c = RawClient(st.port)
+    c.send(1, b"", fin=False)
+    time.sleep(0.8 * UNIT)
+    c.send(0, b"then the text")
+    assert c.recv_data() == (1, b"then the text")
     c.close()
 
 

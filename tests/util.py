@@ -86,6 +86,16 @@ class RawClient:
         assert not b1 & 0x80, "server frames must not be masked"
         return bool(b0 & 0x80), b0 & 0x0F, self._read_exact(length)
 
+    def recv_data(self, answer_pings: bool = True):
+        """(opcode, payload) of the next frame that is not a ping, answering
+        the keepalive pings met on the way (unless answer_pings is False)."""
+        while True:
+            fin, opcode, payload = self.recv_frame()
+            if opcode != 9:
+                return opcode, payload
+            if answer_pings:
+                self.send(10, payload)
+
     def recv_close(self):
         """Skip to the close frame; return (code, reason)."""
         while True:

@@ -19,8 +19,10 @@ the common case; everything rare goes to the Python methods of
 ``Connection``: ``_write_timed_out()``, ``_idle_check(now)``,
 ``_keepalive_timed_out()``, ``_idle_parser()``, ``_timer_expired()``,
 ``_input_failed(exc)``, ``_on_pong(payload)``, ``_feed(data)``,
-``_handshake_bytes(data)``; and the attributes ``_state``, ``_parser``,
-``_opts``, ``_write``, ``_paused_writing``.
+``_handshake_bytes(data)``, ``_direct_reads_begin(parser)`` (when
+``_direct_ok``: the rest of a large data frame is to be read straight into
+the message, see fastws/transport.py); and the attributes ``_state``,
+``_parser``, ``_opts``, ``_write``, ``_paused_writing``.
 
 The four clocks are floats with +inf meaning "not set" (C doubles in the
 extension: no float object per connection), and a lone pong leaves the mark
@@ -60,6 +62,7 @@ class ConnectionCore(TimerEntry):
         "_last_frames",     # frames seen at the last check; -1: a lone pong came
         "_is_client",
         "_pong_hook",       # False: a pong needs no _on_pong call (nobody listens)
+        "_direct_ok",       # the adapter can switch to direct reads (_direct_reads_begin)
         "_ka_counters",     # None, or an object whose pings_sent counts our pings
     )
 
@@ -72,6 +75,7 @@ class ConnectionCore(TimerEntry):
         self._last_frames = 0
         self._is_client = False
         self._pong_hook = True
+        self._direct_ok = False
         self._ka_counters = None
         return self
 
@@ -167,7 +171,9 @@ class ConnectionCore(TimerEntry):
     def data_received(self, data) -> None:
         """asyncio.Protocol: bytes from the peer (the stream adapter's entry point).
 
-        With a parser: one call into it. Idle (parser released) and OPEN: a
+        With a parser: one call into it (then, if the rest of a large data
+        frame is still to come, ``_direct_reads_begin(parser)``). Idle (parser
+        released) and OPEN: a
         lone pong, as keepalive brings every ping_interval, is taken here
         without a parser and without a Python call unless someone listens to
         pongs; anything else goes to ``_feed``. Before the handshake is done:
@@ -177,8 +183,15 @@ class ConnectionCore(TimerEntry):
         if parser is not None:  # the hot path: one call into the parser
             try:
                 parser.feed(data)
+                direct = self._direct_ok and parser.wants_direct()
             except Exception as exc:
                 self._input_failed(exc)
+                return
+            if direct:
+                # The rest of a large data frame is still to come: the adapter
+                # reads it straight into the message (no copy of it here).
+                # (This twin's parser never lends directly, so never here.)
+                self._direct_reads_begin(parser)
             return
         state = self._state
         if state == OPEN:

@@ -214,6 +214,12 @@ class FrameParser:
         return len(self._buf) + len(self._msg)
 
     @property
+    def at_rest(self):
+        """Between messages: no bytes held, no frame or message begun (a new
+        parser in its place would read the rest of the stream the same)."""
+        return self._state == _HEADER and not self._buf and not self._msg_opcode
+
+    @property
     def messages_received(self):
         """Complete data messages delivered so far."""
         return self._messages
@@ -221,6 +227,12 @@ class FrameParser:
     @property
     def frames_received(self):
         return self._frames
+
+    def wants_direct(self):
+        """Whether get_buffer() would lend the payload's own destination: the
+        extension's parser does for large frames; this one always lends the
+        scratch buffer, so never."""
+        return False
 
     def release(self):
         """Free internal buffers that hold no data (call when idle)."""
