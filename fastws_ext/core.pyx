@@ -198,7 +198,10 @@ cdef class ConnectionCore(TimerEntry):
         opts = _OPTS.get(self)
         interval = _PING_INTERVAL.get(opts)
         parser = _PARSER.get(self)
-        frames = parser.frames_received if parser is not None else 0
+        if type(parser) is FrameParser:  # activity: frames + payload bytes taken
+            frames = <long long>((<FrameParser>parser)._frames + (<FrameParser>parser)._payload_read)
+        else:
+            frames = parser.activity if parser is not None else 0
         last = self._last_frames
         sent = self._ping_sent_at
         if frames != last:  # the peer is alive

@@ -43,6 +43,7 @@ cdef class FrameParser:
     cdef bint _failed
     cdef bint _busy                   # inside feed()/buffer_updated(): no re-entry
     cdef unsigned long long _frames
+    cdef unsigned long long _payload_read  # data payload bytes taken (activity: with _frames)
     cdef unsigned long long _messages
 
     # What the last get_buffer() lent, valid until the next call of any method:

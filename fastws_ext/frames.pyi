@@ -125,7 +125,12 @@ class FrameParser:
         before the callback)."""
     @property
     def frames_received(self) -> int:
-        """Complete frames parsed so far (a cheap liveness counter)."""
+        """Complete frames parsed so far."""
+    @property
+    def activity(self) -> int:
+        """``frames_received`` plus the data payload bytes taken so far: the
+        keepalive's liveness counter (it grows while a large frame's payload
+        trickles in, when no frame completes and no pong can come)."""
     max_size: Union[int, None]
 
 def compressed_limit(max_size: int) -> int:

@@ -260,6 +260,10 @@ cdef class FrameParser:
     def frames_received(self):
         return self._frames
 
+    @property
+    def activity(self):
+        return self._frames + self._payload_read
+
     def wants_direct(self):
         """True while get_buffer() would lend the destination of the current
         data frame's payload (see frames.pyi)."""
@@ -411,6 +415,7 @@ cdef class FrameParser:
         cdef unsigned char* dst = self._lent_ptr
         if n == 0:
             return 0
+        self._payload_read += <unsigned long long>n  # taken, valid or not
         if self._masked:
             self._key_offset = mask_inplace(dst, n, self._key, self._key_offset)
         # RFC 6455 8.1: text MUST be UTF-8; checked as the bytes arrive.
@@ -631,6 +636,7 @@ cdef class FrameParser:
             # whose earlier fragments were empty) and all of it is here; no
             # byte of it has been seen yet, so the validator is at its start.
             take = <Py_ssize_t>self._remaining
+            self._payload_read += <unsigned long long>take  # taken, valid or not
             if opcode == C_BINARY:
                 if self._out is None:
                     result = _payload_bytes(data + pos, take, self._key if self._masked else NULL)
@@ -668,6 +674,7 @@ cdef class FrameParser:
 
         take = <Py_ssize_t>self._remaining if self._remaining <= <uint64_t>avail else avail
         if take:
+            self._payload_read += <unsigned long long>take  # taken, valid or not
             if (self._out is None and self._msg_len == 0 and self._fin and opcode == C_BINARY
                     and (self._max_size >= 0 or self._remaining <= PREALLOC_UNBOUNDED)):
                 # A single-frame binary message that spans feeds: its length

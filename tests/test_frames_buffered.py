@@ -60,6 +60,7 @@ def _call(parser, events, index, action):
     except ProtocolError as exc:
         events.append(("error", index, type(exc).__name__, exc.code, exc.reason))
     events.append(("state", index, parser.buffered, parser.closed, parser.failed, parser.frames_received,
+                       parser.activity, parser.at_rest,
                        parser.messages_received))
 
 

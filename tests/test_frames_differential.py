@@ -191,6 +191,7 @@ def run(codec, expect_masked, max_size, chunks, raise_at, compressing=False):
         except ProtocolError as exc:
             events.append(("error", index, type(exc).__name__, exc.code, exc.reason))
         events.append(("state", index, parser.buffered, parser.closed, parser.failed, parser.frames_received,
+                       parser.activity, parser.at_rest,
                        parser.messages_received))
     return events
 

@@ -179,11 +179,14 @@ class _Opts:
 
 
 class _FakeParser:
-    def __init__(self, frames):
-        self.frames_received = frames
+    def __init__(self, activity):
+        self.activity = activity
 
     def feed(self, data):
-        self.frames_received += 1
+        self.activity += 1
+
+    def wants_direct(self):
+        return False
 
 
 def _timer_conn(impl, opts):

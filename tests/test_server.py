@@ -441,6 +441,25 @@ def test_frame_header_alone_survives_idle_ticks(serve_thread, api):
 
 
 @pytest.mark.parametrize("api", APPS)
+def test_large_frame_trickling_in_is_not_silence(serve_thread, api):
+    """A frame whose payload takes several ping_interval + ping_timeout to
+    arrive: no frame completes and the peer cannot answer a ping inside its
+    frame, but it is talking, so keepalive must not cut it off."""
+    st = serve_thread(APPS[api], ping_interval=0.1 * UNIT, ping_timeout=0.2 * UNIT,
+                      timer_tick=0.02 * UNIT)
+    c = RawClient(st.port)
+    payload = os.urandom(40_000)
+    frame = build_frame(2, payload, mask_key=os.urandom(4))
+    step = len(frame) // 40 + 1
+    for i in range(0, len(frame), step):  # ~1.2 s in all
+        c.send_raw(frame[i:i + step])
+        time.sleep(0.03 * UNIT)
+    # The pings sent meanwhile could not be answered: skipped here.
+    assert c.recv_data(answer_pings=False) == (2, payload)
+    c.close()
+
+
+@pytest.mark.parametrize("api", APPS)
 def test_empty_first_fragment_survives_idle_ticks(serve_thread, api):
     """An empty first fragment holds no byte either; the message is begun."""
     st = serve_thread(APPS[api], ping_interval=0.2 * UNIT, ping_timeout=5, timer_tick=0.02 * UNIT)

@@ -130,14 +130,18 @@ class ConnectionCore(TimerEntry):
           ping_interval, not two;
         - more frames: the peer is talking; back to the half-interval cadence.
 
-        "Frames" are the parser's count, or, for an idle connection whose
-        parser was released, the mark (-1) a lone pong leaves
-        (``data_received``, ``Connection._feed``).
+        "Frames" are the parser's ``activity``: its frames plus the data
+        payload bytes it has taken, so a large frame whose payload trickles
+        in for longer than ping_interval (no frame completes, and the peer
+        cannot send a pong in the middle of it) counts as talking; an empty
+        pong adds exactly 1. For an idle connection whose parser was
+        released, the mark (-1) a lone pong leaves (``data_received``,
+        ``Connection._feed``).
         """
         opts = self._opts
         interval = float(opts.ping_interval)
         parser = self._parser
-        frames = parser.frames_received if parser is not None else 0
+        frames = parser.activity if parser is not None else 0
         last = self._last_frames
         sent = self._ping_sent_at
         if frames != last:  # the peer is alive

@@ -154,6 +154,7 @@ class FrameParser:
         "_closed",
         "_failed",
         "_frames",
+        "_payload_read",
         "_messages",
         "_busy",
         "_lent",
@@ -183,6 +184,7 @@ class FrameParser:
         self._closed = False
         self._failed = False
         self._frames = 0
+        self._payload_read = 0  # data payload bytes taken (activity: with _frames)
         self._messages = 0
         self._busy = False  # inside feed(): no re-entry
         self._lent = None  # the scratch generation the last get_buffer() lent
@@ -227,6 +229,12 @@ class FrameParser:
     @property
     def frames_received(self):
         return self._frames
+
+    @property
+    def activity(self):
+        """Frames parsed plus data payload bytes taken: grows with every
+        frame and with every payload byte of a frame still coming in."""
+        return self._frames + self._payload_read
 
     def wants_direct(self):
         """Whether get_buffer() would lend the payload's own destination: the
@@ -445,6 +453,7 @@ class FrameParser:
         take = min(self._remaining, len(buf) - pos)
         if take:
             part = buf[pos : pos + take]  # a copy
+            self._payload_read += take  # taken, valid or not
             if self._key is not None:
                 self._key_offset = _mask(part, self._key, self._key_offset)
             # RFC 6455 8.1: text data MUST be UTF-8; checked on every byte as
