@@ -15,9 +15,11 @@ Benchmarks never pass or fail; they print figures.
 less than this machine's drift (a few percent): every server is started at
 once (the idle ones wait in epoll and cost nothing), and each row runs R
 rounds in which every server gets one window, in an order that alternates
-from round to round; the table gives each server's median over its R windows
-and the range of its server CPU per message. Slow drift and bursts of
-neighbour load then fall on every server alike.
+from round to round; the table gives each server's median over its R windows,
+the range of its server CPU per message, and the paired ratio: the median
+over rounds of its CPU per message over picows's in the same round (windows
+of one round are adjacent in time, so drift between rounds cancels). Slow
+drift and bursts of neighbour load then fall on every server alike.
 """
 from __future__ import annotations
 
@@ -208,21 +210,26 @@ def fmt_rate(x: float) -> str:
     return f"{x:,.0f}" if x >= 100 else f"{x:,.1f}"
 
 
-def median_result(runs: list) -> dict:
-    """One server's R windows of one row: the median of each figure, and the
-    range of the server CPU per message."""
-    r = {k: statistics.median(x[k] for x in runs) for k in ("rate", "srv_us", "srv_pct", "cli_pct", "other")}
-    r["msgs"] = sum(x["msgs"] for x in runs)
-    r["range"] = (min(x["srv_us"] for x in runs), max(x["srv_us"] for x in runs))
+def median_result(runs: dict, ref_runs: dict | None) -> dict:
+    """One server's windows of one row ({round: result}): the median of each
+    figure, the range of the server CPU per message, and the paired ratio:
+    the median over rounds of (this server's CPU per message / the
+    reference's in the same round), which drift between rounds cannot bias."""
+    vals = list(runs.values())
+    r = {k: statistics.median(x[k] for x in vals) for k in ("rate", "srv_us", "srv_pct", "cli_pct", "other")}
+    r["msgs"] = sum(x["msgs"] for x in vals)
+    r["range"] = (min(x["srv_us"] for x in vals), max(x["srv_us"] for x in vals))
+    pairs = [x["srv_us"] / ref_runs[rnd]["srv_us"] for rnd, x in runs.items() if ref_runs and rnd in ref_runs]
+    r["paired"] = statistics.median(pairs) if pairs else None
     return r
 
 
 def table(rows, labels, results, ref) -> str:
     ranged = any(isinstance(r, dict) and "range" in r for r in results.values())
     out = ["| bench | server | msg/s | vs picows | server CPU µs/msg | vs picows "
-           + ("| µs/msg min-max " if ranged else "")
+           + ("| µs/msg min-max | paired vs picows " if ranged else "")
            + "| server CPU | client CPU | other CPU |",
-           "|---|---|---:|---:|---:|---:|" + ("---:|" if ranged else "") + "---:|---:|---:|"]
+           "|---|---|---:|---:|---:|---:|" + ("---:|---:|" if ranged else "") + "---:|---:|---:|"]
     for row in rows:
         base = results.get((row, ref)) if ref else None
         base = base if isinstance(base, dict) else None
@@ -231,13 +238,16 @@ def table(rows, labels, results, ref) -> str:
             if r is None:
                 continue
             if isinstance(r, str):
-                out.append(f"| {row} | {label} | {r} | | | | | | |" + (" |" if ranged else ""))
+                out.append(f"| {row} | {label} | {r} | | | | | | |" + (" | |" if ranged else ""))
                 continue
             rr = f"{r['rate'] / base['rate']:.2f}x" if base else "-"
             cr = f"{r['srv_us'] / base['srv_us']:.2f}x" if base else "-"
             flag = " (client-bound)" if r["cli_pct"] >= CLIENT_BOUND else ""
             flag += " (noisy)" if r["other"] >= NOISY else ""
-            span = f"| {r['range'][0]:.1f}-{r['range'][1]:.1f} " if ranged and "range" in r else ""
+            span = ""
+            if ranged and "range" in r:
+                paired = f"{r['paired']:.3f}x" if r.get("paired") is not None else "-"
+                span = f"| {r['range'][0]:.1f}-{r['range'][1]:.1f} | {paired} "
             out.append(f"| {row} | {label} | {fmt_rate(r['rate'])}{flag} | {rr} | {r['srv_us']:.1f} | {cr} "
                        f"{span}| {r['srv_pct']:.0f}% | {r['cli_pct']:.0f}% "
                        f"| {r['other']:.0f}% |")
@@ -267,7 +277,7 @@ async def run_rounds(args, names, labels, rows, pin, results, notes) -> None:
         live = [label for label in labels if label in procs]
         for row in rows:
             size, conns = ROWS[row]
-            runs = {label: [] for label in live}
+            runs = {label: {} for label in live}
             for rnd in range(args.rounds):
                 order = live if rnd % 2 == 0 else live[::-1]
                 for label in order:
@@ -288,11 +298,11 @@ async def run_rounds(args, names, labels, rows, pin, results, notes) -> None:
                                      f"(server stderr: {srv.stderr_tail()})")
                         print(f"  {row:10} {label:16} FAILED {exc!r}", file=sys.stderr, flush=True)
                         continue
-                    runs[label].append(r)
+                    runs[label][rnd] = r
                     _progress(row, f"{label} r{rnd + 1}", r)
             for label in live:
                 if (row, label) not in results and runs[label]:
-                    results[(row, label)] = median_result(runs[label])
+                    results[(row, label)] = median_result(runs[label], runs.get("picows"))
     finally:
         for _, srv in procs.values():
             await srv.stop()
