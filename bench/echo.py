@@ -261,42 +261,77 @@ def _progress(row, label, r) -> None:
           f"client CPU {r['cli_pct']:3.0f}% other {r['other']:3.0f}%", file=sys.stderr, flush=True)
 
 
+async def _start(name, label, args, pin, notes):
+    """A server process, listening; None (and a note) if it cannot run here."""
+    srv = ServerProc(name, args.host, pin)
+    why = await srv.ready()
+    if why is None:
+        return srv
+    notes.append(f"{label}: {why}")
+    print(f"  {label}: {why}", file=sys.stderr, flush=True)
+    await srv.stop()
+    return None
+
+
+async def _window(args, srv, name, label, row, notes, where=""):
+    """One timed window of ``row`` on one server, once the machine is quiet."""
+    size, conns = ROWS[row]
+    if args.quiet_wait > 0:
+        busy = await wait_quiet(args.quiet_wait)
+        if busy > QUIET:
+            notes.append(f"{label} {row}{where}: machine busy ({busy:.0f}% of 200%) when the window "
+                         f"started, after {args.quiet_wait:g} s wait")
+    return await run_row(args.host, srv.port, srv.pid, name in RAW, size, conns,
+                         args.duration, args.warmup)
+
+
+def _failed(results, notes, row, label, srv, exc) -> None:
+    results[(row, label)] = f"failed: {type(exc).__name__}"
+    notes.append(f"{label} {row}: {type(exc).__name__}: {exc} (server stderr: {srv.stderr_tail()})")
+    print(f"  {row:10} {label:16} FAILED {exc!r}", file=sys.stderr, flush=True)
+
+
+async def run_sequential(args, names, labels, rows, pin, results, notes) -> None:
+    """One server at a time; per row the best (highest msg/s) of --repeat windows."""
+    for name, label in zip(names, labels):
+        srv = await _start(name, label, args, pin, notes)
+        if srv is None:
+            continue
+        try:
+            for row in rows:
+                try:
+                    runs = [await _window(args, srv, name, label, row, notes) for _ in range(args.repeat)]
+                except Exception as exc:  # noqa: BLE001 - reported in the table
+                    _failed(results, notes, row, label, srv, exc)
+                    if srv.proc.poll() is not None:
+                        break
+                    continue
+                results[(row, label)] = max(runs, key=lambda r: r["rate"])
+                _progress(row, label, results[(row, label)])
+        finally:
+            await srv.stop()
+
+
 async def run_rounds(args, names, labels, rows, pin, results, notes) -> None:
     """--rounds: all servers up at once; per row, R rounds of one window each."""
     procs = {}
     try:
         for name, label in zip(names, labels):
-            srv = ServerProc(name, args.host, pin)
-            procs[label] = (name, srv)
-            why = await srv.ready()
-            if why is not None:
-                notes.append(f"{label}: {why}")
-                print(f"  {label}: {why}", file=sys.stderr, flush=True)
-                del procs[label]
-                await srv.stop()
+            srv = await _start(name, label, args, pin, notes)
+            if srv is not None:
+                procs[label] = (name, srv)
         live = [label for label in labels if label in procs]
         for row in rows:
-            size, conns = ROWS[row]
             runs = {label: {} for label in live}
             for rnd in range(args.rounds):
-                order = live if rnd % 2 == 0 else live[::-1]
-                for label in order:
-                    name, srv = procs[label]
-                    if label in results:  # failed earlier in this row
+                for label in (live if rnd % 2 == 0 else live[::-1]):
+                    if (row, label) in results:  # failed earlier in this row
                         continue
-                    if args.quiet_wait > 0:
-                        busy = await wait_quiet(args.quiet_wait)
-                        if busy > QUIET:
-                            notes.append(f"{label} {row} round {rnd + 1}: machine busy ({busy:.0f}% "
-                                         f"of 200%) when the window started, after {args.quiet_wait:g} s wait")
+                    name, srv = procs[label]
                     try:
-                        r = await run_row(args.host, srv.port, srv.pid, name in RAW, size, conns,
-                                          args.duration, args.warmup)
+                        r = await _window(args, srv, name, label, row, notes, f" round {rnd + 1}")
                     except Exception as exc:  # noqa: BLE001 - reported in the table
-                        results[(row, label)] = f"failed: {type(exc).__name__}"
-                        notes.append(f"{label} {row}: {type(exc).__name__}: {exc} "
-                                     f"(server stderr: {srv.stderr_tail()})")
-                        print(f"  {row:10} {label:16} FAILED {exc!r}", file=sys.stderr, flush=True)
+                        _failed(results, notes, row, label, srv, exc)
                         continue
                     runs[label][rnd] = r
                     _progress(row, f"{label} r{rnd + 1}", r)
@@ -350,42 +385,8 @@ async def amain(args) -> int:
 
     results = {}
     notes = []
-    if args.rounds > 1:
-        await run_rounds(args, names, labels, rows, pin, results, notes)
-    for name, label in ([] if args.rounds > 1 else zip(names, labels)):
-        srv = ServerProc(name, args.host, pin)
-        try:
-            why = await srv.ready()
-            if why is not None:
-                notes.append(f"{label}: {why}")
-                print(f"  {label}: {why}", file=sys.stderr, flush=True)
-                continue
-            for row in rows:
-                size, conns = ROWS[row]
-                try:
-                    best = None
-                    for _ in range(args.repeat):
-                        if args.quiet_wait > 0:
-                            busy = await wait_quiet(args.quiet_wait)
-                            if busy > QUIET:
-                                notes.append(f"{label} {row}: machine busy ({busy:.0f}% of 200%) "
-                                             f"when the row started, after {args.quiet_wait:g} s wait")
-                        r = await run_row(args.host, srv.port, srv.pid, name in RAW, size, conns,
-                                          args.duration, args.warmup)
-                        if best is None or r["rate"] > best["rate"]:
-                            best = r
-                    r = best
-                    results[(row, label)] = r
-                    _progress(row, label, r)
-                except Exception as exc:  # noqa: BLE001 - reported in the table
-                    results[(row, label)] = f"failed: {type(exc).__name__}"
-                    notes.append(f"{label} {row}: {type(exc).__name__}: {exc} "
-                                 f"(server stderr: {srv.stderr_tail()})")
-                    print(f"  {row:10} {label:16} FAILED {exc!r}", file=sys.stderr, flush=True)
-                    if srv.proc.poll() is not None:
-                        break
-        finally:
-            await srv.stop()
+    run = run_rounds if args.rounds > 1 else run_sequential
+    await run(args, names, labels, rows, pin, results, notes)
 
     text = table(rows, labels, results, ref)
     if notes:

@@ -130,7 +130,7 @@ class StreamConnection(Connection, asyncio.Protocol):
     # idle).
     def _direct_reads_begin(self, parser) -> None:
         transport = self._transport
-        if transport is None or transport.is_closing():
+        if transport.is_closing():
             return
         if transport.get_extra_info("sslcontext") is not None:
             # TLS decrypts into its own buffers first: nothing to save.

@@ -23,7 +23,8 @@ from libc.math cimport INFINITY
 
 from fastws_ext.wheel cimport TimerEntry
 
-from fastws_ext.frames cimport FrameParser, lone_opcode, parser_wants_direct, server_frame
+from fastws_ext.frames cimport (FrameParser, lone_opcode, parser_activity, parser_wants_direct,
+                                server_frame)
 from cpython.unicode cimport PyUnicode_Check
 
 from fastws_ext.frames import OP_PING, build_frame, lone_control
@@ -199,7 +200,7 @@ cdef class ConnectionCore(TimerEntry):
         interval = _PING_INTERVAL.get(opts)
         parser = _PARSER.get(self)
         if type(parser) is FrameParser:  # activity: frames + payload bytes taken
-            frames = <long long>((<FrameParser>parser)._frames + (<FrameParser>parser)._payload_read)
+            frames = <long long>parser_activity(<FrameParser>parser)
         else:
             frames = parser.activity if parser is not None else 0
         last = self._last_frames

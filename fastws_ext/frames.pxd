@@ -94,5 +94,11 @@ cdef inline bint parser_wants_direct(FrameParser p) noexcept:
             and not p._closed and not p._failed)
 
 
+# FrameParser.activity for C callers (fastws_ext.core's keepalive): frames
+# plus the data payload bytes taken.
+cdef inline unsigned long long parser_activity(FrameParser p) noexcept:
+    return p._frames + p._payload_read
+
+
 cdef object server_frame(int opcode, object payload)
 cdef int lone_opcode(object data, bint expect_masked) noexcept

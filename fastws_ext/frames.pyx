@@ -262,7 +262,7 @@ cdef class FrameParser:
 
     @property
     def activity(self):
-        return self._frames + self._payload_read
+        return parser_activity(self)
 
     def wants_direct(self):
         """True while get_buffer() would lend the destination of the current

@@ -185,9 +185,6 @@ class _FakeParser:
     def feed(self, data):
         self.activity += 1
 
-    def wants_direct(self):
-        return False
-
 
 def _timer_conn(impl, opts):
     class Conn(impl.ConnectionCore):
