@@ -12,10 +12,14 @@
 ``FASTWS_CYTHON_TRACE=1``
     compile with line tracing (for coverage/profiling of the extension; slow).
 
+``fastws_ext/constants.pxd`` is written here from ``fastws/constants.py``
+(the one definition of the states, opcodes and close codes) before Cython runs.
+
 Without a compiler and without ``FASTWS_REQUIRE_EXTENSION``, the build prints a
 clear warning and installs the pure-Python twins; ``fastws.IMPLEMENTATION``
 then says ``"python"``.
 """
+import ast
 import os
 import sys
 
@@ -55,9 +59,29 @@ FASTWS_REQUIRE_EXTENSION=1 to make this an error.
 """
 
 
+def write_constants_pxd(src="fastws/constants.py", dst="fastws_ext/constants.pxd"):
+    """Every integer named in fastws/constants.py's __all__, as a C enum."""
+    tree = ast.parse(open(src, encoding="utf-8").read())
+    values, names = {}, []
+    for node in tree.body:
+        if isinstance(node, ast.Assign) and len(node.targets) == 1:
+            target = node.targets[0]
+            if isinstance(target, ast.Name) and target.id == "__all__":
+                names = ast.literal_eval(node.value)
+            elif isinstance(target, ast.Name) and isinstance(node.value, ast.Constant):
+                values[target.id] = node.value.value
+    lines = [f"# Written by setup.py from {src}: edit that file, not this one.", "cdef enum:"]
+    lines += [f"    {name} = {values[name]}" for name in names if type(values.get(name)) is int]
+    text = "\n".join(lines) + "\n"
+    if not os.path.exists(dst) or open(dst, encoding="utf-8").read() != text:
+        with open(dst, "w", encoding="utf-8") as f:  # unchanged: no rebuild of every module
+            f.write(text)
+
+
 def extensions():
     if PURE:
         return []
+    write_constants_pxd()
     macros = [("CYTHON_TRACE", "1"), ("CYTHON_TRACE_NOGIL", "1")] if TRACE else []
     exts = [
         Extension(

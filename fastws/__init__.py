@@ -6,7 +6,7 @@ High level::
         async for message in ws:
             await ws.send(message)
 
-    server = await fastws.serve(handler, "127.0.0.1", 8765)
+    fastws.run(handler, "127.0.0.1", 8765)
 
 Low level (no Future or Task per message)::
 
@@ -14,45 +14,53 @@ Low level (no Future or Task per message)::
         def on_message(self, data):
             self.ws.send(data)
 
-    server = await fastws.serve(Echo, "127.0.0.1", 8765)
+    fastws.run(Echo, "127.0.0.1", 8765)
 
 ``fastws.IMPLEMENTATION`` says whether the Cython extension ("cython") or the
-pure-Python twins ("python") are in use.
+pure-Python twins ("python") are in use. See docs/index.md.
 """
 from __future__ import annotations
+
+from typing import TYPE_CHECKING
 
 from .exceptions import *  # noqa: F401,F403
 from .exceptions import __all__ as _exc_all
 from .options import Options
+from .version import __version__
 
-__version__ = "0.1.0"
-
+# Imported on first use: `import fastws` stays light, and importing
+# fastws.exceptions (which the extension does) does not pick the codec while
+# the extension itself is still being imported.
 _LAZY = {
-    "IMPLEMENTATION": "_impl", "FALLBACK_REASON": "_impl",
+    "IMPLEMENTATION": "codec", "FALLBACK_REASON": "codec",
     "serve": "server", "Server": "server", "ServerConnection": "server", "ServerWebSocket": "server",
     "connect": "client", "ClientWebSocket": "client",
     "Listener": "listener",
-    "Request": "handshake", "Response": "handshake", "Headers": "handshake",
+    "Request": "http", "Response": "http", "Headers": "http",
     "run": "runner",
     "RedisBroker": "broker",
 }
 
 __all__ = ["__version__", "Options", *_LAZY, *_exc_all]
 
+if TYPE_CHECKING:  # what the lazy names are, for type checkers and IDEs
+    from .broker import RedisBroker
+    from .client import ClientWebSocket, connect
+    from .codec import FALLBACK_REASON, IMPLEMENTATION
+    from .http import Headers, Request, Response
+    from .listener import Listener
+    from .runner import run
+    from .server import Server, ServerConnection, ServerWebSocket, serve
+
 
 def __getattr__(name):
-    # Imported on first use: `import fastws` stays light, and importing
-    # fastws.exceptions (which the extension does) does not pick the codec
-    # while the extension itself is still being imported.
-    if name == "broker":  # fastws.broker.RedisBroker after a bare `import fastws`
-        import importlib
+    import importlib
 
-        return importlib.import_module(".broker", __name__)
+    if name in ("broker", "syncclient"):  # fastws.broker.RedisBroker after a bare `import fastws`
+        return importlib.import_module(f".{name}", __name__)
     module = _LAZY.get(name)
     if module is None:
         raise AttributeError(f"module 'fastws' has no attribute {name!r}")
-    import importlib
-
     value = getattr(importlib.import_module(f".{module}", __name__), name)
     globals()[name] = value
     return value

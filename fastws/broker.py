@@ -99,6 +99,8 @@ import re
 import time
 from typing import NamedTuple
 
+from .codec import conn_send
+from .constants import OPEN
 from .exceptions import BrokerError, BrokerUnavailable, ConfigError, ConnectionClosed
 
 __all__ = ["RedisBroker", "Published", "Resumed"]
@@ -386,12 +388,10 @@ class RedisBroker:
         if not self._up:
             raise BrokerUnavailable(f"not connected to Redis at {self.safe_url}: cannot read the history")
         if send is None:
-            from .protocol import Connection
-
             wrap = self.wrap
 
             def send(t, i, d):  # the synchronous send of both API levels
-                Connection.send(conn, wrap(t, i, d) if wrap is not None else d)
+                conn_send(conn, wrap(t, i, d) if wrap is not None else d)
         catching = self._catching.setdefault(topic, {})
         buf = catching[conn] = []
         try:
@@ -399,7 +399,7 @@ class RedisBroker:
             await self._subscribed_to(topic)
             counter, entries = await self._read_after(topic, since)
             await self._barrier()
-            if conn._state != 1:  # closed meanwhile (protocol.OPEN)
+            if conn._state != OPEN:  # closed meanwhile
                 return Resumed(0, 0, since)
             if len(buf) > self.catchup_limit:
                 raise BrokerError(f"more than {self.catchup_limit} live messages arrived during the catch-up")

@@ -24,9 +24,10 @@ import logging
 import os
 import sys
 
-from . import __version__
-from ._impl import IMPLEMENTATION
+from .codec import IMPLEMENTATION
 from .exceptions import ConfigError
+from .server import is_handler
+from .version import __version__
 
 __all__ = ["main"]
 
@@ -356,7 +357,7 @@ def main(argv=None) -> int:
         options.update(app=app, max_size=args.max_size or None, subprotocols=_list(args.subprotocols))
 
         def on_start(addresses, workers, loop):
-            kind = "handler" if _is_handler(app) else "listener"
+            kind = "handler" if is_handler(app) else "listener"
             print(f"fastws {__version__} serving {args.app} ({kind}) on {where(addresses, ws)} "
                   f"{facts(workers, loop)}", flush=True)
     elif command == "echo":
@@ -372,7 +373,7 @@ def main(argv=None) -> int:
                   f"compression {args.compression})",
                   flush=True)
     elif command == "chat":
-        from .chat import chat_app
+        from .apps.chat import chat_app
 
         options.update(chat_app(), max_size=args.max_size or None)
 
@@ -381,7 +382,7 @@ def main(argv=None) -> int:
                   f"(open it in a browser; WebSocket at /ws) "
                   f"{facts(workers, loop)}", flush=True)
     else:
-        from .push import MAX_BODY, push_app
+        from .apps.push import MAX_BODY, push_app
 
         token = getattr(args, "token", None)
         try:
@@ -395,7 +396,7 @@ def main(argv=None) -> int:
             return _error("--history needs --redis URL (the history is kept in Redis)")
         if redis:
             from .broker import RedisBroker
-            from .push import envelope
+            from .apps.push import envelope
 
             try:
                 options["broker"] = RedisBroker(redis, history=history,
@@ -420,12 +421,6 @@ def main(argv=None) -> int:
         return _error(f"cannot listen on {target}: {exc.strerror or exc}")
     except KeyboardInterrupt:
         return 0
-
-
-def _is_handler(app) -> bool:
-    from .server import _is_handler as is_handler
-
-    return is_handler(app)
 
 
 if __name__ == "__main__":  # pragma: no cover

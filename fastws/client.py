@@ -14,38 +14,17 @@ from __future__ import annotations
 
 import asyncio
 import ssl as ssl_module
-from urllib.parse import urlsplit
 
 from . import handshake
+from .constants import CONNECTING
+from .deflate import client_offer
 from .exceptions import HandshakeError, InvalidResponse, InvalidURI
+from .http import ResponseReader
 from .options import Options
-from .protocol import CONNECTING
 from .transport import StreamConnection
 from .websocket import WEBSOCKET_SLOTS, WebSocketMixin
 
-__all__ = ["connect", "ClientWebSocket", "parse_uri"]
-
-
-def parse_uri(url: str):
-    """(secure, host, port, resource) of a ws:// or wss:// URL (RFC 6455 3)."""
-    try:
-        parts = urlsplit(url)
-        port = parts.port
-    except ValueError as exc:
-        raise InvalidURI(f"invalid WebSocket URL {url!r}: {exc}") from None
-    if parts.scheme not in ("ws", "wss"):
-        raise InvalidURI(f"{url!r} is not a ws:// or wss:// URL")
-    if not parts.hostname:
-        raise InvalidURI(f"{url!r} has no host")
-    if parts.fragment:
-        raise InvalidURI(f"{url!r} has a fragment, which WebSocket URLs may not have")
-    secure = parts.scheme == "wss"
-    if port is None:
-        port = 443 if secure else 80
-    resource = parts.path or "/"
-    if parts.query:
-        resource += "?" + parts.query
-    return secure, parts.hostname, port, resource
+__all__ = ["connect", "ClientWebSocket"]
 
 
 class ClientWebSocket(WebSocketMixin, StreamConnection):
@@ -59,7 +38,7 @@ class ClientWebSocket(WebSocketMixin, StreamConnection):
         self._request = request
         self._key = key
         self._offered = subprotocols
-        self._reader = handshake.ResponseReader(max_head=opts.max_head, max_headers=opts.max_headers)
+        self._reader = ResponseReader(max_head=opts.max_head, max_headers=opts.max_headers)
         self._handshake = handshake_future
 
     def connection_made(self, transport) -> None:
@@ -83,9 +62,7 @@ class ClientWebSocket(WebSocketMixin, StreamConnection):
         self._reader = None
         self._headers = response.headers.pack()
         if params is not None:
-            from .deflate import enable
-
-            enable(self, params)
+            self._use_deflate(params)
         self._open()
         if not self._handshake.done():
             self._handshake.set_result(None)
@@ -135,7 +112,7 @@ class connect:
                  server_hostname=None, open_timeout: float = 10.0, sock=None, user_agent="fastws",
                  **options):
         self.url = url
-        self._secure, self._host, self._port, self._resource = parse_uri(url)
+        self._secure, self._host, self._port, self._resource = handshake.parse_uri(url)
         # Like browsers, the client offers permessage-deflate unless told not to.
         options.setdefault("compression", "deflate")
         self._opts = Options(**options)
@@ -160,7 +137,6 @@ class connect:
         key = handshake.make_key()
         extra_headers = self._extra_headers
         if self._opts.compression is not None:
-            from .deflate import client_offer
 
             extra_headers = [("Sec-WebSocket-Extensions", client_offer(self._opts)), *extra_headers]
         request = handshake.build_request(

@@ -1,53 +1,17 @@
-"""permessage-deflate (RFC 7692): negotiation, compression, compress-once fan-out.
+"""permessage-deflate (RFC 7692): negotiation and the per-message codec.
 
-Off by default on the server (``compression=None``): then nothing of this
-module is imported or run, and the server ignores Sec-WebSocket-Extensions.
-With ``compression="deflate"``:
+Off by default on the server (``compression=None``). ``negotiate`` accepts the
+first acceptable offer of a client (declined offers fall through; a header
+that is not valid syntax is refused with 400); ``client_offer`` and
+``client_accept`` are the client's side. ``PerMessageDeflate`` inflates a whole
+message with a bound of ``max_size`` (a bomb ends with 1009, bad data with
+1007) and compresses messages of at least ``compression_threshold`` bytes;
+compressors and decompressors are made on first use and shared per thread
+when there is no context takeover. The connection sends through it
+(``fastws.protocol``); the compress-once fan-out is in ``fastws.pubsub``.
+This module imports nothing from the asyncio layer.
 
-Negotiation (RFC 7692 5 and 7.1)
-    ``negotiate(values, opts)`` reads the client's offers in order and accepts
-    the first acceptable permessage-deflate offer.  An offer with an unknown
-    parameter, a parameter twice, a value where none is allowed or a window
-    size other than 8-15 (no leading zero; a quoted value must unquote to
-    such a token) is declined, and the next one is tried; no acceptable offer
-    means no compression (the handshake still succeeds).  A
-    Sec-WebSocket-Extensions header that is not valid syntax at all
-    (RFC 6455 9.1) is refused with 400: it comes from a broken client, and
-    saying so is clearer than a silent fallback.
-    The client (``client_offer``/``client_accept``) offers permessage-deflate
-    with its options and fails the handshake on any response it did not ask
-    for (RFC 7692 5 and 7.1.1-7.1.2).
-
-Messages (RFC 7692 6 and 7.2)
-    The frame parser takes a compressed message (RSV1 on its first frame)
-    whole, then calls ``PerMessageDeflate.inflate``: the 0x00 0x00 0xff 0xff
-    tail is appended and the message inflated as one stream with
-    ``decompressobj.decompress(data, max_size + 1)``, so a decompression bomb
-    costs at most max_size of output before it ends with 1009; bad deflate
-    data ends with 1007, as does inflated text that is not UTF-8.  Sending
-    compresses a message of at least ``compression_threshold`` bytes (RSV1 on
-    its one frame); smaller ones, and control frames, go uncompressed.
-
-Memory (measured in bench/deflate_memory.py, table in bench/README.md)
-    zlib's compressor holds about 2**(wbits+2) + 2**(memLevel+9) bytes plus
-    ~6 KiB, its decompressor 2**wbits plus ~7 KiB.  Both are created on first
-    use.  With server_no_context_takeover the server keeps no compressor per
-    connection: one per thread and setting is shared (a Z_FULL_FLUSH after each
-    message resets it).  With client_no_context_takeover the server's inflater
-    lives only while it inflates a message.  With context takeover (the RFC's
-    default) a connection keeps its compressor/decompressor once it has used
-    them: that state is the context and cannot be dropped while open.
-
-Compress-once fan-out
-    ``fanout`` is the pub/sub loop for a server with compression on: a message
-    is compressed once per setting for the subscribers whose server side has
-    no context takeover, and that one frame is written to all of them; other
-    subscribers get the plain frame (an uncompressed message is always valid,
-    RFC 7692 6).
-
-Sending on a connection that negotiated deflate goes through the subclasses
-made by ``_deflate_class`` (the connection's class is swapped at the
-handshake), so a connection without compression pays nothing per message.
+See docs/guide/compression.md.
 """
 from __future__ import annotations
 
@@ -64,8 +28,7 @@ __all__ = [
     "negotiate",
     "client_offer",
     "client_accept",
-    "enable",
-    "fanout",
+    "compress",
 ]
 
 EXTENSION = "permessage-deflate"
@@ -406,116 +369,3 @@ class PerMessageDeflate:
             self._inflater = None
         if self.params.local_no_context:
             self._deflater = None
-
-
-# --------------------------------------------------------------------------
-# Connections with deflate: the send path
-# --------------------------------------------------------------------------
-
-from ._impl import codec  # noqa: E402
-from .websocket import DONE as _DONE  # noqa: E402
-from .websocket import WebSocketMixin  # noqa: E402
-
-_build_frame = codec.build_frame
-_build_header = codec.build_header
-_OP_TEXT = codec.OP_TEXT
-_OP_BINARY = codec.OP_BINARY
-_RSV1 = 0x40
-_OPEN = 1
-_LARGE = 16384
-
-
-def _frame(conn, data):
-    """The frame for a message on a deflate connection: compressed with RSV1
-    when worth it, else the plain frame."""
-    opcode = _OP_TEXT if type(data) is str else _OP_BINARY
-    payload = conn._deflate.compress(data)
-    if payload is None:
-        return _build_frame(opcode, data, mask=conn._is_client)
-    return _build_frame(opcode, payload, mask=conn._is_client, rsv=_RSV1)
-
-
-class _ListenerSend:
-    """``send`` of the low-level API (returns bool) with compression."""
-
-    __slots__ = ()
-
-    def send(self, data) -> bool:
-        if self._state != _OPEN:
-            raise self._closed_error()
-        self._write(_frame(self, data))
-        if self._paused_writing:
-            return self._check_write_buffer()
-        return True
-
-
-class _HandlerSend:
-    """``send`` of the high-level API (returns an awaitable) with compression."""
-
-    __slots__ = ()
-
-    def send(self, data):
-        if self._state != _OPEN:
-            raise self._closed_error()
-        self._write(_frame(self, data))
-        if self._paused_writing:
-            self._check_write_buffer()
-            return self._drain()
-        return _DONE
-
-
-_classes: dict = {}
-
-
-def _deflate_class(cls):
-    sub = _classes.get(cls)
-    if sub is None:
-        mixin = _HandlerSend if issubclass(cls, WebSocketMixin) else _ListenerSend
-        sub = _classes[cls] = type(cls.__name__, (mixin, cls),
-                                   {"__slots__": (), "__module__": cls.__module__,
-                                    "__doc__": cls.__doc__})
-    return sub
-
-
-def enable(conn, params: DeflateParams) -> None:
-    """Switch a connection (before it opens) to permessage-deflate."""
-    conn._deflate = PerMessageDeflate(params)
-    conn.__class__ = _deflate_class(type(conn))
-
-
-# --------------------------------------------------------------------------
-# Compress-once fan-out (pub/sub with compression on)
-# --------------------------------------------------------------------------
-
-
-def fanout(conns, data, frame, limit: int, slow: list) -> int:
-    """fastws_ext.fanout's loop (same three steps per connection) where a
-    subscriber without server context takeover gets the compressed frame,
-    built once per setting; everyone else gets ``frame`` (the plain one)."""
-    raw = None
-    cache = {}
-    n = 0
-    for conn in conns:
-        if conn._state != _OPEN:
-            continue
-        if conn._paused_writing and conn._write_buffer_size() > limit:
-            slow.append(conn)
-            continue
-        out = frame
-        pmd = conn._deflate
-        if pmd is not None:
-            params = pmd.params
-            key = params.shared_key
-            if key is not None and len(data) >= params.threshold:
-                out = cache.get(key)
-                if out is None:
-                    if raw is None:
-                        raw = data.encode("utf-8") if type(data) is str else bytes(data)
-                    out = cache[key] = _build_frame(_OP_TEXT if type(data) is str else _OP_BINARY,
-                                                    compress(params, raw), rsv=_RSV1)
-        try:
-            conn._write(out)
-        except Exception:
-            continue
-        n += 1
-    return n

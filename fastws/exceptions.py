@@ -38,6 +38,25 @@ contains internals such as tracebacks or buffer offsets.
 
 from __future__ import annotations
 
+# RFC 6455 7.4.1 close codes, defined in fastws.constants (re-exported here
+# and by the package, as fastws.CLOSE_NORMAL and so on).
+from .constants import (
+    CLOSE_ABNORMAL,
+    CLOSE_BAD_GATEWAY,
+    CLOSE_GOING_AWAY,
+    CLOSE_INTERNAL_ERROR,
+    CLOSE_INVALID_DATA,
+    CLOSE_MANDATORY_EXTENSION,
+    CLOSE_MESSAGE_TOO_BIG,
+    CLOSE_NO_STATUS,
+    CLOSE_NORMAL,
+    CLOSE_POLICY_VIOLATION,
+    CLOSE_PROTOCOL_ERROR,
+    CLOSE_SERVICE_RESTART,
+    CLOSE_TRY_AGAIN_LATER,
+    CLOSE_UNSUPPORTED_DATA,
+)
+
 __all__ = [
     "FastWSError",
     "InvalidURI",
@@ -70,23 +89,6 @@ __all__ = [
     "CLOSE_TRY_AGAIN_LATER",
     "is_valid_close_code",
 ]
-
-# RFC 6455 7.4.1 close codes.
-CLOSE_NORMAL = 1000
-CLOSE_GOING_AWAY = 1001
-CLOSE_PROTOCOL_ERROR = 1002
-CLOSE_UNSUPPORTED_DATA = 1003
-CLOSE_NO_STATUS = 1005  # never sent: "no status code was present"
-CLOSE_ABNORMAL = 1006  # never sent: "closed without a close frame"
-CLOSE_INVALID_DATA = 1007
-CLOSE_POLICY_VIOLATION = 1008
-CLOSE_MESSAGE_TOO_BIG = 1009
-CLOSE_MANDATORY_EXTENSION = 1010
-CLOSE_INTERNAL_ERROR = 1011
-CLOSE_SERVICE_RESTART = 1012
-CLOSE_TRY_AGAIN_LATER = 1013
-CLOSE_BAD_GATEWAY = 1014
-
 
 def is_valid_close_code(code: int) -> bool:
     """RFC 6455 7.4: may this code appear in a close frame on the wire?

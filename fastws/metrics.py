@@ -48,9 +48,9 @@ import logging
 import os
 import time
 
-from ._impl import codec
-from .handshake import Response
+from .codec import counters
 from .exceptions import InvalidRequest
+from .http import Response
 
 __all__ = ["ServerCounters", "snapshot", "Observability", "instrument", "SNAPSHOT_INTERVAL"]
 
@@ -92,7 +92,7 @@ class ServerCounters:
 def snapshot(server) -> dict:
     """The server's counters now, as plain JSON-able values."""
     c = server.counters
-    mi, bi, mo, bo = codec.counters()  # this process, server side (see the module docstring)
+    mi, bi, mo, bo = counters()  # this process, server side (see the module docstring)
     stats = server.stats
     return {
         "pid": os.getpid(),

@@ -1,43 +1,38 @@
-"""The WebSocket connection core: RFC 6455 after the handshake, with no I/O.
+"""The WebSocket connection core: RFC 6455 after the handshake, sans-I/O.
 
-``Connection`` holds the state machine of one connection (OPEN -> CLOSING ->
-CLOSED), answers pings, runs the closing handshake (RFC 6455 section 7),
-turns every protocol error into the right close frame, and decides keepalive
-pings and timeouts when its timer-wheel entry fires.  Bytes come in through
-the frame parser (``self._parser.feed``); bytes go out through ``_write``, a
-callable the adapter stores in the connection (``transport.write`` itself, so
-a send costs no Python call beyond ``send``), and through I/O methods that a
-subclass provides::
+``Connection`` is one connection's state machine (CONNECTING, OPEN, CLOSING,
+CLOSED): it answers pings, runs the closing handshake (RFC 6455 7), turns
+every protocol error into its close frame and decides keepalive pings and
+timeouts. Bytes come in through ``data_received`` (the codec's
+``ConnectionCore``) into the frame parser; bytes go out through ``_write``
+and four I/O methods a subclass provides (``_writelines``,
+``_close_transport``, ``_abort_transport``, ``_write_eof``). Its clock and
+timers are a driver given to it (``fastws.timers``): ``StreamConnection``
+(fastws/transport.py) plugs in an asyncio transport and the loop's wheel,
+tests plug in lists and a fake clock, the blocking client a socket.
 
-    _write(data)          (attribute) queue bytes for the peer
-    _writelines(parts)    queue several pieces (header + large payload, no copy)
-    _close_transport()    flush, then close TCP
-    _abort_transport()    close TCP now, dropping what is queued
-    _write_eof()          flush, then half-close (FIN) and keep reading
-
-``fastws.transport.StreamConnection`` implements them on an asyncio/uvloop
-transport; tests implement them on lists.
-
-The keepalive cycle of an idle connection lives in the base class
-``codec.ConnectionCore`` (fastws_ext/core.pyx, twin fastws/_py/core.py): the
-timer (``on_timer``, ``_keepalive``: when to ping, when to give up) and
-``data_received`` (the stream adapter's entry point, which takes a lone pong
-without a parser). In the extension both run in C, so an idle connection's
-ping and pong cost no Python frame; they call back into this class only for
-what is rare (timeouts, errors, the first frame after idling).  The application sees the
-connection through ``_app``: a Listener (low-level API, synchronous callbacks)
-or the high-level ``WebSocket`` methods of ``fastws.websocket``.
-
-The hot path is the parser's ``on_message`` callback, which goes straight to
-the application (the listener's ``on_message``, or the queue of ``recv()``):
-nothing of this module runs per data message on the way in, and ``send`` is
-one frame build plus one write on the way out.
+See docs/design/protocol.md.
 """
 from __future__ import annotations
 
 import logging
 
-from ._impl import codec
+from .codec import ConnectionCore, FrameParser, build_frame, build_header, conn_send, lone_control
+from .constants import (
+    CLOSED,
+    CLOSING,
+    CONNECTING,
+    LARGE_PAYLOAD,
+    OP_BINARY,
+    OP_CLOSE,
+    OP_PING,
+    OP_PONG,
+    OP_TEXT,
+    OPEN,
+    RSV1,
+    STATE_NAMES,
+)
+from .deflate import PerMessageDeflate
 from .exceptions import (
     CLOSE_ABNORMAL,
     CLOSE_INTERNAL_ERROR,
@@ -50,28 +45,14 @@ from .exceptions import (
     connection_closed,
     is_valid_close_code,
 )
+from .http import Headers
 
-__all__ = ["Connection", "CONNECTING", "OPEN", "CLOSING", "CLOSED"]
+__all__ = ["Connection", "close_payload"]
 
 logger = logging.getLogger("fastws.protocol")
 
-CONNECTING, OPEN, CLOSING, CLOSED = 0, 1, 2, 3
-STATE_NAMES = ("CONNECTING", "OPEN", "CLOSING", "CLOSED")
-
-OP_TEXT = codec.OP_TEXT
-OP_BINARY = codec.OP_BINARY
-OP_CLOSE = codec.OP_CLOSE
-OP_PING = codec.OP_PING
-OP_PONG = codec.OP_PONG
-_build_frame = codec.build_frame
-_lone_control = codec.lone_control
-_build_header = codec.build_header
 INF = float("inf")
 
-# Payloads at least this large are written next to their header instead of
-# being copied into one frame (server side only: client frames are masked,
-# which needs a copy anyway).
-LARGE_PAYLOAD = codec.LARGE_PAYLOAD
 
 def close_payload(code: int | None, reason: str = "") -> bytes:
     """The payload of a close frame (RFC 6455 5.5.1), reason cut to fit 125 bytes."""
@@ -86,7 +67,7 @@ def close_payload(code: int | None, reason: str = "") -> bytes:
     return code.to_bytes(2, "big") + raw
 
 
-class Connection(codec.ConnectionCore):
+class Connection(ConnectionCore):
     """One WebSocket connection: protocol state, control frames, closing handshake.
 
     The methods an application calls (``send``, ``ping``, ``close``, ...) are the
@@ -116,17 +97,18 @@ class Connection(codec.ConnectionCore):
         "_deflate",
     )
 
-    def __init__(self, opts, is_client: bool):
+    def __init__(self, opts, is_client: bool, driver=None):
         # No super().__init__(): TimerEntry sets its fields before __init__
         # and nothing after it in the MRO has one (6,000 instructions saved
         # per connection: a super object and a walk of the MRO).
         self._opts = opts
         self._is_client = is_client
+        self._general_send = is_client
         self._write = self._not_connected
         self._parser = None
         self._state = CONNECTING
         self._app = None
-        self._driver = None
+        self._driver = driver  # now(), arm(entry, deadline), cancel(entry): fastws.timers
         self._paused_writing = False
         self._messages_base = 0  # messages counted by parsers already dropped
         self._messages_seen = 0
@@ -145,8 +127,6 @@ class Connection(codec.ConnectionCore):
         response's on the client), as a fastws.Headers."""
         headers = self._headers
         if type(headers) is bytes:
-            from .handshake import Headers
-
             headers = self._headers = Headers.unpack(headers)
         return headers
 
@@ -206,7 +186,7 @@ class Connection(codec.ConnectionCore):
         raise NotImplementedError
 
     def _make_parser(self):
-        parser = self._parser = codec.FrameParser(
+        parser = self._parser = FrameParser(
             self._message_callback(),
             self._on_control,
             expect_masked=not self._is_client,
@@ -237,7 +217,7 @@ class Connection(codec.ConnectionCore):
                 # An idle connection (parser released) hearing a lone pong or
                 # ping, as keepalive brings every ping_interval: handled
                 # without making a parser (memory and CPU of idle connections).
-                control = _lone_control(data, not self._is_client)
+                control = lone_control(data, not self._is_client)
                 if control is not None:
                     self._last_frames = -1  # a frame arrived: the next keepalive check sees life
                     try:
@@ -272,25 +252,40 @@ class Connection(codec.ConnectionCore):
     # send(data) -> bool: one message, ``str`` as text, bytes-like as binary;
     # False when the write buffer is above write_limit (see conn_send in
     # fastws._py.core, the readable reference; C in the extension build).
-    send = codec.conn_send
+    send = conn_send
 
     def _send_general(self, data) -> None:
-        """The frame of ``send`` on the client side (masked) or for a payload
-        of LARGE_PAYLOAD or more (written next to its header, no copy)."""
+        """The frame of ``send`` when it is not a small plain server frame: a
+        compressed message (permessage-deflate, RSV1), the client side
+        (masked), or a payload of LARGE_PAYLOAD or more (written next to its
+        header, no copy). ``send`` comes here when ``_general_send`` is set
+        (client, or deflate negotiated) or the payload is large."""
         opcode = OP_TEXT if isinstance(data, str) else OP_BINARY
+        deflate = self._deflate
+        if deflate is not None:
+            payload = deflate.compress(data)  # None: below the threshold
+            if payload is not None:
+                self._write(build_frame(opcode, payload, mask=self._is_client, rsv=RSV1))
+                return
         if self._is_client or len(data) < LARGE_PAYLOAD:
-            self._write(_build_frame(opcode, data, mask=self._is_client))
+            self._write(build_frame(opcode, data, mask=self._is_client))
         else:
             if opcode == OP_TEXT:
                 data = data.encode("utf-8")
-            self._writelines((_build_header(opcode, len(data)), data))
+            self._writelines((build_header(opcode, len(data)), data))
+
+    def _use_deflate(self, params) -> None:
+        """permessage-deflate was negotiated (RFC 7692), before the connection
+        opens: inflate what comes in, compress what ``send`` sends."""
+        self._deflate = PerMessageDeflate(params)
+        self._general_send = True
 
     def send_frame(self, opcode: int, payload=b"", fin: bool = True) -> bool:
         """Send one raw frame (fragmented messages: TEXT/BINARY fin=False, then
         CONTINUATION frames). The caller keeps the fragmentation rules."""
         if self._state != OPEN:
             raise self._closed_error()
-        self._write(_build_frame(opcode, payload, fin=fin, mask=self._is_client))
+        self._write(build_frame(opcode, payload, fin=fin, mask=self._is_client))
         if self._paused_writing:
             return self._check_write_buffer()
         return True
@@ -299,13 +294,13 @@ class Connection(codec.ConnectionCore):
         """Send a ping (payload up to 125 bytes); the pong comes to ``on_pong``."""
         if self._state != OPEN:
             raise self._closed_error()
-        self._write(_build_frame(OP_PING, payload, mask=self._is_client))
+        self._write(build_frame(OP_PING, payload, mask=self._is_client))
 
     def send_pong(self, payload=b"") -> None:
         """Send an unsolicited pong (RFC 6455 5.5.3: a unidirectional heartbeat)."""
         if self._state != OPEN:
             raise self._closed_error()
-        self._write(_build_frame(OP_PONG, payload, mask=self._is_client))
+        self._write(build_frame(OP_PONG, payload, mask=self._is_client))
 
     def close(self, code: int = CLOSE_NORMAL, reason: str = "") -> None:
         """Start the closing handshake (RFC 6455 7.1.2). Does nothing if already
@@ -321,7 +316,7 @@ class Connection(codec.ConnectionCore):
     def _send_close(self, payload: bytes, code) -> None:
         self._state = CLOSING
         self.sent_close_code = code if code is not None else CLOSE_NO_STATUS
-        self._write(_build_frame(OP_CLOSE, payload, mask=self._is_client))
+        self._write(build_frame(OP_CLOSE, payload, mask=self._is_client))
 
     def _fail(self, code: int, reason: str) -> None:
         """Fail the WebSocket connection (RFC 6455 7.1.7) with a close code."""
@@ -350,7 +345,7 @@ class Connection(codec.ConnectionCore):
             # RFC 6455 5.5.2: answer with a pong carrying the same payload "as
             # soon as is practical"; not after our close frame (5.5.1).
             if self._state == OPEN:
-                self._write(_build_frame(OP_PONG, payload, mask=self._is_client))
+                self._write(build_frame(OP_PONG, payload, mask=self._is_client))
             self._on_ping(payload)
         elif opcode == OP_PONG:
             self._on_pong(payload)

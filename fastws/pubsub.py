@@ -103,17 +103,16 @@ from __future__ import annotations
 
 import logging
 
-from ._impl import codec
+from .codec import build_frame, fanout
+from .constants import CLOSING, OP_BINARY, OP_TEXT, OPEN, RSV1
+from .deflate import compress
 from .exceptions import CLOSE_TRY_AGAIN_LATER
-from .protocol import CLOSING, OP_BINARY, OP_TEXT, _build_frame
 
-__all__ = ["Topics", "SLOW_CONSUMER_POLICIES"]
+__all__ = ["Topics", "SLOW_CONSUMER_POLICIES", "compressed_fanout"]
 
 logger = logging.getLogger("fastws.pubsub")
 
 SLOW_CONSUMER_POLICIES = ("close", "drop")
-
-_fanout = codec.fanout
 
 
 class Topics:
@@ -127,14 +126,10 @@ class Topics:
         self._of: dict = {}     # conn -> topic (str) or set of topics
         self._limit = options.slow_consumer_limit
         self._close_slow = options.slow_consumer == "close"
-        # compression on: fastws.deflate.fanout compresses once per setting
+        # compression on: compressed_fanout compresses once per setting
         # (single publishes; corked bursts go out as plain frames, which
         # RFC 7692 allows: compression is per message)
-        self._fanout = None
-        if options.compression is not None:
-            from .deflate import fanout as deflate_fanout
-
-            self._fanout = deflate_fanout
+        self._fanout = None if options.compression is None else compressed_fanout
         self.stats = {"publishes": 0, "deliveries": 0, "slow_consumer_drops": 0, "slow_consumer_closes": 0,
                       "corked_writes": 0}
         # Cork (see "Bursts" in the module docstring): while _corked > 0,
@@ -251,10 +246,10 @@ class Topics:
         return self._send(conns, data)
 
     def _send(self, conns, data) -> int:
-        frame = _build_frame(OP_TEXT if type(data) is str else OP_BINARY, data)
+        frame = build_frame(OP_TEXT if type(data) is str else OP_BINARY, data)
         slow = []
         if self._fanout is None:
-            n = _fanout(conns, frame, self._limit, slow)
+            n = fanout(conns, frame, self._limit, slow)
         else:
             n = self._fanout(conns, data, frame, self._limit, slow)
         stats = self.stats
@@ -287,7 +282,7 @@ class Topics:
         self.uncork()
 
     def _queue(self, topic, subs, data) -> int:
-        frame = _build_frame(OP_TEXT if type(data) is str else OP_BINARY, data)
+        frame = build_frame(OP_TEXT if type(data) is str else OP_BINARY, data)
         runs = self._runs
         if runs and runs[-1][0] == topic:
             runs[-1][1].append(frame)
@@ -315,7 +310,7 @@ class Topics:
             k = len(frames)
             data = frames[0] if k == 1 else b"".join(frames)  # the same bytes to every subscriber
             slow = []
-            n = _fanout(subs, data, self._limit, slow)
+            n = fanout(subs, data, self._limit, slow)
             stats["deliveries"] += n * k
             stats["corked_writes"] += n
             if slow:
@@ -340,3 +335,38 @@ class Topics:
                 conn._abort_transport()
             except Exception:  # never let one connection make a publish raise
                 logger.exception("error while cutting off slow subscriber %r", conn)
+
+
+def compressed_fanout(conns, data, frame, limit: int, slow: list) -> int:
+    """The codec's ``fanout`` loop (the same three steps per connection) for a
+    server with compression on: a subscriber without server context takeover
+    gets the compressed frame, built once per setting; everyone else gets
+    ``frame`` (the plain one: an uncompressed message is always valid, RFC
+    7692 6)."""
+    raw = None
+    cache = {}
+    n = 0
+    for conn in conns:
+        if conn._state != OPEN:
+            continue
+        if conn._paused_writing and conn._write_buffer_size() > limit:
+            slow.append(conn)
+            continue
+        out = frame
+        pmd = conn._deflate
+        if pmd is not None:
+            params = pmd.params
+            key = params.shared_key
+            if key is not None and len(data) >= params.threshold:
+                out = cache.get(key)
+                if out is None:
+                    if raw is None:
+                        raw = data.encode("utf-8") if type(data) is str else bytes(data)
+                    out = cache[key] = build_frame(OP_TEXT if type(data) is str else OP_BINARY,
+                                                   compress(params, raw), rsv=RSV1)
+        try:
+            conn._write(out)
+        except Exception:
+            continue
+        n += 1
+    return n

@@ -12,9 +12,8 @@ import signal
 import socket
 import tempfile
 
-from .exceptions import ConfigError
-from .exceptions import CLOSE_GOING_AWAY
-from .protocol import CLOSING, OPEN
+from .constants import CLOSING, OPEN
+from .exceptions import CLOSE_GOING_AWAY, ConfigError
 from .server import Server, ServerConnection
 from .workers import Supervisor, reuse_port_supported
 

@@ -46,6 +46,7 @@ import time
 from sys import intern as _intern
 
 from . import handshake
+from .constants import CLOSED, CONNECTING, OPEN
 from .exceptions import (
     CLOSE_GOING_AWAY,
     CLOSE_INTERNAL_ERROR,
@@ -55,15 +56,15 @@ from .exceptions import (
     InvalidRequest,
 )
 from .listener import Listener
+from .http import RequestReader, Response
 from .metrics import ServerCounters
 from .options import Options
-from .protocol import CLOSED, CONNECTING, OPEN
 from .pubsub import Topics
 from .timers import get_driver
 from .transport import StreamConnection
 from .websocket import WEBSOCKET_SLOTS, WebSocketMixin
 
-__all__ = ["serve", "Server", "ServerConnection", "ServerWebSocket"]
+__all__ = ["serve", "Server", "ServerConnection", "ServerWebSocket", "is_handler"]
 
 logger = logging.getLogger("fastws.server")
 access_logger = logging.getLogger("fastws.access")
@@ -160,7 +161,7 @@ class ServerConnection(StreamConnection):
                         self._transport.write(handshake.accept_101(key))
                 self._upgraded(request, leftover, None, None)
                 return
-            reader = self._reader = handshake.RequestReader(max_head=opts.max_head, max_headers=opts.max_headers)
+            reader = self._reader = RequestReader(max_head=opts.max_head, max_headers=opts.max_headers)
         try:
             request = reader.feed(data)
         except InvalidRequest as exc:
@@ -203,7 +204,7 @@ class ServerConnection(StreamConnection):
         """Run the server's process_request: the headers it adds to the 101
         (a list, maybe empty), or _REFUSED once its Response is written."""
         result = self._server.process_request(request)
-        if isinstance(result, handshake.Response):
+        if isinstance(result, Response):
             self._server.counters.refused("process_request")
             self._respond(result, request)
             return _REFUSED
@@ -222,9 +223,7 @@ class ServerConnection(StreamConnection):
             self._log_access(request, 101)
         self._started = None  # only the access log needed it: no float kept per open connection
         if deflate_params is not None:
-            from .deflate import enable
-
-            enable(self, deflate_params)
+            self._use_deflate(deflate_params)
         self._start(leftover)
 
     def _start(self, leftover: bytes) -> None:
@@ -256,7 +255,7 @@ class ServerConnection(StreamConnection):
     def _plain_http(self, request) -> None:
         handler = self._server.http_handler
         if handler is None:
-            self._respond(handshake.Response(
+            self._respond(Response(
                 426, "Upgrade Required",
                 [("Upgrade", "websocket"), ("Connection", "Upgrade"), ("Sec-WebSocket-Version", "13")],
                 b"This is a WebSocket endpoint: connect with a WebSocket client.\n",
@@ -266,7 +265,7 @@ class ServerConnection(StreamConnection):
             result = handler(request)
         except Exception:
             logger.exception("http_handler failed for %s %s", request.method, request.path)
-            result = handshake.Response(500, "Internal Server Error", [], b"internal error\n")
+            result = Response(500, "Internal Server Error", [], b"internal error\n")
         if inspect.isawaitable(result):
             asyncio.ensure_future(self._await_http(result, request))
             return
@@ -277,14 +276,14 @@ class ServerConnection(StreamConnection):
             result = await awaitable
         except Exception:
             logger.exception("http_handler failed for %s %s", request.method, request.path)
-            result = handshake.Response(500, "Internal Server Error", [], b"internal error\n")
+            result = Response(500, "Internal Server Error", [], b"internal error\n")
         if self._state == CONNECTING and not self._transport.is_closing():
             self._respond(result, request)
 
     def _respond(self, response, request=None) -> None:
-        if not isinstance(response, handshake.Response):
+        if not isinstance(response, Response):
             logger.error("http_handler returned %r, not a fastws.Response", type(response).__name__)
-            response = handshake.Response(500, "Internal Server Error", [], b"internal error\n")
+            response = Response(500, "Internal Server Error", [], b"internal error\n")
         self._transport.write(response.to_bytes())
         if request is not None:
             self._log_access(request, response.status)
@@ -358,7 +357,9 @@ class ServerWebSocket(WebSocketMixin, ServerConnection):
         ServerConnection.close(self, code, reason)
 
 
-def _is_handler(app) -> bool:
+def is_handler(app) -> bool:
+    """Whether ``app`` is a high-level handler (``async def handler(ws)``, or an
+    object whose ``__call__`` is one) rather than a Listener factory."""
     if inspect.iscoroutinefunction(app):
         return True
     call = getattr(app, "__call__", None)
@@ -371,13 +372,13 @@ class Server:
     def __init__(self, app, *, origins=None, subprotocols=None, process_request=None,
                  http_handler=None, broker=None, **options):
         self.options = Options(**options)
-        if _is_handler(app):
+        if is_handler(app):
             self._connection_class = ServerWebSocket
         elif callable(app):
             self._connection_class = ServerConnection
         else:
             raise ConfigError(f"app must be an async handler or a Listener class/factory, not {app!r}")
-        if inspect.isclass(app) and not issubclass(app, Listener) and not _is_handler(app):
+        if inspect.isclass(app) and not issubclass(app, Listener) and not is_handler(app):
             for name in ("on_message", "on_connect", "on_close", "on_ping", "on_pong", "on_drain"):
                 if not hasattr(app, name):
                     raise ConfigError(f"listener class {app.__name__} has no {name}(); subclass fastws.Listener")

@@ -52,15 +52,16 @@ import time
 from collections import deque
 
 from . import handshake
-from ._impl import codec
-from .client import parse_uri
+from .codec import FrameParser, build_frame
+from .constants import CLOSED, CLOSING, OP_BINARY, OP_CLOSE, OP_PING, OP_PONG, OP_TEXT, OPEN
+from .handshake import parse_uri
+from .http import ResponseReader
 from .protocol import close_payload
 from .exceptions import (
     CLOSE_ABNORMAL,
     CLOSE_NO_STATUS,
     CLOSE_NORMAL,
     ConnectionClosed,
-    HandshakeError,
     InvalidResponse,
     ProtocolError,
     connection_closed,
@@ -68,12 +69,6 @@ from .exceptions import (
 
 __all__ = ["SyncWebSocket", "connect", "IP_BIND_ADDRESS_NO_PORT"]
 
-OP_TEXT = codec.OP_TEXT
-OP_BINARY = codec.OP_BINARY
-OP_CLOSE = codec.OP_CLOSE
-OP_PING = codec.OP_PING
-OP_PONG = codec.OP_PONG
-_build_frame = codec.build_frame
 
 # Linux: bind() to an address with port 0 without reserving a port; the port is
 # picked at connect() time for the (src, dst) pair, so each source address gets
@@ -81,8 +76,6 @@ _build_frame = codec.build_frame
 IP_BIND_ADDRESS_NO_PORT = getattr(socket, "IP_BIND_ADDRESS_NO_PORT", 24)
 
 READ_SIZE = 65536
-
-OPEN, CLOSING, CLOSED = 1, 2, 3
 
 
 def _close_payload(code: int, reason: str) -> bytes:
@@ -106,7 +99,7 @@ class SyncWebSocket:
         self.sock = sock
         self.subprotocol = subprotocol
         self.response_headers = response_headers
-        self._parser = codec.FrameParser(self._on_data, self._on_control, expect_masked=False,
+        self._parser = FrameParser(self._on_data, self._on_control, expect_masked=False,
                                          max_size=max_size)
         self._messages = None      # deque, made on the first queued message
         self._state = OPEN
@@ -154,7 +147,7 @@ class SyncWebSocket:
                     ssl = ssl_module.create_default_context()
                 sock = ssl.wrap_socket(sock, server_hostname=host)
             sock.sendall(request)
-            reader = handshake.ResponseReader()
+            reader = ResponseReader()
             response = None
             while response is None:
                 remaining = deadline - time.monotonic()
@@ -205,7 +198,7 @@ class SyncWebSocket:
         number of bytes written (frame header included)."""
         if self._state != OPEN:
             raise self._closed_exc()
-        frame = _build_frame(OP_TEXT if isinstance(data, str) else OP_BINARY, data, mask=True)
+        frame = build_frame(OP_TEXT if isinstance(data, str) else OP_BINARY, data, mask=True)
         self._write(frame)
         self.messages_out += 1
         return len(frame)
@@ -279,7 +272,7 @@ class SyncWebSocket:
         if opcode == OP_PING:
             if self._state == OPEN:
                 try:
-                    self._write(_build_frame(OP_PONG, payload, mask=True))
+                    self._write(build_frame(OP_PONG, payload, mask=True))
                     self.pings_answered += 1
                 except ConnectionClosed:
                     pass
@@ -308,7 +301,7 @@ class SyncWebSocket:
                     reply = _close_payload(self.recv_code, "")
                 try:
                     with self._send_lock:
-                        self.sock.sendall(_build_frame(OP_CLOSE, reply, mask=True))
+                        self.sock.sendall(build_frame(OP_CLOSE, reply, mask=True))
                 except OSError:
                     pass
             self._finish()
@@ -320,7 +313,7 @@ class SyncWebSocket:
             self.sent_code = exc.code
             try:
                 with self._send_lock:
-                    self.sock.sendall(_build_frame(OP_CLOSE, _close_payload(exc.code, exc.reason), mask=True))
+                    self.sock.sendall(build_frame(OP_CLOSE, _close_payload(exc.code, exc.reason), mask=True))
             except OSError:
                 pass
         self._finish()
@@ -373,7 +366,7 @@ class SyncWebSocket:
             entry = [threading.Event(), None]
             self._pong_waiters[payload] = entry
             start = time.monotonic()
-            self._write(_build_frame(OP_PING, payload, mask=True))
+            self._write(build_frame(OP_PING, payload, mask=True))
             if not entry[0].wait(timeout):
                 self._pong_waiters.pop(payload, None)
                 raise TimeoutError(f"no pong within {timeout} s")
@@ -383,7 +376,7 @@ class SyncWebSocket:
         if self._pongs is None:
             self._pongs = {}
         start = time.monotonic()
-        self._write(_build_frame(OP_PING, payload, mask=True))
+        self._write(build_frame(OP_PING, payload, mask=True))
         try:
             while payload not in self._pongs:
                 if self._state == CLOSED:
@@ -405,7 +398,7 @@ class SyncWebSocket:
             self.sent_code = code
             try:
                 with self._send_lock:
-                    self.sock.sendall(_build_frame(OP_CLOSE, payload, mask=True))
+                    self.sock.sendall(build_frame(OP_CLOSE, payload, mask=True))
             except OSError as exc:
                 self._lost(exc)
                 return

@@ -1,28 +1,25 @@
 """Timers are data, not tasks: one timer wheel per event loop.
 
-A connection does not own a ``loop.call_later`` handle per timeout (ping
-interval, handshake deadline, close timeout, idle timeout).  It *is* a
-``TimerEntry`` (``codec.TimerEntry``) armed on the loop's wheel, and the whole
-loop pays for one ``loop.call_at`` per tick, and only while some entry is
-armed.  Activity re-arms lazily: the connection records the time of its last
-activity in a plain attribute, and ``on_timer`` returns the new deadline when
-the timeout has not really expired.
+A connection owns no ``loop.call_later`` handle per timeout: it *is* a
+``TimerEntry`` armed on its loop's wheel (``WheelDriver``, one ``loop.call_at``
+per tick, only while something is armed), and ``on_timer`` returns its next
+deadline when a timeout has not really expired. The protocol core sees only a
+driver: ``now()``, ``arm(entry, deadline)`` and ``cancel(entry)``. Without an
+event loop, ``ManualDriver`` is the same over a clock its owner reads and
+advances (the blocking client; tests on a fake clock).
 
-    driver = get_driver(loop)               # one per loop, tick 1 s
-    driver.arm(conn, driver.now() + 30.0)   # O(1); starts the ticks if idle
-
-Ticks fall on multiples of ``tick`` in the loop's clock, so an entry fires at
-most one tick after its deadline (plus the loop's own lateness).
+See docs/design/timers.md.
 """
 from __future__ import annotations
 
 import asyncio
 import math
+import time
 import weakref
 
-from ._impl import codec
+from .codec import TimerWheel
 
-__all__ = ["WheelDriver", "get_driver"]
+__all__ = ["WheelDriver", "ManualDriver", "get_driver"]
 
 
 class WheelDriver:
@@ -38,7 +35,7 @@ class WheelDriver:
 
     def __init__(self, loop: asyncio.AbstractEventLoop, tick: float = 1.0,
                  slots: int = 512, wheel_cls=None) -> None:
-        cls = codec.TimerWheel if wheel_cls is None else wheel_cls
+        cls = TimerWheel if wheel_cls is None else wheel_cls
         self.wheel = cls(tick, slots, loop.time())
         self.wheel.on_error = self._on_error
         # Weakly: a driver kept in get_driver's WeakKeyDictionary must not keep
@@ -158,3 +155,36 @@ def get_driver(loop: asyncio.AbstractEventLoop | None = None,
     if driver is None or driver._closed:
         driver = per_tick[tick] = WheelDriver(loop, tick)
     return driver
+
+
+class ManualDriver:
+    """A timer driver without an event loop: a wheel over a clock its owner
+    reads and advances.
+
+    ``now()`` reads ``clock`` (``time.monotonic`` by default, or a test's
+    fake); ``advance()`` fires every entry due by then (their ``on_timer``
+    runs inside it). The protocol core arms and cancels through it exactly
+    as through a WheelDriver.
+    """
+
+    __slots__ = ("wheel", "_clock")
+
+    def __init__(self, clock=time.monotonic, tick: float = 0.05, slots: int = 64) -> None:
+        self._clock = clock
+        self.wheel = TimerWheel(tick, slots, clock())
+
+    def now(self) -> float:
+        return self._clock()
+
+    def arm(self, entry, deadline: float) -> None:
+        self.wheel.arm(entry, deadline)
+
+    def cancel(self, entry) -> None:
+        self.wheel.cancel(entry)
+
+    def advance(self) -> int:
+        """Fire what is due by ``now()``; returns how many entries fired."""
+        return self.wheel.advance(self._clock())
+
+    def __repr__(self) -> str:
+        return f"<ManualDriver {self.wheel!r}>"

@@ -23,20 +23,17 @@ from __future__ import annotations
 import asyncio
 import os
 
-from ._impl import codec
+from .codec import Inbox, ws_send
+from .constants import CLOSED, OPEN
 from .exceptions import CLOSE_NORMAL, ConnectionClosedOK
-from .protocol import CLOSED, OPEN, Connection
+from .protocol import Connection
 
-__all__ = ["WebSocketMixin", "WEBSOCKET_SLOTS", "DONE"]
+__all__ = ["WebSocketMixin", "WEBSOCKET_SLOTS"]
 
-
-DONE = codec.DONE  # an already-done awaitable (a C object in the extension build)
 
 # The per-connection fields the mixin needs; concrete classes declare them
 # (with __slots__, only one base class in a hierarchy may define fields).
 WEBSOCKET_SLOTS = ("_loop", "_inbox", "_drain_waiter", "_closed_waiter", "_pings", "_task")
-
-_Inbox = codec.Inbox
 
 
 class WebSocketMixin:
@@ -45,7 +42,7 @@ class WebSocketMixin:
     def _init_websocket(self) -> None:
         # Cached: asyncio.get_running_loop() costs a getpid() system call.
         self._loop = loop = asyncio.get_running_loop()
-        self._inbox = _Inbox(self, loop, self._opts.max_queue)
+        self._inbox = Inbox(self, loop, self._opts.max_queue)
         self._drain_waiter = None
         self._closed_waiter = None
         self._pings = None
@@ -84,7 +81,7 @@ class WebSocketMixin:
     # send(data): write the frame now; ``await ws.send(data)`` waits only
     # while the write buffer is above write_limit (see ws_send in
     # fastws._py.core; C in the extension build).
-    send = codec.ws_send
+    send = ws_send
 
     async def _drain(self) -> None:
         if self._state == CLOSED:

@@ -19,13 +19,12 @@ class ConnectionCore(TimerEntry):
     _idle_at: float
     _last_frames: int         # -1: a lone pong came since the last check
     _is_client: bool
+    _general_send: bool       # every send goes through _send_general (client: masked; deflate)
     _pong_hook: bool          # False: pongs need no _on_pong call
     _direct_ok: bool          # True: data_received may call _direct_reads_begin(parser)
     _ka_counters: object      # None, or an object with a pings_sent counter
     def on_timer(self, now: float) -> Union[float, None]: ...
     def data_received(self, data: bytes) -> None: ...
-
-LARGE_PAYLOAD: int
 
 def conn_send(self: Any, data: str | bytes | bytearray | memoryview) -> bool: ...
 def ws_send(self: Any, data: str | bytes | bytearray | memoryview) -> Any: ...

@@ -27,25 +27,20 @@ from fastws_ext.frames cimport (FrameParser, lone_opcode, parser_activity, parse
                                 server_frame)
 from cpython.unicode cimport PyUnicode_Check
 
-from fastws_ext.frames import OP_PING, build_frame, lone_control
+from fastws_ext.constants cimport (CLOSED, CLOSING, CONNECTING, LARGE_PAYLOAD, OP_BINARY, OP_PING,
+                                   OP_TEXT, OPEN)
+
+from fastws_ext.frames import build_frame, lone_control
 from fastws_ext.aio import DONE
 
-__all__ = ["ConnectionCore", "PING_SERVER", "LARGE_PAYLOAD", "conn_send", "ws_send"]
+__all__ = ["ConnectionCore", "PING_SERVER", "conn_send", "ws_send"]
 
-# Payloads at least this large are written next to their header instead of
-# being copied into one frame (server side; client frames are masked, which
-# needs a copy anyway). fastws.protocol.LARGE_PAYLOAD is this.
-LARGE_PAYLOAD = 16384
+# Payloads of LARGE_PAYLOAD bytes or more are written next to their header
+# instead of being copied into one frame (server side; client frames are
+# masked, which needs a copy anyway).
 cdef Py_ssize_t _LARGE = LARGE_PAYLOAD
 cdef object _DONE = DONE
 cdef object _TRUE = True
-
-# fastws.protocol's states (tests/test_lone_control.py routes by them in both
-# implementations, with protocol's values).
-cdef int CONNECTING = 0
-cdef int OPEN = 1
-cdef int CLOSING = 2
-cdef int CLOSED = 3
 
 cdef double INF = INFINITY
 
@@ -133,15 +128,7 @@ cdef class ConnectionCore(TimerEntry):
     when ``_direct_ok`` is set, ``_direct_reads_begin(parser)``.
     """
 
-    cdef public double _keepalive_at    # next keepalive check (inf: keepalive off)
-    cdef public double _ping_sent_at    # our last keepalive ping, until a check sees its answer (inf: none)
-    cdef public double _write_deadline  # write timeout while paused (inf: none)
-    cdef public double _idle_at         # next idle-timeout check (inf: none)
-    cdef public long long _last_frames  # frames seen at the last check; -1: a lone pong came
-    cdef public bint _is_client
-    cdef public bint _pong_hook         # False: a pong needs no _on_pong call (nobody listens)
-    cdef public bint _direct_ok         # the adapter can switch to direct reads (_direct_reads_begin)
-    cdef public object _ka_counters     # None, or an object whose pings_sent counts our pings
+    # The fields are declared in core.pxd.
 
     def __cinit__(self):
         self._keepalive_at = INF
@@ -300,15 +287,16 @@ cdef inline int _send_message(object self, object data) except -1:
     """Write one message's frame; returns 1 if the write buffer is above
     write_limit afterwards (the two ``send`` differ only in what they make
     of that). Small server frames are built and written here; the client
-    side (masked) and large payloads go to ``_send_general``."""
+    side (masked), compressed messages and large payloads go to
+    ``_send_general``."""
     if not isinstance(self, ConnectionCore):
         raise TypeError(f"expected a fastws connection, got {type(self).__name__}")
     if <int>_STATE.get(self) != OPEN:
         raise self._closed_error()
-    if (<ConnectionCore>self)._is_client or len(data) >= _LARGE:
+    if (<ConnectionCore>self)._general_send or len(data) >= _LARGE:
         self._send_general(data)
     else:
-        _WRITE.get(self)(server_frame(1 if PyUnicode_Check(data) else 2, data))  # OP_TEXT / OP_BINARY
+        _WRITE.get(self)(server_frame(OP_TEXT if PyUnicode_Check(data) else OP_BINARY, data))
     return _PAUSED.get(self) is _TRUE
 
 

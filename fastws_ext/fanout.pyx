@@ -22,6 +22,7 @@ application code, so the container is not changed while it is walked.
 """
 from cpython.ref cimport PyObject, PyTypeObject, Py_XDECREF, Py_TYPE
 
+from fastws_ext.constants cimport OPEN
 from fastws_ext.slots cimport member_offset, slot_at
 
 cdef extern from "Python.h":
@@ -30,10 +31,9 @@ cdef extern from "Python.h":
 
 __all__ = ["fanout"]
 
-# fastws.protocol.OPEN (tests assert they agree). States are small ints, which
-# CPython keeps as singletons, so an identity test is exact.
-cdef object _OPEN = 1
-OPEN = _OPEN
+# The state OPEN as a Python int. States are small ints, which CPython keeps
+# as singletons, so an identity test is exact.
+cdef object _OPEN = OPEN
 cdef object _TRUE = True  # (a bare True would be the C integer 1 here)
 
 

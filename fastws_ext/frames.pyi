@@ -7,12 +7,7 @@ from typing import Callable, Tuple, Union
 
 Buffer = Union[bytes, bytearray, memoryview]
 
-OP_CONTINUATION: int  # 0x0
-OP_TEXT: int          # 0x1
-OP_BINARY: int        # 0x2
-OP_CLOSE: int         # 0x8
-OP_PING: int          # 0x9
-OP_PONG: int          # 0xA
+# The opcodes are fastws.constants.OP_* (one definition for both builds).
 
 class FrameParser:
     """Incremental parser: bytes in, in any chunking; complete messages out.

@@ -39,6 +39,8 @@ from libc.stdint cimport int64_t, uint64_t
 from libc.stdlib cimport free, realloc
 from libc.string cimport memcpy, memmove
 
+from fastws_ext.constants cimport (MAX_CONTROL_PAYLOAD, OP_BINARY, OP_CLOSE, OP_CONTINUATION,
+                                   OP_PING, OP_PONG, OP_TEXT, RSV1)
 from fastws_ext.mask cimport mask_copy, mask_inplace
 from fastws_ext.utf8 cimport Utf8Validator, utf8_valid
 
@@ -98,32 +100,18 @@ cdef extern from *:
     unsigned long long fastws_scratch_gen
     unsigned char* fastws_scratch(Py_ssize_t size) nogil
 
-# RFC 6455 5.2 opcodes.
-OP_CONTINUATION = 0x0
-OP_TEXT = 0x1
-OP_BINARY = 0x2
-OP_CLOSE = 0x8
-OP_PING = 0x9
-OP_PONG = 0xA
+# Opcodes (RFC 6455 5.2), RSV1, MAX_CONTROL_PAYLOAD (RFC 6455 5.5: "All
+# control frames MUST have a payload length of 125 bytes or less and MUST NOT
+# be fragmented.") come from fastws/constants.py through constants.pxd.
 
 cdef enum:
-    C_CONTINUATION = 0x0
-    C_TEXT = 0x1
-    C_BINARY = 0x2
-    C_CLOSE = 0x8
-    C_PING = 0x9
-    C_PONG = 0xA
-    # RFC 6455 5.5: "All control frames MUST have a payload length of 125
-    # bytes or less and MUST NOT be fragmented."
-    MAX_CONTROL_PAYLOAD = 125
     # RSV1-3 bits of the first header byte.  Without an extension none may be
     # set; with permessage-deflate (RFC 7692, the ``inflate`` argument) RSV1
     # may be set on the first frame of a data message: it is compressed.
     RSV_MASK = 0x70
-    RSV1 = 0x40
     # A compressed message in progress has this bit in _msg_opcode (so the
-    # UTF-8 checks and the binary fast paths, which compare with C_TEXT and
-    # C_BINARY, leave its compressed bytes alone).
+    # UTF-8 checks and the binary fast paths, which compare with OP_TEXT and
+    # OP_BINARY, leave its compressed bytes alone).
     COMPRESSED = 0x40
     # Parser states (HEADER, PAYLOAD) and DIRECT_MIN: in frames.pxd.
     # Bytes of a new chunk appended to a non-empty buffer before parsing goes
@@ -149,7 +137,7 @@ def compressed_limit(max_size):
 
 
 cdef inline bint _is_opcode(int opcode) noexcept nogil:
-    return opcode <= C_BINARY or C_CLOSE <= opcode <= C_PONG
+    return opcode <= OP_BINARY or OP_CLOSE <= opcode <= OP_PONG
 
 
 cdef inline bytes _payload_bytes(const unsigned char* src, Py_ssize_t n, const unsigned char* key):
@@ -180,7 +168,7 @@ cdef inline void _count_rx_message() noexcept:
 
 cdef inline void _count_tx(int opcode, Py_ssize_t length, bint fin, bint masked) noexcept:
     global _tx_bytes, _tx_messages
-    if not masked and opcode <= C_BINARY:
+    if not masked and opcode <= OP_BINARY:
         _tx_bytes += <unsigned long long>length
         if fin:
             _tx_messages += 1
@@ -382,7 +370,7 @@ cdef class FrameParser:
         cdef unsigned char* dst
         cdef Py_ssize_t size
         cdef uint64_t want
-        if (self._out is None and self._msg_len == 0 and self._fin and self._msg_opcode == C_BINARY
+        if (self._out is None and self._msg_len == 0 and self._fin and self._msg_opcode == OP_BINARY
                 and (self._max_size >= 0 or self._remaining <= PREALLOC_UNBOUNDED)):
             # As in _read_payload: the result of a single-frame binary message
             # is allocated from its header, with NULL (never the shared 1-byte
@@ -419,7 +407,7 @@ cdef class FrameParser:
         if self._masked:
             self._key_offset = mask_inplace(dst, n, self._key, self._key_offset)
         # RFC 6455 8.1: text MUST be UTF-8; checked as the bytes arrive.
-        if self._msg_opcode == C_TEXT and not self._utf8.feed_ptr(dst, n):
+        if self._msg_opcode == OP_TEXT and not self._utf8.feed_ptr(dst, n):
             raise self._fail(InvalidUTF8("invalid UTF-8"))
         self._msg_len += n
         self._remaining -= <uint64_t>n
@@ -520,7 +508,7 @@ cdef class FrameParser:
         opcode = b0 & 0x0F
         masked = (b1 & 0x80) != 0
         length = b1 & 0x7F
-        control = opcode >= C_CLOSE
+        control = opcode >= OP_CLOSE
 
         # 2. RFC 6455 5.2: RSV1-3 "MUST be 0 unless an extension is negotiated
         #    that defines meanings for non-zero values."
@@ -537,14 +525,14 @@ cdef class FrameParser:
         if control:
             if not fin:
                 raise self._fail(FrameError("fragmented control frame"))
-        elif opcode == C_CONTINUATION:
+        elif opcode == OP_CONTINUATION:
             if not self._msg_opcode:
                 raise self._fail(FrameError("unexpected continuation frame"))
         elif self._msg_opcode:
             raise self._fail(FrameError("expected continuation frame"))
 
         # 4b. RFC 7692 6: RSV1 only on the first frame of a data message.
-        if b0 & RSV1 and (control or opcode == C_CONTINUATION):
+        if b0 & RSV1 and (control or opcode == OP_CONTINUATION):
             raise self._fail(FrameError("RSV1 set on a control frame" if control
                                         else "RSV1 set on a continuation frame"))
 
@@ -557,7 +545,7 @@ cdef class FrameParser:
         if control:
             if length > MAX_CONTROL_PAYLOAD:
                 raise self._fail(FrameError("control frame too long"))
-            if opcode == C_CLOSE and length == 1:
+            if opcode == OP_CLOSE and length == 1:
                 raise self._fail(FrameError("close frame payload of 1 byte"))
 
         # 7. RFC 6455 5.2: 16-bit or 64-bit extended length (whose "most
@@ -591,11 +579,11 @@ cdef class FrameParser:
                 return 0
             payload = _payload_bytes(p + size, <Py_ssize_t>length,
                                      self._key if masked else NULL)
-            if opcode == C_CLOSE:
+            if opcode == OP_CLOSE:
                 self._check_close(payload)
             self._frames += 1
             self._pos = pos + size + <Py_ssize_t>length
-            if opcode == C_CLOSE:
+            if opcode == OP_CLOSE:
                 self._closed = True  # every later byte is ignored
             self._on_control(opcode, payload)
             return 1
@@ -606,12 +594,12 @@ cdef class FrameParser:
         if self._max_size >= 0:
             total = <uint64_t>self._msg_len + length
             limit = <uint64_t>self._max_size
-            if (b0 & RSV1) if opcode != C_CONTINUATION else (self._msg_opcode & COMPRESSED):
+            if (b0 & RSV1) if opcode != OP_CONTINUATION else (self._msg_opcode & COMPRESSED):
                 limit = limit + (limit >> 3) + 1024
             if total > limit:
                 raise self._fail(MessageTooBig(
                     f"message too big ({total} > {limit} bytes)"))
-        if opcode != C_CONTINUATION:
+        if opcode != OP_CONTINUATION:
             self._msg_opcode = opcode | (COMPRESSED if b0 & RSV1 else 0)
         self._fin = fin
         self._masked = masked
@@ -637,7 +625,7 @@ cdef class FrameParser:
             # byte of it has been seen yet, so the validator is at its start.
             take = <Py_ssize_t>self._remaining
             self._payload_read += <unsigned long long>take  # taken, valid or not
-            if opcode == C_BINARY:
+            if opcode == OP_BINARY:
                 if self._out is None:
                     result = _payload_bytes(data + pos, take, self._key if self._masked else NULL)
                 else:
@@ -675,7 +663,7 @@ cdef class FrameParser:
         take = <Py_ssize_t>self._remaining if self._remaining <= <uint64_t>avail else avail
         if take:
             self._payload_read += <unsigned long long>take  # taken, valid or not
-            if (self._out is None and self._msg_len == 0 and self._fin and opcode == C_BINARY
+            if (self._out is None and self._msg_len == 0 and self._fin and opcode == OP_BINARY
                     and (self._max_size >= 0 or self._remaining <= PREALLOC_UNBOUNDED)):
                 # A single-frame binary message that spans feeds: its length
                 # is known (and within max_size), so the result is allocated
@@ -691,7 +679,7 @@ cdef class FrameParser:
             else:
                 memcpy(dst, data + pos, take)
             # RFC 6455 8.1: text MUST be UTF-8; checked as the bytes arrive.
-            if opcode == C_TEXT and not self._utf8.feed_ptr(dst, take):
+            if opcode == OP_TEXT and not self._utf8.feed_ptr(dst, take):
                 raise self._fail(InvalidUTF8("invalid UTF-8"))
             self._msg_len += take
             self._pos = pos + take
@@ -708,7 +696,7 @@ cdef class FrameParser:
         cdef int opcode = self._msg_opcode
         # RFC 6455 8.1: a text message may not end inside a code point;
         # checked before the frame is counted, as an invalid byte is.
-        if self._fin and opcode == C_TEXT and not self._utf8.complete():
+        if self._fin and opcode == OP_TEXT and not self._utf8.complete():
             raise self._fail(InvalidUTF8("invalid UTF-8"))
         if self._fin and opcode & COMPRESSED:
             # RFC 7692 7.2.2: inflate the whole message as one stream (inflate
@@ -720,7 +708,7 @@ cdef class FrameParser:
                 raise self._fail(exc) from None
             if type(result) is not bytes:
                 result = bytes(result)
-            if opcode == (C_TEXT | COMPRESSED):
+            if opcode == (OP_TEXT | COMPRESSED):
                 try:
                     result = PyUnicode_DecodeUTF8(PyBytes_AS_STRING(result), PyBytes_GET_SIZE(result), NULL)
                 except UnicodeDecodeError:
@@ -736,7 +724,7 @@ cdef class FrameParser:
         self._state = HEADER
         if not self._fin:
             return 0
-        if opcode == C_TEXT:
+        if opcode == OP_TEXT:
             try:
                 result = PyUnicode_DecodeUTF8(<const char*>self._msg, self._msg_len, NULL)
             except UnicodeDecodeError:
@@ -849,7 +837,7 @@ cdef int _check_args(int opcode, object length, bint fin, Py_ssize_t key_len, in
         raise ValueError(f"invalid opcode {opcode!r}")
     if rsv & ~RSV_MASK:
         raise ValueError(f"rsv must use only the bits 0x70, not {rsv:#x}")
-    if opcode >= C_CLOSE:
+    if opcode >= OP_CLOSE:
         if length > MAX_CONTROL_PAYLOAD:
             raise ValueError(f"control frame payload too long ({length} > 125 bytes)")
         if not fin:
@@ -1009,7 +997,7 @@ cdef int lone_opcode(object data, bint expect_masked) noexcept:
     if n < 2 or n > 131:
         return -1
     p = <const unsigned char*>PyBytes_AS_STRING(data)
-    if p[0] != (0x80 | C_PING) and p[0] != (0x80 | C_PONG):
+    if p[0] != (0x80 | OP_PING) and p[0] != (0x80 | OP_PONG):
         return -1
     if ((p[1] & 0x80) != 0) != expect_masked:
         return -1

@@ -176,14 +176,8 @@ cdef class UpgradeReader:
     read: see the twin ``fastws._py.upgrade.UpgradeReader`` (same API and
     answers); here the glue around llhttp runs without a Python frame."""
 
-    # httptools reads its callbacks with getattr(): these two, the others absent.
-    cdef readonly object on_url
-    cdef readonly object on_header
-    cdef readonly object _parser
-    cdef dict _fields
-    cdef list _url
-    cdef object _request_cls
-    cdef object _headers_cls
+    # httptools reads its callbacks with getattr(): on_url and on_header, the
+    # others absent. The fields are declared in upgrade.pxd.
 
     def __init__(self, request_cls, headers_cls):
         self._fields = {}

@@ -1,8 +1,8 @@
 """Shared fixtures.
 
 ``impl`` runs a test once per implementation of the codec: the Cython
-extension and its pure-Python twin (fastws._impl.load). A test that touches a
-Cython module that is not built is skipped, unless FASTWS_REQUIRE_EXTENSION=1
+extension and its pure-Python twin (fastws.codec.load). A test that needs the
+extension when it is not built is skipped, unless FASTWS_REQUIRE_EXTENSION=1
 (as in CI), in which case it fails.
 """
 from __future__ import annotations
@@ -11,37 +11,30 @@ import os
 
 import pytest
 
-from fastws import _impl
+from fastws import codec as _codec_mod
 
 IMPLS = ("cython", "python")
 
 
-class _Codec:
-    """Wraps a lazy codec: a missing extension module means skip (or fail)."""
-
-    def __init__(self, codec):
-        self._codec = codec
-        self.name = codec.name
-
-    def __getattr__(self, attr):
-        try:
-            return getattr(self._codec, attr)
-        except ImportError as exc:
-            if os.environ.get("FASTWS_REQUIRE_EXTENSION") == "1":
-                raise
-            pytest.skip(f"{self.name} implementation not available: {exc}")
+def _load(name):
+    try:
+        return _codec_mod.load(name)
+    except ImportError as exc:
+        if os.environ.get("FASTWS_REQUIRE_EXTENSION") == "1":
+            raise
+        pytest.skip(f"{name} implementation not available: {exc}")
 
 
 @pytest.fixture(params=IMPLS)
 def impl(request):
-    """The codec of one implementation (attributes as in fastws._impl._NAMES)."""
-    return _Codec(_impl.load(request.param))
+    """The codec of one implementation (attributes: fastws.codec.NAMES)."""
+    return _load(request.param)
 
 
 @pytest.fixture
 def both_impls():
     """(cython, python) codecs, for differential tests."""
-    return _Codec(_impl.load("cython")), _Codec(_impl.load("python"))
+    return _load("cython"), _load("python")
 
 
 # ---------------------------------------------------------------- servers

@@ -12,9 +12,11 @@
 #      redis-server fails those tests instead of skipping them.
 #   1. pip install -e ".[test]" with FASTWS_REQUIRE_EXTENSION=1 (a failed
 #      compile is an error, never a silent fallback to the twins)
-#   2. the end-to-end protocol tests again on the pure-Python twins
+#   2. tests/protocol, tests/server, tests/apps (and two interop files) again
+#      on the pure-Python twins
 #   3. Autobahn|Testsuite groups 1-10 against `fastws echo`, both API levels
-#   4. the whole default suite on the extension
+#   4. the docs site (mkdocs build --strict)
+#   5. the whole default suite on the extension
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY="${PYTHON:-python3}"
@@ -51,11 +53,15 @@ echo "== install (editable, extension required)"
 FASTWS_REQUIRE_EXTENSION=1 "$PY" -m pip install -q -e ".[test]"
 "$PY" -c "import fastws; print('fastws', fastws.__version__, 'implementation:', fastws.IMPLEMENTATION)"
 
-echo "== end-to-end tests on the pure-Python twins"
-FASTWS_PURE_PYTHON=1 "$PY" -m pytest -q -p no:cacheprovider tests/test_server.py tests/test_handler_api.py tests/test_conn.py tests/test_aio.py tests/test_peers.py tests/test_flow.py tests/test_cli.py tests/test_cli_run.py tests/test_metrics.py tests/test_uvicorn.py tests/test_impl.py tests/test_chat.py tests/test_push.py tests/test_pubsub.py tests/test_broker.py tests/test_cork.py tests/test_deflate.py tests/test_direct_reads.py
+echo "== the protocol, server and app tests again on the pure-Python twins"
+# (the codec tests run both implementations side by side in the main pass)
+FASTWS_PURE_PYTHON=1 "$PY" -m pytest -q -p no:cacheprovider tests/protocol tests/server tests/apps tests/interop/test_peers.py tests/interop/test_uvicorn.py
 
 echo "== Autobahn|Testsuite 1-10 and a part of 12-13, deflate on (pytest -m autobahn)"
 FASTWS_REQUIRE_EXTENSION=1 "$PY" -m pytest -q -p no:cacheprovider -m autobahn -s
+
+echo "== the docs site builds with no warning (mkdocs --strict)"
+"$PY" -m mkdocs build --strict --quiet --site-dir "$(mktemp -d)"
 
 echo "== the whole suite on the Cython extension"
 FASTWS_REQUIRE_EXTENSION=1 "$PY" -m pytest -q -p no:cacheprovider

@@ -32,18 +32,16 @@ from __future__ import annotations
 
 import math
 
+from ..constants import CLOSED, CONNECTING, LARGE_PAYLOAD, OP_BINARY, OP_PING, OP_PONG, OP_TEXT, OPEN
 from .aio import DONE
-from .frames import OP_BINARY, OP_PING, OP_PONG, OP_TEXT, build_frame, lone_control
+from .frames import build_frame, lone_control
 from .wheel import TimerEntry
 
-__all__ = ["ConnectionCore", "PING_SERVER", "LARGE_PAYLOAD", "conn_send", "ws_send"]
+__all__ = ["ConnectionCore", "PING_SERVER", "conn_send", "ws_send"]
 
-# Payloads at least this large are written next to their header instead of
-# being copied into one frame (server side; client frames are masked, which
-# needs a copy anyway). fastws.protocol.LARGE_PAYLOAD is this.
-LARGE_PAYLOAD = 16384
-
-CONNECTING, OPEN, CLOSING, CLOSED = 0, 1, 2, 3
+# Payloads of LARGE_PAYLOAD bytes or more are written next to their header
+# instead of being copied into one frame (server side; client frames are
+# masked, which needs a copy anyway).
 INF = math.inf
 
 # The server's keepalive ping, built once (a client's carries a fresh mask key
@@ -61,6 +59,7 @@ class ConnectionCore(TimerEntry):
         "_idle_at",         # next idle-timeout check (inf: none)
         "_last_frames",     # frames seen at the last check; -1: a lone pong came
         "_is_client",
+        "_general_send",    # every send goes through _send_general (client: masked; deflate)
         "_pong_hook",       # False: a pong needs no _on_pong call (nobody listens)
         "_direct_ok",       # the adapter can switch to direct reads (_direct_reads_begin)
         "_ka_counters",     # None, or an object whose pings_sent counts our pings
@@ -74,6 +73,7 @@ class ConnectionCore(TimerEntry):
         self._idle_at = INF
         self._last_frames = 0
         self._is_client = False
+        self._general_send = False
         self._pong_hook = True
         self._direct_ok = False
         self._ka_counters = None
@@ -231,13 +231,13 @@ def _send_message(self, data) -> bool:
     """Write one message's frame; True if the write buffer is above
     write_limit afterwards (the two ``send`` differ only in what they make of
     that). Small server frames are built and written here; the client side
-    (masked) and payloads of at least LARGE_PAYLOAD (written next to their
-    header) go to ``_send_general``."""
+    (masked), compressed messages and payloads of at least LARGE_PAYLOAD
+    (written next to their header) go to ``_send_general``."""
     if not isinstance(self, ConnectionCore):
         raise TypeError(f"expected a fastws connection, got {type(self).__name__}")
     if self._state != OPEN:
         raise self._closed_error()
-    if self._is_client or len(data) >= LARGE_PAYLOAD:
+    if self._general_send or len(data) >= LARGE_PAYLOAD:
         self._send_general(data)
     else:
         self._write(build_frame(OP_TEXT if isinstance(data, str) else OP_BINARY, data))

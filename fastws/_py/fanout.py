@@ -6,9 +6,9 @@ fastws/pubsub.py).
 """
 from __future__ import annotations
 
-__all__ = ["fanout"]
+from ..constants import OPEN as _OPEN
 
-OPEN = _OPEN = 1  # fastws.protocol.OPEN (tests assert they agree)
+__all__ = ["fanout"]
 
 
 def fanout(conns, frame, limit: int, slow: list) -> int:

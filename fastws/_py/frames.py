@@ -38,43 +38,23 @@ import threading
 
 from fastws.exceptions import FrameError, InvalidUTF8, MessageTooBig, ProtocolError, is_valid_close_code
 
+from ..constants import (MAX_CONTROL_PAYLOAD, OP_BINARY, OP_CLOSE, OP_CONTINUATION, OP_PING, OP_PONG,
+                         OP_TEXT, RSV1)
 from .mask import mask as _mask
 from .mask import masked as _masked
 from .utf8 import Utf8Validator, validate_utf8
 
-__all__ = [
-    "FrameParser",
-    "build_frame",
-    "build_header",
-    "OP_CONTINUATION",
-    "OP_TEXT",
-    "OP_BINARY",
-    "OP_CLOSE",
-    "OP_PING",
-    "lone_control",
-    "counters",
-    "OP_PONG",
-]
-
-# RFC 6455 5.2 opcodes.
-OP_CONTINUATION = 0x0
-OP_TEXT = 0x1
-OP_BINARY = 0x2
-OP_CLOSE = 0x8
-OP_PING = 0x9
-OP_PONG = 0xA
+__all__ = ["FrameParser", "build_frame", "build_header", "lone_control", "counters"]
 
 _OPCODES = frozenset((OP_CONTINUATION, OP_TEXT, OP_BINARY, OP_CLOSE, OP_PING, OP_PONG))
 
 # RFC 6455 5.5: "All control frames MUST have a payload length of 125 bytes or
-# less and MUST NOT be fragmented."
-MAX_CONTROL_PAYLOAD = 125
+# less and MUST NOT be fragmented." (MAX_CONTROL_PAYLOAD)
 
 # RSV1-3 bits of the first header byte.  Without an extension no RSV bit may
 # be set; with permessage-deflate (RFC 7692, the ``inflate`` argument) RSV1
 # may be set on the first frame of a data message: the message is compressed.
 _RSV_MASK = 0x70
-_RSV1 = 0x40
 # A compressed message in progress is marked by this bit in _msg_opcode (so
 # the UTF-8 checks, which compare with OP_TEXT, skip its compressed bytes).
 _COMPRESSED = 0x40
@@ -165,7 +145,7 @@ class FrameParser:
         # permessage-deflate: inflate(compressed bytes) -> bytes, raising a
         # ProtocolError (1007 bad data, 1009 over max_size); None: no extension.
         self._inflate = inflate
-        self._rsv_allowed = _RSV1 if inflate is not None else 0
+        self._rsv_allowed = RSV1 if inflate is not None else 0
         self._on_control = on_control
         self._expect_masked = bool(expect_masked)
         self.max_size = max_size
@@ -372,7 +352,7 @@ class FrameParser:
 
         # 4b. RFC 7692 6: RSV1 (compressed) only on the first frame of a data
         #     message; never on a control frame (6.1) or a continuation frame.
-        if b0 & _RSV1 and (control or opcode == OP_CONTINUATION):
+        if b0 & RSV1 and (control or opcode == OP_CONTINUATION):
             raise self._fail(FrameError("RSV1 set on a control frame" if control
                                         else "RSV1 set on a continuation frame"))
 
@@ -432,12 +412,12 @@ class FrameParser:
         #    compressed_limit) and by its inflated size while it is inflated.
         total = len(self._msg) + length
         if self._max_size is not None:
-            compressed = b0 & _RSV1 if opcode != OP_CONTINUATION else self._msg_opcode & _COMPRESSED
+            compressed = b0 & RSV1 if opcode != OP_CONTINUATION else self._msg_opcode & _COMPRESSED
             limit = compressed_limit(self._max_size) if compressed else self._max_size
             if total > limit:
                 raise self._fail(MessageTooBig(f"message too big ({total} > {limit} bytes)"))
         if opcode != OP_CONTINUATION:
-            self._msg_opcode = opcode | (_COMPRESSED if b0 & _RSV1 else 0)
+            self._msg_opcode = opcode | (_COMPRESSED if b0 & RSV1 else 0)
         self._fin = fin
         self._remaining = length
         self._key = key

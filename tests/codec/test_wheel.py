@@ -20,7 +20,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from fastws import _impl
+from fastws import codec as _codec_mod
 from fastws.timers import WheelDriver, get_driver
 
 HYP = settings(max_examples=150, deadline=None,
@@ -866,7 +866,7 @@ def test_driver_close(loop, impl):
 
 def test_driver_default_wheel_is_the_selected_codec(loop):
     driver = WheelDriver(loop)
-    assert type(driver.wheel) is _impl.codec.TimerWheel
+    assert type(driver.wheel) is _codec_mod.TimerWheel
     assert (driver.wheel.tick, driver.wheel.slots) == (1.0, 512)
     assert driver.wheel.time == pytest.approx(loop.time(), abs=0.01)
 

@@ -9,7 +9,8 @@ import pytest
 from fastws._py.frames import build_frame
 from fastws.exceptions import ConnectionClosed
 from fastws.options import Options
-from fastws.protocol import CLOSING, LARGE_PAYLOAD, OPEN, Connection
+from fastws.constants import CLOSING, LARGE_PAYLOAD, OPEN
+from fastws.protocol import Connection
 
 
 def list_connection_class(impl):
@@ -18,10 +19,12 @@ def list_connection_class(impl):
 
     class ListConnection(impl.ConnectionCore):
         __slots__ = ("_state", "_write", "_paused_writing", "_opts", "_parser", "close_code", "close_reason",
-                     "sent_close_code", "out", "lines", "events", "buffered")
+                     "sent_close_code", "out", "lines", "events", "buffered", "_deflate")
 
         def __init__(self, is_client=False):
             self._is_client = is_client
+            self._general_send = is_client
+            self._deflate = None
             self._opts = Options()
             self._parser = None
             self.close_code = None
@@ -100,7 +103,6 @@ def test_send_when_not_open_or_paused(impl):
 
 
 def test_only_connections_are_accepted(impl):
-    assert impl.LARGE_PAYLOAD == LARGE_PAYLOAD
     for fn in (impl.conn_send, impl.ws_send):
         with pytest.raises(TypeError, match="fastws connection"):
             fn(object(), b"x")

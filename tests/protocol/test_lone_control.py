@@ -135,9 +135,9 @@ def test_core_takes_exactly_the_lone_pongs(impl, b0, length, mask_bit, extra, is
 
 
 def test_core_data_received_routes_by_state(impl):
-    from fastws import protocol
+    from fastws import constants
 
-    assert (protocol.CONNECTING, protocol.OPEN, protocol.CLOSING, protocol.CLOSED) == (0, 1, 2, 3)
+    assert (constants.CONNECTING, constants.OPEN, constants.CLOSING, constants.CLOSED) == (0, 1, 2, 3)
     assert impl.PING_SERVER == impl.build_frame(PING, b"")
     pong = impl.build_frame(PONG, b"", mask=True)
     for state, expect in ((0, [("handshake", pong)]), (2, [("feed", pong)]), (3, [])):

@@ -437,7 +437,9 @@ def test_publish_compresses_once(serve_thread, monkeypatch):
         calls.append(c is None)
         return real(params, data, c)
 
-    monkeypatch.setattr(deflate, "compress", counting)
+    from fastws import pubsub
+
+    monkeypatch.setattr(pubsub, "compress", counting)  # the compress-once fan-out's
 
     async def handler(ws):
         ws.subscribe("t")

@@ -27,7 +27,7 @@ from websockets.exceptions import ConnectionClosed
 import fastws
 from fastws.broker import Published, RedisBroker
 from fastws.exceptions import BrokerError, BrokerUnavailable, ConfigError
-from fastws.push import envelope, push_app
+from fastws.apps.push import envelope, push_app
 from redis_util import RedisServer, redis_or_skip
 from util import UNIT
 

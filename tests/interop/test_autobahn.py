@@ -27,7 +27,7 @@ import time
 
 import pytest
 
-ROOT = pathlib.Path(__file__).resolve().parents[1]
+ROOT = pathlib.Path(__file__).resolve().parents[2]
 HARNESS = pathlib.Path(os.environ.get("FASTWS_AUTOBAHN_HARNESS", ROOT.parent / "shared/tools/autobahn/run.sh"))
 
 # Cases Autobahn itself marks INFORMATIONAL for every server: 7.1.6 (the

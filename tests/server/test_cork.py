@@ -22,7 +22,7 @@ from util import UNIT
 
 @pytest.fixture
 def topics(impl, monkeypatch):
-    monkeypatch.setattr(pubsub, "_fanout", impl.fanout)
+    monkeypatch.setattr(pubsub, "fanout", impl.fanout)
     return pubsub.Topics(Options(write_limit=2**16, slow_consumer_limit=2**17))
 
 
@@ -119,7 +119,7 @@ def test_cork_limit_bounds_each_write(topics):
 
 
 def test_cork_slow_consumer_drop_counts_every_message(impl, monkeypatch):
-    monkeypatch.setattr(pubsub, "_fanout", impl.fanout)
+    monkeypatch.setattr(pubsub, "fanout", impl.fanout)
     t = pubsub.Topics(Options(slow_consumer="drop", slow_consumer_limit=2**17))
     ok, slow = FakeConn("ok"), FakeConn("slow", buffered=2**17 + 1)
     t.subscribe(ok, "t")
@@ -133,7 +133,7 @@ def test_cork_slow_consumer_drop_counts_every_message(impl, monkeypatch):
 
 
 def test_cork_slow_consumer_close(impl, monkeypatch):
-    monkeypatch.setattr(pubsub, "_fanout", impl.fanout)
+    monkeypatch.setattr(pubsub, "fanout", impl.fanout)
     t = pubsub.Topics(Options())
     ok, slow = FakeConn("ok"), FakeConn("slow", buffered=2**20 + 1)
     t.subscribe(ok, "t")
@@ -165,7 +165,7 @@ def test_cork_until_next_iteration(topics):
 
 # ---------------------------------------------------------------- end to end
 def test_publish_many_end_to_end(serve_thread, impl, monkeypatch):
-    monkeypatch.setattr(pubsub, "_fanout", impl.fanout)
+    monkeypatch.setattr(pubsub, "fanout", impl.fanout)
 
     class Sub(fastws.Listener):
         def on_connect(self, ws):
@@ -198,7 +198,7 @@ def test_slow_consumer_flood_with_cork(serve_thread, impl, monkeypatch, policy):
     """As tests/test_pubsub.py::test_slow_consumer_flood, publishing in corked
     bursts of 10 (40 KB, under the limit): the slow subscriber's buffer stays under the limit plus one
     corked write (at most write_limit plus one frame); the others get all."""
-    monkeypatch.setattr(pubsub, "_fanout", impl.fanout)
+    monkeypatch.setattr(pubsub, "fanout", impl.fanout)
     write_limit, limit, size, count, fast_n, burst = 2**14, 2**16, 4096, 1500, 3, 10
     st = serve_thread(handler, write_limit=write_limit, slow_consumer=policy, slow_consumer_limit=limit)
     server = st.server

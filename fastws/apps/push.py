@@ -70,9 +70,9 @@ import logging
 import re
 from urllib.parse import parse_qs, unquote
 
-from .exceptions import CLOSE_INTERNAL_ERROR, CLOSE_TRY_AGAIN_LATER, BrokerError, BrokerUnavailable, ConfigError
-from .handshake import Response
-from .apps import MAX_ERRORS, JsonListener, dumps
+from ..exceptions import CLOSE_INTERNAL_ERROR, CLOSE_TRY_AGAIN_LATER, BrokerError, BrokerUnavailable, ConfigError
+from ..http import Response
+from .json_protocol import MAX_ERRORS, JsonListener, dumps
 
 __all__ = ["PushListener", "PushService", "push_app", "valid_topic", "envelope",
            "MAX_TOPICS", "MAX_ERRORS", "MAX_BODY", "CLIENT_MAX_SIZE"]

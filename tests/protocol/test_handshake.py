@@ -18,12 +18,8 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from fastws.exceptions import ConfigError, InvalidRequest, InvalidResponse, InvalidStatus, InvalidURI
+from fastws.http import Headers, Request, RequestReader, Response, ResponseReader
 from fastws.handshake import (
-    Headers,
-    Request,
-    RequestReader,
-    Response,
-    ResponseReader,
     accept_key,
     accept_response,
     build_request,
@@ -930,6 +926,7 @@ def test_response_101_without_connection_header_fails_check():
 # it before the short cuts.
 
 from fastws import handshake as _hs  # noqa: E402
+from fastws import http as _http  # noqa: E402
 
 
 def _reference_check(request, origins=None, subprotocols=None):
@@ -1083,7 +1080,7 @@ def test_headers_fields_pack_and_split_reads_agree(lines, cut):
     # ... the same checked fields, from raw or from str items ...
     for headers in (parse(data).headers, got.headers, Headers(expected)):
         fields = headers._fields()
-        for i, name in enumerate(_hs._FIELD_NAMES):
+        for i, name in enumerate(_http.FIELD_NAMES):
             assert fields[i] == (headers.get_all(name) or None), name
     # ... and pack() round-trips whichever form it takes.
     for headers in (parse(data).headers, got.headers, Headers(expected)):
@@ -1106,8 +1103,8 @@ def test_pack_keeps_the_field_lines_as_received():
 
 
 def test_raw_index_spellings_agree_with_lowercase():
-    for name, i in _hs._FIELD_INDEX_RAW.items():
-        assert i == _hs._FIELD_INDEX.get(name.decode().lower(), -1), name
+    for name, i in _http._FIELD_INDEX_RAW.items():
+        assert i == _http._FIELD_INDEX.get(name.decode().lower(), -1), name
 
 
 def test_reader_drops_its_parser_when_done():

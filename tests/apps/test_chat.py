@@ -9,7 +9,7 @@ import pytest
 import websockets.sync.client as ws_sync
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
-from fastws.chat import MAX_ERRORS, MAX_NAME, MAX_TEXT, chat_app
+from fastws.apps.chat import MAX_ERRORS, MAX_NAME, MAX_TEXT, chat_app
 from util import UNIT
 
 

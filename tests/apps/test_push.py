@@ -10,7 +10,7 @@ import pytest
 import websockets.sync.client as ws_sync
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
-from fastws.push import MAX_ERRORS, MAX_TOPICS, push_app
+from fastws.apps.push import MAX_ERRORS, MAX_TOPICS, push_app
 from util import UNIT
 
 TOKEN = "s3cret-token"

@@ -51,8 +51,13 @@ def raw(b0, b1, rest=b""):
 
 
 def test_opcodes(impl):
-    assert (impl.OP_CONTINUATION, impl.OP_TEXT, impl.OP_BINARY) == (0x0, 0x1, 0x2)
-    assert (impl.OP_CLOSE, impl.OP_PING, impl.OP_PONG) == (0x8, 0x9, 0xA)
+    """RFC 6455 5.2 opcodes, defined once (fastws.constants), as both builds frame them."""
+    from fastws import constants as c
+
+    assert (c.OP_CONTINUATION, c.OP_TEXT, c.OP_BINARY) == (0x0, 0x1, 0x2)
+    assert (c.OP_CLOSE, c.OP_PING, c.OP_PONG) == (0x8, 0x9, 0xA)
+    for op in (c.OP_TEXT, c.OP_BINARY, c.OP_CLOSE, c.OP_PING, c.OP_PONG):
+        assert impl.build_frame(op, b"")[0] == 0x80 | op
 
 
 # -- RFC 6455 5.7 examples, byte for byte --------------------------------

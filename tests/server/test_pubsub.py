@@ -2,7 +2,7 @@
 
 The fan-out loop runs in both implementations: on fake connections through
 the ``impl`` fixture, and end to end (real server, real ``websockets``
-clients) with ``fastws.pubsub._fanout`` set to each implementation's loop.
+clients) with ``fastws.pubsub.fanout`` set to each implementation's loop.
 """
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ import fastws
 from fastws import pubsub
 from fastws.exceptions import CLOSE_TRY_AGAIN_LATER, ConfigError
 from fastws.options import Options
-from fastws.protocol import CLOSED, CLOSING, CONNECTING, OPEN
+from fastws.constants import CLOSED, CLOSING, CONNECTING, OPEN
 from fastws._py.frames import build_frame
 
 from util import UNIT
@@ -62,12 +62,13 @@ class FakeConn:
         return f"<FakeConn {self.name}>"
 
 
-def test_open_constant_matches_protocol(impl):
-    import importlib
-
-    mod = importlib.import_module(impl.fanout.__module__)
-    assert mod.__name__ in ("fastws_ext.fanout", "fastws._py.fanout")
-    assert mod.OPEN == OPEN == 1
+def test_fanout_writes_only_to_open_connections(impl):
+    """The loop's OPEN is fastws.constants.OPEN in both builds."""
+    conns = [FakeConn(str(state)) for state in (CONNECTING, OPEN, CLOSING, CLOSED)]
+    for conn, state in zip(conns, (CONNECTING, OPEN, CLOSING, CLOSED)):
+        conn._state = state
+    assert impl.fanout(conns, b"f", 1 << 20, []) == 1
+    assert [bool(c.out) for c in conns] == [False, True, False, False]
 
 
 # ---------------------------------------------------------------- the loop, both implementations
@@ -166,7 +167,7 @@ def test_cython_fanout_is_compiled():
 # ---------------------------------------------------------------- registry (Topics), both loops
 @pytest.fixture
 def topics(impl, monkeypatch):
-    monkeypatch.setattr(pubsub, "_fanout", impl.fanout)
+    monkeypatch.setattr(pubsub, "fanout", impl.fanout)
     return pubsub.Topics(Options(slow_consumer_limit=2**16))
 
 
@@ -213,7 +214,7 @@ def test_publish_counts(topics):
 
 
 def test_slow_consumer_drop(impl, monkeypatch):
-    monkeypatch.setattr(pubsub, "_fanout", impl.fanout)
+    monkeypatch.setattr(pubsub, "fanout", impl.fanout)
     t = pubsub.Topics(Options(slow_consumer="drop", slow_consumer_limit=2**17))
     ok, slow = FakeConn("ok"), FakeConn("slow", buffered=2**17 + 1)
     t.subscribe(ok, "t")
@@ -228,7 +229,7 @@ def test_slow_consumer_drop(impl, monkeypatch):
 
 
 def test_slow_consumer_close(impl, monkeypatch):
-    monkeypatch.setattr(pubsub, "_fanout", impl.fanout)
+    monkeypatch.setattr(pubsub, "fanout", impl.fanout)
     t = pubsub.Topics(Options())  # default policy: close, 1 MiB
     ok, slow = FakeConn("ok"), FakeConn("slow", buffered=2**20 + 1)
     for topic in ("t", "u"):
@@ -300,7 +301,7 @@ def app(request):
 def both_loops(impl, monkeypatch):
     """Run the server's fan-out on this implementation's loop."""
     impl.fanout  # skip if not built
-    monkeypatch.setattr(pubsub, "_fanout", impl.fanout)
+    monkeypatch.setattr(pubsub, "fanout", impl.fanout)
     return impl
 
 

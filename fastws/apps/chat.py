@@ -63,8 +63,8 @@ import unicodedata
 from importlib import resources
 from urllib.parse import urlsplit
 
-from .handshake import Response
-from .apps import MAX_ERRORS, JsonListener, dumps
+from ..http import Response
+from .json_protocol import MAX_ERRORS, JsonListener, dumps
 
 __all__ = ["ChatRoom", "ChatListener", "chat_app", "MAX_NAME", "MAX_TEXT", "MAX_ERRORS", "TOPIC"]
 
@@ -199,7 +199,7 @@ class ChatListener(JsonListener):
 def _page():
     """The page and its Content-Security-Policy: the inline script and style
     are allowed by their SHA-256, nothing else may load."""
-    html = resources.files("fastws").joinpath("static/chat.html").read_bytes()
+    html = resources.files("fastws.apps").joinpath("static/chat.html").read_bytes()
     text = html.decode("utf-8")
     hashes = {}
     for tag in ("script", "style"):

@@ -27,7 +27,7 @@ import time
 import pytest
 from websockets.sync.server import serve as ws_sync_serve
 
-from fastws._impl import codec
+from fastws import codec
 from fastws.exceptions import (
     ConnectionClosed,
     ConnectionClosedError,
@@ -38,7 +38,7 @@ from fastws.exceptions import (
 from fastws.apps import EchoListener
 from fastws.syncclient import connect
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 
 
@@ -485,7 +485,7 @@ def test_headless_locust_chat_fanout_latency(serve_thread, tmp_path):
     """bench/locustfile.py ChatUser against the chat room: a background receive
     loop, login by request() matched in that loop, and every broadcast reported
     with the delay from its send timestamp (a real latency, never 0 for all)."""
-    from fastws.chat import chat_app
+    from fastws.apps.chat import chat_app
 
     st = serve_thread(**chat_app(), max_size=4096)
     out = tmp_path / "chat"

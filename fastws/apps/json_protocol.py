@@ -1,12 +1,14 @@
-"""Built-in applications served by the ``fastws`` command."""
+"""The base of the JSON-over-text apps (chat, push): one JSON object with a
+string ``"type"`` per text message, and a clear error reply for anything
+else. See docs/guide/cli.md."""
 from __future__ import annotations
 
 import json
 
-from .exceptions import CLOSE_POLICY_VIOLATION, CLOSE_UNSUPPORTED_DATA
-from .listener import Listener
+from ..exceptions import CLOSE_POLICY_VIOLATION, CLOSE_UNSUPPORTED_DATA
+from ..listener import Listener
 
-__all__ = ["EchoListener", "echo_handler", "JsonListener", "dumps"]
+__all__ = ["JsonListener", "dumps", "MAX_ERRORS"]
 
 MAX_ERRORS = 10  # refused requests in a row before closing with 1008
 
@@ -14,21 +16,6 @@ MAX_ERRORS = 10  # refused requests in a row before closing with 1008
 def dumps(obj) -> str:
     """Compact JSON text for the wire."""
     return json.dumps(obj, ensure_ascii=False, separators=(",", ":"))
-
-
-class EchoListener(Listener):
-    """Echo every message back, text as text and binary as binary (low-level API)."""
-
-    __slots__ = ()
-
-    def on_message(self, data) -> None:
-        self.ws.send(data)
-
-
-async def echo_handler(ws) -> None:
-    """Echo every message back (high-level API)."""
-    async for message in ws:
-        await ws.send(message)
 
 
 class JsonListener(Listener):

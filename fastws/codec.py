@@ -1,0 +1,99 @@
+"""The one place that picks the Cython extension or its pure-Python twin.
+
+Everything in fastws imports the codec's names from here (``from .codec import
+FrameParser``), never from ``fastws_ext`` or ``fastws._py`` directly.
+
+- ``FASTWS_PURE_PYTHON=1`` chooses the twins on purpose.
+- ``FASTWS_REQUIRE_EXTENSION=1`` makes a missing extension an ImportError, not
+  a silent fallback (CI sets it).
+- ``IMPLEMENTATION`` is ``"cython"`` or ``"python"``; ``FALLBACK_REASON`` says
+  why the twins are in use when they are. ``load(name)`` gives either one
+  (tests run the same body against both).
+
+Type checkers and IDEs read the twins (the ``TYPE_CHECKING`` branch). See
+docs/design/codec.md.
+"""
+from __future__ import annotations
+
+import importlib
+import os
+import types
+import warnings
+from typing import TYPE_CHECKING
+
+__all__ = [
+    "IMPLEMENTATION", "FALLBACK_REASON", "NAMES", "load",
+    # the codec (NAMES): the same names in both implementations
+    "mask", "masked", "Utf8Validator", "validate_utf8",
+    "FrameParser", "build_frame", "build_header", "lone_control", "counters",
+    "TimerWheel", "TimerEntry", "ConnectionCore", "PING_SERVER", "conn_send", "ws_send",
+    "fanout", "Waiter", "Inbox", "DONE", "scan_upgrade", "UpgradeReader",
+]
+
+# module -> the names it gives (the same in fastws_ext and fastws._py)
+NAMES = {
+    "mask": ("mask", "masked"),
+    "utf8": ("Utf8Validator", "validate_utf8"),
+    "frames": ("FrameParser", "build_frame", "build_header", "lone_control", "counters"),
+    "wheel": ("TimerWheel", "TimerEntry"),
+    "core": ("ConnectionCore", "PING_SERVER", "conn_send", "ws_send"),
+    "fanout": ("fanout",),
+    "aio": ("Waiter", "Inbox", "DONE"),
+    "upgrade": ("scan_upgrade", "UpgradeReader"),
+}
+_PACKAGES = {"cython": "fastws_ext", "python": "fastws._py"}
+
+
+def load(name: str) -> types.SimpleNamespace:
+    """Every name of one implementation, ``"cython"`` or ``"python"``, as
+    attributes of a namespace (ImportError if a module is missing)."""
+    package = _PACKAGES.get(name)
+    if package is None:
+        raise ValueError(f"unknown implementation {name!r}")
+    ns = types.SimpleNamespace(name=name)
+    for module, attrs in NAMES.items():
+        mod = importlib.import_module(f"{package}.{module}")
+        for attr in attrs:
+            setattr(ns, attr, getattr(mod, attr))
+    return ns
+
+
+def _choose() -> tuple[types.SimpleNamespace, str | None]:
+    if os.environ.get("FASTWS_PURE_PYTHON") == "1":
+        return load("python"), "FASTWS_PURE_PYTHON=1"
+    try:
+        return load("cython"), None
+    except ImportError as exc:
+        if os.environ.get("FASTWS_REQUIRE_EXTENSION") == "1":
+            raise ImportError(
+                f"FASTWS_REQUIRE_EXTENSION=1 but the Cython extension fastws_ext cannot be loaded: {exc}"
+            ) from exc
+        reason = f"fastws_ext not importable: {exc}"
+        # pip hides the build's own warning unless run with -v: say it here too.
+        warnings.warn(
+            f"fastws is running on its pure-Python twins ({reason}); this is correct but several "
+            "times slower. Reinstall with a C compiler (FASTWS_REQUIRE_EXTENSION=1 makes this an "
+            "error), or set FASTWS_PURE_PYTHON=1 to choose the twins on purpose and silence this.",
+            RuntimeWarning,
+            stacklevel=3,
+        )
+        return load("python"), reason
+
+
+if TYPE_CHECKING:
+    from ._py.aio import DONE, Inbox, Waiter
+    from ._py.core import PING_SERVER, ConnectionCore, conn_send, ws_send
+    from ._py.fanout import fanout
+    from ._py.frames import FrameParser, build_frame, build_header, counters, lone_control
+    from ._py.mask import mask, masked
+    from ._py.upgrade import UpgradeReader, scan_upgrade
+    from ._py.utf8 import Utf8Validator, validate_utf8
+    from ._py.wheel import TimerEntry, TimerWheel
+
+    IMPLEMENTATION: str
+    FALLBACK_REASON: str | None
+else:
+    _chosen, FALLBACK_REASON = _choose()
+    IMPLEMENTATION = _chosen.name
+    globals().update({attr: getattr(_chosen, attr) for attrs in NAMES.values() for attr in attrs})
+    del _chosen
