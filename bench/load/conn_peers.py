@@ -1,9 +1,9 @@
-"""Peer servers for bench/connections.py, with keepalive pings ON.
+"""Peer servers for bench/load/connections.py, with keepalive pings ON.
 
-    python bench/conn_peers.py picows|websockets|bare|handshake-floor --port P [--host H]
-                               [--ping-interval S|none] [--ping-timeout S] [--workers W (bare)]
+    python bench/load/conn_peers.py picows|websockets|bare|handshake-floor --port P [--host H]
+                                    [--ping-interval S|none] [--ping-timeout S] [--workers W (bare)]
 
-bench/servers.py is for the echo bench, where pings are off on purpose (no
+bench/harness/servers.py is for the echo bench, where pings are off on purpose (no
 ping in the middle of a timed window). The connections bench holds idle
 connections with heartbeats on, as a real deployment would, so its peers are
 set up the same way as fastws: a ping after ``--ping-interval`` seconds without
