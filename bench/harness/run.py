@@ -6,8 +6,8 @@
   ready line or its port, ``await stop()``), ``stop`` / ``astop`` (by PID
   only: a signal, a wait, then SIGKILL; never by name), ``port_open``,
   ``wait_port``, ``port_closed``;
-- /proc: ``rss_kib``, ``proc_cpu_ns``, ``fd_count``, ``children``, ``tree``,
-  ``alive``, ``meminfo``, ``mem_available``;
+- /proc (from procfs.py): ``rss_kib``, ``proc_cpu_ns``, ``fd_count``,
+  ``children``, ``tree``, ``alive``, ``meminfo``, ``mem_available``;
 - ``GUARD``: every PID this process started (with its start time, so that a
   reused PID is never signalled); ``GUARD.low()`` when MemAvailable is under
   the floor (2 GiB unless set), ``GUARD.watch()`` a thread that stops them all
@@ -32,6 +32,7 @@ import time
 from pathlib import Path
 
 from .meta import REPO, machine, versions
+from .procfs import alive, children, fd_count, mem_available, meminfo, proc_cpu_ns, rss_kib, start_time, tree
 from .servers import SKIP
 
 BENCH = REPO / "bench"
@@ -177,100 +178,6 @@ class Child:
         finally:
             self.out.close()
             self.err.close()
-
-
-# ---------------------------------------------------------------- /proc ----
-def _stat_fields(pid: int) -> list[str]:
-    with open(f"/proc/{pid}/stat") as f:
-        return f.read().rsplit(")", 1)[1].split()
-
-
-def start_time(pid: int) -> int:
-    return int(_stat_fields(pid)[19])
-
-
-def alive(pid: int, started: int | None = None) -> bool:
-    """Running (not a zombie), and the same process if ``started`` (its start time) is given."""
-    try:
-        f = _stat_fields(pid)
-    except OSError:
-        return False
-    if f[0] == "Z":
-        return False
-    return started is None or int(f[19]) == started
-
-
-def children(pid: int) -> list[int]:
-    out = []
-    for d in os.listdir("/proc"):
-        if d.isdigit():
-            try:
-                if int(_stat_fields(int(d))[1]) == pid:
-                    out.append(int(d))
-            except (OSError, IndexError, ValueError):
-                pass
-    return sorted(out)
-
-
-def tree(pid: int) -> list[int]:
-    """pid and all its descendants."""
-    out = [pid]
-    for c in children(pid):
-        out.extend(tree(c))
-    return out
-
-
-def rss_kib(pid: int | str) -> int:
-    """VmRSS of pid (or "self") in KiB; 0 if it is gone."""
-    try:
-        with open(f"/proc/{pid}/status") as f:
-            for line in f:
-                if line.startswith("VmRSS:"):
-                    return int(line.split()[1])
-    except OSError:
-        pass
-    return 0
-
-
-def fd_count(pid: int) -> int:
-    try:
-        return len(os.listdir(f"/proc/{pid}/fd"))
-    except OSError:
-        return 0
-
-
-def proc_cpu_ns(pid: int) -> int:
-    """user+sys CPU of all threads of pid, ns (schedstat; clock ticks if absent; 0 if gone)."""
-    total = 0
-    try:
-        for tid in os.listdir(f"/proc/{pid}/task"):
-            try:
-                with open(f"/proc/{pid}/task/{tid}/schedstat") as f:
-                    total += int(f.read().split()[0])
-            except OSError:
-                pass  # thread ended
-        return total
-    except OSError:
-        pass
-    try:
-        fields = _stat_fields(pid)  # fields 14, 15: utime, stime
-        return (int(fields[11]) + int(fields[12])) * 10**9 // os.sysconf("SC_CLK_TCK")
-    except OSError:
-        return 0
-
-
-def meminfo() -> dict:
-    """/proc/meminfo in bytes."""
-    out = {}
-    with open("/proc/meminfo") as f:
-        for line in f:
-            k, v = line.split(":", 1)
-            out[k] = int(v.split()[0]) * 1024
-    return out
-
-
-def mem_available() -> int:
-    return meminfo()["MemAvailable"]
 
 
 # ---------------------------------------------------------- memory guard ----
