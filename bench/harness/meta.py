@@ -1,6 +1,7 @@
 """What machine and which versions a bench ran on: one place for every bench's header;
-free_port and callgrind_total; and codec_module(), the fastws codec module under its
-new name (fastws.codec) or its old one (fastws._impl)."""
+free_port and callgrind_total; codec_module() / load_codec() and http_module(): fastws
+modules under their new names (fastws.codec, fastws.http) or their old ones
+(fastws._impl, fastws.handshake)."""
 from __future__ import annotations
 
 import os
@@ -63,19 +64,29 @@ def callgrind_total(path: str) -> int:
     raise RuntimeError(f"no totals in {path}")
 
 
-def codec_module():
-    """``fastws.codec`` (``load(name)``, ``IMPLEMENTATION``, the codec's names as
-    attributes), or ``fastws._impl``, its name before the package was regrouped.
+def _renamed(new: str, old: str):
+    """fastws.<new> if the imported fastws package has it, else fastws.<old>.
 
-    Only the one of the imported fastws package: with the repository first on
-    sys.path, an editable install elsewhere could otherwise lend its fastws.codec."""
+    Only the imported package's own module: with the repository first on
+    sys.path, an editable install elsewhere could otherwise lend its fastws.<new>."""
+    import importlib
+
     import fastws
 
-    if any(Path(p, "codec.py").exists() or Path(p, "codec").is_dir() for p in fastws.__path__):
-        from fastws import codec
-    else:
-        from fastws import _impl as codec
-    return codec
+    name = new if any(Path(p, f"{new}.py").exists() or Path(p, new).is_dir() for p in fastws.__path__) else old
+    return importlib.import_module(f"fastws.{name}")
+
+
+def codec_module():
+    """``fastws.codec`` (``load(name)``, ``IMPLEMENTATION``), or ``fastws._impl``, its
+    name before the package was regrouped."""
+    return _renamed("codec", "_impl")
+
+
+def http_module():
+    """``fastws.http`` (``RequestReader``, ``Request``, ``Response``, ``Headers``), or
+    ``fastws.handshake``, where they were before the package was regrouped."""
+    return _renamed("http", "handshake")
 
 
 def load_codec(name: str):

@@ -35,7 +35,7 @@ import threading
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # bench/: the harness
-from harness.meta import REPO, codec_module  # noqa: E402
+from harness.meta import REPO, codec_module, http_module  # noqa: E402
 from harness.run import head, stamp  # noqa: E402
 
 sys.path.insert(0, str(REPO))  # this checkout's fastws first
@@ -126,7 +126,7 @@ async def whole_path(req: bytes, n: int) -> float:
 
 def steps(req: bytes, n: int) -> dict:
     """µs per call of each handshake step, on the same request."""
-    RequestReader = handshake.RequestReader
+    RequestReader = http_module().RequestReader
     check_request = handshake.check_request
     accept_response = handshake.accept_response
     is_upgrade_request = handshake.is_upgrade_request
