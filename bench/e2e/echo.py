@@ -326,8 +326,7 @@ async def amain(args) -> int:
         text += "\n\n" + "\n".join(f"- note: {n}" for n in notes)
     print()
     print(text)
-    if args.out:
-        append_results(args.out, f"echo.py {date}", "\n".join(lines) + "\n\n" + text)
+    append_results(args.out, f"echo.py {date}", lines, text)
     return 0
 
 

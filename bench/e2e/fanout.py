@@ -58,6 +58,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # bench/: the harness
 from harness.meta import REPO, free_port  # noqa: E402
 from harness.run import GUARD, append_results, child_env, head, spawn, stamp, stop  # noqa: E402
+from harness.servers import start_aiohttp  # noqa: E402
 SERVER_CPU, CLIENT_CPU = 0, 1
 BACKLOG = 4096
 SERVERS = ["fastws", "fastws-py", "websockets", "aiohttp", "picows", "floor"]
@@ -153,11 +154,7 @@ async def server_role(name: str, port: int, size: int) -> None:
                 conns.remove(ws)
             return ws
 
-        app = web.Application()
-        app.router.add_get("/", ws_handler)
-        runner = web.AppRunner(app, access_log=None, handle_signals=False)
-        await runner.setup()
-        await web.TCPSite(runner, "127.0.0.1", port, backlog=BACKLOG).start()
+        await start_aiohttp(ws_handler, "127.0.0.1", port, backlog=BACKLOG)
         count = lambda: len(conns)  # noqa: E731
 
         async def publish():
@@ -583,8 +580,7 @@ def main() -> None:
     text = table(results, args) + "\n\nBursts (publishes back to back in one loop iteration):\n\n" + \
         flood_table(results, args)
     print(text)
-    if args.out:
-        append_results(args.out, f"fanout.py {date}", "\n".join(lines) + "\n\n" + text + "\n\n" + COLUMNS)
+    append_results(args.out, f"fanout.py {date}", lines, text + "\n\n" + COLUMNS)
 
 
 if __name__ == "__main__":

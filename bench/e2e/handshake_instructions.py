@@ -127,8 +127,7 @@ def main() -> None:
     text = "\n".join(rows)
     print()
     print(text)
-    if args.out:
-        append_results(args.out, f"handshake_instructions.py {date}", "\n".join(lines) + "\n\n" + text)
+    append_results(args.out, f"handshake_instructions.py {date}", lines, text)
 
 
 if __name__ == "__main__":

@@ -105,7 +105,7 @@ def main() -> None:
                      "server user-space instructions only (kernel side: the same 3 system calls per round "
                      "trip for every server)")
         append_results(args.out, f"instructions.py {date}: instructions per round trip (callgrind)",
-                       "\n".join(lines) + "\n\n" + "\n".join(table))
+                       lines, "\n".join(table))
 
 
 if __name__ == "__main__":

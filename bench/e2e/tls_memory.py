@@ -31,6 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # bench/: the harn
 from harness.client import client_frame  # noqa: E402
 from harness.meta import REPO, free_port  # noqa: E402
 from harness.run import GUARD, append_results, child_env, head, rss_kib, spawn, stamp, stop  # noqa: E402
+from harness.servers import aiohttp_echo, start_aiohttp  # noqa: E402
 
 SERVERS = ("fastws", "fastws-plain", "picows", "websockets", "aiohttp", "websockets-plain")
 
@@ -73,23 +74,7 @@ async def serve(name: str, port: int, ctx) -> None:
             print("READY", flush=True)
             await server.serve_forever()
     elif base == "aiohttp":
-        from aiohttp import WSMsgType, web
-
-        async def echo(request):
-            ws = web.WebSocketResponse(compress=False)
-            await ws.prepare(request)
-            async for msg in ws:
-                if msg.type is WSMsgType.BINARY:
-                    await ws.send_bytes(msg.data)
-                elif msg.type is WSMsgType.TEXT:
-                    await ws.send_str(msg.data)
-            return ws
-
-        app = web.Application()
-        app.router.add_get("/", echo)
-        runner = web.AppRunner(app, access_log=None, handle_signals=False)
-        await runner.setup()
-        await web.TCPSite(runner, "127.0.0.1", port, ssl_context=ctx).start()
+        await start_aiohttp(aiohttp_echo(compress=False), "127.0.0.1", port, ssl_context=ctx)
         print("READY", flush=True)
         await asyncio.Event().wait()
     else:
@@ -213,9 +198,7 @@ async def amain(args) -> int:
         lines.append(f"| {name} | {before / 2**20:.1f} MiB | {after / 2**20:.1f} MiB | {per:,.0f} B | {ratio} |")
     table = "\n".join(lines)
     print(table)
-    if args.out:
-        append_results(args.out, f"tls_memory.py {date}: memory per TLS connection",
-                       "\n".join(header) + "\n\n" + table)
+    append_results(args.out, f"tls_memory.py {date}: memory per TLS connection", header, table)
     return 0
 
 

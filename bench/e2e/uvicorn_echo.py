@@ -127,9 +127,7 @@ async def amain(args) -> int:
                          f"{r['other']:.0f}% |")
     table = "\n".join(lines)
     print(table)
-    if args.out:
-        append_results(args.out, f"uvicorn_echo.py {date}: uvicorn --ws, FastAPI echo",
-                       "\n".join(header) + "\n\n" + table)
+    append_results(args.out, f"uvicorn_echo.py {date}: uvicorn --ws, FastAPI echo", header, table)
     return 0
 
 

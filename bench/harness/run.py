@@ -264,12 +264,15 @@ def head(script: str, date: str, *more: str) -> list[str]:
             f"- versions: {versions()}", *more]
 
 
-def append_results(out, heading: str, body: str) -> Path:
-    """Append ``## heading`` and ``body`` to the markdown file ``out``.
+def append_results(out, heading: str, lines: list[str], text: str) -> Path | None:
+    """Append ``## heading``, the ``head()`` lines and ``text`` to the markdown file
+    ``out`` (nothing if ``out`` is None).
 
     ``bench/results/latest.md`` is kept by hand (one section per bench, and the
     summary): a section meant for it goes to ``bench/results/history.md``, the
     record in date order, and a line says to carry it over into latest.md."""
+    if not out:
+        return None
     out = Path(out)
     target = HISTORY if out.resolve() == LATEST.resolve() else out
     new = not target.exists()
@@ -277,7 +280,7 @@ def append_results(out, heading: str, body: str) -> Path:
     with target.open("a") as f:
         if new:
             f.write("# Benchmark results\n")
-        f.write(f"\n## {heading}\n\n{body}\n")
+        f.write(f"\n## {heading}\n\n" + "\n".join(lines) + f"\n\n{text}\n")
     print(f"\nappended to {target}", file=sys.stderr)
     if target is HISTORY:
         print(f"{LATEST.relative_to(REPO)} is edited by hand: replace this bench's section there with the "

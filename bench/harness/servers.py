@@ -85,7 +85,8 @@ async def run_picows(host: str, port: int, max_size: int, aiofastnet: bool) -> N
 
 
 # ----------------------------------------------------------- websockets ----
-async def run_websockets(host: str, port: int, max_size: int) -> None:
+async def serve_websockets(host: str, port: int, **options) -> None:
+    """A websockets echo server with these serve() options (also conn_peers's peer)."""
     try:
         from websockets.asyncio.server import serve
     except ImportError as exc:
@@ -95,15 +96,19 @@ async def run_websockets(host: str, port: int, max_size: int) -> None:
         async for msg in ws:
             await ws.send(msg)
 
-    # ping_interval=None: no keepalive pings in the middle of a timed window.
-    async with serve(echo, host, port, compression=None, max_size=None,
-                     ping_interval=None, backlog=BACKLOG) as server:
+    async with serve(echo, host, port, backlog=BACKLOG, **options) as server:
         say_ready(host, port)
         await server.serve_forever()
 
 
+async def run_websockets(host: str, port: int, max_size: int) -> None:
+    # ping_interval=None: no keepalive pings in the middle of a timed window.
+    await serve_websockets(host, port, compression=None, max_size=None, ping_interval=None)
+
+
 # -------------------------------------------------------------- aiohttp ----
-async def run_aiohttp(host: str, port: int, max_size: int) -> None:
+def aiohttp_echo(**response_options):
+    """An aiohttp handler echoing text and binary on WebSocketResponse(**response_options)."""
     try:
         from aiohttp import WSMsgType, web
     except ImportError as exc:
@@ -113,7 +118,7 @@ async def run_aiohttp(host: str, port: int, max_size: int) -> None:
     BINARY = WSMsgType.BINARY
 
     async def echo(request):
-        ws = web.WebSocketResponse(compress=False, max_msg_size=0)
+        ws = web.WebSocketResponse(**response_options)
         await ws.prepare(request)
         async for msg in ws:  # autoping=True answers pings; autoclose handles close
             if msg.type is BINARY:
@@ -122,12 +127,22 @@ async def run_aiohttp(host: str, port: int, max_size: int) -> None:
                 await ws.send_str(msg.data)
         return ws
 
+    return echo
+
+
+async def start_aiohttp(handler, host: str, port: int, **site_options) -> None:
+    """An aiohttp app serving handler at /, listening (TCPSite(**site_options))."""
+    from aiohttp import web
+
     app = web.Application()
-    app.router.add_get("/", echo)
+    app.router.add_get("/", handler)
     runner = web.AppRunner(app, access_log=None, handle_signals=False)
     await runner.setup()
-    site = web.TCPSite(runner, host, port, backlog=BACKLOG)
-    await site.start()
+    await web.TCPSite(runner, host, port, **site_options).start()
+
+
+async def run_aiohttp(host: str, port: int, max_size: int) -> None:
+    await start_aiohttp(aiohttp_echo(compress=False, max_msg_size=0), host, port, backlog=BACKLOG)
     say_ready(host, port)
     await asyncio.Event().wait()
 

@@ -46,7 +46,7 @@ from pathlib import Path
 import uvloop
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # bench/: the harness
-from harness.servers import BACKLOG, picows_echo, say_ready, skip  # noqa: E402
+from harness.servers import BACKLOG, picows_echo, say_ready, serve_websockets  # noqa: E402
 
 
 async def run_picows(host, port, interval, timeout):
@@ -61,19 +61,7 @@ async def run_picows(host, port, interval, timeout):
 
 
 async def run_websockets(host, port, interval, timeout):
-    try:
-        from websockets.asyncio.server import serve
-    except ImportError as exc:
-        skip("websockets", exc)
-
-    async def echo(ws):
-        async for msg in ws:
-            await ws.send(msg)
-
-    async with serve(echo, host, port, compression=None, ping_interval=interval,
-                     ping_timeout=timeout, backlog=BACKLOG) as server:
-        say_ready(host, port)
-        await server.serve_forever()
+    await serve_websockets(host, port, compression=None, ping_interval=interval, ping_timeout=timeout)
 
 
 _GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"

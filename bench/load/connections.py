@@ -583,8 +583,7 @@ async def amain(args) -> int:
         text += "\n\n" + EXPLAIN.format(settle=args.settle, page=PAGE)
     print()
     print(text)
-    if args.out:
-        append_results(args.out, f"connections.py {date}", "\n".join(lines) + "\n\n" + text)
+    append_results(args.out, f"connections.py {date}", lines, text)
     return 0
 
 
