@@ -1,7 +1,8 @@
 """Fan-out benchmark: one message to N connected clients, fastws against its peers.
 
-    python bench/fanout.py [--n 1000,10000,15000] [--servers fastws,...] [--size 64]
-                           [--repeat 5] [--burst 20] [--flood 100] [--clients 4] [--out bench/RESULTS.md]
+    python bench/e2e/fanout.py [--n 1000,10000,15000] [--servers fastws,...] [--size 64]
+                               [--repeat 5] [--burst 20] [--flood 100] [--clients 4]
+                               [--out bench/results/latest.md]
 
 For each N and each server (one after another, each in its own process
 pinned to CPU 0), --clients client processes pinned to CPU 1 open N
@@ -46,9 +47,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
-import datetime
 import os
-import shlex
 import socket
 import statistics
 import subprocess
@@ -56,9 +55,10 @@ import sys
 import time
 from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
-REPO = HERE.parent
-from _meta import machine, versions  # noqa: E402
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # bench/: the harness
+from harness.meta import REPO, free_port  # noqa: E402
+from harness.run import GUARD, append_results, child_env, head, spawn, stamp, stop  # noqa: E402
+from harness.servers import start_aiohttp  # noqa: E402
 SERVER_CPU, CLIENT_CPU = 0, 1
 BACKLOG = 4096
 SERVERS = ["fastws", "fastws-py", "websockets", "aiohttp", "picows", "floor"]
@@ -76,13 +76,6 @@ def server_frame(payload: bytes) -> bytes:
     if n < 65536:
         return bytes([0x82, 126]) + n.to_bytes(2, "big") + payload
     return bytes([0x82, 127]) + n.to_bytes(8, "big") + payload
-
-
-def _pin(cpu: int) -> None:
-    try:
-        os.sched_setaffinity(0, {cpu})
-    except (AttributeError, OSError):
-        pass
 
 
 async def _stdin_lines():
@@ -161,11 +154,7 @@ async def server_role(name: str, port: int, size: int) -> None:
                 conns.remove(ws)
             return ws
 
-        app = web.Application()
-        app.router.add_get("/", ws_handler)
-        runner = web.AppRunner(app, access_log=None, handle_signals=False)
-        await runner.setup()
-        await web.TCPSite(runner, "127.0.0.1", port, backlog=BACKLOG).start()
+        await start_aiohttp(ws_handler, "127.0.0.1", port, backlog=BACKLOG)
         count = lambda: len(conns)  # noqa: E731
 
         async def publish():
@@ -374,11 +363,8 @@ async def client_role(port: int, n: int, src: str, raw: bool) -> None:
 # ================================================================ orchestrator
 class Proc:
     def __init__(self, args, cpu, env=None):
-        self.p = subprocess.Popen(
-            [sys.executable, str(Path(__file__).resolve()), *args],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env,
-            preexec_fn=lambda: _pin(cpu),
-        )
+        self.p = spawn([sys.executable, str(Path(__file__).resolve()), *args], cpu=cpu,
+                       stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env)
 
     def send(self, line: str) -> None:
         self.p.stdin.write(line + "\n")
@@ -403,17 +389,7 @@ class Proc:
             self.p.stdin.close()
         except (BrokenPipeError, OSError, ValueError):
             pass
-        try:
-            self.p.wait(20)
-        except subprocess.TimeoutExpired:
-            self.p.kill()  # by its own Popen handle, i.e. by PID
-            self.p.wait()
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+        stop(self.p, sig=None, timeout=20)  # told to quit; SIGKILL by PID after 20 s
 
 
 def _wait_bytes(clients, target: int, timeout: float):
@@ -428,8 +404,8 @@ def _wait_bytes(clients, target: int, timeout: float):
 
 
 def run_one(name: str, n: int, args) -> dict:
-    port = _free_port()
-    env = dict(os.environ, PYTHONPATH=str(REPO))
+    port = free_port()
+    env = child_env()
     if name == "fastws-py":
         env["FASTWS_PURE_PYTHON"] = "1"
     else:
@@ -549,6 +525,18 @@ def table(results, args) -> str:
     return "\n".join(out)
 
 
+COLUMNS = (
+    "Columns: *latency* = the last client's arrival time - the server's time right "
+    "before the publish (CLOCK_MONOTONIC across processes; includes the clients' own "
+    "CPU, all on one core); *server µs / delivery* = the server's wall time for the "
+    "fan-out call / N; *vs floor* = that / the bare `socket.send` loop's; "
+    "*deliveries/s* = burst x N / (last byte at the last client - start of burst). "
+    "Bursts: deliveries/s = (flood x N - refused) / (last byte at the last client - start); "
+    "*server-side* = the same over the server's own time for the loop; *refused*: frames the "
+    "floor's non-blocking send could not queue (not counted as delivered)."
+)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--role", choices=["server", "client"])
@@ -575,15 +563,14 @@ def main() -> None:
         uvloop.run(client_role(args.port, int(args.n), args.src, args.raw))
         return
 
-    command = "python bench/fanout.py " + " ".join(shlex.quote(a) for a in sys.argv[1:])
-    head = [f"- command: `{command.strip()}`",
-            f"- date: {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M:%S UTC}",
-            f"- machine: {machine()}",
-            f"- versions: {versions()}",
-            f"- payload {args.size} B binary ({frame_len(args.size)} B frame), latency and µs/delivery: "
+    GUARD.watch()
+    date = stamp()
+    lines = head(
+        __file__, date,
+        f"- payload {args.size} B binary ({frame_len(args.size)} B frame), latency and µs/delivery: "
             f"median of {args.repeat} single publishes; burst: {args.burst} publishes, one per loop "
-            f"iteration; flood: {args.flood} publishes back to back; server on CPU {SERVER_CPU}, {args.clients} client processes on CPU {CLIENT_CPU}"]
-    print("\n".join(head), flush=True)
+            f"iteration; flood: {args.flood} publishes back to back; server on CPU {SERVER_CPU}, {args.clients} client processes on CPU {CLIENT_CPU}")
+    print("\n".join(lines), flush=True)
     results = []
     for n in [int(x) for x in args.n.split(",")]:
         for name in args.servers.split(","):
@@ -593,17 +580,7 @@ def main() -> None:
     text = table(results, args) + "\n\nBursts (publishes back to back in one loop iteration):\n\n" + \
         flood_table(results, args)
     print(text)
-    if args.out:
-        with open(args.out, "a") as f:
-            f.write(f"\n## fanout.py {head[1][8:]}\n\n" + "\n".join(head) + "\n\n" + text + "\n\n"
-                    "Columns: *latency* = the last client's arrival time - the server's time right "
-                    "before the publish (CLOCK_MONOTONIC across processes; includes the clients' own "
-                    "CPU, all on one core); *server µs / delivery* = the server's wall time for the "
-                    "fan-out call / N; *vs floor* = that / the bare `socket.send` loop's; "
-                    "*deliveries/s* = burst x N / (last byte at the last client - start of burst). "
-                    "Bursts: deliveries/s = (flood x N - refused) / (last byte at the last client - start); "
-                    "*server-side* = the same over the server's own time for the loop; *refused*: frames the "
-                    "floor's non-blocking send could not queue (not counted as delivered).\n")
+    append_results(args.out, f"fanout.py {date}", lines, text + "\n\n" + COLUMNS)
 
 
 if __name__ == "__main__":

@@ -10,24 +10,21 @@ decompressor that the tier keeps exists), then reads the server's VmRSS.
 per conn = (RSS with N connections open - RSS before any) / N, and
 deflate cost = per conn - per conn of the same server with compression off.
 
-    python bench/deflate_memory.py                 # N=500, every tier
-    python bench/deflate_memory.py --n 1000 --tiers fastws-off,fastws-default
+    python bench/e2e/deflate_memory.py                 # N=500, every tier
+    python bench/e2e/deflate_memory.py --n 1000 --tiers fastws-off,fastws-default
 """
 from __future__ import annotations
 
 import argparse
 import asyncio
 import gc
-import os
-import socket
 import subprocess
 import sys
-import time
+from pathlib import Path
 
-from _meta import machine, versions
-
-HERE = os.path.dirname(os.path.abspath(__file__))
-REPO = os.path.dirname(HERE)
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # bench/: the harness
+from harness.meta import REPO, free_port, machine, versions  # noqa: E402
+from harness.run import GUARD, rss_kib, spawn, stop  # noqa: E402
 
 # tier name -> fastws options (None: websockets)
 TIERS = {
@@ -61,7 +58,7 @@ def serve(tier: str, port: int) -> None:
 
         asyncio.run(main())
         return
-    sys.path.insert(0, REPO)
+    sys.path.insert(0, str(REPO))
     import uvloop
 
     import fastws
@@ -76,26 +73,12 @@ def serve(tier: str, port: int) -> None:
     uvloop.run(main())
 
 
-def rss(pid: int) -> int:
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) * 1024
-    raise RuntimeError("no VmRSS")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 async def measure(tier: str, n: int, size: int) -> tuple[float, str]:
     from websockets.asyncio.client import connect
 
     port = free_port()
-    proc = subprocess.Popen([sys.executable, __file__, "--serve", tier, "--port", str(port)],
-                            stdout=subprocess.PIPE, text=True)
+    proc = spawn([sys.executable, __file__, "--serve", tier, "--port", str(port)],
+                 stdout=subprocess.PIPE, text=True)
     try:
         assert proc.stdout.readline().strip() == "ready"
         # warm up: one connection and message, so that imports and zlib are loaded
@@ -103,7 +86,7 @@ async def measure(tier: str, n: int, size: int) -> tuple[float, str]:
             await ws.send("warm " * 1000)
             await ws.recv()
         await asyncio.sleep(0.3)
-        before = rss(proc.pid)
+        before = rss_kib(proc.pid) * 1024
         msg = (" ".join(f"fastws permessage-deflate {i}" for i in range(size)))[:size]
         conns = []
         ext = ""
@@ -115,16 +98,16 @@ async def measure(tier: str, n: int, size: int) -> tuple[float, str]:
             if i == 0:
                 ext = ws.response.headers.get("Sec-WebSocket-Extensions", "-")
         await asyncio.sleep(0.5)
-        after = rss(proc.pid)
+        after = rss_kib(proc.pid) * 1024
         for ws in conns:
             await ws.close()
         return (after - before) / n, ext
     finally:
-        proc.terminate()
-        proc.wait(10)
+        stop(proc, timeout=10)
 
 
 async def main(args) -> None:
+    GUARD.watch()
     print(f"# deflate_memory: {machine()}")
     print(f"# {versions()}")
     print(f"# N={args.n} connections, one {args.size}-byte echo each; RSS of the server process")

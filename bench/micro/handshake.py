@@ -22,20 +22,23 @@ Version) and the one the ``websockets`` client sends (captured over a real
 socket on 127.0.0.1 when ``websockets`` is installed). Not part of the test
 suite.
 
-    python bench/bench_handshake.py [--repeat 5] [-n 5000]
+    python bench/micro/handshake.py [--repeat 5] [-n 5000]
 """
 from __future__ import annotations
 
 import argparse
 import asyncio
 import os
-import platform
 import socket
 import sys
 import threading
 import time
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # bench/: the harness
+from harness.meta import REPO, codec_module, http_module  # noqa: E402
+from harness.run import head, stamp  # noqa: E402
+
+sys.path.insert(0, str(REPO))  # this checkout's fastws first
 
 import uvloop  # noqa: E402
 
@@ -123,7 +126,7 @@ async def whole_path(req: bytes, n: int) -> float:
 
 def steps(req: bytes, n: int) -> dict:
     """µs per call of each handshake step, on the same request."""
-    RequestReader = handshake.RequestReader
+    RequestReader = http_module().RequestReader
     check_request = handshake.check_request
     accept_response = handshake.accept_response
     is_upgrade_request = handshake.is_upgrade_request
@@ -196,15 +199,10 @@ def main() -> None:
     ap.add_argument("-n", type=int, default=5000)
     args = ap.parse_args()
 
-    print("command:", " ".join([os.path.basename(sys.executable), *sys.argv]))
     import httptools
 
-    from fastws import _impl
-    print(
-        f"machine: {platform.machine()} {platform.processor() or platform.platform()}, "
-        f"Python {platform.python_version()}, httptools {httptools.__version__}, "
-        f"uvloop {uvloop.__version__}, fastws impl {getattr(_impl, 'IMPLEMENTATION', '?')}"
-    )
+    print("\n".join(head(__file__, stamp(), f"- httptools {httptools.__version__}, "
+                                             f"fastws impl {getattr(codec_module(), 'IMPLEMENTATION', '?')}")))
     requests = {"browser": BROWSER, "minimal": MINIMAL}
     ws_req = websockets_request()
     if ws_req is not None:

@@ -17,7 +17,7 @@ fastws is driven three ways:
   ``buffer_updated``.  A read never goes past the end of a direct view, as
   with a socket; picows is driven the same way.
 
-    python bench/bench_parse.py [--repeat 3] [--mib 8] [--only fastws]
+    python bench/micro/parse.py [--repeat 3] [--mib 8] [--only fastws]
 
 What each peer does per frame is not quite the same, so read the ratios with
 that in mind:
@@ -35,25 +35,28 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import platform
 import socket
 import sys
 import time
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # bench/: the harness
+from harness.meta import REPO, load_codec  # noqa: E402
+from harness.run import head, stamp  # noqa: E402
 
-from fastws import _impl  # noqa: E402
+sys.path.insert(0, str(REPO))  # this checkout's fastws first
+
 
 SIZES = [32, 1024, 65536, 1048576]
+OP_BINARY = 0x2  # RFC 6455 5.2
 CHUNK = 65536
 
 
 def make_stream(size, mib):
     """(chunks, message count): masked binary frames, cut into 64 KiB chunks."""
-    py = _impl.load("python")
+    py = load_codec("python")
     count = max(32, min(100_000, mib * 1048576 // size))
     payload = bytes(range(256)) * (size // 256) + bytes(size % 256)
-    frame = py.build_frame(py.OP_BINARY, payload, mask_key=b"\x12\x34\x56\x78")
+    frame = py.build_frame(OP_BINARY, payload, mask_key=b"\x12\x34\x56\x78")
     data = frame * count
     return [data[i : i + CHUNK] for i in range(0, len(data), CHUNK)], count
 
@@ -72,7 +75,7 @@ def best_of(repeat, run):
 
 
 def fastws_driver(name):
-    codec = _impl.load(name)
+    codec = load_codec(name)
     codec.FrameParser  # ImportError now if not built
 
     def make(chunks):
@@ -94,7 +97,7 @@ def fastws_driver(name):
 
 def fastws_loop_driver(name, buffered):
     """An event loop's reads of up to CHUNK bytes (what has arrived)."""
-    codec = _impl.load(name)
+    codec = load_codec(name)
     codec.FrameParser  # ImportError now if not built
 
     def make(chunks):
@@ -263,9 +266,7 @@ def main():
     ap.add_argument("--only", default="", help="comma-separated subset of drivers")
     args = ap.parse_args()
 
-    print("command:", " ".join([os.path.basename(sys.executable), *sys.argv]))
-    print(f"machine: {platform.machine()} {platform.processor() or ''} {os.cpu_count()} CPUs, "
-          f"{platform.system()} {platform.release()}, Python {platform.python_version()}")
+    print("\n".join(head(__file__, stamp())))
     drivers = {
         "fastws (cython)": lambda: fastws_driver("cython"),
         "fastws (cy) loop+feed": lambda: fastws_loop_driver("cython", False),

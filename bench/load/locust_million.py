@@ -1,11 +1,11 @@
-"""Connections held by locust (bench/locustfile.py HoldUser) against a WebSocket server.
+"""Connections held by locust (bench/load/locustfile.py HoldUser) against a WebSocket server.
 
-    python bench/locust_million.py --users 100000 --server-workers 6 --locust-workers 6
-    python bench/locust_million.py --users 39000 --server-workers 2 --locust-workers 3
-    python bench/locust_million.py --server websockets --users 10000 --locust-workers 1
+    python bench/load/locust_million.py --users 100000 --server-workers 6 --locust-workers 6
+    python bench/load/locust_million.py --users 39000 --server-workers 2 --locust-workers 3
+    python bench/load/locust_million.py --server websockets --users 10000 --locust-workers 1
 
 One run on this machine: start the server (``fastws echo --workers N``, or a
-one-process websockets / picows echo server from bench/servers.py), a locust
+one-process websockets / picows echo server from bench/harness/servers.py), a locust
 master and ``--locust-workers`` workers (headless, HoldUser: connect from
 127.0.0.2 ... , answer the server's pings, PING every 30 s), ramp to
 ``--users`` at ``--spawn-rate`` (as fast as connections complete), hold
@@ -25,7 +25,7 @@ mix the two).  Failures come from locust's CSV, peak connections from the
 A process can hold at most ~19,900 sockets here (RLIMIT_NOFILE 20,000, not
 raisable), so each server worker and each locust worker must stay below that.
 The result is printed and appended to ``--json`` (default
-bench/locust_million.json) for bench/RESULTS.md.
+bench/load/locust_million.json) for bench/results/.
 """
 from __future__ import annotations
 
@@ -33,44 +33,25 @@ import argparse
 import csv
 import json
 import math
-import os
 import signal
-import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-REPO = HERE.parent
-sys.path.insert(0, str(HERE))
+sys.path.insert(0, str(HERE.parent))  # bench/: the harness
 
-from _meta import machine, versions  # noqa: E402
-from _meta import proc_cpu_ns as cpu_ns  # noqa: E402
-from connections import children, fd_count, free_port, meminfo, rss_kib  # noqa: E402
+from harness import servers  # noqa: E402
+from harness.meta import REPO, free_port, machine, versions  # noqa: E402
+from harness.run import GUARD, child_env, fd_count, mem_available, rss_kib, spawn, stop, tree, wait_port  # noqa: E402
+from harness.run import proc_cpu_ns as cpu_ns  # noqa: E402
 
 PER_PROCESS = 19000  # sockets a process may hold here (RLIMIT_NOFILE 20,000), with a margin
 
 
 def log(msg: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
-
-
-def env() -> dict:
-    e = dict(os.environ)
-    e["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), e.get("PYTHONPATH")]))
-    return e
-
-
-def wait_port(port: int, timeout: float = 30.0) -> bool:
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            return True
-        except OSError:
-            time.sleep(0.2)
-    return False
 
 
 def slope(xs, ys):
@@ -85,29 +66,6 @@ def slope(xs, ys):
     return sum((x - mx) * (y - my) for x, y in zip(xs, ys)) / sxx
 
 
-def tree(pid: int) -> list:
-    out = [pid]
-    for c in children(pid):
-        out.extend(tree(c))
-    return out
-
-
-def stop(procs) -> None:
-    for p in procs:
-        if p.poll() is None:
-            try:
-                p.send_signal(signal.SIGTERM)
-            except ProcessLookupError:
-                pass
-    end = time.monotonic() + 30
-    for p in procs:
-        try:
-            p.wait(max(0.1, end - time.monotonic()))
-        except subprocess.TimeoutExpired:
-            p.kill()
-            p.wait()
-
-
 def run(args) -> dict:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -117,9 +75,9 @@ def run(args) -> dict:
     if args.users / lw > PER_PROCESS:
         raise SystemExit(f"{args.users} users over {lw} locust workers is more than {PER_PROCESS} "
                          "sockets per process: use more --locust-workers")
-    mem0 = meminfo()
-    log(f"available memory {mem0['MemAvailable'] / 2**30:.1f} GiB")
-    if mem0["MemAvailable"] < (args.min_available_gib + 2) * 2**30:
+    avail0 = mem_available()
+    log(f"available memory {avail0 / 2**30:.1f} GiB")
+    if avail0 < (args.min_available_gib + 2) * 2**30:
         raise SystemExit("not enough available memory to start")
 
     if args.server == "fastws":
@@ -127,10 +85,10 @@ def run(args) -> dict:
                       str(args.server_workers), "--log-level", "warning", "--ping-interval",
                       str(args.server_ping), "--ping-timeout", str(args.server_ping_timeout)]
     else:
-        server_cmd = [sys.executable, str(HERE / "servers.py"), args.server, "--port", str(port)]
+        server_cmd = [sys.executable, servers.__file__, args.server, "--port", str(port)]
     procs = []
-    server = subprocess.Popen(server_cmd, env=env(), cwd=str(REPO), stdout=subprocess.DEVNULL,
-                              stderr=open(out / "server.log", "w"))
+    server = spawn(server_cmd, env=child_env(), cwd=str(REPO), stdout=subprocess.DEVNULL,
+                   stderr=open(out / "server.log", "w"))
     procs.append(server)
     result = {"server": args.server, "server_workers": args.server_workers if args.server == "fastws" else 1,
               "users": args.users, "locust_workers": lw, "spawn_rate": args.spawn_rate,
@@ -147,7 +105,7 @@ def run(args) -> dict:
         # --stall seconds.
         run_time = int(math.ceil(args.users / args.spawn_rate) * 4 + args.hold + 120)
         lf = str(HERE / "locustfile.py")
-        lenv = env()
+        lenv = child_env()
         lenv["FASTWS_HOLD_PING"] = str(args.client_ping)
         lenv["FASTWS_LOCUST_SOURCES"] = str(args.sources)
         lenv["FASTWS_CONNECT_TIMEOUT"] = str(args.connect_timeout)
@@ -162,15 +120,15 @@ def run(args) -> dict:
                       "-t", f"{run_time}s", "--host", f"ws://127.0.0.1:{port}", "--csv", str(out / "hold"),
                       "--ws-stats-file", str(out / "ws.json"), "--ws-stats-interval", "10",
                       "--only-summary", "--stop-timeout", "20"]
-        master = subprocess.Popen(master_cmd, env=lenv, cwd=str(out), stdout=open(out / "master.out", "w"),
-                                  stderr=subprocess.STDOUT)
+        master = spawn(master_cmd, env=lenv, cwd=str(out), stdout=open(out / "master.out", "w"),
+                       stderr=subprocess.STDOUT)
         procs.append(master)
         workers = []
         for i in range(lw):
-            w = subprocess.Popen([sys.executable, "-m", "locust", "-f", lf, "HoldUser", "--worker",
-                                  "--master-host", "127.0.0.1", "--master-port", str(mport)],
-                                 env=lenv, cwd=str(out), stdout=subprocess.DEVNULL,
-                                 stderr=open(out / f"worker{i}.log", "w"))
+            w = spawn([sys.executable, "-m", "locust", "-f", lf, "HoldUser", "--worker",
+                       "--master-host", "127.0.0.1", "--master-port", str(mport)],
+                      env=lenv, cwd=str(out), stdout=subprocess.DEVNULL,
+                      stderr=open(out / f"worker{i}.log", "w"))
             workers.append(w)
             procs.append(w)
         log(f"server {args.server} pid {server.pid}, locust master {master.pid}, workers "
@@ -187,7 +145,7 @@ def run(args) -> dict:
             spids = tree(server.pid)
             s = {
                 "t": round(time.monotonic() - t0, 1),
-                "avail": meminfo()["MemAvailable"],
+                "avail": mem_available(),
                 "server_rss": sum(rss_kib(p) for p in spids) * 1024,
                 "server_fds": sum(fd_count(p) for p in spids) - server_fd_base,
                 "client_rss": sum(rss_kib(w.pid) for w in workers) * 1024,
@@ -200,10 +158,10 @@ def run(args) -> dict:
                 log(f"t={s['t']:.0f}s server fds {s['server_fds']:,} rss {s['server_rss'] / 2**20:,.0f} MiB; "
                     f"locust fds {s['client_fds']:,} rss {s['client_rss'] / 2**20:,.0f} MiB; "
                     f"available {s['avail'] / 2**30:.1f} GiB")
-            if s["avail"] < args.min_available_gib * 2**30:
+            if GUARD.low(s["avail"]):
                 aborted = f"available memory {s['avail'] / 2**30:.1f} GiB < {args.min_available_gib} GiB"
                 log("ABORT: " + aborted)
-                stop([master] + workers)
+                stop(master, *workers, timeout=30)
                 break
             now = time.monotonic()
             held = s["client_fds"]
@@ -220,12 +178,12 @@ def run(args) -> dict:
                     master.wait(120)
                 except subprocess.TimeoutExpired:
                     aborted = "master did not stop after SIGTERM"
-                    stop([master] + workers)
+                    stop(master, *workers, timeout=30)
                 break
             if now > deadline:
                 aborted = "master did not stop in time"
                 log("ABORT: " + aborted)
-                stop([master] + workers)
+                stop(master, *workers, timeout=30)
                 break
         end = time.monotonic() + 60  # workers close their connections, then exit
         for w in workers:
@@ -233,7 +191,7 @@ def run(args) -> dict:
                 w.wait(max(0.1, end - time.monotonic()))
             except subprocess.TimeoutExpired:
                 pass
-        stop(workers)
+        stop(*workers, timeout=30)
         result["aborted"] = aborted
         result["master_exit"] = master.returncode
         result["samples"] = len(samples)
@@ -278,8 +236,8 @@ def run(args) -> dict:
                                for k, v in s.items()} for s in samples[::5]]
         return result
     finally:
-        stop(procs[1:])
-        stop([server])
+        stop(*procs[1:], timeout=30)
+        stop(server, timeout=30)
 
 
 def _sigterm(*_):
@@ -306,6 +264,7 @@ def main() -> int:
     ap.add_argument("--out", default="/tmp/fastws-locust-million")
     ap.add_argument("--json", default=str(HERE / "locust_million.json"))
     args = ap.parse_args()
+    GUARD.floor_gib = args.min_available_gib
     print(machine())
     print(versions())
     result = run(args)

@@ -12,7 +12,7 @@ UTF-8: GB/s validating 1 MiB of ASCII and 1 MiB of mixed text (Latin,
 Cyrillic, CJK, emoji) with ``validate_utf8``, ``Utf8Validator.feed`` (and in
 4 KiB pieces), the pure-Python twin, and ``bytes.decode('utf-8')`` for reference.
 
-    python bench/bench_mask.py [--repeat 7] [--time 0.2]
+    python bench/micro/mask.py [--repeat 7] [--time 0.2]
 
 Small sizes are dominated by the cost of the Python call. Not part of the test
 suite; figures are for this machine only.
@@ -21,33 +21,18 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import sys
 import timeit
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # bench/: the harness
+from harness.meta import REPO, load_codec  # noqa: E402
+from harness.run import head, stamp  # noqa: E402
 
-from fastws import _impl  # noqa: E402
+sys.path.insert(0, str(REPO))  # this checkout's fastws first
+
 
 KEY = b"\x12\x34\x56\x78"
 SIZES = [(32, "32 B"), (1024, "1 KiB"), (64 * 1024, "64 KiB"), (1 << 20, "1 MiB")]
-
-
-def machine() -> str:
-    cpu = platform.processor() or "?"
-    try:
-        with open("/proc/cpuinfo") as f:
-            cpu = next((line.split(":", 1)[1].strip() for line in f
-                        if line.startswith("model name")), cpu)
-    except OSError:
-        pass
-    try:
-        import Cython
-        cy = Cython.__version__
-    except ImportError:
-        cy = "-"
-    return (f"{cpu}; {os.cpu_count()} cpus; Python {platform.python_version()}; "
-            f"Cython {cy}; {platform.system()} {platform.release()}")
 
 
 def rate(fn, args, nbytes, repeat, budget):
@@ -65,7 +50,7 @@ def mask_contestants():
     out = []
     for name in ("cython", "python"):
         try:
-            codec = _impl.load(name)
+            codec = load_codec(name)
             mask, masked = codec.mask, codec.masked
         except ImportError as exc:
             print(f"  (fastws {name} not available: {exc})")
@@ -145,7 +130,7 @@ def bench_utf8(repeat, budget):
     rows = []
     for name in ("cython", "python"):
         try:
-            codec = _impl.load(name)
+            codec = load_codec(name)
             validate, Validator = codec.validate_utf8, codec.Utf8Validator
         except ImportError as exc:
             print(f"  (fastws {name} not available: {exc})")
@@ -194,8 +179,7 @@ def main(argv=None):
     parser.add_argument("--time", type=float, default=0.2,
                         help="approximate seconds per timing")
     args = parser.parse_args(argv)
-    print("command:", " ".join([os.path.basename(sys.executable), *sys.argv]))
-    print("machine:", machine())
+    print("\n".join(head(__file__, stamp())))
     print()
     bench_mask(args.repeat, args.time)
     print()

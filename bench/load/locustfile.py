@@ -8,7 +8,7 @@ command line):
     PING every ``FASTWS_HOLD_PING`` seconds (default 30; 0 = never), each
     reported as PING with its round trip.  Loopback connections are spread over
     127.0.0.2 ... 127.0.0.65 (``FASTWS_LOCUST_SOURCES``).  This is what
-    bench/locust_million.py runs.
+    bench/load/locust_million.py runs.
 ``EchoUser`` (round trip)
     ``FASTWS_ECHO_SIZE`` bytes (default 64) sent and matched with their echo
     every ``FASTWS_ECHO_WAIT`` seconds (default 1): REQ "echo" is the round trip.
@@ -22,14 +22,14 @@ command line):
 Examples::
 
     python -m fastws echo --port 8765 --workers 2 &
-    locust -f bench/locustfile.py EchoUser --host ws://127.0.0.1:8765 \\
+    locust -f bench/load/locustfile.py EchoUser --host ws://127.0.0.1:8765 \\
         --headless -u 1000 -r 200 -t 60s --csv /tmp/echo
 
     python -m fastws chat --port 8080 &
-    locust -f bench/locustfile.py ChatUser --host ws://127.0.0.1:8080 \\
+    locust -f bench/load/locustfile.py ChatUser --host ws://127.0.0.1:8080 \\
         --headless -u 300 -r 100 -t 60s --csv /tmp/chat
 
-    python bench/locust_million.py --users 100000 ...   (HoldUser, many workers)
+    python bench/load/locust_million.py --users 100000 ...   (HoldUser, many workers)
 """
 import itertools
 import json

@@ -1,7 +1,7 @@
 """Server memory per wss:// (TLS) connection: fastws against picows, websockets and aiohttp.
 
-    python bench/tls_memory.py [--conns 2000] [--servers fastws,fastws-plain,picows,websockets,aiohttp]
-                               [--out bench/RESULTS.md]
+    python bench/e2e/tls_memory.py [--conns 2000] [--servers fastws,fastws-plain,picows,websockets,aiohttp]
+                                   [--out bench/results/latest.md]
 
 Each server is an echo server in its own process (uvloop where the library
 allows it) with a certificate made by trustme. The client opens ``--conns``
@@ -18,9 +18,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
-import datetime
 import os
-import shlex
 import signal
 import ssl
 import subprocess
@@ -29,11 +27,11 @@ import tempfile
 import time
 from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
-REPO = HERE.parent
-sys.path.insert(0, str(HERE))
-from _client import client_frame  # noqa: E402
-from _meta import machine, versions  # noqa: E402
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # bench/: the harness
+from harness.client import client_frame  # noqa: E402
+from harness.meta import REPO, free_port  # noqa: E402
+from harness.run import GUARD, append_results, child_env, head, rss_kib, spawn, stamp, stop  # noqa: E402
+from harness.servers import aiohttp_echo, start_aiohttp  # noqa: E402
 
 SERVERS = ("fastws", "fastws-plain", "picows", "websockets", "aiohttp", "websockets-plain")
 
@@ -76,23 +74,7 @@ async def serve(name: str, port: int, ctx) -> None:
             print("READY", flush=True)
             await server.serve_forever()
     elif base == "aiohttp":
-        from aiohttp import WSMsgType, web
-
-        async def echo(request):
-            ws = web.WebSocketResponse(compress=False)
-            await ws.prepare(request)
-            async for msg in ws:
-                if msg.type is WSMsgType.BINARY:
-                    await ws.send_bytes(msg.data)
-                elif msg.type is WSMsgType.TEXT:
-                    await ws.send_str(msg.data)
-            return ws
-
-        app = web.Application()
-        app.router.add_get("/", echo)
-        runner = web.AppRunner(app, access_log=None, handle_signals=False)
-        await runner.setup()
-        await web.TCPSite(runner, "127.0.0.1", port, ssl_context=ctx).start()
+        await start_aiohttp(aiohttp_echo(compress=False), "127.0.0.1", port, ssl_context=ctx)
         print("READY", flush=True)
         await asyncio.Event().wait()
     else:
@@ -132,11 +114,11 @@ class Conn(asyncio.Protocol):
 
 
 def rss(pid: int) -> int:
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) * 1024
-    raise RuntimeError("no VmRSS")
+    """VmRSS of pid, bytes."""
+    kib = rss_kib(pid)
+    if not kib:
+        raise RuntimeError("no VmRSS")
+    return kib * 1024
 
 
 async def measure(name, port, pid, conns, client_ctx):
@@ -179,24 +161,21 @@ async def amain(args) -> int:
     client_ctx = ssl.create_default_context()
     ca.configure_trust(client_ctx)
 
-    header = [
-        f"- command: `python bench/tls_memory.py {shlex.join(sys.argv[1:])}`",
-        f"- date: {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M:%S} UTC",
-        f"- machine: {machine()}",
-        f"- versions: {versions()}, {ssl.OPENSSL_VERSION}",
+    date = stamp()
+    GUARD.watch()
+    header = head(
+        __file__, date,
+        f"- TLS: {ssl.OPENSSL_VERSION}",
         f"- setup: {args.conns} idle wss connections (ECDSA P-256 certificate from trustme, TLS 1.3), "
         "one 32-byte echo on each; server RSS before and after",
-    ]
+    )
     print("\n".join(header), flush=True)
     rows = []
     for name in [s.strip() for s in args.servers.split(",") if s.strip()]:
-        from echo import free_port
-
         port = free_port("127.0.0.1")
-        env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])))
-        proc = subprocess.Popen([sys.executable, __file__, "--serve", name, "--port", str(port),
-                                 "--cert", str(certfile), "--key", str(keyfile)],
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+        proc = spawn([sys.executable, __file__, "--serve", name, "--port", str(port),
+                      "--cert", str(certfile), "--key", str(keyfile)],
+                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=child_env())
         try:
             line = proc.stdout.readline()
             if "READY" not in line:
@@ -210,12 +189,7 @@ async def amain(args) -> int:
         except Exception as exc:  # noqa: BLE001 - reported
             print(f"  {name}: failed: {type(exc).__name__}: {exc}")
         finally:
-            proc.send_signal(signal.SIGINT)
-            try:
-                proc.wait(10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+            stop(proc, sig=signal.SIGINT, timeout=10)
     ref = next((r for r in rows if r[0] == "fastws"), None)
     lines = ["| server | RSS before | RSS with connections | per connection | vs fastws (TLS) |",
              "|---|---:|---:|---:|---:|"]
@@ -224,10 +198,7 @@ async def amain(args) -> int:
         lines.append(f"| {name} | {before / 2**20:.1f} MiB | {after / 2**20:.1f} MiB | {per:,.0f} B | {ratio} |")
     table = "\n".join(lines)
     print(table)
-    if args.out:
-        with open(args.out, "a") as f:
-            f.write(f"\n## Memory per TLS connection, {header[1][8:]}\n\n" + "\n".join(header) + "\n\n"
-                    + table + "\n")
+    append_results(args.out, f"tls_memory.py {date}: memory per TLS connection", header, table)
     return 0
 
 

@@ -1,6 +1,6 @@
-"""Baseline for ``bench/connections.py --heartbeat-cost``: keepalive with one timer per connection.
+"""Baseline for ``bench/load/connections.py --heartbeat-cost``: keepalive with one timer per connection.
 
-    python bench/conn_timer_baseline.py --port P [--host H] [--ping-interval 2] [--ping-timeout 10]
+    python bench/load/conn_timer_baseline.py --port P [--host H] [--ping-interval 2] [--ping-timeout 10]
 
 The simplest way to do WebSocket keepalive on asyncio, and the one fastws's
 timer wheel is meant to beat: every connection owns a ``loop.call_later``

@@ -1,10 +1,10 @@
 """User-space instructions per echo round trip, counted by valgrind (callgrind).
 
-    python bench/instructions.py [--servers picows,fastws-listener,...] [--sizes 32,1024] [--n 3000]
+    python bench/e2e/instructions.py [--servers picows,fastws-listener,...] [--sizes 32,1024] [--n 3000]
 
 Wall-clock and CPU-time benches on this shared 2-core machine move by up to
 1.6x between two runs of the same server. Instruction counts do not: each
-server from bench/servers.py runs under callgrind, one `websockets` sync
+server from bench/harness/servers.py runs under callgrind, one `websockets` sync
 client does warm-up round trips, then the counters are dumped
 (`callgrind_control -d`), N round trips of SIZE-byte binary messages run, and
 the counters are dumped again; the second dump divided by N is the server's
@@ -13,25 +13,26 @@ the kernel's side of read/write/epoll is not counted, and is the same system
 calls for every server: `strace -c` shows 3 per round trip for each).
 
 Prints a table with the ratio to picows; `--out FILE` appends it (with date,
-command and machine) to a markdown file such as bench/RESULTS.md.
+command and machine) to a markdown file such as bench/results/latest.md (which sends
+it to bench/results/history.md, see bench/README.md).
 """
 from __future__ import annotations
 
 import argparse
 import glob
-import os
 import shutil
 import subprocess
 import sys
 import tempfile
 import time
 import warnings
+from pathlib import Path
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _meta import callgrind_total, free_port, machine, versions  # noqa: E402
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # bench/: the harness
+from harness import servers  # noqa: E402
+from harness.meta import REPO, callgrind_total, free_port  # noqa: E402
+from harness.run import append_results, child_env, head, spawn, stamp, stop  # noqa: E402
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-ROOT = os.path.dirname(HERE)
 DEFAULT = "picows,fastws-listener,fastws-handler,websockets,aiohttp"
 
 
@@ -41,11 +42,10 @@ def measure(name: str, size: int, n: int, warmup: int = 500) -> float | None:
 
     port = free_port()
     tmp = tempfile.mkdtemp(prefix="fastws-cg-")
-    env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    proc = subprocess.Popen(
+    proc = spawn(
         ["valgrind", "--tool=callgrind", f"--callgrind-out-file={tmp}/cg.out", sys.executable,
-         os.path.join(HERE, "servers.py"), name, "--port", str(port)],
-        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, cwd=ROOT, env=env)
+         servers.__file__, name, "--port", str(port)],
+        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, cwd=REPO, env=child_env())
     try:
         line = proc.stdout.readline()
         if not line.startswith(b"READY"):
@@ -66,12 +66,7 @@ def measure(name: str, size: int, n: int, warmup: int = 500) -> float | None:
         dumps = sorted(glob.glob(f"{tmp}/cg.out.*"), key=lambda p: int(p.rsplit(".", 1)[1]))
         return callgrind_total(dumps[1]) / n
     finally:
-        proc.terminate()
-        try:
-            proc.wait(60)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop(proc, timeout=60)
         shutil.rmtree(tmp, ignore_errors=True)
 
 
@@ -80,7 +75,8 @@ def main() -> None:
     ap.add_argument("--servers", default=DEFAULT, help=f"comma list (default {DEFAULT})")
     ap.add_argument("--sizes", default="32,1024", help="message sizes in bytes (default 32,1024)")
     ap.add_argument("--n", type=int, default=3000, help="measured round trips per server and size")
-    ap.add_argument("--out", help="append the table to this markdown file")
+    ap.add_argument("--out", help="append the table to this markdown file (bench/results/latest.md: "
+                                  "to history.md, see bench/README.md)")
     args = ap.parse_args()
     if not shutil.which("valgrind"):
         sys.exit("valgrind is needed (apt-get install -y valgrind)")
@@ -103,15 +99,13 @@ def main() -> None:
                      f"{'' if ratio is None else f'{ratio:.2f}x'} |")
     print("\n".join(table))
     if args.out:
-        stamp = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())
-        with open(args.out, "a") as f:
-            f.write(f"\n## {stamp}: instructions per round trip (callgrind)\n\n")
-            f.write(f"- command: `python bench/instructions.py {' '.join(sys.argv[1:])}`\n")
-            f.write(f"- machine: {machine()}\n- versions: {versions()}\n")
-            f.write(f"- method: {args.n} round trips of one `websockets` sync client, after 500 warm-up; "
-                    "server user-space instructions only (kernel side: the same 3 system calls per round "
-                    "trip for every server)\n\n")
-            f.write("\n".join(table) + "\n")
+        date = stamp()
+        lines = head(__file__, date,
+                     f"- method: {args.n} round trips of one `websockets` sync client, after 500 warm-up; "
+                     "server user-space instructions only (kernel side: the same 3 system calls per round "
+                     "trip for every server)")
+        append_results(args.out, f"instructions.py {date}: instructions per round trip (callgrind)",
+                       lines, "\n".join(table))
 
 
 if __name__ == "__main__":

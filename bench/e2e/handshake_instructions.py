@@ -1,12 +1,12 @@
 """User-space instructions per accepted WebSocket connection, counted by valgrind (callgrind).
 
-    python bench/handshake_instructions.py [--n 2000] [--servers listener,handler,handshake-floor]
-                                           [--out bench/RESULTS.md]
+    python bench/e2e/handshake_instructions.py [--n 2000] [--servers listener,handler,handshake-floor]
+                                               [--out bench/results/latest.md]
 
-The connections bench (bench/connections.py) measures the server's CPU time
+The connections bench (bench/load/connections.py) measures the server's CPU time
 per handshake, which moves by 1.5x between runs on this shared machine.
 Instruction counts do not: each server runs under callgrind, one
-bench/conn_client.py process opens N connections (20 handshakes in flight,
+bench/load/conn_client.py process opens N connections (20 handshakes in flight,
 real upgrade requests with a random key, the accept checked), and the
 server's counters are dumped before and after the opening
 (`callgrind_control -d`); the second dump divided by the connections opened
@@ -18,34 +18,34 @@ epoll) is not counted; it is the same system calls for every server.
 Servers: ``listener`` and ``handler`` are ``python -m fastws echo`` with that
 API (the CLI's defaults otherwise: keepalive 20 s, /metrics and /healthz on,
 so the server's process_request runs); ``handshake-floor`` is
-bench/conn_peers.py's bare uvloop protocol (read to CRLF CRLF, real
+bench/load/conn_peers.py's bare uvloop protocol (read to CRLF CRLF, real
 Sec-WebSocket-Accept, canned 101, no checks): what uvloop and one Python
 callback cost. Prints the ratio of each to the floor.
 """
 from __future__ import annotations
 
 import argparse
-import datetime
 import glob
 import json
-import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
 import time
+from pathlib import Path
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _meta import callgrind_total, free_port, machine, versions  # noqa: E402
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # bench/: the harness
+from harness.meta import REPO, callgrind_total, free_port  # noqa: E402
+from harness.run import BENCH, append_results, child_env, head, spawn, stamp, stop  # noqa: E402
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-ROOT = os.path.dirname(HERE)
+LOAD = BENCH / "load"
 FLOOR = "handshake-floor"
 
 
 def _server_cmd(name: str, port: int) -> list[str]:
     if name == FLOOR:
-        return [sys.executable, os.path.join(HERE, "conn_peers.py"), FLOOR, "--port", str(port)]
+        return [sys.executable, str(LOAD / "conn_peers.py"), FLOOR, "--port", str(port)]
     return [sys.executable, "-m", "fastws", "echo", "--port", str(port), "--api", name,
             "--log-level", "warning"]
 
@@ -54,19 +54,19 @@ def measure(name: str, n: int) -> tuple[float, int]:
     """(instructions per accepted connection, connections opened) for server NAME."""
     port = free_port()
     tmp = tempfile.mkdtemp(prefix="fastws-hs-cg-")
-    env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    server = subprocess.Popen(
+    env = child_env()
+    server = spawn(
         ["valgrind", "--tool=callgrind", f"--callgrind-out-file={tmp}/cg.out", *_server_cmd(name, port)],
-        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+        cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     client = None
     try:
         line = server.stdout.readline()  # "READY ..." or fastws's "... listening on ..."
         if not line:
             raise RuntimeError(f"{name} did not start under valgrind")
-        client = subprocess.Popen(
-            [sys.executable, os.path.join(HERE, "conn_client.py"), "--port", str(port), "--count", str(n),
+        client = spawn(
+            [sys.executable, str(LOAD / "conn_client.py"), "--port", str(port), "--count", str(n),
              "--src", "127.0.0.2", "--concurrency", "20"],
-            cwd=ROOT, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+            cwd=REPO, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
 
         def event(want: str) -> dict:
             deadline = time.monotonic() + 600
@@ -89,15 +89,9 @@ def measure(name: str, n: int) -> tuple[float, int]:
         client.stdin.flush()
         event("closed")
     finally:
-        if client is not None and client.poll() is None:
-            client.kill()
-            client.wait()
-        server.terminate()
-        try:
-            server.wait(30)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait()
+        if client is not None:
+            stop(client, sig=signal.SIGKILL)
+        stop(server, timeout=30)
     dumps = sorted(glob.glob(f"{tmp}/cg.out.*"), key=lambda p: int(p.rsplit(".", 1)[1]))
     try:
         return callgrind_total(dumps[1]) / max(opened, 1), opened
@@ -114,11 +108,9 @@ def main() -> None:
     if shutil.which("valgrind") is None:
         sys.exit("valgrind is not installed (apt-get install -y valgrind)")
     names = [s.strip() for s in args.servers.split(",") if s.strip()]
-    cmd = "python " + " ".join([os.path.relpath(__file__, ROOT)] + sys.argv[1:])
-    date = datetime.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M:%S %Z")
-    head = [f"- command: `{cmd}`", f"- date: {date}", f"- machine: {machine()}", f"- versions: {versions()}",
-            f"- {args.n:,} connections per server, 20 handshakes in flight, one client process"]
-    print("\n".join(head), flush=True)
+    date = stamp()
+    lines = head(__file__, date, f"- {args.n:,} connections per server, 20 handshakes in flight, one client process")
+    print("\n".join(lines), flush=True)
     results = {}
     for name in names:
         results[name] = measure(name, args.n)
@@ -135,10 +127,7 @@ def main() -> None:
     text = "\n".join(rows)
     print()
     print(text)
-    if args.out:
-        with open(args.out, "a") as f:
-            f.write(f"\n## handshake_instructions.py {date}\n\n" + "\n".join(head) + "\n\n" + text + "\n")
-        print(f"\nappended to {args.out}", file=sys.stderr)
+    append_results(args.out, f"handshake_instructions.py {date}", lines, text)
 
 
 if __name__ == "__main__":

@@ -1,13 +1,13 @@
 """FastAPI echo endpoint under uvicorn: fastws's --ws protocol against uvicorn's own.
 
-    python bench/uvicorn_echo.py [--impls websockets,websockets-sansio,wsproto,fastws]
-                                 [--rows rr-32B,rr-1KiB,c100-32B] [--duration S] [--out bench/RESULTS.md]
+    python bench/e2e/uvicorn_echo.py [--impls websockets,websockets-sansio,wsproto,fastws]
+                                     [--rows rr-32B,rr-1KiB,c100-32B] [--duration S] [--out bench/results/latest.md]
 
 The same FastAPI app (one ``@app.websocket("/")`` that echoes text and bytes
 through ``await ws.receive()`` / ``send_bytes``) runs under uvicorn
 (httptools, uvloop, pinned to CPU 0) once per ``--ws`` implementation, one
-after another; the client is bench/_client.py on CPU 1 (the same client as
-bench/echo.py). ``fastws`` is ``--ws fastws.uvicorn:WebSocketProtocol``.
+after another; the client is bench/harness/client.py on CPU 1 (the same client as
+bench/e2e/echo.py). ``fastws`` is ``--ws fastws.uvicorn:WebSocketProtocol``.
 Ratios are against the first ``websockets`` (uvicorn's default) of the run.
 Per-message deflate is off for every implementation (``--ws-per-message-deflate
 false``): fastws does not negotiate it, and it would change what is measured.
@@ -15,25 +15,19 @@ false``): fastws does not negotiate it, and it would change what is measured.
 from __future__ import annotations
 
 import argparse
-import asyncio
-import datetime
 import os
-import shlex
 import signal
-import subprocess
 import sys
 import tempfile
 import textwrap
-import time
 from pathlib import Path
 
 import uvloop
 
-HERE = Path(__file__).resolve().parent
-REPO = HERE.parent
-sys.path.insert(0, str(HERE))
-from _meta import machine, versions  # noqa: E402
-from echo import CLIENT_CPU, SERVER_CPU, free_port, port_listening, run_row, wait_quiet  # noqa: E402
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # bench/: the harness
+from echo import CLIENT_CPU, SERVER_CPU, run_row, wait_quiet  # noqa: E402
+from harness.meta import free_port  # noqa: E402
+from harness.run import Child, append_results, child_env, head, stamp  # noqa: E402
 
 APP = textwrap.dedent('''
     from fastapi import FastAPI, WebSocket
@@ -63,45 +57,15 @@ IMPLS = {
 ROWS = {"rr-32B": (32, 1), "rr-1KiB": (1024, 1), "c100-32B": (32, 100)}
 
 
-class Uvicorn:
-    def __init__(self, impl: str, appdir: str, host: str, pin: bool):
-        self.impl = impl
-        self.host = host
-        self.port = free_port(host)
-        self.err = tempfile.TemporaryFile("w+")
-        env = dict(os.environ)
-        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), appdir, env.get("PYTHONPATH")]))
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "uvicorn", "echoapp:app", "--host", host, "--port", str(self.port),
-             "--ws", IMPLS[impl.split("#")[0]], "--http", "httptools", "--loop", "uvloop",
-             "--log-level", "warning", "--no-access-log", "--ws-per-message-deflate", "false"],
-            cwd=appdir, env=env, stdout=subprocess.DEVNULL, stderr=self.err, stdin=subprocess.DEVNULL,
-            preexec_fn=(lambda: os.sched_setaffinity(0, {SERVER_CPU})) if pin else None,
-        )
-        self.pid = self.proc.pid
-
-    async def ready(self, timeout=30.0):
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                self.err.seek(0)
-                return f"exited {self.proc.returncode}: {self.err.read()[-300:]}"
-            if port_listening(self.host, self.port):
-                return None
-            await asyncio.sleep(0.05)
-        return "not ready in time"
-
-    async def stop(self):
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGINT)
-            for _ in range(250):
-                if self.proc.poll() is not None:
-                    break
-                await asyncio.sleep(0.02)
-            else:
-                self.proc.kill()
-        self.proc.wait()
-        self.err.close()
+def uvicorn(impl: str, appdir: str, host: str, pin: bool) -> Child:
+    """uvicorn serving the app in appdir with ``--ws`` impl; ready when its port accepts."""
+    port = free_port(host)
+    return Child(
+        [sys.executable, "-m", "uvicorn", "echoapp:app", "--host", host, "--port", str(port),
+         "--ws", IMPLS[impl.split("#")[0]], "--http", "httptools", "--loop", "uvloop",
+         "--log-level", "warning", "--no-access-log", "--ws-per-message-deflate", "false"],
+        host=host, port=port, ready_text=None, cpu=SERVER_CPU if pin else None, env=child_env(appdir),
+        cwd=appdir, name=impl)
 
 
 async def amain(args) -> int:
@@ -112,23 +76,22 @@ async def amain(args) -> int:
         os.sched_setaffinity(0, {CLIENT_CPU})
     appdir = tempfile.mkdtemp(prefix="fastws-uvbench-")
     Path(appdir, "echoapp.py").write_text(APP)
-    header = [
-        f"- command: `python bench/uvicorn_echo.py {shlex.join(sys.argv[1:])}`",
-        f"- date: {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M:%S} UTC",
-        f"- machine: {machine()}",
-        f"- versions: {versions()}, uvicorn {_version('uvicorn')}, fastapi {_version('fastapi')}, "
+    date = stamp()
+    header = head(
+        __file__, date,
+        f"- more versions: uvicorn {_version('uvicorn')}, fastapi {_version('fastapi')}, "
         f"starlette {_version('starlette')}, wsproto {_version('wsproto')}",
         f"- setup: uvicorn (httptools, uvloop) on CPU {SERVER_CPU}, client on CPU {CLIENT_CPU}; "
         f"FastAPI echo endpoint; {args.duration} s timed after {args.warmup} s warm-up, best of {args.repeat}",
-    ]
+    )
     print("\n".join(header), flush=True)
     results = {}
     for impl in impls:
-        server = Uvicorn(impl, appdir, args.host, pin)
-        why = await server.ready()
+        server = uvicorn(impl, appdir, args.host, pin)
+        why = await server.ready(timeout=30.0, tail=5)
         if why is not None:
             print(f"  {impl}: {why}")
-            await server.stop()
+            await server.stop(signal.SIGINT)
             continue
         try:
             for row in rows:
@@ -148,7 +111,7 @@ async def amain(args) -> int:
         except Exception as exc:  # noqa: BLE001 - reported, next implementation
             print(f"  {impl}: failed: {type(exc).__name__}: {exc}")
         finally:
-            await server.stop()
+            await server.stop(signal.SIGINT)
     ref = next((i for i in impls if i.split("#")[0] == "websockets"), impls[0])
     lines = ["| row | --ws | msg/s | vs websockets | server CPU µs/msg | vs websockets | other CPU |",
              "|---|---|---:|---:|---:|---:|---:|"]
@@ -164,10 +127,7 @@ async def amain(args) -> int:
                          f"{r['other']:.0f}% |")
     table = "\n".join(lines)
     print(table)
-    if args.out:
-        with open(args.out, "a") as f:
-            f.write(f"\n## uvicorn --ws: FastAPI echo, {header[1][8:]}\n\n" + "\n".join(header) + "\n\n"
-                    + table + "\n")
+    append_results(args.out, f"uvicorn_echo.py {date}: uvicorn --ws, FastAPI echo", header, table)
     return 0
 
 

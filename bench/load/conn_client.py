@@ -1,9 +1,9 @@
-"""One client process of bench/connections.py: opens and holds many WebSocket connections.
+"""One client process of bench/load/connections.py: opens and holds many WebSocket connections.
 
-    python bench/conn_client.py --port P --count N --src 127.0.0.2[,127.0.0.3...]
-                                [--host 127.0.0.1] [--concurrency K] [--per-src 25000]
+    python bench/load/conn_client.py --port P --count N --src 127.0.0.2[,127.0.0.3...]
+                                     [--host 127.0.0.1] [--concurrency K] [--per-src 25000]
 
-Not run by hand: bench/connections.py starts C of these and talks to each over
+Not run by hand: bench/load/connections.py (and bench/e2e/handshake_instructions.py) start C of these and talks to each over
 stdin/stdout, one line per message.
 
     stdin (commands)   open | halt | stats | close
@@ -38,6 +38,9 @@ import sys
 import time
 
 import uvloop
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # bench/: the harness
+from harness.procfs import rss_kib  # noqa: E402
 
 _GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"  # RFC 6455 1.3
 OP_TEXT, OP_BINARY, OP_CLOSE, OP_PING, OP_PONG = 0x1, 0x2, 0x8, 0x9, 0xA
@@ -311,7 +314,7 @@ class Client:
     def stats(self):
         emit(ev="stats", open=C.open, opened=C.opened, pings=C.pings, pongs=C.pongs, lost=C.lost,
              close_codes=C.close_codes, lost_reasons=C.lost_reasons,
-             rss_kib=_rss_kib(), cpu_s=time.process_time())
+             rss_kib=rss_kib("self"), cpu_s=time.process_time())
 
     async def close_all(self, timeout=10.0):
         """Close frame 1000 on every connection, then wait for the server's close."""
@@ -329,14 +332,6 @@ class Client:
                 left += 1
                 c.transport.abort()
         emit(ev="closed", aborted=left)
-
-
-def _rss_kib() -> int:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    return 0
 
 
 async def amain(args) -> None:

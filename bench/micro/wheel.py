@@ -16,7 +16,7 @@ Part 2 (real event loop, CPU seconds from time.process_time):
   same number of callbacks (both keep an absolute schedule, due += interval);
   the wheel's fire up to one tick late, call_later's on time.
 
-    python bench/bench_wheel.py [--seconds 5] [--loops asyncio,uvloop]
+    python bench/micro/wheel.py [--seconds 5] [--loops asyncio,uvloop]
 
 Not part of the test suite; figures are for this machine only.
 """
@@ -25,36 +25,19 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import platform
 import sys
 import time
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # bench/: the harness
+from harness.meta import REPO, load_codec  # noqa: E402
+from harness.run import head, stamp  # noqa: E402
 
-from fastws import _impl  # noqa: E402
+sys.path.insert(0, str(REPO))  # this checkout's fastws first
+
 from fastws.timers import WheelDriver  # noqa: E402
 
 N = 100_000
 CONNS = 15_000
-
-
-def machine() -> str:
-    cpu = platform.processor() or "?"
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    cpu = line.split(":", 1)[1].strip()
-                    break
-    except OSError:
-        pass
-    try:
-        import Cython
-        cy = Cython.__version__
-    except ImportError:
-        cy = "-"
-    return (f"{cpu}; {os.cpu_count()} cpus; Python {platform.python_version()}; "
-            f"Cython {cy}; {platform.system()} {platform.release()}")
 
 
 def best(fn, repeat):
@@ -225,11 +208,10 @@ def main() -> None:
     ap.add_argument("--loops", default="asyncio,uvloop")
     args = ap.parse_args()
 
-    print("command:", " ".join([os.path.basename(sys.executable)] + sys.argv))
-    print("machine:", machine())
-    codecs = {"cython": None, "python": _impl.load("python")}
+    print("\n".join(head(__file__, stamp())))
+    codecs = {"cython": None, "python": load_codec("python")}
     try:
-        codecs["cython"] = _impl.load("cython").require()
+        codecs["cython"] = load_codec("cython")
     except ImportError as exc:
         print(f"cython extension not built ({exc}); twin only")
         del codecs["cython"]

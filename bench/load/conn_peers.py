@@ -1,9 +1,9 @@
-"""Peer servers for bench/connections.py, with keepalive pings ON.
+"""Peer servers for bench/load/connections.py, with keepalive pings ON.
 
-    python bench/conn_peers.py picows|websockets|bare|handshake-floor --port P [--host H]
-                               [--ping-interval S|none] [--ping-timeout S] [--workers W (bare)]
+    python bench/load/conn_peers.py picows|websockets|bare|handshake-floor --port P [--host H]
+                                    [--ping-interval S|none] [--ping-timeout S] [--workers W (bare)]
 
-bench/servers.py is for the echo bench, where pings are off on purpose (no
+bench/harness/servers.py is for the echo bench, where pings are off on purpose (no
 ping in the middle of a timed window). The connections bench holds idle
 connections with heartbeats on, as a real deployment would, so its peers are
 set up the same way as fastws: a ping after ``--ping-interval`` seconds without
@@ -41,60 +41,27 @@ from __future__ import annotations
 import argparse
 import asyncio
 import sys
+from pathlib import Path
 
 import uvloop
 
-SKIP = 3
-BACKLOG = 2048
-
-
-def _ready(host, port):
-    print(f"READY {host}:{port}", flush=True)
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # bench/: the harness
+from harness.servers import BACKLOG, picows_echo, say_ready, serve_websockets  # noqa: E402
 
 
 async def run_picows(host, port, interval, timeout):
-    try:
-        from picows import WSListener, WSMsgType, ws_create_server
-    except ImportError as exc:
-        print(f"SKIP picows: {exc}", file=sys.stderr)
-        sys.exit(SKIP)
-    CLOSE, PING, PONG = WSMsgType.CLOSE, WSMsgType.PING, WSMsgType.PONG
-
-    class Echo(WSListener):
-        def on_ws_frame(self, transport, frame):
-            t = frame.msg_type
-            if t is CLOSE:
-                transport.send_close(frame.get_close_code(), frame.get_close_message())
-                transport.disconnect()
-            elif t is PING or t is PONG:
-                pass  # auto pong / auto ping bookkeeping
-            else:
-                transport.send(t, frame.get_payload_as_memoryview(), frame.fin)
-
+    Echo, ws_create_server = picows_echo()  # PINGs / PONGs: auto pong and auto ping bookkeeping
     kw = dict(enable_auto_pong=True, use_aiofastnet=False, backlog=BACKLOG)
     if interval is not None:
         kw.update(enable_auto_ping=True, auto_ping_idle_timeout=interval, auto_ping_reply_timeout=timeout)
     server = await ws_create_server(lambda request: Echo(), host, port, **kw)
-    _ready(host, port)
+    say_ready(host, port)
     async with server:
         await server.serve_forever()
 
 
 async def run_websockets(host, port, interval, timeout):
-    try:
-        from websockets.asyncio.server import serve
-    except ImportError as exc:
-        print(f"SKIP websockets: {exc}", file=sys.stderr)
-        sys.exit(SKIP)
-
-    async def echo(ws):
-        async for msg in ws:
-            await ws.send(msg)
-
-    async with serve(echo, host, port, compression=None, ping_interval=interval,
-                     ping_timeout=timeout, backlog=BACKLOG) as server:
-        _ready(host, port)
-        await server.serve_forever()
+    await serve_websockets(host, port, compression=None, ping_interval=interval, ping_timeout=timeout)
 
 
 _GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
@@ -162,7 +129,7 @@ async def run_bare(host, port, interval, timeout, reuse_port=False):
     server = await loop.create_server(Bare, host, port, backlog=BACKLOG, reuse_port=reuse_port or None)
     t0 = loop.time()
     loop.call_at(t0 + tick, on_tick, t0 + tick)
-    _ready(host, port)
+    say_ready(host, port)
     async with server:
         await server.serve_forever()
 
@@ -207,7 +174,7 @@ async def run_handshake_floor(host, port, interval, timeout):
             self.transport.write(_101 + accept + b"\r\n\r\n")
 
     server = await asyncio.get_running_loop().create_server(HandshakeFloor, host, port, backlog=BACKLOG)
-    _ready(host, port)
+    say_ready(host, port)
     async with server:
         await server.serve_forever()
 
@@ -236,7 +203,7 @@ def _bare_workers(a):
             finally:
                 os._exit(0)
         pids.append(pid)
-    _ready(a.host, a.port)
+    say_ready(a.host, a.port)
     stop = []
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.append(1))

@@ -1,5 +1,7 @@
-"""What machine and which versions a bench ran on: one place for every bench's header
-(and two small helpers the callgrind benches share)."""
+"""What machine and which versions a bench ran on: one place for every bench's header;
+free_port and callgrind_total; codec_module() / load_codec() and http_module(): fastws
+modules under their new names (fastws.codec, fastws.http) or their old ones
+(fastws._impl, fastws.handshake)."""
 from __future__ import annotations
 
 import os
@@ -9,12 +11,12 @@ import sys
 from importlib import metadata
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]  # bench/harness/meta.py -> the repository
 
 
 def versions() -> str:
     out = [f"Python {platform.python_version()}"]
-    for dist in ("uvloop", "picows", "aiofastnet", "websockets", "aiohttp"):
+    for dist in ("Cython", "uvloop", "picows", "aiofastnet", "websockets", "aiohttp"):
         try:
             out.append(f"{dist} {metadata.version(dist)}")
         except metadata.PackageNotFoundError:
@@ -32,7 +34,6 @@ def versions() -> str:
     return ", ".join(out)
 
 
-
 def machine() -> str:
     model = "?"
     try:
@@ -45,27 +46,6 @@ def machine() -> str:
         pass
     return (f"{model}, {os.cpu_count()} cores, {platform.system()} {platform.release()}, "
             f"{os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES') / 2**30:.0f} GiB")
-
-
-def proc_cpu_ns(pid: int) -> int:
-    """user+sys CPU of all threads of pid, ns (schedstat; clock ticks if absent; 0 if gone)."""
-    total = 0
-    try:
-        for tid in os.listdir(f"/proc/{pid}/task"):
-            try:
-                with open(f"/proc/{pid}/task/{tid}/schedstat") as f:
-                    total += int(f.read().split()[0])
-            except OSError:
-                pass  # thread ended
-        return total
-    except OSError:
-        pass
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            fields = f.read().rsplit(")", 1)[1].split()  # fields 14, 15: utime, stime
-        return (int(fields[11]) + int(fields[12])) * 10**9 // os.sysconf("SC_CLK_TCK")
-    except OSError:
-        return 0
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -82,3 +62,37 @@ def callgrind_total(path: str) -> int:
             if line.startswith(("summary:", "totals:")):
                 return int(line.split()[1])
     raise RuntimeError(f"no totals in {path}")
+
+
+def _renamed(new: str, old: str):
+    """fastws.<new> if the imported fastws package has it, else fastws.<old>.
+
+    Only the imported package's own module: with the repository first on
+    sys.path, an editable install elsewhere could otherwise lend its fastws.<new>."""
+    import importlib
+
+    import fastws
+
+    name = new if any(Path(p, f"{new}.py").exists() or Path(p, new).is_dir() for p in fastws.__path__) else old
+    return importlib.import_module(f"fastws.{name}")
+
+
+def codec_module():
+    """``fastws.codec`` (``load(name)``, ``IMPLEMENTATION``), or ``fastws._impl``, its
+    name before the package was regrouped."""
+    return _renamed("codec", "_impl")
+
+
+def http_module():
+    """``fastws.http`` (``RequestReader``, ``Request``, ``Response``, ``Headers``), or
+    ``fastws.handshake``, where they were before the package was regrouped."""
+    return _renamed("http", "handshake")
+
+
+def load_codec(name: str):
+    """One implementation's codec, ``"cython"`` or ``"python"``, every name imported now
+    (ImportError if a module is missing): fastws.codec.load, or the old lazy
+    _impl.load(name).require()."""
+    codec = codec_module().load(name)
+    require = getattr(codec, "require", None)
+    return require() if require is not None else codec

@@ -1,28 +1,28 @@
 """Many idle connections: how many fastws holds, at what memory and CPU, and how fast it accepts them.
 
-    python bench/connections.py [-n 10000] [--workers W] [--clients C] [--hold 60]
-                                [--ping-interval 20] [--api listener|handler]
-                                [--server fastws|picows|websockets|bare|handshake-floor] [--compare]
-                                [--floor] [--hs-floor]
-                                [--heartbeat-cost] [--mem-floor-gib 2] [--out bench/RESULTS.md]
+    python bench/load/connections.py [-n 10000] [--workers W] [--clients C] [--hold 60]
+                                     [--ping-interval 20] [--api listener|handler]
+                                     [--server fastws|picows|websockets|bare|handshake-floor] [--compare]
+                                     [--floor] [--hs-floor]
+                                     [--heartbeat-cost] [--mem-floor-gib 2] [--out bench/results/latest.md]
 
 One run: start the server (``python -m fastws echo --workers W``, or a peer
-from bench/conn_peers.py in one process), take a baseline (workers' RSS,
+from bench/load/conn_peers.py in one process), take a baseline (workers' RSS,
 /proc/net/sockstat, /proc/meminfo), start C client processes
-(bench/conn_client.py, uvloop, one asyncio.Protocol per connection, each bound
+(bench/load/conn_client.py, uvloop, one asyncio.Protocol per connection, each bound
 to its own source address 127.0.0.(2+i)), open N connections in batches with a
 concurrency limit while watching MemAvailable, let them settle, measure
 memory, measure the server's CPU over a quiet window, hold them to the end of
 ``--hold`` with keepalive pings on, collect the clients' counts (pings, pongs,
 connections lost) and stop everything it started, by PID, even on Ctrl-C.
 
-``--floor``: after fastws, the same N on ``bare`` (bench/conn_peers.py): the
+``--floor``: after fastws, the same N on ``bare`` (bench/load/conn_peers.py): the
 floor of idle keepalive, a uvloop Protocol that only writes a 2-byte ping to
 every connection once per interval from one loop timer and counts the pongs,
 on as many processes as fastws has workers; the table then gives fastws's idle
 CPU per ping against it.
 
-``--hs-floor``: also run ``handshake-floor`` (bench/conn_peers.py) in the same run: a plain
+``--hs-floor``: also run ``handshake-floor`` (bench/load/conn_peers.py) in the same run: a plain
 uvloop ``asyncio.Protocol`` that reads the request up to CRLF CRLF, writes a
 canned 101 with the real Sec-WebSocket-Accept and holds the connection (no
 HTTP parser, no checks, no pings). Its handshakes per worker-CPU-second are
@@ -32,7 +32,7 @@ runs fastws twice, listener API then handler API.
 
 ``--heartbeat-cost``: 15,000 idle connections in ONE fastws process with a
 short ping interval (2 s), server CPU over a 20 s window, against
-bench/conn_timer_baseline.py (the same keepalive done with one
+bench/load/conn_timer_baseline.py (the same keepalive done with one
 ``loop.call_later`` per connection) in the same run.
 
 Benchmarks never pass or fail; they print figures (see bench/README.md).
@@ -41,94 +41,31 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import datetime
 import json
 import math
 import os
-import shlex
 import signal
-import socket
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 import uvloop
 
 HERE = Path(__file__).resolve().parent
-REPO = HERE.parent
-from _meta import machine, proc_cpu_ns, versions  # noqa: E402
+sys.path.insert(0, str(HERE.parent))  # bench/: the harness
+from harness.meta import REPO, free_port  # noqa: E402
+from harness.run import (GUARD, Child, alive, append_results, child_env, children, fd_count, head,  # noqa: E402
+                         mem_available, meminfo, pin, port_closed, proc_cpu_ns, rss_kib, stamp)
+
 PER_PROCESS = 15000      # connections per server worker / client process (fd limit 20,000)
 PER_SRC = 25000          # connections per source address (~28k ephemeral ports per pair)
 PEER_CAP = 15000         # peers run in one process: capped at this many connections
 PEERS = ("picows", "websockets")
-FLOOR = "handshake-floor"  # bench/conn_peers.py: accept + canned 101, the handshake floor
+FLOOR = "handshake-floor"  # bench/load/conn_peers.py: accept + canned 101, the handshake floor
 PAGE = os.sysconf("SC_PAGE_SIZE")
 
-# Every process this bench starts, (pid, start time): killed by PID, never by name.
-STARTED: list[tuple[int, int]] = []
-
-
 # ------------------------------------------------------------- /proc ----
-def _stat_fields(pid: int) -> list[str]:
-    with open(f"/proc/{pid}/stat") as f:
-        return f.read().rsplit(")", 1)[1].split()
-
-
-def start_time(pid: int) -> int:
-    return int(_stat_fields(pid)[19])
-
-
-def children(pid: int) -> list[int]:
-    out = []
-    for d in os.listdir("/proc"):
-        if d.isdigit():
-            try:
-                if int(_stat_fields(int(d))[1]) == pid:
-                    out.append(int(d))
-            except (OSError, IndexError, ValueError):
-                pass
-    return sorted(out)
-
-
-def alive(pid: int, started: int | None = None) -> bool:
-    try:
-        f = _stat_fields(pid)
-    except OSError:
-        return False
-    if f[0] == "Z":
-        return False
-    return started is None or int(f[19]) == started
-
-
-def rss_kib(pid: int) -> int:
-    try:
-        with open(f"/proc/{pid}/status") as f:
-            for line in f:
-                if line.startswith("VmRSS:"):
-                    return int(line.split()[1])
-    except OSError:
-        pass
-    return 0
-
-
-def fd_count(pid: int) -> int:
-    try:
-        return len(os.listdir(f"/proc/{pid}/fd"))
-    except OSError:
-        return 0
-
-
-def meminfo() -> dict:
-    out = {}
-    with open("/proc/meminfo") as f:
-        for line in f:
-            k, v = line.split(":", 1)
-            out[k] = int(v.split()[0]) * 1024
-    return out
-
-
 def sockstat_tcp() -> dict:
     """/proc/net/sockstat 'TCP:' line: inuse, orphan, tw, alloc, mem (mem in pages)."""
     with open("/proc/net/sockstat") as f:
@@ -151,57 +88,7 @@ def listeners(port: int) -> int:
     return n
 
 
-def free_port(host: str) -> int:
-    with socket.socket() as s:
-        s.bind((host, 0))
-        return s.getsockname()[1]
-
-
 # --------------------------------------------------------- processes ----
-def _remember(pid: int) -> None:
-    try:
-        STARTED.append((pid, start_time(pid)))
-    except OSError:
-        pass
-
-
-def reap_all() -> None:
-    """Last resort (also on Ctrl-C): SIGTERM, then SIGKILL, every PID this bench started."""
-    live = [(p, s) for p, s in STARTED if alive(p, s)]
-    for p, _ in live:
-        try:
-            os.kill(p, signal.SIGTERM)
-        except ProcessLookupError:
-            pass
-    deadline = time.monotonic() + 20
-    while live and time.monotonic() < deadline:
-        for p, _ in live:
-            try:
-                os.waitpid(p, os.WNOHANG)
-            except ChildProcessError:
-                pass  # not our child (a worker): its supervisor or init reaps it
-        live = [(p, s) for p, s in live if alive(p, s)]
-        time.sleep(0.1)
-    for p, _ in live:
-        try:
-            os.kill(p, signal.SIGKILL)
-            os.waitpid(p, 0)
-        except (ProcessLookupError, ChildProcessError):
-            pass
-
-
-def _env() -> dict:
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
-    return env
-
-
-def _pin(cpu):
-    if cpu is None or len(os.sched_getaffinity(0)) < 2:
-        return None
-    return lambda: os.sched_setaffinity(0, {cpu})
-
-
 class Server:
     """The server under test: fastws (a supervisor + W workers, or one process) or a peer."""
 
@@ -209,78 +96,68 @@ class Server:
                  cpu=None):
         self.kind, self.host = kind, host
         self.port = free_port(host)
-        self.out = tempfile.TemporaryFile("w+")
-        self.err = tempfile.TemporaryFile("w+")
         pi = "none" if ping_interval is None else f"{ping_interval:g}"
         if kind == "fastws":
             cmd = [sys.executable, "-m", "fastws", "echo", "--host", host, "--port", str(self.port),
                    "--workers", str(workers), "--api", api, "--ping-interval", pi,
                    "--ping-timeout", f"{ping_timeout:g}", "--log-level", "warning"]
-            self.ready_text = "listening on"
+            ready_text = "listening on"
         elif kind == "timer-baseline":
             cmd = [sys.executable, str(HERE / "conn_timer_baseline.py"), "--host", host,
                    "--port", str(self.port), "--ping-interval", pi, "--ping-timeout", f"{ping_timeout:g}"]
-            self.ready_text = "READY"
+            ready_text = "READY"
         else:
             cmd = [sys.executable, str(HERE / "conn_peers.py"), kind, "--host", host, "--port", str(self.port),
                    "--ping-interval", pi, "--ping-timeout", f"{ping_timeout:g}"]
             if kind == "bare":
                 cmd += ["--workers", str(workers)]
-            self.ready_text = "READY"
-        self.cmd = cmd
+            ready_text = "READY"
         self.expected_workers = workers if kind in ("fastws", "bare") else 1
-        self.proc = subprocess.Popen(cmd, stdout=self.out, stderr=self.err, stdin=subprocess.DEVNULL,
-                                     env=_env(), cwd=str(REPO), start_new_session=True,
-                                     preexec_fn=_pin(cpu))
-        _remember(self.proc.pid)
+        self.child = Child(cmd, host=host, port=self.port, ready_text=ready_text, cpu=cpu, cwd=str(REPO),
+                           new_session=True, name=kind)
+        self.proc = self.child.proc
         self.workers: list[int] = []
 
     def tail(self) -> str:
-        self.err.seek(0)
-        lines = [ln for ln in self.err.read().splitlines() if ln.strip()]
-        return " | ".join(lines[-3:]) if lines else "(no stderr)"
+        return self.child.tail(3)
 
     async def ready(self, timeout=30.0) -> None:
+        """Listening, and with W workers: all W found (the supervisor's children) and listening."""
         deadline = time.monotonic() + timeout
+        why = await self.child.ready(timeout, tail=3)
+        if why is not None:
+            raise RuntimeError(f"{self.kind} {why}")
         while True:
+            if self.expected_workers == 1:
+                self.workers = [self.proc.pid]
+                break
+            self.workers = children(self.proc.pid)
+            if len(self.workers) >= self.expected_workers and listeners(self.port) >= self.expected_workers:
+                break
             if self.proc.poll() is not None:
                 raise RuntimeError(f"{self.kind} exited {self.proc.returncode}: {self.tail()}")
             if time.monotonic() > deadline:
                 raise RuntimeError(f"{self.kind} not ready in {timeout:g} s: {self.tail()}")
-            self.out.seek(0)
-            if self.ready_text in self.out.read():
-                if self.expected_workers == 1:
-                    self.workers = [self.proc.pid]
-                    break
-                self.workers = children(self.proc.pid)
-                if len(self.workers) >= self.expected_workers and listeners(self.port) >= self.expected_workers:
-                    break
             await asyncio.sleep(0.05)
         for w in self.workers:
             if w != self.proc.pid:
-                _remember(w)
+                GUARD.track(w)
 
     def workers_alive(self) -> bool:
         return all(alive(w) for w in self.workers) and sorted(self.workers) == sorted(
             self.workers if self.expected_workers == 1 else children(self.proc.pid))
 
     async def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            deadline = time.monotonic() + 30
-            while self.proc.poll() is None and time.monotonic() < deadline:
-                await asyncio.sleep(0.05)
-            if self.proc.poll() is None:
-                self.proc.kill()
-        self.proc.wait()
+        """By PID: SIGTERM, 30 s, SIGKILL; then its orphaned workers, if any; then the port seen closed."""
+        await self.child.stop(timeout=30, check_port=False)
         for w in self.workers:  # orphaned workers, if the supervisor died first
             if w != self.proc.pid and alive(w):
                 try:
                     os.kill(w, signal.SIGKILL)
                 except ProcessLookupError:
                     pass
-        self.out.close()
-        self.err.close()
+        if not await port_closed(self.host, self.port):
+            log(f"{self.kind}: port {self.port} still listening after stop")
 
 
 class Client:
@@ -298,9 +175,9 @@ class Client:
             sys.executable, str(HERE / "conn_client.py"), "--host", host, "--port", str(port),
             "--count", str(count), "--src", ",".join(srcs), "--per-src", str(PER_SRC),
             "--concurrency", str(concurrency),
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=_env(), start_new_session=True,
-            preexec_fn=_pin(cpu), limit=2**20)
-        _remember(proc.pid)
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=child_env(), start_new_session=True,
+            preexec_fn=pin(cpu), limit=2**20)
+        GUARD.track(proc.pid)
         return cls(proc, index, count, srcs)
 
     async def _read(self):
@@ -382,8 +259,7 @@ async def run_one(kind: str, n: int, workers: int, args, *, ping_interval, ping_
     api = api or args.api
     r = {"server": kind, "target": n, "workers": workers, "api": api if kind == "fastws" else "-",
          "ping_interval": ping_interval, "notes": []}
-    floor = int(args.mem_floor_gib * 2**30)
-    if meminfo()["MemAvailable"] < floor:
+    if GUARD.low():
         r["limit"] = f"memory guard before start: MemAvailable < {args.mem_floor_gib:g} GiB"
         r["notes"].append(r["limit"])
         return r
@@ -415,10 +291,10 @@ async def run_one(kind: str, n: int, workers: int, args, *, ping_interval, ping_
         halted, sent, min_avail, last_log = None, False, base_mem["MemAvailable"], t_open
         while not all(w.done() for w in waits):
             await asyncio.sleep(0.2)
-            avail = meminfo()["MemAvailable"]
+            avail = mem_available()
             min_avail = min(min_avail, avail)
             now = time.monotonic()
-            if halted is None and avail < floor:
+            if halted is None and GUARD.low(avail):
                 halted = (f"memory guard: MemAvailable {avail / 2**30:.2f} GiB < floor "
                           f"{args.mem_floor_gib:g} GiB at {sum(c.progress['open'] for c in clients):,} open")
             elif halted is None and now > open_deadline:
@@ -517,7 +393,7 @@ async def run_one(kind: str, n: int, workers: int, args, *, ping_interval, ping_
             f"lost {r['lost']}, still open {r['still_open']:,}")
     except Exception as exc:  # noqa: BLE001 - reported in the table
         r["error"] = f"{type(exc).__name__}: {exc}"
-        r["notes"].append(f"failed: {r['error']} (server stderr: {srv.tail() if not srv.out.closed else '-'})")
+        r["notes"].append(f"failed: {r['error']} (server stderr: {srv.tail() if not srv.child.err.closed else '-'})")
         log(f"{kind}: FAILED {r['error']}")
     finally:
         await asyncio.gather(*(c.stop() for c in clients), return_exceptions=True)
@@ -662,15 +538,14 @@ EXPLAIN = (
 
 
 async def amain(args) -> int:
-    cmd = "python " + " ".join(shlex.quote(a) for a in [os.path.relpath(__file__)] + sys.argv[1:])
-    date = datetime.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M:%S %Z")
-    head = [f"- command: `{cmd}`", f"- date: {date}", f"- machine: {machine()}", f"- versions: {versions()}"]
-    print("\n".join(head), flush=True)
+    date = stamp()
+    lines = head(__file__, date)
+    print("\n".join(lines), flush=True)
     results = []
     if args.heartbeat_cost:
         n = min(args.connections or PEER_CAP, PEER_CAP)
         hb = args.hb_interval
-        head.append(f"- heartbeat cost: {n:,} idle connections, ONE server process (CPU 0), one client "
+        lines.append(f"- heartbeat cost: {n:,} idle connections, ONE server process (CPU 0), one client "
                     f"process (CPU 1), ping interval {hb:g} s, ping timeout {args.ping_timeout:g} s, "
                     f"CPU over a {args.window:g} s window after {args.hb_settle:g} s")
         for kind in ("fastws", "timer-baseline"):
@@ -693,7 +568,7 @@ async def amain(args) -> int:
             runs.append((args.server, min(n, PEER_CAP), 1, None))
         if args.hs_floor and not any(k == FLOOR for k, *_ in runs):
             runs.append((FLOOR, min(n, PEER_CAP), 1, None))
-        head.append(f"- hold {args.hold:g} s with ping interval {args.ping_interval or 'none'} s "
+        lines.append(f"- hold {args.hold:g} s with ping interval {args.ping_interval or 'none'} s "
                     f"(timeout {args.ping_timeout:g} s), memory after {args.settle:g} s idle, idle CPU over "
                     f"{args.window:g} s, memory guard MemAvailable >= {args.mem_floor_gib:g} GiB, "
                     f"at most {args.concurrency} handshakes in flight in all")
@@ -708,11 +583,7 @@ async def amain(args) -> int:
         text += "\n\n" + EXPLAIN.format(settle=args.settle, page=PAGE)
     print()
     print(text)
-    if args.out:
-        out = Path(args.out)
-        with out.open("a") as f:
-            f.write(f"\n## connections.py {date}\n\n" + "\n".join(head) + "\n\n" + text + "\n")
-        print(f"\nappended to {out}", file=sys.stderr)
+    append_results(args.out, f"connections.py {date}", lines, text)
     return 0
 
 
@@ -759,10 +630,10 @@ def main() -> int:
                     help="fastws API; both: two fastws runs, listener then handler")
     ap.add_argument("--server", choices=("fastws",) + PEERS + ("bare", FLOOR), default="fastws")
     ap.add_argument("--floor", action="store_true",
-                    help="after fastws, the bare keepalive floor (bench/conn_peers.py bare) at the same N "
+                    help="after fastws, the bare keepalive floor (bench/load/conn_peers.py bare) at the same N "
                          "on as many processes, with fastws's idle CPU per ping against it")
     ap.add_argument("--hs-floor", action="store_true",
-                    help="also run the bare uvloop handshake floor (bench/conn_peers.py handshake-floor) and print "
+                    help="also run the bare uvloop handshake floor (bench/load/conn_peers.py handshake-floor) and print "
                          "each server's CPU per handshake and its ratio to the floor")
     ap.add_argument("--compare", action="store_true",
                     help="fastws, then picows and websockets at min(N, 15,000), with ratios")
@@ -779,11 +650,13 @@ def main() -> int:
     ap.add_argument("--first-src", type=int, default=2, metavar="K",
                     help="clients bind to 127.0.0.K, K+1, ... (default 2; another K keeps clear of "
                          "a bench running at the same time)")
-    ap.add_argument("--out", help="append the tables, date, command and machine to this markdown file")
+    ap.add_argument("--out", help="append the tables, date, command and machine to this markdown file "
+                                  "(bench/results/latest.md: to history.md, see bench/README.md)")
     args = ap.parse_args()
     if not 2 <= args.first_src <= 254:
         ap.error("--first-src must be 2..254")
     _NEXT_SRC[0] = args.first_src
+    GUARD.floor_gib = args.mem_floor_gib
     if args.heartbeat_cost:
         args.ping_timeout = min(args.ping_timeout, 10.0)
     try:
@@ -792,7 +665,7 @@ def main() -> int:
         print("interrupted", file=sys.stderr)
         return 130
     finally:
-        reap_all()
+        GUARD.reap()
 
 
 if __name__ == "__main__":

@@ -24,22 +24,24 @@ SKIP = 3  # exit status: the server's library is missing or incomplete
 BACKLOG = 2048  # the 1,000-connection bench opens connections in batches
 
 
-def _skip(name: str, exc: BaseException) -> None:
+def skip(name: str, exc: BaseException) -> None:
     print(f"SKIP {name}: {type(exc).__name__}: {exc}", file=sys.stderr, flush=True)
     sys.exit(SKIP)
 
 
-def _ready(host: str, port: int) -> None:
+def say_ready(host: str, port: int) -> None:
     # echo.py waits for the port to accept; this line only helps a human.
     print(f"READY {host}:{port}", flush=True)
 
 
 # --------------------------------------------------------------- picows ----
-async def run_picows(host: str, port: int, max_size: int, aiofastnet: bool) -> None:
+def picows_echo():
+    """(the picows echo listener class, ws_create_server); exit SKIP without picows.
+    Also the picows peer of bench/load/conn_peers.py."""
     try:
         from picows import WSListener, WSMsgType, ws_create_server
     except ImportError as exc:
-        _skip("picows", exc)
+        skip("picows", exc)
 
     CLOSE = WSMsgType.CLOSE
     PING = WSMsgType.PING
@@ -59,6 +61,11 @@ async def run_picows(host: str, port: int, max_size: int, aiofastnet: bool) -> N
             else:
                 transport.send(msg_type, frame.get_payload_as_memoryview(), frame.fin)
 
+    return Echo, ws_create_server
+
+
+async def run_picows(host: str, port: int, max_size: int, aiofastnet: bool) -> None:
+    Echo, ws_create_server = picows_echo()
     kwargs = {}
     if not aiofastnet:
         kwargs["use_aiofastnet"] = False  # plain uvloop transports, like the others
@@ -66,47 +73,52 @@ async def run_picows(host: str, port: int, max_size: int, aiofastnet: bool) -> N
         try:
             import aiofastnet  # noqa: F401
         except ImportError as exc:
-            _skip("picows-afn", exc)
+            skip("picows-afn", exc)
         kwargs["use_aiofastnet"] = True
     server = await ws_create_server(
         lambda request: Echo(), host, port,
         max_frame_size=max_size, enable_auto_pong=True, backlog=BACKLOG, **kwargs,
     )
-    _ready(host, port)
+    say_ready(host, port)
     async with server:
         await server.serve_forever()
 
 
 # ----------------------------------------------------------- websockets ----
-async def run_websockets(host: str, port: int, max_size: int) -> None:
+async def serve_websockets(host: str, port: int, **options) -> None:
+    """A websockets echo server with these serve() options (also conn_peers's peer)."""
     try:
         from websockets.asyncio.server import serve
     except ImportError as exc:
-        _skip("websockets", exc)
+        skip("websockets", exc)
 
     async def echo(ws):
         async for msg in ws:
             await ws.send(msg)
 
-    # ping_interval=None: no keepalive pings in the middle of a timed window.
-    async with serve(echo, host, port, compression=None, max_size=None,
-                     ping_interval=None, backlog=BACKLOG) as server:
-        _ready(host, port)
+    async with serve(echo, host, port, backlog=BACKLOG, **options) as server:
+        say_ready(host, port)
         await server.serve_forever()
 
 
+async def run_websockets(host: str, port: int, max_size: int) -> None:
+    # ping_interval=None: no keepalive pings in the middle of a timed window.
+    await serve_websockets(host, port, compression=None, max_size=None, ping_interval=None)
+
+
 # -------------------------------------------------------------- aiohttp ----
-async def run_aiohttp(host: str, port: int, max_size: int) -> None:
+def aiohttp_echo(**response_options):
+    """An aiohttp handler echoing text and binary on WebSocketResponse(**response_options)."""
     try:
         from aiohttp import WSMsgType, web
     except ImportError as exc:
-        _skip("aiohttp", exc)
+        skip("aiohttp", exc)
 
     TEXT = WSMsgType.TEXT
     BINARY = WSMsgType.BINARY
 
     async def echo(request):
-        ws = web.WebSocketResponse(compress=False, max_msg_size=0)
+        ws = web.WebSocketResponse(**response_options)
         await ws.prepare(request)
         async for msg in ws:  # autoping=True answers pings; autoclose handles close
             if msg.type is BINARY:
@@ -115,13 +127,23 @@ async def run_aiohttp(host: str, port: int, max_size: int) -> None:
                 await ws.send_str(msg.data)
         return ws
 
+    return echo
+
+
+async def start_aiohttp(handler, host: str, port: int, **site_options) -> None:
+    """An aiohttp app serving handler at /, listening (TCPSite(**site_options))."""
+    from aiohttp import web
+
     app = web.Application()
-    app.router.add_get("/", echo)
+    app.router.add_get("/", handler)
     runner = web.AppRunner(app, access_log=None, handle_signals=False)
     await runner.setup()
-    site = web.TCPSite(runner, host, port, backlog=BACKLOG)
-    await site.start()
-    _ready(host, port)
+    await web.TCPSite(runner, host, port, **site_options).start()
+
+
+async def run_aiohttp(host: str, port: int, max_size: int) -> None:
+    await start_aiohttp(aiohttp_echo(compress=False, max_msg_size=0), host, port, backlog=BACKLOG)
+    say_ready(host, port)
     await asyncio.Event().wait()
 
 
@@ -133,7 +155,7 @@ async def run_fastws(host: str, port: int, max_size: int, api: str) -> None:
         serve = fastws.serve
         Listener = fastws.Listener
     except (ImportError, AttributeError) as exc:
-        _skip(f"fastws-{api}", exc)
+        skip(f"fastws-{api}", exc)
 
     if api == "listener":
         class Echo(Listener):
@@ -152,7 +174,7 @@ async def run_fastws(host: str, port: int, max_size: int, api: str) -> None:
         if "backlog" not in str(exc):
             raise
         server = await serve(target, host, port, max_size=max_size)
-    _ready(host, port)
+    say_ready(host, port)
     await server.serve_forever()
 
 
@@ -170,7 +192,7 @@ class _RawEcho(asyncio.Protocol):
 async def run_bare(host: str, port: int, max_size: int) -> None:
     loop = asyncio.get_running_loop()
     server = await loop.create_server(_RawEcho, host, port, backlog=BACKLOG)
-    _ready(host, port)
+    say_ready(host, port)
     async with server:
         await server.serve_forever()
 

@@ -1,11 +1,11 @@
 """Echo benchmark: fastws against picows, websockets, aiohttp and a raw TCP echo.
 
-    python bench/echo.py [--servers a,b,...] [--rows r1,r2,...] [--duration S]
-                         [--quick] [--out bench/RESULTS.md]
+    python bench/e2e/echo.py [--servers a,b,...] [--rows r1,r2,...] [--duration S]
+                             [--quick] [--out bench/results/latest.md]
 
-Each server runs in its own process (bench/servers.py, uvloop, pinned to CPU 0)
-one after another; this process is the client for all of them (pinned to
-CPU 1, the same code for every server: bench/_client.py). Per row it opens the
+Each server runs in its own process (bench/harness/servers.py, uvloop, pinned to
+CPU 0) one after another; this process is the client for all of them (pinned to
+CPU 1, the same code for every server: bench/harness/client.py). Per row it opens the
 connections, warms up, then counts echoes completed in the timed window and
 reads the server's CPU time (user+sys, /proc/PID/task/*/schedstat, in ns) at
 the window's edges. Ratios are against the first "picows" server of the run.
@@ -25,26 +25,20 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import datetime
 import os
-import shlex
-import signal
-import socket
 import statistics
-import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 import uvloop
 
-HERE = Path(__file__).resolve().parent
-REPO = HERE.parent
-sys.path.insert(0, str(HERE))
-from _client import client_frame, connect  # noqa: E402
-from _meta import machine, proc_cpu_ns, versions  # noqa: E402
-from servers import RAW, SERVERS, SKIP  # noqa: E402
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # bench/: the harness
+from harness import servers  # noqa: E402
+from harness.client import client_frame, connect  # noqa: E402
+from harness.meta import free_port  # noqa: E402
+from harness.run import Child, append_results, head, proc_cpu_ns, stamp  # noqa: E402
+from harness.servers import RAW, SERVERS  # noqa: E402
 
 # name: (payload bytes, connections)
 ROWS = {
@@ -141,68 +135,11 @@ async def run_row(host, port, pid, raw, size, conns, duration, warmup):
 
 
 # -------------------------------------------------------------- servers ----
-def free_port(host: str) -> int:
-    with socket.socket() as s:
-        s.bind((host, 0))
-        return s.getsockname()[1]
-
-
-def port_listening(host: str, port: int) -> bool:
-    with socket.socket() as s:
-        return s.connect_ex((host, port)) == 0
-
-
-class ServerProc:
-    def __init__(self, name: str, host: str, pin: bool):
-        self.name, self.host = name, host
-        self.port = free_port(host)
-        self.out = tempfile.TemporaryFile("w+")
-        self.err = tempfile.TemporaryFile("w+")
-        env = dict(os.environ)
-        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
-        self.proc = subprocess.Popen(
-            [sys.executable, str(HERE / "servers.py"), name, "--host", host, "--port", str(self.port)],
-            stdout=self.out, stderr=self.err, env=env, stdin=subprocess.DEVNULL,
-            preexec_fn=(lambda: os.sched_setaffinity(0, {SERVER_CPU})) if pin else None,
-        )
-        self.pid = self.proc.pid
-
-    def stderr_tail(self) -> str:
-        self.err.seek(0)
-        lines = [ln for ln in self.err.read().splitlines() if ln.strip()]
-        return lines[-1] if lines else "(no stderr)"
-
-    async def ready(self, timeout: float = 20.0) -> str | None:
-        """None when listening, else why not."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            rc = self.proc.poll()
-            if rc is not None:
-                return ("skipped: " if rc == SKIP else f"exited {rc}: ") + self.stderr_tail()
-            self.out.seek(0)
-            if "READY" in self.out.read():
-                return None
-            await asyncio.sleep(0.02)
-        return "not ready in time"
-
-    async def stop(self):
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            for _ in range(250):
-                if self.proc.poll() is not None:
-                    break
-                await asyncio.sleep(0.02)
-            else:
-                self.proc.kill()
-        self.proc.wait()
-        for _ in range(100):
-            if not port_listening(self.host, self.port):
-                break
-            await asyncio.sleep(0.05)
-        else:
-            raise RuntimeError(f"{self.name}: port {self.port} still listening after stop")
-        self.out.close()
-        self.err.close()
+def server_proc(name: str, host: str, pin: bool) -> Child:
+    """bench/harness/servers.py NAME on a free port (pinned to SERVER_CPU if pin)."""
+    port = free_port(host)
+    return Child([sys.executable, servers.__file__, name, "--host", host, "--port", str(port)],
+                 host=host, port=port, cpu=SERVER_CPU if pin else None, name=name)
 
 
 # -------------------------------------------------------------- report ----
@@ -263,7 +200,7 @@ def _progress(row, label, r) -> None:
 
 async def _start(name, label, args, pin, notes):
     """A server process, listening; None (and a note) if it cannot run here."""
-    srv = ServerProc(name, args.host, pin)
+    srv = server_proc(name, args.host, pin)
     why = await srv.ready()
     if why is None:
         return srv
@@ -287,7 +224,7 @@ async def _window(args, srv, name, label, row, notes, where=""):
 
 def _failed(results, notes, row, label, srv, exc) -> None:
     results[(row, label)] = f"failed: {type(exc).__name__}"
-    notes.append(f"{label} {row}: {type(exc).__name__}: {exc} (server stderr: {srv.stderr_tail()})")
+    notes.append(f"{label} {row}: {type(exc).__name__}: {exc} (server stderr: {srv.tail()})")
     print(f"  {row:10} {label:16} FAILED {exc!r}", file=sys.stderr, flush=True)
 
 
@@ -367,21 +304,17 @@ async def amain(args) -> int:
         labels.append(n if seen[n] == 1 else f"{n}#{seen[n]}")
     ref = "picows" if "picows" in names else None
 
-    cmd = "python " + " ".join(shlex.quote(a) for a in [os.path.relpath(__file__)] + sys.argv[1:])
-    date = datetime.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M:%S %Z")
-    head = [
-        f"- command: `{cmd}`",
-        f"- date: {date}",
-        f"- machine: {machine()}",
-        f"- versions: {versions()}",
+    date = stamp()
+    lines = head(
+        __file__, date,
         f"- setup: server on CPU {SERVER_CPU}, client on CPU {CLIENT_CPU}" if pin
         else "- setup: no CPU pinning",
         f"- window: {args.duration:g} s timed after {args.warmup:g} s warm-up per row"
         f"{f', best of {args.repeat}' if args.repeat > 1 else ''}"
         f"{f', median of {args.rounds} interleaved rounds (all servers running, order alternating)' if args.rounds > 1 else ''}; "
         "binary messages, unfragmented, request/response on each connection",
-    ]
-    print("\n".join(head), flush=True)
+    )
+    print("\n".join(lines), flush=True)
 
     results = {}
     notes = []
@@ -393,15 +326,7 @@ async def amain(args) -> int:
         text += "\n\n" + "\n".join(f"- note: {n}" for n in notes)
     print()
     print(text)
-    if args.out:
-        out = Path(args.out)
-        new = not out.exists()
-        with out.open("a") as f:
-            if new:
-                f.write("# Echo benchmark results\n\nWritten by `bench/echo.py --out`; "
-                        "see bench/README.md for how to read them.\n")
-            f.write(f"\n## {date}\n\n" + "\n".join(head) + "\n\n" + text + "\n")
-        print(f"\nappended to {out}", file=sys.stderr)
+    append_results(args.out, f"echo.py {date}", lines, text)
     return 0
 
 
@@ -425,7 +350,8 @@ def main() -> int:
                          "(0: don't wait)")
     ap.add_argument("--host", default="127.0.0.1")
     ap.add_argument("--no-pin", action="store_true", help="do not pin server and client to CPUs")
-    ap.add_argument("--out", help="append the table, date and command to this markdown file")
+    ap.add_argument("--out", help="append the table, date and command to this markdown file "
+                                  "(bench/results/latest.md: to history.md, see bench/README.md)")
     args = ap.parse_args()
     if args.quick:
         args.duration, args.warmup = 1.0, 0.3

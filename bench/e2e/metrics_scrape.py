@@ -1,6 +1,6 @@
 """What one GET /metrics costs the event loop, by open connections.
 
-    python bench/metrics_scrape.py [--conns 1000,15000,100000]
+    python bench/e2e/metrics_scrape.py [--conns 1000,15000,100000]
 
 Builds a Server with N connection objects in its set (as after N handshakes:
 each with a parser that has counted messages) and times ``snapshot()`` (the
@@ -14,11 +14,10 @@ import sys
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # bench/: the harness
+from harness.meta import REPO, machine, versions  # noqa: E402
 
-from _meta import machine, versions  # noqa: E402
+sys.path.insert(0, str(REPO))
 
 
 def main() -> int:
