@@ -491,7 +491,7 @@ def test_headless_locust_chat_fanout_latency(serve_thread, tmp_path):
     out = tmp_path / "chat"
     os.environ["FASTWS_CHAT_WAIT"] = "0.5"
     try:
-        proc = _locust(["-f", os.path.join(ROOT, "bench", "locustfile.py"), "ChatUser",
+        proc = _locust(["-f", os.path.join(ROOT, "bench", "load", "locustfile.py"), "ChatUser",
                         "--host", f"ws://127.0.0.1:{st.port}", "-u", "20", "-r", "20", "-t", "8s",
                         "--csv", str(out)], cwd=str(tmp_path), timeout=60)
     finally:
