@@ -62,7 +62,8 @@ def run(app, host="127.0.0.1", port=8765, *, workers: int = 1, graceful_timeout:
     ``metrics=True`` ``GET /metrics`` (Prometheus) on the same port; ``limit_connections=N`` refuses upgrades with 503 and
     ``Retry-After`` while N WebSockets are open (fastws/metrics.py).
 
-    ``on_start(addresses, workers, loop_name)`` is called once the port is bound.
+    ``on_start(addresses, workers, loop_name)`` is called once the server
+    listens (with workers, once every worker listens).
     ``on_server(server)`` is called in each serving process with its started
     ``fastws.Server``, before any connection is accepted (to publish from an
     ``http_handler``, say).
@@ -104,17 +105,21 @@ def run(app, host="127.0.0.1", port=8765, *, workers: int = 1, graceful_timeout:
         probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         probe.bind(addr)
         port = probe.getsockname()[1]
-        if on_start is not None:
-            on_start([_format(probe.getsockname())], workers, loop_name())
+        address = _format(probe.getsockname())
         bind["reuse_port"] = True
         shared = tempfile.mkdtemp(prefix="fastws-metrics-") if observe is not None and metrics else None
 
-        def worker_main(index: int) -> None:
+        def worker_main(index: int, ready) -> None:
             worker_observe = dict(observe, shared_dir=shared, worker=index) if observe is not None else None
-            _serve_one(app, host, port, server_options, bind, graceful_timeout, None, on_server, worker_observe)
+            _serve_one(app, host, port, server_options, bind, graceful_timeout,
+                       lambda *_: ready(), on_server, worker_observe)
+
+        def on_ready() -> None:  # every worker listens: only now say so
+            if on_start is not None:
+                on_start([address], workers, loop_name())
 
         try:
-            return Supervisor(worker_main, workers, graceful_timeout=graceful_timeout).run()
+            return Supervisor(worker_main, workers, graceful_timeout=graceful_timeout, on_ready=on_ready).run()
         finally:
             if shared is not None:
                 shutil.rmtree(shared, ignore_errors=True)

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import logging
 import os
+import select
 import signal
 import socket
 import sys
@@ -40,8 +41,13 @@ def reuse_port_supported() -> bool:
 
 class Supervisor:
     def __init__(self, worker_main, workers: int, *, graceful_timeout: float = 10.0,
-                 max_restarts: int = 20):
-        self.worker_main = worker_main  # called in each child with the worker index
+                 max_restarts: int = 20, on_ready=None, ready_timeout: float = 60.0):
+        # worker_main(index, ready) runs in each child; it calls ready() once it listens.
+        self.worker_main = worker_main
+        self.on_ready = on_ready  # called once, when every first worker listens
+        self.ready_timeout = ready_timeout
+        self._ready_r = self._ready_w = -1
+        self._exit_code = 0
         self.workers = workers
         self.graceful_timeout = graceful_timeout
         self.max_restarts = max_restarts
@@ -60,7 +66,8 @@ class Supervisor:
                 # If the supervisor dies (even by SIGKILL), the kernel sends us
                 # SIGTERM: we drain and exit instead of serving on as an orphan.
                 _die_with_parent(parent)
-                self.worker_main(index)
+                os.close(self._ready_r)
+                self.worker_main(index, self._ready)
                 code = 0
             except SystemExit as exc:
                 code = exc.code if isinstance(exc.code, int) else 1
@@ -85,35 +92,83 @@ class Supervisor:
             except ProcessLookupError:
                 pass
 
+    def _ready(self) -> None:
+        """In a worker: it listens now (one byte on the readiness pipe)."""
+        try:
+            os.write(self._ready_w, b"!")
+        except OSError:  # the supervisor is gone, or the pipe is full: nobody waits
+            pass
+
     def run(self) -> int:
-        """Start the workers and supervise them until a signal; returns an exit code."""
+        """Start the workers and supervise them until a signal; returns an exit code.
+
+        ``on_ready`` is called once every worker of the first generation
+        listens (each writes a byte on a pipe when its socket is open), so a
+        client that connects when told the server is up is never refused."""
         signal.signal(signal.SIGINT, self._on_signal)
         signal.signal(signal.SIGTERM, self._on_signal)
-        for index in range(self.workers):
-            self._spawn(index)
-        exit_code = 0
-        while not self._stopping:
+        self._ready_r, self._ready_w = os.pipe()
+        os.set_blocking(self._ready_w, False)
+        try:
+            for index in range(self.workers):
+                self._spawn(index)
+            self._exit_code = 0
+            self._wait_ready()
+            while not self._stopping:
+                try:
+                    pid, status = os.waitpid(-1, 0)
+                except InterruptedError:
+                    continue
+                except ChildProcessError:
+                    break
+                self._reap(pid, status)
+            self._stop_all()
+            return self._exit_code
+        finally:
+            os.close(self._ready_r)
+            os.close(self._ready_w)
+
+    def _wait_ready(self) -> None:
+        """Until every first worker has written its byte (workers that die
+        meanwhile are restarted as usual); then ``on_ready()``."""
+        ready = 0
+        deadline = time.monotonic() + self.ready_timeout
+        while ready < self.workers and not self._stopping and time.monotonic() < deadline:
             try:
-                pid, status = os.waitpid(-1, 0)
+                readable, _, _ = select.select([self._ready_r], [], [], 0.05)
             except InterruptedError:
                 continue
+            if readable:
+                ready += len(os.read(self._ready_r, 4096))
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
             except ChildProcessError:
-                break
-            index = self.pids.pop(pid, None)
-            if index is None or self._stopping:
-                continue
-            now = time.monotonic()
-            self.restarts = [t for t in self.restarts if now - t < 60] + [now]
-            if len(self.restarts) > self.max_restarts:
-                logger.error("supervisor: workers died %d times in a minute; stopping", len(self.restarts))
-                self._stopping = True
-                exit_code = 1
-                break
-            logger.warning("supervisor: worker %d (pid %d) exited with status %s; restarting",
-                           index, pid, _describe(status))
-            self._spawn(index)
-        self._stop_all()
-        return exit_code
+                return
+            if pid:
+                self._reap(pid, status)
+        if ready < self.workers:
+            if not self._stopping:
+                logger.error("supervisor: %d of %d workers listening after %gs",
+                             ready, self.workers, self.ready_timeout)
+            return
+        if self.on_ready is not None:
+            self.on_ready()
+
+    def _reap(self, pid: int, status: int) -> None:
+        """A worker exited: restart it, unless stopping or it dies too often."""
+        index = self.pids.pop(pid, None)
+        if index is None or self._stopping:
+            return
+        now = time.monotonic()
+        self.restarts = [t for t in self.restarts if now - t < 60] + [now]
+        if len(self.restarts) > self.max_restarts:
+            logger.error("supervisor: workers died %d times in a minute; stopping", len(self.restarts))
+            self._stopping = True
+            self._exit_code = 1
+            return
+        logger.warning("supervisor: worker %d (pid %d) exited with status %s; restarting",
+                       index, pid, _describe(status))
+        self._spawn(index)
 
     def _stop_all(self) -> None:
         for pid in list(self.pids):

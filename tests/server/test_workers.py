@@ -164,3 +164,32 @@ def test_workers_exit_when_the_supervisor_is_killed(workers_server):
     proc.kill()
     proc.wait()
     assert _reap(kids) == []
+
+
+@pytest.mark.parametrize("attempt", range(3))
+def test_the_start_line_comes_when_every_worker_listens(attempt):
+    """The line that says the server listens is printed only once every
+    worker does: a client that connects on it at once (no retry) is served,
+    and by each worker (connections spread over both listening sockets)."""
+    proc = subprocess.Popen([sys.executable, "-m", "fastws", "echo", "--port", "0", "--workers", "2",
+                             "--log-level", "warning"], stdout=subprocess.PIPE, text=True)
+    try:
+        line = proc.stdout.readline()
+        port = int(line.split("ws://127.0.0.1:")[1].split()[0])
+        conns = [socket.create_connection(("127.0.0.1", port), timeout=5) for _ in range(40)]
+        kids = _children(proc.pid)
+        assert len(kids) == 2
+        held = [_sockets_of(pid) for pid in kids]
+        for c in conns:
+            c.close()
+        # each worker: its listening socket plus some of the 40 accepted ones
+        assert all(n >= 3 for n in held), held
+    finally:
+        kids = _children(proc.pid)
+        proc.terminate()
+        try:
+            proc.wait(20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        _reap(kids)
