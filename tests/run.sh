@@ -61,7 +61,7 @@ echo "== Autobahn|Testsuite 1-10 and a part of 12-13, deflate on (pytest -m auto
 FASTWS_REQUIRE_EXTENSION=1 "$PY" -m pytest -q -p no:cacheprovider -m autobahn -s
 
 echo "== the docs site builds with no warning (mkdocs --strict)"
-"$PY" -m mkdocs build --strict --quiet --site-dir "$(mktemp -d)"
+NO_MKDOCS_2_WARNING=1 "$PY" -m mkdocs build --strict --quiet --site-dir "$(mktemp -d)"
 
 echo "== the whole suite on the Cython extension"
 FASTWS_REQUIRE_EXTENSION=1 "$PY" -m pytest -q -p no:cacheprovider
