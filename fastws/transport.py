@@ -5,6 +5,8 @@ connection core's, fastws/_py/core.py) feeds the frame parser (or the HTTP
 handshake before it), ``pause_writing``/``resume_writing``
 track the transport's write-buffer high-water mark, and ``connection_lost``
 settles the connection.  It works on uvloop's transports and on asyncio's.
+For large frames it switches the transport to direct reads (``_DirectReads``).
+See docs/design/protocol.md and docs/design/codec.md#direct-reads-of-large-frames.
 """
 from __future__ import annotations
 

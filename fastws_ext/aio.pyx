@@ -1,24 +1,16 @@
 # cython: language_level=3
 """The handler API's inbox: messages for ``recv()`` / ``async for``.
 
-The Cython build of fastws/_py/aio.py (same names, same behaviour; that
-module's docstring is the readable explanation and tests/test_aio.py runs both).
-
-C-level details the twin does not have (each measured with callgrind,
-bench/instructions.py):
-
-- ``Inbox.__anext__`` is the type's ``am_anext`` slot, so ``async for`` costs
-  no Python frame per message;
-- ``Waiter`` implements ``am_send`` (patched into its type at import, below):
-  the awaiting coroutine gets the message as a return value, with no
-  StopIteration exception object per message (``__next__`` remains, for
-  callers that iterate it by hand);
-- while pending, ``am_send`` yields a stand-in C Future (one per inbox,
-  reused), so the awaiting C Task registers its wake-up through its fast
-  path; ``_resolve`` takes that wake-up off the stand-in and runs it, handing
-  it a done C Future (the C Task reads its result directly);
-- 3.11's pure-Python ``asyncio.current_task`` is replaced by a lookup in the
-  C Task's own dict.
+The Cython build of fastws/_py/aio.py (same names, same behaviour;
+tests/test_aio.py runs both). C-level details the twin does not have, each
+chosen after a callgrind measurement (bench/e2e/instructions.py):
+``Inbox.__anext__`` is the ``am_anext`` slot (no Python frame per message);
+``Waiter`` implements ``am_send`` (patched into its type at import, below: no
+StopIteration object per message); while pending it yields a reused
+stand-in C Future so the C Task registers its wake-up through its fast path,
+and the wake-up is handed a done C Future; 3.11's pure-Python
+``asyncio.current_task`` is replaced by a lookup in the C Task's own dict.
+See docs/design/protocol.md#the-handler-inbox-no-future-per-message.
 """
 cimport cython
 from cpython.ref cimport PyObject, PyTypeObject, Py_INCREF
