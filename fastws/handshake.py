@@ -140,7 +140,7 @@ def read_upgrade(data: bytes, max_head: int = 8192, max_headers: int = 100):
     return UpgradeReader(Request, Headers).read(data, max_head, max_headers)
 
 
-try:  # CPython's own SHA-1: the same digest without OpenSSL's per-call set-up (a third fewer instructions)
+try:  # CPython's own SHA-1: the same digest without OpenSSL's per-call set-up (fewer instructions; docs/performance.md)
     from _sha1 import sha1 as _sha1
 except ImportError:  # pragma: no cover - other interpreters
     _sha1 = hashlib.sha1

@@ -34,7 +34,7 @@ from types import MemberDescriptorType
 # Where a connection class keeps the three fields the loop reads. Connection
 # declares them in __slots__, so they sit at fixed offsets in every instance of
 # the class and of its subclasses: reading them there skips three attribute
-# lookups per subscriber (the loop's own cost drops about 3x). Found once per
+# lookups per subscriber (most of the loop's own cost). Found once per
 # fan-out per class, from the class's member descriptors; any other layout
 # (a property, a __dict__ attribute) takes the plain getattr path.
 cdef struct _Layout:
