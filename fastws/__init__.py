@@ -1,6 +1,6 @@
 """fastws: a WebSocket server and client for very many connections.
 
-High level::
+::
 
     async def handler(ws):
         async for message in ws:
@@ -8,16 +8,10 @@ High level::
 
     fastws.run(handler, "127.0.0.1", 8765)
 
-Low level (no Future or Task per message)::
-
-    class Echo(fastws.Listener):
-        def on_message(self, data):
-            self.ws.send(data)
-
-    fastws.run(Echo, "127.0.0.1", 8765)
-
-``fastws.IMPLEMENTATION`` says whether the Cython extension ("cython") or the
-pure-Python twins ("python") are in use. See docs/index.md.
+``fastws.Listener`` is the low-level API (callbacks, no Future or Task per
+message). ``fastws.IMPLEMENTATION`` says whether the Cython extension
+("cython") or the pure-Python twins ("python") are in use.
+See docs/index.md.
 """
 from __future__ import annotations
 

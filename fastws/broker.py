@@ -3,90 +3,15 @@
 ::
 
     broker = fastws.broker.RedisBroker("redis://127.0.0.1:6379/0", history=1000)
-    async with fastws.serve(app, "0.0.0.0", 8765, broker=broker) as server:
-        await server.publish("news", "hello")   # a coroutine with a broker: await it
-        server.publish_local("news", "hi")      # this process's subscribers only (sync)
-
     fastws.run(app, port=8765, workers=4, broker=broker)   # each worker its own link
-    fastws push --workers 4 --redis redis://10.0.0.5:6379/0 --history 1000
 
-Needs redis-py with hiredis: ``pip install 'fastws[redis]'``.
-
-How it plugs in
-===============
-A ``Server`` given ``broker=`` routes ``server.publish`` through Redis, and
-each process delivers what Redis sends it to its own subscribers with the
-usual encode-once fan-out (fastws/pubsub.py). The broker follows the server's
-registry: the first local subscriber of a topic makes the process SUBSCRIBE
-to its channel, the last one leaving UNSUBSCRIBEs it, so a process only
-receives topics its clients use. Messages that arrive from Redis in one loop
-iteration are coalesced per subscriber (the registry's cork).
-
-Per process there is one Redis connection in subscribe mode (the *link*) and
-a small pool for commands (publish, history). Everything runs in the
-server's event loop.
-
-On the wire (Redis)
-===================
-``{prefix}seq:{topic}``  a counter: every publish INCRs it, so each message
-                         of a topic has an id 1, 2, 3, ... (no gaps)
-``{prefix}h:{topic}``    with ``history=N``: a stream, ``XADD ... MAXLEN ~ N``
-                         with entry id ``0-<id>`` (fields k: T/B, d: data)
-``{prefix}c:{topic}``    the pub/sub channel; a message is ``T`` (text) or
-                         ``B`` (binary), the id in decimal, a space, the data
-
-One Lua script does INCR, XADD and PUBLISH, so they are atomic: the history
-and the live channel hold the same messages in the same order with the same
-ids.
-
-Delivery guarantee
-==================
-- Live delivery (pub/sub) is **at most once** per subscriber: a subscriber
-  gets each message once, in publish order per topic, or not at all (it was
-  not connected, it was a slow consumer, or its process had lost Redis).
-- With ``history=N``, a client that comes back with the last id it saw
-  (``broker.resume`` / ``?since=ID`` in ``fastws push``) gets every message
-  after that id that is still in the stream, then the live ones, with no gap
-  and no duplicate at the switch-over: the process subscribes first, reads
-  the stream, waits for a PING round trip on the link (so every live message
-  up to the read has arrived), sends the history, then the buffered live
-  messages with a larger id, then joins the topic. That is **at least once
-  within the window** (about N messages; ``MAXLEN ~`` may keep a few more).
-  Older messages are reported as lost (``lost``), never silently skipped.
-- After an outage of its link, a process re-subscribes every local topic and,
-  with history, re-delivers to its local subscribers what was published
-  meanwhile (``recovered``); without history it counts what they missed
-  (``missed``, from the topic counters).
-- A publish is accepted when ``await publish`` returns: then it is in Redis
-  (in the stream too, with history) and went out to every subscribed
-  process. If the broker is not connected, or Redis fails the command, the
-  publish raises ``BrokerUnavailable`` (``BrokerError`` for an error reply):
-  never a silent loss. If the link drops while the reply is on its way, the
-  publisher sees ``BrokerUnavailable`` although the message may have gone
-  out: a retry can then deliver it twice (at least once for the publisher).
-- Redis restarted without persistence loses the counters and streams: ids
-  start again from 1 (counted in ``resets``; a client whose ``since`` is
-  above the topic's counter gets the whole new history and ``lost=None``).
-
-Failure behaviour
-=================
-When the link fails, the broker logs one WARNING (not one per retry),
-fails publishes at once with ``BrokerUnavailable``, and reconnects with
-exponential backoff (``reconnect_min`` doubling up to ``reconnect_max``);
-once back it re-subscribes every local topic, recovers (above), logs one
-INFO line with the outage's length and what was missed, and accepts
-publishes again. Local subscribers stay connected throughout. A PING on the
-link every ``health_interval`` seconds detects a Redis that hangs.
-
-``broker.stats()`` (also ``server.stats["broker"]``): ``connected``,
-``outages``, ``reconnects``, ``published``, ``publish_failures``
-(BrokerUnavailable/BrokerError raised to a publisher), ``received`` (messages
-from Redis), ``missed`` (messages this process knows its subscribers did not
-get: gaps in the ids after an outage, history trimmed before it could be
-read), ``recovered`` (re-delivered from history after an outage),
-``duplicates`` (skipped at a switch-over), ``resets`` (counters went back),
-``replayed`` (history messages sent to resuming clients), ``topics`` (topics
-this process is subscribed to).
+A ``Server`` given ``broker=`` routes ``await server.publish`` through Redis (one
+Lua script: INCR, XADD, PUBLISH); each process SUBSCRIBEs only to the topics
+its clients use and fans out what arrives locally. Live delivery is at most
+once; with ``history=N``, ``broker.resume`` is at least once within the
+window; a publish that was not accepted raises ``BrokerUnavailable``.
+Needs ``pip install 'fastws[redis]'``.
+See docs/guide/broker.md.
 """
 from __future__ import annotations
 

@@ -1,19 +1,14 @@
 """The ``fastws`` command (also ``python -m fastws``).
 
     fastws run myapp:handler --port 8765        # your async handler(ws) or Listener class
-    fastws run echo --workers 4 --ssl-certfile cert.pem --ssl-keyfile key.pem
     fastws echo --host 127.0.0.1 --port 8765
-    fastws chat --host 127.0.0.1 --port 8080     # a chat room: open http://127.0.0.1:8080/
-    fastws push --port 8080 --token SECRET       # POST /publish/<topic> -> WebSocket subscribers
-    fastws push --workers 4 --redis redis://127.0.0.1:6379/0 --history 1000
+    fastws chat --port 8080                     # a chat room: open http://127.0.0.1:8080/
+    fastws push --port 8080 --token SECRET      # POST /publish/<topic> -> WebSocket subscribers
 
-Every flag can also come from a ``FASTWS_`` environment variable
-(``--limit-connections`` from ``FASTWS_LIMIT_CONNECTIONS``; a flag on the
-command line wins). Bad options, a missing certificate or an app that does not
-import give one error line and exit status 2, never a traceback.
-
-Every serving command answers ``GET /healthz`` (200, 503 while draining) and
-``GET /metrics`` (Prometheus) on its port; see fastws/metrics.py.
+Every flag can also come from a ``FASTWS_`` environment variable (a flag on
+the command line wins). Bad options, a missing certificate or an app that
+does not import give one error line and exit status 2, never a traceback.
+See docs/guide/cli.md.
 """
 from __future__ import annotations
 

@@ -9,6 +9,7 @@
 It has the same high-level API as the server's ``handler(ws)``; frames are
 masked by the extension (RFC 6455 5.3: every client frame is masked with a
 fresh random key).
+See docs/guide/client.md.
 """
 from __future__ import annotations
 

@@ -1,39 +1,16 @@
 """The one exception tree of fastws.
 
-::
-
-    FastWSError
-     ├── InvalidURI                  fastws.connect() got a URL it cannot use
-     ├── HandshakeError              the opening handshake failed (RFC 6455 4)
-     │    ├── InvalidRequest          server side: refuse with .status (400, 403,
-     │    │                           404, 405, 426, 431, ...) and .headers
-     │    └── InvalidResponse         client side: the server's answer was not a
-     │         │                      valid 101 Switching Protocols
-     │         └── InvalidStatus      ... because its status was not 101 (.status)
-     ├── ProtocolError               the peer broke RFC 6455 after the handshake;
-     │    │                          every one carries the close code to send
-     │    ├── FrameError              1002 framing: masking, RSV, opcode, control
-     │    │                           frame rules, fragmentation, length
-     │    ├── InvalidUTF8             1007 a text message or close reason is not
-     │    │                           valid UTF-8
-     │    └── MessageTooBig           1009 a message is over max_size
-     ├── ConnectionClosed            send/recv on a connection that has closed;
-     │    │                          .code and .reason of the close (1006 when
-     │    │                          there was no close frame)
-     │    ├── ConnectionClosedOK      closed with 1000 or 1001
-     │    └── ConnectionClosedError   closed with any other code
-     ├── BrokerError                 the pub/sub broker (fastws.broker) failed a
-     │    │                          request: a Redis error reply, a bad history id
-     │    └── BrokerUnavailable       ... because it is not connected to Redis
-     │                                (down, restarting, unreachable): a publish
-     │                                through it was NOT accepted; retry later
-     └── ConfigError (also ValueError) an option is out of range or malformed
-
-Protocol errors are raised by the frame parser (both the Cython extension and
-its pure-Python twin raise exactly these classes) and turned into a close frame
-by the connection: they never reach the event loop. ``.code`` is the close code
-(RFC 6455 7.4.1) and ``.reason`` a short text safe to send to the peer: it never
-contains internals such as tracebacks or buffer offsets.
+``FastWSError`` is the root: ``InvalidURI``, ``HandshakeError``
+(``InvalidRequest``, ``InvalidResponse`` > ``InvalidStatus``),
+``ProtocolError`` (``FrameError`` 1002, ``InvalidUTF8`` 1007, ``MessageTooBig``
+1009), ``ConnectionClosed`` (``ConnectionClosedOK``, ``ConnectionClosedError``),
+``BrokerError`` > ``BrokerUnavailable``, and ``ConfigError`` (also a
+ValueError). Protocol errors are raised by the frame parser (the extension
+and its twin raise exactly these classes) and turned into a close frame by
+the connection: they never reach the event loop. ``.reason`` is short and
+safe to send to the peer. The drawn tree, with what each class means, is on
+the docs page.
+See docs/guide/handler-api.md#errors.
 """
 
 from __future__ import annotations

@@ -1,78 +1,14 @@
 """The WebSocket opening handshake (RFC 6455 section 4), sans-I/O.
 
 Bytes go in, objects and bytes come out: nothing here touches a socket, a
-clock other than the ``Date`` header, or asyncio. HTTP/1.1 is parsed by
-``httptools`` (llhttp); this module adds the limits, the framing decisions
-and the RFC 6455 checks.
-
-Server flow::
-
-    reader = RequestReader()                  # one per connection
-    request = reader.feed(data)               # None until complete
-    if not is_upgrade_request(request):       # plain HTTP: the server routes it
-        ...
-    try:
-        subprotocol, headers = check_request(request, origins=..., subprotocols=...)
-    except InvalidRequest as exc:
-        transport.write(error_response(exc)); close
-    transport.write(accept_response(headers))
-    frames = reader.leftover                  # bytes the client sent behind the head
-
-``RequestReader.feed`` raises ``InvalidRequest`` for input that is not HTTP
-(400), a head over ``max_head`` bytes or with more than ``max_headers`` fields
-(431) and a body over ``max_body`` (413); ``error_response(exc)`` turns any
-``InvalidRequest`` into the bytes to send before closing.
-
-Client flow::
-
-    key = make_key()
-    transport.write(build_request(host, port, path, key, ...))
-    reader = ResponseReader()
-    response = reader.feed(data)              # None until complete; eof() on close
-    subprotocol = check_response(response, key, subprotocols)
-    frames = reader.leftover                  # frames the server sent behind the 101
-
-How the head is delimited
--------------------------
-llhttp only accepts CRLF line endings, so a head always ends at the end of some
-``CRLF CRLF``. The readers feed llhttp up to each such candidate in turn and
-look whether the head completed there: the end of the head, and so
-``leftover``, is known to the byte without relying on httptools reporting
-offsets, and the head limit is exact (a head of ``max_head`` bytes passes, one
-more byte is refused) because no more than ``max_head`` bytes are ever fed
-before the head completes.
-
-The common case, kept short
----------------------------
-A server mostly sees one thing: the whole head of a valid upgrade request in
-the first read. For it:
-
-- ``RequestReader.feed`` gives llhttp the head, up to the first CRLF CRLF, in
-  one ``feed_data`` call (no copy when the read is just the head), and makes
-  the Request as soon as llhttp stops there;
-- ``on_header`` only appends llhttp's ``(name, value)`` bytes: nothing is
-  decoded per field line. ``Headers`` decodes them (latin-1, OWS stripped) on
-  first use, and ``check_request``/``is_upgrade_request`` read just the nine
-  fields they check, collected in one pass (``Headers._fields``);
-- ``Headers.pack`` is the slice of the head holding its field lines, as
-  received;
-- ``accept_response`` writes the 101 after a status line, Date and Server
-  made once a second (the same bytes as ``Response.to_bytes``, which still
-  writes anything unusual).
-
-The server goes one step further for that case (``upgrade_reader()``, one
-per server; ``read_upgrade`` is the same with a fresh parser): llhttp parses the
-head with a dict's ``__setitem__`` and a list's ``append`` as callbacks (no
-Python frame per field line), the parser is kept from head to head (llhttp
-resumes at the start of a new message after an upgrade), the checks run on
-the bytes in one C function (``scan_upgrade`` in fastws_ext.upgrade, twin
-fastws._py.upgrade) and ``accept_101`` writes the 101 from the key. It only
-ever says "taken" or "not mine": anything else (a split head, plain HTTP,
-a field line repeated, a check that fails) is read again the general way,
-which decides and refuses.
-
-The same rules hold on every path, and tests/test_handshake.py compares each
-short cut with the general way (split reads, str Headers, ``to_bytes``).
+clock other than the ``Date`` header, or asyncio. Server side:
+``RequestReader`` + ``check_request`` + ``accept_response``/``error_response``
+(the general way, which decides and refuses) and ``upgrade_reader()`` (the
+fast path for a whole valid head in the first read, which only ever says
+"taken" or "not mine"). Client side: ``make_key``, ``build_request``,
+``ResponseReader``, ``check_response``. The same rules hold on every path;
+the tests compare each short cut with the general way.
+See docs/design/handshake.md.
 """
 
 from __future__ import annotations
@@ -204,7 +140,7 @@ def read_upgrade(data: bytes, max_head: int = 8192, max_headers: int = 100):
     return UpgradeReader(Request, Headers).read(data, max_head, max_headers)
 
 
-try:  # CPython's own SHA-1: the same digest without OpenSSL's per-call set-up (a third fewer instructions)
+try:  # CPython's own SHA-1: the same digest without OpenSSL's per-call set-up (fewer instructions; docs/performance.md)
     from _sha1 import sha1 as _sha1
 except ImportError:  # pragma: no cover - other interpreters
     _sha1 = hashlib.sha1

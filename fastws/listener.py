@@ -4,21 +4,13 @@
 
     class Echo(fastws.Listener):
         def on_message(self, data):      # str (text) or bytes (binary)
-            self.ws.send(data)           # non-blocking
+            self.ws.send(data)           # non-blocking; False: wait for on_drain
 
-    await fastws.serve(Echo, "127.0.0.1", 8765)
-
-The server creates one listener per connection by calling the class (or any
-factory) with no arguments.  Callbacks run inside the event loop's read
-callback: no Future or Task is created per message, and a callback must not
-block.  ``self.ws`` is the connection (``fastws.server.ServerConnection``):
-``send(data) -> bool`` (False: above the write-buffer high-water mark, wait
-for ``on_drain``), ``send_frame``, ``send_ping``, ``close(code, reason)``,
-``pause_reading()``/``resume_reading()``, ``path``, ``headers``,
-``subprotocol``, ``remote_address``.
-
-An exception raised by a callback is logged and closes the connection with
-1011; it never reaches the event loop.
+The server calls the class (or any factory) once per connection. Callbacks
+run inside the event loop's read callback: no Future or Task per message, and
+a callback must not block. An exception raised by a callback is logged and
+closes the connection with 1011; it never reaches the event loop.
+See docs/guide/listener-api.md.
 """
 from __future__ import annotations
 

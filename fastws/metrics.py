@@ -1,45 +1,14 @@
 """Health, Prometheus metrics and a connection limit on the WebSocket port.
 
-``fastws run``/``fastws echo`` (and ``fastws.run(..., metrics=True)``) answer
-two plain HTTP paths on the same port as the WebSockets:
-
-``GET /healthz``   200 ``ok`` while serving, 503 ``draining`` during a graceful
-                   shutdown (the listening socket stays open while the
-                   connections drain, so a load balancer sees the 503)
-``GET /metrics``   the Prometheus text exposition format (prometheus-client)
-
-and ``limit_connections=N`` refuses upgrades while N WebSockets are open with
-``503 Service Unavailable`` and ``Retry-After`` (so do upgrades while draining).
-
-What is counted, and what it costs
-==================================
-
-Nothing is counted per connection or in Python per message. Messages and bytes
-in and out are process-wide C counters in the frame codec
-(``fastws_ext.frames.counters()``, and its twin): bytes fed to server-side
-parsers and the data messages they deliver, and the unmasked data frames that
-``build_frame``/``build_header`` make (payload bytes; a message per final
-frame). So they count the server side of the whole process (every server in
-it), frames only (the HTTP handshake is not in ``bytes_received``), and cost
-an increment in C. Everything else is counted per event (handshake, keepalive
-ping, close). A scrape reads them in O(1): it never walks the open
-connections.
-
-A message published with ``server.publish``/``broadcast`` is one frame built
-(one in ``fastws_messages_sent_total``) however many subscribers it goes to;
-its deliveries are ``fastws_publish_deliveries_total``.
-
-Several workers
-===============
-
-With ``workers=N`` each worker is its own process and the kernel hands a scrape
-to any one of them. Every worker writes a snapshot of its counters to a file in
-a directory the supervisor creates (every ``SNAPSHOT_INTERVAL`` seconds, and at
-exit); the worker that takes the scrape answers with its own live counters and
-the others' latest snapshots, each series labelled ``worker="<index>"``
-(``sum without (worker) (...)`` aggregates). Other workers' values are at most
-``SNAPSHOT_INTERVAL`` seconds old. A restarted worker starts its counters from
-zero (a counter reset, which Prometheus' ``rate()`` handles).
+``GET /healthz`` (200 ``ok``; 503 ``draining`` during a graceful shutdown),
+``GET /metrics`` (Prometheus text format) and ``limit_connections=N`` (503
+with ``Retry-After`` while N WebSockets are open). Nothing is counted per
+connection or in Python per message: messages and bytes are the codec's
+process-wide C counters, the rest is counted per event, and a scrape never
+walks the connections. With several workers, each writes a snapshot every
+``SNAPSHOT_INTERVAL`` seconds and the one that takes the scrape answers for
+all, labelled ``worker="<index>"``.
+See docs/guide/cli.md#healthz-and-metrics.
 """
 from __future__ import annotations
 

@@ -2,6 +2,7 @@
 
 One ``Options`` object is shared by every connection of a server (or by one
 client connection), so options cost nothing per connection.
+See docs/guide/options.md.
 """
 from __future__ import annotations
 

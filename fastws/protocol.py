@@ -99,8 +99,8 @@ class Connection(ConnectionCore):
 
     def __init__(self, opts, is_client: bool, driver=None):
         # No super().__init__(): TimerEntry sets its fields before __init__
-        # and nothing after it in the MRO has one (6,000 instructions saved
-        # per connection: a super object and a walk of the MRO).
+        # and nothing after it in the MRO has one (it saves a super object and
+        # a walk of the MRO per connection; figure: docs/performance.md).
         self._opts = opts
         self._is_client = is_client
         self._general_send = is_client

@@ -1,103 +1,15 @@
 """Topics, publish and broadcast: the server's subscriber registry.
 
-::
-
-    async def handler(ws):                  # or a Listener: self.ws.subscribe(...)
-        ws.subscribe("news")
-        async for message in ws:
-            ws.server.publish("news", message)   # -> subscribers written to
-
-The ``Server`` owns one ``Topics`` (its only owner, like the set of its
-connections); connections reach it through ``ws.subscribe(topic)``,
-``ws.unsubscribe(topic)``, ``ws.topics``, and the server through
-``server.publish(topic, data)``, ``server.broadcast(data, connections=None)``,
-``server.subscribers(topic)``, ``server.topics()`` and ``server.stats``.
-Everything runs in the server's event loop (call ``publish`` from another
-thread with ``loop.call_soon_threadsafe``).
-
-Encode once
------------
-A publish builds the frame once (``build_frame``; server frames are not
-masked) and writes that same bytes object to every subscriber's transport.
-The loop over the subscribers is ``fanout`` (Cython: fastws_ext/fanout.pyx,
-twin: fastws/_py/fanout.py): per subscriber, skip it if it is not OPEN, the
-slow-consumer check, then one call of its stored ``_write``. A publish never
-blocks, never waits for a client and never raises because of one client.
-
-Registry layout
----------------
-``topic -> dict`` of its connections (a dict used as an ordered set: O(1)
-add and remove, iteration in subscription order, walked by C code), and
-``connection -> its topics``: the topic ``str`` itself while it has one, a
-``set`` only from the second. Both live here, not on the connection: a
-connection that never subscribes costs nothing at all, not even a slot. An
-empty topic is deleted. When a connection closes, the server's
-``_unregister`` (already called from ``ServerConnection.connection_lost``)
-calls ``Topics.forget``, one dict lookup, done only while some connection is
-subscribed.
-
-Slow consumers
---------------
-A client that does not read as fast as we publish makes its transport's write
-buffer grow. fastws never lets one such client hold up a publish or grow the
-server's memory without bound. Two server options set the policy (validated
-at start-up, see ``fastws.options.Options``):
-
-``slow_consumer_limit`` (bytes, default 1 MiB, at least write_limit)
-    A subscriber is *slow* when a publish finds more than this many bytes
-    still queued in its write buffer. Only a connection whose buffer is
-    already above ``write_limit`` (its ``_paused_writing`` flag, 64 KiB by
-    default) has its size read, so a healthy subscriber costs one flag check
-    and one write. A subscriber's buffer therefore never exceeds
-    ``slow_consumer_limit`` + one frame because of publishes.
-
-``slow_consumer="close"`` (default)
-    The slow subscriber is cut off at once: TCP is aborted (a close frame would
-    only queue behind what it does not read), ``sent_close_code`` is 1013 (Try
-    Again Later, as for write_timeout), so ``on_close``/``ConnectionClosed``
-    report 1013; it is removed from every topic and its queued bytes are
-    freed. It misses this message and every later one; a client that
-    reconnects resubscribes. Counted in ``server.stats["slow_consumer_closes"]``.
-
-``slow_consumer="drop"``
-    This message is skipped for the slow subscriber only (counted in
-    ``server.stats["slow_consumer_drops"]``, one per skipped delivery); it stays
-    subscribed and gets later messages once its buffer is back under the limit,
-    so it sees a gap, never a reordering or a partial frame. Its memory stays
-    bounded by the limit; a client that stops reading for good is still cut off
-    by ``write_timeout`` (60 s above write_limit, 1013) and by
-    ``max_write_buffer`` for what it is sent directly.
-
-Either way the other subscribers get every message, in order. ``send()`` to
-one connection is not subject to this policy (it has its own: ``write_limit``
-back-pressure, ``max_write_buffer``, ``write_timeout``).
-
-Bursts (cork)
--------------
-A publish is one transport ``write`` per subscriber, and on uvloop a write to
-an empty buffer is one ``send`` system call: many publishes in one loop
-iteration cost one system call per message per subscriber. ``Topics.cork()``
-(``with server.cork():``, ``server.publish_many``) queues the frames of the
-publishes instead, as *runs*: consecutive publishes to one topic append to
-the last run, a publish to another topic starts a new one (so a subscriber of
-both still gets everything in publish order). ``uncork()`` (the end of the
-block) writes each run once: its frames joined into one bytes object, fanned
-out with the same loop, one write per subscriber; the slow-consumer check
-applies to that write (a dropped run counts one drop per message in it).
-What is queued is written first when a connection subscribes or unsubscribes
-(it gets exactly what was published while it was subscribed), before a
-broadcast (which is not corked), and as soon as ``write_limit`` bytes are
-queued (bounding the queue, and what one write adds to a subscriber's buffer:
-at most slow_consumer_limit + write_limit + one frame). Direct ``send()``
-calls made inside the block are not queued, so they go out before the
-block's publishes. ``cork_until_next_iteration(loop)`` corks and uncorks with
-one ``loop.call_soon``: the Redis broker uses it for what arrives in one read.
-Outside a cork a publish costs one extra flag check.
-
-``server.stats``: ``publishes`` (publish and broadcast calls), ``deliveries``
-(frames written, each message of a corked run counted), ``slow_consumer_drops``,
-``slow_consumer_closes``, ``corked_writes`` (writes made by uncork), and
-``broker`` (the broker's counters, fastws/broker.py) when there is one.
+The ``Server`` owns one ``Topics``; connections reach it through
+``ws.subscribe``/``ws.unsubscribe``, the server through ``publish``,
+``broadcast``, ``cork`` and ``publish_many``. A publish builds the frame once
+and writes the same bytes to every subscriber (``fanout``, C in the
+extension); it never blocks and never raises because of one client. The
+registry (topic -> dict of connections, connection -> its topics) lives here,
+so a connection that never subscribes costs nothing. The slow-consumer policy
+(``slow_consumer_limit``, ``slow_consumer="close"|"drop"``) and corked bursts
+are described on the docs page. Everything runs in the server's event loop.
+See docs/guide/pubsub.md.
 """
 from __future__ import annotations
 

@@ -2,6 +2,7 @@
 
 With ``workers=N`` (N > 1) the calling process becomes a supervisor of N worker
 processes that share the port through SO_REUSEPORT (``fastws.workers``).
+See docs/deployment/workers.md.
 """
 from __future__ import annotations
 

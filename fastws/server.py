@@ -1,40 +1,15 @@
 """The server: ``fastws.serve(app, host, port, **options)``.
 
-``app`` is either
-
-- a coroutine function ``async def handler(ws)`` (high-level API, one Task per
-  connection for the handler, none per message), or
-- a Listener class or factory (low-level API, ``fastws.Listener``): called
-  once per connection, its callbacks run synchronously in the read callback.
-
-The server is an asyncio ``Protocol``-level server (no streams): each accepted
-TCP connection gets one ``ServerConnection`` object, which reads the HTTP
-upgrade request, answers it (RFC 6455 4.2.2) and then speaks WebSocket.  The
-``Server`` is the one owner of the set of open connections.
-
-Options (validated at start-up, ConfigError on a bad value): those of
-``fastws.options.Options`` plus
-
-origins           None (any), a list of allowed Origin values (None in the
-                  list admits requests without Origin), or a callable
-                  ``origin -> bool`` (gorilla's CheckOrigin)
-subprotocols      the server's subprotocols, in order of preference
-process_request   ``callable(request)`` run before accepting an upgrade; returns
-                  None to go on, a ``fastws.Response`` to refuse with it, or a
-                  list of ``(name, value)`` headers to add to the 101 response
-                  (cookies, auth); may raise ``fastws.InvalidRequest``
-http_handler      ``callable(request) -> Response`` (or a coroutine function) for
-                  plain HTTP requests that are not upgrades (health checks, a
-                  static page); without it they get 426 Upgrade Required
-
-Pub/sub (fastws/pubsub.py, where the slow-consumer policy is written down):
-``ws.subscribe(topic)``, ``ws.unsubscribe(topic)``, ``ws.topics``,
-``ws.server``; ``server.publish(topic, data)``, ``server.broadcast(data)``,
-``server.subscribers(topic)``, ``server.topics()``, ``server.stats``;
-``with server.cork():`` / ``server.publish_many`` for bursts. With
-``broker=RedisBroker(url)`` (fastws/broker.py) ``server.publish`` goes through
-Redis to every process (``await`` it; ``BrokerUnavailable`` if Redis is away)
-and ``server.publish_local`` stays local.
+``app`` is a coroutine function ``async def handler(ws)`` (one Task per
+connection, none per message) or a ``fastws.Listener`` class or factory
+(callbacks run synchronously in the read callback). The server works at the
+asyncio ``Protocol`` level (no streams): each accepted TCP connection is one
+``ServerConnection``, which reads the upgrade request, answers it and then
+speaks WebSocket. The ``Server`` is the one owner of the set of open
+connections and of the topic registry (fastws/pubsub.py). Options are those
+of ``fastws.options.Options`` plus ``origins``, ``subprotocols``,
+``process_request``, ``http_handler`` and ``broker`` (docs/guide/options.md).
+See docs/guide/handler-api.md.
 """
 from __future__ import annotations
 

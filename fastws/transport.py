@@ -5,6 +5,8 @@ connection core's, fastws/_py/core.py) feeds the frame parser (or the HTTP
 handshake before it), ``pause_writing``/``resume_writing``
 track the transport's write-buffer high-water mark, and ``connection_lost``
 settles the connection.  It works on uvloop's transports and on asyncio's.
+For large frames it switches the transport to direct reads (``_DirectReads``).
+See docs/design/protocol.md and docs/design/codec.md#direct-reads-of-large-frames.
 """
 from __future__ import annotations
 
@@ -119,15 +121,15 @@ class StreamConnection(Connection, asyncio.Protocol):
     # it; idle, a lone pong taken without one; before the handshake,
     # _handshake_bytes. The parser also offers a BufferedProtocol path
     # (get_buffer/buffer_updated: a per-thread scratch, or the final message
-    # object for a large payload). Measured through uvloop with both methods
-    # in C on ConnectionCore (callgrind, 2026-11-22): 5,397 -> 7,212
-    # instructions per 32 B echo (a memoryview and a buffer export per read),
-    # 2.45M -> 0.60M per 1 MiB echo (two copies of the payload fewer). So the
-    # adapter takes bytes, and switches the transport to _DirectReads when 64
-    # KiB or more of a data frame are still to come (_direct_reads_begin,
-    # called by data_received), back after 16 reads without one; idle
-    # connections hold no read buffer either way (the parser is dropped when
-    # idle).
+    # object for a large payload). Measured under callgrind through uvloop
+    # (bench/e2e/instructions.py; figures in docs/performance.md): the
+    # buffered path cost more instructions per small echo (a memoryview and a
+    # buffer export per read) and far fewer per large one (two copies of the
+    # payload fewer). So the adapter takes bytes, and switches the transport
+    # to _DirectReads when 64 KiB or more of a data frame are still to come
+    # (_direct_reads_begin, called by data_received), back after 16 reads
+    # without one; idle connections hold no read buffer either way (the
+    # parser is dropped when idle).
     def _direct_reads_begin(self, parser) -> None:
         transport = self._transport
         if transport.is_closing():

@@ -1,22 +1,13 @@
 """The high-level API: ``async def handler(ws)``, like the websockets library.
 
-::
-
-    async def handler(ws):
-        async for message in ws:          # str (text) or bytes (binary)
-            await ws.send(message)
-
-Messages go through the connection's inbox (``fastws._py.aio``, in C in the
-extension build): a waiting handler task runs as soon as its message is
-parsed, inside the read callback, as the listener API's ``on_message`` does,
-and no asyncio Future is made per message.  When ``max_queue`` messages are waiting,
-reading from the peer pauses (TCP pushes back) until ``recv()`` drains the
-queue to a quarter of that.  ``send()`` returns at once unless the write buffer
-is above ``write_limit``, then waits until it drains.
-
-Iteration ends quietly when the peer closes normally (1000/1001) and raises
-``ConnectionClosedError`` otherwise.  Messages that arrived before the close
-are always delivered first.
+Messages go through the connection's inbox (``fastws._py.aio``, C in the
+extension build): a waiting handler runs as soon as its message is parsed,
+inside the read callback, and no asyncio Future is made per message. After
+``max_queue`` waiting messages reading pauses; ``send()`` waits only above
+``write_limit``. Iteration ends quietly after a normal close (1000/1001) and
+raises ``ConnectionClosedError`` otherwise; messages that arrived before the
+close are always delivered first.
+See docs/guide/handler-api.md.
 """
 from __future__ import annotations
 

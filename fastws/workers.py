@@ -3,22 +3,14 @@
 ::
 
     fastws.run(app, "0.0.0.0", 8765, workers=4)
-    fastws echo --workers 4
 
-The supervisor (the process that calls ``run``) forks N workers before any
-event loop exists; each worker binds the same address with SO_REUSEPORT (the
-kernel spreads new connections over them) and runs its own uvloop. The
-supervisor does no I/O on the port. It
-
-- restarts a worker that dies (at most ``max_restarts`` per minute, then it
-  gives up and stops everything rather than loop forever);
-- on SIGINT/SIGTERM, sends SIGTERM to every worker, which stop accepting, send
-  1001 to their clients and wait up to ``graceful_timeout`` for the closing
-  handshakes; a worker still alive ``graceful_timeout + 5`` s later is killed.
-
-Why fork and not spawn: the app (a handler or Listener class) does not need to
-be importable or picklable, and workers start in milliseconds. Forking happens
-before any loop or thread exists in the supervisor.
+The supervisor forks N workers before any event loop or thread exists (so the
+app need not be importable or picklable); each binds the same address with
+SO_REUSEPORT and runs its own uvloop. The supervisor does no I/O on the port:
+it restarts a worker that dies (at most ``max_restarts`` a minute) and on
+SIGINT/SIGTERM passes SIGTERM on, killing a worker still alive
+``graceful_timeout + 5`` s later.
+See docs/deployment/workers.md.
 """
 from __future__ import annotations
 

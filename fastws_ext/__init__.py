@@ -8,7 +8,8 @@ One module per concern, joined by .pxd declarations:
 - wheel:  the hashed timer wheel that drives heartbeats and timeouts
 - fanout: encode-once publish/broadcast: one frame written to many connections
 - upgrade: the checks of the server's handshake short cut (handshake.UpgradeReader)
+- core, aio: the keepalive core of a connection; the handler API's inbox
 
-Do not import these modules directly: ``fastws._impl`` picks them or their
-pure-Python twins in ``fastws._py`` and says which is in use.
+Do not import these modules directly: ``fastws.codec`` picks them or their
+twins in ``fastws._py``. See docs/design/codec.md.
 """

@@ -1,24 +1,16 @@
 # cython: language_level=3
 """The handler API's inbox: messages for ``recv()`` / ``async for``.
 
-The Cython build of fastws/_py/aio.py (same names, same behaviour; that
-module's docstring is the readable explanation and tests/test_aio.py runs both).
-
-C-level details the twin does not have (each measured with callgrind,
-bench/instructions.py):
-
-- ``Inbox.__anext__`` is the type's ``am_anext`` slot, so ``async for`` costs
-  no Python frame per message;
-- ``Waiter`` implements ``am_send`` (patched into its type at import, below):
-  the awaiting coroutine gets the message as a return value, with no
-  StopIteration exception object per message (``__next__`` remains, for
-  callers that iterate it by hand);
-- while pending, ``am_send`` yields a stand-in C Future (one per inbox,
-  reused), so the awaiting C Task registers its wake-up through its fast
-  path; ``_resolve`` takes that wake-up off the stand-in and runs it, handing
-  it a done C Future (the C Task reads its result directly);
-- 3.11's pure-Python ``asyncio.current_task`` is replaced by a lookup in the
-  C Task's own dict.
+The Cython build of fastws/_py/aio.py (same names, same behaviour;
+tests/test_aio.py runs both). C-level details the twin does not have, each
+chosen after a callgrind measurement (bench/e2e/instructions.py):
+``Inbox.__anext__`` is the ``am_anext`` slot (no Python frame per message);
+``Waiter`` implements ``am_send`` (patched into its type at import, below: no
+StopIteration object per message); while pending it yields a reused
+stand-in C Future so the C Task registers its wake-up through its fast path,
+and the wake-up is handed a done C Future; 3.11's pure-Python
+``asyncio.current_task`` is replaced by a lookup in the C Task's own dict.
+See docs/design/protocol.md#the-handler-inbox-no-future-per-message.
 """
 cimport cython
 from cpython.ref cimport PyObject, PyTypeObject, Py_INCREF
@@ -45,8 +37,9 @@ cdef extern from "Python.h":
 
 cdef object _current_task = asyncio.current_task
 # Python 3.11's asyncio.current_task is a Python function reading this dict
-# (the C Task's own); calling it cost ~1,200 instructions per message, the
-# dict lookup ~50. Newer Pythons have a C current_task: that is called.
+# (the C Task's own); calling it cost far more per message than the dict
+# lookup (figures: docs/performance.md). Newer Pythons have a C current_task:
+# that is called.
 cdef object _current_tasks = getattr(asyncio.tasks, "_current_tasks", None)
 if type(_current_tasks) is not dict or type(_current_task) is not types.FunctionType:
     _current_tasks = None
@@ -77,7 +70,7 @@ cdef bint _is_task_wakeup(object fn) except -1:
 
 # A done C Future per loop: what the inline wake-up hands the Task's wake-up
 # callback. The C Task reads a C Future's result directly, where it calls
-# ``result()`` by name on any other object (~1,400 instructions); the
+# ``result()`` by name on any other object (dearer: docs/performance.md); the
 # coroutine then takes the message from the Waiter itself (am_send).
 cdef object _done_loop = None
 cdef object _done_fut = None
@@ -290,12 +283,12 @@ cdef PySendResult _waiter_send(PyObject* obj, PyObject* arg, PyObject** result) 
     # The am_send slot: what ``await waiter`` calls. Returns the message
     # (PYGEN_RETURN) without a StopIteration, raises (PYGEN_ERROR), or, while
     # pending, yields a stand-in: a plain C Future of the loop that the Task
-    # awaiting us registers its wake-up on through its fast path (~2,000
-    # instructions less than a foreign future's getattr/get_loop/
-    # add_done_callback/setattr round). ``_resolve`` takes that wake-up off
-    # the stand-in and runs it; the stand-in stays pending and the inbox
-    # reuses it for its next waiter (creating a C Future calls
-    # loop.get_debug(): ~1,400 instructions). It is completed only by a
+    # awaiting us registers its wake-up on through its fast path (cheaper
+    # than a foreign future's getattr/get_loop/add_done_callback/setattr
+    # round). ``_resolve`` takes that wake-up off the stand-in and runs it;
+    # the stand-in stays pending and the inbox reuses it for its next waiter
+    # (creating a C Future calls loop.get_debug(); figures for both in
+    # docs/performance.md). It is completed only by a
     # cancellation of the awaiting task or by the fallback wake-up, and is
     # then replaced.
     cdef Waiter w = <Waiter>obj
@@ -334,8 +327,8 @@ cdef class _Done:
     """An awaitable that is already done: ``await DONE`` is None, at once.
 
     What ``ws.send()`` returns when it need not wait: its am_await and
-    am_send are C slots (the twin's tuple-based one costs ~550 instructions
-    more per await, through a Python-level ``__await__`` lookup)."""
+    am_send are C slots (the twin's tuple-based one costs more per await,
+    through a Python-level ``__await__`` lookup; see docs/performance.md)."""
     def __await__(self):
         return self
 

@@ -1,6 +1,6 @@
 """The keepalive core of a connection (fastws.protocol.Connection's base class).
 
-Same API in fastws._py.core (read its docstring): ``on_timer`` (the wheel's
+Same API in fastws._py.core (see docs/design/timers.md): ``on_timer`` (the wheel's
 callback: keepalive pings, write/idle/handshake timeouts) and
 ``data_received`` (asyncio.Protocol: the parser, a lone pong while idle, or
 the handshake), C in the extension so that an idle connection's ping and pong

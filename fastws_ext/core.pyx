@@ -1,21 +1,15 @@
 # cython: language_level=3
 """The keepalive core of a connection: its timer, and bytes in while idle.
 
-The Cython build of fastws/_py/core.py (same names, same behaviour; read that
-module's docstring). ``fastws.protocol.Connection`` extends ``ConnectionCore``,
-which extends the wheel's ``TimerEntry``: the wheel's fire loop calls
-``on_timer`` here in C, and uvloop calls ``data_received`` here in C, so the
-keepalive cycle of an idle connection (the check that sends a ping, the pong
-that comes back) runs no Python frame at all in the common case. Everything
-rare (timeouts, errors, a first data frame, a ping from the peer) goes to the
-Python methods of ``Connection``.
-
-The four clocks are C doubles, +inf meaning "not set" (no float object per
-connection), and the mark of a lone pong is the C integer -1 in
-``_last_frames``. The subclass's own fields (``_state``, ``_parser``,
-``_opts``, ``_write``, ...) and the Options' keepalive settings are
-``__slots__``: they are read at their offsets in the object (``_Slot``, as
-fastws_ext/fanout.pyx does), not through a generic attribute lookup each.
+The Cython build of fastws/_py/core.py (same names, same behaviour).
+``fastws.protocol.Connection`` extends ``ConnectionCore``, which extends the
+wheel's ``TimerEntry``: the wheel calls ``on_timer`` here in C and uvloop
+calls ``data_received`` here in C, so an idle connection's keepalive cycle
+runs no Python frame in the common case; everything rare goes to the Python
+methods of ``Connection``. The clocks are C doubles (+inf: not set), and the
+subclass's fields and the Options' keepalive settings are ``__slots__`` read
+at their offsets (``_Slot``, as fastws_ext/fanout.pyx does).
+See docs/design/timers.md#an-idle-connection-runs-no-python.
 """
 cimport cython
 from cpython.ref cimport PyObject, Py_INCREF, Py_XDECREF

@@ -2,23 +2,14 @@
 """Encode-once fan-out: one frame, written to many connections.
 
 The Cython build of fastws/_py/fanout.py (same names, same behaviour;
-tests/test_pubsub.py runs both on fake transports). ``Server.publish`` and
-``Server.broadcast`` build the frame once and call :func:`fanout`; the
-slow-consumer policy that decides what happens to the connections it reports
-is written down in ``fastws/pubsub.py``.
-
-Per connection, in this order:
-
-1. not OPEN (still in the handshake, closing, closed): skipped, not counted;
-2. ``_paused_writing`` set (its transport's write buffer is above write_limit)
-   and ``_write_buffer_size() > limit``: not written, appended to ``slow``;
-   a healthy connection costs this one flag check and nothing more;
-3. one call of its stored ``_write`` (the transport's ``write``) with the
-   same bytes object; counted.
-
-A write that raises (a transport already torn down) is skipped and not
-counted: one connection never makes the fan-out raise. The loop calls no
-application code, so the container is not changed while it is walked.
+tests/test_pubsub.py runs both on fake transports). Per connection: skip it if
+not OPEN; if ``_paused_writing`` is set and ``_write_buffer_size() > limit``,
+append it to ``slow`` instead of writing; else one call of its stored
+``_write`` with the same bytes object. A healthy connection costs one flag
+check and one write; a write that raises is skipped and not counted. The
+loop calls no application code, so the container is not changed while it is
+walked.
+See docs/guide/pubsub.md#per-subscriber-one-flag-check-and-one-write.
 """
 from cpython.ref cimport PyObject, PyTypeObject, Py_XDECREF, Py_TYPE
 
@@ -43,7 +34,7 @@ from types import MemberDescriptorType
 # Where a connection class keeps the three fields the loop reads. Connection
 # declares them in __slots__, so they sit at fixed offsets in every instance of
 # the class and of its subclasses: reading them there skips three attribute
-# lookups per subscriber (the loop's own cost drops about 3x). Found once per
+# lookups per subscriber (most of the loop's own cost). Found once per
 # fan-out per class, from the class's member descriptors; any other layout
 # (a property, a __dict__ attribute) takes the plain getattr path.
 cdef struct _Layout:

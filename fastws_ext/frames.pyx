@@ -1,35 +1,15 @@
 """RFC 6455 frame codec: the incremental parser and the frame builder.
 
-The contract is fastws_ext/frames.pyi.  fastws._py.frames is the readable
-reference with the same behaviour, feed for feed; read it first: this module
-is the same state machine (HEADER, PAYLOAD) with the same numbered steps, in
-the same order, plus the work that makes it fast:
-
-- no per-byte Python work: headers are read from a ``const unsigned char*``;
-- the incoming chunk is parsed where it is when nothing is buffered, and only
-  the incomplete tail (a header or a control frame, < 140 bytes) is copied
-  into our own buffer; when something is buffered, just enough of the next
-  chunk is appended to complete it (``TOPUP``) and parsing goes on in the
-  chunk itself;
-- a single-frame message whose payload is all here costs one copy: a binary
-  one is copied straight into the resulting ``bytes`` and unmasked there, a
-  text one is decoded by PyUnicode_DecodeUTF8 (which validates it);
-- otherwise the payload is copied into the message buffer as it arrives,
-  unmasked in place with the running key offset and, for text, validated at
-  once (fail fast), then turned into ``bytes``/``str`` when the message ends.
-
-The BufferedProtocol path (``get_buffer``/``buffer_updated``) adds:
-
-- an idle connection holds no read buffer: between frames (and in a header, a
-  control frame or a small data frame) the socket is read into a scratch
-  buffer of SCRATCH_SIZE bytes, one per thread, that ``buffer_updated`` parses
-  with ``_feed`` exactly as a chunk given to ``feed``; ``_feed`` already keeps
-  only copies of what is left, so nothing refers to the scratch afterwards;
-- in the payload of a data frame with at least DIRECT_MIN bytes still to come,
-  the socket is read straight into the message: the result ``bytes`` of a
-  single-frame binary message (allocated here, not yet handed out) or the
-  message buffer, limited to the frame's remaining payload; ``buffer_updated``
-  then unmasks and validates those bytes where they are.
+The contract is fastws_ext/frames.pyi, and fastws._py.frames is the readable
+reference with the same behaviour, feed for feed: this module is the same
+state machine (HEADER, PAYLOAD) with the same numbered steps, plus the work
+that makes it fast: headers read from a ``const unsigned char*``, chunks
+parsed where they are (only an incomplete tail under 140 bytes is copied;
+``TOPUP`` completes it), one copy for a whole single-frame message. The
+BufferedProtocol path lends a per-thread scratch buffer between frames, and
+in a data frame with at least DIRECT_MIN bytes to come lets the socket read
+straight into the message, unmasked and validated where it lands.
+See docs/design/codec.md#the-parser and #direct-reads-of-large-frames.
 """
 from cpython.buffer cimport PyBUF_SIMPLE, PyBuffer_Release, PyObject_GetBuffer
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE

@@ -1,24 +1,13 @@
 """XOR (un)masking of WebSocket payloads (RFC 6455 5.3), in place.
 
-RFC 6455 5.3: "Octet i of the transformed data ("transformed-octet-i") is the
-XOR of octet i of the original data ("original-octet-i") with octet at index
-i modulo 4 of the masking key ("masking-key-octet-j"):
-
-    j                   = i MOD 4
-    transformed-octet-i = original-octet-i XOR masking-key-octet-j"
-
-Masking and unmasking are the same operation. A payload may reach us in
-pieces (the parser unmasks whatever part of the payload is in the buffer), so
-every function takes the key ``offset`` (0-3) at which the piece starts and
-returns the offset for the next piece.
-
-The loop works a machine word (8 bytes) at a time. Loads and stores go
-through ``memcpy`` so an unaligned buffer is not undefined behaviour; gcc and
-clang turn those into plain (unaligned) moves, and at -O3 vectorise the loop.
-
-The C surface (``mask_inplace``) is declared in mask.pxd and cimported by
-frames.pyx; ``mask`` and ``masked`` are the Python API (mask.pyi), shared with
-the pure-Python twin ``fastws._py.mask``.
+Masking and unmasking are the same operation. A payload may arrive in pieces,
+so every function takes the key ``offset`` (0-3) at which the piece starts
+and returns the offset for the next piece. The loop works a machine word at a
+time through ``memcpy`` (unaligned buffers are fine; gcc and clang vectorise
+it at -O3). The C surface (``mask_inplace``, ``mask_copy``) is declared in
+mask.pxd and cimported by frames.pyx; ``mask`` and ``masked`` are the Python
+API (mask.pyi), shared with the pure-Python twin ``fastws._py.mask``.
+See docs/design/codec.md#masking.
 """
 from cpython.buffer cimport (
     PyBUF_C_CONTIGUOUS,

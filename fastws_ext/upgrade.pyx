@@ -1,12 +1,12 @@
 """The checks of the server's handshake short cut, in C loops.
 
-Same API and answers as the pure-Python twin ``fastws._py.upgrade`` (read
-its docstring for what is checked and why nothing is refused here). This
-module reads the head and the field dict llhttp filled (through httptools)
-without making a copy per field: names are compared case-insensitively
-byte by byte against the seven it cares about, values are trimmed by
-moving two indexes, the Connection token list is walked in place and the
-key's 24 characters are checked against the base64 alphabet.
+Same API and answers as the pure-Python twin ``fastws._py.upgrade``; nothing
+is refused here. This module reads the head and the field dict llhttp filled
+(through httptools) without making a copy per field: names are compared
+case-insensitively byte by byte against the seven it cares about, values are
+trimmed by moving two indexes, the Connection token list is walked in place
+and the key's 24 characters are checked against the base64 alphabet.
+See docs/design/handshake.md#the-fast-path.
 """
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_CheckExact, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
 from cpython.dict cimport PyDict_CheckExact, PyDict_Next

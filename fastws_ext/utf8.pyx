@@ -1,40 +1,15 @@
 """Incremental UTF-8 validation (RFC 3629), as RFC 6455 requires of text.
 
-RFC 6455 8.1: "When an endpoint is to interpret a byte stream as UTF-8 but
-finds that the byte stream is not, in fact, a valid UTF-8 stream, that
-endpoint MUST _Fail the WebSocket Connection_." A text message may be
-fragmented, and a code point may straddle two frames, so the validator keeps
-its state between calls and fails on the first byte after which no valid
-continuation exists (RFC 6455 5.6 also lets an endpoint fail before the
-message is complete).
-
-The validator is a deterministic automaton over the grammar of RFC 3629 4:
-
-    UTF8-char   = UTF8-1 / UTF8-2 / UTF8-3 / UTF8-4
-    UTF8-1      = %x00-7F
-    UTF8-2      = %xC2-DF UTF8-tail
-    UTF8-3      = %xE0 %xA0-BF UTF8-tail / %xE1-EC 2( UTF8-tail ) /
-                  %xED %x80-9F UTF8-tail / %xEE-EF 2( UTF8-tail )
-    UTF8-4      = %xF0 %x90-BF 2( UTF8-tail ) / %xF1-F3 3( UTF8-tail ) /
-                  %xF4 %x80-8F 2( UTF8-tail )
-    UTF8-tail   = %x80-BF
-
-which by construction rejects overlong forms (C0, C1, E0 80-9F, F0 80-8F),
-the surrogates U+D800-DFFF (ED A0-BF) and code points above U+10FFFF (F4 90-BF,
-F5-FF).
-
-Two speed tricks, neither of which changes a decision:
-
-* ASCII fast path: at a code point boundary, 32 then 8 bytes at a time are
-  loaded (``memcpy``, so unaligned loads are fine) and skipped if no byte has
-  its high bit set.
-* "Shift" transition rows: each of the 9 states is a 6-bit offset, and
-  ``ROWS[byte]`` packs the next state of every state into one 64-bit word, so
-  a step is ``state = ROWS[byte] >> (state & 63)``: a load that does not
-  depend on the state and one shift, instead of two dependent table loads.
-
-The C surface (``Utf8Validator.feed_ptr``, ``utf8_valid``) is declared in
-utf8.pxd and cimported by frames.pyx. The pure-Python twin is fastws._py.utf8.
+A text message may be fragmented and a code point may straddle two frames,
+so the validator keeps its state between calls and fails on the first byte
+after which no valid continuation exists (RFC 6455 5.6, 8.1). It is a
+deterministic automaton over the grammar of RFC 3629 4 (overlong forms,
+surrogates and code points above U+10FFFF are rejected by construction),
+with two speed tricks that change no decision: an ASCII fast path (32 then 8
+bytes at a time) and "shift" transition rows, ``state = ROWS[byte] >> (state
+& 63)``. The C surface (``Utf8Validator.feed_ptr``, ``utf8_valid``) is
+declared in utf8.pxd and cimported by frames.pyx; the twin is fastws._py.utf8.
+See docs/design/codec.md#utf-8.
 """
 from cpython.buffer cimport PyBUF_SIMPLE, PyBuffer_Release, PyObject_GetBuffer
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_CheckExact, PyBytes_GET_SIZE

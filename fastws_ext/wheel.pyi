@@ -1,8 +1,8 @@
 """Hashed timing wheel (Varghese & Lauck; Netty HashedWheelTimer, Kafka TimingWheel).
 
 Same API in fastws._py.wheel.  A power-of-two ring of slots, each a doubly
-linked list of entries; arm, cancel and re-arm are O(1); a deadline further
-than one turn of the ring carries a count of remaining rounds.  The wheel does
+linked list of entries; arm, cancel and re-arm are O(1); every entry keeps its
+exact deadline, so no count of remaining rounds is kept.  The wheel does
 no I/O and reads no clock by itself: ``advance(now)`` is driven by one
 ``loop.call_at`` per tick for the whole loop (fastws.timers.WheelDriver), and
 tests drive it with a fake clock.

@@ -2,11 +2,11 @@
 """Hashed timing wheel (Varghese & Lauck; Netty HashedWheelTimer, Kafka TimingWheel).
 
 The Cython build of fastws/_py/wheel.py: same layout, same names, same
-behaviour (tests/test_wheel.py runs both and compares their firing logs).
-Read the twin's module docstring for the design: slots of circular intrusive
-lists closed by sentinels, exact deadlines instead of decremented round
-counts, a pending list that makes advance safe against callbacks that arm or
-cancel anything.
+behaviour (tests/test_wheel.py runs both and compares their firing logs):
+slots of circular intrusive lists closed by sentinels, exact deadlines
+instead of decremented round counts, a pending list that makes advance safe
+against callbacks that arm or cancel anything.
+See docs/design/timers.md#the-wheel.
 """
 cimport cython
 from libc.math cimport floor, isnan, INFINITY

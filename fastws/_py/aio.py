@@ -1,53 +1,15 @@
 """The handler API's inbox: the pure-Python twin of fastws_ext.aio (see aio.pyi).
 
-An ``async def handler(ws)`` reads messages with ``await ws.recv()`` or
-``async for message in ws``. Each connection of that API has one ``Inbox``:
-the parser hands it every data message (``deliver``), and it either wakes
-the one ``recv()`` that waits or queues the message.
-
-Why not an asyncio Future per wait
-----------------------------------
-With a Future, ``set_result`` schedules the waiting task with
-``loop.call_soon``: the handler runs one pass of the event loop later,
-through a Handle and the ready queue, and what it sends goes out after one
-more poll of the selector. That detour was most of what the handler API cost
-above the listener API per message (bench/RESULTS.md).
-
-``Waiter`` is a small future of our own, with the Future API that asyncio
-uses on foreign futures (a Task awaiting it registers its wake-up with
-``add_done_callback(wakeup, context=...)``; ``wait_for``, ``gather``,
-``shield`` and cancellation work through ``done``/``result``/``cancel``...).
-When a message arrives and the only callback is a Task's wake-up (it came
-with an explicit context) and no task is running on the loop (we are in the
-loop's read callback, as always with a real transport), ``_resolve`` runs
-that wake-up at once, in the task's context: the handler sees the message,
-and what it sends is written, before the parser reads on, the way the
-listener API's ``on_message`` runs. Otherwise (several callbacks, a plain
-callback, a task already running, a cancellation) the callbacks are
-scheduled with ``call_soon``, exactly as a Future does.
-
-The extension build (fastws_ext/aio.pyx) behaves the same and adds three
-C-level shortcuts, measured with callgrind (bench/instructions.py): the
-awaiting coroutine takes the message through the Waiter's ``am_send`` slot
-(no StopIteration object); the Waiter yields a pending C Future of the loop
-(the "stand-in", one per inbox, reused) so the C Task registers its wake-up
-through its fast path rather than the getattr/get_loop/add_done_callback
-round of a foreign future; and the wake-up is handed a done C Future, which
-the C Task reads without calling ``result()`` by name. A cancelled task shows
-there as a cancelled stand-in, which ``_resolve`` and the inbox check.
-
-End of stream
--------------
-The connection calls ``end(exc)`` when no message can come any more (close
-frame received, protocol error, connection lost). Queued messages are still
-returned first; then ``get()`` raises ``exc`` and ``__anext__`` raises
-StopAsyncIteration after a normal close (1000/1001) or ``exc`` otherwise.
-
-Flow control
-------------
-When ``max_queue`` messages wait, ``deliver`` pauses reading
-(``conn.pause_reading()``, TCP pushes back on the peer); taking messages out
-resumes it once the queue is down to a quarter.
+Each connection of the ``async def handler(ws)`` API has one ``Inbox``: the
+parser hands it every data message (``deliver``), and it either wakes the one
+``recv()`` that waits or queues the message. ``Waiter`` is a small future of
+our own rather than an asyncio Future: when the only callback is a Task's
+wake-up and no task is running (we are in the read callback), ``_resolve``
+runs that wake-up at once, so the handler sees the message before the parser
+reads on; otherwise the callbacks go through ``call_soon`` as a Future's do.
+``end(exc)`` ends the stream after the queued messages; ``max_queue`` waiting
+messages pause reading until the queue is down to a quarter.
+See docs/design/protocol.md#the-handler-inbox-no-future-per-message.
 """
 from __future__ import annotations
 

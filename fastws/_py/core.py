@@ -1,32 +1,15 @@
 """The keepalive core of a connection: its timer, and bytes in while idle.
 
 The pure-Python twin of fastws_ext/core.pyx. ``fastws.protocol.Connection``
-extends ``ConnectionCore``, which extends the wheel's ``TimerEntry``. It holds
-what the keepalive cycle of an idle connection touches, and the two methods
-that cycle runs:
-
-- ``on_timer(now)``: the wheel fired the connection's one entry. While OPEN
-  it serves three clocks (keepalive, write timeout, idle timeout) and sends
-  the keepalive ping (``_keepalive``); otherwise the handshake or closing
-  handshake timed out.
-- ``data_received(data)``: the asyncio.Protocol entry point of the stream
-  adapter. With a parser, one call into it; idle (parser released) and OPEN,
-  a lone pong is taken without a parser, and without any call unless someone
-  listens to pongs (``_pong_hook``).
-
-In the extension both run in C, so that cycle costs no Python frame at all in
-the common case; everything rare goes to the Python methods of
-``Connection``: ``_write_timed_out()``, ``_idle_check(now)``,
-``_keepalive_timed_out()``, ``_idle_parser()``, ``_timer_expired()``,
-``_input_failed(exc)``, ``_on_pong(payload)``, ``_feed(data)``,
-``_handshake_bytes(data)``, ``_direct_reads_begin(parser)`` (when
-``_direct_ok``: the rest of a large data frame is to be read straight into
-the message, see fastws/transport.py); and the attributes ``_state``,
-``_parser``, ``_opts``, ``_write``, ``_paused_writing``.
-
-The four clocks are floats with +inf meaning "not set" (C doubles in the
-extension: no float object per connection), and a lone pong leaves the mark
--1 in ``_last_frames``.
+extends ``ConnectionCore``, which extends the wheel's ``TimerEntry``; it holds
+what an idle connection's keepalive cycle touches and the two methods that
+cycle runs: ``on_timer(now)`` (keepalive, write and idle timeouts while OPEN;
+the handshake or closing deadline otherwise) and ``data_received(data)`` (the
+parser, or a lone ping/pong taken without one while idle). Everything rare
+goes to ``Connection``'s Python methods (``_write_timed_out``,
+``_idle_check``, ``_keepalive_timed_out``, ...). The clocks are floats, +inf
+meaning "not set"; a lone pong leaves the mark -1 in ``_last_frames``.
+See docs/design/timers.md#an-idle-connection-runs-no-python.
 """
 from __future__ import annotations
 

@@ -1,8 +1,8 @@
 """Encode-once fan-out: one frame, written to many connections.
 
-The pure-Python twin of fastws_ext/fanout.pyx (read that module's docstring
-for the three steps per connection; the slow-consumer policy is in
-fastws/pubsub.py).
+The pure-Python twin of fastws_ext/fanout.pyx: per connection, skip it if not
+OPEN, the slow-consumer check, then one write of the same bytes.
+See docs/guide/pubsub.md#per-subscriber-one-flag-check-and-one-write.
 """
 from __future__ import annotations
 

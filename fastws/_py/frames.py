@@ -1,35 +1,15 @@
 """RFC 6455 frame codec in pure Python: the readable reference.
 
-Same API and the same behaviour, byte for byte and feed for feed, as the Cython
-module fastws_ext.frames (see fastws_ext/frames.pyi for the contract);
-tests/test_frames_differential.py feeds both the same random streams, cut at
-random points, and compares every callback and every exception.
-
-The parser is a two-state machine over a buffer of received bytes:
-
-HEADER
-    Wait for the 2-14 byte frame header (RFC 6455 5.2) and check it
-    (``_parse_header``, steps 1-8).  A control frame is then read whole (at
-    most 6 + 125 bytes) and delivered at once; a data frame moves to PAYLOAD.
-PAYLOAD
-    Data frame payload bytes are taken out of the buffer as soon as they
-    arrive, unmasked with the running key offset and appended to the message;
-    a text message is validated as it grows, so that invalid UTF-8 is reported
-    on the feed that brings its first invalid byte (fail fast).
-
-So the buffer only ever holds an incomplete header or an incomplete control
-frame (plus, after a callback raised, the bytes after the frame it was
-delivering), and ``buffered`` counts those bytes plus the message so far.
-
-``get_buffer``/``buffer_updated`` (asyncio.BufferedProtocol) lend the
-scratch buffer of the thread (``_SCRATCH_SIZE`` bytes, allocated on first
-use): ``buffer_updated(n)`` copies its first n bytes out and feeds them, so no
-connection holds a read buffer between reads.  The Cython module also reads a
-large payload straight into the message; this twin keeps it simple and copies.
-
-Errors are checked in stream order, and within a header in the order of its
-fields (RSV, opcode, FIN, MASK, length); both implementations follow the same
-order so that they raise the same error with the same reason.
+Same API and behaviour, byte for byte and feed for feed, as fastws_ext.frames
+(the contract is fastws_ext/frames.pyi; tests/test_frames_differential.py
+compares every callback and exception). The parser is a two-state machine,
+HEADER (wait for and check the 2-14 byte header; a control frame is read
+whole) and PAYLOAD (unmask and append as bytes arrive; text is validated as
+it grows). Errors are checked in stream order, and within a header in the
+order of its fields, so both implementations raise the same error. Unlike
+the extension, this twin copies large payloads rather than reading them
+straight into the message.
+See docs/design/codec.md#the-parser.
 """
 from __future__ import annotations
 

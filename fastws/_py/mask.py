@@ -7,6 +7,7 @@ Same API and errors as the Cython module (see fastws_ext/mask.pyi). Instead of
 a loop over bytes, the whole payload and a key stream of the same length are
 read as two big integers and XORed once: CPython does that in C, a machine
 word at a time, so the twin is slow only by the copies it makes.
+See docs/design/codec.md#masking.
 """
 from __future__ import annotations
 

@@ -8,6 +8,7 @@ None sends the same bytes the general way (``RequestReader`` +
 ``check_request``), which decides. The Cython module does the same checks in
 C loops (no ``lower()``, ``strip()``, ``split()`` copies); the tests hold the
 two to the same answers.
+See docs/design/handshake.md#the-fast-path.
 """
 from __future__ import annotations
 

@@ -1,20 +1,13 @@
 """Incremental UTF-8 validation (RFC 3629): the pure-Python twin of fastws_ext.utf8.
 
-RFC 6455 8.1: "When an endpoint is to interpret a byte stream as UTF-8 but
-finds that the byte stream is not, in fact, a valid UTF-8 stream, that
-endpoint MUST _Fail the WebSocket Connection_."
-
-The reference is a small automaton over the grammar of RFC 3629 4 (see
-``_CLASSES``): it fails on the first byte after which no valid continuation
-exists, exactly like the Cython module (the tests hold them to that).
-
-For speed, a piece that starts at a code point boundary is first handed to
-CPython's strict UTF-8 decoder: if it decodes (up to an incomplete tail), every
-byte it consumed is complete, valid UTF-8 and the automaton only has to look at
-the tail; if it fails, the automaton takes over at the start of the invalid
-sequence and decides. The decoder never makes a decision on its own: in
-particular CPython accepts ``ED A0`` as an incomplete sequence, while no valid
-continuation exists (it can only become a surrogate), and the automaton says so.
+RFC 6455 8.1: invalid UTF-8 in a text message fails the connection. The
+reference is a small automaton over the grammar of RFC 3629 4 (``_CLASSES``):
+it fails on the first byte after which no valid continuation exists, exactly
+like the Cython module. For speed, CPython's strict decoder checks a piece
+first and the automaton looks only at the tail, or takes over at the first
+invalid sequence: the decoder never decides on its own (it accepts ``ED A0``
+as incomplete, which can only become a surrogate).
+See docs/design/codec.md#utf-8.
 """
 from __future__ import annotations
 

@@ -1,44 +1,14 @@
 """Hashed timing wheel: the pure-Python twin of fastws_ext.wheel (see wheel.pyi).
 
-Layout
-------
-``slots`` (a power of two) buckets; bucket ``i`` is a circular doubly linked
-list threaded through the entries themselves, closed by a sentinel entry, so
-link and unlink are a few assignments with no branches and no allocation.
-
-Time is cut into ticks of ``tick`` seconds.  The tick *index* of a time ``t``
-is ``floor(t / tick)``; an entry with deadline ``d`` lives in slot
-``index(d) & (slots - 1)``, or in the wheel's current slot when ``d`` is
-already behind the wheel.  The wheel remembers ``cur``, the index of the tick
-it has advanced into (``index(time)``).
-
-Rounds
-------
-Classic wheels keep a "remaining rounds" counter per entry and decrement it
-each time the slot comes round.  Here every entry keeps its exact deadline
-(the contract needs it: an entry fires at the first ``advance(now)`` with
-``now >= deadline``), and the remaining rounds are implied by it: an entry in
-a visited slot whose deadline is still ahead belongs to a later round (or to
-the later part of the current tick) and stays.  Nothing has to be decremented,
-so a jump of any length cannot leave a stale count behind.
-
-advance(now)
-------------
-1. Visit the slots of ticks ``cur, cur + 1, ..., index(now)`` (at most one
-   full turn: after one turn every slot has been seen once) and move every
-   entry with ``deadline <= now`` to the *pending* list, in that order: slot by
-   slot in tick order starting at the current slot, and within a slot in the
-   order the entries were armed.  The current slot is visited again by the
-   next advance, since it may hold entries due later in the same tick.
-2. Set ``time = now``.  From here on, an entry armed (or re-armed) with a
-   deadline ``<= now`` goes to the current slot and fires at the *next*
-   advance, never in this one: a callback cannot make advance loop forever.
-3. Pop pending entries from the front one at a time; each is unlinked (no
-   longer armed) before ``on_timer(now)`` is called, and re-armed at the value
-   it returns unless that is None.  Because the pending list is just another
-   intrusive list, a callback may cancel or re-arm any entry, pending or not,
-   including itself, and the loop stays correct: a cancelled pending entry
-   simply is no longer there when its turn comes.
+``slots`` (a power of two) buckets, each a circular doubly linked list threaded
+through the entries and closed by a sentinel: link and unlink allocate
+nothing. Every entry keeps its exact deadline (it fires at the first
+``advance(now)`` with ``now >= deadline``) instead of a count of remaining
+rounds, so a jump of any length leaves nothing stale. ``advance`` moves due
+entries to a pending list and fires them one at a time; a callback may cancel
+or re-arm any entry, and one armed at or before ``now`` fires at the next
+advance, never in this one.
+See docs/design/timers.md#the-wheel.
 """
 from __future__ import annotations
 

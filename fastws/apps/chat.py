@@ -1,56 +1,16 @@
 """The chat room seed application: ``fastws chat``.
 
-A browser page at ``/`` (``fastws/static/chat.html``, one self-contained file:
-no CDN, no external resource) and a WebSocket at ``/ws``. Everyone who logs
-in is in the one room; messages are JSON text frames both ways.
+A browser page at ``/`` (``fastws/static/chat.html``, self-contained) and a
+WebSocket at ``/ws``; messages are JSON text frames both ways (login, then
+messages to the one room). Garbage is answered with an ``error`` and cut off
+after ``MAX_ERRORS`` in a row (1008); a binary frame closes with 1003, an
+oversized one with 1009; a foreign ``Origin`` gets 403.
 
-Client to server
-================
-
-``{"type": "login", "name": NAME}``
-    The first message of a connection. NAME is trimmed; it must then be 1-32
-    characters with no control characters, and not taken in the room (names
-    compare case-insensitively, so "Alice" and "alice" cannot both be in).
-    A refused login gets an ``error`` and the client may try again.
-``{"type": "message", "text": TEXT}``
-    After login. TEXT: 1-2000 characters after trimming; it goes to the whole
-    room, the sender included.
-
-Server to client
-================
-
-``{"type": "welcome", "name": NAME, "users": [NAME, ...]}``
-    Login accepted: the name as stored (trimmed) and who is in the room, the
-    new user included, sorted.
-``{"type": "join", "name": NAME}`` / ``{"type": "leave", "name": NAME}``
-    Someone else came in or left (to everyone logged in, the user concerned
-    excluded).
-``{"type": "message", "name": NAME, "text": TEXT, "ts": MILLISECONDS}``
-    A chat message; ``ts`` is the server's Unix time in milliseconds.
-``{"type": "error", "code": CODE, "error": HUMAN_TEXT}``
-    The request was refused; the connection stays open. CODE is one of
-    ``bad_json``, ``bad_request``, ``unknown_type``, ``login_required``,
-    ``already_logged_in``, ``bad_name``, ``name_taken``, ``bad_text``.
-
-Garbage and limits
-==================
-
-- A binary frame closes the connection with 1003 (unsupported data).
-- A frame over ``max_size`` (4 KiB by default) closes it with 1009.
-- After ``MAX_ERRORS`` refused requests in a row the connection is closed
-  with 1008 (policy violation): a client that keeps sending garbage is cut off
-  rather than answered forever.
-- An upgrade to any path but ``/ws`` is refused with 404, and one whose
-  ``Origin`` names another host than ``Host`` with 403 (gorilla's CheckOrigin:
-  a page from elsewhere cannot drive a visitor's browser into the room).
-  Requests without ``Origin`` (non-browser clients) are admitted.
-
-The design follows gorilla/websocket's chat example: the room (``ChatRoom``)
-is the one owner of the user list; fan-out goes through the server's pub/sub,
-topic ``"room"``, so each message is encoded and framed once however many are
-in the room, and the server's slow-consumer policy applies to a reader that
-falls behind. One ``ChatListener`` per connection (low-level API): every
-callback runs synchronously in the event loop, so the room needs no lock.
+As in gorilla/websocket's chat example, ``ChatRoom`` is the one owner of the
+user list, and fan-out goes through the server's topic ``"room"``. One
+``ChatListener`` per connection: callbacks run synchronously in the event
+loop, so the room needs no lock.
+See docs/guide/cli.md#fastws-chat.
 """
 from __future__ import annotations
 

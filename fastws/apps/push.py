@@ -1,65 +1,14 @@
 """The notification push seed application: ``fastws push``.
 
-Clients hold a WebSocket open at ``/ws`` and subscribe to topics; any backend
-pushes to a topic with a plain HTTP ``POST /publish/<topic>`` on the same
-port, and every subscriber of that topic gets the request body as one
-message: a text message if the body is valid UTF-8, else a binary one.
-
-Topics are 1-128 characters of ``A-Z a-z 0-9 . _ : -`` (in a URL path they
-may be percent-encoded). A connection may hold up to ``MAX_TOPICS``.
-
-WebSocket (``/ws``)
-===================
-
-Subscribe at connect time with a query string, ``/ws?topics=a,b`` (an invalid
-topic refuses the upgrade with 400), and/or later with JSON text messages:
-
-``{"type": "subscribe", "topic": T}``   -> ``{"type": "subscribed", "topic": T}``
-``{"type": "unsubscribe", "topic": T}`` -> ``{"type": "unsubscribed", "topic": T}``
-
-With a Redis broker and history (``--redis URL --history N``), every
-published message reaches the client wrapped, so it learns each message's id:
-``{"type": "message", "topic": T, "id": ID, "data": TEXT}`` (a binary body:
-``"base64": B64`` instead of ``"data"``). A client that reconnects resumes
-after the last id it saw, with ``/ws?topics=a,b&since=ID`` (the same ``since``
-for each topic) or ``{"type": "subscribe", "topic": T, "since": ID}``: it gets
-the messages after ID still in the history, then the live ones, no gap and no
-duplicate at the switch-over (fastws/broker.py). If some messages after ID
-were already trimmed from the history it first gets ``{"type": "gap",
-"topic": T, "lost": N}`` (``null``: unknown, Redis was reset). The subscribe
-message's ``subscribed`` reply then carries ``"replayed": K, "last": ID``. If
-Redis is away the resume fails: ``{"type": "error", "code": "unavailable"}``
-for a subscribe message; a connection resuming from the query is closed with
-1013 (try again later).
-
-A refused request gets ``{"type": "error", "code": CODE, "error": TEXT}``
-(CODE: ``bad_json``, ``bad_request``, ``unknown_type``, ``bad_topic``,
-``too_many_topics``) and the connection stays open; a binary frame closes it
-with 1003, a frame over 4 KiB with 1009, ``MAX_ERRORS`` refused requests in
-a row with 1008. Published messages are the raw bodies, not wrapped in JSON;
-the JSON replies above only ever answer the client's own requests.
-
-HTTP
-====
-
-``POST /publish/<topic>``  the body goes to the topic's subscribers; 200
-                           ``{"delivered": N}`` (N: subscribers reached, 0 if
-                           none). With a Redis broker (``--redis``): 200
-                           ``{"id": ID, "processes": P}`` once Redis accepted it
-                           (P: worker processes with subscribers of the topic),
-                           or 503 with ``Retry-After`` if Redis is unreachable
-                           (the message was NOT published), 502 if Redis refused it. With a token, ``Authorization: Bearer TOKEN``
-                           is required (401 otherwise). 400 bad topic, 405
-                           another method, 413 body over the limit (``max_body``,
-                           at most the request reader's 1 MiB).
-``GET /healthz``           200 ``ok``
-anything else              404
-
-Without a broker there is one process and one set of subscribers: with
-several workers a publish would reach only the subscribers of the worker that
-took the POST, so the command refuses ``--workers`` above 1 unless
-``--redis URL`` is given; then every worker (on any machine sharing that
-Redis) delivers every publish to its own subscribers.
+Clients hold a WebSocket open at ``/ws`` and subscribe to topics (``?topics=a,b``
+or ``{"type": "subscribe", "topic": T}``); any backend pushes to a topic with
+``POST /publish/<topic>`` on the same port, and every subscriber gets the body
+as one message (text if it is valid UTF-8, else binary). With ``--redis URL``
+publishes go through the broker (several workers allowed); with ``--history N``
+messages arrive wrapped with their id and a client resumes with ``since=ID``.
+Without a broker ``--workers`` above 1 is refused: a publish would reach only
+the worker that took the POST.
+See docs/guide/cli.md#fastws-push.
 """
 from __future__ import annotations
 

@@ -1,59 +1,14 @@
 """Locust support: ``WebSocketUser``, a plain WebSocket user for locust.
 
-locust runs its users as gevent greenlets; asyncio clients do not work there.
+locust runs its users as gevent greenlets, where asyncio clients do not work.
 ``WebSocketUser`` drives ``fastws.syncclient.SyncWebSocket`` (blocking sockets,
-patched by gevent; frames masked and parsed by the fastws Cython codec) and
-reports every operation to locust with numbers that mean what they say::
-
-    from locust import task, between
-    from fastws.locust import WebSocketUser
-
-    class Echo(WebSocketUser):
-        host = "ws://127.0.0.1:8765"
-        wait_time = between(0.5, 1)
-
-        def on_start(self):
-            self.connect("/")
-
-        @task
-        def echo(self):
-            self.request("hello", match="hello", name="echo")
-
-Request types in locust's statistics (the ``Type`` column; ``Name`` is the
-path or the ``name=`` given):
-
-============  =================================================================
-``CONNECT``   TCP connect + opening handshake, until the validated 101 (ms).
-``REQ``       ``request()``: from the send to the matching reply (round trip, ms);
-              the size is the reply's.
-``PING``      ``ping()``: from the PING to its PONG (ms).
-``SEND``      ``send()``: the time to write the frame to the socket (grows
-              only when the server stops reading); size = frame bytes.
-``RECV``      a received message, with its size.  Its response time is a real
-              latency only when one is known: ``message_latency(message)``
-              returned one (e.g. from a send timestamp in the message, see
-              bench/locustfile.py's chat scenario); otherwise it is reported
-              with *no* response time (locust counts it, with its size, but it
-              does not enter the latency percentiles: never a fake 0 ms).
-``CLOSE``     ``close()``: the closing handshake (ms).  A close the user did not
-              ask for is a failure ``closed by server: <code> <reason>``
-              (1000/1001 from the server are counted as successes, with no
-              response time); a protocol violation by the server is a failure
-              ``protocol error: sent <code>`` (1002, 1007, 1009 ...).
-============  =================================================================
-
-Any error (connection refused, handshake refused, timeout, connection closed)
-is reported as a failure of the operation, with the close code in the message.
-
-Capacity tests: ``hold(seconds, ping_interval)`` keeps the connection open,
-answering the server's PINGs (and sending its own every ``ping_interval`` s,
-each reported as ``PING``).  When the target is a loopback address,
-connections are spread over the source addresses 127.0.0.2 ... (see
-``source_addresses``), so more than ~28k connections can reach one port.
-
-Extra statistics (open connections, their peak, close codes, bytes and
-messages in and out) are summed from the workers on the master, logged every
-10 s, printed at the end, and written as JSON to ``--ws-stats-file PATH``.
+patched by gevent) and reports each operation to locust as ``CONNECT``,
+``REQ``, ``PING``, ``SEND``, ``RECV`` or ``CLOSE``, with numbers that mean what
+they say: a ``RECV`` gets a response time only when a real latency is known,
+never a fake 0 ms. ``hold()`` serves capacity tests; connections to a loopback
+target are spread over several source addresses. Extra statistics are summed
+on the master and written with ``--ws-stats-file``.
+See docs/guide/locust.md.
 """
 from __future__ import annotations
 

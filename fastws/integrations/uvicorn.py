@@ -4,34 +4,13 @@
 
     uvicorn app:app --ws fastws.uvicorn:WebSocketProtocol
 
-uvicorn parses the HTTP request; when it is a WebSocket upgrade it builds the
-``--ws`` protocol class with ``(config, server_state, app_state)``, calls
-``connection_made(transport)``, feeds it the request head again and hands the
-transport over (``transport.set_protocol``). From there this class speaks
-WebSocket with fastws's own pieces: the handshake checks and the 101 of
-``fastws.handshake``, the frame parser/builder, keepalive on the timer wheel and
-the closing handshake of ``fastws.protocol.Connection``, and the receive queue
-with its flow control of ``fastws.websocket`` (the same code that serves
-``fastws.serve``). Nothing of the framing is duplicated here; this module
-only translates to and from ASGI messages (ASGI spec 2.4, websocket scope):
-
-- ``websocket.connect`` first; ``websocket.receive`` with ``text`` or
-  ``bytes`` per message; ``websocket.disconnect`` with the peer's close code
-  and reason (1006 if TCP ended without a close frame).
-- ``websocket.accept`` (``subprotocol``, ``headers``) sends the 101;
-  ``websocket.close`` before it refuses with HTTP 403; the
-  ``websocket.http.response`` extension sends any other HTTP response.
-- ``websocket.send`` returns at once unless the write buffer is above the high
-  water mark (then it waits for it to drain); ``websocket.close`` after accept
-  starts the closing handshake with the code and reason given.
-
-uvicorn's options map to fastws options: ``--ws-max-size`` (max_size, 1009 over
-it), ``--ws-max-queue`` (messages queued before reading pauses),
-``--ws-ping-interval``/``--ws-ping-timeout`` (keepalive: a ping after that much
-silence, 1011 if nothing comes back in time). permessage-deflate is not
-negotiated (``--ws-per-message-deflate`` is ignored). On shutdown uvicorn calls
-``shutdown()``: open connections get 1012 (service restart), like uvicorn's own
-implementations.
+uvicorn parses the HTTP request and, for an upgrade, hands the transport to
+this ``--ws`` protocol class. From there it speaks WebSocket with fastws's own
+pieces (handshake checks, frame codec, keepalive on the timer wheel, closing
+handshake, receive queue with flow control: the code behind ``fastws.serve``)
+and only translates to and from ASGI messages (ASGI spec 2.4, websocket
+scope). permessage-deflate is not negotiated; on shutdown, clients get 1012.
+See docs/guide/uvicorn.md.
 """
 from __future__ import annotations
 
