@@ -16,6 +16,7 @@ docs/design/codec.md.
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import os
 import types
 import warnings
@@ -72,12 +73,27 @@ def _choose() -> tuple[types.SimpleNamespace, str | None]:
         # pip hides the build's own warning unless run with -v: say it here too.
         warnings.warn(
             f"fastws is running on its pure-Python twins ({reason}); this is correct but several "
-            "times slower. Reinstall with a C compiler (FASTWS_REQUIRE_EXTENSION=1 makes this an "
-            "error), or set FASTWS_PURE_PYTHON=1 to choose the twins on purpose and silence this.",
+            f"times slower. {_remedy()} FASTWS_PURE_PYTHON=1 chooses the twins on purpose and "
+            "silences this; FASTWS_REQUIRE_EXTENSION=1 makes it an error.",
             RuntimeWarning,
             stacklevel=3,
         )
         return load("python"), reason
+
+
+def _remedy() -> str:
+    """Why the extension is missing, as far as can be told, and what to do."""
+    spec = importlib.util.find_spec("fastws_ext")
+    where = os.path.dirname(spec.origin) if spec is not None and spec.origin else None
+    if where is not None and os.path.exists(os.path.join(where, "mask.pyx")):
+        # A source checkout: Python found it first (python -m / -c put the
+        # current directory first on sys.path), and it was never built here.
+        return (f"This fastws was imported from the source tree {os.path.dirname(where)}, where the "
+                "extension is not built: run from another directory (or use the `fastws` command) "
+                "to use the installed copy, or build in place with `pip install -e .`.")
+    return ("The extension was not built when fastws was installed (no C compiler or Python "
+            "headers then, or FASTWS_PURE_PYTHON=1 at build time): install gcc and python3-dev, "
+            "then reinstall.")
 
 
 if TYPE_CHECKING:

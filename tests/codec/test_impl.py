@@ -96,3 +96,22 @@ def test_constants_pxd_is_written_from_constants_py():
     expected = {name: getattr(constants, name) for name in constants.__all__
                 if type(getattr(constants, name)) is int}
     assert written == expected
+
+
+def test_the_fallback_warning_names_a_source_tree(tmp_path, monkeypatch):
+    """Run from a checkout that was never built, `python -m fastws` imports the
+    source tree: the warning says so and what to do, not "no compiler"."""
+    import importlib.machinery
+    import importlib.util
+
+    ext = tmp_path / "fastws_ext"
+    ext.mkdir()
+    (ext / "__init__.py").write_text("")
+    (ext / "mask.pyx").write_text("")
+    spec = importlib.machinery.ModuleSpec("fastws_ext", None, origin=str(ext / "__init__.py"))
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name: spec)
+    text = _codec_mod._remedy()
+    assert "source tree" in text and str(tmp_path) in text and "pip install -e ." in text
+    (ext / "mask.pyx").unlink()  # an installed copy without the extension: the build is to blame
+    text = _codec_mod._remedy()
+    assert "not built when fastws was installed" in text
