@@ -349,8 +349,10 @@ class Response:
     def __repr__(self) -> str:
         return f"<Response {self.status} {self.reason}>"
 
-    def to_bytes(self) -> bytes:
-        """The full HTTP/1.1 response.
+    def to_bytes(self, head: bool = False) -> bytes:
+        """The full HTTP/1.1 response; with ``head`` (the answer to a HEAD
+        request) the same head, ``Content-Length`` included, and no content
+        (RFC 9110 9.3.2).
 
         Always adds ``Date`` and ``Server: fastws`` (unless given). Except for
         1xx and 204 (RFC 9110 8.6: a server MUST NOT send Content-Length in
@@ -406,6 +408,8 @@ class Response:
         if status >= 200 and status not in (204, 304):
             lines.append(f"Content-Length: {len(body)}")
         lines.append("\r\n")
+        if head:
+            return "\r\n".join(lines).encode("latin-1")
         return "\r\n".join(lines).encode("latin-1") + body
 
 

@@ -21,18 +21,89 @@ from .codec import counters
 from .exceptions import InvalidRequest
 from .http import Response
 
-__all__ = ["ServerCounters", "snapshot", "Observability", "instrument", "SNAPSHOT_INTERVAL"]
+__all__ = ["ServerCounters", "LogLimiter", "close_code_label", "EVENTS", "snapshot", "Observability",
+           "instrument", "SNAPSHOT_INTERVAL"]
 
 logger = logging.getLogger("fastws.metrics")
 
 SNAPSHOT_INTERVAL = 2.0
 
 
+# The routine ends of a connection, logged at DEBUG and counted here (the
+# label values of fastws_connection_events_total: a fixed set).
+EVENTS = (
+    "handshake_timeout",   # no complete upgrade request within handshake_timeout
+    "close_timeout",       # the closing handshake did not finish within close_timeout
+    "protocol_error",      # the peer broke RFC 6455: closed with the error's code
+    "keepalive_timeout",   # a keepalive ping unanswered within ping_timeout
+    "idle_timeout",        # no data message within idle_timeout
+    "write_buffer_full",   # the peer does not read: write buffer over max_write_buffer
+    "write_timeout",       # the write buffer above write_limit for write_timeout
+)
+
+# RFC 6455 7.4.1 and the IANA registry: the codes that keep their own label.
+_NAMED_CODES = {code: str(code) for code in range(1000, 1016)}
+
+
+def close_code_label(code: int) -> str:
+    """The label value of a close code: ``1000``..``1015`` as their numbers,
+    ``3xxx`` (registered) and ``4xxx`` (private use) as two buckets, anything
+    else ``other``; so a client choosing its codes cannot add series."""
+    label = _NAMED_CODES.get(code)
+    if label is not None:
+        return label
+    if 3000 <= code <= 3999:
+        return "3xxx"
+    if 4000 <= code <= 4999:
+        return "4xxx"
+    return "other"
+
+
+class LogLimiter:
+    """At most ``burst`` records per ``interval`` seconds for each kind of
+    message; the first record of a kind after a window in which some were
+    dropped is preceded by "suppressed K similar messages". Kinds are names
+    fixed in the code, so the state stays small. ``flush()`` logs the pending
+    summaries (the server calls it when it closes)."""
+
+    __slots__ = ("burst", "interval", "_clock", "_kinds")
+
+    def __init__(self, burst: int = 10, interval: float = 60.0, clock=time.monotonic):
+        self.burst = burst
+        self.interval = interval
+        self._clock = clock
+        self._kinds: dict = {}  # kind -> [window start, logged in it, suppressed in it, logger, level]
+
+    def log(self, log: logging.Logger, level: int, kind: str, msg: str, *args, **kwargs) -> bool:
+        """Log ``msg % args`` unless ``kind`` is over its budget; True if logged."""
+        now = self._clock()
+        state = self._kinds.get(kind)
+        if state is None or now - state[0] >= self.interval:
+            if state is not None and state[2]:
+                self._summary(kind, state)
+            state = self._kinds[kind] = [now, 0, 0, log, level]
+        if state[1] >= self.burst:
+            state[2] += 1
+            return False
+        state[1] += 1
+        log.log(level, msg, *args, **kwargs)
+        return True
+
+    def flush(self) -> None:
+        for kind, state in self._kinds.items():
+            if state[2]:
+                self._summary(kind, state)
+                state[2] = 0
+
+    def _summary(self, kind: str, state: list) -> None:
+        state[3].log(state[4], "suppressed %d similar messages (%s) in %gs", state[2], kind, self.interval)
+
+
 class ServerCounters:
     """Per-server totals, updated per connection or per event (never per message)."""
 
     __slots__ = ("connections_total", "upgraded", "ws_closed", "pings_sent", "ping_timeouts", "refused_by",
-                 "close_sent", "close_received")
+                 "close_sent", "close_received", "events", "log")
 
     def __init__(self):
         self.connections_total = 0   # TCP connections accepted
@@ -42,19 +113,25 @@ class ServerCounters:
         self.ping_timeouts = 0       # keepalive pings not answered in ping_timeout
         self.refused_by: dict = {}   # reason -> handshakes refused
         self.close_sent: dict = {}      # close code -> connections
-        self.close_received: dict = {}  # close code (1006: none received) -> connections
+        self.close_received: dict = {}  # close code label (1006: none received) -> connections
+        self.events: dict = dict.fromkeys(EVENTS, 0)  # routine ends of connections, by kind
+        self.log = LogLimiter()  # the server's per-connection warnings and errors
+
+    def event(self, kind: str) -> None:
+        self.events[kind] += 1
 
     def refused(self, reason: str) -> None:
         self.refused_by[reason] = self.refused_by.get(reason, 0) + 1
 
     def fold(self, conn) -> None:
-        """A connection ended: count its close codes."""
+        """A connection ended: count its close codes (by close_code_label)."""
         if conn.path is not None:  # it was a WebSocket (the handshake succeeded)
             self.ws_closed += 1
             sent = conn.sent_close_code
             if sent is not None:
+                sent = close_code_label(sent)
                 self.close_sent[sent] = self.close_sent.get(sent, 0) + 1
-            received = conn.close_code if conn.close_code is not None else 1006
+            received = close_code_label(conn.close_code if conn.close_code is not None else 1006)
             self.close_received[received] = self.close_received.get(received, 0) + 1
 
 
@@ -83,6 +160,7 @@ def snapshot(server) -> dict:
         "deliveries": stats.get("deliveries", 0),
         "close_sent": {str(k): v for k, v in c.close_sent.items()},
         "close_received": {str(k): v for k, v in c.close_received.items()},
+        "events": dict(c.events),
         "draining": bool(server.draining or server._closing),
     }
 
@@ -110,10 +188,12 @@ _FAMILIES = (
     ("fastws_slow_consumer_closes", "counter", "slow subscribers cut off", "slow_consumer_closes", None),
     ("fastws_publishes", "counter", "server.publish/broadcast calls", "publishes", None),
     ("fastws_publish_deliveries", "counter", "messages written by publish/broadcast", "deliveries", None),
-    ("fastws_close_codes_sent", "counter", "closed WebSockets by the close code the server sent",
-     "close_sent", "code"),
+    ("fastws_close_codes_sent", "counter", "closed WebSockets by the close code the server sent "
+     "(1000-1015; 3xxx, 4xxx: the ranges; other)", "close_sent", "code"),
     ("fastws_close_codes_received", "counter", "closed WebSockets by the close code received "
-     "(1006: none)", "close_received", "code"),
+     "(1006: none; 1000-1015; 3xxx, 4xxx: the ranges; other)", "close_received", "code"),
+    ("fastws_connection_events", "counter", "routine ends of connections, by event (" + ", ".join(EVENTS) + ")",
+     "events", "event"),
 )
 
 
@@ -131,7 +211,7 @@ class _Collector:
             family = (CounterMetricFamily if kind == "counter" else GaugeMetricFamily)(name, doc, labels=labels)
             for worker, snap in snaps:
                 wl = [worker] if base else []
-                value = snap.get(key, 0)
+                value = snap.get(key, {} if label else 0)
                 if label:
                     for k, v in sorted(value.items()):
                         family.add_metric(wl + [k], v)

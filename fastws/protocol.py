@@ -16,6 +16,7 @@ See docs/design/protocol.md.
 from __future__ import annotations
 
 import logging
+from logging import DEBUG, ERROR
 
 from .codec import ConnectionCore, FrameParser, build_frame, build_header, conn_send, lone_control
 from .constants import (
@@ -65,6 +66,25 @@ def close_payload(code: int | None, reason: str = "") -> bytes:
         # cut on a code point boundary so the reason stays valid UTF-8
         raw = raw[:123].decode("utf-8", "ignore").encode("utf-8")
     return code.to_bytes(2, "big") + raw
+
+
+def _routine(conn, event: str, msg: str, *args) -> None:
+    """A routine end of a connection (one of fastws.metrics.EVENTS): logged at
+    DEBUG, counted in the server's metrics (``_ka_counters``, on the server)."""
+    counters = conn._ka_counters
+    if counters is not None:
+        counters.event(event)
+    if logger.isEnabledFor(DEBUG):
+        logger.debug(msg, *args)
+
+
+def _log_error(conn, kind: str, msg: str, *args, exc_info=None) -> None:
+    """An error on one connection: rate-limited per kind on the server."""
+    counters = conn._ka_counters
+    if counters is None:
+        logger.error(msg, *args, exc_info=exc_info)
+    else:
+        counters.log.log(logger, ERROR, kind, msg, *args, exc_info=exc_info)
 
 
 class Connection(ConnectionCore):
@@ -235,17 +255,15 @@ class Connection(ConnectionCore):
         """Parsing the peer's bytes raised: a protocol error becomes its close
         frame; anything else came from an application callback (1011)."""
         if isinstance(exc, ProtocolError):
-            logger.info("closing connection with %s: %d %s", self.remote_address, exc.code, exc.reason)
+            _routine(self, "protocol_error", "closing connection with %s: %d %s",
+                     self.remote_address, exc.code, exc.reason)
             self._fail(exc.code, exc.reason)
         else:
             self._app_error(exc)
 
     def _app_error(self, exc: BaseException) -> None:
-        logger.error(
-            "error in application callback (peer %s); closing with 1011",
-            self.remote_address,
-            exc_info=exc,
-        )
+        _log_error(self, "app_error", "error in application callback (peer %s); closing with 1011",
+                   self.remote_address, exc_info=exc)
         self._fail(CLOSE_INTERNAL_ERROR, "internal error")
 
     # ------------------------------------------------------------ sending
@@ -333,8 +351,8 @@ class Connection(ConnectionCore):
     def _check_write_buffer(self) -> bool:
         """Called only while writing is paused: enforce max_write_buffer."""
         if self._write_buffer_size() > self._opts.max_write_buffer:
-            logger.info("peer %s is not reading: write buffer over %d bytes; closing with 1008",
-                        self.remote_address, self._opts.max_write_buffer)
+            _routine(self, "write_buffer_full", "peer %s is not reading: write buffer over %d bytes; closing with 1008",
+                     self.remote_address, self._opts.max_write_buffer)
             self.sent_close_code = CLOSE_POLICY_VIOLATION
             self._abort_transport()
         return False
@@ -395,15 +413,15 @@ class Connection(ConnectionCore):
         """The timer fired while not OPEN: the opening or closing handshake timed out."""
         state = self._state
         if state == CONNECTING:
-            logger.info("opening handshake with %s timed out", self.remote_address)
+            _routine(self, "handshake_timeout", "opening handshake with %s timed out", self.remote_address)
         elif state == CLOSING:
-            logger.info("closing handshake with %s timed out", self.remote_address)
+            _routine(self, "close_timeout", "closing handshake with %s timed out", self.remote_address)
         self._abort_transport()
 
     def _keepalive_timed_out(self) -> None:
         """Our keepalive ping went unanswered for ping_timeout: fail with 1011."""
-        logger.info("peer %s did not answer a keepalive ping within %ss; closing with 1011",
-                    self.remote_address, self._opts.ping_timeout)
+        _routine(self, "keepalive_timeout", "peer %s did not answer a keepalive ping within %ss; closing with 1011",
+                 self.remote_address, self._opts.ping_timeout)
         self._on_keepalive_timeout()
         self._fail(CLOSE_INTERNAL_ERROR, "keepalive ping timeout")
 
@@ -414,16 +432,16 @@ class Connection(ConnectionCore):
         if total != self._messages_seen:
             self._messages_seen = total
             return now + self._opts.idle_timeout
-        logger.info("peer %s sent no message for %ss; closing (idle timeout)",
-                    self.remote_address, self._opts.idle_timeout)
+        _routine(self, "idle_timeout", "peer %s sent no message for %ss; closing (idle timeout)",
+                 self.remote_address, self._opts.idle_timeout)
         self.close(CLOSE_NORMAL, "idle timeout")
         return None
 
     def _write_timed_out(self) -> None:
         """The peer left our write buffer above write_limit for write_timeout:
         cut it off (a close frame would only queue behind what it does not read)."""
-        logger.info("peer %s did not read for %ss (write buffer %d bytes); closing with 1013",
-                    self.remote_address, self._opts.write_timeout, self._write_buffer_size())
+        _routine(self, "write_timeout", "peer %s did not read for %ss (write buffer %d bytes); closing with 1013",
+                 self.remote_address, self._opts.write_timeout, self._write_buffer_size())
         self.sent_close_code = CLOSE_TRY_AGAIN_LATER
         self._abort_transport()
 
@@ -460,7 +478,7 @@ class Connection(ConnectionCore):
             try:
                 app.on_close(code, reason)
             except Exception:
-                logger.exception("error in on_close (peer %s)", self.remote_address)
+                _log_error(self, "on_close_error", "error in on_close (peer %s)", self.remote_address, exc_info=True)
 
     # ------------------------------------------------------------ I/O (subclass)
     def _not_connected(self, data) -> None:

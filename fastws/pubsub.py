@@ -237,8 +237,8 @@ class Topics:
         for conn in slow:
             try:
                 size = conn._write_buffer_size()
-                logger.info("subscriber %s is too slow (write buffer %d bytes > slow_consumer_limit %d); "
-                            "closing with 1013", conn.remote_address, size, self._limit)
+                logger.debug("subscriber %s is too slow (write buffer %d bytes > slow_consumer_limit %d); "
+                             "closing with 1013", conn.remote_address, size, self._limit)
                 conn.sent_close_code = CLOSE_TRY_AGAIN_LATER
                 # No more sends or publishes reach it; connection_lost (soon)
                 # settles it as CLOSED and tells the application.

@@ -75,6 +75,10 @@ class ServerConnection(StreamConnection):
     def _on_keepalive_timeout(self) -> None:
         self._server.counters.ping_timeouts += 1
 
+    def _log_error(self, kind: str, msg: str, *args, exc_info=None) -> None:
+        """An error on one connection, rate-limited per kind (fastws.metrics.LogLimiter)."""
+        self._server.counters.log.log(logger, logging.ERROR, kind, msg, *args, exc_info=exc_info)
+
     def connection_lost(self, exc) -> None:
         StreamConnection.connection_lost(self, exc)
         self._reader = None
@@ -206,7 +210,8 @@ class ServerConnection(StreamConnection):
         try:
             listener = self._server.app()
         except Exception as exc:
-            logger.exception("listener factory failed for %s", self.remote_address)
+            self._log_error("listener_factory", "listener factory failed for %s", self.remote_address,
+                            exc_info=True)
             self._state = OPEN
             self._app_error(exc)
             return
@@ -239,7 +244,8 @@ class ServerConnection(StreamConnection):
         try:
             result = handler(request)
         except Exception:
-            logger.exception("http_handler failed for %s %s", request.method, request.path)
+            self._log_error("http_handler", "http_handler failed for %s %s", request.method, request.path,
+                            exc_info=True)
             result = Response(500, "Internal Server Error", [], b"internal error\n")
         if inspect.isawaitable(result):
             asyncio.ensure_future(self._await_http(result, request))
@@ -250,16 +256,19 @@ class ServerConnection(StreamConnection):
         try:
             result = await awaitable
         except Exception:
-            logger.exception("http_handler failed for %s %s", request.method, request.path)
+            self._log_error("http_handler", "http_handler failed for %s %s", request.method, request.path,
+                            exc_info=True)
             result = Response(500, "Internal Server Error", [], b"internal error\n")
         if self._state == CONNECTING and not self._transport.is_closing():
             self._respond(result, request)
 
     def _respond(self, response, request=None) -> None:
         if not isinstance(response, Response):
-            logger.error("http_handler returned %r, not a fastws.Response", type(response).__name__)
+            self._log_error("http_handler", "http_handler returned %r, not a fastws.Response",
+                            type(response).__name__)
             response = Response(500, "Internal Server Error", [], b"internal error\n")
-        self._transport.write(response.to_bytes())
+        # RFC 9110 9.3.2: the head a GET would get, no content.
+        self._transport.write(response.to_bytes(request is not None and request.method == "HEAD"))
         if request is not None:
             self._log_access(request, response.status)
         self._disarm()
@@ -268,7 +277,10 @@ class ServerConnection(StreamConnection):
     def _refuse(self, exc: InvalidRequest, request=None) -> None:
         self._server.handshakes_refused += 1
         self._server.counters.refused(getattr(exc, "metric_reason", None) or f"http_{exc.status}")
-        self._transport.write(handshake.error_response(exc))
+        data = handshake.error_response(exc)
+        if request is not None and request.method == "HEAD":
+            data = data[:data.index(b"\r\n\r\n") + 4]  # RFC 9110 9.3.2: no content
+        self._transport.write(data)
         if request is not None:
             self._log_access(request, exc.status)
         else:
@@ -320,7 +332,8 @@ class ServerWebSocket(WebSocketMixin, ServerConnection):
             return
         exc = task.exception()
         if exc is not None and not isinstance(exc, ConnectionClosed):
-            logger.error("error in connection handler (peer %s)", self.remote_address, exc_info=exc)
+            self._log_error("handler_error", "error in connection handler (peer %s)", self.remote_address,
+                            exc_info=exc)
             if self._state == OPEN:
                 self._fail(CLOSE_INTERNAL_ERROR, "internal error")
             return
@@ -501,6 +514,7 @@ class Server:
         if self._closing:
             return
         self._closing = True
+        self.counters.log.flush()
         self._all_closed = asyncio.get_running_loop().create_future()
         for server in self._servers:
             server.close()
