@@ -103,6 +103,12 @@ def _options(max_size) -> Options:
     return Options(max_size=max_size, ping_interval=None, close_timeout=10.0)
 
 
+# The driver of every connection until it arms its first timer (only now() is
+# read from it): a connection gets its own ManualDriver when it starts closing,
+# so an open one holds no wheel.
+_CLOCK = ManualDriver(time.monotonic, 1.0, 1)
+
+
 class _OpenAttr:
     """``SyncWebSocket.open(url, ...)`` on the class connects (the public
     constructor); ``ws.open`` on a connection is Connection's ``open``
@@ -136,7 +142,7 @@ class SyncWebSocket(Connection):
 
     def __init__(self, sock, *, max_size=1048576, leftover: bytes = b"", subprotocol=None,
                  response_headers=None):
-        Connection.__init__(self, _options(max_size), True, ManualDriver(time.monotonic, 1.0, 1))
+        Connection.__init__(self, _options(max_size), True, _CLOCK)
         self.sock = sock
         self.subprotocol = subprotocol
         if response_headers is not None and hasattr(response_headers, "pack"):
@@ -287,7 +293,10 @@ class SyncWebSocket(Connection):
     def _arm(self, deadline: float) -> None:
         if self._state != CLOSED:
             with self._lock:
-                self._driver.arm(self, deadline)
+                driver = self._driver
+                if driver is _CLOCK:
+                    driver = self._driver = ManualDriver(time.monotonic, 1.0, 1)
+                driver.arm(self, deadline)
 
     def _disarm(self) -> None:
         if self.armed:
@@ -295,8 +304,9 @@ class SyncWebSocket(Connection):
                 self._driver.cancel(self)
 
     def _advance(self) -> None:
-        with self._lock:
-            self._driver.advance()
+        if self.armed:
+            with self._lock:
+                self._driver.advance()
 
     # ------------------------------------------------------------ core hooks
     def _message_callback(self):
@@ -432,7 +442,7 @@ class SyncWebSocket(Connection):
         the connection is closed and no message is left."""
         messages = self._messages
         if messages:
-            return messages.popleft()
+            return self._pop()
         if self._reader is not None:
             raise RuntimeError("a background reader is running: messages go to on_message")
         until = None if timeout is None else time.monotonic() + timeout
@@ -446,7 +456,14 @@ class SyncWebSocket(Connection):
             if until is not None and time.monotonic() >= until:
                 raise TimeoutError("timed out")
             self._read_once(until)
-        return self._messages.popleft()
+        return self._pop()
+
+    def _pop(self):
+        messages = self._messages
+        message = messages.popleft()
+        if not messages:
+            self._messages = None  # an empty deque holds 600+ bytes
+        return message
 
     # ----------------------------------------------------------------- ping
     def ping(self, timeout: float = 10.0) -> float:

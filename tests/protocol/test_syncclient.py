@@ -77,7 +77,7 @@ def test_it_is_the_protocol_core_with_no_state_machine_of_its_own(pair):
         assert name not in own, name
     for name in ("build_frame", "FrameParser", "close_payload", "struct"):
         assert not hasattr(fastws.syncclient, name), name
-    assert isinstance(ws._driver, ManualDriver) and ws._is_client
+    assert isinstance(ws._driver, ManualDriver) and ws._is_client and not ws.armed
     assert ws._state == OPEN and ws.open is True and ws.is_open and not ws.closed
     assert callable(SyncWebSocket.open)  # the class-level constructor
     assert not hasattr(ws, "__dict__")   # __slots__ all the way
