@@ -122,7 +122,14 @@ class _OpenAttr:
 
 class SyncWebSocket(Connection):
     """One client connection; see the module docstring.  Build it with
-    ``connect()`` or ``SyncWebSocket.open()``.
+    ``connect()`` or ``SyncWebSocket.open(url)``; on a connection, ``open``
+    is Connection's (True while OPEN, like ``is_open``).
+
+    Names shared with Connection mean what they mean there: ``subprotocol``,
+    ``closed``, ``headers`` (``response_headers`` is it), ``close_reason``
+    (``recv_reason``), ``sent_close_code`` (``sent_code``); ``close_code`` is
+    the core's code received, settled at the end when none came (see the
+    module docstring).
 
     Connection's hooks implemented here: ``_write`` (set to ``_send_bytes``),
     ``_writelines``, ``_write_eof``, ``_close_transport``, ``_abort_transport``,
