@@ -2,10 +2,18 @@
 
 It runs unchanged in a plain thread and in a gevent greenlet (locust
 monkey-patches ``socket``, so every blocking call below yields to the other
-greenlets); ``fastws.locust`` builds its ``WebSocketUser`` on it.  The frame
-work is done by the fastws codec (``fastws_ext`` when built): every frame sent
-is masked with a fresh random key (RFC 6455 5.3), every frame received is
-parsed and UTF-8-checked by ``codec.FrameParser``.
+greenlets); ``fastws.locust`` builds its ``WebSocketUser`` on it.
+
+``SyncWebSocket`` is the protocol core of every fastws connection,
+``fastws.protocol.Connection`` (client side: frames masked with a fresh key
+each, RFC 6455 5.3), on a blocking socket: its ``_write`` is a locked
+``sendall``, its transport methods close or half-close the socket, the bytes
+``sock.recv`` returns go to ``data_received``, and its timers (the closing
+handshake's ``close_timeout``) are a ``ManualDriver`` that the reading loop
+advances, never sleeping past the connection's next deadline. States, the
+closing handshake, ping answers and the close code of each protocol error are
+the core's; this module adds the blocking calls, the counters and the
+exception rules below.
 
 ::
 
@@ -24,17 +32,26 @@ Behaviour:
   a failure raises ``HandshakeError`` (``InvalidStatus`` for a non-101).
 - PINGs are answered with PONGs as they are read; ``ping()`` measures the
   round trip to the matching PONG.
-- A CLOSE from the server is answered with a CLOSE carrying the same code and
-  the socket is closed; ``recv`` then raises ``ConnectionClosed`` with the
-  server's code and reason.
+- A CLOSE from the server is answered with a CLOSE carrying the same code
+  (and reason); the client then waits for the server to end TCP (RFC 6455
+  7.1.1; ``close_timeout`` at most, else the socket is dropped); ``recv``
+  raises ``ConnectionClosed`` with the server's code and reason.
 - A protocol violation by the server (a masked frame, bad opcode, invalid
   UTF-8, a message over ``max_size``, ...) is answered with a CLOSE carrying
   the matching code (1002, 1007, 1009) and raises ``ConnectionClosedError``
   whose ``sent_code`` is that code (``code`` is 1006: no close frame came).
+  An exception raised by ``on_message`` fails the connection the same way
+  with 1011 (and is logged).
 - The TCP connection ending without a CLOSE raises ``ConnectionClosedError``
   with code 1006.
 
-Reading is done by whoever calls ``recv``/``ping``/``request``, or, after
+``close_code`` is the code that ended the connection: the one received, else
+the one sent when the client failed the connection, else 1006 (None until a
+close frame came or the connection ended). ``recv_code``/``recv_reason`` are
+the received close frame's (None/"" when none came), ``sent_code`` is
+Connection's ``sent_close_code``.
+
+Reading is done by whoever calls ``recv``/``ping``/``close``, or, after
 ``start_reader(on_message)``, by one background reader (a greenlet under
 gevent, a daemon thread otherwise) that hands every message to
 ``on_message``; ``ping`` still works then (it waits for the reader to see the
@@ -42,30 +59,30 @@ PONG), ``recv`` does not.
 """
 from __future__ import annotations
 
+import functools
 import ipaddress
 import os
 import socket
 import ssl as ssl_module
-import struct
 import threading
 import time
 from collections import deque
 
 from . import handshake
-from .codec import FrameParser, build_frame
-from .constants import CLOSED, CLOSING, OP_BINARY, OP_CLOSE, OP_PING, OP_PONG, OP_TEXT, OPEN
-from .handshake import parse_uri
-from .http import ResponseReader
-from .protocol import close_payload
+from .constants import CLOSED, CLOSING, OPEN
 from .exceptions import (
     CLOSE_ABNORMAL,
     CLOSE_NO_STATUS,
     CLOSE_NORMAL,
-    ConnectionClosed,
     InvalidResponse,
     ProtocolError,
     connection_closed,
 )
+from .handshake import parse_uri
+from .http import ResponseReader
+from .options import Options
+from .protocol import Connection
+from .timers import ManualDriver
 
 __all__ = ["SyncWebSocket", "connect", "IP_BIND_ADDRESS_NO_PORT"]
 
@@ -76,55 +93,90 @@ __all__ = ["SyncWebSocket", "connect", "IP_BIND_ADDRESS_NO_PORT"]
 IP_BIND_ADDRESS_NO_PORT = getattr(socket, "IP_BIND_ADDRESS_NO_PORT", 24)
 
 READ_SIZE = 65536
+INF = float("inf")
 
 
-def _close_payload(code: int, reason: str) -> bytes:
-    # 1005 / 1006 are never sent on the wire (RFC 6455 7.4.1): an empty CLOSE.
-    return close_payload(None if code in (CLOSE_NO_STATUS, CLOSE_ABNORMAL) else code, reason)
+@functools.lru_cache(maxsize=32)
+def _options(max_size) -> Options:
+    # One Options per max_size, shared by every connection (locust: thousands).
+    # No keepalive: the caller pings when it wants to (ping(), hold()).
+    return Options(max_size=max_size, ping_interval=None, close_timeout=10.0)
 
 
-class SyncWebSocket:
+# The driver of every connection until it arms its first timer (only now() is
+# read from it): a connection gets its own ManualDriver when it starts closing,
+# so an open one holds no wheel.
+_CLOCK = ManualDriver(time.monotonic, 1.0, 1)
+
+
+class _OpenAttr:
+    """``SyncWebSocket.open(url, ...)`` on the class connects (the public
+    constructor); ``ws.open`` on a connection is Connection's ``open``
+    (True while OPEN), so the two names do not disagree."""
+
+    def __get__(self, obj, cls=None):
+        if obj is None:
+            return cls._dial
+        return obj._state == OPEN
+
+
+class SyncWebSocket(Connection):
     """One client connection; see the module docstring.  Build it with
-    ``connect()`` or ``SyncWebSocket.open()``."""
+    ``connect()`` or ``SyncWebSocket.open(url)``; on a connection, ``open``
+    is Connection's (True while OPEN, like ``is_open``).
+
+    Names shared with Connection mean what they mean there: ``subprotocol``,
+    ``closed``, ``headers`` (``response_headers`` is it), ``close_reason``
+    (``recv_reason``), ``sent_close_code`` (``sent_code``); ``close_code`` is
+    the core's code received, settled at the end when none came (see the
+    module docstring).
+
+    Connection's hooks implemented here: ``_write`` (set to ``_send_bytes``),
+    ``_writelines``, ``_write_eof``, ``_close_transport``, ``_abort_transport``,
+    ``_message_callback``, ``_on_ping``, ``_on_pong``, ``_on_close_frame``,
+    ``_input_failed``, ``_on_closed``, ``_closed_error``, ``_peername``; and
+    ``_arm``/``_disarm`` take the connection's lock (a user thread may close
+    while the reader advances the timers).
+    """
 
     __slots__ = (
-        "sock", "subprotocol", "response_headers", "_parser", "_messages", "_state",
-        "_send_lock", "_pongs", "_pong_waiters", "_reader", "on_message", "on_close",
-        "recv_code", "recv_reason", "sent_code", "error", "bytes_in", "bytes_out",
-        "messages_in", "messages_out", "pings_answered", "__weakref__",
+        "sock", "on_message", "on_close", "recv_code", "error",
+        "bytes_in", "bytes_out", "messages_in", "messages_out", "pings_answered",
+        "_lock", "_messages", "_pings", "_reader", "__weakref__",
     )
+
+    open = _OpenAttr()
 
     def __init__(self, sock, *, max_size=1048576, leftover: bytes = b"", subprotocol=None,
                  response_headers=None):
+        Connection.__init__(self, _options(max_size), True, _CLOCK)
         self.sock = sock
         self.subprotocol = subprotocol
-        self.response_headers = response_headers
-        self._parser = FrameParser(self._on_data, self._on_control, expect_masked=False,
-                                         max_size=max_size)
-        self._messages = None      # deque, made on the first queued message
-        self._state = OPEN
-        self._send_lock = threading.Lock()
-        self._pongs = None          # PONG payloads seen while the caller reads itself
-        self._pong_waiters = None   # payload -> [Event, receive time] while a reader runs
+        if response_headers is not None and hasattr(response_headers, "pack"):
+            response_headers = response_headers.pack()  # unpacked on first read: smaller
+        self._headers = response_headers
+        # The send lock: a background reader answers pings (and closes) while
+        # the user sends; reentrant, since a send holds it around the core's write.
+        self._lock = threading.RLock()
+        self._write = self._send_bytes
+        self._messages = None       # deque, made on the first queued message
+        self._pings = None          # our PING payload -> [Event or None, PONG time]
         self._reader = None
         self.on_message = None
         self.on_close = None
         self.recv_code = None       # code of the CLOSE frame received (None: none yet)
-        self.recv_reason = ""
-        self.sent_code = None       # code of the CLOSE frame sent (None: none yet)
         self.error = None           # the exception that ended the connection, if any
-        self.bytes_in = 0
+        self.bytes_in = len(leftover)
         self.bytes_out = 0
         self.messages_in = 0
         self.messages_out = 0
         self.pings_answered = 0
-        if leftover:
-            self._feed(leftover)
+        self._open(leftover)
 
     # ------------------------------------------------------------------ open
     @classmethod
-    def open(cls, url: str, *, subprotocols=None, headers=(), origin=None, timeout: float = 10.0,
-             source_address=None, ssl=None, max_size=1048576, user_agent="fastws-sync"):
+    def _dial(cls, url: str, *, subprotocols=None, headers=(), origin=None, timeout: float = 10.0,
+              source_address=None, ssl=None, max_size=1048576, user_agent="fastws-sync"):
         """Connect, run the opening handshake, return the open connection.
 
         ``source_address``: an IP to bind before connecting (port picked at
@@ -171,95 +223,106 @@ class SyncWebSocket:
             sock.close()
             raise
 
-    # ------------------------------------------------------------ properties
+    # ------------------------------------------------------------ attributes
     @property
     def is_open(self) -> bool:
         return self._state == OPEN
 
     @property
-    def closed(self) -> bool:
-        return self._state == CLOSED
+    def response_headers(self):
+        """The handshake response's headers: Connection's ``headers``."""
+        return self.headers
 
     @property
-    def close_code(self):
-        """The code that ended the connection: the one received, else the one
-        sent (a protocol error), else 1006; None while open."""
-        if self._state != CLOSED:
+    def recv_reason(self) -> str:
+        """The reason of the CLOSE frame received: Connection's ``close_reason``."""
+        return self.close_reason
+
+    @property
+    def sent_code(self):
+        """The code of the CLOSE frame sent (None: none yet; 1005: an empty
+        one): Connection's ``sent_close_code``."""
+        return self.sent_close_code
+
+    def _peername(self):
+        try:
+            return self.sock.getpeername()
+        except OSError:
             return None
-        if self.recv_code is not None:
-            return self.recv_code
-        if self.sent_code is not None and self.error is not None:
-            return self.sent_code
-        return CLOSE_ABNORMAL
 
-    # ----------------------------------------------------------------- send
-    def send(self, data) -> int:
-        """Send a text (str) or binary (bytes-like) message; returns the
-        number of bytes written (frame header included)."""
-        if self._state != OPEN:
-            raise self._closed_exc()
-        frame = build_frame(OP_TEXT if isinstance(data, str) else OP_BINARY, data, mask=True)
-        self._write(frame)
-        self.messages_out += 1
-        return len(frame)
-
-    def _write(self, frame: bytes) -> None:
+    # ------------------------------------------------------------ I/O hooks
+    def _send_bytes(self, data) -> None:
+        """``_write``: the whole frame, under the send lock. A broken socket
+        ends the connection (the callers see CLOSED); it never raises."""
         try:
-            with self._send_lock:
-                self.sock.sendall(frame)
+            with self._lock:
+                self.sock.sendall(data)
         except OSError as exc:
             self._lost(exc)
-            raise self._closed_exc() from None
-        self.bytes_out += len(frame)
+            return
+        self.bytes_out += len(data)
 
-    # ----------------------------------------------------------------- recv
-    def recv(self, timeout=None):
-        """The next message (str or bytes).  Raises ``TimeoutError`` after
-        ``timeout`` seconds (None: wait forever), ``ConnectionClosed`` once
-        the connection is closed and no message is left."""
-        if self._messages:
-            return self._messages.popleft()
-        if self._reader is not None:
-            raise RuntimeError("a background reader is running: messages go to on_message")
-        deadline = None if timeout is None else time.monotonic() + timeout
-        while not self._messages:
-            if self._state == CLOSED:
-                raise self._closed_exc()
-            self._read_once(deadline)
-        return self._messages.popleft()
+    def _writelines(self, parts) -> None:
+        self._send_bytes(b"".join(parts))
 
-    def _read_once(self, deadline) -> None:
-        """Read what the socket has (waiting until ``deadline``) and parse it."""
+    def _write_eof(self) -> None:
+        if isinstance(self.sock, ssl_module.SSLSocket):
+            self._close_transport()  # TLS has no half-close (as asyncio's transport)
+            return
+        try:
+            self.sock.shutdown(socket.SHUT_WR)
+        except OSError:
+            pass
+
+    def _close_transport(self) -> None:
+        # Nothing is buffered (sendall): closing and aborting are the same.
+        self._abort_transport()
+
+    def _abort_transport(self) -> None:
         sock = self.sock
-        if deadline is None:
-            sock.settimeout(None)
-        else:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                raise TimeoutError("timed out")
-            sock.settimeout(remaining)
         try:
-            data = sock.recv(READ_SIZE)
-        except socket.timeout:
-            raise TimeoutError("timed out") from None
-        except OSError as exc:
-            self._lost(exc)
-            return
-        if not data:
-            self._lost(None)
-            return
-        self._feed(data)
-
-    def _feed(self, data) -> None:
-        self.bytes_in += len(data)
+            sock.shutdown(socket.SHUT_RDWR)  # wakes a reader blocked in recv
+        except OSError:
+            pass
         try:
-            self._parser.feed(data)
-        except ProtocolError as exc:
-            self._fail(exc)
+            sock.close()
+        except OSError:
+            pass
+        self._connection_lost()
 
-    # ------------------------------------------------------------ callbacks
+    def _lost(self, exc) -> None:
+        """The socket failed (``exc``) or reached its end (None)."""
+        if self._state != CLOSED:
+            if exc is not None and self.error is None:
+                self.error = exc
+            self._abort_transport()
+
+    def _arm(self, deadline: float) -> None:
+        if self._state != CLOSED:
+            with self._lock:
+                driver = self._driver
+                if driver is _CLOCK:
+                    driver = self._driver = ManualDriver(time.monotonic, 1.0, 1)
+                driver.arm(self, deadline)
+
+    def _disarm(self) -> None:
+        if self.armed:
+            with self._lock:
+                self._driver.cancel(self)
+
+    def _advance(self) -> None:
+        if self.armed:
+            with self._lock:
+                self._driver.advance()
+
+    # ------------------------------------------------------------ core hooks
+    def _message_callback(self):
+        return self._on_data
+
     def _on_data(self, message) -> None:
         self.messages_in += 1
+        if self._state != OPEN and self._reader is None:
+            return  # read by close() (or after it): dropped
         hook = self.on_message
         if hook is not None:
             hook(message)
@@ -268,86 +331,146 @@ class SyncWebSocket:
                 self._messages = deque()
             self._messages.append(message)
 
-    def _on_control(self, opcode: int, payload: bytes) -> None:
-        if opcode == OP_PING:
-            if self._state == OPEN:
-                try:
-                    self._write(build_frame(OP_PONG, payload, mask=True))
-                    self.pings_answered += 1
-                except ConnectionClosed:
-                    pass
-        elif opcode == OP_PONG:
-            now = time.monotonic()
-            waiters = self._pong_waiters
-            if waiters is not None and payload in waiters:
-                entry = waiters.pop(payload)
-                entry[1] = now
-                entry[0].set()
-            elif self._pongs is not None:
-                self._pongs[payload] = now
-        else:  # CLOSE
-            if len(payload) >= 2:
-                self.recv_code = struct.unpack("!H", payload[:2])[0]
-                self.recv_reason = payload[2:].decode("utf-8")
-            else:
-                self.recv_code = CLOSE_NO_STATUS
-            if self.sent_code is None:
-                # RFC 6455 5.5.1: answer with a CLOSE, echoing the code (an
-                # empty CLOSE is answered with an empty one).
-                if self.recv_code == CLOSE_NO_STATUS:
-                    reply = b""
-                else:
-                    self.sent_code = self.recv_code
-                    reply = _close_payload(self.recv_code, "")
-                try:
-                    with self._send_lock:
-                        self.sock.sendall(build_frame(OP_CLOSE, reply, mask=True))
-                except OSError:
-                    pass
-            self._finish()
+    def _on_ping(self, payload: bytes) -> None:
+        if self._state == OPEN:  # the core has written the PONG
+            self.pings_answered += 1
 
-    def _fail(self, exc: ProtocolError) -> None:
-        """The server broke the protocol: send CLOSE with the matching code, drop."""
-        self.error = exc
-        if self._state == OPEN:
-            self.sent_code = exc.code
-            try:
-                with self._send_lock:
-                    self.sock.sendall(build_frame(OP_CLOSE, _close_payload(exc.code, exc.reason), mask=True))
-            except OSError:
-                pass
-        self._finish()
+    def _on_pong(self, payload: bytes) -> None:
+        pings = self._pings
+        if pings:
+            entry = pings.pop(payload, None)
+            if entry is not None:
+                entry[1] = time.monotonic()
+                if entry[0] is not None:
+                    entry[0].set()
 
-    def _lost(self, exc) -> None:
-        if self._state != CLOSED:
-            if exc is not None and self.error is None:
-                self.error = exc
-            self._finish()
+    def _on_close_frame(self, payload: bytes) -> None:
+        Connection._on_close_frame(self, payload)
+        self.recv_code = self.close_code
 
-    def _finish(self) -> None:
-        if self._state == CLOSED:
-            return
-        self._state = CLOSED
-        try:
-            self.sock.close()
-        except OSError:
-            pass
-        if self._pong_waiters:
-            for entry in self._pong_waiters.values():
-                entry[0].set()
-            self._pong_waiters.clear()
+    def _input_failed(self, exc: Exception) -> None:
+        if self.error is None:
+            self.error = exc
+        Connection._input_failed(self, exc)
+
+    def _on_closed(self) -> None:
+        if self.recv_code is None:
+            # No close frame came: the code sent if we failed the connection, else 1006.
+            sent = self.sent_close_code
+            self.close_code = sent if sent is not None and self.error is not None else CLOSE_ABNORMAL
+        pings = self._pings
+        if pings:
+            for entry in pings.values():
+                if entry[0] is not None:
+                    entry[0].set()
+            pings.clear()
         hook = self.on_close
         if hook is not None:
             hook(self)
 
-    def _closed_exc(self) -> ConnectionClosed:
-        code = self.recv_code if self.recv_code is not None else CLOSE_ABNORMAL
-        reason = self.recv_reason
-        if self.error is not None and self.recv_code is None:
-            reason = str(getattr(self.error, "reason", None) or self.error)
-            if isinstance(self.error, ProtocolError) and self.sent_code is not None:
-                reason = f"protocol error, sent {self.sent_code}: {reason}"
-        return connection_closed(code, reason, self.sent_code)
+    def _closed_error(self):
+        """The ConnectionClosed to raise: the code received (1006 if no close
+        frame came), the code sent as ``sent_code``."""
+        code = self.recv_code
+        reason = self.close_reason
+        error = self.error
+        if code is None:
+            code = CLOSE_ABNORMAL
+            if error is not None:
+                reason = str(getattr(error, "reason", None) or error)
+                if isinstance(error, ProtocolError) and self.sent_close_code is not None:
+                    reason = f"protocol error, sent {self.sent_close_code}: {reason}"
+        return connection_closed(code, reason, self.sent_close_code)
+
+    _closed_exc = _closed_error  # the name fastws.locust used
+
+    def _handshake_bytes(self, data) -> None:
+        raise RuntimeError("the opening handshake is done before the connection is made")
+
+    # ------------------------------------------------------------ reading
+    def _read_once(self, until) -> None:
+        """Read what the socket has and feed it to the core, waiting at most
+        until ``until`` (None: no limit) or the connection's next timer; fire
+        the timers that are due."""
+        sock = self.sock
+        wake = self.deadline
+        if until is not None and until < wake:
+            wake = until
+        if wake == INF:
+            sock.settimeout(None)
+        else:
+            remaining = wake - time.monotonic()
+            if remaining <= 0:
+                self._advance()
+                return
+            sock.settimeout(remaining)
+        try:
+            data = sock.recv(READ_SIZE)
+        except socket.timeout:
+            self._advance()
+            return
+        except OSError as exc:
+            self._lost(exc)
+            return
+        if not data:
+            self._lost(None)
+            return
+        self.bytes_in += len(data)
+        self.data_received(data)
+        if self.deadline <= time.monotonic():
+            self._advance()
+
+    def _finish_closing(self, until) -> None:
+        """CLOSING: read (dropping messages) until the server ends TCP, the
+        close timeout fires or ``until`` passes (then drop the socket)."""
+        while self._state != CLOSED:
+            if until is not None and time.monotonic() >= until:
+                self._abort_transport()
+                return
+            self._read_once(until)
+
+    # ----------------------------------------------------------------- send
+    def send(self, data) -> int:
+        """Send a text (str) or binary (bytes-like) message; returns the
+        number of bytes written (frame header included)."""
+        with self._lock:
+            before = self.bytes_out
+            Connection.send(self, data)  # raises ConnectionClosed unless OPEN
+            written = self.bytes_out - before
+        if self._state == CLOSED:  # the write failed
+            raise self._closed_error()
+        self.messages_out += 1
+        return written
+
+    # ----------------------------------------------------------------- recv
+    def recv(self, timeout=None):
+        """The next message (str or bytes).  Raises ``TimeoutError`` after
+        ``timeout`` seconds (None: wait forever), ``ConnectionClosed`` once
+        the connection is closed and no message is left."""
+        messages = self._messages
+        if messages:
+            return self._pop()
+        if self._reader is not None:
+            raise RuntimeError("a background reader is running: messages go to on_message")
+        until = None if timeout is None else time.monotonic() + timeout
+        while not self._messages:
+            state = self._state
+            if state == CLOSED:
+                raise self._closed_error()
+            if state == CLOSING:  # no message can come any more
+                self._finish_closing(until)
+                continue
+            if until is not None and time.monotonic() >= until:
+                raise TimeoutError("timed out")
+            self._read_once(until)
+        return self._pop()
+
+    def _pop(self):
+        messages = self._messages
+        message = messages.popleft()
+        if not messages:
+            self._messages = None  # an empty deque holds 600+ bytes
+        return message
 
     # ----------------------------------------------------------------- ping
     def ping(self, timeout: float = 10.0) -> float:
@@ -357,68 +480,58 @@ class SyncWebSocket:
         ``on_message`` when a background reader runs).  Raises TimeoutError or
         ConnectionClosed."""
         if self._state != OPEN:
-            raise self._closed_exc()
+            raise self._closed_error()
         payload = os.urandom(4)
-        deadline = time.monotonic() + timeout
-        if self._reader is not None:
-            if self._pong_waiters is None:
-                self._pong_waiters = {}
-            entry = [threading.Event(), None]
-            self._pong_waiters[payload] = entry
-            start = time.monotonic()
-            self._write(build_frame(OP_PING, payload, mask=True))
-            if not entry[0].wait(timeout):
-                self._pong_waiters.pop(payload, None)
-                raise TimeoutError(f"no pong within {timeout} s")
-            if entry[1] is None:
-                raise self._closed_exc()
-            return entry[1] - start
-        if self._pongs is None:
-            self._pongs = {}
-        start = time.monotonic()
-        self._write(build_frame(OP_PING, payload, mask=True))
+        reader = self._reader
+        entry = [threading.Event() if reader is not None else None, None]
+        if self._pings is None:
+            self._pings = {}
+        self._pings[payload] = entry
+        until = time.monotonic() + timeout
         try:
-            while payload not in self._pongs:
-                if self._state == CLOSED:
-                    raise self._closed_exc()
-                self._read_once(deadline)
-            return self._pongs.pop(payload) - start
+            start = time.monotonic()
+            self.send_ping(payload)
+            if reader is not None:
+                if not entry[0].wait(timeout):
+                    raise TimeoutError(f"no pong within {timeout} s")
+            else:
+                while entry[1] is None:
+                    if self._state != OPEN:
+                        self._finish_closing(until)
+                        break
+                    if time.monotonic() >= until:
+                        raise TimeoutError(f"no pong within {timeout} s")
+                    self._read_once(until)
+            if entry[1] is None:
+                raise self._closed_error()
+            return entry[1] - start
         finally:
-            self._pongs = None
+            if self._pings:
+                self._pings.pop(payload, None)
 
     # ---------------------------------------------------------------- close
     def close(self, code: int = CLOSE_NORMAL, reason: str = "", timeout: float = 5.0) -> None:
         """Run the closing handshake: send CLOSE, wait up to ``timeout`` for
-        the server's CLOSE (messages still arriving are dropped), close the socket."""
+        the server's CLOSE and the end of TCP (messages still arriving are
+        dropped), then drop the socket if it is still there."""
         if self._state == CLOSED:
             return
-        if self._state == OPEN:
-            payload = _close_payload(code, reason)  # validates the code before the state changes
-            self._state = CLOSING
-            self.sent_code = code
-            try:
-                with self._send_lock:
-                    self.sock.sendall(build_frame(OP_CLOSE, payload, mask=True))
-            except OSError as exc:
-                self._lost(exc)
-                return
-        if self._reader is not None and self._reader is not _current():
-            # the reader sees the server's CLOSE and finishes
-            self._reader.join(timeout)
-            if self._state != CLOSED:
-                self._finish()
-            return
-        deadline = time.monotonic() + timeout
-        self.on_message = _drop
-        try:
-            while self._state != CLOSED:
-                self._read_once(deadline)
-        except TimeoutError:
-            self._finish()
+        if code in (CLOSE_NO_STATUS, CLOSE_ABNORMAL):
+            code = None  # never sent on the wire (RFC 6455 7.4.1): an empty CLOSE
+        Connection.close(self, code, reason)  # validates the code; OPEN: sends CLOSE
+        reader = self._reader
+        if reader is not None:
+            if reader is not _current():
+                reader.join(timeout)  # the reader sees the end
+                if self._state != CLOSED:
+                    self._abort_transport()
+            return  # called from the reader (on_message): it reads the rest
+        self._finish_closing(time.monotonic() + timeout)
 
     def abort(self) -> None:
         """Drop the TCP connection without a closing handshake."""
-        self._finish()
+        if self._state != CLOSED:
+            self._abort_transport()
 
     # ------------------------------------------------------- reader thread
     def start_reader(self, on_message=None, spawn=None):
@@ -443,10 +556,6 @@ class SyncWebSocket:
     def _read_loop(self) -> None:
         while self._state != CLOSED:
             self._read_once(None)
-
-
-def _drop(message) -> None:
-    pass
 
 
 def _gevent_active() -> bool:
