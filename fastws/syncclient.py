@@ -1,61 +1,15 @@
-"""A small synchronous WebSocket client: blocking sockets, no event loop.
+"""The blocking WebSocket client: no event loop, in a thread or a gevent greenlet.
 
-It runs unchanged in a plain thread and in a gevent greenlet (locust
-monkey-patches ``socket``, so every blocking call below yields to the other
-greenlets); ``fastws.locust`` builds its ``WebSocketUser`` on it.
+``SyncWebSocket`` is the protocol core of every fastws connection
+(``fastws.protocol.Connection``, client side) on a blocking socket: a locked
+``sendall`` writes, the bytes ``sock.recv`` returns go to ``data_received``,
+and its timers are a ``ManualDriver`` that the reading loop advances. States,
+the closing handshake, pong answers and close codes are the core's; this
+module adds the blocking calls, the counters and the exception rules.
+``fastws.locust`` builds its ``WebSocketUser`` on it (locust monkey-patches
+``socket``, so each blocking call yields to the other greenlets).
 
-``SyncWebSocket`` is the protocol core of every fastws connection,
-``fastws.protocol.Connection`` (client side: frames masked with a fresh key
-each, RFC 6455 5.3), on a blocking socket: its ``_write`` is a locked
-``sendall``, its transport methods close or half-close the socket, the bytes
-``sock.recv`` returns go to ``data_received``, and its timers (the closing
-handshake's ``close_timeout``) are a ``ManualDriver`` that the reading loop
-advances, never sleeping past the connection's next deadline. States, the
-closing handshake, ping answers and the close code of each protocol error are
-the core's; this module adds the blocking calls, the counters and the
-exception rules below.
-
-::
-
-    from fastws.syncclient import connect
-
-    ws = connect("ws://127.0.0.1:8765")
-    ws.send("hello")
-    print(ws.recv(timeout=5))
-    print("ping rtt", ws.ping())
-    ws.close()
-
-Behaviour:
-
-- The opening handshake is validated (status 101, Upgrade, Connection,
-  Sec-WebSocket-Accept, no unoffered extension or subprotocol: RFC 6455 4.1);
-  a failure raises ``HandshakeError`` (``InvalidStatus`` for a non-101).
-- PINGs are answered with PONGs as they are read; ``ping()`` measures the
-  round trip to the matching PONG.
-- A CLOSE from the server is answered with a CLOSE carrying the same code
-  (and reason); the client then waits for the server to end TCP (RFC 6455
-  7.1.1; ``close_timeout`` at most, else the socket is dropped); ``recv``
-  raises ``ConnectionClosed`` with the server's code and reason.
-- A protocol violation by the server (a masked frame, bad opcode, invalid
-  UTF-8, a message over ``max_size``, ...) is answered with a CLOSE carrying
-  the matching code (1002, 1007, 1009) and raises ``ConnectionClosedError``
-  whose ``sent_code`` is that code (``code`` is 1006: no close frame came).
-  An exception raised by ``on_message`` fails the connection the same way
-  with 1011 (and is logged).
-- The TCP connection ending without a CLOSE raises ``ConnectionClosedError``
-  with code 1006.
-
-``close_code`` is the code that ended the connection: the one received, else
-the one sent when the client failed the connection, else 1006 (None until a
-close frame came or the connection ended). ``recv_code``/``recv_reason`` are
-the received close frame's (None/"" when none came), ``sent_code`` is
-Connection's ``sent_close_code``.
-
-Reading is done by whoever calls ``recv``/``ping``/``close``, or, after
-``start_reader(on_message)``, by one background reader (a greenlet under
-gevent, a daemon thread otherwise) that hands every message to
-``on_message``; ``ping`` still works then (it waits for the reader to see the
-PONG), ``recv`` does not.
+See docs/guide/client.md#fastwssyncclient-the-blocking-client.
 """
 from __future__ import annotations
 
