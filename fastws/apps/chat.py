@@ -21,10 +21,10 @@ import re
 import time
 import unicodedata
 from importlib import resources
-from urllib.parse import urlsplit
 
 from ..http import Response
 from .json_protocol import MAX_ERRORS, JsonListener, dumps
+from .origin import OriginPolicy
 
 __all__ = ["ChatRoom", "ChatListener", "chat_app", "MAX_NAME", "MAX_TEXT", "MAX_ERRORS", "TOPIC"]
 
@@ -177,26 +177,19 @@ def _path_of(target: str) -> str:
     return target.split("?", 1)[0]
 
 
-def _same_origin(request) -> bool:
-    """gorilla's CheckOrigin: no Origin, or an Origin whose host:port is the Host."""
-    origin = request.headers.get("origin")
-    if origin is None:
-        return True
-    try:
-        return urlsplit(origin).netloc.lower() == (request.headers.get("host") or "").lower()
-    except ValueError:
-        return False
-
-
 def _text(status: int, reason: str, body: str, headers=()) -> Response:
     return Response(status, reason, list(headers), body.encode("utf-8"))
 
 
-def chat_app(room: ChatRoom | None = None) -> dict:
+def chat_app(room: ChatRoom | None = None, origins=None) -> dict:
     """The keyword arguments of ``fastws.run``/``fastws.serve`` for the chat:
-    ``app``, ``process_request``, ``http_handler``."""
+    ``app``, ``process_request``, ``http_handler``, ``max_size``.
+
+    ``origins``: pages allowed to open the WebSocket besides the chat's own
+    (``["*"]``: any); a foreign ``Origin`` gets 403."""
     if room is None:
         room = ChatRoom()
+    policy = OriginPolicy(origins)
     html, csp = _page()
     page_headers = [
         ("Content-Type", "text/html; charset=utf-8"),
@@ -212,7 +205,7 @@ def chat_app(room: ChatRoom | None = None) -> dict:
     def process_request(request):
         if _path_of(request.path) != WS_PATH:
             return _text(404, "Not Found", f"no WebSocket here; connect to {WS_PATH}\n")
-        if not _same_origin(request):
+        if not policy.allows(request):
             return _text(403, "Forbidden", "cross-origin WebSocket refused\n")
         return None
 

@@ -196,10 +196,22 @@ def test_other_websocket_paths_404(chat):
 
 
 def test_cross_origin_websocket_refused(chat):
-    with pytest.raises(InvalidStatus) as info:
-        Client(chat.port, origin="http://evil.example")
-    assert info.value.response.status_code == 403
+    for origin in ("http://evil.example", "null", f"http://localhost:{chat.port}", "https://127.0.0.1"):
+        with pytest.raises(InvalidStatus) as info:
+            Client(chat.port, origin=origin)
+        assert info.value.response.status_code == 403, origin
     Client(chat.port, origin=f"http://127.0.0.1:{chat.port}").close()
+    Client(chat.port).close()  # no Origin: not a browser
+
+
+def test_origins_open_the_chat_to_other_pages(serve_thread):
+    st = serve_thread(**chat_app(origins=["https://app.example"]))
+    Client(st.port, origin="https://app.example").close()
+    Client(st.port, origin=f"http://127.0.0.1:{st.port}").close()  # its own page still works
+    with pytest.raises(InvalidStatus):
+        Client(st.port, origin="http://evil.example")
+    anyone = serve_thread(**chat_app(origins=["*"]))
+    Client(anyone.port, origin="http://evil.example").close()
 
 
 def _get(port, path, method="GET"):
