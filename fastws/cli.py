@@ -202,8 +202,9 @@ def build_parser() -> argparse.ArgumentParser:
                           description="Run the chat room: open http://HOST:PORT/ in a browser, pick a "
                                       "name, talk to everyone in the room. The WebSocket is at /ws; "
                                       "the JSON protocol is in the docstring of fastws/chat.py.")
-    _add_serving(chat, 8080, "4KiB", "largest message a client may send (env FASTWS_MAX_SIZE; "
-                 "default 4KiB); larger ones close with 1009")
+    _add_serving(chat, 8080, "32KiB", "largest message a client may send (env FASTWS_MAX_SIZE; "
+                 "default 32KiB, the longest text with every character JSON-escaped); larger "
+                 "ones close with 1009")
 
     push = sub.add_parser("push", help="run the push service: POST /publish/<topic> reaches "
                                        "the topic's WebSocket subscribers",
