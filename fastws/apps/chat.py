@@ -169,8 +169,8 @@ class ChatRoom:
             return None, ("bad_name", "name must contain a visible character")
         if key in self._members:
             taken = self._members[key].name
-            return None, ("name_taken", f"the name \"{name}\" is taken or looks like \"{taken}\"; "
-                                        "choose another")
+            like = "is taken" if taken == name else f"is taken: it looks like \"{taken}\", who is here"
+            return None, ("name_taken", f"the name \"{name}\" {like}; choose another")
         return name, None
 
     def add(self, listener) -> None:
