@@ -138,8 +138,16 @@ def _add_serving(p, default_port: int, max_size: str, max_size_help: str) -> Non
     p.add_argument("--origins", default=_env("origins", None), metavar="LIST",
                    help="comma-separated Origin values allowed to connect, e.g. "
                         "'https://example.com,https://www.example.com'; others get 403; "
-                        "'none' in the list admits clients that send no Origin (non-browser) "
-                        "(env FASTWS_ORIGINS; default: any origin)")
+                        "'none' in the list admits clients that send no Origin (non-browser); "
+                        "'*' any origin (env FASTWS_ORIGINS; default: any origin, but chat and "
+                        "push admit only their own origin and clients without one, and the "
+                        "list adds to it)")
+    p.add_argument("--allowed-hosts", default=_env("allowed_hosts", None), metavar="LIST",
+                   help="comma-separated Host names this server answers, like Django's "
+                        "ALLOWED_HOSTS: 'example.com', '.example.com' (it and its subdomains), "
+                        "'*.example.com' (subdomains), '[::1]', '*'; ports are ignored; "
+                        "requests with another Host get 400, which stops DNS rebinding "
+                        "(env FASTWS_ALLOWED_HOSTS; default: any host)")
     p.add_argument("--limit-connections", type=_int_or_none, default=_env("limit_connections", "none"),
                    metavar="N", help="at most N open WebSockets per worker: further upgrades get "
                                      "503 with Retry-After (env FASTWS_LIMIT_CONNECTIONS; default: no limit)")
@@ -194,8 +202,9 @@ def build_parser() -> argparse.ArgumentParser:
                           description="Run the chat room: open http://HOST:PORT/ in a browser, pick a "
                                       "name, talk to everyone in the room. The WebSocket is at /ws; "
                                       "the JSON protocol is in the docstring of fastws/chat.py.")
-    _add_serving(chat, 8080, "4KiB", "largest message a client may send (env FASTWS_MAX_SIZE; "
-                 "default 4KiB); larger ones close with 1009")
+    _add_serving(chat, 8080, "32KiB", "largest message a client may send (env FASTWS_MAX_SIZE; "
+                 "default 32KiB, the longest text with every character JSON-escaped); larger "
+                 "ones close with 1009")
 
     push = sub.add_parser("push", help="run the push service: POST /publish/<topic> reaches "
                                        "the topic's WebSocket subscribers",
@@ -337,7 +346,11 @@ def main(argv=None) -> int:
     origins = _list(args.origins)
     if origins is not None:
         origins = [None if o.lower() == "none" else o for o in origins]
-        options["origins"] = origins
+        if command not in ("chat", "push") and "*" not in origins:
+            options["origins"] = origins  # chat and push apply it themselves (same origin + list)
+    allowed_hosts = _list(args.allowed_hosts)
+    if allowed_hosts is not None:
+        options["allowed_hosts"] = allowed_hosts
     ws, http = ("wss", "https") if ssl_ctx is not None else ("ws", "http")
 
     def where(addresses, scheme):
@@ -370,7 +383,7 @@ def main(argv=None) -> int:
     elif command == "chat":
         from .apps.chat import chat_app
 
-        options.update(chat_app(), max_size=args.max_size or None)
+        options.update(chat_app(origins=origins), max_size=args.max_size or None)
 
         def on_start(addresses, workers, loop):
             print(f"fastws {__version__} chat listening on {where(addresses, http)} "
@@ -381,7 +394,7 @@ def main(argv=None) -> int:
 
         token = getattr(args, "token", None)
         try:
-            service, push_options = push_app(token, args.max_size or MAX_BODY)
+            service, push_options = push_app(token, args.max_size or MAX_BODY, origins=origins)
         except ConfigError as exc:
             return _error(str(exc))
         options.update(push_options, on_server=service.attach)

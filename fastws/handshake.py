@@ -17,6 +17,7 @@ import base64
 import binascii
 import hashlib
 import os
+import re
 import time
 from urllib.parse import urlsplit
 
@@ -66,6 +67,8 @@ __all__ = [
     "accept_101",
     "negotiate_deflate",
     "response_deflate",
+    "HostAllowlist",
+    "allowed_hosts_option",
 ]
 
 #: RFC 6455 1.3 / 4.2.2: the GUID appended to Sec-WebSocket-Key.
@@ -156,7 +159,7 @@ def accept_101(key: bytes) -> bytes:
     return b"%sSec-WebSocket-Accept: %s\r\n\r\n" % (cached[1], accept)
 
 
-def check_request(request, *, origins=None, subprotocols=None):
+def check_request(request, *, origins=None, subprotocols=None, allowed_hosts=None):
     """Validate a WebSocket upgrade request (RFC 6455 4.2.1).
 
     Returns ``(subprotocol or None, headers of the 101 response)``; the
@@ -167,7 +170,7 @@ def check_request(request, *, origins=None, subprotocols=None):
     ====  =====================================================================
     405   method not GET (``Allow: GET``)
     400   HTTP version below 1.1; 505 for HTTP/2 and above on an HTTP/1 wire
-    400   no ``Host``, or several
+    400   no ``Host``, or several; or one outside ``allowed_hosts``
     426   ``Upgrade`` without the token ``websocket`` (``Upgrade: websocket``,
           ``Connection: Upgrade``)
     400   ``Connection`` without the token ``upgrade``
@@ -183,6 +186,8 @@ def check_request(request, *, origins=None, subprotocols=None):
     ``None`` admits requests without ``Origin`` (otherwise they are refused);
     or a callable ``(origin or None) -> bool``. A request with several
     ``Origin`` lines is refused whenever a policy is set.
+
+    ``allowed_hosts``: None (any Host) or a ``HostAllowlist``.
 
     ``subprotocols``: the server's, in order of preference. The first one the
     client offered is selected; none in common selects None (the handshake
@@ -205,6 +210,8 @@ def check_request(request, *, origins=None, subprotocols=None):
     hosts = fields[FIELD_HOST]
     if hosts is None or len(hosts) != 1 or not hosts[0]:
         raise InvalidRequest(400, "Bad Request", body="Missing or duplicate Host header")
+    if allowed_hosts is not None and not allowed_hosts.allows(hosts[0]):
+        raise allowed_hosts.refusal()
 
     # RFC 6455 4.2.1 item 3: "An |Upgrade| header field containing the value
     # "websocket", treated as an ASCII case-insensitive value."
@@ -307,6 +314,98 @@ def _origin_allowed(values: list, origins) -> bool:
         return None in origins
     origin = origin.lower()
     return any(o is not None and o.lower() == origin for o in origins)
+
+
+# Host allowlist (DNS rebinding): Django's ALLOWED_HOSTS rules.
+
+# A host name (letters, digits, "-", ".", "_") or a bracketed IPv6 literal,
+# then an optional port: what a Host field may hold once lower-cased.
+_HOST_RE = re.compile(r"([a-z0-9_.-]+|\[[a-f0-9:.]+\])(?::([0-9]{1,5}))?")
+_ENTRY_RE = re.compile(r"(\*\.|\.)?([a-z0-9_-]+(?:\.[a-z0-9_-]+)*|\[[a-f0-9:.]+\])")
+
+
+def _split_host(value: str):
+    """The host part of a Host field value, lower-cased, without the port and
+    a trailing dot; None if it is no host name or IP literal."""
+    match = _HOST_RE.fullmatch(value.strip().lower())
+    if match is None:
+        return None
+    host = match.group(1)
+    return host[:-1] if host.endswith(".") and not host.endswith("..") else host
+
+
+class HostAllowlist:
+    """The ``Host`` values a server answers (``allowed_hosts``), so that a web
+    page on an attacker's domain that re-resolves to this server (DNS
+    rebinding) gets 400. Entries, compared case-insensitively and without the
+    port: ``"example.com"`` exactly, ``".example.com"`` that domain and every
+    subdomain, ``"*.example.com"`` its subdomains only, ``"[::1]"`` an IPv6
+    literal, ``"*"`` any host. See docs/guide/cli.md."""
+
+    __slots__ = ("entries", "_any", "_exact", "_suffixes")
+
+    def __init__(self, hosts):
+        if isinstance(hosts, (str, bytes)):
+            raise ConfigError("allowed_hosts must be a list of host names, not a single string")
+        try:
+            entries = list(hosts)
+        except TypeError:
+            raise ConfigError(f"allowed_hosts must be a list of host names, got {hosts!r}") from None
+        if not entries:
+            raise ConfigError("allowed_hosts is empty: no request could be answered "
+                              "(None allows any host, [\"*\"] says so explicitly)")
+        self.entries = tuple(entries)
+        self._any = False
+        exact, suffixes = set(), []
+        for entry in entries:
+            if not isinstance(entry, str):
+                raise ConfigError(f"allowed_hosts entries must be strings, got {entry!r}")
+            text = entry.strip().lower()
+            if text == "*":
+                self._any = True
+                continue
+            text = text[:-1] if text.endswith(".") else text
+            match = _ENTRY_RE.fullmatch(text)
+            if match is None:
+                raise ConfigError(f"allowed_hosts: {entry!r} is not a host name (no port, no scheme), "
+                                  f"'.example.com', '*.example.com', '[::1]' or '*'")
+            wildcard, name = match.groups()
+            if wildcard is None:
+                exact.add(name)
+            else:
+                if name.startswith("["):
+                    raise ConfigError(f"allowed_hosts: {entry!r}: an IP address has no subdomains")
+                suffixes.append("." + name)
+                if wildcard == ".":
+                    exact.add(name)
+        self._exact = frozenset(exact)
+        self._suffixes = tuple(suffixes)
+
+    def allows(self, value) -> bool:
+        """Whether a ``Host`` field value (port allowed) is one of the entries."""
+        if self._any:
+            return True
+        if not value:
+            return False
+        host = _split_host(value)
+        if host is None:
+            return False
+        return host in self._exact or (bool(self._suffixes) and host.endswith(self._suffixes))
+
+    @staticmethod
+    def refusal() -> InvalidRequest:
+        return InvalidRequest(400, "Bad Request", body="Host not allowed")
+
+    def __repr__(self):
+        return f"HostAllowlist({list(self.entries)!r})"
+
+
+def allowed_hosts_option(value):
+    """The server option ``allowed_hosts``: None (any host) or a list of
+    entries, validated once at start-up into a ``HostAllowlist``."""
+    if value is None or isinstance(value, HostAllowlist):
+        return value
+    return HostAllowlist(value)
 
 
 def accept_response(headers_101, extra_headers=()) -> bytes:

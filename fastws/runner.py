@@ -23,7 +23,7 @@ __all__ = ["run", "new_event_loop", "loop_name"]
 logger = logging.getLogger("fastws.server")
 
 _SERVER_KEYS = {
-    "origins", "subprotocols", "process_request", "http_handler",
+    "origins", "allowed_hosts", "subprotocols", "process_request", "http_handler",
     "max_size", "max_queue", "write_limit", "max_write_buffer", "write_timeout", "handshake_timeout",
     "close_timeout", "ping_interval", "ping_timeout", "idle_timeout", "timer_tick", "max_head", "max_headers",
     "slow_consumer", "slow_consumer_limit", "broker",

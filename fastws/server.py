@@ -7,8 +7,9 @@ asyncio ``Protocol`` level (no streams): each accepted TCP connection is one
 ``ServerConnection``, which reads the upgrade request, answers it and then
 speaks WebSocket. The ``Server`` is the one owner of the set of open
 connections and of the topic registry (fastws/pubsub.py). Options are those
-of ``fastws.options.Options`` plus ``origins``, ``subprotocols``,
-``process_request``, ``http_handler`` and ``broker`` (docs/guide/options.md).
+of ``fastws.options.Options`` plus ``origins``, ``allowed_hosts``,
+``subprotocols``, ``process_request``, ``http_handler`` and ``broker``
+(docs/guide/options.md).
 See docs/guide/handler-api.md.
 """
 from __future__ import annotations
@@ -31,7 +32,7 @@ from .exceptions import (
     InvalidRequest,
 )
 from .listener import Listener
-from .http import RequestReader, Response
+from .http import FIELD_HOST, RequestReader, Response, upgrade_fields
 from .metrics import ServerCounters
 from .options import Options
 from .pubsub import Topics
@@ -118,7 +119,8 @@ class ServerConnection(StreamConnection):
                 self._reader = None
                 request, leftover, key = quick
                 server = self._server
-                if server.origins is not None or server.subprotocols or opts.compression is not None:
+                if (server.origins is not None or server.subprotocols or opts.compression is not None
+                        or server.allowed_hosts is not None):
                     self._check_upgrade(request, leftover)
                     return
                 # check_request would pass, answering accept_response([(
@@ -160,7 +162,8 @@ class ServerConnection(StreamConnection):
         server = self._server
         try:
             subprotocol, headers = handshake.check_request(
-                request, origins=server.origins, subprotocols=server.subprotocols
+                request, origins=server.origins, subprotocols=server.subprotocols,
+                allowed_hosts=server.allowed_hosts,
             )
             deflate_params = None
             if self._opts.compression is not None:
@@ -233,6 +236,12 @@ class ServerConnection(StreamConnection):
         return self._app.on_message
 
     def _plain_http(self, request) -> None:
+        allowed_hosts = self._server.allowed_hosts
+        if allowed_hosts is not None:
+            hosts = upgrade_fields(request)[FIELD_HOST]
+            if hosts is None or len(hosts) != 1 or not allowed_hosts.allows(hosts[0]):
+                self._refuse(allowed_hosts.refusal(), request)
+                return
         handler = self._server.http_handler
         if handler is None:
             self._respond(Response(
@@ -358,8 +367,11 @@ class Server:
     """A running fastws server; ``connections`` is the set of its open connections."""
 
     def __init__(self, app, *, origins=None, subprotocols=None, process_request=None,
-                 http_handler=None, broker=None, **options):
+                 http_handler=None, broker=None, allowed_hosts=None, **options):
         self.options = Options(**options)
+        # None: any Host (the handshake's fast path stays as it is); else a
+        # HostAllowlist, checked on every request, upgrade or plain HTTP (400).
+        self.allowed_hosts = handshake.allowed_hosts_option(allowed_hosts)
         if is_handler(app):
             self._connection_class = ServerWebSocket
         elif callable(app):
@@ -585,7 +597,7 @@ class serve:
     ``async with serve(app, host, port) as server: ...``.
 
     Connection options are those of ``fastws.options.Options``; server options:
-    ``origins``, ``subprotocols``, ``process_request``, ``http_handler``, ``broker``;
+    ``origins``, ``allowed_hosts``, ``subprotocols``, ``process_request``, ``http_handler``, ``broker``;
     socket options: ``sock``, ``reuse_port``, ``backlog``, ``ssl``, ``unix_path``.
     """
 

@@ -22,6 +22,7 @@ from urllib.parse import parse_qs, unquote
 from ..exceptions import CLOSE_INTERNAL_ERROR, CLOSE_TRY_AGAIN_LATER, BrokerError, BrokerUnavailable, ConfigError
 from ..http import Response
 from .json_protocol import MAX_ERRORS, JsonListener, dumps
+from .origin import OriginPolicy
 
 __all__ = ["PushListener", "PushService", "push_app", "valid_topic", "envelope",
            "MAX_TOPICS", "MAX_ERRORS", "MAX_BODY", "CLIENT_MAX_SIZE"]
@@ -210,9 +211,9 @@ class PushService:
     """The HTTP side of the push service; it publishes through the ``Server``
     given to ``attach`` (``fastws.run(..., on_server=service.attach)``)."""
 
-    __slots__ = ("server", "_token", "max_body")
+    __slots__ = ("server", "_token", "max_body", "origins")
 
-    def __init__(self, token: str | None = None, max_body: int = MAX_BODY):
+    def __init__(self, token: str | None = None, max_body: int = MAX_BODY, origins=None):
         if token is not None:
             if not isinstance(token, str) or not token or not all(0x21 <= ord(c) <= 0x7E for c in token):
                 raise ConfigError("token must be a non-empty string of printable ASCII without spaces")
@@ -222,6 +223,10 @@ class PushService:
         self.server = None
         self._token = token.encode("ascii") if token is not None else None
         self.max_body = max_body
+        try:
+            self.origins = OriginPolicy(origins)  # a foreign Origin: 403 on /ws and /publish
+        except (TypeError, ValueError, AttributeError) as exc:
+            raise ConfigError(f"origins: {exc}") from None
 
     def attach(self, server) -> None:
         self.server = server
@@ -239,6 +244,8 @@ class PushService:
         path, _ = _split_target(request.path)
         if path != WS_PATH:
             return _text(404, "Not Found", f"no WebSocket here; connect to {WS_PATH}?topics=...\n")
+        if not self.origins.allows(request):
+            return _text(403, "Forbidden", "cross-origin WebSocket refused\n")
         if query_topics(request.path) is None:
             return _text(400, "Bad Request",
                          f"topics: at most {MAX_TOPICS}, each 1-128 characters of A-Z a-z 0-9 . _ : -\n")
@@ -261,6 +268,10 @@ class PushService:
             return _text(404, "Not Found", "not found\n")
         if request.method != "POST":
             return _text(405, "Method Not Allowed", "POST only\n", [("Allow", "POST")])
+        # Before the token: a web page elsewhere can POST text/plain here
+        # without a preflight; with a foreign Origin nothing is published.
+        if not self.origins.allows(request):
+            return _text(403, "Forbidden", "cross-origin publish refused\n")
         if not self._authorized(request):
             return _text(401, "Unauthorized", "a valid bearer token is required\n",
                          [("WWW-Authenticate", 'Bearer realm="fastws push"')])
@@ -294,11 +305,13 @@ class PushService:
         return _json(200, "OK", {"id": published.id, "processes": published.processes})
 
 
-def push_app(token: str | None = None, max_body: int = MAX_BODY):
+def push_app(token: str | None = None, max_body: int = MAX_BODY, origins=None):
     """``(service, options)``: ``options`` are the keyword arguments of
     ``fastws.serve``/``fastws.run`` (``app``, ``process_request``,
     ``http_handler``, ``max_size`` for what subscribers send); give the
-    started server to ``service.attach`` (``fastws.run(..., on_server=service.attach)``)."""
-    service = PushService(token, max_body)
+    started server to ``service.attach`` (``fastws.run(..., on_server=service.attach)``).
+    ``origins``: pages allowed to subscribe and publish besides the same
+    origin (``["*"]``: any); a foreign ``Origin`` gets 403."""
+    service = PushService(token, max_body, origins)
     return service, {"app": PushListener, "process_request": service.process_request,
                      "http_handler": service.http_handler, "max_size": CLIENT_MAX_SIZE}

@@ -9,13 +9,13 @@ import pytest
 import websockets.sync.client as ws_sync
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
-from fastws.apps.chat import MAX_ERRORS, MAX_NAME, MAX_TEXT, chat_app
+from fastws.apps.chat import BURST, CHAT_MAX_SIZE, MAX_ERRORS, MAX_NAME, MAX_TEXT, RATE_STRIKES, chat_app
 from util import UNIT
 
 
 @pytest.fixture
 def chat(serve_thread):
-    return serve_thread(**chat_app(), max_size=4096)
+    return serve_thread(**chat_app())
 
 
 class Client:
@@ -177,16 +177,90 @@ def test_binary_closes_1003(connect):
     assert c.closed_with() == 1003
 
 
-def test_oversized_message_closes_1009(connect):
+def test_over_long_text_gets_an_error_oversized_frame_closes_1009(connect):
     a, b = connect(), connect()
     a.login("alice")
     b.login("bob")
     a.recv()
-    b.send({"type": "message", "text": "x" * 5000})  # over max_size (4 KiB)
+    b.send({"type": "message", "text": "字" * (MAX_TEXT + 500)})  # too long, but under max_size
+    assert b.recv()["code"] == "bad_text"
+    b.send({"type": "message", "text": "still here"})
+    assert b.recv()["text"] == "still here"
+    b.send({"type": "message", "text": "x" * (CHAT_MAX_SIZE + 1)})  # over max_size: the frame itself
     assert b.closed_with() == 1009
+    assert a.recv()["text"] == "still here"
     assert a.recv() == {"type": "leave", "name": "bob"}
 
 
+def test_the_size_limit_covers_the_character_limit(connect):
+    """1,400 CJK characters (under the 2,000 limit) were cut off with 1009:
+    max_size must hold MAX_TEXT characters at their worst, JSON-escaped
+    (json.dumps sends "\\u5b57", 6 bytes, and an emoji as two escapes)."""
+    a, b = connect(), connect()
+    a.login("alice")
+    b.login("bob")
+    a.recv()
+    for text in ("字" * 1400, "字" * MAX_TEXT, "😀" * MAX_TEXT, "\t" * 10 + "é" * MAX_TEXT + " " * 500):
+        b.send(json.dumps({"type": "message", "text": text}))  # ensure_ascii: the worst case on the wire
+        for c in (a, b):
+            assert c.recv()["text"] == text.strip()
+    b.send(json.dumps({"type": "message", "text": "😀" * (MAX_TEXT + 1)}))
+    assert b.recv()["code"] == "bad_text"
+
+
+@pytest.mark.parametrize("name", [
+    "Аlice",            # Cyrillic А
+    "Ａｌｉｃｅ",        # full width
+    "Alicé", "ALİCE", "Alice\u0301", "alice", " ALICE ",
+    "AIice",            # capital I for l
+    "A1ice", "Al ice",
+    "Аlісе",            # Cyrillic а, і, с, е
+    "Αlice",            # Greek Alpha
+])
+def test_lookalike_names_are_taken(connect, name):
+    connect().login("Alice")
+    reply = connect().login(name)
+    assert reply["type"] == "error" and reply["code"] == "name_taken", (name, reply)
+
+
+@pytest.mark.parametrize("name", [
+    "Alice\u3164", "\u3164", "Alice\u2800", "Al\u200bice", "Alice\u200d", "\u2066Alice\u2069",
+    "Alice\u00ad", "A\u202eecila", "Alice\ufeff", "Al\u2028ice", "Alice\x1b[0m", "Ali\u0000ce",
+    "Alice\u180e", "Alice\U000e0041",
+], ids=lambda n: n.encode("unicode_escape").decode())
+def test_invisible_control_and_bidi_names_refused(connect, name):
+    c = connect()
+    reply = c.login(name)
+    assert reply["type"] == "error" and reply["code"] == "bad_name" and reply["error"], (name, reply)
+    assert c.login("Alice")["type"] == "welcome"
+
+
+def test_names_are_stored_nfkc(connect):
+    assert connect().login("Ｂｏｂ　Ｓｍｉｔｈ")["name"] == "Bob Smith"
+
+
+@pytest.mark.parametrize("text", [
+    "hi\nbob: I am bob", "hi\r\nbob", "line\u2028break", "para\u2029break", "x\x85y",
+    "evil \u202egnp.exe", "iso \u2066late\u2069", "mark\u200f", "nul\x00", "esc \x1b[2J", "bell\x07",
+    "zero\u200bwidth", "bom\ufeff",
+], ids=lambda t: t.encode("unicode_escape").decode())
+def test_text_cannot_fake_lines_or_speakers(connect, text):
+    a, b = connect(), connect()
+    a.login("alice")
+    b.login("bob")
+    a.recv()
+    b.send({"type": "message", "text": text})
+    reply = b.recv()
+    assert reply["type"] == "error" and reply["code"] == "bad_text" and reply["error"], reply
+    a.nothing(0.1)
+
+
+def test_text_with_tabs_and_emoji_joiners_passes(connect):
+    c = connect()
+    c.login("carol")
+    for text in ("a\tb", "👨\u200d👩\u200d👧 family", "می\u200cخواهم"):
+        c.send({"type": "message", "text": text})
+        assert c.recv()["text"] == text
 def test_other_websocket_paths_404(chat):
     for path in ("/", "/chat", "/ws/x"):
         with pytest.raises(InvalidStatus) as info:
@@ -196,10 +270,22 @@ def test_other_websocket_paths_404(chat):
 
 
 def test_cross_origin_websocket_refused(chat):
-    with pytest.raises(InvalidStatus) as info:
-        Client(chat.port, origin="http://evil.example")
-    assert info.value.response.status_code == 403
+    for origin in ("http://evil.example", "null", f"http://localhost:{chat.port}", "https://127.0.0.1"):
+        with pytest.raises(InvalidStatus) as info:
+            Client(chat.port, origin=origin)
+        assert info.value.response.status_code == 403, origin
     Client(chat.port, origin=f"http://127.0.0.1:{chat.port}").close()
+    Client(chat.port).close()  # no Origin: not a browser
+
+
+def test_origins_open_the_chat_to_other_pages(serve_thread):
+    st = serve_thread(**chat_app(origins=["https://app.example"]))
+    Client(st.port, origin="https://app.example").close()
+    Client(st.port, origin=f"http://127.0.0.1:{st.port}").close()  # its own page still works
+    with pytest.raises(InvalidStatus):
+        Client(st.port, origin="http://evil.example")
+    anyone = serve_thread(**chat_app(origins=["*"]))
+    Client(anyone.port, origin="http://evil.example").close()
 
 
 def _get(port, path, method="GET"):
@@ -224,3 +310,132 @@ def test_http_page_and_errors(chat):
     assert _get(chat.port, "/ws")[0] == 404  # plain HTTP to the WebSocket path
     status, headers, _ = _get(chat.port, "/", "POST")
     assert status == 405 and headers["Allow"] == "GET"
+
+
+def test_rejoin_with_the_same_name_after_a_disconnect(connect):
+    """bob drops (no closing handshake, as when a phone loses the network or
+    a tab is killed) and comes back at once with the same name: alice sees
+    him leave and join again, and his welcome lists both."""
+    a = connect()
+    a.login("alice")
+    for rejoin in range(3):
+        b = connect()
+        assert b.login("bob") == {"type": "welcome", "name": "bob", "users": ["alice", "bob"]}, rejoin
+        assert a.recv() == {"type": "join", "name": "bob"}
+        if rejoin % 2:
+            b.close()
+        else:
+            b.ws.socket.close()  # gone without a close frame
+        assert a.recv() == {"type": "leave", "name": "bob"}
+    c = connect()
+    assert c.login("carol")["users"] == ["alice", "carol"]
+
+
+def _member(port, name):
+    """A logged-in member with a small receive buffer, as a phone on a slow
+    link: what it does not read piles up in the server's write buffer."""
+    import socket
+
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8192)
+    sock.settimeout(5 * UNIT)
+    sock.connect(("127.0.0.1", port))
+    c = Client(port, sock=sock)
+    assert c.login(name)["type"] == "welcome"
+    return c
+
+
+def test_flooder_is_warned_then_closed_and_no_one_else_is_cut_off(serve_thread):
+    """One member sends 500 messages as fast as it can; five others read at
+    a human pace (but 10x the allowed rate). Before flood control the five
+    were cut off as slow consumers (1013) and the flooder stayed."""
+    import threading
+
+    st = serve_thread(**chat_app(), write_limit=16 * 1024, slow_consumer_limit=256 * 1024)
+    members = [_member(st.port, f"m{i}") for i in range(5)]
+    flooder = _member(st.port, "flood")
+    for i, m in enumerate(members):  # the joins after its own
+        for _ in range(len(members) - i):
+            assert m.recv()["type"] == "join"
+    got = [[] for _ in members]
+    closed = [None] * len(members)
+    done = threading.Event()
+
+    def read_slowly(i, m):
+        while not done.is_set():
+            try:
+                got[i].append(json.loads(m.ws.recv(timeout=0.2 * UNIT)))
+            except TimeoutError:
+                continue
+            except ConnectionClosed as exc:
+                closed[i] = exc.rcvd.code if exc.rcvd else 1006
+                return
+            time.sleep(0.005)
+
+    readers = [threading.Thread(target=read_slowly, args=(i, m), daemon=True) for i, m in enumerate(members)]
+    for t in readers:
+        t.start()
+
+    def flood():
+        for n in range(500):
+            try:
+                flooder.send({"type": "message", "text": f"{n:03d} " + "x" * 1900})
+            except ConnectionClosed:
+                return
+
+    sender = threading.Thread(target=flood, daemon=True)
+    sender.start()
+    errors, code = [], None
+    try:
+        while True:
+            msg = json.loads(flooder.ws.recv(timeout=10 * UNIT))
+            if msg["type"] == "error":
+                errors.append(msg["code"])
+    except ConnectionClosed as exc:
+        code = exc.rcvd.code if exc.rcvd else None
+    sender.join(10 * UNIT)
+    assert errors == ["rate_limited"] and code == 1008, (errors, code)
+
+    # Every member is still there, got the flooder's leave, and hears the room.
+    deadline = time.monotonic() + 10 * UNIT
+    while time.monotonic() < deadline and not all(any(m.get("type") == "leave" for m in g) for g in got):
+        assert closed == [None] * len(members), closed
+        time.sleep(0.05)
+    assert closed == [None] * len(members), closed
+    members[0].send({"type": "message", "text": "calm again"})
+    while time.monotonic() < deadline and not all(any(m.get("text") == "calm again" for m in g) for g in got):
+        time.sleep(0.05)
+    done.set()
+    for t in readers:
+        t.join(5 * UNIT)
+    assert closed == [None] * len(members), closed
+    for g in got:
+        texts = [m["text"] for m in g if m["type"] == "message"]
+        assert texts[-1] == "calm again"
+        assert BURST - 5 <= len(texts) - 1 <= BURST + 20, len(texts)  # the burst and a little refill
+        assert {"type": "leave", "name": "flood"} in g
+    for m in members:
+        m.close()
+    flooder.close()
+
+
+def test_rate_limit_warns_once_and_forgives_a_calm_member(connect):
+    c = connect()
+    c.login("eager")  # the login takes a token too
+    for _ in range(BURST - 1):
+        c.send({"type": "message", "text": "x"})
+    for _ in range(BURST - 1):
+        assert c.recv()["type"] == "message"
+    for _ in range(RATE_STRIKES):  # over the bucket (but for what refilled meanwhile): one warning
+        c.send({"type": "message", "text": "too fast"})
+    replies = []
+    while True:
+        try:
+            replies.append(c.recv() if not replies else json.loads(c.ws.recv(timeout=0.3 * UNIT)))
+        except TimeoutError:
+            break
+    assert [r.get("code") for r in replies if r["type"] == "error"] == ["rate_limited"], replies
+    assert len(replies) < RATE_STRIKES  # the others were dropped
+    time.sleep(BURST / 20 + 0.2)  # the bucket fills up again: forgiven
+    c.send({"type": "message", "text": "calm"})
+    assert c.recv()["text"] == "calm"

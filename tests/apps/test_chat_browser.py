@@ -147,3 +147,81 @@ def test_skip_reason_names_what_is_missing(monkeypatch):
     monkeypatch.setenv("FASTWS_REQUIRE_BROWSER", "1")
     with pytest.raises(pytest.fail.Exception, match="FASTWS_REQUIRE_BROWSER"):
         _browser_or_skip()
+
+
+def _box(page, selector):
+    box = page.locator(selector).bounding_box()
+    assert box is not None, f"{selector} is not displayed"
+    return box
+
+
+def _inside(inner, outer, what, slack=0.5):
+    assert (inner["x"] >= outer["x"] - slack and inner["y"] >= outer["y"] - slack
+            and inner["x"] + inner["width"] <= outer["x"] + outer["width"] + slack
+            and inner["y"] + inner["height"] <= outer["y"] + outer["height"] + slack), (what, inner, outer)
+
+
+def _in_viewport(page, selector):
+    size = page.viewport_size
+    _inside(_box(page, selector), {"x": 0, "y": 0, "width": size["width"], "height": size["height"]},
+            f"{selector} in the {size['width']}x{size['height']} viewport")
+
+
+@pytest.mark.parametrize("width,height", [(1280, 800), (390, 844)], ids=["desktop", "phone"])
+def test_layout_on_desktop_and_phone(chat_url, tmp_path, width, height):
+    """The login box is a column (heading on one line, input, Join, error
+    line) and the room view keeps the input and Send on screen, at 1280 px
+    and at 390 px. Screenshots go to FASTWS_TEST_ARTIFACTS (or tmp_path)."""
+    sync_playwright = _browser_or_skip()
+    from playwright.sync_api import expect
+
+    expect.set_options(timeout=5000 * UNIT)
+    out = os.environ.get("FASTWS_TEST_ARTIFACTS") or str(tmp_path)
+    os.makedirs(out, exist_ok=True)
+    shots = []
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+        try:
+            other = browser.new_context().new_page()
+            _log_in(other, chat_url, "Alice")
+            expect(other.locator("#login")).to_be_hidden()
+
+            page = browser.new_context(viewport={"width": width, "height": height}).new_page()
+            page.goto(chat_url)
+            expect(page.locator("#join")).to_be_enabled()
+            page.fill("#name", "Аlice")  # Cyrillic А: taken
+            page.click("#join")
+            expect(page.locator("#login-error")).to_contain_text("taken")
+            box = _box(page, "#login-box")
+            for sel in ("#login-box h2", "#name", "#join", "#login-error"):
+                _in_viewport(page, sel)
+                _inside(_box(page, sel), box, f"{sel} in #login-box")
+            heading = _box(page, "#login-box h2")
+            assert heading["height"] < 40, heading  # one line, not a word per line
+            # A column: the input above Join above the error line.
+            assert _box(page, "#name")["y"] + _box(page, "#name")["height"] <= _box(page, "#join")["y"] + 0.5
+            assert _box(page, "#join")["y"] + _box(page, "#join")["height"] <= _box(page, "#login-error")["y"] + 0.5
+            shots.append(os.path.join(out, f"chat-login-error-{width}.png"))
+            page.screenshot(path=shots[-1])
+
+            page.fill("#name", "bob")
+            page.click("#join")
+            expect(page.locator("#login")).to_be_hidden()
+            expect(page.locator("#users li")).to_have_text(["Alice", "bob"])
+            page.fill("#text", "hello from a " + ("phone" if width < 600 else "desktop"))
+            page.click("#send")
+            expect(page.locator("#messages li .text").last).to_have_text(
+                "hello from a " + ("phone" if width < 600 else "desktop"))
+            form = _box(page, "#send-form")
+            for sel in ("#text", "#send"):
+                expect(page.locator(sel)).to_be_visible()
+                _in_viewport(page, sel)
+                _inside(_box(page, sel), form, f"{sel} in #send-form")
+            _in_viewport(page, "#send-form")
+            assert _box(page, "#text")["width"] >= 150
+            shots.append(os.path.join(out, f"chat-room-{width}.png"))
+            page.screenshot(path=shots[-1])
+        finally:
+            browser.close()
+    for shot in shots:
+        print("screenshot:", shot)

@@ -230,3 +230,56 @@ def test_client_messages_limited_to_4k(push, subscribers):
     with pytest.raises(ConnectionClosed) as info:
         recv(ws)
     assert info.value.rcvd.code == 1009
+
+
+# ---------------------------------------------------------------- same origin (issue #14)
+
+EVIL = "http://evil.example"
+
+
+def test_cross_site_publish_refused_even_without_token(push, subscribers):
+    """A page on another site can POST text/plain without a preflight: it must
+    publish nothing (403), token or not."""
+    ws = subscribers(push.port, "?topics=t")
+    for headers in ({"Origin": EVIL, "Content-Type": "text/plain"},
+                    {"Origin": "null", "Content-Type": "text/plain"},
+                    {"Origin": f"http://localhost:{push.port}"}):  # another host name for the same port
+        status, _, body = request(push.port, "POST", "/publish/t", b"forged", headers)
+        assert status == 403 and b"cross-origin" in body, (headers, status, body)
+    nothing(ws)
+    # Same origin (a page served from this host:port) and no Origin (curl, backends) publish.
+    own = {"Origin": f"http://127.0.0.1:{push.port}", "Content-Type": "text/plain"}
+    assert request(push.port, "POST", "/publish/t", b"own", own)[0] == 200
+    assert recv(ws) == "own"
+    assert publish(push.port, "t", b"backend") == (200, {"delivered": 1})
+    assert recv(ws) == "backend"
+
+
+def test_cross_site_publish_refused_with_a_valid_token(serve_thread, subscribers):
+    st = _start(serve_thread, token=TOKEN)
+    ws = subscribers(st.port, "?topics=t")
+    headers = {"Origin": EVIL, "Authorization": f"Bearer {TOKEN}"}
+    assert request(st.port, "POST", "/publish/t", b"x", headers)[0] == 403
+    nothing(ws)
+
+
+def test_cross_site_websocket_refused(push):
+    with pytest.raises(InvalidStatus) as info:
+        ws_sync.connect(f"ws://127.0.0.1:{push.port}/ws?topics=t", origin=EVIL, open_timeout=5 * UNIT)
+    assert info.value.response.status_code == 403
+    with ws_sync.connect(f"ws://127.0.0.1:{push.port}/ws?topics=t", origin=f"http://127.0.0.1:{push.port}",
+                         open_timeout=5 * UNIT):
+        pass
+    with ws_sync.connect(f"ws://127.0.0.1:{push.port}/ws?topics=t", open_timeout=5 * UNIT):
+        pass
+
+
+def test_origins_open_it_up(serve_thread, subscribers):
+    st = _start(serve_thread, origins=["https://app.example"])
+    with ws_sync.connect(f"ws://127.0.0.1:{st.port}/ws?topics=t", origin="https://app.example",
+                         open_timeout=5 * UNIT) as ws:
+        assert request(st.port, "POST", "/publish/t", b"hi", {"Origin": "https://APP.example:443"})[0] == 200
+        assert recv(ws) == "hi"
+        assert request(st.port, "POST", "/publish/t", b"x", {"Origin": EVIL})[0] == 403
+    anyone = _start(serve_thread, origins=["*"])
+    assert request(anyone.port, "POST", "/publish/t", b"x", {"Origin": EVIL})[0] == 200

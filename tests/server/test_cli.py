@@ -129,6 +129,12 @@ def test_chat_command_serves_page_and_room():
         with ws_sync.connect(f"ws://127.0.0.1:{port}/ws") as ws:
             ws.send(json.dumps({"type": "login", "name": "cli"}))
             assert json.loads(ws.recv(timeout=5)) == {"type": "welcome", "name": "cli", "users": ["cli"]}
+            # The default --max-size holds the longest text at its worst (it was 4 KiB: 1009).
+            for text in ("字" * 1400, "😀" * 2000):
+                ws.send(json.dumps({"type": "message", "text": text}))
+                assert json.loads(ws.recv(timeout=5))["text"] == text
+            ws.send(json.dumps({"type": "message", "text": "字" * 2001}))
+            assert json.loads(ws.recv(timeout=5))["code"] == "bad_text"
     finally:
         _stop(proc)
 
