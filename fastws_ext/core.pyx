@@ -211,6 +211,9 @@ cdef class ConnectionCore(TimerEntry):
             write(build_frame(OP_PING, b"", mask=True))
         else:
             write(_PING_SERVER)
+        if _PAUSED.get(self) is _TRUE:
+            # The peer does not read: this ping obeys max_write_buffer too.
+            self._check_write_buffer()
         counters = self._ka_counters
         if counters is not None:
             _PINGS_SENT.set(counters, _PINGS_SENT.get(counters) + 1)
