@@ -118,7 +118,8 @@ cdef class ConnectionCore(TimerEntry):
     methods: ``_state``, ``_parser``, ``_opts``, ``_write``, ``_paused_writing``,
     ``_write_timed_out()``, ``_idle_check(now)``, ``_keepalive_timed_out()``,
     ``_idle_parser()``, ``_timer_expired()``, ``_input_failed(exc)``,
-    ``_on_pong(payload)``, ``_feed(data)``, ``_handshake_bytes(data)`` and,
+    ``_on_pong(payload)``, ``_feed(data)``, ``_handshake_bytes(data)``,
+    ``_check_write_buffer()`` (a keepalive ping written while paused) and,
     when ``_direct_ok`` is set, ``_direct_reads_begin(parser)``.
     """
 
