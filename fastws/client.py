@@ -150,14 +150,18 @@ class connect:
         def factory():
             return ClientWebSocket(self._opts, request, key, self._subprotocols, done)
 
+        # The TLS handshake is bounded by handshake_timeout, not the loop's 60 s.
+        tls = {} if self._ssl is None else {"ssl": self._ssl,
+                                            "ssl_handshake_timeout": self._opts.handshake_timeout}
+
         async def open_():
             if self._sock is not None:
-                _, ws = await loop.create_connection(factory, sock=self._sock, ssl=self._ssl,
-                                                     server_hostname=self._server_hostname)
+                _, ws = await loop.create_connection(factory, sock=self._sock,
+                                                     server_hostname=self._server_hostname, **tls)
             else:
                 _, ws = await loop.create_connection(
-                    factory, self._host, self._port, ssl=self._ssl,
-                    server_hostname=(self._server_hostname or self._host) if self._ssl else None,
+                    factory, self._host, self._port,
+                    server_hostname=(self._server_hostname or self._host) if self._ssl else None, **tls,
                 )
             try:
                 await done

@@ -115,6 +115,7 @@ class Connection(ConnectionCore):
         "_headers",
         "subprotocol",
         "_deflate",
+        "_held_pong",
     )
 
     def __init__(self, opts, is_client: bool, driver=None):
@@ -139,6 +140,10 @@ class Connection(ConnectionCore):
         self._headers = None  # bytes (Headers.pack) until first read: far smaller
         self.subprotocol = None
         self._deflate = None  # fastws.deflate.PerMessageDeflate once negotiated
+        # The payload of the latest ping that came while writing was paused,
+        # answered on drain (RFC 6455 5.5.3); not None also means reading is
+        # held until then (_hold_reading).
+        self._held_pong = None
 
     # ------------------------------------------------------------ attributes
     @property
@@ -313,12 +318,16 @@ class Connection(ConnectionCore):
         if self._state != OPEN:
             raise self._closed_error()
         self._write(build_frame(OP_PING, payload, mask=self._is_client))
+        if self._paused_writing:
+            self._check_write_buffer()
 
     def send_pong(self, payload=b"") -> None:
         """Send an unsolicited pong (RFC 6455 5.5.3: a unidirectional heartbeat)."""
         if self._state != OPEN:
             raise self._closed_error()
         self._write(build_frame(OP_PONG, payload, mask=self._is_client))
+        if self._paused_writing:
+            self._check_write_buffer()
 
     def close(self, code: int = CLOSE_NORMAL, reason: str = "") -> None:
         """Start the closing handshake (RFC 6455 7.1.2). Does nothing if already
@@ -335,6 +344,8 @@ class Connection(ConnectionCore):
         self._state = CLOSING
         self.sent_close_code = code if code is not None else CLOSE_NO_STATUS
         self._write(build_frame(OP_CLOSE, payload, mask=self._is_client))
+        if self._paused_writing:
+            self._check_write_buffer()
 
     def _fail(self, code: int, reason: str) -> None:
         """Fail the WebSocket connection (RFC 6455 7.1.7) with a close code."""
@@ -363,7 +374,16 @@ class Connection(ConnectionCore):
             # RFC 6455 5.5.2: answer with a pong carrying the same payload "as
             # soon as is practical"; not after our close frame (5.5.1).
             if self._state == OPEN:
-                self._write(build_frame(OP_PONG, payload, mask=self._is_client))
+                if self._paused_writing:
+                    # The peer does not read what we write: a pong per ping
+                    # would grow the write buffer without bound. 5.5.3 lets
+                    # us answer only the most recent ping: keep its payload,
+                    # answer on drain, and read no more until then.
+                    if self._held_pong is None:
+                        self._hold_reading()
+                    self._held_pong = payload
+                else:
+                    self._write(build_frame(OP_PONG, payload, mask=self._is_client))
             self._on_ping(payload)
         elif opcode == OP_PONG:
             self._on_pong(payload)
@@ -392,11 +412,13 @@ class Connection(ConnectionCore):
             # RFC 6455 5.5.1: answer with a close frame, echoing the code (and
             # the reason, which the parser has checked is valid UTF-8).
             self._send_close(payload, code if len(payload) >= 2 else None)
-        if self._is_client:
-            # RFC 6455 7.1.1: the server closes TCP first; wait for it.
-            self._arm(self._driver.now() + self._opts.close_timeout)
-        else:
+        if not self._is_client:
             self._close_transport()
+        # A client waits for the server to close TCP first (RFC 6455 7.1.1);
+        # a server's close flushes what is queued, which a peer that does not
+        # read would hold forever: either way close_timeout is the limit.
+        if self._state != CLOSED:
+            self._arm(self._driver.now() + self._opts.close_timeout)
 
     # ------------------------------------------------------------ timers
     def _arm(self, deadline: float) -> None:
@@ -453,6 +475,30 @@ class Connection(ConnectionCore):
             deadline = self._write_deadline = self._driver.now() + timeout
             if deadline < self.deadline:
                 self._arm(deadline)
+
+    def _writing_resumed(self) -> None:
+        """The transport went back under write_limit: answer the ping held
+        while paused (the latest one), read again, tell the application."""
+        self._paused_writing = False
+        payload = self._held_pong
+        if payload is not None:
+            self._held_pong = None
+            if self._state == OPEN:
+                self._write(build_frame(OP_PONG, payload, mask=self._is_client))
+            self._release_reading()
+        self._on_drain()
+
+    def _hold_reading(self) -> None:
+        """Stop reading from the peer until the write buffer drains (a subclass
+        with a transport pauses it)."""
+
+    def _release_reading(self) -> None:
+        """Undo ``_hold_reading`` (unless the application paused reading itself)."""
+
+    def _on_drain(self) -> None:
+        app = self._app
+        if app is not None:
+            app.on_drain()
 
     def _on_keepalive_timeout(self) -> None:
         """Hook for metrics (a keepalive ping went unanswered). Pings sent are

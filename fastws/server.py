@@ -498,13 +498,17 @@ class Server:
         loop = asyncio.get_running_loop()
         if self.broker is not None:
             await self.broker.start()
+        # The TLS handshake counts against handshake_timeout too (the loop's
+        # own default is 60 s: a peer sending no ClientHello, or one byte at a
+        # time, would hold its connection that long).
+        tls = {} if ssl is None else {"ssl": ssl, "ssl_handshake_timeout": self.options.handshake_timeout}
         if unix_path is not None:
-            server = await loop.create_unix_server(self._factory, unix_path, sock=sock, backlog=backlog, ssl=ssl)
+            server = await loop.create_unix_server(self._factory, unix_path, sock=sock, backlog=backlog, **tls)
         elif sock is not None:
-            server = await loop.create_server(self._factory, sock=sock, backlog=backlog, ssl=ssl)
+            server = await loop.create_server(self._factory, sock=sock, backlog=backlog, **tls)
         else:
             server = await loop.create_server(
-                self._factory, host, port, backlog=backlog, ssl=ssl, reuse_port=reuse_port or None,
+                self._factory, host, port, backlog=backlog, reuse_port=reuse_port or None, **tls,
             )
         self._servers.append(server)
         return self

@@ -172,9 +172,8 @@ class StreamConnection(Connection, asyncio.Protocol):
         self._writing_paused()
 
     def resume_writing(self) -> None:
-        self._paused_writing = False
         try:
-            self._on_drain()
+            self._writing_resumed()
         except Exception as exc:
             self._app_error(exc)
 
@@ -188,8 +187,20 @@ class StreamConnection(Connection, asyncio.Protocol):
     def resume_reading(self) -> None:
         if self._reading_paused:
             self._reading_paused = False
-            if self._transport is not None and not self._transport.is_closing():
+            if self._held_pong is None and self._transport is not None and not self._transport.is_closing():
                 self._transport.resume_reading()
+
+    # Reading is also held while a ping waits for the write buffer to drain
+    # (Connection._on_control): the transport reads when neither holds it.
+    def _hold_reading(self) -> None:
+        transport = self._transport
+        if not self._reading_paused and transport is not None and not transport.is_closing():
+            transport.pause_reading()
+
+    def _release_reading(self) -> None:
+        transport = self._transport
+        if not self._reading_paused and transport is not None and not transport.is_closing():
+            transport.resume_reading()
 
     def _peername(self):
         transport = self._transport
@@ -199,17 +210,14 @@ class StreamConnection(Connection, asyncio.Protocol):
     def _handshake_data(self, data) -> None:
         raise NotImplementedError
 
-    def _on_drain(self) -> None:
-        app = self._app
-        if app is not None:
-            app.on_drain()
-
     # ------------------------------------------------------------ Connection I/O
     def _writelines(self, parts) -> None:
         self._transport.writelines(parts)
 
     def _write_eof(self) -> None:
         transport = self._transport
+        if transport.is_closing():  # aborted meanwhile (max_write_buffer)
+            return
         if transport.can_write_eof():
             transport.write_eof()
         else:  # TLS: no half-close; flush and close

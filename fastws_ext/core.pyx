@@ -118,7 +118,8 @@ cdef class ConnectionCore(TimerEntry):
     methods: ``_state``, ``_parser``, ``_opts``, ``_write``, ``_paused_writing``,
     ``_write_timed_out()``, ``_idle_check(now)``, ``_keepalive_timed_out()``,
     ``_idle_parser()``, ``_timer_expired()``, ``_input_failed(exc)``,
-    ``_on_pong(payload)``, ``_feed(data)``, ``_handshake_bytes(data)`` and,
+    ``_on_pong(payload)``, ``_feed(data)``, ``_handshake_bytes(data)``,
+    ``_check_write_buffer()`` (a keepalive ping written while paused) and,
     when ``_direct_ok`` is set, ``_direct_reads_begin(parser)``.
     """
 
@@ -211,6 +212,9 @@ cdef class ConnectionCore(TimerEntry):
             write(build_frame(OP_PING, b"", mask=True))
         else:
             write(_PING_SERVER)
+        if _PAUSED.get(self) is _TRUE:
+            # The peer does not read: this ping obeys max_write_buffer too.
+            self._check_write_buffer()
         counters = self._ka_counters
         if counters is not None:
             _PINGS_SENT.set(counters, _PINGS_SENT.get(counters) + 1)

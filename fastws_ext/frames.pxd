@@ -71,6 +71,8 @@ cdef class FrameParser:
     cdef object _fail(self, exc)
     cdef int _buf_append(self, const unsigned char* data, Py_ssize_t n) except -1
     cdef int _msg_reserve(self, Py_ssize_t size) except -1
+    cdef int _out_reserve(self, Py_ssize_t need) except -1
+    cdef void _msg_shrink(self) noexcept
     cdef void _drop(self) noexcept
 
 

@@ -110,6 +110,13 @@ class FrameParser:
         """Bytes held: an incomplete frame plus a partial fragmented message
         (never the shared scratch buffer)."""
     @property
+    def reserved(self) -> int:
+        """Bytes of memory held for unparsed input and the message in progress,
+        allocated rather than used (never the shared scratch buffer). Never
+        sized from a frame's declared length alone: at most 64 KiB beyond
+        what has arrived, growing geometrically as the payload comes, so a
+        header announcing 16 MiB followed by 15 bytes holds about 64 KiB."""
+    @property
     def at_rest(self) -> bool:
         """Between messages: no bytes held, no frame or message begun (a new
         parser in its place would read the rest of the stream the same; a

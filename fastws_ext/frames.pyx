@@ -14,6 +14,7 @@ See docs/design/codec.md#the-parser and #direct-reads-of-large-frames.
 from cpython.buffer cimport PyBUF_SIMPLE, PyBuffer_Release, PyObject_GetBuffer
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
 from cpython.memoryview cimport PyMemoryView_FromMemory
+from cpython.ref cimport PyObject, Py_DECREF, Py_INCREF
 from cpython.unicode cimport PyUnicode_Check, PyUnicode_DecodeUTF8
 from libc.stdint cimport int64_t, uint64_t
 from libc.stdlib cimport free, realloc
@@ -29,6 +30,7 @@ import os
 from fastws.exceptions import FrameError, InvalidUTF8, MessageTooBig, ProtocolError, is_valid_close_code
 
 cdef extern from "Python.h":
+    int _PyBytes_Resize(PyObject** bytes, Py_ssize_t newsize) except -1
     const char* PyUnicode_AsUTF8AndSize(object unicode, Py_ssize_t* size) except NULL
     enum: PyBUF_WRITE
     ctypedef struct PyMemoryViewObject:
@@ -102,6 +104,11 @@ cdef enum:
     # size (a peer could announce 2**62 bytes); larger messages grow as they
     # arrive.
     PREALLOC_UNBOUNDED = 16 * 1024 * 1024
+    # A message's memory is never reserved from its header alone: the first
+    # reservation is at most this much (or what has arrived), then it grows
+    # geometrically as payload arrives (a peer may announce 16 MiB and send
+    # 15 bytes); a message buffer above it is freed when its message ends.
+    RESERVE_FIRST = 64 * 1024
     # get_buffer(): the scratch buffer's size (uvloop's own read buffer is
     # 256 KiB too: one read takes what a fast peer has sent since the last).
     SCRATCH_SIZE = 256 * 1024
@@ -215,6 +222,12 @@ cdef class FrameParser:
     @property
     def buffered(self):
         return self._buf_len + self._msg_len
+
+    @property
+    def reserved(self):
+        """Bytes of memory this parser holds for unparsed input and the
+        message in progress (allocated, not only used); see frames.pyi."""
+        return self._buf_cap + self._msg_cap + (0 if self._out is None else PyBytes_GET_SIZE(self._out))
 
     @property
     def at_rest(self):
@@ -350,22 +363,32 @@ cdef class FrameParser:
         cdef unsigned char* dst
         cdef Py_ssize_t size
         cdef uint64_t want
-        if (self._out is None and self._msg_len == 0 and self._fin and self._msg_opcode == OP_BINARY
+        cdef Py_ssize_t room
+        # The view covers the free room of the destination. When that room is
+        # under RESERVE_FIRST / 4 (and the frame needs more), the destination
+        # first grows to max(RESERVE_FIRST, twice what has arrived), within
+        # the frame: geometrically as the payload comes, never from the
+        # header alone.
+        want = <uint64_t>(self._msg_len * 2 if self._msg_len > RESERVE_FIRST // 2 else RESERVE_FIRST)
+        if want > <uint64_t>self._msg_len + self._remaining:
+            want = <uint64_t>self._msg_len + self._remaining
+        want -= <uint64_t>self._msg_len
+        if self._out is not None or (
+                self._msg_len == 0 and self._fin and self._msg_opcode == OP_BINARY
                 and (self._max_size >= 0 or self._remaining <= PREALLOC_UNBOUNDED)):
             # As in _read_payload: the result of a single-frame binary message
-            # is allocated from its header, with NULL (never the shared 1-byte
-            # object), and handed out only once complete.
-            self._out = PyBytes_FromStringAndSize(NULL, <Py_ssize_t>self._remaining)
-        if self._out is not None:
+            # is written in place, and handed out only once complete.
+            room = 0 if self._out is None else PyBytes_GET_SIZE(self._out) - self._msg_len
+            if room < RESERVE_FIRST // 4 and <uint64_t>room < self._remaining:
+                self._out_reserve(<Py_ssize_t>want)
             size = PyBytes_GET_SIZE(self._out) - self._msg_len
-            if <uint64_t>size != self._remaining:
+            if size <= 0 or <uint64_t>size > self._remaining:
                 raise SystemError("FrameParser: result buffer out of step with the frame")
             dst = <unsigned char*>PyBytes_AS_STRING(self._out) + self._msg_len
         else:
-            # The message buffer grows by doubling (at least SCRATCH_SIZE at a
-            # time); the view covers its free room, up to the frame's end.
-            want = self._remaining if self._remaining < SCRATCH_SIZE else SCRATCH_SIZE
-            self._msg_reserve(self._msg_len + <Py_ssize_t>want)
+            room = self._msg_cap - self._msg_len
+            if room < RESERVE_FIRST // 4 and <uint64_t>room < self._remaining:
+                self._msg_reserve(self._msg_len + <Py_ssize_t>want)
             size = self._msg_cap - self._msg_len
             if <uint64_t>size > self._remaining:
                 size = <Py_ssize_t>self._remaining
@@ -610,6 +633,7 @@ cdef class FrameParser:
                     result = _payload_bytes(data + pos, take, self._key if self._masked else NULL)
                 else:
                     # get_buffer() allocated it (then feed() came instead).
+                    self._out_reserve(take)
                     result = self._out
                     self._out = None
                     if self._masked:
@@ -643,13 +667,13 @@ cdef class FrameParser:
         take = <Py_ssize_t>self._remaining if self._remaining <= <uint64_t>avail else avail
         if take:
             self._payload_read += <unsigned long long>take  # taken, valid or not
-            if (self._out is None and self._msg_len == 0 and self._fin and opcode == OP_BINARY
+            if self._out is not None or (
+                    self._msg_len == 0 and self._fin and opcode == OP_BINARY
                     and (self._max_size >= 0 or self._remaining <= PREALLOC_UNBOUNDED)):
                 # A single-frame binary message that spans feeds: its length
-                # is known (and within max_size), so the result is allocated
-                # now and every byte is copied once, into it.
-                self._out = PyBytes_FromStringAndSize(NULL, <Py_ssize_t>self._remaining)
-            if self._out is not None:
+                # is known (and within max_size), so every byte is copied
+                # once, into the result, which grows as the payload arrives.
+                self._out_reserve(take)
                 dst = <unsigned char*>PyBytes_AS_STRING(self._out) + self._msg_len
             else:
                 self._msg_reserve(self._msg_len + take)
@@ -697,6 +721,7 @@ cdef class FrameParser:
             self._state = HEADER
             self._msg_len = 0
             self._msg_opcode = 0
+            self._msg_shrink()
             self._messages += 1
             self._on_message(result)
             return 0
@@ -716,6 +741,7 @@ cdef class FrameParser:
             result = PyBytes_FromStringAndSize(<const char*>self._msg, self._msg_len)
         self._msg_len = 0
         self._msg_opcode = 0
+        self._msg_shrink()
         self._utf8.reset()
         self._messages += 1
         if self._expect_masked:
@@ -779,6 +805,47 @@ cdef class FrameParser:
         self._msg = mem
         self._msg_cap = cap
         return 0
+
+    cdef int _out_reserve(self, Py_ssize_t need) except -1:
+        """Room for ``need`` more bytes (at most what remains of the frame) in
+        _out, the result of a single-frame binary message, made if None. It
+        grows geometrically from RESERVE_FIRST and never beyond the frame's
+        length, so it is exactly that long once every byte is in."""
+        cdef Py_ssize_t final = self._msg_len + <Py_ssize_t>self._remaining
+        cdef Py_ssize_t want = self._msg_len + need, cap = 0, new
+        cdef PyObject* obj
+        if self._out is not None:
+            cap = PyBytes_GET_SIZE(self._out)
+            if want <= cap:
+                return 0
+        new = cap * 2
+        if new < want:
+            new = want
+        if new < RESERVE_FIRST:
+            new = RESERVE_FIRST
+        if new > final:
+            new = final
+        if self._out is None:
+            # With NULL: never the shared 1-byte object.
+            self._out = PyBytes_FromStringAndSize(NULL, new)
+            return 0
+        # Nothing else refers to _out (it is handed out only once complete;
+        # a direct lend's view points into it without a reference, and was
+        # forgotten before this), so it may be resized in place.
+        obj = <PyObject*>self._out
+        Py_INCREF(self._out)
+        self._out = None
+        _PyBytes_Resize(&obj, new)  # on failure: obj freed, MemoryError
+        self._out = <bytes>obj
+        Py_DECREF(<object>obj)
+        return 0
+
+    cdef void _msg_shrink(self) noexcept:
+        """A message ended: a large message buffer is not kept for the next."""
+        if self._msg_cap > RESERVE_FIRST:
+            free(self._msg)
+            self._msg = NULL
+            self._msg_cap = 0
 
     cdef void _drop(self) noexcept:
         """Closed or failed: nothing more will be parsed."""

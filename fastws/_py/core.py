@@ -148,6 +148,9 @@ class ConnectionCore(TimerEntry):
             self._idle_parser()
         self._ping_sent_at = now
         self._write(build_frame(OP_PING, b"", mask=True) if self._is_client else PING_SERVER)
+        if self._paused_writing:
+            # The peer does not read: this ping obeys max_write_buffer too.
+            self._check_write_buffer()
         counters = self._ka_counters
         if counters is not None:
             counters.pings_sent += 1

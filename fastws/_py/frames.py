@@ -176,6 +176,12 @@ class FrameParser:
         return len(self._buf) + len(self._msg)
 
     @property
+    def reserved(self):
+        """Bytes allocated for unparsed input and the message in progress
+        (the bytearrays grow as bytes arrive, never from a declared length)."""
+        return self._buf.__alloc__() + self._msg.__alloc__()
+
+    @property
     def at_rest(self):
         """Between messages: no bytes held, no frame or message begun (a new
         parser in its place would read the rest of the stream the same)."""

@@ -212,6 +212,10 @@ def _timer_conn(impl, opts):
         def _feed(self, data):
             self.log.append("feed")
 
+        def _check_write_buffer(self):
+            self.log.append("check write buffer")
+            return False
+
     class Counters:
         __slots__ = ("pings_sent",)
 
