@@ -132,7 +132,8 @@ class FrameParser:
     def activity(self) -> int:
         """``frames_received`` plus the data payload bytes taken so far: the
         keepalive's liveness counter (it grows while a large frame's payload
-        trickles in, when no frame completes and no pong can come)."""
+        trickles in, when no frame completes and no pong can come).
+        Unspecified once the parser has failed."""
     max_size: Union[int, None]
 
 def compressed_limit(max_size: int) -> int:

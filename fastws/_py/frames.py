@@ -199,7 +199,9 @@ class FrameParser:
     @property
     def activity(self):
         """Frames parsed plus data payload bytes taken: grows with every
-        frame and with every payload byte of a frame still coming in."""
+        frame and with every payload byte of a frame still coming in.
+        Unspecified once the parser has failed (the builds take different
+        amounts of a bad chunk before they notice)."""
         return self._frames + self._payload_read
 
     def wants_direct(self):
