@@ -483,6 +483,7 @@ class JWKSServer:
         self.cache_control = None
         self.mode = "ok"
         self.status = 500
+        self.location = "file:///etc/passwd"
         self.hits = 0
         self.release = threading.Event()
         self.lock = threading.Lock()
@@ -496,6 +497,12 @@ class JWKSServer:
                     return
                 if outer.mode == "status":
                     self.send_error(outer.status)
+                    return
+                if outer.mode == "redirect":
+                    self.send_response(302)
+                    self.send_header("Location", outer.location)
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
                     return
                 self.send_response(200)
                 self.send_header("Content-Type", "application/json")
@@ -726,6 +733,29 @@ def test_jwks_http_error_then_recovery_and_stale_keys(jwks_server, rsa_key, capl
         run(scenario())
     messages = [r.getMessage() for r in caplog.records if r.name == "fastws.auth"]
     assert len(messages) == 2 and "HTTP 500" in messages[0] and "fetched again" in messages[1], messages
+    auth.close()
+
+
+def test_jwks_redirects_only_to_http(jwks_server, rsa_key):
+    jwks_server.mode = "redirect"
+    auth = jwks_auth(jwks_server, Clock())
+    refused_401(auth, request(headers=bearer(token(key=rsa_key, alg="RS256", headers={"kid": "k1"}))),
+                "unknown signing key")
+    assert jwks_server.hits == 1
+    auth.close()
+
+
+def test_jwks_refuses_hmac_tokens_made_from_a_public_jwk(jwks_server, rsa_key):
+    """HS256 "signed" with the JWK's modulus, or with the PEM: the JWKS path
+    never takes an HMAC algorithm."""
+    jwk = jwk_of(rsa_key, "k1")
+    jwks_server.serve(jwk)
+    auth = jwks_auth(jwks_server, Clock())
+    for key in (jwk["n"].encode(), pem(rsa_key), json.dumps(jwk).encode()):
+        forged = _hs256_with(key, claims())
+        head = _b64(json.dumps({"alg": "HS256", "kid": "k1"}).encode())
+        forged = f"{head}.{forged.split('.', 1)[1]}"
+        refused_401(auth, request(headers=bearer(forged)), "algorithm not allowed")
     auth.close()
 
 
