@@ -240,7 +240,7 @@ class ClientLimits:
         self._tat: dict = {}   # address -> theoretical arrival time of its handshake bucket
         if self.handshakes is not None:
             self._step = 1.0 / self.handshakes
-            self._tol = max(1.0, self.handshakes) * self._step  # a burst of N (at least 1)
+            self._tol = max(1.0, self.handshakes) * self._step + 1e-9  # a burst of N (at least 1)
         else:
             self._step = self._tol = 0.0
         self._prune_at = 1024
@@ -261,8 +261,8 @@ class ClientLimits:
             tat = tat_map.get(address, now)
             if tat < now:
                 tat = now
-            if tat - now >= self._tol:
-                wait = tat - now - self._tol + self._step
+            if tat - now + self._step > self._tol:
+                wait = tat - now + self._step - self._tol
                 raise _too_many("too many handshakes from this address", max(1, math.ceil(wait)),
                                 "handshakes_per_ip")
             tat_map[address] = tat + self._step

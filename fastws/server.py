@@ -28,7 +28,7 @@ import time
 from sys import intern as _intern
 
 from . import handshake
-from .codec import Bucket, RateLimits, limited_deliver, limited_on_message
+from .codec import Limiter, RateLimits
 from .constants import CLOSED, CONNECTING, OPEN
 from .exceptions import (
     CLOSE_GOING_AWAY,
@@ -508,24 +508,37 @@ class _Guarded:
 class _RateLimited:
     """Per-connection rate limits, mixed into the connection class of a
     server with ``rate_limit`` / ``rate_limit_bytes``: the parser delivers
-    each message to ``_limited`` (the codec's ``limited_on_message`` or
-    ``limited_deliver``: C in the extension), which counts it in
-    ``_bucket`` and hands it on."""
+    each message to the connection's ``Limiter`` (``deliver``: C in the
+    extension), which counts it and hands it to the callback the API level
+    would have given the parser. The limiter holds that callback only while
+    there is a parser (an idle connection drops it), so it needs no GC."""
 
     __slots__ = ()
 
     def _message_callback(self):
-        return self._limited
+        limiter = self._limiter
+        limiter.target = super()._message_callback()
+        return limiter.deliver
+
+    def _idle_parser(self) -> bool:
+        if super()._idle_parser():
+            self._limiter.target = None
+            return True
+        return False
+
+    def connection_lost(self, exc) -> None:
+        super().connection_lost(exc)
+        self._limiter.target = None
 
 
 def _guarded_class(base, admission: bool, rate: bool):
     """``base`` (ServerConnection or ServerWebSocket), or a subclass of it
     with what the server's access control needs: ``_ip`` (the address its
-    per-address limits counted) and ``_bucket`` (the rate limits' state: 32
-    bytes in the extension, no GC header)."""
+    per-address limits counted) and ``_limiter`` (the rate limits' state:
+    48 bytes in the extension, no GC header)."""
     if not admission and not rate:
         return base
-    slots = (("_ip",) if admission else ()) + (("_bucket",) if rate else ())
+    slots = (("_ip",) if admission else ()) + (("_limiter",) if rate else ())
     bases = ((_Guarded,) if admission else ()) + ((_RateLimited,) if rate else ()) + (base,)
 
     def __init__(self, server):
@@ -533,11 +546,9 @@ def _guarded_class(base, admission: bool, rate: bool):
         if admission:
             self._ip = None
         if rate:
-            self._bucket = Bucket()
+            self._limiter = Limiter(self._opts._rate)
 
     ns = {"__slots__": slots, "__init__": __init__, "__module__": __name__, "__doc__": base.__doc__}
-    if rate:
-        ns["_limited"] = limited_deliver if issubclass(base, ServerWebSocket) else limited_on_message
     return type(base.__name__, bases, ns)
 
 

@@ -1,12 +1,11 @@
 """Per-connection rate limits (same API in fastws._py.limit; see docs/guide/access-control.md).
 
-``limited_on_message`` / ``limited_deliver`` are installed as a connection's
-message callback when limits are on: they count the message in the
-connection's ``_bucket`` against ``_opts._rate`` and hand it to
-``_app.on_message`` / ``_inbox.deliver``, or raise
-``ProtocolError("rate limit", 1008)``.
+A connection under limits holds a ``Limiter``; its ``deliver`` is the
+parser's on_message: it counts the message against the server's
+``RateLimits`` and hands it to ``target`` (the connection's own callback),
+or raises ``ProtocolError("rate limit", 1008)``.
 """
-from typing import Any
+from typing import Any, Callable
 
 RATE_LIMIT_REASON: str
 
@@ -18,9 +17,9 @@ class RateLimits:
     def __init__(self, messages: tuple[float, float] | None = None,
                  bytes: tuple[float, float] | None = None) -> None: ...
 
-class Bucket:
+class Limiter:
+    target: Callable[[Any], Any] | None
     msg_tat: float
     byte_tat: float
-
-def limited_on_message(self: Any, data: str | bytes) -> Any: ...
-def limited_deliver(self: Any, data: str | bytes) -> Any: ...
+    def __init__(self, limits: RateLimits) -> None: ...
+    def deliver(self, data: str | bytes) -> Any: ...

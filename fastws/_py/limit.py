@@ -3,15 +3,16 @@
 The message callback installed only when ``rate_limit`` or
 ``rate_limit_bytes`` is set. Each limit is a token bucket of ``rate`` units
 per second holding at most ``burst``, kept as one "theoretical arrival time"
-(GCRA): a message passes while the bucket is not empty (``tat - now < burst /
-rate``) and takes its units (1 per message; its length in bytes, characters
-for text, for the byte limit), which may take a bucket below zero once.
-``Bucket`` is what a connection holds; ``RateLimits`` the server's settings,
-shared by its connections through ``Options._rate``. ``limited_on_message``
-(listener API) and ``limited_deliver`` (handler API) count the message, then
-hand it to ``_app.on_message`` or ``_inbox.deliver``; over a limit they raise
+(GCRA). A message takes its units (1 per message; its length in bytes,
+characters for text, for the byte limit) and passes if they fit in the
+bucket, or if the bucket is full (so a message larger than the byte burst
+passes only from a full bucket, leaving it in debt). ``RateLimits`` are a
+server's settings (in ``Options._rate``), a ``Limiter`` is what a connection
+holds; its ``deliver`` is the parser's on_message while limits are on: it
+counts the message and hands it to the connection's own callback
+(``_app.on_message``, ``_inbox.deliver``). Over a limit it raises
 ``ProtocolError("rate limit", 1008)``, which the connection turns into its
-close frame, and the bucket stays empty (every later message is refused too).
+close frame, and the buckets stay empty (every later message is refused too).
 See docs/guide/access-control.md.
 """
 from __future__ import annotations
@@ -21,10 +22,12 @@ from time import monotonic
 
 from ..exceptions import CLOSE_POLICY_VIOLATION, ProtocolError
 
-__all__ = ["Bucket", "RateLimits", "limited_on_message", "limited_deliver", "RATE_LIMIT_REASON"]
+__all__ = ["Limiter", "RateLimits", "RATE_LIMIT_REASON"]
 
 RATE_LIMIT_REASON = "rate limit"
 INF = math.inf
+# Added to each tolerance: sums of steps must not refuse the last message of a burst by rounding.
+SLACK = 1e-9
 
 
 class RateLimits:
@@ -36,51 +39,50 @@ class RateLimits:
         self.msg_step = self.msg_tol = self.byte_step = self.byte_tol = 0.0
         if messages is not None:
             self.msg_step = 1.0 / float(messages[0])
-            self.msg_tol = float(messages[1]) * self.msg_step
+            self.msg_tol = float(messages[1]) * self.msg_step + SLACK
         if bytes is not None:
             self.byte_step = 1.0 / float(bytes[0])
-            self.byte_tol = float(bytes[1]) * self.byte_step
+            self.byte_tol = float(bytes[1]) * self.byte_step + SLACK
 
 
-class Bucket:
-    """One connection's two buckets (full when made)."""
+class Limiter:
+    """One connection's two buckets (full when made) and where messages go on
+    (``target``: the connection's own message callback while it has a
+    parser; cleared when the parser is dropped or the connection is lost)."""
 
-    __slots__ = ("msg_tat", "byte_tat")
+    __slots__ = ("target", "limits", "msg_tat", "byte_tat")
 
-    def __init__(self):
+    def __init__(self, limits):
+        if limits is None:
+            raise TypeError("Limiter() needs the server's RateLimits")
+        self.limits = limits
+        self.target = None
         self.msg_tat = 0.0
         self.byte_tat = 0.0
 
+    def deliver(self, data):
+        """The parser's on_message: count ``data``, then hand it to ``target``."""
+        _count(self, data)
+        return self.target(data)
 
-def _count(conn, data) -> None:
-    bucket = conn._bucket
-    limits = conn._opts._rate
+
+def _count(bucket, data) -> None:
+    limits = bucket.limits
     now = monotonic()
     if limits.msg_step:
         tat = bucket.msg_tat
-        if tat < now:
+        if tat <= now:
             tat = now
-        if tat - now >= limits.msg_tol:
+        elif tat - now + limits.msg_step > limits.msg_tol:
             bucket.msg_tat = bucket.byte_tat = INF
             raise ProtocolError(RATE_LIMIT_REASON, CLOSE_POLICY_VIOLATION)
         bucket.msg_tat = tat + limits.msg_step
     if limits.byte_step:
+        cost = len(data) * limits.byte_step
         tat = bucket.byte_tat
-        if tat < now:
+        if tat <= now:
             tat = now
-        if tat - now >= limits.byte_tol:
+        elif tat - now + cost > limits.byte_tol:
             bucket.msg_tat = bucket.byte_tat = INF
             raise ProtocolError(RATE_LIMIT_REASON, CLOSE_POLICY_VIOLATION)
-        bucket.byte_tat = tat + len(data) * limits.byte_step
-
-
-def limited_on_message(self, data):
-    """The listener API's message callback under rate limits (see the module docstring)."""
-    _count(self, data)
-    return self._app.on_message(data)
-
-
-def limited_deliver(self, data):
-    """The handler API's message callback under rate limits (see the module docstring)."""
-    _count(self, data)
-    return self._inbox.deliver(data)
+        bucket.byte_tat = tat + cost
