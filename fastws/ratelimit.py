@@ -1,20 +1,13 @@
-"""Access control that is not authentication: rate limits and per-address limits.
+"""Access control that is not authentication: rate options and per-address limits.
 
-- ``rate_option(name, value)``: the ``rate_limit`` / ``rate_limit_bytes``
-  options (``(rate, burst)``, a number, or a string ``"100/s"``,
-  ``"1MiB/s:4MiB"``) as ``(rate, burst)`` floats, or None. The per-message
-  count itself is the codec's (``fastws_ext/limit.pyx``, twin
-  ``fastws/_py/limit.py``), installed only when a limit is on.
-- ``TrustedProxies``: ``forwarded_allow_ips`` (addresses, CIDRs, ``*``,
-  ``unix:``), and ``client_address(peer, headers)``: the client's address,
-  from ``Forwarded`` (RFC 7239) or ``X-Forwarded-For`` when the peer is a
-  trusted proxy (the right-most address that is not one), else the peer's.
-- ``ClientLimits``: ``limit_connections_per_ip`` (concurrent) and
-  ``limit_handshakes_per_ip`` (per second, a token bucket with a burst of
-  the same number), both refused with 429 and ``Retry-After``. State is one
-  dict entry per address with open connections or a bucket not yet full
-  again; the rest are pruned as handshakes come.
-
+- ``rate_option`` / ``parse_rate``: ``rate_limit`` / ``rate_limit_bytes`` as
+  ``(rate, burst)`` from a tuple, a number or ``"100/s"``, ``"1MiB/s:4MiB"``
+  (the per-message count is the codec's ``Limiter``);
+- ``TrustedProxies``: ``forwarded_allow_ips``, and the client's address from
+  ``Forwarded`` / ``X-Forwarded-For`` when the peer is a trusted proxy;
+- ``ClientLimits``: ``limit_connections_per_ip`` and
+  ``limit_handshakes_per_ip``, refused with 429 and ``Retry-After``; one dict
+  entry per address with open connections or a bucket not yet full again.
 See docs/guide/access-control.md.
 """
 from __future__ import annotations

@@ -8,14 +8,9 @@ asyncio ``Protocol`` level (no streams): each accepted TCP connection is one
 speaks WebSocket. The ``Server`` is the one owner of the set of open
 connections and of the topic registry (fastws/pubsub.py). Options are those
 of ``fastws.options.Options`` plus ``origins``, ``allowed_hosts``,
-``subprotocols``, ``process_request``, ``http_handler``, ``broker`` and the
-access control ones: ``authenticate`` (the connection's identity, ``ws.user``),
-``limit_connections_per_ip``, ``limit_handshakes_per_ip``,
-``forwarded_allow_ips`` (docs/guide/options.md, docs/guide/access-control.md).
-A server without them (and without rate limits) serves plain
-``ServerConnection``/``ServerWebSocket`` objects; with them, a subclass made
-for it (``_guarded_class``): the handshake's fast path and the message path
-of other servers are untouched.
+``subprotocols``, ``process_request``, ``http_handler``, ``broker`` and access
+control (``authenticate``, per-IP limits: docs/guide/access-control.md; with
+them or rate limits, connections are of a subclass: ``_guarded_class``).
 See docs/guide/handler-api.md.
 """
 from __future__ import annotations

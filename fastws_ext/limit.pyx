@@ -1,21 +1,14 @@
 # cython: language_level=3
-"""Per-connection rate limits: the message callback installed only when
-``rate_limit`` or ``rate_limit_bytes`` is set.
+"""Per-connection rate limits: the Cython build of fastws/_py/limit.py.
 
-The Cython build of fastws/_py/limit.py (same names, same behaviour). Each
-limit is a token bucket of ``rate`` units per second holding at most
-``burst``, kept as one "theoretical arrival time" (GCRA). A message takes
-its units (1 per message; its length in bytes, characters for text, for the
-byte limit) and passes if they fit in the bucket, or if the bucket is full
-(so a message larger than the byte burst passes only from a full bucket,
-leaving it in debt). ``RateLimits`` are a server's settings (in
-``Options._rate``), a ``Limiter`` is what a connection holds; its
-``deliver`` (a METH_O method: one C call per message) is the parser's
-on_message while limits are on: it counts the message and hands it to the
-connection's own callback (``_app.on_message``, ``_inbox.deliver``). Over a
-limit it raises ``ProtocolError("rate limit", 1008)``, which the connection
-turns into its close frame, and the buckets stay empty (every later message
-is refused too).
+Installed only when ``rate_limit`` or ``rate_limit_bytes`` is set. Each limit
+is a token bucket kept as one "theoretical arrival time" (GCRA); a message
+takes 1 token (its length, characters for text, for the byte limit) and
+passes if they fit, or if the bucket is full. ``RateLimits``: a server's
+settings (``Options._rate``); ``Limiter``: what a connection holds, whose
+``deliver`` (METH_O: one C call per message) is the parser's on_message: it
+counts, then calls ``target`` (the API level's callback), or raises
+``ProtocolError("rate limit", 1008)`` and stays empty.
 See docs/guide/access-control.md.
 """
 cimport cython
