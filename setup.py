@@ -45,7 +45,7 @@ DIRECTIVES = {
     "profile": TRACE,
 }
 
-MODULES = ["mask", "utf8", "frames", "wheel", "fanout", "aio", "core", "upgrade"]
+MODULES = ["mask", "utf8", "frames", "wheel", "fanout", "aio", "core", "upgrade", "limit"]
 
 WARNING = """
 ************************************************************************

@@ -21,6 +21,7 @@ import sys
 
 from .codec import IMPLEMENTATION
 from .exceptions import ConfigError
+from .ratelimit import parse_rate
 from .server import is_handler
 from .version import __version__
 
@@ -55,6 +56,22 @@ def _seconds_or_none(text: str):
     except ValueError:
         raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
     return value
+
+
+def _rate(text: str):
+    """--rate-limit: '100/s', '100/s:500', '1MiB/s', 'none' -> (rate, burst) or None."""
+    if text.strip().lower() in ("", "none", "off", "0"):
+        return None
+    try:
+        return parse_rate(text)
+    except ConfigError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _per_second(text: str):
+    """--limit-handshakes-per-ip: 'N', 'N/s', 'N/min', 'none' -> per second or None."""
+    rate = _rate(text)
+    return None if rate is None else rate[0]
 
 
 class _Parser(argparse.ArgumentParser):
@@ -151,6 +168,25 @@ def _add_serving(p, default_port: int, max_size: str, max_size_help: str) -> Non
     p.add_argument("--limit-connections", type=_int_or_none, default=_env("limit_connections", "none"),
                    metavar="N", help="at most N open WebSockets per worker: further upgrades get "
                                      "503 with Retry-After (env FASTWS_LIMIT_CONNECTIONS; default: no limit)")
+    p.add_argument("--rate-limit", type=_rate, default=_env("rate_limit", "none"), metavar="RATE",
+                   help="messages per second each connection may send, e.g. 100/s (burst twice the "
+                        "rate) or 100/s:500 (burst 500); over it the connection is closed with 1008 "
+                        "(env FASTWS_RATE_LIMIT; default: off)")
+    p.add_argument("--rate-limit-bytes", type=_rate, default=_env("rate_limit_bytes", "none"), metavar="RATE",
+                   help="message bytes per second each connection may send, e.g. 1MiB/s or "
+                        "1MiB/s:8MiB; over it 1008 (env FASTWS_RATE_LIMIT_BYTES; default: off)")
+    p.add_argument("--limit-connections-per-ip", type=_int_or_none,
+                   default=_env("limit_connections_per_ip", "none"), metavar="N",
+                   help="at most N open WebSockets per client address: further upgrades get 429 "
+                        "with Retry-After (env FASTWS_LIMIT_CONNECTIONS_PER_IP; default: no limit)")
+    p.add_argument("--limit-handshakes-per-ip", type=_per_second,
+                   default=_env("limit_handshakes_per_ip", "none"), metavar="N/s",
+                   help="at most N upgrades per second per client address (a burst of N): more get "
+                        "429 with Retry-After (env FASTWS_LIMIT_HANDSHAKES_PER_IP; default: no limit)")
+    p.add_argument("--forwarded-allow-ips", default=_env("forwarded_allow_ips", "127.0.0.1"), metavar="LIST",
+                   help="comma-separated proxy addresses or CIDRs ('*': any, 'unix:': Unix socket "
+                        "peers) whose Forwarded / X-Forwarded-For give the client address for the "
+                        "per-IP limits (env FASTWS_FORWARDED_ALLOW_IPS; default %(default)s)")
     p.add_argument("--timeout-graceful-shutdown", type=_seconds, metavar="SECONDS",
                    default=_env("timeout_graceful_shutdown", "10"),
                    help="on SIGTERM/SIGINT: send 1001 to every client and wait this long for the "
@@ -338,7 +374,11 @@ def main(argv=None) -> int:
     options = dict(workers=args.workers, ping_interval=args.ping_interval, ping_timeout=args.ping_timeout,
                    backlog=args.backlog, graceful_timeout=args.timeout_graceful_shutdown,
                    metrics=args.metrics, health=True, limit_connections=args.limit_connections,
-                   compression=None if args.compression == "none" else args.compression)
+                   compression=None if args.compression == "none" else args.compression,
+                   rate_limit=args.rate_limit, rate_limit_bytes=args.rate_limit_bytes,
+                   limit_connections_per_ip=args.limit_connections_per_ip,
+                   limit_handshakes_per_ip=args.limit_handshakes_per_ip,
+                   forwarded_allow_ips=_list(args.forwarded_allow_ips) or [])
     if args.uds:
         options["unix_path"] = args.uds
     if ssl_ctx is not None:

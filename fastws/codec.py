@@ -29,6 +29,7 @@ __all__ = [
     "FrameParser", "build_frame", "build_header", "lone_control", "counters",
     "TimerWheel", "TimerEntry", "ConnectionCore", "PING_SERVER", "conn_send", "ws_send",
     "fanout", "Waiter", "Inbox", "DONE", "scan_upgrade", "UpgradeReader",
+    "RateLimits", "Limiter",
 ]
 
 # module -> the names it gives (the same in fastws_ext and fastws._py)
@@ -41,6 +42,7 @@ NAMES = {
     "fanout": ("fanout",),
     "aio": ("Waiter", "Inbox", "DONE"),
     "upgrade": ("scan_upgrade", "UpgradeReader"),
+    "limit": ("RateLimits", "Limiter"),
 }
 _PACKAGES = {"cython": "fastws_ext", "python": "fastws._py"}
 
@@ -100,6 +102,7 @@ if TYPE_CHECKING:
     from ._py.aio import DONE, Inbox, Waiter
     from ._py.core import PING_SERVER, ConnectionCore, conn_send, ws_send
     from ._py.fanout import fanout
+    from ._py.limit import Limiter, RateLimits
     from ._py.frames import FrameParser, build_frame, build_header, counters, lone_control
     from ._py.mask import mask, masked
     from ._py.upgrade import UpgradeReader, scan_upgrade

@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 
 from .exceptions import ConfigError
+from .ratelimit import rate_option
 
 __all__ = ["Options"]
 
@@ -84,6 +85,15 @@ class Options:
                         asked for when the client offers the parameter); 12
     deflate_mem_level   zlib memLevel 1-9 of a compressor (memory vs ratio); 5
     deflate_level       zlib compression level 0-9 (speed vs ratio); 6
+
+    Rate limits per connection (server side; docs/guide/access-control.md):
+
+    rate_limit          data messages per second from the peer: None (off),
+                        (rate, burst), a number (burst twice it) or a string
+                        "100/s", "100/s:300"; over it the connection is closed
+                        with 1008 "rate limit"; None
+    rate_limit_bytes    the same for message bytes (text: characters), e.g.
+                        "1MiB/s"; None
     """
 
     __slots__ = (
@@ -110,6 +120,9 @@ class Options:
         "client_max_window_bits",
         "deflate_mem_level",
         "deflate_level",
+        "rate_limit",
+        "rate_limit_bytes",
+        "_rate",  # the codec's RateLimits, set by the server when a rate limit is on
     )
 
     def __init__(
@@ -138,6 +151,8 @@ class Options:
         client_max_window_bits: int = 12,
         deflate_mem_level: int = 5,
         deflate_level: int = 6,
+        rate_limit=None,
+        rate_limit_bytes=None,
         **unknown,
     ):
         if args or unknown:
@@ -198,7 +213,10 @@ class Options:
         self.client_max_window_bits = _int_range("client_max_window_bits", client_max_window_bits, 9, 15)
         self.deflate_mem_level = _int_range("deflate_mem_level", deflate_mem_level, 1, 9)
         self.deflate_level = _int_range("deflate_level", deflate_level, 0, 9)
+        self.rate_limit = rate_option("rate_limit", rate_limit)
+        self.rate_limit_bytes = rate_option("rate_limit_bytes", rate_limit_bytes)
+        self._rate = None
 
     def __repr__(self):
-        fields = ", ".join(f"{name}={getattr(self, name)!r}" for name in self.__slots__)
+        fields = ", ".join(f"{name}={getattr(self, name)!r}" for name in self.__slots__ if name[0] != "_")
         return f"Options({fields})"

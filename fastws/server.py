@@ -8,8 +8,9 @@ asyncio ``Protocol`` level (no streams): each accepted TCP connection is one
 speaks WebSocket. The ``Server`` is the one owner of the set of open
 connections and of the topic registry (fastws/pubsub.py). Options are those
 of ``fastws.options.Options`` plus ``origins``, ``allowed_hosts``,
-``subprotocols``, ``process_request``, ``http_handler`` and ``broker``
-(docs/guide/options.md).
+``subprotocols``, ``process_request``, ``http_handler``, ``broker`` and access
+control (``authenticate``, per-IP limits: docs/guide/access-control.md; with
+them or rate limits, connections are of a subclass: ``_guarded_class``).
 See docs/guide/handler-api.md.
 """
 from __future__ import annotations
@@ -22,6 +23,7 @@ import time
 from sys import intern as _intern
 
 from . import handshake
+from .codec import Limiter, RateLimits
 from .constants import CLOSED, CONNECTING, OPEN
 from .exceptions import (
     CLOSE_GOING_AWAY,
@@ -36,6 +38,7 @@ from .http import FIELD_HOST, RequestReader, Response, upgrade_fields
 from .metrics import ServerCounters
 from .options import Options
 from .pubsub import Topics
+from .ratelimit import ClientLimits, TrustedProxies
 from .timers import get_driver
 from .transport import StreamConnection
 from .websocket import WEBSOCKET_SLOTS, WebSocketMixin
@@ -51,13 +54,15 @@ _REFUSED = object()  # ServerConnection._process_request: the request was refuse
 class ServerConnection(StreamConnection):
     """A server-side connection; with the low-level API it is ``listener.ws``."""
 
-    __slots__ = ("_server", "_reader", "_started")
+    # user: what the server's authenticate hook returned (None without one)
+    __slots__ = ("_server", "_reader", "_started", "user")
 
     def __init__(self, server: "Server"):
         StreamConnection.__init__(self, server.options, False)
         self._server = server
         self._reader = None
         self._started = 0.0
+        self.user = None
         self._ka_counters = server.counters  # keepalive pings counted in C (ConnectionCore)
 
     def connection_made(self, transport) -> None:
@@ -170,6 +175,20 @@ class ServerConnection(StreamConnection):
                 deflate_params = handshake.negotiate_deflate(request, self._opts)
                 if deflate_params is not None:
                     headers.append(("Sec-WebSocket-Extensions", deflate_params.response))
+        except InvalidRequest as exc:
+            self._refuse(exc, request)
+            return
+        self._admit(request, leftover, subprotocol, headers, deflate_params)
+
+    def _admit(self, request, leftover: bytes, subprotocol, headers, deflate_params) -> None:
+        """The RFC 6455 checks passed: admission control (a guarded server's
+        class runs per-address limits and authenticate here), then accept."""
+        self._accept(request, leftover, subprotocol, headers, deflate_params)
+
+    def _accept(self, request, leftover: bytes, subprotocol, headers, deflate_params) -> None:
+        """process_request, then the 101."""
+        server = self._server
+        try:
             if server.process_request is not None:
                 extra = self._process_request(request)
                 if extra is _REFUSED:
@@ -354,6 +373,180 @@ class ServerWebSocket(WebSocketMixin, ServerConnection):
         ServerConnection.close(self, code, reason)
 
 
+# ---------------------------------------------------------------- access control
+_INTERNAL_ERROR = "internal error"
+
+
+class _Pending:
+    """``_reader`` while an async authenticate hook runs: its task, and what
+    the peer sends meanwhile (a client should wait for the 101; at most
+    max_head bytes are kept, more is refused)."""
+
+    __slots__ = ("task", "data", "limit")
+
+    def __init__(self, task, limit: int):
+        self.task = task
+        self.data = b""
+        self.limit = limit
+
+    def feed(self, data):
+        self.data += data
+        if len(self.data) > self.limit:
+            raise InvalidRequest(400, "Bad Request", body="data sent before the handshake was answered")
+        return None
+
+
+class _Guarded:
+    """Admission control, mixed into the connection class of a server with
+    ``authenticate`` or per-address limits: every upgrade takes the general
+    path's checks, then ``_admit`` runs the limits and the hook."""
+
+    __slots__ = ()
+
+    def _handshake_data(self, data) -> None:
+        if self._reader is _FIRST_READ:
+            opts = self._opts
+            quick = self._server._upgrades.read(data, opts.max_head, opts.max_headers)
+            if quick is not None:
+                self._reader = None
+                request, leftover, _key = quick
+                self._check_upgrade(request, leftover)
+                return
+            self._reader = RequestReader(max_head=opts.max_head, max_headers=opts.max_headers)
+        super()._handshake_data(data)
+
+    def _admit(self, request, leftover: bytes, subprotocol, headers, deflate_params) -> None:
+        server = self._server
+        limits = server._client_limits
+        if limits is not None:
+            address = limits.proxies.client_address(self._peername(), request.headers)
+            try:
+                self._ip = limits.admit(address)
+            except InvalidRequest as exc:
+                self._refuse(exc, request)
+                return
+        hook = server.authenticate
+        if hook is None:
+            self._accept(request, leftover, subprotocol, headers, deflate_params)
+            return
+        try:
+            result = hook(request)
+        except InvalidRequest as exc:
+            self._refuse(exc, request)
+            return
+        except Exception:
+            self._auth_failed(request)
+            return
+        if inspect.isawaitable(result):
+            # One task per handshake (none per message); handshake_timeout
+            # keeps running: the timer aborts the connection, connection_lost
+            # cancels the task.
+            task = asyncio.get_running_loop().create_task(
+                self._await_auth(result, request, leftover, subprotocol, headers, deflate_params))
+            self._reader = _Pending(task, self._opts.max_head)
+            return
+        self._authenticated(result, request, leftover, subprotocol, headers, deflate_params)
+
+    async def _await_auth(self, awaitable, request, leftover, subprotocol, headers, deflate_params) -> None:
+        try:
+            result = await awaitable
+        except InvalidRequest as exc:
+            result = exc
+        except Exception:
+            result = None
+            if not self._still_pending():
+                return
+            self._reader = None
+            self._auth_failed(request)
+            return
+        if not self._still_pending():
+            return
+        pending = self._reader
+        self._reader = None
+        if isinstance(result, InvalidRequest):
+            self._refuse(result, request)
+            return
+        if pending.data:
+            leftover = leftover + pending.data
+        self._authenticated(result, request, leftover, subprotocol, headers, deflate_params)
+
+    def _still_pending(self) -> bool:
+        return (type(self._reader) is _Pending and self._state == CONNECTING
+                and not self._transport.is_closing())
+
+    def _authenticated(self, result, request, leftover, subprotocol, headers, deflate_params) -> None:
+        if isinstance(result, Response):
+            self._server.counters.refused("authenticate")
+            self._respond(result, request)
+            return
+        self.user = result
+        self._accept(request, leftover, subprotocol, headers, deflate_params)
+
+    def _auth_failed(self, request) -> None:
+        self._log_error("authenticate", "authenticate failed for %s %s (peer %s); answered 500",
+                        request.method, request.path, self.remote_address, exc_info=True)
+        exc = InvalidRequest(500, "Internal Server Error", body=_INTERNAL_ERROR)
+        exc.metric_reason = "authenticate_error"
+        self._refuse(exc, request)
+
+    def connection_lost(self, exc) -> None:
+        pending = self._reader
+        if type(pending) is _Pending:
+            pending.task.cancel()  # the peer left, or handshake_timeout aborted it
+        super().connection_lost(exc)
+        address = self._ip
+        if address is not None:
+            self._ip = None
+            self._server._client_limits.release(address)
+
+
+class _RateLimited:
+    """Per-connection rate limits, mixed into the connection class of a
+    server with ``rate_limit`` / ``rate_limit_bytes``: the parser delivers
+    each message to the connection's ``Limiter`` (``deliver``: C in the
+    extension), which counts it and hands it to the callback the API level
+    would have given the parser. The limiter holds that callback only while
+    there is a parser (an idle connection drops it), so it needs no GC."""
+
+    __slots__ = ()
+
+    def _message_callback(self):
+        limiter = self._limiter
+        limiter.target = super()._message_callback()
+        return limiter.deliver
+
+    def _idle_parser(self) -> bool:
+        if super()._idle_parser():
+            self._limiter.target = None
+            return True
+        return False
+
+    def connection_lost(self, exc) -> None:
+        super().connection_lost(exc)
+        self._limiter.target = None
+
+
+def _guarded_class(base, admission: bool, rate: bool):
+    """``base`` (ServerConnection or ServerWebSocket), or a subclass of it
+    with what the server's access control needs: ``_ip`` (the address its
+    per-address limits counted) and ``_limiter`` (the rate limits' state:
+    48 bytes in the extension, no GC header)."""
+    if not admission and not rate:
+        return base
+    slots = (("_ip",) if admission else ()) + (("_limiter",) if rate else ())
+    bases = ((_Guarded,) if admission else ()) + ((_RateLimited,) if rate else ()) + (base,)
+
+    def __init__(self, server):
+        base.__init__(self, server)
+        if admission:
+            self._ip = None
+        if rate:
+            self._limiter = Limiter(self._opts._rate)
+
+    ns = {"__slots__": slots, "__init__": __init__, "__module__": __name__, "__doc__": base.__doc__}
+    return type(base.__name__, bases, ns)
+
+
 def is_handler(app) -> bool:
     """Whether ``app`` is a high-level handler (``async def handler(ws)``, or an
     object whose ``__call__`` is one) rather than a Listener factory."""
@@ -367,7 +560,9 @@ class Server:
     """A running fastws server; ``connections`` is the set of its open connections."""
 
     def __init__(self, app, *, origins=None, subprotocols=None, process_request=None,
-                 http_handler=None, broker=None, allowed_hosts=None, **options):
+                 http_handler=None, broker=None, allowed_hosts=None, authenticate=None,
+                 limit_connections_per_ip=None, limit_handshakes_per_ip=None,
+                 forwarded_allow_ips=("127.0.0.1",), **options):
         self.options = Options(**options)
         # None: any Host (the handshake's fast path stays as it is); else a
         # HostAllowlist, checked on every request, upgrade or plain HTTP (400).
@@ -394,6 +589,21 @@ class Server:
             raise ConfigError("process_request must be callable")
         if http_handler is not None and not callable(http_handler):
             raise ConfigError("http_handler must be callable")
+        if authenticate is not None and not callable(authenticate):
+            raise ConfigError("authenticate must be callable (a function or an async function)")
+        # authenticate(request) -> identity (ws.user), or raises InvalidRequest /
+        # returns a Response to refuse; run after the RFC 6455 checks and the
+        # origin policy, before process_request (docs/guide/access-control.md).
+        self.authenticate = authenticate
+        client_limits = ClientLimits(limit_connections_per_ip, limit_handshakes_per_ip,
+                                     TrustedProxies(forwarded_allow_ips))
+        self._client_limits = client_limits if client_limits.active else None
+        opts = self.options
+        rate = opts.rate_limit is not None or opts.rate_limit_bytes is not None
+        if rate:
+            opts._rate = RateLimits(opts.rate_limit, opts.rate_limit_bytes)
+        self._connection_class = _guarded_class(
+            self._connection_class, authenticate is not None or self._client_limits is not None, rate)
         self.app = app
         self.origins = origins
         self.subprotocols = subprotocols

@@ -1,0 +1,83 @@
+"""Per-connection rate limits: the pure-Python twin of fastws_ext.limit (see limit.pyi).
+
+Installed only when ``rate_limit`` or ``rate_limit_bytes`` is set. Each limit
+is a token bucket kept as one "theoretical arrival time" (GCRA); a message
+takes 1 token (its length, characters for text, for the byte limit) and
+passes if they fit, or if the bucket is full. ``RateLimits``: a server's
+settings (``Options._rate``); ``Limiter``: what a connection holds, whose
+``deliver`` is the parser's on_message: it counts, then calls ``target``
+(the API level's callback), or raises ``ProtocolError("rate limit", 1008)``
+and stays empty.
+See docs/guide/access-control.md.
+"""
+from __future__ import annotations
+
+import math
+from time import monotonic
+
+from ..exceptions import CLOSE_POLICY_VIOLATION, ProtocolError
+
+__all__ = ["Limiter", "RateLimits", "RATE_LIMIT_REASON"]
+
+RATE_LIMIT_REASON = "rate limit"
+INF = math.inf
+# Added to each tolerance: sums of steps must not refuse the last message of a burst by rounding.
+SLACK = 1e-9
+
+
+class RateLimits:
+    """A server's limits: ``RateLimits(messages, bytes)``, each None or ``(rate, burst)``."""
+
+    __slots__ = ("msg_step", "msg_tol", "byte_step", "byte_tol")
+
+    def __init__(self, messages=None, bytes=None):
+        self.msg_step = self.msg_tol = self.byte_step = self.byte_tol = 0.0
+        if messages is not None:
+            self.msg_step = 1.0 / float(messages[0])
+            self.msg_tol = float(messages[1]) * self.msg_step + SLACK
+        if bytes is not None:
+            self.byte_step = 1.0 / float(bytes[0])
+            self.byte_tol = float(bytes[1]) * self.byte_step + SLACK
+
+
+class Limiter:
+    """One connection's two buckets (full when made) and where messages go on
+    (``target``: the connection's own message callback while it has a
+    parser; cleared when the parser is dropped or the connection is lost)."""
+
+    __slots__ = ("target", "limits", "msg_tat", "byte_tat")
+
+    def __init__(self, limits):
+        if limits is None:
+            raise TypeError("Limiter() needs the server's RateLimits")
+        self.limits = limits
+        self.target = None
+        self.msg_tat = 0.0
+        self.byte_tat = 0.0
+
+    def deliver(self, data):
+        """The parser's on_message: count ``data``, then hand it to ``target``."""
+        _count(self, data)
+        return self.target(data)
+
+
+def _count(bucket, data) -> None:
+    limits = bucket.limits
+    now = monotonic()
+    if limits.msg_step:
+        tat = bucket.msg_tat
+        if tat <= now:
+            tat = now
+        elif tat - now + limits.msg_step > limits.msg_tol:
+            bucket.msg_tat = bucket.byte_tat = INF
+            raise ProtocolError(RATE_LIMIT_REASON, CLOSE_POLICY_VIOLATION)
+        bucket.msg_tat = tat + limits.msg_step
+    if limits.byte_step:
+        cost = len(data) * limits.byte_step
+        tat = bucket.byte_tat
+        if tat <= now:
+            tat = now
+        elif tat - now + cost > limits.byte_tol:
+            bucket.msg_tat = bucket.byte_tat = INF
+            raise ProtocolError(RATE_LIMIT_REASON, CLOSE_POLICY_VIOLATION)
+        bucket.byte_tat = tat + cost

@@ -1,0 +1,115 @@
+# cython: language_level=3
+"""Per-connection rate limits: the Cython build of fastws/_py/limit.py.
+
+Installed only when ``rate_limit`` or ``rate_limit_bytes`` is set. Each limit
+is a token bucket kept as one "theoretical arrival time" (GCRA); a message
+takes 1 token (its length, characters for text, for the byte limit) and
+passes if they fit, or if the bucket is full. ``RateLimits``: a server's
+settings (``Options._rate``); ``Limiter``: what a connection holds, whose
+``deliver`` (METH_O: one C call per message) is the parser's on_message: it
+counts, then calls ``target`` (the API level's callback), or raises
+``ProtocolError("rate limit", 1008)`` and stays empty.
+See docs/guide/access-control.md.
+"""
+cimport cython
+from cpython.bytes cimport PyBytes_CheckExact, PyBytes_GET_SIZE
+from cpython.unicode cimport PyUnicode_CheckExact
+from libc.math cimport INFINITY
+from posix.time cimport clock_gettime, timespec, CLOCK_MONOTONIC
+
+from fastws.exceptions import CLOSE_POLICY_VIOLATION, ProtocolError
+
+__all__ = ["Limiter", "RateLimits", "RATE_LIMIT_REASON"]
+
+cdef extern from "Python.h":
+    Py_ssize_t PyUnicode_GET_LENGTH(object o)
+
+RATE_LIMIT_REASON = "rate limit"
+cdef double INF = INFINITY
+# Added to each tolerance: sums of steps must not refuse the last message of a burst by rounding.
+cdef double SLACK = 1e-9
+
+
+cdef inline double _now() noexcept nogil:
+    cdef timespec ts
+    clock_gettime(CLOCK_MONOTONIC, &ts)
+    return <double>ts.tv_sec + <double>ts.tv_nsec * 1e-9
+
+
+@cython.auto_pickle(False)
+@cython.final
+@cython.no_gc
+cdef class RateLimits:
+    """A server's limits: ``RateLimits(messages, bytes)``, each None or ``(rate, burst)``."""
+    cdef readonly double msg_step     # seconds per message (0: no message limit)
+    cdef readonly double msg_tol      # burst * msg_step
+    cdef readonly double byte_step    # seconds per byte (0: no byte limit)
+    cdef readonly double byte_tol
+
+    def __init__(self, messages=None, bytes=None):
+        self.msg_step = self.msg_tol = self.byte_step = self.byte_tol = 0.0
+        if messages is not None:
+            self.msg_step = 1.0 / float(messages[0])
+            self.msg_tol = float(messages[1]) * self.msg_step + SLACK
+        if bytes is not None:
+            self.byte_step = 1.0 / float(bytes[0])
+            self.byte_tol = float(bytes[1]) * self.byte_step + SLACK
+
+
+@cython.auto_pickle(False)
+@cython.final
+@cython.no_gc
+cdef class Limiter:
+    """One connection's two buckets (full when made) and where messages go on.
+
+    ``target`` is the connection's own message callback, set while it has a
+    parser (``_message_callback``) and cleared when the parser is dropped or
+    the connection is lost: no GC header is needed (the cycle through the
+    application is never left standing), so the object is 48 bytes.
+    """
+    cdef public object target
+    cdef RateLimits limits
+    cdef public double msg_tat
+    cdef public double byte_tat
+
+    def __cinit__(self, RateLimits limits not None):
+        self.limits = limits
+        self.target = None
+        self.msg_tat = 0.0
+        self.byte_tat = 0.0
+
+    def deliver(self, data):
+        """The parser's on_message: count ``data``, then hand it to ``target``."""
+        _count(self, data)
+        return self.target(data)
+
+
+cdef int _count(Limiter bucket, object data) except -1:
+    cdef RateLimits limits = bucket.limits
+    cdef double now = _now()
+    cdef double tat, cost
+    cdef Py_ssize_t n
+    if limits.msg_step != 0.0:
+        tat = bucket.msg_tat
+        if tat <= now:
+            tat = now
+        elif tat - now + limits.msg_step > limits.msg_tol:
+            bucket.msg_tat = bucket.byte_tat = INF
+            raise ProtocolError(RATE_LIMIT_REASON, CLOSE_POLICY_VIOLATION)
+        bucket.msg_tat = tat + limits.msg_step
+    if limits.byte_step != 0.0:
+        if PyBytes_CheckExact(data):
+            n = PyBytes_GET_SIZE(data)
+        elif PyUnicode_CheckExact(data):
+            n = PyUnicode_GET_LENGTH(data)
+        else:
+            n = len(data)
+        cost = <double>n * limits.byte_step
+        tat = bucket.byte_tat
+        if tat <= now:
+            tat = now
+        elif tat - now + cost > limits.byte_tol:
+            bucket.msg_tat = bucket.byte_tat = INF
+            raise ProtocolError(RATE_LIMIT_REASON, CLOSE_POLICY_VIOLATION)
+        bucket.byte_tat = tat + cost
+    return 0
