@@ -6,14 +6,10 @@
 
 uvicorn parses the HTTP request and, for an upgrade, hands the transport to
 this ``--ws`` protocol class. From there it speaks WebSocket with fastws's own
-pieces (handshake checks, frame codec, keepalive on the timer wheel, closing
-handshake, receive queue with flow control: the code behind ``fastws.serve``)
-and only translates to and from ASGI messages (ASGI spec 2.4, websocket
-scope). It follows uvicorn's own implementations wherever the ASGI spec or
-uvicorn's settings decide: ``--ws-per-message-deflate``, uvicorn's default
-headers (``server_header``, ``date_header``, ``--header``), ``OSError``
-(uvicorn's ``ClientDisconnected``) from a ``send`` that cannot complete, the
-keys of ``websocket.disconnect``, 1012 on shutdown. See docs/guide/uvicorn.md.
+pieces (the code behind ``fastws.serve``) and only translates to and from ASGI
+messages (ASGI spec 2.4), following uvicorn's own implementations wherever the
+spec or uvicorn's settings decide (deflate, default headers, keepalive,
+``ClientDisconnected``, ``websocket.disconnect``). See docs/guide/uvicorn.md.
 """
 from __future__ import annotations
 
