@@ -31,6 +31,7 @@ SANSIO = "websockets-sansio"
 
 APP = textwrap.dedent('''
     import asyncio
+    import json
     import time
 
     from starlette.applications import Starlette
@@ -79,6 +80,9 @@ APP = textwrap.dedent('''
             msg = await ws.receive()
             if msg["type"] == "websocket.disconnect":
                 log[name] = msg
+                if name == "shutdown":  # the server is going away: keep it in a file
+                    with open("shutdown.json", "w") as f:
+                        json.dump(msg, f)
                 return
 
     async def go_(ws: WebSocket):
@@ -138,6 +142,7 @@ class Uvicorn:
     """uvicorn in a subprocess serving APP, the worktree first on its path."""
 
     def __init__(self, tmp_path, *extra, ws=FASTWS):
+        self.dir = tmp_path
         (tmp_path / "asgiapp.py").write_text(APP)
         self.port = _free_port()
         env = {**os.environ, "PYTHONPATH": os.pathsep.join([ROOT, str(tmp_path)])}
@@ -364,3 +369,16 @@ def test_disconnect_event_keys(make_server, ws):
     # (uvicorn's sansio and wsproto implementations say 1005, its legacy one 1006)
     assert events["drop"] == {"type": "websocket.disconnect", "code": 1006 if ws == FASTWS else 1005}
     assert events["server"] == {"type": "websocket.disconnect", "code": 4002, "reason": "server bye"}
+
+
+@pytest.mark.parametrize("ws", [FASTWS, SANSIO])
+def test_disconnect_event_on_shutdown(make_server, ws):
+    server = make_server(ws=ws)
+    with ws_sync.connect(server.url("/disconnect?case=shutdown")) as client:
+        server.proc.send_signal(signal.SIGINT)
+        with pytest.raises(ConnectionClosed) as info:
+            client.recv(timeout=10 * UNIT)
+        assert info.value.rcvd is not None and info.value.rcvd.code == 1012
+    assert server.proc.wait(15 * UNIT) == 0
+    event = json.loads((server.dir / "shutdown.json").read_text())
+    assert event == {"type": "websocket.disconnect", "code": 1012}
