@@ -109,7 +109,8 @@ APP = textwrap.dedent('''
     starlette = Starlette(routes=[
         WebSocketRoute("/flood_close", flood_close), WebSocketRoute("/flood_return", flood_return),
         WebSocketRoute("/blocked", blocked_send), WebSocketRoute("/disconnect", disconnect),
-        WebSocketRoute("/last", last), WebSocketRoute("/go", go_), WebSocketRoute("/echo", echo), WebSocketRoute("/reject", reject),
+        WebSocketRoute("/last", last), WebSocketRoute("/go", go_), WebSocketRoute("/echo", echo),
+        WebSocketRoute("/reject", reject),
     ])
 
     async def partial_response(scope, receive, send, fail):
