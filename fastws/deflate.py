@@ -334,6 +334,8 @@ class PerMessageDeflate:
                 chunks = [out]
                 _inflate(d, d.unconsumed_tail, params, chunks, len(out))
                 out = b"".join(chunks)
+            elif limit and len(out) >= limit:  # over max_size but under one step
+                raise MessageTooBig(f"message too big (over {limit - 1} bytes once inflated)")
         except zlib.error:
             self._inflater = None
             raise ProtocolError("invalid compressed data", 1007) from None

@@ -219,6 +219,11 @@ def test_max_size_closes_1009(tmp_path):
     server = Uvicorn(tmp_path, "--ws-max-size", "1000")
     try:
         with ws_sync.connect(f"ws://127.0.0.1:{server.port}/ws") as ws:
+            # compressed (uvicorn negotiates permessage-deflate by default): a
+            # few bytes on the wire, 1001 once inflated
+            assert ws.protocol.extensions
+            ws.send("y" * 1000)
+            assert ws.recv(timeout=5) == "y" * 1000
             ws.send("y" * 1001)
             with pytest.raises(ConnectionClosed) as info:
                 ws.recv(timeout=5)
