@@ -187,6 +187,19 @@ def _add_serving(p, default_port: int, max_size: str, max_size_help: str) -> Non
                    help="comma-separated proxy addresses or CIDRs ('*': any, 'unix:': Unix socket "
                         "peers) whose Forwarded / X-Forwarded-For give the client address for the "
                         "per-IP limits (env FASTWS_FORWARDED_ALLOW_IPS; default %(default)s)")
+    p.add_argument("--jwt-secret", default=_env("jwt_secret", ""), metavar="SECRET",
+                   help="accept only upgrades that carry a JWT signed with this HS256 secret (32+ bytes); "
+                        "401 with WWW-Authenticate otherwise (env FASTWS_JWT_SECRET; default: no check; "
+                        "docs/guide/jwt.md)")
+    p.add_argument("--jwt-public-key", default=_env("jwt_public_key", ""), metavar="PEM",
+                   help="... or with the RSA/EC key in this PEM file (RS256/ES256) (env FASTWS_JWT_PUBLIC_KEY)")
+    p.add_argument("--jwt-jwks-url", default=_env("jwt_jwks_url", ""), metavar="URL",
+                   help="... or with a key of this JWKS, fetched and cached, refetched on an unknown kid "
+                        "(env FASTWS_JWT_JWKS_URL)")
+    p.add_argument("--jwt-audience", default=_env("jwt_audience", ""), metavar="LIST",
+                   help="the token's aud must name one of these (env FASTWS_JWT_AUDIENCE)")
+    p.add_argument("--jwt-issuer", default=_env("jwt_issuer", ""), metavar="ISS",
+                   help="the token's iss must be this (env FASTWS_JWT_ISSUER)")
     p.add_argument("--timeout-graceful-shutdown", type=_seconds, metavar="SECONDS",
                    default=_env("timeout_graceful_shutdown", "10"),
                    help="on SIGTERM/SIGINT: send 1001 to every client and wait this long for the "
@@ -324,6 +337,19 @@ def import_app(spec: str):
     return obj
 
 
+def _jwt_auth(args):
+    """The JWTAuth of the --jwt-* flags, or None when no key source is given."""
+    flags = dict(jwt_secret=args.jwt_secret, jwt_public_key=args.jwt_public_key,
+                 jwt_jwks_url=args.jwt_jwks_url, jwt_audience=args.jwt_audience, jwt_issuer=args.jwt_issuer)
+    if not any(flags.values()):
+        return None
+    try:
+        from .auth import JWTAuth
+    except ImportError as exc:
+        raise ConfigError(f"the --jwt-* flags need PyJWT (pip install 'fastws[auth]'): {exc}") from None
+    return JWTAuth.from_options(**flags)
+
+
 def _ssl_context(certfile, keyfile):
     if certfile is None:
         if keyfile is not None:
@@ -364,6 +390,7 @@ def main(argv=None) -> int:
     try:
         ssl_ctx = _ssl_context(args.ssl_certfile, args.ssl_keyfile)
         app = import_app(args.app) if command == "run" else None
+        authenticate = _jwt_auth(args)
     except ConfigError as exc:
         return _error(str(exc))
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -391,6 +418,8 @@ def main(argv=None) -> int:
     allowed_hosts = _list(args.allowed_hosts)
     if allowed_hosts is not None:
         options["allowed_hosts"] = allowed_hosts
+    if authenticate is not None:
+        options["authenticate"] = authenticate
     ws, http = ("wss", "https") if ssl_ctx is not None else ("ws", "http")
 
     def where(addresses, scheme):

@@ -606,6 +606,11 @@ class Server:
             self._connection_class, authenticate is not None or self._client_limits is not None, rate)
         self.app = app
         self.origins = origins
+        token_like = getattr(authenticate, "is_token_subprotocol", None)
+        if token_like is not None and subprotocols:
+            # A token offered as a subprotocol (fastws.auth: "bearer.<token>")
+            # is never selected, so never echoed in the 101.
+            subprotocols = [p for p in subprotocols if not token_like(p)]
         self.subprotocols = subprotocols
         self.process_request = process_request
         self.http_handler = http_handler
