@@ -301,7 +301,7 @@ def _inflate(d, data, params, chunks: list, total: int) -> int:
             chunks.append(piece)
         data = d.unconsumed_tail
         # A full piece may leave output pending in zlib even with no input left.
-        if not data and (not step or len(piece) < step):
+        if d.eof or not data and (not step or len(piece) < step):
             return total
 
 
