@@ -91,6 +91,9 @@ def main(check, *, max_len: int = 4096) -> None:
     # over a minute and only dilute the coverage signal.
     instrument("fastws")
     argv = list(sys.argv)
+    # libFuzzer runs argv[0] again for -minimize_crash, -fork, -merge: with
+    # this interpreter (the scripts are not executable).
+    argv[0] = f"{sys.executable} {os.path.abspath(argv[0])}"
     if not any(a.startswith("-max_len=") for a in argv):
         argv.append(f"-max_len={max_len}")
     atheris.Setup(argv, check)

@@ -28,6 +28,10 @@ CY = load("cython")
 PY = load("python")
 MAX_SIZES = (None, 1 << 20, 65536, 200, 10, 0, 125, 126)
 CODES = {FrameError: 1002, InvalidUTF8: 1007, MessageTooBig: 1009}
+# FASTWS_FUZZ_IGNORE=activity-after-failure: leave out ``activity`` once the
+# parser failed, a known difference (tests/fuzz_regressions/
+# test_frames_activity_after_invalid_utf8.py), to look for others meanwhile.
+IGNORE = set(os.environ.get("FASTWS_FUZZ_IGNORE", "").split(","))
 
 
 class Boom(Exception):
@@ -44,8 +48,11 @@ def make_inflate(max_size, bits, no_context):
 
 
 def state(parser):
+    activity = parser.activity
+    if parser.failed and "activity-after-failure" in IGNORE:
+        activity = None
     return (parser.buffered, parser.closed, parser.failed, parser.frames_received,
-            parser.activity, parser.at_rest, parser.messages_received)
+            activity, parser.at_rest, parser.messages_received)
 
 
 def run(codec, chunks, expect_masked, max_size, inflate_args, raise_at, buffer_mode, release):
