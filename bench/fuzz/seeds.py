@@ -167,6 +167,8 @@ def response_seeds():
         out[name + "-eof"] = b"\x08" + body
         out[name + "-offered"] = bytes([0x10 | 1, min(len(body) // 2, 255)]) + body
         out[name + "-small"] = bytes([0x80 | 0x08 | 0x40]) + body
+        if len(body) < 256:  # the whole response in the first read, more behind it in a second
+            out[name + "-more"] = bytes([0x01, len(body)]) + body + FRAME
     return out
 
 
