@@ -301,7 +301,7 @@ def _inflate(d, data, params, chunks: list, total: int) -> int:
             chunks.append(piece)
         data = d.unconsumed_tail
         # A full piece may leave output pending in zlib even with no input left.
-        if not data and (not step or len(piece) < step):
+        if d.eof or not data and (not step or len(piece) < step):
             return total
 
 
@@ -328,7 +328,7 @@ class PerMessageDeflate:
         try:
             # One call for the usual message; the loop only for large output.
             out = d.decompress(data + TAIL, step)
-            if step and (len(out) >= step or d.unconsumed_tail):
+            if step and (len(out) >= limit or len(out) >= step or d.unconsumed_tail):
                 if len(out) >= limit:
                     raise MessageTooBig(f"message too big (over {limit - 1} bytes once inflated)")
                 chunks = [out]
