@@ -328,14 +328,13 @@ class PerMessageDeflate:
         try:
             # One call for the usual message; the loop only for large output.
             out = d.decompress(data + TAIL, step)
+            # (step and limit are both 0 without max_size, both set with it)
             if step and (len(out) >= limit or len(out) >= step or d.unconsumed_tail):
                 if len(out) >= limit:
                     raise MessageTooBig(f"message too big (over {limit - 1} bytes once inflated)")
                 chunks = [out]
                 _inflate(d, d.unconsumed_tail, params, chunks, len(out))
                 out = b"".join(chunks)
-            elif limit and len(out) >= limit:  # over max_size but under one step
-                raise MessageTooBig(f"message too big (over {limit - 1} bytes once inflated)")
         except zlib.error:
             self._inflater = None
             raise ProtocolError("invalid compressed data", 1007) from None

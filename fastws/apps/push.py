@@ -77,7 +77,7 @@ def query_since(target: str):
     values = parse_qs(query, keep_blank_values=True).get("since")
     if not values:
         return None
-    if len(values) > 1 or not values[0].isdigit() or len(values[0]) > 19:
+    if len(values) > 1 or not (values[0].isascii() and values[0].isdigit()) or len(values[0]) > 19:
         return False
     since = int(values[0])
     return since if since <= _MAX_ID else False

@@ -4,8 +4,7 @@
 for characters such as SUPERSCRIPT THREE (U+00B3) that ``int()`` refuses, so
 ``GET /ws?since=%C2%B3`` (plain ASCII on the wire: parse_qs decodes it) makes
 ``process_request`` raise ValueError instead of answering 400. Found by
-bench/fuzz/json_apps.py. Expected to fail until fastws/apps/push.py's
-``query_since`` checks ``isdecimal()`` (or ASCII digits).
+bench/fuzz/json_apps.py; ``query_since`` now takes ASCII digits only.
 See docs/development.md#fuzzing.
 """
 from __future__ import annotations
@@ -15,13 +14,10 @@ import pytest
 from fastws.apps import push
 from fastws.http import RequestReader
 
-KNOWN = pytest.mark.xfail(strict=True, raises=ValueError,
-                          reason="query_since: isdigit() accepts what int() refuses (remove with the fix)")
-
 
 @pytest.mark.parametrize("query", [
-    pytest.param("since=%C2%B3", marks=KNOWN),  # U+00B3, the fuzzer's "\xb3" once percent-encoded
-    pytest.param("since=1%E2%82%82&topics=a", marks=KNOWN),  # U+2082 SUBSCRIPT TWO
+    "since=%C2%B3",  # U+00B3, the fuzzer's "\xb3" once percent-encoded
+    "since=1%E2%82%82&topics=a",  # U+2082 SUBSCRIPT TWO
     "since=x", "since=-1", "since=99999999999999999999",
 ])
 def test_malformed_since_is_400(query):
