@@ -16,21 +16,26 @@ See docs/guide/handler-api.md.
 from __future__ import annotations
 
 import asyncio
+import heapq
 import inspect
+import itertools
 import logging
 import socket
+import sys
 import time
 from sys import intern as _intern
 
 from . import handshake
-from .codec import Limiter, RateLimits
+from .codec import Limiter, RateLimits, TimerEntry
 from .constants import CLOSED, CONNECTING, OPEN
 from .exceptions import (
     CLOSE_GOING_AWAY,
     CLOSE_INTERNAL_ERROR,
     CLOSE_NORMAL,
+    CLOSE_TOKEN_EXPIRED,
     ConfigError,
     ConnectionClosed,
+    Forbidden,
     InvalidRequest,
 )
 from .listener import Listener
@@ -98,10 +103,23 @@ class ServerConnection(StreamConnection):
 
     def subscribe(self, topic: str) -> None:
         """Receive what ``server.publish(topic, ...)`` sends, until
-        ``unsubscribe(topic)`` or the end of the connection (idempotent)."""
+        ``unsubscribe(topic)`` or the end of the connection (idempotent).
+        Raises ``fastws.exceptions.Forbidden`` (a PermissionError) when the
+        server's ``authorize`` hook refuses it."""
         if self._state == CLOSED:
             raise self._closed_error()
-        self._server._topics.subscribe(self, topic)
+        server = self._server
+        authorize = server.authorize
+        if authorize is not None and not authorize(self, topic, "subscribe"):
+            raise Forbidden(topic, "subscribe")
+        server._topics.subscribe(self, topic)
+
+    def may(self, topic: str, action: str) -> bool:
+        """Whether the server's ``authorize`` hook allows ``action``
+        (``"subscribe"`` or ``"publish"``) on ``topic`` for this connection
+        (True without a hook)."""
+        authorize = self._server.authorize
+        return authorize is None or bool(authorize(self, topic, action))
 
     def unsubscribe(self, topic: str) -> None:
         """Stop receiving ``topic`` (nothing happens if not subscribed)."""
@@ -324,9 +342,13 @@ class ServerConnection(StreamConnection):
 
     def _log_access(self, request, status: int) -> None:
         if access_logger.isEnabledFor(logging.INFO):
+            target = request.path
+            redact = self._server._redact
+            if redact is not None and "?" in target:
+                target = redact(target)  # no ?token= value in the log
             access_logger.info(
                 '%s - "%s %s HTTP/%s" %d %s %.1fms',
-                self._peer(), request.method, request.path, request.version, status,
+                self._peer(), request.method, target, request.version, status,
                 self.subprotocol or "-", (time.monotonic() - self._started) * 1000,
             )
 
@@ -480,6 +502,8 @@ class _Guarded:
             self._respond(result, request)
             return
         self.user = result
+        if type(result) is dict and "exp" in result:
+            self._server._track_token(self, result)
         self._accept(request, leftover, subprotocol, headers, deflate_params)
 
     def _auth_failed(self, request) -> None:
@@ -498,6 +522,9 @@ class _Guarded:
         if address is not None:
             self._ip = None
             self._server._client_limits.release(address)
+        clock = self._server._token_clock
+        if clock is not None:
+            clock.prune()
 
 
 class _RateLimited:
@@ -524,6 +551,84 @@ class _RateLimited:
     def connection_lost(self, exc) -> None:
         super().connection_lost(exc)
         self._limiter.target = None
+
+
+def close_token_expired(ws) -> None:
+    """The default ``on_token_expired``: close with 4001 "token expired"."""
+    ServerConnection.close(ws, CLOSE_TOKEN_EXPIRED, "token expired")
+
+
+class _TokenClock(TimerEntry):
+    """The token expiries of one server's connections: ONE timer-wheel entry
+    per server (armed at the earliest due time) over a heap of
+    ``(due, seq, conn, user, phase)``; no timer, task or slot per connection
+    and nothing per message. ``due`` is in loop time (``exp`` converted once
+    from the wall clock). Phase 0: the token expires, ``on_token_expired(conn)``
+    is called; if the connection is still open with the same ``user``, phase
+    1 is pushed at ``+ grace``, whose end closes it with 4001. An entry whose
+    connection has a new ``ws.user`` since is re-pushed at the new token's
+    expiry; one whose connection closed is dropped (``prune`` drops them all
+    once they are more than half the heap). docs/guide/access-control.md."""
+
+    __slots__ = ("server", "heap", "_seq")
+
+    def __init__(self, server):
+        self.server = server
+        self.heap = []
+        self._seq = itertools.count()
+
+    def track(self, conn, user, phase: int = 0, due: float | None = None) -> None:
+        driver = self.server._timer_driver()
+        if due is None:
+            exp = user.get("exp") if type(user) is dict else None
+            if type(exp) not in (int, float) or exp != exp:
+                return  # no (numeric) exp: never expires
+            due = driver.now() + (exp - time.time())
+        heap = self.heap
+        heapq.heappush(heap, (due, next(self._seq), conn, user, phase))
+        if heap[0][0] == due and due < float("inf"):
+            driver.arm(self, due)  # O(1); it was later or not armed
+
+    def prune(self) -> None:
+        """Drop the entries of closed connections when they are most of the heap."""
+        heap = self.heap
+        if len(heap) > 2 * len(self.server.connections) + 64:
+            heap[:] = [e for e in heap if e[2]._state != CLOSED]
+            heapq.heapify(heap)
+
+    def on_timer(self, now):
+        heap = self.heap
+        server = self.server
+        while heap and heap[0][0] <= now:
+            _due, _seq, conn, user, phase = heapq.heappop(heap)
+            if conn._state > OPEN:
+                continue  # closing or closed
+            current = conn.user
+            if current is not user:  # refreshed (or replaced) since: the new token's exp
+                exp = current.get("exp") if type(current) is dict else None
+                if type(exp) not in (int, float) or exp != exp:
+                    continue  # no exp: never expires
+                due = now + (exp - time.time())
+                if due > now:
+                    heapq.heappush(heap, (due, next(self._seq), conn, current, 0))
+                    continue
+                user, phase = current, 0  # already expired: now
+            if conn._state != OPEN:  # expired during the handshake: check again at the next tick
+                heapq.heappush(heap, (now, next(self._seq), conn, user, phase))
+                break
+            if phase == 0:
+                try:
+                    server.on_token_expired(conn)
+                except Exception:
+                    logger.exception("on_token_expired failed (peer %s)", conn.remote_address)
+                    ServerConnection.close(conn, CLOSE_TOKEN_EXPIRED, "token expired")
+                    continue
+                grace = server.token_refresh_grace
+                if conn._state == OPEN and conn.user is user and grace is not None:
+                    heapq.heappush(heap, (now + grace, next(self._seq), conn, user, 1))
+            else:
+                ServerConnection.close(conn, CLOSE_TOKEN_EXPIRED, "token expired")
+        return heap[0][0] if heap and heap[0][0] < float("inf") else None
 
 
 def _guarded_class(base, admission: bool, rate: bool):
@@ -562,7 +667,8 @@ class Server:
     def __init__(self, app, *, origins=None, subprotocols=None, process_request=None,
                  http_handler=None, broker=None, allowed_hosts=None, authenticate=None,
                  limit_connections_per_ip=None, limit_handshakes_per_ip=None,
-                 forwarded_allow_ips=("127.0.0.1",), **options):
+                 forwarded_allow_ips=("127.0.0.1",), authorize=None, on_token_expired=None,
+                 token_refresh_grace=30.0, **options):
         self.options = Options(**options)
         # None: any Host (the handshake's fast path stays as it is); else a
         # HostAllowlist, checked on every request, upgrade or plain HTTP (400).
@@ -595,6 +701,31 @@ class Server:
         # returns a Response to refuse; run after the RFC 6455 checks and the
         # origin policy, before process_request (docs/guide/access-control.md).
         self.authenticate = authenticate
+        # authorize(ws, topic, action) -> bool, checked by ws.subscribe (not
+        # per message) and publish_as; with a fastws.auth.JWTAuth and no
+        # authorize, the token's subs/pubs claims decide (JWTAuth.authorize_topic).
+        if authorize is None:
+            auth_module = sys.modules.get("fastws.auth")
+            if auth_module is not None and isinstance(authenticate, auth_module.JWTAuth):
+                authorize = authenticate.authorize_topic
+        if authorize is not None and not callable(authorize):
+            raise ConfigError("authorize must be callable: authorize(ws, topic, action) -> bool")
+        self.authorize = authorize
+        # Token expiry (ws.user["exp"]): on_token_expired(ws), then the grace
+        # period for a refresh, then close 4001 (_TokenClock).
+        if on_token_expired is None:
+            on_token_expired = close_token_expired
+        elif not callable(on_token_expired):
+            raise ConfigError("on_token_expired must be callable: on_token_expired(ws)")
+        self.on_token_expired = on_token_expired
+        if token_refresh_grace is not None and (
+                isinstance(token_refresh_grace, bool) or not isinstance(token_refresh_grace, (int, float))
+                or not token_refresh_grace >= 0):
+            raise ConfigError(f"token_refresh_grace must be a number of seconds >= 0 or None, "
+                              f"not {token_refresh_grace!r}")
+        self.token_refresh_grace = None if token_refresh_grace is None else float(token_refresh_grace)
+        self._token_clock = None  # created at the first token with an exp
+        self._redact = getattr(authenticate, "redact_target", None)  # the access log's ?token=
         client_limits = ClientLimits(limit_connections_per_ip, limit_handshakes_per_ip,
                                      TrustedProxies(forwarded_allow_ips))
         self._client_limits = client_limits if client_limits.active else None
@@ -673,6 +804,15 @@ class Server:
             return self._topics.publish(topic, data)
         return broker.publish(topic, data)
 
+    def publish_as(self, ws, topic: str, data):
+        """``publish`` on behalf of a client: raises ``Forbidden`` unless the
+        ``authorize`` hook allows ``ws`` to publish to ``topic`` (then, as
+        ``publish``, returns the count, or a coroutine with a broker)."""
+        authorize = self.authorize
+        if authorize is not None and not authorize(ws, topic, "publish"):
+            raise Forbidden(topic, "publish")
+        return self.publish(topic, data)
+
     def publish_local(self, topic: str, data) -> int:
         """``publish`` to this process's subscribers only, also with a broker."""
         return self._topics.publish(topic, data)
@@ -706,6 +846,30 @@ class Server:
     def topics(self) -> frozenset:
         """The topics that have at least one subscriber."""
         return self._topics.topics()
+
+    # ------------------------------------------------------------ token expiry
+    def _timer_driver(self):
+        driver = self._driver
+        if driver is None or driver._closed:
+            driver = self._driver = get_driver(asyncio.get_running_loop(), self.options.timer_tick)
+        return driver
+
+    def _track_token(self, conn, user) -> None:
+        clock = self._token_clock
+        if clock is None:
+            clock = self._token_clock = _TokenClock(self)
+        clock.track(conn, user)
+
+    def set_user(self, ws, user) -> None:
+        """Replace ``ws.user`` (a refreshed token's claims). The new ``exp``
+        is enforced from the connection's pending deadline on (the old
+        ``exp``, or the end of the grace period after a refresh request);
+        assigning ``ws.user`` does the same, but only this starts tracking a
+        connection whose old user had no ``exp``."""
+        old = ws.user
+        ws.user = user
+        if type(user) is dict and "exp" in user and not (type(old) is dict and "exp" in old):
+            self._track_token(ws, user)
 
     # ------------------------------------------------------------ lifecycle
     async def start(self, host=None, port=None, *, sock=None, reuse_port=False, backlog=2048, ssl=None,
