@@ -524,7 +524,7 @@ class _Guarded:
             self._server._client_limits.release(address)
         clock = self._server._token_clock
         if clock is not None:
-            clock.prune()
+            clock.forget(self)
 
 
 class _RateLimited:
@@ -560,62 +560,80 @@ def close_token_expired(ws) -> None:
 
 class _TokenClock(TimerEntry):
     """The token expiries of one server's connections: ONE timer-wheel entry
-    per server (armed at the earliest due time) over a heap of
-    ``(due, seq, conn, user, phase)``; no timer, task or slot per connection
-    and nothing per message. ``due`` is in loop time (``exp`` converted once
-    from the wall clock). Phase 0: the token expires, ``on_token_expired(conn)``
-    is called; if the connection is still open with the same ``user``, phase
-    1 is pushed at ``+ grace``, whose end closes it with 4001. An entry whose
-    connection has a new ``ws.user`` since is re-pushed at the new token's
-    expiry; one whose connection closed is dropped (``prune`` drops them all
-    once they are more than half the heap). docs/guide/access-control.md."""
+    per server, armed at the earliest due time, over a heap of entries
+    ``(due, seq, conn, user, phase)`` and a dict ``live`` (connection -> its
+    one live entry; an entry not in it is stale and skipped when popped).
+    No timer, task or slot per connection and nothing per message. ``due``
+    is loop time (``exp`` converted once from the wall clock).
 
-    __slots__ = ("server", "heap", "_seq")
+    Phase 0: the token expires: ``on_token_expired(conn)``; if the connection
+    is still open with the same ``user``, phase 1 is tracked at ``+ grace``,
+    whose end closes it with 4001. An entry whose connection has another
+    ``ws.user`` by then tracks that user's ``exp`` instead (``set_user``
+    tracks it at once). A closed connection leaves ``live`` (``forget``); the
+    heap is rebuilt when it holds more than twice the live entries.
+    docs/guide/access-control.md#token-expiry."""
+
+    __slots__ = ("server", "heap", "live", "_seq")
 
     def __init__(self, server):
         self.server = server
         self.heap = []
+        self.live = {}
         self._seq = itertools.count()
 
     def track(self, conn, user, phase: int = 0, due: float | None = None) -> None:
+        """Make ``(due, conn, user, phase)`` the live entry of ``conn``
+        (``due`` None: from ``user["exp"]``; no numeric exp: untracked)."""
         driver = self.server._timer_driver()
         if due is None:
-            exp = user.get("exp") if type(user) is dict else None
-            if type(exp) not in (int, float) or exp != exp:
-                return  # no (numeric) exp: never expires
-            due = driver.now() + (exp - time.time())
+            due = _due(user, driver.now())
+            if due is None:
+                self.live.pop(conn, None)
+                return
+        entry = (due, next(self._seq), conn, user, phase)
+        self.live[conn] = entry
         heap = self.heap
-        heapq.heappush(heap, (due, next(self._seq), conn, user, phase))
-        if heap[0][0] == due and due < float("inf"):
+        heapq.heappush(heap, entry)
+        if heap[0] is entry and due < _INF:
             driver.arm(self, due)  # O(1); it was later or not armed
+        elif len(heap) > 2 * len(self.live) + 64:
+            self._rebuild()
 
-    def prune(self) -> None:
-        """Drop the entries of closed connections when they are most of the heap."""
+    def forget(self, conn) -> None:
+        """``conn`` closed: its entry is stale."""
+        if self.live.pop(conn, None) is not None and len(self.heap) > 2 * len(self.live) + 64:
+            self._rebuild()
+
+    def _rebuild(self) -> None:
         heap = self.heap
-        if len(heap) > 2 * len(self.server.connections) + 64:
-            heap[:] = [e for e in heap if e[2]._state != CLOSED]
-            heapq.heapify(heap)
+        heap[:] = self.live.values()
+        heapq.heapify(heap)
 
     def on_timer(self, now):
         heap = self.heap
+        live = self.live
         server = self.server
         while heap and heap[0][0] <= now:
-            _due, _seq, conn, user, phase = heapq.heappop(heap)
+            entry = heapq.heappop(heap)
+            _due, _seq, conn, user, phase = entry
+            if live.get(conn) is not entry:
+                continue  # stale
+            del live[conn]
             if conn._state > OPEN:
                 continue  # closing or closed
             current = conn.user
             if current is not user:  # refreshed (or replaced) since: the new token's exp
-                exp = current.get("exp") if type(current) is dict else None
-                if type(exp) not in (int, float) or exp != exp:
+                due = _due(current, now)
+                if due is None:
                     continue  # no exp: never expires
-                due = now + (exp - time.time())
                 if due > now:
-                    heapq.heappush(heap, (due, next(self._seq), conn, current, 0))
+                    self.track(conn, current, 0, due)
                     continue
                 user, phase = current, 0  # already expired: now
-            if conn._state != OPEN:  # expired during the handshake: check again at the next tick
-                heapq.heappush(heap, (now, next(self._seq), conn, user, phase))
-                break
+            if conn._state != OPEN:  # expired during the handshake: at the next tick
+                self.track(conn, user, phase, now + 0.001)
+                continue
             if phase == 0:
                 try:
                     server.on_token_expired(conn)
@@ -624,11 +642,22 @@ class _TokenClock(TimerEntry):
                     ServerConnection.close(conn, CLOSE_TOKEN_EXPIRED, "token expired")
                     continue
                 grace = server.token_refresh_grace
-                if conn._state == OPEN and conn.user is user and grace is not None:
-                    heapq.heappush(heap, (now + grace, next(self._seq), conn, user, 1))
+                if conn._state == OPEN and conn.user is user and grace is not None and conn not in live:
+                    self.track(conn, user, 1, now + grace)
             else:
                 ServerConnection.close(conn, CLOSE_TOKEN_EXPIRED, "token expired")
-        return heap[0][0] if heap and heap[0][0] < float("inf") else None
+        return heap[0][0] if heap and heap[0][0] < _INF else None
+
+
+_INF = float("inf")
+
+
+def _due(user, now: float):
+    """The loop time at which ``user["exp"]`` (Unix seconds) passes, or None."""
+    exp = user.get("exp") if type(user) is dict else None
+    if type(exp) not in (int, float) or exp != exp:
+        return None
+    return now + (exp - time.time())
 
 
 def _guarded_class(base, admission: bool, rate: bool):
@@ -861,14 +890,12 @@ class Server:
         clock.track(conn, user)
 
     def set_user(self, ws, user) -> None:
-        """Replace ``ws.user`` (a refreshed token's claims). The new ``exp``
-        is enforced from the connection's pending deadline on (the old
-        ``exp``, or the end of the grace period after a refresh request);
-        assigning ``ws.user`` does the same, but only this starts tracking a
-        connection whose old user had no ``exp``."""
-        old = ws.user
+        """Replace ``ws.user`` (a refreshed token's claims): from now on its
+        ``exp`` is the one enforced. (Assigning ``ws.user`` directly is
+        noticed only at the connection's pending deadline: the old ``exp``,
+        or the end of a grace period.)"""
         ws.user = user
-        if type(user) is dict and "exp" in user and not (type(old) is dict and "exp" in old):
+        if ws._state <= OPEN and (self._token_clock is not None or type(user) is dict):
             self._track_token(ws, user)
 
     # ------------------------------------------------------------ lifecycle
