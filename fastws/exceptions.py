@@ -4,7 +4,8 @@
 (``InvalidRequest``, ``InvalidResponse`` > ``InvalidStatus``),
 ``ProtocolError`` (``FrameError`` 1002, ``InvalidUTF8`` 1007, ``MessageTooBig``
 1009), ``ConnectionClosed`` (``ConnectionClosedOK``, ``ConnectionClosedError``),
-``BrokerError`` > ``BrokerUnavailable``, and ``ConfigError`` (also a
+``BrokerError`` > ``BrokerUnavailable``, ``Forbidden`` (also a
+PermissionError: the ``authorize`` hook said no) and ``ConfigError`` (also a
 ValueError). Protocol errors are raised by the frame parser (the extension
 and its twin raise exactly these classes) and turned into a close frame by
 the connection: they never reach the event loop. ``.reason`` is short and

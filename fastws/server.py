@@ -9,8 +9,8 @@ speaks WebSocket. The ``Server`` is the one owner of the set of open
 connections and of the topic registry (fastws/pubsub.py). Options are those
 of ``fastws.options.Options`` plus ``origins``, ``allowed_hosts``,
 ``subprotocols``, ``process_request``, ``http_handler``, ``broker`` and access
-control (``authenticate``, per-IP limits: docs/guide/access-control.md; with
-them or rate limits, connections are of a subclass: ``_guarded_class``).
+control (``authenticate``, per-IP limits, ``authorize``, token expiry on one
+wheel entry per server: docs/guide/access-control.md; ``_guarded_class``).
 See docs/guide/handler-api.md.
 """
 from __future__ import annotations

@@ -10,7 +10,7 @@ breaks or controls in text are refused; a token bucket limits each sender.
 As in gorilla/websocket's chat example, ``ChatRoom`` is the one owner of the
 user list, and fan-out goes through the server's topic ``"room"``. One
 ``ChatListener`` per connection: callbacks run synchronously in the event
-loop, so the room needs no lock.
+loop, so the room needs no lock. With a JWT, its ``name`` (else ``sub``) is the name.
 See docs/guide/cli.md#fastws-chat.
 """
 from __future__ import annotations

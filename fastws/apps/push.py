@@ -7,7 +7,10 @@ as one message (text if it is valid UTF-8, else binary). With ``--redis URL``
 publishes go through the broker (several workers allowed); with ``--history N``
 messages arrive wrapped with their id and a client resumes with ``since=ID``.
 Without a broker ``--workers`` above 1 is refused: a publish would reach only
-the worker that took the POST.
+the worker that took the POST. With a JWT (``push_app(auth=JWTAuth(...))``)
+the token's ``subs``/``pubs`` claims decide who subscribes (a refused topic is
+a ``forbidden`` error message) and publishes (403), and an expired token is
+refreshed in the protocol (``{"type": "refresh"}``) or closed with 4001.
 See docs/guide/cli.md#fastws-push.
 """
 from __future__ import annotations
@@ -156,6 +159,10 @@ class PushListener(JsonListener):
         for topic in topics:
             try:
                 await broker.resume(ws, topic, since, self._send_message, self._gap)
+            except Forbidden:  # the token was refreshed meanwhile, without this topic
+                if ws.open:
+                    ws.send(_forbidden(topic))
+                continue
             except BrokerUnavailable:
                 if ws.open:
                     ws.close(CLOSE_TRY_AGAIN_LATER, "message broker unavailable")
@@ -178,6 +185,10 @@ class PushListener(JsonListener):
         ws = self.ws
         try:
             result = await _history(ws).resume(ws, topic, since, self._send_message, self._gap)
+        except Forbidden:
+            if ws.open:
+                ws.send(_forbidden(topic))
+            return
         except BrokerUnavailable:
             if ws.open:
                 ws.send(dumps({"type": "error", "code": "unavailable", "topic": topic,
