@@ -729,6 +729,13 @@ class JWTAuth:
         return allowed(claims, topic, action, subscribe_claim=self.subscribe_claim,
                        publish_claim=self.publish_claim)
 
+    def authorize_topic(self, ws, topic: str, action: str) -> bool:
+        """The server's default ``authorize(ws, topic, action)`` hook when
+        this is its ``authenticate`` and no ``authorize`` is given: the
+        ``subs``/``pubs`` claims of ``ws.user`` decide (``allowed``)."""
+        return allowed(ws.user, topic, action, subscribe_claim=self.subscribe_claim,
+                       publish_claim=self.publish_claim)
+
     async def check_request(self, claims: dict, request) -> None:
         """403 unless the claims allow the connection: every topic of the
         ``topics_param`` query parameter (comma-separated, as ``fastws push``

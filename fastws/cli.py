@@ -273,6 +273,11 @@ def build_parser() -> argparse.ArgumentParser:
     push.add_argument("--history", type=int, default=int(_env("history", "0")), metavar="N",
                       help="with --redis: keep about the last N messages of each topic in a Redis "
                            "stream, so clients can resume with ?since=ID (env FASTWS_HISTORY; default 0: off)")
+    push.add_argument("--refresh-grace", type=_seconds, default=_env("refresh_grace", "30"),
+                      metavar="S",
+                      help="with --jwt-*: when a subscriber's token expires it is sent {\"type\": \"refresh\"} "
+                           "and closed with 4001 unless it sends a new token within S seconds "
+                           "(env FASTWS_REFRESH_GRACE; default 30)")
     return parser
 
 
@@ -337,8 +342,9 @@ def import_app(spec: str):
     return obj
 
 
-def _jwt_auth(args):
-    """The JWTAuth of the --jwt-* flags, or None when no key source is given."""
+def _jwt_auth(args, **options):
+    """The JWTAuth of the --jwt-* flags, or None when no key source is given;
+    ``options``: other JWTAuth arguments."""
     flags = dict(jwt_secret=args.jwt_secret, jwt_public_key=args.jwt_public_key,
                  jwt_jwks_url=args.jwt_jwks_url, jwt_audience=args.jwt_audience, jwt_issuer=args.jwt_issuer)
     if not any(flags.values()):
@@ -347,7 +353,7 @@ def _jwt_auth(args):
         from .auth import JWTAuth
     except ImportError as exc:
         raise ConfigError(f"the --jwt-* flags need PyJWT (pip install 'fastws[auth]'): {exc}") from None
-    return JWTAuth.from_options(**flags)
+    return JWTAuth.from_options(**flags, **options)
 
 
 def _ssl_context(certfile, keyfile):
@@ -390,7 +396,9 @@ def main(argv=None) -> int:
     try:
         ssl_ctx = _ssl_context(args.ssl_certfile, args.ssl_keyfile)
         app = import_app(args.app) if command == "run" else None
-        authenticate = _jwt_auth(args)
+        # push: a ?topics= the token does not allow is an error message on the
+        # open connection (the app's), not a 403 at the handshake
+        authenticate = _jwt_auth(args, **({"topics_param": None} if command == "push" else {}))
     except ConfigError as exc:
         return _error(str(exc))
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -463,7 +471,9 @@ def main(argv=None) -> int:
 
         token = getattr(args, "token", None)
         try:
-            service, push_options = push_app(token, args.max_size or MAX_BODY, origins=origins)
+            service, push_options = push_app(token, args.max_size or MAX_BODY, origins=origins,
+                                             auth=authenticate,
+                                             refresh_grace=getattr(args, "refresh_grace", 30.0))
         except ConfigError as exc:
             return _error(str(exc))
         options.update(push_options, on_server=service.attach)
@@ -482,7 +492,8 @@ def main(argv=None) -> int:
                 return _error(str(exc))
 
         def on_start(addresses, workers, loop):
-            auth = "Bearer token required" if token else "no token: anyone who reaches the port may publish"
+            auth = ("JWT required" if authenticate is not None else "Bearer token required" if token
+                    else "no token: anyone who reaches the port may publish")
             broker = (f"; redis {options['broker'].safe_url}, history {history or 'off'}"
                       if redis else "")
             print(f"fastws {__version__} push listening on {where(addresses, http)} "

@@ -4,7 +4,8 @@
 (``InvalidRequest``, ``InvalidResponse`` > ``InvalidStatus``),
 ``ProtocolError`` (``FrameError`` 1002, ``InvalidUTF8`` 1007, ``MessageTooBig``
 1009), ``ConnectionClosed`` (``ConnectionClosedOK``, ``ConnectionClosedError``),
-``BrokerError`` > ``BrokerUnavailable``, and ``ConfigError`` (also a
+``BrokerError`` > ``BrokerUnavailable``, ``Forbidden`` (also a
+PermissionError: the ``authorize`` hook said no) and ``ConfigError`` (also a
 ValueError). Protocol errors are raised by the frame parser (the extension
 and its twin raise exactly these classes) and turned into a close frame by
 the connection: they never reach the event loop. ``.reason`` is short and
@@ -51,6 +52,8 @@ __all__ = [
     "ConfigError",
     "BrokerError",
     "BrokerUnavailable",
+    "Forbidden",
+    "CLOSE_TOKEN_EXPIRED",
     "CLOSE_NORMAL",
     "CLOSE_GOING_AWAY",
     "CLOSE_PROTOCOL_ERROR",
@@ -66,6 +69,11 @@ __all__ = [
     "CLOSE_TRY_AGAIN_LATER",
     "is_valid_close_code",
 ]
+
+#: Close code of a connection whose token (``ws.user["exp"]``) expired and
+#: was not refreshed in time (docs/guide/access-control.md#token-expiry).
+CLOSE_TOKEN_EXPIRED = 4001
+
 
 def is_valid_close_code(code: int) -> bool:
     """RFC 6455 7.4: may this code appear in a close frame on the wire?
@@ -186,6 +194,17 @@ class BrokerUnavailable(BrokerError):
     """The broker is not connected to Redis: the publish (or history read) was
     not accepted and nothing was sent; the caller may retry later. An HTTP
     front end answers 503 (``fastws push`` does)."""
+
+
+class Forbidden(FastWSError, PermissionError):
+    """The server's ``authorize`` hook refused an action on a topic
+    (``ws.subscribe``, ``server.publish_as``); ``topic`` and ``action``
+    (``"subscribe"`` or ``"publish"``) say which. Also a PermissionError."""
+
+    def __init__(self, topic: str, action: str):
+        super().__init__(f"{action} to topic {topic!r} not allowed")
+        self.topic = topic
+        self.action = action
 
 
 def connection_closed(code: int, reason: str = "", sent_code: int | None = None) -> ConnectionClosed:

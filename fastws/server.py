@@ -9,28 +9,33 @@ speaks WebSocket. The ``Server`` is the one owner of the set of open
 connections and of the topic registry (fastws/pubsub.py). Options are those
 of ``fastws.options.Options`` plus ``origins``, ``allowed_hosts``,
 ``subprotocols``, ``process_request``, ``http_handler``, ``broker`` and access
-control (``authenticate``, per-IP limits: docs/guide/access-control.md; with
-them or rate limits, connections are of a subclass: ``_guarded_class``).
+control (``authenticate``, per-IP limits, ``authorize``, token expiry on one
+wheel entry per server: docs/guide/access-control.md; ``_guarded_class``).
 See docs/guide/handler-api.md.
 """
 from __future__ import annotations
 
 import asyncio
+import heapq
 import inspect
+import itertools
 import logging
 import socket
+import sys
 import time
 from sys import intern as _intern
 
 from . import handshake
-from .codec import Limiter, RateLimits
+from .codec import Limiter, RateLimits, TimerEntry
 from .constants import CLOSED, CONNECTING, OPEN
 from .exceptions import (
     CLOSE_GOING_AWAY,
     CLOSE_INTERNAL_ERROR,
     CLOSE_NORMAL,
+    CLOSE_TOKEN_EXPIRED,
     ConfigError,
     ConnectionClosed,
+    Forbidden,
     InvalidRequest,
 )
 from .listener import Listener
@@ -98,10 +103,23 @@ class ServerConnection(StreamConnection):
 
     def subscribe(self, topic: str) -> None:
         """Receive what ``server.publish(topic, ...)`` sends, until
-        ``unsubscribe(topic)`` or the end of the connection (idempotent)."""
+        ``unsubscribe(topic)`` or the end of the connection (idempotent).
+        Raises ``fastws.exceptions.Forbidden`` (a PermissionError) when the
+        server's ``authorize`` hook refuses it."""
         if self._state == CLOSED:
             raise self._closed_error()
-        self._server._topics.subscribe(self, topic)
+        server = self._server
+        authorize = server.authorize
+        if authorize is not None and not authorize(self, topic, "subscribe"):
+            raise Forbidden(topic, "subscribe")
+        server._topics.subscribe(self, topic)
+
+    def may(self, topic: str, action: str) -> bool:
+        """Whether the server's ``authorize`` hook allows ``action``
+        (``"subscribe"`` or ``"publish"``) on ``topic`` for this connection
+        (True without a hook)."""
+        authorize = self._server.authorize
+        return authorize is None or bool(authorize(self, topic, action))
 
     def unsubscribe(self, topic: str) -> None:
         """Stop receiving ``topic`` (nothing happens if not subscribed)."""
@@ -324,9 +342,13 @@ class ServerConnection(StreamConnection):
 
     def _log_access(self, request, status: int) -> None:
         if access_logger.isEnabledFor(logging.INFO):
+            target = request.path
+            redact = self._server._redact
+            if redact is not None and "?" in target:
+                target = redact(target)  # no ?token= value in the log
             access_logger.info(
                 '%s - "%s %s HTTP/%s" %d %s %.1fms',
-                self._peer(), request.method, request.path, request.version, status,
+                self._peer(), request.method, target, request.version, status,
                 self.subprotocol or "-", (time.monotonic() - self._started) * 1000,
             )
 
@@ -480,6 +502,8 @@ class _Guarded:
             self._respond(result, request)
             return
         self.user = result
+        if type(result) is dict and "exp" in result:
+            self._server._track_token(self, result)
         self._accept(request, leftover, subprotocol, headers, deflate_params)
 
     def _auth_failed(self, request) -> None:
@@ -498,6 +522,9 @@ class _Guarded:
         if address is not None:
             self._ip = None
             self._server._client_limits.release(address)
+        clock = self._server._token_clock
+        if clock is not None:
+            clock.forget(self)
 
 
 class _RateLimited:
@@ -524,6 +551,113 @@ class _RateLimited:
     def connection_lost(self, exc) -> None:
         super().connection_lost(exc)
         self._limiter.target = None
+
+
+def close_token_expired(ws) -> None:
+    """The default ``on_token_expired``: close with 4001 "token expired"."""
+    ServerConnection.close(ws, CLOSE_TOKEN_EXPIRED, "token expired")
+
+
+class _TokenClock(TimerEntry):
+    """The token expiries of one server's connections: ONE timer-wheel entry
+    per server, armed at the earliest due time, over a heap of entries
+    ``(due, seq, conn, user, phase)`` and a dict ``live`` (connection -> its
+    one live entry; an entry not in it is stale and skipped when popped).
+    No timer, task or slot per connection and nothing per message. ``due``
+    is loop time (``exp`` converted once from the wall clock).
+
+    Phase 0: the token expires: ``on_token_expired(conn)``; if the connection
+    is still open with the same ``user``, phase 1 is tracked at ``+ grace``,
+    whose end closes it with 4001. An entry whose connection has another
+    ``ws.user`` by then tracks that user's ``exp`` instead (``set_user``
+    tracks it at once). A closed connection leaves ``live`` (``forget``); the
+    heap is rebuilt when it holds more than twice the live entries.
+    docs/guide/access-control.md#token-expiry."""
+
+    __slots__ = ("server", "heap", "live", "_seq")
+
+    def __init__(self, server):
+        self.server = server
+        self.heap = []
+        self.live = {}
+        self._seq = itertools.count()
+
+    def track(self, conn, user, phase: int = 0, due: float | None = None) -> None:
+        """Make ``(due, conn, user, phase)`` the live entry of ``conn``
+        (``due`` None: from ``user["exp"]``; no numeric exp: untracked)."""
+        driver = self.server._timer_driver()
+        if due is None:
+            due = _due(user, driver.now())
+            if due is None:
+                self.live.pop(conn, None)
+                return
+        entry = (due, next(self._seq), conn, user, phase)
+        self.live[conn] = entry
+        heap = self.heap
+        heapq.heappush(heap, entry)
+        if heap[0] is entry and due < _INF:
+            driver.arm(self, due)  # O(1); it was later or not armed
+        elif len(heap) > 2 * len(self.live) + 64:
+            self._rebuild()
+
+    def forget(self, conn) -> None:
+        """``conn`` closed: its entry is stale."""
+        if self.live.pop(conn, None) is not None and len(self.heap) > 2 * len(self.live) + 64:
+            self._rebuild()
+
+    def _rebuild(self) -> None:
+        heap = self.heap
+        heap[:] = self.live.values()
+        heapq.heapify(heap)
+
+    def on_timer(self, now):
+        heap = self.heap
+        live = self.live
+        server = self.server
+        while heap and heap[0][0] <= now:
+            entry = heapq.heappop(heap)
+            _due, _seq, conn, user, phase = entry
+            if live.get(conn) is not entry:
+                continue  # stale
+            del live[conn]
+            if conn._state > OPEN:
+                continue  # closing or closed
+            current = conn.user
+            if current is not user:  # refreshed (or replaced) since: the new token's exp
+                due = _due(current, now)
+                if due is None:
+                    continue  # no exp: never expires
+                if due > now:
+                    self.track(conn, current, 0, due)
+                    continue
+                user, phase = current, 0  # already expired: now
+            if conn._state != OPEN:  # expired during the handshake: at the next tick
+                self.track(conn, user, phase, now + 0.001)
+                continue
+            if phase == 0:
+                try:
+                    server.on_token_expired(conn)
+                except Exception:
+                    logger.exception("on_token_expired failed (peer %s)", conn.remote_address)
+                    ServerConnection.close(conn, CLOSE_TOKEN_EXPIRED, "token expired")
+                    continue
+                grace = server.token_refresh_grace
+                if conn._state == OPEN and conn.user is user and grace is not None and conn not in live:
+                    self.track(conn, user, 1, now + grace)
+            else:
+                ServerConnection.close(conn, CLOSE_TOKEN_EXPIRED, "token expired")
+        return heap[0][0] if heap and heap[0][0] < _INF else None
+
+
+_INF = float("inf")
+
+
+def _due(user, now: float):
+    """The loop time at which ``user["exp"]`` (Unix seconds) passes, or None."""
+    exp = user.get("exp") if type(user) is dict else None
+    if type(exp) not in (int, float) or exp != exp:
+        return None
+    return now + (exp - time.time())
 
 
 def _guarded_class(base, admission: bool, rate: bool):
@@ -562,7 +696,8 @@ class Server:
     def __init__(self, app, *, origins=None, subprotocols=None, process_request=None,
                  http_handler=None, broker=None, allowed_hosts=None, authenticate=None,
                  limit_connections_per_ip=None, limit_handshakes_per_ip=None,
-                 forwarded_allow_ips=("127.0.0.1",), **options):
+                 forwarded_allow_ips=("127.0.0.1",), authorize=None, on_token_expired=None,
+                 token_refresh_grace=30.0, **options):
         self.options = Options(**options)
         # None: any Host (the handshake's fast path stays as it is); else a
         # HostAllowlist, checked on every request, upgrade or plain HTTP (400).
@@ -595,6 +730,31 @@ class Server:
         # returns a Response to refuse; run after the RFC 6455 checks and the
         # origin policy, before process_request (docs/guide/access-control.md).
         self.authenticate = authenticate
+        # authorize(ws, topic, action) -> bool, checked by ws.subscribe (not
+        # per message) and publish_as; with a fastws.auth.JWTAuth and no
+        # authorize, the token's subs/pubs claims decide (JWTAuth.authorize_topic).
+        if authorize is None:
+            auth_module = sys.modules.get("fastws.auth")
+            if auth_module is not None and isinstance(authenticate, auth_module.JWTAuth):
+                authorize = authenticate.authorize_topic
+        if authorize is not None and not callable(authorize):
+            raise ConfigError("authorize must be callable: authorize(ws, topic, action) -> bool")
+        self.authorize = authorize
+        # Token expiry (ws.user["exp"]): on_token_expired(ws), then the grace
+        # period for a refresh, then close 4001 (_TokenClock).
+        if on_token_expired is None:
+            on_token_expired = close_token_expired
+        elif not callable(on_token_expired):
+            raise ConfigError("on_token_expired must be callable: on_token_expired(ws)")
+        self.on_token_expired = on_token_expired
+        if token_refresh_grace is not None and (
+                isinstance(token_refresh_grace, bool) or not isinstance(token_refresh_grace, (int, float))
+                or not token_refresh_grace >= 0):
+            raise ConfigError(f"token_refresh_grace must be a number of seconds >= 0 or None, "
+                              f"not {token_refresh_grace!r}")
+        self.token_refresh_grace = None if token_refresh_grace is None else float(token_refresh_grace)
+        self._token_clock = None  # created at the first token with an exp
+        self._redact = getattr(authenticate, "redact_target", None)  # the access log's ?token=
         client_limits = ClientLimits(limit_connections_per_ip, limit_handshakes_per_ip,
                                      TrustedProxies(forwarded_allow_ips))
         self._client_limits = client_limits if client_limits.active else None
@@ -673,6 +833,15 @@ class Server:
             return self._topics.publish(topic, data)
         return broker.publish(topic, data)
 
+    def publish_as(self, ws, topic: str, data):
+        """``publish`` on behalf of a client: raises ``Forbidden`` unless the
+        ``authorize`` hook allows ``ws`` to publish to ``topic`` (then, as
+        ``publish``, returns the count, or a coroutine with a broker)."""
+        authorize = self.authorize
+        if authorize is not None and not authorize(ws, topic, "publish"):
+            raise Forbidden(topic, "publish")
+        return self.publish(topic, data)
+
     def publish_local(self, topic: str, data) -> int:
         """``publish`` to this process's subscribers only, also with a broker."""
         return self._topics.publish(topic, data)
@@ -706,6 +875,28 @@ class Server:
     def topics(self) -> frozenset:
         """The topics that have at least one subscriber."""
         return self._topics.topics()
+
+    # ------------------------------------------------------------ token expiry
+    def _timer_driver(self):
+        driver = self._driver
+        if driver is None or driver._closed:
+            driver = self._driver = get_driver(asyncio.get_running_loop(), self.options.timer_tick)
+        return driver
+
+    def _track_token(self, conn, user) -> None:
+        clock = self._token_clock
+        if clock is None:
+            clock = self._token_clock = _TokenClock(self)
+        clock.track(conn, user)
+
+    def set_user(self, ws, user) -> None:
+        """Replace ``ws.user`` (a refreshed token's claims): from now on its
+        ``exp`` is the one enforced. (Assigning ``ws.user`` directly is
+        noticed only at the connection's pending deadline: the old ``exp``,
+        or the end of a grace period.)"""
+        ws.user = user
+        if ws._state <= OPEN and (self._token_clock is not None or type(user) is dict):
+            self._track_token(ws, user)
 
     # ------------------------------------------------------------ lifecycle
     async def start(self, host=None, port=None, *, sock=None, reuse_port=False, backlog=2048, ssl=None,

@@ -10,7 +10,7 @@ breaks or controls in text are refused; a token bucket limits each sender.
 As in gorilla/websocket's chat example, ``ChatRoom`` is the one owner of the
 user list, and fan-out goes through the server's topic ``"room"``. One
 ``ChatListener`` per connection: callbacks run synchronously in the event
-loop, so the room needs no lock.
+loop, so the room needs no lock. With a JWT, its ``name`` (else ``sub``) is the name.
 See docs/guide/cli.md#fastws-chat.
 """
 from __future__ import annotations
@@ -248,6 +248,14 @@ class ChatListener(JsonListener):
         if self.name is not None:
             self.refuse("already_logged_in", "already logged in")
             return
+        user = self.ws.user
+        if isinstance(user, dict):
+            # Authenticated (a JWT's claims): the token names the user; the
+            # login message's name is ignored. The name rules still apply.
+            name = user.get("name") or user.get("sub")
+            if not isinstance(name, str):
+                self.refuse("bad_name", "the token has no name or sub claim to use as a name")
+                return
         name, error = self.room.check_name(name)
         if error is not None:
             self.refuse(*error)
@@ -278,7 +286,8 @@ class ChatListener(JsonListener):
             self.refuse("bad_text", problem)
             return
         self.errors = 0
-        self.ws.server.publish(TOPIC, dumps({
+        ws = self.ws
+        ws.server.publish_as(ws, TOPIC, dumps({
             "type": "message", "name": self.name, "text": text, "ts": int(time.time() * 1000),
         }))
 
@@ -331,6 +340,11 @@ def chat_app(room: ChatRoom | None = None, origins=None) -> dict:
     def factory():
         return ChatListener(room)
 
+    def authorize(ws, topic, action):
+        # The room's one topic, for everyone admitted (a JWT's subs/pubs
+        # claims are not needed for it); nothing else.
+        return topic == TOPIC
+
     def process_request(request):
         if _path_of(request.path) != WS_PATH:
             return _text(404, "Not Found", f"no WebSocket here; connect to {WS_PATH}\n")
@@ -347,4 +361,4 @@ def chat_app(room: ChatRoom | None = None, origins=None) -> dict:
         return Response(200, "OK", page_headers, html)
 
     return {"app": factory, "process_request": process_request, "http_handler": http_handler,
-            "max_size": CHAT_MAX_SIZE}
+            "max_size": CHAT_MAX_SIZE, "authorize": authorize}

@@ -7,7 +7,10 @@ as one message (text if it is valid UTF-8, else binary). With ``--redis URL``
 publishes go through the broker (several workers allowed); with ``--history N``
 messages arrive wrapped with their id and a client resumes with ``since=ID``.
 Without a broker ``--workers`` above 1 is refused: a publish would reach only
-the worker that took the POST.
+the worker that took the POST. With a JWT (``push_app(auth=JWTAuth(...))``)
+the token's ``subs``/``pubs`` claims decide who subscribes (a refused topic is
+a ``forbidden`` error message) and publishes (403), and an expired token is
+refreshed in the protocol (``{"type": "refresh"}``) or closed with 4001.
 See docs/guide/cli.md#fastws-push.
 """
 from __future__ import annotations
@@ -19,12 +22,21 @@ import logging
 import re
 from urllib.parse import parse_qs, unquote
 
-from ..exceptions import CLOSE_INTERNAL_ERROR, CLOSE_TRY_AGAIN_LATER, BrokerError, BrokerUnavailable, ConfigError
+from ..exceptions import (
+    CLOSE_INTERNAL_ERROR,
+    CLOSE_POLICY_VIOLATION,
+    CLOSE_TRY_AGAIN_LATER,
+    BrokerError,
+    BrokerUnavailable,
+    ConfigError,
+    Forbidden,
+    InvalidRequest,
+)
 from ..http import Response
 from .json_protocol import MAX_ERRORS, JsonListener, dumps
 from .origin import OriginPolicy
 
-__all__ = ["PushListener", "PushService", "push_app", "valid_topic", "envelope",
+__all__ = ["PushListener", "PushService", "push_app", "valid_topic", "envelope", "ask_refresh",
            "MAX_TOPICS", "MAX_ERRORS", "MAX_BODY", "CLIENT_MAX_SIZE"]
 
 logger = logging.getLogger("fastws.push")
@@ -105,6 +117,18 @@ def _history(ws):
     return broker if broker is not None and getattr(broker, "history_size", 0) else None
 
 
+def _forbidden(topic: str) -> str:
+    return dumps({"type": "error", "code": "forbidden", "topic": topic,
+                  "error": "not allowed to subscribe to this topic"})
+
+
+def ask_refresh(ws) -> None:
+    """The push app's ``on_token_expired``: ask the client for a new token
+    (``{"type": "refresh"}``); the server closes with 4001 unless one comes
+    within ``token_refresh_grace``."""
+    ws.send(dumps({"type": "refresh"}))
+
+
 class PushListener(JsonListener):
     """One subscriber connection."""
 
@@ -114,6 +138,14 @@ class PushListener(JsonListener):
         self.ws = ws
         # process_request has validated the query string already.
         topics = query_topics(ws.path) or ()
+        if topics and ws.server.authorize is not None:
+            allowed = []
+            for topic in topics:  # a refused topic: an error message, the others go on
+                if ws.may(topic, "subscribe"):
+                    allowed.append(topic)
+                else:
+                    ws.send(_forbidden(topic))
+            topics = allowed
         since = query_since(ws.path)
         if since is None:
             for topic in topics:
@@ -127,6 +159,10 @@ class PushListener(JsonListener):
         for topic in topics:
             try:
                 await broker.resume(ws, topic, since, self._send_message, self._gap)
+            except Forbidden:  # the token was refreshed meanwhile, without this topic
+                if ws.open:
+                    ws.send(_forbidden(topic))
+                continue
             except BrokerUnavailable:
                 if ws.open:
                     ws.close(CLOSE_TRY_AGAIN_LATER, "message broker unavailable")
@@ -149,6 +185,10 @@ class PushListener(JsonListener):
         ws = self.ws
         try:
             result = await _history(ws).resume(ws, topic, since, self._send_message, self._gap)
+        except Forbidden:
+            if ws.open:
+                ws.send(_forbidden(topic))
+            return
         except BrokerUnavailable:
             if ws.open:
                 ws.send(dumps({"type": "error", "code": "unavailable", "topic": topic,
@@ -166,11 +206,27 @@ class PushListener(JsonListener):
         msg = self.decode(data)
         if msg is None:
             return
-        ws = self.ws
-        kind, topic = msg["type"], msg.get("topic")
+        kind = msg["type"]
+        if kind == "refresh":
+            self._refresh(msg.get("token"))
+            return
         if kind not in ("subscribe", "unsubscribe"):
             self.refuse("unknown_type", f"unknown message type {kind[:40]!r}")
             return
+        if "topic" in msg or "topics" not in msg:
+            self._one(kind, msg.get("topic"), msg.get("since"))
+            return
+        topics = msg["topics"]  # {"type": "subscribe", "topics": [...]}: each answered
+        if not isinstance(topics, list) or not 1 <= len(topics) <= MAX_TOPICS or "since" in msg:
+            self.refuse("bad_request", f"topics must be a list of 1-{MAX_TOPICS} topics (since: one topic only)")
+            return
+        for topic in topics:
+            if not self.ws.open:
+                return
+            self._one(kind, topic, None)
+
+    def _one(self, kind: str, topic, since) -> None:
+        ws = self.ws
         if not valid_topic(topic):
             self.refuse("bad_topic", "topic must be 1-128 characters of A-Z a-z 0-9 . _ : -")
             return
@@ -178,7 +234,6 @@ class PushListener(JsonListener):
             if topic not in ws.topics and len(ws.topics) >= MAX_TOPICS:
                 self.refuse("too_many_topics", f"at most {MAX_TOPICS} topics per connection")
                 return
-            since = msg.get("since")
             if since is not None:
                 if not valid_since(since):
                     self.refuse("bad_request", "since must be a message id (a whole number >= 0)")
@@ -186,16 +241,77 @@ class PushListener(JsonListener):
                 if _history(ws) is None:
                     self.refuse("no_history", "this server keeps no history (fastws push --redis URL --history N)")
                     return
+                if not ws.may(topic, "subscribe"):
+                    self._refuse_topic(topic)
+                    return
                 self.errors = 0
                 _spawn(self._resume_one(topic, since))
                 return
-            ws.subscribe(topic)
+            try:
+                ws.subscribe(topic)
+            except Forbidden:
+                self._refuse_topic(topic)
+                return
             reply = "subscribed"
         else:
             ws.unsubscribe(topic)
             reply = "unsubscribed"
         self.errors = 0
         ws.send(dumps({"type": reply, "topic": topic}))
+
+    def _refuse_topic(self, topic: str) -> None:
+        """A refused subscription: an error message, counted as a refused
+        request (MAX_ERRORS in a row close with 1008)."""
+        self.errors += 1
+        ws = self.ws
+        if self.errors >= MAX_ERRORS:
+            ws.close(CLOSE_POLICY_VIOLATION, "too many bad requests")
+        elif ws.open:
+            ws.send(_forbidden(topic))
+
+    # ------------------------------------------------------------ token refresh
+    def _refresh(self, token) -> None:
+        auth = self.ws.server.authenticate
+        if getattr(auth, "verify", None) is None or not isinstance(self.ws.user, dict):
+            self.refuse("bad_request", "this server takes no tokens (no JWT configured)")
+            return
+        if not isinstance(token, str) or not token:
+            self.refuse("bad_request", 'refresh needs "token": a JWT')
+            return
+        _spawn(self._verify_refresh(auth, token))
+
+    async def _verify_refresh(self, auth, token: str) -> None:
+        ws = self.ws
+        try:
+            claims = await auth.verify(token)
+        except InvalidRequest as exc:
+            if ws.open:
+                ws.send(dumps({"type": "error", "code": "bad_token", "error": _description(exc)}))
+            return
+        old = ws.user
+        if not ws.open or not isinstance(old, dict):
+            return
+        if claims.get("sub") != old.get("sub"):
+            ws.send(dumps({"type": "error", "code": "bad_token",
+                           "error": "the new token is for another subject (sub)"}))
+            return
+        server = ws.server
+        server.set_user(ws, claims)
+        self.errors = 0
+        ws.send(dumps({"type": "refreshed", "exp": claims.get("exp")}))
+        if server.authorize is not None:
+            for topic in sorted(ws.topics):  # what the new token no longer allows
+                if not ws.may(topic, "subscribe"):
+                    ws.unsubscribe(topic)
+                    ws.send(dumps({"type": "unsubscribed", "topic": topic, "reason": "forbidden"}))
+
+
+def _description(exc: InvalidRequest) -> str:
+    """The fixed phrase of a JWTAuth refusal (``token expired``, ...)."""
+    for name, value in exc.headers:
+        if name.lower() == "www-authenticate" and 'error_description="' in value:
+            return value.split('error_description="', 1)[1].rstrip('"')
+    return "invalid token"
 
 
 def _text(status: int, reason: str, body: str, headers=()) -> Response:
@@ -211,15 +327,18 @@ class PushService:
     """The HTTP side of the push service; it publishes through the ``Server``
     given to ``attach`` (``fastws.run(..., on_server=service.attach)``)."""
 
-    __slots__ = ("server", "_token", "max_body", "origins")
+    __slots__ = ("server", "_token", "max_body", "origins", "auth")
 
-    def __init__(self, token: str | None = None, max_body: int = MAX_BODY, origins=None):
+    def __init__(self, token: str | None = None, max_body: int = MAX_BODY, origins=None, auth=None):
         if token is not None:
             if not isinstance(token, str) or not token or not all(0x21 <= ord(c) <= 0x7E for c in token):
                 raise ConfigError("token must be a non-empty string of printable ASCII without spaces")
         if isinstance(max_body, bool) or not isinstance(max_body, int) or not 1 <= max_body <= MAX_BODY:
             raise ConfigError(f"the largest publish body (max_body, --max-size) must be 1..{MAX_BODY} "
                               f"bytes, the HTTP request reader's limit; got {max_body!r}")
+        if auth is not None and not callable(getattr(auth, "verify", None)):
+            raise ConfigError("auth must be a fastws.auth.JWTAuth (or have async verify(token) and allowed())")
+        self.auth = auth  # JWTAuth: POST /publish takes a JWT whose pubs claim allows the topic
         self.server = None
         self._token = token.encode("ascii") if token is not None else None
         self.max_body = max_body
@@ -233,12 +352,35 @@ class PushService:
 
     def _authorized(self, request) -> bool:
         if self._token is None:
-            return True
+            return self.auth is None
         scheme, _, credentials = (request.headers.get("authorization") or "").strip().partition(" ")
         if scheme.lower() != "bearer":
             return False
         # Constant time, so the token cannot be guessed byte by byte from timings.
         return hmac.compare_digest(credentials.strip().encode("utf-8", "surrogatepass"), self._token)
+
+    async def _publish_with_jwt(self, request, topic: str) -> Response:
+        """A publish under JWT: 401 without a valid bearer JWT, 403 unless
+        its publish claim (``pubs``) allows the topic."""
+        auth = self.auth
+        tokens = [value.strip().partition(" ")[2].strip(" \t")
+                  for value in request.headers.get_all("authorization")
+                  if value.strip().partition(" ")[0].lower() == "bearer"]
+        if not tokens or not tokens[0]:
+            return _text(401, "Unauthorized", "a valid bearer token is required\n",
+                         [("WWW-Authenticate", f'Bearer realm="{auth.realm}"')])
+        if len(set(tokens)) > 1:
+            return _text(400, "Bad Request", "several bearer tokens\n")
+        try:
+            claims = await auth.verify(tokens[0])
+        except InvalidRequest as exc:
+            return Response(exc.status, exc.reason, exc.headers, f"{exc.body}\n".encode("utf-8"))
+        if not auth.allowed(claims, topic, "publish"):
+            return _text(403, "Forbidden", "this token may not publish to this topic\n",
+                         [("WWW-Authenticate", f'Bearer realm="{auth.realm}", error="insufficient_scope", '
+                                               'error_description="topic not allowed"')])
+        result = self._publish(topic, request.body)
+        return result if isinstance(result, Response) else await result
 
     def process_request(self, request):
         path, _ = _split_target(request.path)
@@ -272,13 +414,18 @@ class PushService:
         # without a preflight; with a foreign Origin nothing is published.
         if not self.origins.allows(request):
             return _text(403, "Forbidden", "cross-origin publish refused\n")
-        if not self._authorized(request):
+        shared = self._authorized(request)  # the shared --token (or no authentication at all)
+        if not shared and self.auth is None:
             return _text(401, "Unauthorized", "a valid bearer token is required\n",
                          [("WWW-Authenticate", 'Bearer realm="fastws push"')])
         topic = unquote(path[len(PUBLISH_PREFIX):], errors="replace")  # U+FFFD is no topic character
         if not valid_topic(topic):
             return _text(400, "Bad Request", "topic must be 1-128 characters of A-Z a-z 0-9 . _ : -\n")
-        body = request.body
+        if not shared:
+            return self._publish_with_jwt(request, topic)
+        return self._publish(topic, request.body)
+
+    def _publish(self, topic: str, body):
         if len(body) > self.max_body:
             return _text(413, "Content Too Large", f"body over {self.max_body} bytes\n")
         try:
@@ -305,13 +452,23 @@ class PushService:
         return _json(200, "OK", {"id": published.id, "processes": published.processes})
 
 
-def push_app(token: str | None = None, max_body: int = MAX_BODY, origins=None):
+def push_app(token: str | None = None, max_body: int = MAX_BODY, origins=None, auth=None,
+             refresh_grace: float | None = 30.0):
     """``(service, options)``: ``options`` are the keyword arguments of
     ``fastws.serve``/``fastws.run`` (``app``, ``process_request``,
     ``http_handler``, ``max_size`` for what subscribers send); give the
     started server to ``service.attach`` (``fastws.run(..., on_server=service.attach)``).
     ``origins``: pages allowed to subscribe and publish besides the same
-    origin (``["*"]``: any); a foreign ``Origin`` gets 403."""
-    service = PushService(token, max_body, origins)
-    return service, {"app": PushListener, "process_request": service.process_request,
-                     "http_handler": service.http_handler, "max_size": CLIENT_MAX_SIZE}
+    origin (``["*"]``: any); a foreign ``Origin`` gets 403.
+
+    ``auth``: a ``fastws.auth.JWTAuth`` (build it with ``topics_param=None``,
+    so a refused ``?topics=`` is an error message, not a 403): it is the
+    server's ``authenticate``, its ``subs``/``pubs`` claims decide who
+    subscribes and publishes, and an expiring token is refreshed in the push
+    protocol within ``refresh_grace`` seconds (else close 4001)."""
+    service = PushService(token, max_body, origins, auth)
+    options = {"app": PushListener, "process_request": service.process_request,
+               "http_handler": service.http_handler, "max_size": CLIENT_MAX_SIZE}
+    if auth is not None:
+        options.update(authenticate=auth, on_token_expired=ask_refresh, token_refresh_grace=refresh_grace)
+    return service, options
