@@ -31,6 +31,7 @@ from .constants import (
     CLOSE_POLICY_VIOLATION,
     CLOSE_PROTOCOL_ERROR,
     CLOSE_SERVICE_RESTART,
+    CLOSE_TOKEN_EXPIRED,
     CLOSE_TRY_AGAIN_LATER,
     CLOSE_UNSUPPORTED_DATA,
 )
@@ -69,10 +70,6 @@ __all__ = [
     "CLOSE_TRY_AGAIN_LATER",
     "is_valid_close_code",
 ]
-
-#: Close code of a connection whose token (``ws.user["exp"]``) expired and
-#: was not refreshed in time (docs/guide/access-control.md#token-expiry).
-CLOSE_TOKEN_EXPIRED = 4001
 
 
 def is_valid_close_code(code: int) -> bool:
