@@ -487,7 +487,7 @@ def test_headless_locust_chat_fanout_latency(serve_thread, tmp_path):
     with the delay from its send timestamp (a real latency, never 0 for all)."""
     from fastws.apps.chat import chat_app
 
-    st = serve_thread(**chat_app(), max_size=4096)
+    st = serve_thread(**chat_app())  # its own max_size (the character limit's worst case)
     out = tmp_path / "chat"
     os.environ["FASTWS_CHAT_WAIT"] = "0.5"
     try:
