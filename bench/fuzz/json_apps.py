@@ -31,7 +31,11 @@ OPS = b"abcABCxyzp"
 
 
 class FakeServer:
+    """What the apps use of a fastws.Server (no broker, no authentication)."""
+
     broker = None
+    authenticate = None
+    authorize = None
 
     def __init__(self):
         self.published = []
@@ -47,6 +51,7 @@ class FakeWS:
     def __init__(self, server, path):
         self.server = server
         self.path = path
+        self.user = None  # no authenticate hook
         self.open = True
         self.topics = set()
         self.sent = []
@@ -69,6 +74,9 @@ class FakeWS:
 
     def unsubscribe(self, topic):
         self.topics.discard(topic)
+
+    def may(self, topic, action):
+        return True  # no authorize hook
 
 
 def valid_reply(text, where):
