@@ -99,6 +99,19 @@ class ClientWebSocket(WebSocketMixin, StreamConnection):
         StreamConnection.connection_lost(self, exc)
 
 
+def client_options(**options) -> Options:
+    """The ``Options`` of a client connection: the server's defaults except
+    for permessage-deflate, which is on (like browsers) with the offer real
+    servers answer correctly, ``permessage-deflate; client_max_window_bits``
+    (the server may pick the client's window; the server's is its own):
+    both window options default to 15 here, where 15 means "not asked".
+    Smaller values are memory-saving offers a server may decline."""
+    options.setdefault("compression", "deflate")
+    options.setdefault("server_max_window_bits", 15)
+    options.setdefault("client_max_window_bits", 15)
+    return Options(**options)
+
+
 class connect:
     """``ws = await connect(url, **options)`` or ``async with connect(url) as ws``.
 
@@ -114,9 +127,7 @@ class connect:
                  **options):
         self.url = url
         self._secure, self._host, self._port, self._resource = handshake.parse_uri(url)
-        # Like browsers, the client offers permessage-deflate unless told not to.
-        options.setdefault("compression", "deflate")
-        self._opts = Options(**options)
+        self._opts = client_options(**options)
         self._subprotocols = list(subprotocols) if subprotocols else None
         self._origin = origin
         self._extra_headers = list(extra_headers.items() if hasattr(extra_headers, "items") else extra_headers)
@@ -138,7 +149,6 @@ class connect:
         key = handshake.make_key()
         extra_headers = self._extra_headers
         if self._opts.compression is not None:
-
             extra_headers = [("Sec-WebSocket-Extensions", client_offer(self._opts)), *extra_headers]
         request = handshake.build_request(
             self._host, self._port, self._resource, key, secure=self._secure,
