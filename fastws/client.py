@@ -18,10 +18,9 @@ import ssl as ssl_module
 
 from . import handshake
 from .constants import CONNECTING
-from .deflate import client_offer
+from .deflate import client_offer, client_options
 from .exceptions import HandshakeError, InvalidResponse, InvalidURI
 from .http import ResponseReader
-from .options import Options
 from .transport import StreamConnection
 from .websocket import WEBSOCKET_SLOTS, WebSocketMixin
 
@@ -97,19 +96,6 @@ class ClientWebSocket(WebSocketMixin, StreamConnection):
                 InvalidResponse(f"connection closed during the opening handshake: {exc or 'EOF'}")
             )
         StreamConnection.connection_lost(self, exc)
-
-
-def client_options(**options) -> Options:
-    """The ``Options`` of a client connection: the server's defaults except
-    for permessage-deflate, which is on (like browsers) with the offer real
-    servers answer correctly, ``permessage-deflate; client_max_window_bits``
-    (the server may pick the client's window; the server's is its own):
-    both window options default to 15 here, where 15 means "not asked".
-    Smaller values are memory-saving offers a server may decline."""
-    options.setdefault("compression", "deflate")
-    options.setdefault("server_max_window_bits", 15)
-    options.setdefault("client_max_window_bits", 15)
-    return Options(**options)
 
 
 class connect:

@@ -24,6 +24,7 @@ from collections import deque
 
 from . import handshake
 from .constants import CLOSED, CLOSING, OPEN
+from .deflate import client_offer, client_options
 from .exceptions import (
     CLOSE_ABNORMAL,
     CLOSE_NO_STATUS,
@@ -55,6 +56,18 @@ def _options(max_size) -> Options:
     # One Options per max_size, shared by every connection (locust: thousands).
     # No keepalive: the caller pings when it wants to (ping(), hold()).
     return Options(max_size=max_size, ping_interval=None, close_timeout=10.0)
+
+
+_DEFLATE_OPTIONS = frozenset((
+    "compression_threshold", "server_no_context_takeover", "client_no_context_takeover",
+    "server_max_window_bits", "client_max_window_bits", "deflate_level", "deflate_mem_level"))
+
+
+@functools.lru_cache(maxsize=32)
+def _deflate_options(max_size, compression, items) -> Options:
+    # The permessage-deflate offer and its DeflateParams; the connection itself
+    # keeps _options(max_size).
+    return client_options(max_size=max_size, ping_interval=None, compression=compression, **dict(items))
 
 
 # The driver of every connection until it arms its first timer (only now() is
@@ -102,7 +115,7 @@ class SyncWebSocket(Connection):
     open = _OpenAttr()
 
     def __init__(self, sock, *, max_size=1048576, leftover: bytes = b"", subprotocol=None,
-                 response_headers=None):
+                 response_headers=None, deflate=None):
         Connection.__init__(self, _options(max_size), True, _CLOCK)
         self.sock = sock
         self.subprotocol = subprotocol
@@ -125,22 +138,38 @@ class SyncWebSocket(Connection):
         self.messages_in = 0
         self.messages_out = 0
         self.pings_answered = 0
+        if deflate is not None:  # DeflateParams from the 101 (client_accept)
+            self._use_deflate(deflate)
         self._open(leftover)
 
     # ------------------------------------------------------------------ open
     @classmethod
     def _dial(cls, url: str, *, subprotocols=None, headers=(), origin=None, timeout: float = 10.0,
-              source_address=None, ssl=None, max_size=1048576, user_agent="fastws-sync"):
+              source_address=None, ssl=None, max_size=1048576, user_agent="fastws-sync",
+              compression=None, **deflate_options):
         """Connect, run the opening handshake, return the open connection.
 
         ``source_address``: an IP to bind before connecting (port picked at
         connect time with IP_BIND_ADDRESS_NO_PORT), or an (ip, port) pair.
         ``headers``: extra request headers, a dict or (name, value) pairs.
         ``timeout`` bounds the TCP connect and the handshake together.
+        ``compression="deflate"`` offers permessage-deflate (off by default
+        here), with the offer of ``fastws.connect``; ``deflate_options`` are
+        its permessage-deflate options (``client_max_window_bits``, ...).
         """
         secure, host, port, resource = parse_uri(url)
         if hasattr(headers, "items"):
             headers = list(headers.items())
+        dopts = None
+        if compression is not None or deflate_options:
+            unknown = set(deflate_options) - _DEFLATE_OPTIONS
+            if unknown:
+                raise TypeError(f"unexpected options: {', '.join(sorted(unknown))}")
+            dopts = _deflate_options(max_size, compression, tuple(sorted(deflate_options.items())))
+            if dopts.compression is not None:
+                headers = [("Sec-WebSocket-Extensions", client_offer(dopts)), *(headers or ())]
+            else:
+                dopts = None
         key = handshake.make_key()
         request = handshake.build_request(host, port, resource, key, secure=secure,
                                           subprotocols=subprotocols, origin=origin,
@@ -169,10 +198,12 @@ class SyncWebSocket(Connection):
                     handshake.check_response(response, key, subprotocols)
                     raise InvalidResponse("connection closed during the opening handshake")
                 response = reader.feed(data)
-            chosen = handshake.check_response(response, key, subprotocols)
+            chosen = handshake.check_response(response, key, subprotocols,
+                                              extensions_offered=dopts is not None)
+            params = handshake.response_deflate(response, dopts) if dopts is not None else None
             sock.settimeout(None)
             return cls(sock, max_size=max_size, leftover=reader.leftover or b"", subprotocol=chosen,
-                       response_headers=response.headers)
+                       response_headers=response.headers, deflate=params)
         except BaseException:
             sock.close()
             raise

@@ -16,7 +16,8 @@ from websockets.extensions.permessage_deflate import ServerPerMessageDeflateFact
 import fastws
 from fastws import deflate
 from fastws.apps import EchoListener, echo_handler
-from fastws.client import client_options
+from fastws.deflate import client_options
+from fastws.syncclient import connect as sync_connect
 
 from util import arun
 
@@ -189,3 +190,80 @@ def test_fastws_server(serve_thread, app):
         await _roundtrip(f"ws://127.0.0.1:{st.port}", server_max_window_bits=9, client_max_window_bits=9,
                          client_no_context_takeover=True, server_no_context_takeover=True)
     arun(main(), 60)
+
+
+# ------------------------------------------------------------------ the sync client
+
+def _sync_roundtrip(url, **options):
+    ws = sync_connect(url, max_size=8 * 2**20, timeout=10, compression="deflate",
+                      compression_threshold=0, **options)
+    try:
+        assert ws._deflate is not None
+        for m in MESSAGES:
+            ws.send(m)
+            got = ws.recv(timeout=10)
+            assert type(got) is type(m) and got == m
+        return ws.response_headers["Sec-WebSocket-Extensions"]
+    finally:
+        ws.close()
+
+
+@pytest.mark.parametrize("app", [EchoListener, echo_handler], ids=["listener", "handler"])
+def test_sync_client_fastws_server(serve_thread, app):
+    st = serve_thread(app, max_size=None, compression="deflate", compression_threshold=0)
+    url = f"ws://127.0.0.1:{st.port}"
+    assert _sync_roundtrip(url) == "permessage-deflate; server_max_window_bits=12; client_max_window_bits=12"
+    assert _sync_roundtrip(url, client_no_context_takeover=True, client_max_window_bits=9) == \
+        "permessage-deflate; client_no_context_takeover; server_max_window_bits=12; client_max_window_bits=9"
+    ws = sync_connect(url)  # off by default in the sync client
+    assert ws._deflate is None and "Sec-WebSocket-Extensions" not in ws.response_headers
+    ws.close()
+
+
+def test_sync_client_third_party_servers():
+    """websockets (default compression) and aiohttp (compress=15), from a thread."""
+    import threading
+
+    result = {}
+    ready = threading.Event()
+    stop = None
+
+    async def aio_echo(request):
+        ws = web.WebSocketResponse(compress=15, max_msg_size=0)
+        await ws.prepare(request)
+        async for msg in ws:
+            await (ws.send_str(msg.data) if msg.type == web.WSMsgType.TEXT else ws.send_bytes(msg.data))
+        return ws
+
+    async def servers():
+        nonlocal stop
+        stop = asyncio.Event()
+        app = web.Application()
+        app.router.add_get("/", aio_echo)
+        runner = web.AppRunner(app)
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        async with ws_serve(_ws_echo, "127.0.0.1", 0, max_size=None) as server:
+            result["ports"] = (server.sockets[0].getsockname()[1], site._server.sockets[0].getsockname()[1])
+            result["loop"] = asyncio.get_running_loop()
+            ready.set()
+            await stop.wait()
+        await runner.cleanup()
+
+    t = threading.Thread(target=lambda: asyncio.run(servers()), daemon=True)
+    t.start()
+    assert ready.wait(10)
+    try:
+        wport, aport = result["ports"]
+        assert _sync_roundtrip(f"ws://127.0.0.1:{wport}") == \
+            "permessage-deflate; server_max_window_bits=12; client_max_window_bits=12"
+        assert _sync_roundtrip(f"ws://127.0.0.1:{aport}/") == "permessage-deflate"
+    finally:
+        result["loop"].call_soon_threadsafe(stop.set)
+        t.join(10)
+
+
+def test_sync_client_unknown_option():
+    with pytest.raises(TypeError):
+        sync_connect("ws://127.0.0.1:1", compression="deflate", client_max_windowbits=9)
