@@ -17,10 +17,11 @@ import asyncio
 import ssl as ssl_module
 
 from . import handshake
-from .constants import CONNECTING
+from .constants import CLOSED, CONNECTING, OPEN
 from .deflate import client_offer, client_options
 from .exceptions import HandshakeError, InvalidResponse, InvalidURI
 from .http import ResponseReader
+from .syncclient import CLOSED_DURING_HANDSHAKE, TRANSIENT_CLOSE_CODES, Backoff, is_transient, lost_error
 from .transport import StreamConnection
 from .websocket import WEBSOCKET_SLOTS, WebSocketMixin
 
@@ -30,7 +31,7 @@ __all__ = ["connect", "ClientWebSocket"]
 class ClientWebSocket(WebSocketMixin, StreamConnection):
     """A client connection (the object ``connect()`` gives)."""
 
-    __slots__ = WEBSOCKET_SLOTS + ("_key", "_request", "_reader", "_offered", "_handshake")
+    __slots__ = WEBSOCKET_SLOTS + ("_key", "_request", "_reader", "_offered", "_handshake", "_user_closed")
 
     def __init__(self, opts, request: bytes, key: str, subprotocols, handshake_future):
         StreamConnection.__init__(self, opts, True)
@@ -40,6 +41,12 @@ class ClientWebSocket(WebSocketMixin, StreamConnection):
         self._offered = subprotocols
         self._reader = ResponseReader(max_head=opts.max_head, max_headers=opts.max_headers)
         self._handshake = handshake_future
+        self._user_closed = False  # close() was called while OPEN (the reconnect loop stops)
+
+    async def close(self, code: int = 1000, reason: str = "") -> None:
+        if self._state == OPEN:
+            self._user_closed = True
+        await WebSocketMixin.close(self, code, reason)
 
     def connection_made(self, transport) -> None:
         StreamConnection.connection_made(self, transport)
@@ -87,30 +94,35 @@ class ClientWebSocket(WebSocketMixin, StreamConnection):
                 except HandshakeError as exc:
                     self._handshake_failed(exc)
                     return False
-            self._handshake_failed(InvalidResponse("connection closed during the opening handshake"))
+            self._handshake_failed(InvalidResponse(CLOSED_DURING_HANDSHAKE))
         return False
 
     def connection_lost(self, exc) -> None:
         if not self._handshake.done():
             self._handshake.set_exception(
-                InvalidResponse(f"connection closed during the opening handshake: {exc or 'EOF'}")
+                InvalidResponse(f"{CLOSED_DURING_HANDSHAKE}: {exc or 'EOF'}")
             )
         StreamConnection.connection_lost(self, exc)
 
 
 class connect:
-    """``ws = await connect(url, **options)`` or ``async with connect(url) as ws``.
+    """``ws = await connect(url, **options)`` or ``async with connect(url) as ws``,
+    or ``async for ws in connect(url, **options)``: a new connection each time
+    the previous one is lost (see ``__aiter__``).
 
     Options: ``subprotocols`` (offered, in order), ``origin``, ``extra_headers``
     (list of (name, value)), ``ssl`` (an SSLContext, or True for the default
     context with wss://), ``server_hostname``, ``open_timeout`` (default 10 s),
-    ``sock``, and the connection options of ``fastws.options.Options``
-    (max_size, ping_interval, ...).
+    ``sock``, ``backoff_initial``/``backoff_max``/``backoff_factor``/
+    ``backoff_jitter`` (the reconnect loop's delays: 0.5 s growing by 1.6
+    up to 30 s, minus up to 25 %), and the connection options of
+    ``fastws.options.Options`` (max_size, ping_interval, ...).
     """
 
     def __init__(self, url: str, *, subprotocols=None, origin=None, extra_headers=(), ssl=None,
                  server_hostname=None, open_timeout: float = 10.0, sock=None, user_agent="fastws",
-                 **options):
+                 backoff_initial: float = 0.5, backoff_max: float = 30.0, backoff_factor: float = 1.6,
+                 backoff_jitter: float = 0.25, **options):
         self.url = url
         self._secure, self._host, self._port, self._resource = handshake.parse_uri(url)
         self._opts = client_options(**options)
@@ -129,6 +141,8 @@ class connect:
         self._sock = sock
         self._user_agent = user_agent
         self._ws = None
+        self._backoff = Backoff(backoff_initial, backoff_max, backoff_factor, backoff_jitter)
+        self._sleep = asyncio.sleep  # the reconnect loop's (tests inject a fake)
 
     async def _connect(self) -> ClientWebSocket:
         loop = asyncio.get_running_loop()
@@ -177,3 +191,53 @@ class connect:
 
     async def __aexit__(self, *exc_info):
         await self._ws.close()
+
+    def __aiter__(self):
+        """``async for ws in connect(url)``: reconnect after a connection is lost.
+
+        A failed attempt that is transient (``fastws.syncclient.is_transient``:
+        refused, reset, timed out, ended during the handshake, HTTP 5xx or
+        429) is retried after a backoff delay; anything else (another 4xx, a
+        bad response, TLS verification) raises at once. When the body of the
+        loop ends and the loop resumes, the connection is judged: still open,
+        it is closed (1000) and replaced at once; closed by the client
+        (``ws.close()``) or by the server with 1000, the loop ends; closed
+        with 1001, 1006, 1011, 1012 or 1013, it is replaced after a backoff
+        delay (the delays start again from ``backoff_initial`` after each
+        connection that opened); any other code raises its ConnectionClosed.
+        So the body catches ``fastws.ConnectionClosed`` and goes on (``continue``).
+        """
+        if self._sock is not None:
+            raise TypeError("a connection on a given sock cannot reconnect")
+        return self._reconnecting()
+
+    async def _reconnecting(self):
+        backoff = self._backoff
+        backoff.reset()
+        while True:
+            try:
+                ws = await self._connect()
+            except Exception as exc:
+                if not is_transient(exc):
+                    raise
+                await self._sleep(backoff.next())
+                continue
+            backoff.reset()
+            self._ws = ws
+            replace = False
+            try:
+                yield ws
+            finally:  # also when the generator is closed (aclose)
+                if ws._state == OPEN:
+                    await ws.close()
+                    replace = True
+            if replace:
+                continue
+            if ws._state != CLOSED:
+                await ws.wait_closed()
+            err = lost_error(ws)
+            if err is None:
+                return
+            if err.code not in TRANSIENT_CLOSE_CODES:
+                raise err
+            await self._sleep(backoff.next())
