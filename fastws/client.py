@@ -14,18 +14,26 @@ See docs/guide/client.md.
 from __future__ import annotations
 
 import asyncio
+import json
 import ssl as ssl_module
 
 from . import handshake
 from .constants import CLOSED, CONNECTING, OPEN
 from .deflate import client_offer, client_options
-from .exceptions import HandshakeError, InvalidResponse, InvalidURI
+from .exceptions import (
+    CLOSE_TRY_AGAIN_LATER,
+    ConnectionClosed,
+    FastWSError,
+    HandshakeError,
+    InvalidResponse,
+    InvalidURI,
+)
 from .http import ResponseReader
 from .syncclient import CLOSED_DURING_HANDSHAKE, TRANSIENT_CLOSE_CODES, Backoff, is_transient, lost_error
 from .transport import StreamConnection
 from .websocket import WEBSOCKET_SLOTS, WebSocketMixin
 
-__all__ = ["connect", "ClientWebSocket"]
+__all__ = ["connect", "ClientWebSocket", "PushSubscriber", "PushError"]
 
 
 class ClientWebSocket(WebSocketMixin, StreamConnection):
@@ -241,3 +249,108 @@ class connect:
             if err.code not in TRANSIENT_CLOSE_CODES:
                 raise err
             await self._sleep(backoff.next())
+
+
+# --------------------------------------------------------------------------
+# fastws push: resume after a reconnect (docs/guide/cli.md#fastws-push)
+# --------------------------------------------------------------------------
+
+
+class PushError(FastWSError):
+    """The push server refused a subscription (``error``: its error message,
+    e.g. ``no_history``, ``forbidden``, ``bad_topic``), or is not a
+    ``fastws push`` server with history."""
+
+    def __init__(self, message: str, error=None):
+        super().__init__(message)
+        self.error = error
+
+
+class PushSubscriber:
+    """The messages of ``fastws push`` topics (a server with ``--history``),
+    across reconnects, with no gap and no duplicate::
+
+        sub = PushSubscriber("ws://127.0.0.1:8080/ws", ["news", "alerts"])
+        async for msg in sub:
+            print(msg["topic"], msg["id"], msg.get("data"))
+
+    Every connection of ``async for ws in connect(url, **options)``
+    subscribes to each topic with ``{"type": "subscribe", "topic": T,
+    "since": ID}``, ID being the last id received on T (``last``, a dict;
+    ``since``, an int or a dict, gives the first ones; a topic without one is
+    subscribed live on the first connection and resumed from 0 after a
+    reconnect: nothing of it was received, so nothing repeats). The server
+    sends what was missed, then the live messages. Yields the
+    ``{"type": "message", "topic", "id", "data" or "base64"}`` envelopes, in
+    id order per topic (one with an id already received is dropped), and
+    ``{"type": "gap", "topic", "lost"}`` when the history no longer held
+    everything. ``{"type": "error", "code": "unavailable"}`` (Redis away)
+    reconnects after a backoff delay; any other error raises PushError.
+    """
+
+    def __init__(self, url: str, topics, *, since=None, **options):
+        self.topics = list(topics)
+        if not self.topics:
+            raise ValueError("PushSubscriber needs at least one topic")
+        self.last = {}
+        if isinstance(since, dict):
+            self.last.update(since)
+        elif since is not None:
+            self.last.update((t, since) for t in self.topics)
+        self.connections = 0   # connections opened so far
+        self.ws = None         # the current connection
+        self._connect = connect(url, **options)
+
+    def __aiter__(self):
+        return self._messages()
+
+    async def _messages(self):
+        connections = self._connect.__aiter__()
+        try:
+            async for ws in connections:
+                self.ws = ws
+                self.connections += 1
+                try:
+                    for topic in self.topics:
+                        msg = {"type": "subscribe", "topic": topic}
+                        since = self.last.get(topic, None if self.connections == 1 else 0)
+                        if since is not None:
+                            msg["since"] = since
+                        await ws.send(json.dumps(msg))
+                    async for raw in ws:
+                        msg = _push_message(raw)
+                        kind = msg["type"]
+                        if kind == "message":
+                            topic, msg_id = msg.get("topic"), msg.get("id")
+                            if not isinstance(msg_id, int):
+                                raise PushError(f"a message without an id: {raw[:200]!r}")
+                            last = self.last.get(topic)
+                            if last is not None and msg_id <= last:
+                                continue  # already received
+                            self.last[topic] = msg_id
+                            yield msg
+                        elif kind == "gap":
+                            yield msg
+                        elif kind == "error":
+                            if msg.get("code") == "unavailable":
+                                await ws.close(CLOSE_TRY_AGAIN_LATER, "history unavailable")
+                                ws._user_closed = False  # not the caller's close: reconnect
+                                break
+                            raise PushError(f"the push server refused: {msg.get('code')}: {msg.get('error')}", msg)
+                        # subscribed / unsubscribed / refresh: nothing to do here
+                except ConnectionClosed:
+                    continue
+        finally:
+            await connections.aclose()
+
+
+def _push_message(raw) -> dict:
+    if isinstance(raw, str):
+        try:
+            msg = json.loads(raw)
+        except ValueError:
+            msg = None
+        if isinstance(msg, dict) and isinstance(msg.get("type"), str):
+            return msg
+    raise PushError("not a fastws push message with an id (does the server keep --history?): "
+                    f"{raw[:200]!r}")

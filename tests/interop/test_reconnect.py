@@ -54,6 +54,12 @@ class Server:
         self.port, self.options = port, options
         self.loop = self.server = self.thread = None
 
+    def serve_options(self) -> dict:
+        return {"app": closing_echo, **self.options}
+
+    def started(self, server) -> None:
+        pass
+
     def start(self):
         ready = threading.Event()
         self.loop = uvloop.new_event_loop()
@@ -63,7 +69,9 @@ class Server:
             asyncio.set_event_loop(self.loop)
 
             async def start():
-                self.server = await fastws.serve(closing_echo, "127.0.0.1", self.port, **self.options)
+                options = self.serve_options()
+                self.server = await fastws.serve(options.pop("app"), "127.0.0.1", self.port, **options)
+                self.started(self.server)
             try:
                 self.loop.run_until_complete(start())
             except BaseException as exc:
@@ -432,3 +440,142 @@ def test_sync_non_transient_and_http_statuses(server):
     finally:
         state["loop"].call_soon_threadsafe(state["stop"].set)
         t.join(10)
+
+
+# ------------------------------------------------------------------ fastws push: resume
+
+class PushServer(Server):
+    """``fastws push --redis URL --history 100`` in a thread (restartable)."""
+
+    def __init__(self, port, redis_url):
+        super().__init__(port)
+        self.redis_url = redis_url
+
+    def serve_options(self):
+        from fastws.apps.push import envelope, push_app
+        from fastws.broker import RedisBroker
+
+        self.service, options = push_app()
+        return {**options, "broker": RedisBroker(self.redis_url, history=100, wrap=envelope),
+                "ping_interval": None}
+
+    def started(self, server):
+        self.service.attach(server)
+
+    def call(self, fn, *args):
+        async def run():
+            return await fn(*args)
+        return asyncio.run_coroutine_threadsafe(run(), self.loop).result(10)
+
+    def subscribers(self, topic):
+        async def count():
+            return self.server.subscribers(topic)
+        return self.call(count)
+
+
+@pytest.fixture
+def redis_server(tmp_path):
+    from redis_util import RedisServer
+
+    r = RedisServer(tmp_path).start()
+    yield r
+    r.stop()
+
+
+def test_push_subscriber_resumes_without_gap_or_duplicate(redis_server):
+    """Two push servers on one Redis: the client's server A is stopped, B
+    publishes meanwhile, A comes back on the same port, the client resumes
+    with since=<last id> per topic: every message once, in order."""
+    from fastws.client import PushSubscriber
+
+    a = PushServer(free_port(), redis_server.url).start()
+    b = PushServer(free_port(), redis_server.url).start()
+    published = {"t1": [], "t2": []}
+
+    def publish(topic, n):
+        for _ in range(n):
+            i = len(published[topic]) + 1
+            data = f"{topic}-{i}"
+            result = b.call(b.server.publish, topic, data)
+            assert result.id == i
+            published[topic].append(data)
+
+    try:
+        async def wait_subscribed(topics):
+            while not all(a.subscribers(t) for t in topics):
+                await asyncio.sleep(0.01)
+
+        async def on_sleep(n):
+            if n == 1:  # disconnected: what is published now is missed, then resumed
+                await asyncio.to_thread(publish, "t1", 3)
+                await asyncio.to_thread(publish, "t2", 2)
+                await asyncio.to_thread(a.start)
+
+        async def main():
+            delays = []
+            sub = PushSubscriber(f"ws://127.0.0.1:{a.port}/ws", ["t1", "t2"])
+            sub._connect._sleep = fake_sleep(delays, on_sleep)
+            got = {"t1": [], "t2": []}
+            ids = {"t1": [], "t2": []}
+            stopped = False
+            async for msg in sub:
+                assert msg["type"] == "message", msg
+                got[msg["topic"]].append(msg["data"])
+                ids[msg["topic"]].append(msg["id"])
+                total = len(got["t1"]) + len(got["t2"])
+                if total == 3 and not stopped:
+                    stopped = True
+                    await asyncio.to_thread(a.stop)
+                if total == 12:
+                    break
+                if total == 8:  # resumed: live ones again, while a resume of t2 may still run
+                    await wait_subscribed(["t1", "t2"])
+                    await asyncio.to_thread(publish, "t1", 2)
+                    await asyncio.to_thread(publish, "t2", 2)
+            return sub, got, ids, delays
+
+        async def run():
+            task = asyncio.ensure_future(main())
+            # wait until A has both subscriptions of the first connection, then publish
+            while not (a.subscribers("t1") and a.subscribers("t2")):
+                await asyncio.sleep(0.01)
+            await asyncio.to_thread(publish, "t1", 2)
+            await asyncio.to_thread(publish, "t2", 1)
+            return await task
+
+        sub, got, ids, delays = arun(run(), 60)
+        assert got == published
+        assert ids == {t: list(range(1, len(published[t]) + 1)) for t in published}
+        assert sub.connections == 2 and sub.last == {"t1": 7, "t2": 5}
+        assert len(delays) == 1 and delays[0] <= INITIAL
+    finally:
+        a.stop()
+        b.stop()
+
+
+def test_push_subscriber_needs_history(serve_thread):
+    """Without --history: a resume is refused (no_history), a live message has no id."""
+    from fastws.apps.push import push_app
+    from fastws.client import PushError, PushSubscriber
+
+    service, options = push_app()
+    st = serve_thread(**options)
+    service.attach(st.server)
+
+    async def main():
+        with pytest.raises(PushError) as info:
+            async for _ in PushSubscriber(f"ws://127.0.0.1:{st.port}/ws", ["n"], since=3):
+                pass
+        assert info.value.error["code"] == "no_history"
+
+        sub = PushSubscriber(f"ws://127.0.0.1:{st.port}/ws", ["n"])
+        messages = sub.__aiter__()
+        task = asyncio.ensure_future(messages.__anext__())
+        while not await asyncio.to_thread(st.call, st.server.subscribers, "n"):
+            await asyncio.sleep(0.01)
+        await asyncio.to_thread(st.call, st.server.publish, "n", "raw body")
+        with pytest.raises(PushError, match="history"):
+            await task
+        await messages.aclose()
+        assert sub.ws.closed
+    arun(main())
