@@ -193,12 +193,12 @@ class SyncWebSocket(Connection):
             while response is None:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
-                    raise InvalidResponse(f"no complete handshake response within {timeout} s")
+                    raise InvalidResponse(f"{HANDSHAKE_TIMED_OUT} {timeout} s")
                 sock.settimeout(remaining)
                 try:
                     data = sock.recv(READ_SIZE)
                 except socket.timeout:
-                    raise InvalidResponse(f"no complete handshake response within {timeout} s") from None
+                    raise InvalidResponse(f"{HANDSHAKE_TIMED_OUT} {timeout} s") from None
                 if not data:
                     response = reader.eof()  # raises unless a body ran until close
                     handshake.check_response(response, key, subprotocols)
@@ -627,6 +627,9 @@ TRANSIENT_CLOSE_CODES = frozenset((1001, 1006, 1011, 1012, 1013))
 #: How both clients word an opening handshake the server ended early (a
 #: server going down or still starting): transient.
 CLOSED_DURING_HANDSHAKE = "connection closed during the opening handshake"
+#: How the sync client words a handshake that timed out (the async client
+#: raises TimeoutError): transient.
+HANDSHAKE_TIMED_OUT = "no complete handshake response within"
 
 
 def is_transient(exc: BaseException) -> bool:
@@ -640,7 +643,7 @@ def is_transient(exc: BaseException) -> bool:
     if isinstance(exc, InvalidStatus):
         return exc.status >= 500 or exc.status == 429
     if isinstance(exc, InvalidResponse):
-        return str(exc).startswith(CLOSED_DURING_HANDSHAKE)
+        return str(exc).startswith((CLOSED_DURING_HANDSHAKE, HANDSHAKE_TIMED_OUT))
     if isinstance(exc, TimeoutError):  # asyncio.TimeoutError and socket.timeout too
         return True
     if isinstance(exc, (ssl_module.SSLError, ssl_module.CertificateError)):

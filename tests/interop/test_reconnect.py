@@ -140,6 +140,7 @@ def test_is_transient():
     assert is_transient(fastws.InvalidStatus(503)) and is_transient(fastws.InvalidStatus(429))
     assert not is_transient(fastws.InvalidStatus(403)) and not is_transient(fastws.InvalidStatus(404))
     assert is_transient(fastws.InvalidResponse("connection closed during the opening handshake: EOF"))
+    assert is_transient(fastws.InvalidResponse("no complete handshake response within 10 s"))
     assert not is_transient(fastws.InvalidResponse("bad Sec-WebSocket-Accept"))
     assert not is_transient(ssl.SSLCertVerificationError())
     assert not is_transient(fastws.InvalidURI("x"))
@@ -456,8 +457,9 @@ class PushServer(Server):
         from fastws.broker import RedisBroker
 
         self.service, options = push_app()
-        return {**options, "broker": RedisBroker(self.redis_url, history=100, wrap=envelope),
-                "ping_interval": None}
+        self.broker = RedisBroker(self.redis_url, history=100, wrap=envelope, reconnect_min=0.05,
+                                  reconnect_max=0.2)
+        return {**options, "broker": self.broker, "ping_interval": None}
 
     def started(self, server):
         self.service.attach(server)
@@ -579,3 +581,46 @@ def test_push_subscriber_needs_history(serve_thread):
         await messages.aclose()
         assert sub.ws.closed
     arun(main())
+
+
+def test_push_subscriber_retries_while_redis_is_away(redis_server):
+    """The resume finds Redis away ("unavailable"): the client closes with
+    1013 and tries again after a backoff delay; once Redis is back it gets
+    what was published meanwhile."""
+    from fastws.client import PushSubscriber
+
+    a = PushServer(free_port(), redis_server.url).start()
+
+    async def until(cond):
+        while not await asyncio.to_thread(cond):
+            await asyncio.sleep(0.02)
+
+    try:
+        async def on_sleep(n):
+            if n == 1:  # lost; Redis goes away before the resume
+                await asyncio.to_thread(redis_server.stop)
+                await until(lambda: not a.broker.connected)
+            elif n == 2:  # the resume was refused: Redis back, a message meanwhile
+                await asyncio.to_thread(redis_server.start)
+                await until(lambda: a.broker.connected)
+                await asyncio.to_thread(a.call, a.server.publish, "r", "after")
+
+        async def main():
+            delays = []
+            sub = PushSubscriber(f"ws://127.0.0.1:{a.port}/ws", ["r"])
+            sub._connect._sleep = fake_sleep(delays, on_sleep)
+            messages = sub.__aiter__()
+            task = asyncio.ensure_future(messages.__anext__())
+            await until(lambda: a.subscribers("r"))
+            sub.ws._abort_transport()  # the connection is lost (1006) before any message
+            got = await task
+            await messages.aclose()
+            return sub, got, delays
+
+        sub, got, delays = arun(main(), 60)
+        # Nothing of "r" had arrived: resumed from 0 (Redis, restarted without
+        # persistence, numbers from 1 again), it gets what was published while away.
+        assert (got["id"], got["data"]) == (1, "after")
+        assert sub.connections == 3 and len(delays) == 2
+    finally:
+        a.stop()
