@@ -21,6 +21,7 @@ from . import handshake
 from .constants import CLOSED, CONNECTING, OPEN
 from .deflate import client_offer, client_options
 from .exceptions import (
+    CLOSE_NORMAL,
     CLOSE_TRY_AGAIN_LATER,
     ConnectionClosed,
     FastWSError,
@@ -51,7 +52,7 @@ class ClientWebSocket(WebSocketMixin, StreamConnection):
         self._handshake = handshake_future
         self._user_closed = False  # close() was called while OPEN (the reconnect loop stops)
 
-    async def close(self, code: int = 1000, reason: str = "") -> None:
+    async def close(self, code: int = CLOSE_NORMAL, reason: str = "") -> None:
         if self._state == OPEN:
             self._user_closed = True
         await WebSocketMixin.close(self, code, reason)
