@@ -14,24 +14,33 @@ See docs/guide/client.md.
 from __future__ import annotations
 
 import asyncio
+import json
 import ssl as ssl_module
 
 from . import handshake
-from .constants import CONNECTING
-from .deflate import client_offer
-from .exceptions import HandshakeError, InvalidResponse, InvalidURI
+from .constants import CLOSED, CONNECTING, OPEN
+from .deflate import client_offer, client_options
+from .exceptions import (
+    CLOSE_NORMAL,
+    CLOSE_TRY_AGAIN_LATER,
+    ConnectionClosed,
+    FastWSError,
+    HandshakeError,
+    InvalidResponse,
+    InvalidURI,
+)
 from .http import ResponseReader
-from .options import Options
+from .syncclient import CLOSED_DURING_HANDSHAKE, TRANSIENT_CLOSE_CODES, Backoff, is_transient, lost_error
 from .transport import StreamConnection
 from .websocket import WEBSOCKET_SLOTS, WebSocketMixin
 
-__all__ = ["connect", "ClientWebSocket"]
+__all__ = ["connect", "ClientWebSocket", "PushSubscriber", "PushError"]
 
 
 class ClientWebSocket(WebSocketMixin, StreamConnection):
     """A client connection (the object ``connect()`` gives)."""
 
-    __slots__ = WEBSOCKET_SLOTS + ("_key", "_request", "_reader", "_offered", "_handshake")
+    __slots__ = WEBSOCKET_SLOTS + ("_key", "_request", "_reader", "_offered", "_handshake", "_user_closed")
 
     def __init__(self, opts, request: bytes, key: str, subprotocols, handshake_future):
         StreamConnection.__init__(self, opts, True)
@@ -41,6 +50,12 @@ class ClientWebSocket(WebSocketMixin, StreamConnection):
         self._offered = subprotocols
         self._reader = ResponseReader(max_head=opts.max_head, max_headers=opts.max_headers)
         self._handshake = handshake_future
+        self._user_closed = False  # close() was called while OPEN (the reconnect loop stops)
+
+    async def close(self, code: int = CLOSE_NORMAL, reason: str = "") -> None:
+        if self._state == OPEN:
+            self._user_closed = True
+        await WebSocketMixin.close(self, code, reason)
 
     def connection_made(self, transport) -> None:
         StreamConnection.connection_made(self, transport)
@@ -88,35 +103,38 @@ class ClientWebSocket(WebSocketMixin, StreamConnection):
                 except HandshakeError as exc:
                     self._handshake_failed(exc)
                     return False
-            self._handshake_failed(InvalidResponse("connection closed during the opening handshake"))
+            self._handshake_failed(InvalidResponse(CLOSED_DURING_HANDSHAKE))
         return False
 
     def connection_lost(self, exc) -> None:
         if not self._handshake.done():
             self._handshake.set_exception(
-                InvalidResponse(f"connection closed during the opening handshake: {exc or 'EOF'}")
+                InvalidResponse(f"{CLOSED_DURING_HANDSHAKE}: {exc or 'EOF'}")
             )
         StreamConnection.connection_lost(self, exc)
 
 
 class connect:
-    """``ws = await connect(url, **options)`` or ``async with connect(url) as ws``.
+    """``ws = await connect(url, **options)`` or ``async with connect(url) as ws``,
+    or ``async for ws in connect(url, **options)``: a new connection each time
+    the previous one is lost (see ``__aiter__``).
 
     Options: ``subprotocols`` (offered, in order), ``origin``, ``extra_headers``
     (list of (name, value)), ``ssl`` (an SSLContext, or True for the default
     context with wss://), ``server_hostname``, ``open_timeout`` (default 10 s),
-    ``sock``, and the connection options of ``fastws.options.Options``
-    (max_size, ping_interval, ...).
+    ``sock``, ``backoff_initial``/``backoff_max``/``backoff_factor``/
+    ``backoff_jitter`` (the reconnect loop's delays: 0.5 s growing by 1.6
+    up to 30 s, minus up to 25 %), and the connection options of
+    ``fastws.options.Options`` (max_size, ping_interval, ...).
     """
 
     def __init__(self, url: str, *, subprotocols=None, origin=None, extra_headers=(), ssl=None,
                  server_hostname=None, open_timeout: float = 10.0, sock=None, user_agent="fastws",
-                 **options):
+                 backoff_initial: float = 0.5, backoff_max: float = 30.0, backoff_factor: float = 1.6,
+                 backoff_jitter: float = 0.25, **options):
         self.url = url
         self._secure, self._host, self._port, self._resource = handshake.parse_uri(url)
-        # Like browsers, the client offers permessage-deflate unless told not to.
-        options.setdefault("compression", "deflate")
-        self._opts = Options(**options)
+        self._opts = client_options(**options)
         self._subprotocols = list(subprotocols) if subprotocols else None
         self._origin = origin
         self._extra_headers = list(extra_headers.items() if hasattr(extra_headers, "items") else extra_headers)
@@ -132,13 +150,14 @@ class connect:
         self._sock = sock
         self._user_agent = user_agent
         self._ws = None
+        self._backoff = Backoff(backoff_initial, backoff_max, backoff_factor, backoff_jitter)
+        self._sleep = asyncio.sleep  # the reconnect loop's (tests inject a fake)
 
     async def _connect(self) -> ClientWebSocket:
         loop = asyncio.get_running_loop()
         key = handshake.make_key()
         extra_headers = self._extra_headers
         if self._opts.compression is not None:
-
             extra_headers = [("Sec-WebSocket-Extensions", client_offer(self._opts)), *extra_headers]
         request = handshake.build_request(
             self._host, self._port, self._resource, key, secure=self._secure,
@@ -181,3 +200,158 @@ class connect:
 
     async def __aexit__(self, *exc_info):
         await self._ws.close()
+
+    def __aiter__(self):
+        """``async for ws in connect(url)``: reconnect after a connection is lost.
+
+        A failed attempt that is transient (``fastws.syncclient.is_transient``:
+        refused, reset, timed out, ended during the handshake, HTTP 5xx or
+        429) is retried after a backoff delay; anything else (another 4xx, a
+        bad response, TLS verification) raises at once. When the body of the
+        loop ends and the loop resumes, the connection is judged: still open,
+        it is closed (1000) and replaced at once; closed by the client
+        (``ws.close()``) or by the server with 1000, the loop ends; closed
+        with 1001, 1006, 1011, 1012 or 1013, it is replaced after a backoff
+        delay (the delays start again from ``backoff_initial`` after each
+        connection that opened); any other code raises its ConnectionClosed.
+        So the body catches ``fastws.ConnectionClosed`` and goes on (``continue``).
+        """
+        if self._sock is not None:
+            raise TypeError("a connection on a given sock cannot reconnect")
+        return self._reconnecting()
+
+    async def _reconnecting(self):
+        backoff = self._backoff
+        backoff.reset()
+        while True:
+            try:
+                ws = await self._connect()
+            except Exception as exc:
+                if not is_transient(exc):
+                    raise
+                await self._sleep(backoff.next())
+                continue
+            backoff.reset()
+            self._ws = ws
+            replace = False
+            try:
+                yield ws
+            finally:  # also when the generator is closed (aclose)
+                if ws._state == OPEN:
+                    await ws.close()
+                    replace = True
+            if replace:
+                continue
+            if ws._state != CLOSED:
+                await ws.wait_closed()
+            err = lost_error(ws)
+            if err is None:
+                return
+            if err.code not in TRANSIENT_CLOSE_CODES:
+                raise err
+            await self._sleep(backoff.next())
+
+
+# --------------------------------------------------------------------------
+# fastws push: resume after a reconnect (docs/guide/cli.md#fastws-push)
+# --------------------------------------------------------------------------
+
+
+class PushError(FastWSError):
+    """The push server refused a subscription (``error``: its error message,
+    e.g. ``no_history``, ``forbidden``, ``bad_topic``), or is not a
+    ``fastws push`` server with history."""
+
+    def __init__(self, message: str, error=None):
+        super().__init__(message)
+        self.error = error
+
+
+class PushSubscriber:
+    """The messages of ``fastws push`` topics (a server with ``--history``),
+    across reconnects, with no gap and no duplicate::
+
+        sub = PushSubscriber("ws://127.0.0.1:8080/ws", ["news", "alerts"])
+        async for msg in sub:
+            print(msg["topic"], msg["id"], msg.get("data"))
+
+    Every connection of ``async for ws in connect(url, **options)``
+    subscribes to each topic with ``{"type": "subscribe", "topic": T,
+    "since": ID}``, ID being the last id received on T (``last``, a dict;
+    ``since``, an int or a dict, gives the first ones; a topic without one is
+    subscribed live on the first connection and resumed from 0 after a
+    reconnect: nothing of it was received, so nothing repeats). The server
+    sends what was missed, then the live messages. Yields the
+    ``{"type": "message", "topic", "id", "data" or "base64"}`` envelopes, in
+    id order per topic (one with an id already received is dropped), and
+    ``{"type": "gap", "topic", "lost"}`` when the history no longer held
+    everything. ``{"type": "error", "code": "unavailable"}`` (Redis away)
+    reconnects after a backoff delay; any other error raises PushError.
+    """
+
+    def __init__(self, url: str, topics, *, since=None, **options):
+        self.topics = list(topics)
+        if not self.topics:
+            raise ValueError("PushSubscriber needs at least one topic")
+        self.last = {}
+        if isinstance(since, dict):
+            self.last.update(since)
+        elif since is not None:
+            self.last.update((t, since) for t in self.topics)
+        self.connections = 0   # connections opened so far
+        self.ws = None         # the current connection
+        self._connect = connect(url, **options)
+
+    def __aiter__(self):
+        return self._messages()
+
+    async def _messages(self):
+        connections = self._connect.__aiter__()
+        try:
+            async for ws in connections:
+                self.ws = ws
+                self.connections += 1
+                try:
+                    for topic in self.topics:
+                        msg = {"type": "subscribe", "topic": topic}
+                        since = self.last.get(topic, None if self.connections == 1 else 0)
+                        if since is not None:
+                            msg["since"] = since
+                        await ws.send(json.dumps(msg))
+                    async for raw in ws:
+                        msg = _push_message(raw)
+                        kind = msg["type"]
+                        if kind == "message":
+                            topic, msg_id = msg.get("topic"), msg.get("id")
+                            if not isinstance(msg_id, int):
+                                raise PushError(f"a message without an id: {raw[:200]!r}")
+                            last = self.last.get(topic)
+                            if last is not None and msg_id <= last:
+                                continue  # already received
+                            self.last[topic] = msg_id
+                            yield msg
+                        elif kind == "gap":
+                            yield msg
+                        elif kind == "error":
+                            if msg.get("code") == "unavailable":
+                                await ws.close(CLOSE_TRY_AGAIN_LATER, "history unavailable")
+                                ws._user_closed = False  # not the caller's close: reconnect
+                                break
+                            raise PushError(f"the push server refused: {msg.get('code')}: {msg.get('error')}", msg)
+                        # subscribed / unsubscribed / refresh: nothing to do here
+                except ConnectionClosed:
+                    continue
+        finally:
+            await connections.aclose()
+
+
+def _push_message(raw) -> dict:
+    if isinstance(raw, str):
+        try:
+            msg = json.loads(raw)
+        except ValueError:
+            msg = None
+        if isinstance(msg, dict) and isinstance(msg.get("type"), str):
+            return msg
+    raise PushError("not a fastws push message with an id (does the server keep --history?): "
+                    f"{raw[:200]!r}")

@@ -20,6 +20,7 @@ import threading
 import zlib
 
 from .exceptions import MessageTooBig, ProtocolError
+from .options import Options
 
 __all__ = [
     "DeflateParams",
@@ -27,6 +28,7 @@ __all__ = [
     "parse_extensions",
     "negotiate",
     "client_offer",
+    "client_options",
     "client_accept",
     "compress",
 ]
@@ -204,6 +206,19 @@ def negotiate(values, opts):
                 opts, local_bits, remote_bits, local_nc, remote_nc, response)
         return params
     return None
+
+
+def client_options(**options) -> Options:
+    """The ``Options`` of a client connection: the server's defaults except
+    for permessage-deflate, which is on (like browsers) with the offer real
+    servers answer correctly, ``permessage-deflate; client_max_window_bits``
+    (the server may pick the client's window; the server's is its own):
+    both window options default to 15 here, where 15 means "not asked".
+    Smaller values are memory-saving offers a server may decline."""
+    options.setdefault("compression", "deflate")
+    options.setdefault("server_max_window_bits", 15)
+    options.setdefault("client_max_window_bits", 15)
+    return Options(**options)
 
 
 def client_offer(opts) -> str:

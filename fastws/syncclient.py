@@ -16,6 +16,7 @@ from __future__ import annotations
 import functools
 import ipaddress
 import os
+import random
 import socket
 import ssl as ssl_module
 import threading
@@ -24,11 +25,15 @@ from collections import deque
 
 from . import handshake
 from .constants import CLOSED, CLOSING, OPEN
+from .deflate import client_offer, client_options
 from .exceptions import (
     CLOSE_ABNORMAL,
     CLOSE_NO_STATUS,
     CLOSE_NORMAL,
+    ConfigError,
+    ConnectionClosed,
     InvalidResponse,
+    InvalidStatus,
     ProtocolError,
     connection_closed,
 )
@@ -38,7 +43,8 @@ from .options import Options
 from .protocol import Connection
 from .timers import ManualDriver
 
-__all__ = ["SyncWebSocket", "connect", "IP_BIND_ADDRESS_NO_PORT"]
+__all__ = ["SyncWebSocket", "connect", "connect_forever", "Backoff", "is_transient",
+           "TRANSIENT_CLOSE_CODES", "IP_BIND_ADDRESS_NO_PORT"]
 
 
 # Linux: bind() to an address with port 0 without reserving a port; the port is
@@ -55,6 +61,18 @@ def _options(max_size) -> Options:
     # One Options per max_size, shared by every connection (locust: thousands).
     # No keepalive: the caller pings when it wants to (ping(), hold()).
     return Options(max_size=max_size, ping_interval=None, close_timeout=10.0)
+
+
+_DEFLATE_OPTIONS = frozenset((
+    "compression_threshold", "server_no_context_takeover", "client_no_context_takeover",
+    "server_max_window_bits", "client_max_window_bits", "deflate_level", "deflate_mem_level"))
+
+
+@functools.lru_cache(maxsize=32)
+def _deflate_options(max_size, compression, items) -> Options:
+    # The permessage-deflate offer and its DeflateParams; the connection itself
+    # keeps _options(max_size).
+    return client_options(max_size=max_size, ping_interval=None, compression=compression, **dict(items))
 
 
 # The driver of every connection until it arms its first timer (only now() is
@@ -96,13 +114,13 @@ class SyncWebSocket(Connection):
     __slots__ = (
         "sock", "on_message", "on_close", "recv_code", "error",
         "bytes_in", "bytes_out", "messages_in", "messages_out", "pings_answered",
-        "_lock", "_messages", "_pings", "_reader", "__weakref__",
+        "_lock", "_messages", "_pings", "_reader", "_user_closed", "__weakref__",
     )
 
     open = _OpenAttr()
 
     def __init__(self, sock, *, max_size=1048576, leftover: bytes = b"", subprotocol=None,
-                 response_headers=None):
+                 response_headers=None, deflate=None):
         Connection.__init__(self, _options(max_size), True, _CLOCK)
         self.sock = sock
         self.subprotocol = subprotocol
@@ -125,22 +143,39 @@ class SyncWebSocket(Connection):
         self.messages_in = 0
         self.messages_out = 0
         self.pings_answered = 0
+        self._user_closed = False   # close() was called while OPEN (connect_forever stops)
+        if deflate is not None:  # DeflateParams from the 101 (client_accept)
+            self._use_deflate(deflate)
         self._open(leftover)
 
     # ------------------------------------------------------------------ open
     @classmethod
     def _dial(cls, url: str, *, subprotocols=None, headers=(), origin=None, timeout: float = 10.0,
-              source_address=None, ssl=None, max_size=1048576, user_agent="fastws-sync"):
+              source_address=None, ssl=None, max_size=1048576, user_agent="fastws-sync",
+              compression=None, **deflate_options):
         """Connect, run the opening handshake, return the open connection.
 
         ``source_address``: an IP to bind before connecting (port picked at
         connect time with IP_BIND_ADDRESS_NO_PORT), or an (ip, port) pair.
         ``headers``: extra request headers, a dict or (name, value) pairs.
         ``timeout`` bounds the TCP connect and the handshake together.
+        ``compression="deflate"`` offers permessage-deflate (off by default
+        here), with the offer of ``fastws.connect``; ``deflate_options`` are
+        its permessage-deflate options (``client_max_window_bits``, ...).
         """
         secure, host, port, resource = parse_uri(url)
         if hasattr(headers, "items"):
             headers = list(headers.items())
+        dopts = None
+        if compression is not None or deflate_options:
+            unknown = set(deflate_options) - _DEFLATE_OPTIONS
+            if unknown:
+                raise TypeError(f"unexpected options: {', '.join(sorted(unknown))}")
+            dopts = _deflate_options(max_size, compression, tuple(sorted(deflate_options.items())))
+            if dopts.compression is not None:
+                headers = [("Sec-WebSocket-Extensions", client_offer(dopts)), *(headers or ())]
+            else:
+                dopts = None
         key = handshake.make_key()
         request = handshake.build_request(host, port, resource, key, secure=secure,
                                           subprotocols=subprotocols, origin=origin,
@@ -158,21 +193,23 @@ class SyncWebSocket(Connection):
             while response is None:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
-                    raise InvalidResponse(f"no complete handshake response within {timeout} s")
+                    raise InvalidResponse(f"{HANDSHAKE_TIMED_OUT} {timeout} s")
                 sock.settimeout(remaining)
                 try:
                     data = sock.recv(READ_SIZE)
                 except socket.timeout:
-                    raise InvalidResponse(f"no complete handshake response within {timeout} s") from None
+                    raise InvalidResponse(f"{HANDSHAKE_TIMED_OUT} {timeout} s") from None
                 if not data:
                     response = reader.eof()  # raises unless a body ran until close
                     handshake.check_response(response, key, subprotocols)
-                    raise InvalidResponse("connection closed during the opening handshake")
+                    raise InvalidResponse(CLOSED_DURING_HANDSHAKE)
                 response = reader.feed(data)
-            chosen = handshake.check_response(response, key, subprotocols)
+            chosen = handshake.check_response(response, key, subprotocols,
+                                              extensions_offered=dopts is not None)
+            params = handshake.response_deflate(response, dopts) if dopts is not None else None
             sock.settimeout(None)
             return cls(sock, max_size=max_size, leftover=reader.leftover or b"", subprotocol=chosen,
-                       response_headers=response.headers)
+                       response_headers=response.headers, deflate=params)
         except BaseException:
             sock.close()
             raise
@@ -470,6 +507,8 @@ class SyncWebSocket(Connection):
         dropped), then drop the socket if it is still there."""
         if self._state == CLOSED:
             return
+        if self._state == OPEN:
+            self._user_closed = True
         if code in (CLOSE_NO_STATUS, CLOSE_ABNORMAL):
             code = None  # never sent on the wire (RFC 6455 7.4.1): an empty CLOSE
         Connection.close(self, code, reason)  # validates the code; OPEN: sends CLOSE
@@ -574,3 +613,134 @@ def _open_socket(host: str, port: int, timeout: float, source_address):
 def connect(url: str, **kwargs) -> SyncWebSocket:
     """``SyncWebSocket.open(url, **kwargs)``."""
     return SyncWebSocket.open(url, **kwargs)
+
+
+# --------------------------------------------------------------------------
+# Reconnecting: the policy shared with fastws.connect's ``async for``
+# --------------------------------------------------------------------------
+
+#: Close codes after which a reconnecting client tries again: going away
+#: (a server restarting), no close frame (the connection was lost), internal
+#: error, service restart, try again later.
+TRANSIENT_CLOSE_CODES = frozenset((1001, 1006, 1011, 1012, 1013))
+
+#: How both clients word an opening handshake the server ended early (a
+#: server going down or still starting): transient.
+CLOSED_DURING_HANDSHAKE = "connection closed during the opening handshake"
+#: How the sync client words a handshake that timed out (the async client
+#: raises TimeoutError): transient.
+HANDSHAKE_TIMED_OUT = "no complete handshake response within"
+
+
+def is_transient(exc: BaseException) -> bool:
+    """Whether a reconnecting client retries after ``exc``: a refused, reset
+    or timed-out connection, a handshake the server ended early, HTTP 5xx or
+    429, and a connection closed with a code of TRANSIENT_CLOSE_CODES. Not:
+    other statuses (4xx), a bad response, TLS failures (certificate
+    verification), an unknown host, a bad URI."""
+    if isinstance(exc, ConnectionClosed):
+        return exc.code in TRANSIENT_CLOSE_CODES
+    if isinstance(exc, InvalidStatus):
+        return exc.status >= 500 or exc.status == 429
+    if isinstance(exc, InvalidResponse):
+        return str(exc).startswith((CLOSED_DURING_HANDSHAKE, HANDSHAKE_TIMED_OUT))
+    if isinstance(exc, TimeoutError):  # asyncio.TimeoutError and socket.timeout too
+        return True
+    if isinstance(exc, (ssl_module.SSLError, ssl_module.CertificateError)):
+        return False
+    if isinstance(exc, socket.gaierror):
+        return exc.errno == socket.EAI_AGAIN  # a resolver that is down, not an unknown name
+    return isinstance(exc, OSError)  # refused, reset, unreachable
+
+
+class Backoff:
+    """Exponential backoff with jitter: the n-th delay (from 0) is
+    ``min(maximum, initial * factor**n)`` times a random factor in
+    ``(1 - jitter, 1]``, so delays grow (jitter < 1 - 1/factor keeps every
+    step larger) and never exceed ``maximum``; ``reset()`` after a
+    connection opened starts again from ``initial``."""
+
+    __slots__ = ("initial", "maximum", "factor", "jitter", "attempt", "_random")
+
+    def __init__(self, initial: float = 0.5, maximum: float = 30.0, factor: float = 1.6,
+                 jitter: float = 0.25, random=random.random):
+        if not 0 < initial <= maximum:
+            raise ConfigError(f"backoff needs 0 < backoff_initial <= backoff_max, got {initial!r}, {maximum!r}")
+        if not factor >= 1:
+            raise ConfigError(f"backoff_factor must be >= 1, got {factor!r}")
+        if not 0 <= jitter < 1:
+            raise ConfigError(f"backoff_jitter must be in [0, 1), got {jitter!r}")
+        self.initial, self.maximum, self.factor, self.jitter = initial, maximum, factor, jitter
+        self.attempt = 0
+        self._random = random
+
+    def next(self) -> float:
+        """The next delay, in seconds."""
+        base = self.initial * self.factor ** self.attempt
+        if base >= self.maximum:
+            base = self.maximum
+        else:
+            self.attempt += 1
+        return base * (1.0 - self.jitter * self._random())
+
+    def reset(self) -> None:
+        self.attempt = 0
+
+
+def lost_error(ws) -> BaseException | None:
+    """After a connection that was handed out, now closed: None to stop (the
+    client closed it, or the server closed with 1000 / no status), else the
+    ConnectionClosed to judge: the code received, else the one sent when
+    the client failed the connection, else 1006."""
+    if ws._user_closed:
+        return None
+    code = ws.close_code
+    if code is None:
+        code = ws._closed_error().code
+    if code in (CLOSE_NORMAL, CLOSE_NO_STATUS):
+        return None
+    return connection_closed(code, ws.close_reason, ws.sent_close_code)
+
+
+def connect_forever(url: str, *, backoff_initial: float = 0.5, backoff_max: float = 30.0,
+                    backoff_factor: float = 1.6, backoff_jitter: float = 0.25, sleep=time.sleep,
+                    **kwargs):
+    """``for ws in connect_forever(url, **kwargs)``: a new ``SyncWebSocket``
+    (``connect(url, **kwargs)``) each time the previous one is lost.
+
+    Connection attempts that fail transiently (``is_transient``) are retried
+    after ``Backoff`` delays (``sleep`` waits them); anything else raises at
+    once. When the loop resumes: a connection still open is closed (1000)
+    and replaced at once; one the caller closed, or the server closed with
+    1000, ends the loop; one closed with a code of TRANSIENT_CLOSE_CODES is
+    replaced after a backoff delay; any other code raises its
+    ConnectionClosed. Leaving the loop (break, an exception) closes the
+    current connection once the generator is closed.
+    """
+    backoff = Backoff(backoff_initial, backoff_max, backoff_factor, backoff_jitter)
+    while True:
+        try:
+            ws = SyncWebSocket.open(url, **kwargs)
+        except Exception as exc:
+            if not is_transient(exc):
+                raise
+            sleep(backoff.next())
+            continue
+        backoff.reset()
+        replace = False
+        try:
+            yield ws
+        finally:  # also when the generator is closed
+            if ws._state == OPEN:
+                ws.close()
+                replace = True
+        if replace:
+            continue
+        if ws._state != CLOSED:
+            ws.close()  # finish a closing handshake under way
+        err = lost_error(ws)
+        if err is None:
+            return
+        if err.code not in TRANSIENT_CLOSE_CODES:
+            raise err
+        sleep(backoff.next())
