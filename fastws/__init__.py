@@ -15,7 +15,7 @@ See docs/index.md.
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from .exceptions import *  # noqa: F401,F403
 from .exceptions import __all__ as _exc_all
@@ -47,7 +47,7 @@ if TYPE_CHECKING:  # what the lazy names are, for type checkers and IDEs
     from .server import Server, ServerConnection, ServerWebSocket, serve
 
 
-def __getattr__(name):
+def __getattr__(name: str) -> Any:
     import importlib
 
     if name in ("broker", "syncclient"):  # fastws.broker.RedisBroker after a bare `import fastws`
