@@ -21,6 +21,7 @@ import logging
 import socket
 import time
 from sys import intern as _intern
+from typing import Any, Generator
 
 from . import handshake
 from .codec import Limiter, RateLimits
@@ -33,7 +34,7 @@ from .exceptions import (
     ConnectionClosed,
     InvalidRequest,
 )
-from .listener import Listener
+from .listener import App, Listener
 from .http import FIELD_HOST, RequestReader, Response, upgrade_fields
 from .metrics import ServerCounters
 from .options import Options
@@ -559,10 +560,10 @@ def is_handler(app) -> bool:
 class Server:
     """A running fastws server; ``connections`` is the set of its open connections."""
 
-    def __init__(self, app, *, origins=None, subprotocols=None, process_request=None,
+    def __init__(self, app: App, *, origins=None, subprotocols=None, process_request=None,
                  http_handler=None, broker=None, allowed_hosts=None, authenticate=None,
                  limit_connections_per_ip=None, limit_handshakes_per_ip=None,
-                 forwarded_allow_ips=("127.0.0.1",), **options):
+                 forwarded_allow_ips=("127.0.0.1",), **options: Any) -> None:
         self.options = Options(**options)
         # None: any Host (the handshake's fast path stays as it is); else a
         # HostAllowlist, checked on every request, upgrade or plain HTTP (400).
@@ -708,8 +709,9 @@ class Server:
         return self._topics.topics()
 
     # ------------------------------------------------------------ lifecycle
-    async def start(self, host=None, port=None, *, sock=None, reuse_port=False, backlog=2048, ssl=None,
-                    unix_path=None):
+    async def start(self, host: str | None = None, port: int | None = None, *, sock: socket.socket | None = None,
+                    reuse_port: bool = False, backlog: int = 2048, ssl: Any = None,
+                    unix_path: str | None = None) -> Server:
         loop = asyncio.get_running_loop()
         if self.broker is not None:
             await self.broker.start()
@@ -820,8 +822,9 @@ class serve:
     socket options: ``sock``, ``reuse_port``, ``backlog``, ``ssl``, ``unix_path``.
     """
 
-    def __init__(self, app, host=None, port=None, *, sock=None, reuse_port=False, backlog=2048,
-                 ssl=None, unix_path=None, workers=1, **options):
+    def __init__(self, app: App, host: str | None = None, port: int | None = None, *,
+                 sock: socket.socket | None = None, reuse_port: bool = False, backlog: int = 2048,
+                 ssl: Any = None, unix_path: str | None = None, workers: int = 1, **options: Any) -> None:
         if workers != 1:
             # Forking inside a running event loop is unsafe; the blocking entry
             # point forks before any loop exists.
@@ -833,11 +836,11 @@ class serve:
         self._bind = dict(host=host, port=port, sock=sock, reuse_port=reuse_port, backlog=backlog,
                           ssl=ssl, unix_path=unix_path)
 
-    def __await__(self):
+    def __await__(self) -> Generator[Any, None, Server]:
         return self._server.start(**self._bind).__await__()
 
     async def __aenter__(self) -> Server:
         return await self._server.start(**self._bind)
 
-    async def __aexit__(self, *exc_info):
+    async def __aexit__(self, *exc_info: object) -> None:
         await self._server.shutdown()

@@ -68,7 +68,8 @@ NO_MKDOCS_2_WARNING=1 "$PY" -m mkdocs build --strict --quiet --site-dir "$(mktem
 echo "== mypy --strict over the public modules (settings: pyproject.toml [tool.mypy])"
 "$PY" -m mypy --strict fastws/__init__.py fastws/version.py fastws/constants.py fastws/exceptions.py \
     fastws/options.py fastws/codec.py fastws/listener.py fastws/websocket.py fastws/client.py \
-    fastws/syncclient.py fastws/http.py fastws/timers.py fastws/runner.py fastws/uvicorn.py fastws/locust.py
+    fastws/syncclient.py fastws/http.py fastws/timers.py fastws/runner.py fastws/uvicorn.py fastws/locust.py \
+    tests/packaging/typed_usage.py  # a user's program: assert_type on the public signatures
 
 echo "== the whole suite on the Cython extension"
 FASTWS_REQUIRE_EXTENSION=1 "$PY" -m pytest -q -p no:cacheprovider

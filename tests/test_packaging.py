@@ -44,12 +44,15 @@ def _floor(spec: str) -> tuple[int, int]:
 # ------------------------------------------------------------------ py.typed
 
 def test_py_typed_exists_and_is_package_data():
-    assert os.path.isfile(os.path.join(ROOT, "fastws", "py.typed"))
+    # fastws_ext is a package of its own: its stubs count only with its own marker
+    for package in ("fastws", "fastws_ext"):
+        assert os.path.isfile(os.path.join(ROOT, package, "py.typed"))
     data = _pyproject()["tool"]["setuptools"]["package-data"]
-    assert "py.typed" in data["fastws"]
+    assert "py.typed" in data["fastws"] and "py.typed" in data["fastws_ext"]
     assert "*.pyi" in data["fastws_ext"]  # the extension's stubs ship next to it
     manifest = open(os.path.join(ROOT, "MANIFEST.in"), encoding="utf-8").read()
-    assert "fastws/py.typed" in manifest  # and the sdist has it (so a wheel built from it does)
+    # and the sdist has them (so a wheel built from it does)
+    assert "fastws/py.typed" in manifest and "fastws_ext/py.typed" in manifest
 
 
 def test_mypy_step_lists_existing_files():
@@ -99,10 +102,14 @@ def test_requires_python_matches_setup_and_classifiers():
     assert versions == [(3, v) for v in range(10, 14)]
     for needed in ("Operating System :: POSIX :: Linux", "Operating System :: MacOS",
                    "Programming Language :: Cython", "Framework :: AsyncIO",
-                   "License :: OSI Approved :: MIT License", "Topic :: Internet :: WWW/HTTP",
+                   "Topic :: Internet :: WWW/HTTP",
                    "Typing :: Typed"):
         assert needed in classifiers
     assert sys.version_info[:2] >= floor  # this very run
+    # The license is the SPDX expression (PEP 639): setuptools >= 77 refuses a
+    # License :: classifier beside it, and deprecates the old {text = ...} table.
+    assert project["license"] == "MIT"
+    assert not [c for c in classifiers if c.startswith("License ::")]
 
 
 def test_setup_refuses_old_python_with_a_clear_message():

@@ -19,6 +19,9 @@ OUT="${1:-$(mktemp -d -t fastws-pkg.XXXXXX)}"
 mkdir -p "$OUT"
 OUT="$(cd "$OUT" && pwd)"
 export PIP_DISABLE_PIP_VERSION_CHECK=1 PYTHONDONTWRITEBYTECODE=1
+# Fresh means fresh: nothing from the calling environment on sys.path (a
+# PYTHONPATH naming the checkout would make pip see fastws as installed already).
+unset PYTHONPATH PYTHONHOME PIP_USER PIP_TARGET PIP_PREFIX
 E2E_TESTS="tests/server/test_server.py tests/server/test_handler_api.py tests/server/test_cli.py
            tests/protocol/test_syncclient.py tests/interop/test_peers.py"
 E2E_DEPS="pytest pytest-timeout hypothesis websockets websocket-client aiohttp"
