@@ -14,8 +14,8 @@ See docs/guide/client.md.
 from __future__ import annotations
 
 import asyncio
-import ssl as ssl_module
 import socket
+import ssl as ssl_module
 from typing import Any, Generator, Iterable, Mapping, cast
 
 from . import handshake
@@ -159,8 +159,8 @@ class connect:
             return ClientWebSocket(self._opts, request, key, self._subprotocols, done)
 
         # The TLS handshake is bounded by handshake_timeout, not the loop's 60 s.
-        tls: dict[str, Any] = {} if self._ssl is None else {"ssl": self._ssl,
-                                            "ssl_handshake_timeout": self._opts.handshake_timeout}
+        tls: dict[str, Any] = {} if self._ssl is None else {
+            "ssl": self._ssl, "ssl_handshake_timeout": self._opts.handshake_timeout}
 
         async def open_() -> ClientWebSocket:
             if self._sock is not None:

@@ -100,6 +100,7 @@ def _remedy() -> str:
 
 if TYPE_CHECKING:
     from fastws_ext.aio import DONE, Inbox, Waiter
+    from fastws_ext.aio import MessageWaiter as MessageWaiter  # (in the stubs only: for annotations)
     from fastws_ext.core import PING_SERVER, ConnectionCore, conn_send, ws_send
     from fastws_ext.fanout import fanout
     from fastws_ext.limit import Limiter, RateLimits

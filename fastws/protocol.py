@@ -129,7 +129,7 @@ class Connection(ConnectionCore):
         self._general_send = is_client
         self._write = self._not_connected
         self._parser = None
-        self._state = CONNECTING
+        self._state: int = CONNECTING
         self._app = None
         self._driver: Any = driver  # now(), arm(entry, deadline), cancel(entry): fastws.timers
         self._paused_writing = False
@@ -305,7 +305,8 @@ class Connection(ConnectionCore):
         self._deflate = PerMessageDeflate(params)
         self._general_send = True
 
-    def send_frame(self, opcode: int, payload: str | bytes | bytearray | memoryview = b"", fin: bool = True) -> bool:
+    def send_frame(self, opcode: int, payload: str | bytes | bytearray | memoryview = b"",
+                   fin: bool = True) -> bool:
         """Send one raw frame (fragmented messages: TEXT/BINARY fin=False, then
         CONTINUATION frames). The caller keeps the fragmentation rules."""
         if self._state != OPEN:

@@ -16,7 +16,6 @@ import asyncio
 import math
 import time
 import weakref
-
 from typing import Any, Callable
 
 from .codec import TimerEntry, TimerWheel

@@ -29,6 +29,8 @@ WEBSOCKET_SLOTS = ("_loop", "_inbox", "_drain_waiter", "_closed_waiter", "_pings
 
 
 if TYPE_CHECKING:
+    from .codec import MessageWaiter
+
     # What the mixin is mixed into: a Connection (the concrete classes put it first).
     _MixinBase = Connection
 else:
@@ -73,8 +75,7 @@ class WebSocketMixin(_MixinBase):
         Raises ConnectionClosed when the connection is closed and every message
         that arrived before has been returned.
         """
-        message: Data = await self._inbox.get()
-        return message
+        return await self._inbox.get()
 
     def __aiter__(self) -> Inbox:
         # The inbox is the iterator: its __anext__ is a C slot in the
@@ -82,7 +83,7 @@ class WebSocketMixin(_MixinBase):
         # The end of a normally closed stream arrives as StopAsyncIteration.
         return self._inbox
 
-    def __anext__(self) -> Any:
+    def __anext__(self) -> MessageWaiter:
         return self._inbox.__anext__()
 
     @staticmethod
@@ -224,4 +225,4 @@ class WebSocketMixin(_MixinBase):
 
     @property
     def open(self) -> bool:
-        return bool(self._state == OPEN)
+        return self._state == OPEN

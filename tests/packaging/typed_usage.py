@@ -62,3 +62,10 @@ def values() -> None:
 class User(WebSocketUser):
     def task(self) -> None:
         assert_type(self.request("ping", match="pong"), "str | bytes | None")
+
+
+async def messages(ws: fastws.ServerWebSocket) -> None:
+    async for message in ws:
+        assert_type(message, "str | bytes")
+    assert_type(await ws.recv(), "str | bytes")
+    assert_type(ws.open, bool)
