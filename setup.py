@@ -18,6 +18,10 @@
 Without a compiler and without ``FASTWS_REQUIRE_EXTENSION``, the build prints a
 clear warning and installs the pure-Python twins; ``fastws.IMPLEMENTATION``
 then says ``"python"``.
+
+The extension needs Python 3.10 (``am_send``), which is also the declared
+``requires-python``: on an older Python the build stops with a clear message
+(pip already refuses there; this covers ``python setup.py`` and forced installs).
 """
 import ast
 import os
@@ -25,6 +29,8 @@ import sys
 
 from setuptools import Extension, setup
 from setuptools.command.build_ext import build_ext
+
+MIN_PYTHON = (3, 10)  # keep equal to requires-python in pyproject.toml (tests/test_packaging.py)
 
 REQUIRE = os.environ.get("FASTWS_REQUIRE_EXTENSION") == "1"
 PURE = os.environ.get("FASTWS_PURE_PYTHON") == "1"
@@ -57,6 +63,18 @@ Python headers (Debian: apt-get install gcc python3-dev) and reinstall, or set
 FASTWS_REQUIRE_EXTENSION=1 to make this an error.
 ************************************************************************
 """
+
+
+def check_python(version=sys.version_info[:2], require=REQUIRE):
+    """Stop on a Python the extension cannot be built for (a clear message)."""
+    if tuple(version) >= MIN_PYTHON:
+        return
+    found = ".".join(map(str, version))
+    wanted = ".".join(map(str, MIN_PYTHON))
+    detail = ("FASTWS_REQUIRE_EXTENSION=1 is set and the extension cannot be built for it"
+              if require else "the pure-Python twins alone are not a supported install")
+    raise SystemExit(f"fastws requires Python >= {wanted} (the Cython extension uses am_send, "
+                     f"new in 3.10); this is Python {found}: {detail}.")
 
 
 def write_constants_pxd(src="fastws/constants.py", dst="fastws_ext/constants.pxd"):
@@ -124,4 +142,6 @@ class OptionalBuildExt(build_ext):
         print(WARNING.format(err=exc), file=sys.stderr)
 
 
-setup(ext_modules=extensions(), cmdclass={"build_ext": OptionalBuildExt})
+if __name__ == "__main__":
+    check_python()
+    setup(ext_modules=extensions(), cmdclass={"build_ext": OptionalBuildExt})

@@ -15,7 +15,7 @@ See docs/index.md.
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from .exceptions import *  # noqa: F401,F403
 from .exceptions import __all__ as _exc_all
@@ -37,17 +37,18 @@ _LAZY = {
 
 __all__ = ["__version__", "Options", *_LAZY, *_exc_all]
 
-if TYPE_CHECKING:  # what the lazy names are, for type checkers and IDEs
-    from .broker import RedisBroker
-    from .client import ClientWebSocket, connect
-    from .codec import FALLBACK_REASON, IMPLEMENTATION
-    from .http import Headers, Request, Response
-    from .listener import Listener
-    from .runner import run
-    from .server import Server, ServerConnection, ServerWebSocket, serve
+if TYPE_CHECKING:  # what the lazy names are, for type checkers and IDEs ("as": re-exported)
+    from .broker import RedisBroker as RedisBroker
+    from .client import ClientWebSocket as ClientWebSocket, connect as connect
+    from .codec import FALLBACK_REASON as FALLBACK_REASON, IMPLEMENTATION as IMPLEMENTATION
+    from .http import Headers as Headers, Request as Request, Response as Response
+    from .listener import Listener as Listener
+    from .runner import run as run
+    from .server import Server as Server, ServerConnection as ServerConnection
+    from .server import ServerWebSocket as ServerWebSocket, serve as serve
 
 
-def __getattr__(name):
+def __getattr__(name: str) -> Any:
     import importlib
 
     if name in ("broker", "syncclient"):  # fastws.broker.RedisBroker after a bare `import fastws`

@@ -215,10 +215,15 @@ def _add_serving(p, default_port: int, max_size: str, max_size_help: str) -> Non
                    help="do not answer GET /metrics (env FASTWS_NO_METRICS=1); GET /healthz stays")
 
 
+def version_line() -> str:
+    """What ``fastws --version`` prints: the version, which codec, which Python."""
+    python = ".".join(str(part) for part in sys.version_info[:3])
+    return f"fastws {__version__} (implementation {IMPLEMENTATION}, Python {python})"
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="fastws", description="fastws: a WebSocket server for very many connections.")
-    parser.add_argument("--version", action="version",
-                        version=f"fastws {__version__} ({IMPLEMENTATION})")
+    parser.add_argument("--version", action="version", version=version_line())
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     sub.required = True
 

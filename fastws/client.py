@@ -15,7 +15,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import socket
 import ssl as ssl_module
+from typing import Any, Generator, Iterable, Mapping, cast
 
 from . import handshake
 from .constants import CLOSED, CONNECTING, OPEN
@@ -29,7 +31,8 @@ from .exceptions import (
     InvalidResponse,
     InvalidURI,
 )
-from .http import ResponseReader
+from .http import Headers, ResponseReader
+from .options import Options
 from .syncclient import CLOSED_DURING_HANDSHAKE, TRANSIENT_CLOSE_CODES, Backoff, is_transient, lost_error
 from .transport import StreamConnection
 from .websocket import WEBSOCKET_SLOTS, WebSocketMixin
@@ -42,13 +45,14 @@ class ClientWebSocket(WebSocketMixin, StreamConnection):
 
     __slots__ = WEBSOCKET_SLOTS + ("_key", "_request", "_reader", "_offered", "_handshake", "_user_closed")
 
-    def __init__(self, opts, request: bytes, key: str, subprotocols, handshake_future):
+    def __init__(self, opts: Options, request: bytes, key: str, subprotocols: list[str] | None,
+                 handshake_future: asyncio.Future[None]) -> None:
         StreamConnection.__init__(self, opts, True)
         self._init_websocket()
-        self._request = request
+        self._request: bytes | None = request
         self._key = key
         self._offered = subprotocols
-        self._reader = ResponseReader(max_head=opts.max_head, max_headers=opts.max_headers)
+        self._reader: ResponseReader | None = ResponseReader(max_head=opts.max_head, max_headers=opts.max_headers)
         self._handshake = handshake_future
         self._user_closed = False  # close() was called while OPEN (the reconnect loop stops)
 
@@ -57,14 +61,16 @@ class ClientWebSocket(WebSocketMixin, StreamConnection):
             self._user_closed = True
         await WebSocketMixin.close(self, code, reason)
 
-    def connection_made(self, transport) -> None:
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
         StreamConnection.connection_made(self, transport)
-        transport.write(self._request)
+        transport.write(self._request)  # type: ignore[attr-defined]  # a Transport: it has write()
         self._request = None
 
-    def _handshake_data(self, data) -> None:
+    def _handshake_data(self, data: bytes) -> None:
+        reader = self._reader
+        assert reader is not None  # only during the handshake
         try:
-            response = self._reader.feed(data)
+            response = reader.feed(data)
             if response is None:
                 return
             offered = self._opts.compression is not None
@@ -74,9 +80,9 @@ class ClientWebSocket(WebSocketMixin, StreamConnection):
         except HandshakeError as exc:
             self._handshake_failed(exc)
             return
-        leftover = self._reader.leftover
+        leftover = reader.leftover
         self._reader = None
-        self._headers = response.headers.pack()
+        self._headers = cast(Headers, response.headers).pack()  # (a reader's Response: a Headers)
         if params is not None:
             self._use_deflate(params)
         self._open()
@@ -90,7 +96,7 @@ class ClientWebSocket(WebSocketMixin, StreamConnection):
             self._handshake.set_exception(exc)
         self._abort_transport()
 
-    def eof_received(self):
+    def eof_received(self) -> bool:
         if self._state == CONNECTING and self._reader is not None:
             try:
                 response = self._reader.eof()
@@ -106,7 +112,7 @@ class ClientWebSocket(WebSocketMixin, StreamConnection):
             self._handshake_failed(InvalidResponse(CLOSED_DURING_HANDSHAKE))
         return False
 
-    def connection_lost(self, exc) -> None:
+    def connection_lost(self, exc: Exception | None) -> None:
         if not self._handshake.done():
             self._handshake.set_exception(
                 InvalidResponse(f"{CLOSED_DURING_HANDSHAKE}: {exc or 'EOF'}")
@@ -128,16 +134,19 @@ class connect:
     ``fastws.options.Options`` (max_size, ping_interval, ...).
     """
 
-    def __init__(self, url: str, *, subprotocols=None, origin=None, extra_headers=(), ssl=None,
-                 server_hostname=None, open_timeout: float = 10.0, sock=None, user_agent="fastws",
+    def __init__(self, url: str, *, subprotocols: Iterable[str] | None = None, origin: str | None = None,
+                 extra_headers: Mapping[str, str] | Iterable[tuple[str, str]] = (),
+                 ssl: ssl_module.SSLContext | bool | None = None, server_hostname: str | None = None,
+                 open_timeout: float = 10.0, sock: socket.socket | None = None, user_agent: str | None = "fastws",
                  backoff_initial: float = 0.5, backoff_max: float = 30.0, backoff_factor: float = 1.6,
-                 backoff_jitter: float = 0.25, **options):
+                 backoff_jitter: float = 0.25, **options: Any) -> None:
         self.url = url
         self._secure, self._host, self._port, self._resource = handshake.parse_uri(url)
         self._opts = client_options(**options)
         self._subprotocols = list(subprotocols) if subprotocols else None
         self._origin = origin
-        self._extra_headers = list(extra_headers.items() if hasattr(extra_headers, "items") else extra_headers)
+        self._extra_headers: list[tuple[str, str]] = list(
+            extra_headers.items() if isinstance(extra_headers, Mapping) else extra_headers)
         if self._secure and ssl is None:
             ssl = True
         if ssl is True:
@@ -149,7 +158,7 @@ class connect:
         self._open_timeout = open_timeout
         self._sock = sock
         self._user_agent = user_agent
-        self._ws = None
+        self._ws: ClientWebSocket | None = None
         self._backoff = Backoff(backoff_initial, backoff_max, backoff_factor, backoff_jitter)
         self._sleep = asyncio.sleep  # the reconnect loop's (tests inject a fake)
 
@@ -164,16 +173,16 @@ class connect:
             subprotocols=self._subprotocols, origin=self._origin,
             extra_headers=extra_headers, user_agent=self._user_agent,
         )
-        done = loop.create_future()
+        done: asyncio.Future[None] = loop.create_future()
 
-        def factory():
+        def factory() -> ClientWebSocket:
             return ClientWebSocket(self._opts, request, key, self._subprotocols, done)
 
         # The TLS handshake is bounded by handshake_timeout, not the loop's 60 s.
-        tls = {} if self._ssl is None else {"ssl": self._ssl,
-                                            "ssl_handshake_timeout": self._opts.handshake_timeout}
+        tls: dict[str, Any] = {} if self._ssl is None else {
+            "ssl": self._ssl, "ssl_handshake_timeout": self._opts.handshake_timeout}
 
-        async def open_():
+        async def open_() -> ClientWebSocket:
             if self._sock is not None:
                 _, ws = await loop.create_connection(factory, sock=self._sock,
                                                      server_hostname=self._server_hostname, **tls)
@@ -191,15 +200,16 @@ class connect:
 
         return await asyncio.wait_for(open_(), self._open_timeout)
 
-    def __await__(self):
+    def __await__(self) -> Generator[Any, None, ClientWebSocket]:
         return self._connect().__await__()
 
     async def __aenter__(self) -> ClientWebSocket:
         self._ws = await self._connect()
         return self._ws
 
-    async def __aexit__(self, *exc_info):
-        await self._ws.close()
+    async def __aexit__(self, *exc_info: object) -> None:
+        if self._ws is not None:
+            await self._ws.close()
 
     def __aiter__(self):
         """``async for ws in connect(url)``: reconnect after a connection is lost.

@@ -10,7 +10,7 @@ FrameParser``), never from ``fastws_ext`` or ``fastws._py`` directly.
   why the twins are in use when they are. ``load(name)`` gives either one
   (tests run the same body against both).
 
-Type checkers and IDEs read the twins (the ``TYPE_CHECKING`` branch). See
+Type checkers read the extension's stubs, ``fastws_ext/*.pyi`` (the contract). See
 docs/design/codec.md.
 """
 from __future__ import annotations
@@ -99,15 +99,16 @@ def _remedy() -> str:
 
 
 if TYPE_CHECKING:
-    from ._py.aio import DONE, Inbox, Waiter
-    from ._py.core import PING_SERVER, ConnectionCore, conn_send, ws_send
-    from ._py.fanout import fanout
-    from ._py.limit import Limiter, RateLimits
-    from ._py.frames import FrameParser, build_frame, build_header, counters, lone_control
-    from ._py.mask import mask, masked
-    from ._py.upgrade import UpgradeReader, scan_upgrade
-    from ._py.utf8 import Utf8Validator, validate_utf8
-    from ._py.wheel import TimerEntry, TimerWheel
+    from fastws_ext.aio import DONE, Inbox, Waiter
+    from fastws_ext.aio import MessageWaiter as MessageWaiter  # (in the stubs only: for annotations)
+    from fastws_ext.core import PING_SERVER, ConnectionCore, conn_send, ws_send
+    from fastws_ext.fanout import fanout
+    from fastws_ext.limit import Limiter, RateLimits
+    from fastws_ext.frames import FrameParser, build_frame, build_header, counters, lone_control
+    from fastws_ext.mask import mask, masked
+    from fastws_ext.upgrade import UpgradeReader, scan_upgrade
+    from fastws_ext.utf8 import Utf8Validator, validate_utf8
+    from fastws_ext.wheel import TimerEntry, TimerWheel
 
     IMPLEMENTATION: str
     FALLBACK_REASON: str | None

@@ -16,6 +16,8 @@ See docs/guide/handler-api.md#errors.
 
 from __future__ import annotations
 
+from typing import Iterable
+
 # RFC 6455 7.4.1 close codes, defined in fastws.constants (re-exported here
 # and by the package, as fastws.CLOSE_NORMAL and so on).
 from .constants import (
@@ -105,7 +107,8 @@ class InvalidRequest(HandshakeError):
     body sent to the client (plain text, no internals).
     """
 
-    def __init__(self, status: int, reason: str, headers=(), body: str | None = None):
+    def __init__(self, status: int, reason: str, headers: Iterable[tuple[str, str]] = (),
+                 body: str | None = None) -> None:
         super().__init__(f"{status} {reason}")
         self.status = status
         self.reason = reason
@@ -120,7 +123,7 @@ class InvalidResponse(HandshakeError):
 class InvalidStatus(InvalidResponse):
     """The server answered the upgrade with a status other than 101."""
 
-    def __init__(self, status: int, headers=(), body: bytes = b""):
+    def __init__(self, status: int, headers: Iterable[tuple[str, str]] = (), body: bytes = b"") -> None:
         super().__init__(f"server rejected WebSocket connection: HTTP {status}")
         self.status = status
         self.headers = list(headers)

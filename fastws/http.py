@@ -20,6 +20,10 @@ import sys
 import time
 from email.utils import formatdate
 from http import HTTPStatus
+from typing import (
+    TYPE_CHECKING, Any, Callable, Generic, Iterable, Iterator, List, Mapping, NoReturn, Optional, Tuple, TypeVar,
+    Union, overload,
+)
 
 import httptools
 
@@ -42,6 +46,14 @@ __all__ = [
 ]
 
 SERVER = "fastws"
+
+# What Headers(...) and Request(headers=...) take: a Headers, a mapping or (name, value) pairs.
+HeadersLike = Union["Headers", Mapping[str, str], Iterable[Tuple[str, str]]]
+_Items = List[Tuple[str, str]]
+_RawItems = List[Tuple[bytes, bytes]]
+_Fields = List[Optional[List[str]]]  # Headers._fields(): by FIELD_* index, None or the values
+_D = TypeVar("_D")
+_M = TypeVar("_M")  # what a reader returns: Request or Response
 
 _CRLFCRLF = b"\r\n\r\n"
 _intern = sys.intern
@@ -78,21 +90,25 @@ class Headers:
     """
 
     __slots__ = ("_items", "_lower", "_raw", "_block", "_ws")
+    _items: _Items | None
+    _lower: list[str] | None
+    _raw: _RawItems | None
+    _block: bytes | None
+    _ws: _Fields | None
 
-    def __init__(self, items=()):
+    def __init__(self, items: HeadersLike = ()) -> None:
         if isinstance(items, Headers):
             self._items = list(items._load())
         else:
-            if hasattr(items, "items"):
-                items = items.items()
-            self._items = [(str(name), str(value)) for name, value in items]
+            pairs: Iterable[tuple[str, str]] = items.items() if hasattr(items, "items") else items
+            self._items = [(str(name), str(value)) for name, value in pairs]
         self._lower = None
         self._raw = None
         self._block = None
         self._ws = None
 
     @classmethod
-    def _wrap(cls, items: list) -> "Headers":
+    def _wrap(cls, items: _Items) -> "Headers":
         """Adopt a list of (str, str) tuples without copying or checking."""
         self = cls.__new__(cls)
         self._items = items
@@ -103,7 +119,7 @@ class Headers:
         return self
 
     @classmethod
-    def _from_raw(cls, raw: list, block=None) -> "Headers":
+    def _from_raw(cls, raw: _RawItems, block: bytes | None = None) -> "Headers":
         """Adopt a reader's list of (bytes, bytes) field lines, as llhttp
         delivered them (leading OWS of the value already skipped); decoded on
         first use. ``block``: the same field lines as received, each
@@ -117,25 +133,25 @@ class Headers:
         self._ws = None
         return self
 
-    def _load(self) -> list:
+    def _load(self) -> _Items:
         """The (str, str) items, decoded from the raw field lines if need be."""
         items = self._items
         if items is None:
             # Interned names: the handful of common ones is shared by every
             # connection's Headers instead of stored once per connection.
             items = self._items = [
-                (_intern(n.decode("latin-1")), v.decode("latin-1").strip(OWS)) for n, v in self._raw
+                (_intern(n.decode("latin-1")), v.decode("latin-1").strip(OWS)) for n, v in self._raw or ()
             ]
             self._raw = None
         return items
 
-    def _names(self) -> list:
+    def _names(self) -> list[str]:
         lower = self._lower
         if lower is None:
             lower = self._lower = [_intern(n.lower()) for n, _ in self._load()]
         return lower
 
-    def _fields(self) -> list:
+    def _fields(self) -> _Fields:
         """The values of the fields the handshake checks, computed once: a
         list indexed by ``FIELD_HOST`` ... ``FIELD_TRANSFER_ENCODING`` holding, for
         each, None when absent or the list of its values (str, OWS-stripped),
@@ -143,7 +159,7 @@ class Headers:
         ws = self._ws
         if ws is None:
             raw = self._raw
-            ws = self._ws = _scan_raw(raw) if raw is not None else _scan_items(self._items)
+            ws = self._ws = _scan_raw(raw) if raw is not None else _scan_items(self._items or [])
         return ws
 
     def add(self, name: str, value: str) -> None:
@@ -153,19 +169,24 @@ class Headers:
             self._lower.append(name.lower())
         self._block = self._ws = None
 
-    def get(self, name: str, default=None):
+    @overload
+    def get(self, name: str) -> str | None: ...
+    @overload
+    def get(self, name: str, default: _D) -> str | _D: ...
+
+    def get(self, name: str, default: Any = None) -> Any:
         """The first value of ``name``, or ``default``."""
         key = name.lower()
         for i, n in enumerate(self._names()):
             if n == key:
-                return self._items[i][1]
+                return self._load()[i][1]
         return default
 
-    def get_all(self, name: str) -> list:
+    def get_all(self, name: str) -> list[str]:
         """Every value of ``name``, one per field line, in order."""
         key = name.lower()
         names = self._names()
-        items = self._items
+        items = self._load()
         return [items[i][1] for i, n in enumerate(names) if n == key]
 
     def __getitem__(self, name: str) -> str:
@@ -173,24 +194,24 @@ class Headers:
         key = name.lower()
         for i, n in enumerate(self._names()):
             if n == key:
-                return self._items[i][1]
+                return self._load()[i][1]
         raise KeyError(name)
 
-    def __contains__(self, name) -> bool:
+    def __contains__(self, name: object) -> bool:
         return isinstance(name, str) and name.lower() in self._names()
 
-    def __iter__(self):
+    def __iter__(self) -> Iterator[str]:
         return (n for n, _ in self._load())
 
     def __len__(self) -> int:
         items = self._items
-        return len(self._raw if items is None else items)
+        return len((self._raw or ()) if items is None else items)
 
-    def items(self) -> list:
+    def items(self) -> _Items:
         """A new list of ``(name, value)`` pairs, one per field line."""
         return list(self._load())
 
-    def raw_items(self) -> list:
+    def raw_items(self) -> _Items:
         """The internal list of ``(name, value)`` tuples, not copied: read only
         (use ``add`` to append)."""
         return self._load()
@@ -213,12 +234,12 @@ class Headers:
         raw = self._raw
         if raw is not None:
             return b"\r\n".join([n + b": " + v.strip(b" \t") for n, v in raw])
-        return "\r\n".join(f"{n}: {v}" for n, v in self._items).encode("latin-1")
+        return "\r\n".join(f"{n}: {v}" for n, v in self._load()).encode("latin-1")
 
     @classmethod
     def unpack(cls, packed: bytes) -> "Headers":
         """The Headers that ``pack`` packed (values were validated on the way in)."""
-        items = []
+        items: _Items = []
         if packed[:2] == b"\r\n":
             # Field lines as received: decoded as _load decodes llhttp's.
             for line in packed[2:].decode("latin-1").split("\r\n"):
@@ -233,7 +254,7 @@ class Headers:
     def __repr__(self) -> str:
         return f"Headers({self._load()!r})"
 
-    def __eq__(self, other):
+    def __eq__(self, other: object) -> bool:
         if isinstance(other, Headers):
             other = other._load()
         elif not isinstance(other, list):
@@ -246,7 +267,7 @@ class Headers:
             for (n1, v1), (n2, v2) in zip(items, other)
         )
 
-    __hash__ = None
+    __hash__ = None  # type: ignore[assignment]  # (mutable: unhashable, like list)
 
 
 # The fields check_request reads, by index in Headers._fields().
@@ -276,14 +297,14 @@ _FIELD_INDEX_RAW.update({
 })
 
 
-def _scan_raw(raw: list) -> list:
+def _scan_raw(raw: _RawItems) -> _Fields:
     """``Headers._fields`` from raw (bytes, bytes) field lines.
 
     Field names are tokens (llhttp refused anything else), so ``bytes.lower``
     is the ASCII case-insensitive match; only the values of the fields looked
     for are decoded.
     """
-    found = [None] * len(FIELD_NAMES)
+    found: _Fields = [None] * len(FIELD_NAMES)
     index = _FIELD_INDEX_RAW.get
     for name, value in raw:
         i = index(name)
@@ -292,18 +313,18 @@ def _scan_raw(raw: list) -> list:
             if i is None:
                 continue
         if i >= 0:
-            value = value.decode("latin-1").strip(OWS)
+            text = value.decode("latin-1").strip(OWS)
             values = found[i]
             if values is None:
-                found[i] = [value]
+                found[i] = [text]
             else:
-                values.append(value)
+                values.append(text)
     return found
 
 
-def _scan_items(items: list) -> list:
+def _scan_items(items: _Items) -> _Fields:
     """``Headers._fields`` from (str, str) items (values taken as given)."""
-    found = [None] * len(FIELD_NAMES)
+    found: _Fields = [None] * len(FIELD_NAMES)
     index = _FIELD_INDEX.get
     for name, value in items:
         i = index(name.lower())
@@ -321,10 +342,11 @@ class Request:
 
     __slots__ = ("method", "path", "headers", "version", "body")
 
-    def __init__(self, method: str, path: str, headers=(), version: str = "1.1", body: bytes = b""):
+    def __init__(self, method: str, path: str, headers: HeadersLike = (), version: str = "1.1",
+                 body: bytes = b"") -> None:
         self.method = method
         self.path = path
-        self.headers = headers if isinstance(headers, Headers) else Headers(headers)
+        self.headers: Headers = headers if isinstance(headers, Headers) else Headers(headers)
         self.version = version
         self.body = body
 
@@ -340,7 +362,8 @@ class Response:
 
     __slots__ = ("status", "reason", "headers", "body")
 
-    def __init__(self, status: int, reason: str = "", headers=(), body: bytes = b""):
+    def __init__(self, status: int, reason: str = "", headers: Headers | Iterable[tuple[str, str]] = (),
+                 body: bytes | str = b"") -> None:
         self.status = status
         self.reason = reason
         self.headers = headers
@@ -379,7 +402,7 @@ class Response:
         closing = status != 101
         lines = [f"HTTP/1.1 {status} {reason}"]
         has_date = has_server = has_type = False
-        connection = []
+        connection: list[str] = []
         for name, value in items:
             check_field(name, value)
             lname = name.lower()
@@ -431,7 +454,7 @@ def check_value(value: str) -> None:
         raise ValueError(f"invalid header value {value!r}")
 
 
-_date_cache = [0, ""]
+_date_cache: list[Any] = [0, ""]
 
 
 def http_date() -> str:
@@ -440,16 +463,17 @@ def http_date() -> str:
     if _date_cache[0] != now:
         _date_cache[0] = now
         _date_cache[1] = formatdate(now, usegmt=True)
-    return _date_cache[1]
+    date: str = _date_cache[1]
+    return date
 
 
-def tokens(values) -> list:
+def tokens(values: Iterable[str]) -> list[str]:
     """The comma-separated elements of list-based field values (RFC 9110 5.6.1).
 
     Several field lines are one list (RFC 9110 5.3); empty elements are
     ignored as the ABNF allows.
     """
-    out = []
+    out: list[str] = []
     for value in values:
         for part in value.split(","):
             part = part.strip(OWS)
@@ -463,7 +487,7 @@ def has_token(headers: Headers, name: str, token: str) -> bool:
     return lists_token(headers.get_all(name), token)
 
 
-def lists_token(values, token: str) -> bool:
+def lists_token(values: Iterable[str] | None, token: str) -> bool:
     """Whether the list-based field values ``values`` (one per field line, or
     None) hold the lowercase ``token``, ASCII case-insensitively: the same as
     ``any(t.lower() == token for t in tokens(values))``, without building
@@ -488,13 +512,13 @@ def lists_token(values, token: str) -> bool:
 _HEAD, _BODY, _DONE, _FAILED = range(4)
 
 
-def _check_limits(**limits) -> None:
+def _check_limits(**limits: object) -> None:
     for name, value in limits.items():
         if not isinstance(value, int) or value < 0:
             raise ConfigError(f"{name} must be a non-negative int, got {value!r}")
 
 
-class _Reader:
+class _Reader(Generic[_M]):
     """Shared machinery: head delimiting, limits, body framing.
 
     Subclasses set ``_parser`` and implement ``_on_head`` (decides the body
@@ -516,9 +540,29 @@ class _Reader:
 
     # httptools looks every callback up once per parser: present as None,
     # the unused ones cost no AttributeError each time.
-    on_message_begin = on_chunk_header = on_chunk_complete = None
+    on_message_begin: Callable[[], None] | None = None
+    on_chunk_header: Callable[[], None] | None = None
+    on_chunk_complete: Callable[[], None] | None = None
 
-    def __init__(self, max_head: int, max_headers: int, max_body: int):
+    # Set to None when done with (or after a failure): typed loosely.
+    _parser: Any  # the httptools parser
+    _fields: Any  # list of raw (name, value) field lines of the head being read
+    _headers: Any  # ... moved here once the head is complete
+    _fail: Exception | None
+    _result_obj: _M | None
+    _block: bytes | None
+    _remaining: int | None
+    _body: list[bytes]
+
+    if TYPE_CHECKING:  # what the subclasses provide
+        def _on_head(self) -> None: ...
+        def _result(self) -> _M: ...
+        def _malformed(self) -> Exception: ...
+        def _head_too_big(self) -> Exception: ...
+        def _too_many_headers(self) -> Exception: ...
+        def _body_too_big(self) -> Exception: ...
+
+    def __init__(self, max_head: int, max_headers: int, max_body: int) -> None:
         if not (
             type(max_head) is int and type(max_headers) is int and type(max_body) is int
             and max_head >= 0 and max_headers >= 0 and max_body >= 0
@@ -545,12 +589,12 @@ class _Reader:
 
     # ---- httptools callbacks ----
 
-    def on_header(self, name: bytes, value: bytes):
+    def on_header(self, name: bytes, value: bytes) -> None:
         # Once the head is complete, ``_fields`` is a fresh list that only
         # field lines of a message pipelined behind ours land in (dropped).
         self._fields.append((name, value))
 
-    def on_body(self, body: bytes):
+    def on_body(self, body: bytes) -> None:
         if self._state != _BODY or self._fail is not None:
             return
         self._body_len += len(body)
@@ -559,14 +603,14 @@ class _Reader:
             return
         self._body.append(body)
 
-    def on_message_complete(self):
+    def on_message_complete(self) -> None:
         # Only our message: not an interim 1xx, not one pipelined behind.
         if self._head_done and self._state != _DONE:
             self._complete = True
 
     # ---- feeding ----
 
-    def feed(self, data: bytes):
+    def feed(self, data: bytes) -> _M | None:
         """Parse ``data``; return the message once complete, else None.
 
         Once a message has been returned, further data is appended to
@@ -579,13 +623,13 @@ class _Reader:
             self.leftover += data
             return None
         if state == _FAILED:
-            raise self._fail
+            raise self._fail  # type: ignore[misc]  # (always set in _FAILED)
         try:
             return self._feed(bytes(data), 0)
         except Exception as exc:
             self._failed(exc)
 
-    def _failed(self, exc: Exception):
+    def _failed(self, exc: Exception) -> NoReturn:
         """Go to _FAILED for good and raise the (first) error."""
         self._state = _FAILED
         self._parser = self._fields = self._headers = None
@@ -593,7 +637,7 @@ class _Reader:
             self._fail = exc
         raise self._fail from None
 
-    def _feed(self, data: bytes, pos: int):
+    def _feed(self, data: bytes, pos: int) -> _M | None:
         """feed, from ``data[pos:]``."""
         if self._state == _HEAD:
             pos = self._feed_head(data, pos)
@@ -682,7 +726,7 @@ class _Reader:
         if head[:2] != b"\r\n":
             self._block = head[head.index(b"\r\n"):end - 4]
 
-    def _finish_head(self):
+    def _finish_head(self) -> None:
         """The head is complete: decide the body framing, go to _BODY or _DONE."""
         self._headers = self._fields
         self._fields = []
@@ -712,7 +756,7 @@ class _Reader:
             return piece[used:] + rest
         return b""
 
-    def _done(self):
+    def _done(self) -> None:
         self._state = _DONE
         self._result_obj = self._result()
         # The parser holds our callbacks, so it and the reader form a cycle:
@@ -720,13 +764,13 @@ class _Reader:
         # freed as soon as it is dropped, without the cyclic collector.
         self._parser = None
 
-    def _content_length(self, headers: Headers):
+    def _content_length(self, headers: Headers) -> int | None:
         """The declared Content-Length (llhttp rejected duplicates/TE+CL)."""
         lengths = headers._fields()[FIELD_CONTENT_LENGTH]
         return None if lengths is None else int(lengths[0])
 
 
-class RequestReader(_Reader):
+class RequestReader(_Reader[Request]):
     """Server side: reads one HTTP/1.1 request incrementally.
 
     ``feed`` returns the ``Request`` for an upgrade request as soon as its head
@@ -742,12 +786,12 @@ class RequestReader(_Reader):
 
     __slots__ = ("_url",)
 
-    def __init__(self, max_head: int = 8192, max_headers: int = 100, max_body: int = 1048576):
+    def __init__(self, max_head: int = 8192, max_headers: int = 100, max_body: int = 1048576) -> None:
         _Reader.__init__(self, max_head, max_headers, max_body)
-        self._url = []
+        self._url: list[bytes] = []
         self._parser = httptools.HttpRequestParser(self)
 
-    def feed(self, data: bytes):
+    def feed(self, data: bytes) -> Request | None:
         """Parse ``data``; return the Request once complete, else None (see
         ``_Reader.feed``).
 
@@ -787,15 +831,15 @@ class RequestReader(_Reader):
         except Exception as exc:
             self._failed(exc)
 
-    def on_url(self, url: bytes):
+    def on_url(self, url: bytes) -> None:
         if self._state == _HEAD:
             self._url.append(url)
 
-    def on_headers_complete(self):
+    def on_headers_complete(self) -> None:
         if self._state == _HEAD:
             self._head_done = True
 
-    def _make_request(self, fields: list) -> Request:
+    def _make_request(self, fields: _RawItems) -> Request:
         """The Request, made while llhttp still holds this message's method
         and version (a body, if any, is added by _result)."""
         parser = self._parser
@@ -807,7 +851,7 @@ class RequestReader(_Reader):
             parser.get_http_version(),
         )
 
-    def _on_head(self):
+    def _on_head(self) -> None:
         request = self._result_obj = self._make_request(self._headers)
         # llhttp reads no body for an upgrade (httptools tells it to skip it).
         if not self._upgrade and not self._parser.should_upgrade():
@@ -817,25 +861,26 @@ class RequestReader(_Reader):
                     raise self._body_too_big()
                 self._remaining = length
 
-    def _result(self):
+    def _result(self) -> Request:
         request = self._result_obj
+        assert request is not None  # made by _on_head
         if self._body:
             request.body = b"".join(self._body)
         return request
 
-    def _malformed(self):
+    def _malformed(self) -> Exception:
         return InvalidRequest(400, "Bad Request", body="Malformed HTTP request")
 
-    def _head_too_big(self):
+    def _head_too_big(self) -> Exception:
         return InvalidRequest(431, "Request Header Fields Too Large")
 
     _too_many_headers = _head_too_big
 
-    def _body_too_big(self):
+    def _body_too_big(self) -> Exception:
         return InvalidRequest(413, "Content Too Large")
 
 
-class ResponseReader(_Reader):
+class ResponseReader(_Reader[Response]):
     """Client side: reads the server's answer to the upgrade request.
 
     ``feed`` returns the ``Response`` as soon as the head of a 101 is complete
@@ -848,14 +893,14 @@ class ResponseReader(_Reader):
 
     __slots__ = ("_reason", "_status", "_until_close")
 
-    def __init__(self, max_head: int = 8192, max_headers: int = 100, max_body: int = 65536):
+    def __init__(self, max_head: int = 8192, max_headers: int = 100, max_body: int = 65536) -> None:
         _Reader.__init__(self, max_head, max_headers, max_body)
-        self._reason = []
+        self._reason: list[bytes] = []
         self._status = 0
         self._until_close = False
         self._parser = httptools.HttpResponseParser(self)
 
-    def on_message_begin(self):
+    def on_message_begin(self) -> None:
         if self._state == _HEAD:
             # A new response: the previous one was interim.
             self._reason = []
@@ -863,20 +908,20 @@ class ResponseReader(_Reader):
             self._head_done = False
             self._complete = False
 
-    def on_status(self, reason: bytes):
+    def on_status(self, reason: bytes) -> None:
         if self._state == _HEAD:
             self._reason.append(reason)
 
-    def on_headers_complete(self):
+    def on_headers_complete(self) -> None:
         if self._state != _HEAD:
             return
-        status = self._parser.get_status_code()
+        status: int = self._parser.get_status_code()
         if 100 <= status < 200 and status != 101:
             return  # interim response: llhttp completes it and starts over
         self._status = status
         self._head_done = True
 
-    def _on_head(self):
+    def _on_head(self) -> None:
         status = self._status
         if status == 101:
             self._upgrade = True
@@ -896,13 +941,13 @@ class ResponseReader(_Reader):
             if not codings or codings[-1].lower() != "chunked":
                 self._until_close = True
 
-    def eof(self):
+    def eof(self) -> Response | None:
         """The connection closed: return the Response whose body ran until
         close, or raise InvalidResponse if the response was incomplete."""
         if self._state == _DONE:
             return self._result_obj
         if self._state == _FAILED:
-            raise self._fail
+            raise self._fail  # type: ignore[misc]  # (always set in _FAILED)
         if self._state == _BODY and self._until_close:
             self._done()
             return self._result_obj
@@ -914,7 +959,7 @@ class ResponseReader(_Reader):
         self._state = _FAILED
         raise self._fail
 
-    def _result(self):
+    def _result(self) -> Response:
         return Response(
             self._status,
             b"".join(self._reason).decode("latin-1"),
@@ -922,19 +967,19 @@ class ResponseReader(_Reader):
             b"".join(self._body),
         )
 
-    def _malformed(self):
+    def _malformed(self) -> Exception:
         return InvalidResponse("malformed HTTP response")
 
-    def _head_too_big(self):
+    def _head_too_big(self) -> Exception:
         return InvalidResponse(f"HTTP response head over {self.max_head} bytes")
 
-    def _too_many_headers(self):
+    def _too_many_headers(self) -> Exception:
         return InvalidResponse(f"HTTP response with more than {self.max_headers} headers")
 
-    def _body_too_big(self):
+    def _body_too_big(self) -> Exception:
         return InvalidResponse(f"HTTP response body over {self.max_body} bytes")
 
-def upgrade_fields(request) -> list:
+def upgrade_fields(request: Request) -> _Fields:
     """``Headers._fields()`` of the request's headers (read once, cached on
     them: is_upgrade_request and check_request share the scan)."""
     headers = request.headers

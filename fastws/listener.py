@@ -14,7 +14,15 @@ See docs/guide/listener-api.md.
 """
 from __future__ import annotations
 
-__all__ = ["Listener"]
+from typing import Any, Awaitable, Callable, Union
+
+__all__ = ["Listener", "Handler", "App"]
+
+# The two kinds of application fastws serves (``fastws.run``, ``fastws.serve``):
+# ``async def handler(ws)`` (ws: a fastws.ServerWebSocket), or a Listener class
+# (or any factory returning a Listener), one instance per connection.
+Handler = Callable[[Any], Awaitable[Any]]
+App = Union[Handler, Callable[[], "Listener"]]
 
 
 class Listener:
@@ -22,11 +30,11 @@ class Listener:
 
     __slots__ = ("ws",)
 
-    def on_connect(self, ws) -> None:
+    def on_connect(self, ws: Any) -> None:
         """The handshake is done and the connection is open."""
         self.ws = ws
 
-    def on_message(self, data) -> None:
+    def on_message(self, data: str | bytes) -> None:
         """A complete message: ``str`` for text, ``bytes`` for binary."""
 
     def on_ping(self, payload: bytes) -> None:

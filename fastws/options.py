@@ -7,17 +7,23 @@ See docs/guide/options.md.
 from __future__ import annotations
 
 import math
+from typing import Any, Tuple, TypeVar, Union
 
 from .exceptions import ConfigError
 from .ratelimit import rate_option
 
 __all__ = ["Options"]
 
+_T = TypeVar("_T")
+# rate_limit / rate_limit_bytes: None (off), a rate per second, (rate, burst) or "100/s"
+RateSpec = Union[float, str, Tuple[float, float], None]
 
-def _positive(name, value, *, allow_none=False, integer=False, allow_zero=False):
+
+def _positive(name: str, value: _T, *, allow_none: bool = False, integer: bool = False,
+              allow_zero: bool = False) -> _T:
     if value is None:
         if allow_none:
-            return None
+            return value
         raise ConfigError(f"{name} must be set")
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise ConfigError(f"{name} must be a number, not {type(value).__name__}")
@@ -30,7 +36,7 @@ def _positive(name, value, *, allow_none=False, integer=False, allow_zero=False)
     return value
 
 
-def _int_range(name, value, low, high):
+def _int_range(name: str, value: int, low: int, high: int) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
         raise ConfigError(f"{name} must be a whole number from {low} to {high}, got {value!r}")
     return value
@@ -127,7 +133,7 @@ class Options:
 
     def __init__(
         self,
-        *args,
+        *args: object,
         max_size: int | None = 2**20,
         max_queue: int = 16,
         write_limit: int = 2**16,
@@ -151,10 +157,10 @@ class Options:
         client_max_window_bits: int = 12,
         deflate_mem_level: int = 5,
         deflate_level: int = 6,
-        rate_limit=None,
-        rate_limit_bytes=None,
-        **unknown,
-    ):
+        rate_limit: RateSpec = None,
+        rate_limit_bytes: RateSpec = None,
+        **unknown: object,
+    ) -> None:
         if args or unknown:
             names = ", ".join(sorted(unknown)) or "positional arguments"
             raise ConfigError(f"unknown option(s): {names}")
@@ -213,10 +219,10 @@ class Options:
         self.client_max_window_bits = _int_range("client_max_window_bits", client_max_window_bits, 9, 15)
         self.deflate_mem_level = _int_range("deflate_mem_level", deflate_mem_level, 1, 9)
         self.deflate_level = _int_range("deflate_level", deflate_level, 0, 9)
-        self.rate_limit = rate_option("rate_limit", rate_limit)
-        self.rate_limit_bytes = rate_option("rate_limit_bytes", rate_limit_bytes)
-        self._rate = None
+        self.rate_limit: tuple[float, float] | None = rate_option("rate_limit", rate_limit)
+        self.rate_limit_bytes: tuple[float, float] | None = rate_option("rate_limit_bytes", rate_limit_bytes)
+        self._rate: Any = None
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         fields = ", ".join(f"{name}={getattr(self, name)!r}" for name in self.__slots__ if name[0] != "_")
         return f"Options({fields})"

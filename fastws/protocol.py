@@ -16,6 +16,7 @@ See docs/design/protocol.md.
 from __future__ import annotations
 
 import logging
+from typing import Any
 from logging import DEBUG, ERROR
 
 from .codec import ConnectionCore, FrameParser, build_frame, build_header, conn_send, lone_control
@@ -42,6 +43,7 @@ from .exceptions import (
     CLOSE_POLICY_VIOLATION,
     CLOSE_TRY_AGAIN_LATER,
     ConfigError,
+    ConnectionClosed,
     ProtocolError,
     connection_closed,
     is_valid_close_code,
@@ -127,18 +129,18 @@ class Connection(ConnectionCore):
         self._general_send = is_client
         self._write = self._not_connected
         self._parser = None
-        self._state = CONNECTING
+        self._state: int = CONNECTING
         self._app = None
-        self._driver = driver  # now(), arm(entry, deadline), cancel(entry): fastws.timers
+        self._driver: Any = driver  # now(), arm(entry, deadline), cancel(entry): fastws.timers
         self._paused_writing = False
         self._messages_base = 0  # messages counted by parsers already dropped
         self._messages_seen = 0
-        self.close_code = None
+        self.close_code: int | None = None
         self.close_reason = ""
-        self.sent_close_code = None
-        self.path = None
-        self._headers = None  # bytes (Headers.pack) until first read: far smaller
-        self.subprotocol = None
+        self.sent_close_code: int | None = None
+        self.path: str | None = None
+        self._headers: bytes | Headers | None = None  # bytes (Headers.pack) until first read: far smaller
+        self.subprotocol: str | None = None
         self._deflate = None  # fastws.deflate.PerMessageDeflate once negotiated
         # The payload of the latest ping that came while writing was paused,
         # answered on drain (RFC 6455 5.5.3); not None also means reading is
@@ -147,7 +149,7 @@ class Connection(ConnectionCore):
 
     # ------------------------------------------------------------ attributes
     @property
-    def headers(self):
+    def headers(self) -> Headers:
         """The HTTP headers of the handshake (the request's on the server, the
         response's on the client), as a fastws.Headers."""
         headers = self._headers
@@ -156,11 +158,11 @@ class Connection(ConnectionCore):
         return headers
 
     @property
-    def remote_address(self):
+    def remote_address(self) -> Any:
         """The peer's address (read from the transport: nothing is stored)."""
         return self._peername()
 
-    def _peername(self):
+    def _peername(self) -> Any:
         return None
 
     # ------------------------------------------------------------ state
@@ -176,7 +178,7 @@ class Connection(ConnectionCore):
     def closed(self) -> bool:
         return self._state == CLOSED
 
-    def _closed_error(self):
+    def _closed_error(self) -> ConnectionClosed:
         """The ConnectionClosed exception describing how this connection ended."""
         code = self.close_code
         if code is None:
@@ -303,7 +305,8 @@ class Connection(ConnectionCore):
         self._deflate = PerMessageDeflate(params)
         self._general_send = True
 
-    def send_frame(self, opcode: int, payload=b"", fin: bool = True) -> bool:
+    def send_frame(self, opcode: int, payload: str | bytes | bytearray | memoryview = b"",
+                   fin: bool = True) -> bool:
         """Send one raw frame (fragmented messages: TEXT/BINARY fin=False, then
         CONTINUATION frames). The caller keeps the fragmentation rules."""
         if self._state != OPEN:
@@ -313,7 +316,7 @@ class Connection(ConnectionCore):
             return self._check_write_buffer()
         return True
 
-    def send_ping(self, payload=b"") -> None:
+    def send_ping(self, payload: str | bytes | bytearray | memoryview = b"") -> None:
         """Send a ping (payload up to 125 bytes); the pong comes to ``on_pong``."""
         if self._state != OPEN:
             raise self._closed_error()
@@ -321,7 +324,7 @@ class Connection(ConnectionCore):
         if self._paused_writing:
             self._check_write_buffer()
 
-    def send_pong(self, payload=b"") -> None:
+    def send_pong(self, payload: str | bytes | bytearray | memoryview = b"") -> None:
         """Send an unsolicited pong (RFC 6455 5.5.3: a unidirectional heartbeat)."""
         if self._state != OPEN:
             raise self._closed_error()
@@ -329,7 +332,7 @@ class Connection(ConnectionCore):
         if self._paused_writing:
             self._check_write_buffer()
 
-    def close(self, code: int = CLOSE_NORMAL, reason: str = "") -> None:
+    def close(self, code: int | None = CLOSE_NORMAL, reason: str = "") -> None:
         """Start the closing handshake (RFC 6455 7.1.2). Does nothing if already
         closing; the connection is closed when the peer answers or after
         ``close_timeout``."""

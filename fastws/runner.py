@@ -12,9 +12,11 @@ import shutil
 import signal
 import socket
 import tempfile
+from typing import Any, Callable
 
 from .constants import CLOSING, OPEN
 from .exceptions import CLOSE_GOING_AWAY, ConfigError
+from .listener import App
 from .server import Server, ServerConnection
 from .workers import Supervisor, reuse_port_supported
 
@@ -34,16 +36,17 @@ _SERVER_KEYS = {
 }
 
 
-def new_event_loop():
+def new_event_loop() -> asyncio.AbstractEventLoop:
     """A uvloop loop when uvloop is installed, else asyncio's default loop."""
     try:
         import uvloop
     except ImportError:  # pragma: no cover - uvloop is a dependency on POSIX
         return asyncio.new_event_loop()
-    return uvloop.new_event_loop()
+    loop: asyncio.AbstractEventLoop = uvloop.new_event_loop()
+    return loop
 
 
-def loop_name(loop=None) -> str:
+def loop_name(loop: asyncio.AbstractEventLoop | None = None) -> str:
     if loop is None:
         try:
             import uvloop  # noqa: F401
@@ -53,9 +56,12 @@ def loop_name(loop=None) -> str:
     return "uvloop" if type(loop).__module__.startswith("uvloop") else "asyncio"
 
 
-def run(app, host="127.0.0.1", port=8765, *, workers: int = 1, graceful_timeout: float = 10.0,
-        on_start=None, on_server=None, metrics: bool = False, health: bool = False, limit_connections=None,
-        **options) -> int:
+def run(app: App, host: str | None = "127.0.0.1", port: int = 8765, *, workers: int = 1,
+        graceful_timeout: float = 10.0,
+        on_start: Callable[[list[str], int, str], object] | None = None,
+        on_server: Callable[[Server], object] | None = None,
+        metrics: bool = False, health: bool = False, limit_connections: int | None = None,
+        **options: Any) -> int:
     """Serve ``app`` until SIGINT or SIGTERM; then drain: send 1001 to every
     client, refuse new upgrades with 503 (``/healthz`` answers 503), wait up to
     ``graceful_timeout`` for the closing handshakes, stop listening and abort
@@ -112,7 +118,7 @@ def run(app, host="127.0.0.1", port=8765, *, workers: int = 1, graceful_timeout:
         bind["reuse_port"] = True
         shared = tempfile.mkdtemp(prefix="fastws-metrics-") if observe is not None and metrics else None
 
-        def worker_main(index: int, ready) -> None:
+        def worker_main(index: int, ready: Callable[[], object]) -> None:
             worker_observe = dict(observe, shared_dir=shared, worker=index) if observe is not None else None
             _serve_one(app, host, port, server_options, bind, graceful_timeout,
                        lambda *_: ready(), on_server, worker_observe)
@@ -122,7 +128,9 @@ def run(app, host="127.0.0.1", port=8765, *, workers: int = 1, graceful_timeout:
                 on_start([address], workers, loop_name())
 
         try:
-            return Supervisor(worker_main, workers, graceful_timeout=graceful_timeout, on_ready=on_ready).run()
+            status: int = Supervisor(worker_main, workers, graceful_timeout=graceful_timeout,
+                                     on_ready=on_ready).run()
+            return status
         finally:
             if shared is not None:
                 shutil.rmtree(shared, ignore_errors=True)
@@ -130,7 +138,7 @@ def run(app, host="127.0.0.1", port=8765, *, workers: int = 1, graceful_timeout:
         probe.close()
 
 
-async def drain(server, graceful_timeout: float) -> None:
+async def drain(server: Server, graceful_timeout: float) -> None:
     """Graceful shutdown: 1001 to every WebSocket while still listening (new
     upgrades get 503, /healthz 503), wait for the closing handshakes up to
     ``graceful_timeout``, then stop listening and abort what is left."""
@@ -152,13 +160,15 @@ async def drain(server, graceful_timeout: float) -> None:
     await server.wait_closed(max(0.0, deadline - loop.time()))
 
 
-def _format(sockname) -> str:
+def _format(sockname: Any) -> str:
     host, port = sockname[0], sockname[1]
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
-def _serve_one(app, host, port, server_options, bind, graceful_timeout, on_start, on_server=None,
-               observe=None) -> int:
+def _serve_one(app: App, host: str | None, port: int, server_options: dict[str, Any], bind: dict[str, Any],
+               graceful_timeout: float, on_start: Callable[[list[str], int, str], object] | None,
+               on_server: Callable[[Server], object] | None = None,
+               observe: dict[str, Any] | None = None) -> int:
     server = Server(app, **server_options)
     observability = None
     if observe is not None:
@@ -168,13 +178,18 @@ def _serve_one(app, host, port, server_options, bind, graceful_timeout, on_start
     loop = new_event_loop()
     asyncio.set_event_loop(loop)
 
-    async def main():
+    async def main() -> None:
         if on_server is not None:
             on_server(server)
         await server.start(host, port, **bind)
         stop = loop.create_future()
+
+        def on_signal() -> None:
+            if not stop.done():
+                stop.set_result(None)
+
         for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, lambda: stop.done() or stop.set_result(None))
+            loop.add_signal_handler(sig, on_signal)
         if observability is not None:
             observability.start_snapshots(loop)
         if on_start is not None:

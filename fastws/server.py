@@ -24,6 +24,7 @@ import socket
 import sys
 import time
 from sys import intern as _intern
+from typing import Any, Generator
 
 from . import handshake
 from .codec import Limiter, RateLimits, TimerEntry
@@ -38,7 +39,7 @@ from .exceptions import (
     Forbidden,
     InvalidRequest,
 )
-from .listener import Listener
+from .listener import App, Listener
 from .http import FIELD_HOST, RequestReader, Response, upgrade_fields
 from .metrics import ServerCounters
 from .options import Options
@@ -693,11 +694,11 @@ def is_handler(app) -> bool:
 class Server:
     """A running fastws server; ``connections`` is the set of its open connections."""
 
-    def __init__(self, app, *, origins=None, subprotocols=None, process_request=None,
+    def __init__(self, app: App, *, origins=None, subprotocols=None, process_request=None,
                  http_handler=None, broker=None, allowed_hosts=None, authenticate=None,
                  limit_connections_per_ip=None, limit_handshakes_per_ip=None,
                  forwarded_allow_ips=("127.0.0.1",), authorize=None, on_token_expired=None,
-                 token_refresh_grace=30.0, **options):
+                 token_refresh_grace=30.0, **options: Any) -> None:
         self.options = Options(**options)
         # None: any Host (the handshake's fast path stays as it is); else a
         # HostAllowlist, checked on every request, upgrade or plain HTTP (400).
@@ -899,8 +900,9 @@ class Server:
             self._track_token(ws, user)
 
     # ------------------------------------------------------------ lifecycle
-    async def start(self, host=None, port=None, *, sock=None, reuse_port=False, backlog=2048, ssl=None,
-                    unix_path=None):
+    async def start(self, host: str | None = None, port: int | None = None, *, sock: socket.socket | None = None,
+                    reuse_port: bool = False, backlog: int = 2048, ssl: Any = None,
+                    unix_path: str | None = None) -> Server:
         loop = asyncio.get_running_loop()
         if self.broker is not None:
             await self.broker.start()
@@ -1011,8 +1013,9 @@ class serve:
     socket options: ``sock``, ``reuse_port``, ``backlog``, ``ssl``, ``unix_path``.
     """
 
-    def __init__(self, app, host=None, port=None, *, sock=None, reuse_port=False, backlog=2048,
-                 ssl=None, unix_path=None, workers=1, **options):
+    def __init__(self, app: App, host: str | None = None, port: int | None = None, *,
+                 sock: socket.socket | None = None, reuse_port: bool = False, backlog: int = 2048,
+                 ssl: Any = None, unix_path: str | None = None, workers: int = 1, **options: Any) -> None:
         if workers != 1:
             # Forking inside a running event loop is unsafe; the blocking entry
             # point forks before any loop exists.
@@ -1024,11 +1027,11 @@ class serve:
         self._bind = dict(host=host, port=port, sock=sock, reuse_port=reuse_port, backlog=backlog,
                           ssl=ssl, unix_path=unix_path)
 
-    def __await__(self):
+    def __await__(self) -> Generator[Any, None, Server]:
         return self._server.start(**self._bind).__await__()
 
     async def __aenter__(self) -> Server:
         return await self._server.start(**self._bind)
 
-    async def __aexit__(self, *exc_info):
+    async def __aexit__(self, *exc_info: object) -> None:
         await self._server.shutdown()

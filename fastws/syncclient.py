@@ -22,6 +22,7 @@ import ssl as ssl_module
 import threading
 import time
 from collections import deque
+from typing import Any, Callable, Iterable, Literal, Mapping, Sequence, cast
 
 from . import handshake
 from .constants import CLOSED, CLOSING, OPEN
@@ -38,7 +39,7 @@ from .exceptions import (
     connection_closed,
 )
 from .handshake import parse_uri
-from .http import ResponseReader
+from .http import Headers, Response, ResponseReader
 from .options import Options
 from .protocol import Connection
 from .timers import ManualDriver
@@ -57,7 +58,7 @@ INF = float("inf")
 
 
 @functools.lru_cache(maxsize=32)
-def _options(max_size) -> Options:
+def _options(max_size: int | None) -> Options:
     # One Options per max_size, shared by every connection (locust: thousands).
     # No keepalive: the caller pings when it wants to (ping(), hold()).
     return Options(max_size=max_size, ping_interval=None, close_timeout=10.0)
@@ -86,8 +87,9 @@ class _OpenAttr:
     constructor); ``ws.open`` on a connection is Connection's ``open``
     (True while OPEN), so the two names do not disagree."""
 
-    def __get__(self, obj, cls=None):
+    def __get__(self, obj: SyncWebSocket | None, cls: type[SyncWebSocket] | None = None) -> Any:
         if obj is None:
+            assert cls is not None
             return cls._dial
         return obj._state == OPEN
 
@@ -119,25 +121,26 @@ class SyncWebSocket(Connection):
 
     open = _OpenAttr()
 
-    def __init__(self, sock, *, max_size=1048576, leftover: bytes = b"", subprotocol=None,
-                 response_headers=None, deflate=None):
+    def __init__(self, sock: socket.socket, *, max_size: int | None = 1048576, leftover: bytes = b"",
+                 subprotocol: str | None = None, response_headers: Headers | bytes | None = None,
+                 deflate: Any = None) -> None:
         Connection.__init__(self, _options(max_size), True, _CLOCK)
         self.sock = sock
         self.subprotocol = subprotocol
-        if response_headers is not None and hasattr(response_headers, "pack"):
+        if isinstance(response_headers, Headers):
             response_headers = response_headers.pack()  # unpacked on first read: smaller
         self._headers = response_headers
         # The send lock: a background reader answers pings (and closes) while
         # the user sends; reentrant, since a send holds it around the core's write.
         self._lock = threading.RLock()
         self._write = self._send_bytes
-        self._messages = None       # deque, made on the first queued message
-        self._pings = None          # our PING payload -> [Event or None, PONG time]
-        self._reader = None
-        self.on_message = None
-        self.on_close = None
-        self.recv_code = None       # code of the CLOSE frame received (None: none yet)
-        self.error = None           # the exception that ended the connection, if any
+        self._messages: deque[str | bytes] | None = None  # made on the first queued message
+        self._pings: dict[bytes, list[Any]] | None = None  # our PING payload -> [Event or None, PONG time]
+        self._reader: Any = None    # the background reader (a Thread or a greenlet), once started
+        self.on_message: Callable[[str | bytes], object] | None = None
+        self.on_close: Callable[[SyncWebSocket], object] | None = None
+        self.recv_code: int | None = None  # code of the CLOSE frame received (None: none yet)
+        self.error: BaseException | None = None  # the exception that ended the connection, if any
         self.bytes_in = len(leftover)
         self.bytes_out = 0
         self.messages_in = 0
@@ -150,9 +153,12 @@ class SyncWebSocket(Connection):
 
     # ------------------------------------------------------------------ open
     @classmethod
-    def _dial(cls, url: str, *, subprotocols=None, headers=(), origin=None, timeout: float = 10.0,
-              source_address=None, ssl=None, max_size=1048576, user_agent="fastws-sync",
-              compression=None, **deflate_options):
+    def _dial(cls, url: str, *, subprotocols: Sequence[str] | None = None,
+              headers: Mapping[str, str] | Iterable[tuple[str, str]] = (), origin: str | None = None,
+              timeout: float = 10.0, source_address: str | tuple[str, int] | None = None,
+              ssl: ssl_module.SSLContext | Literal[True] | None = None, max_size: int | None = 1048576,
+              user_agent: str | None = "fastws-sync", compression: str | None = None,
+              **deflate_options: Any) -> SyncWebSocket:
         """Connect, run the opening handshake, return the open connection.
 
         ``source_address``: an IP to bind before connecting (port picked at
@@ -164,7 +170,7 @@ class SyncWebSocket(Connection):
         its permessage-deflate options (``client_max_window_bits``, ...).
         """
         secure, host, port, resource = parse_uri(url)
-        if hasattr(headers, "items"):
+        if isinstance(headers, Mapping):
             headers = list(headers.items())
         dopts = None
         if compression is not None or deflate_options:
@@ -189,7 +195,7 @@ class SyncWebSocket(Connection):
                 sock = ssl.wrap_socket(sock, server_hostname=host)
             sock.sendall(request)
             reader = ResponseReader()
-            response = None
+            response: Response | None = None
             while response is None:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
@@ -209,7 +215,7 @@ class SyncWebSocket(Connection):
             params = handshake.response_deflate(response, dopts) if dopts is not None else None
             sock.settimeout(None)
             return cls(sock, max_size=max_size, leftover=reader.leftover or b"", subprotocol=chosen,
-                       response_headers=response.headers, deflate=params)
+                       response_headers=cast(Headers, response.headers), deflate=params)  # (a reader's: a Headers)
         except BaseException:
             sock.close()
             raise
@@ -220,7 +226,7 @@ class SyncWebSocket(Connection):
         return self._state == OPEN
 
     @property
-    def response_headers(self):
+    def response_headers(self) -> Headers:
         """The handshake response's headers: Connection's ``headers``."""
         return self.headers
 
@@ -230,19 +236,19 @@ class SyncWebSocket(Connection):
         return self.close_reason
 
     @property
-    def sent_code(self):
+    def sent_code(self) -> int | None:
         """The code of the CLOSE frame sent (None: none yet; 1005: an empty
         one): Connection's ``sent_close_code``."""
         return self.sent_close_code
 
-    def _peername(self):
+    def _peername(self) -> Any:
         try:
             return self.sock.getpeername()
         except OSError:
             return None
 
     # ------------------------------------------------------------ I/O hooks
-    def _send_bytes(self, data) -> None:
+    def _send_bytes(self, data: bytes) -> None:
         """``_write``: the whole frame, under the send lock. A broken socket
         ends the connection (the callers see CLOSED); it never raises."""
         try:
@@ -253,7 +259,7 @@ class SyncWebSocket(Connection):
             return
         self.bytes_out += len(data)
 
-    def _writelines(self, parts) -> None:
+    def _writelines(self, parts: Iterable[bytes]) -> None:
         self._send_bytes(b"".join(parts))
 
     def _write_eof(self) -> None:
@@ -281,7 +287,7 @@ class SyncWebSocket(Connection):
             pass
         self._connection_lost()
 
-    def _lost(self, exc) -> None:
+    def _lost(self, exc: BaseException | None) -> None:
         """The socket failed (``exc``) or reached its end (None)."""
         if self._state != CLOSED:
             if exc is not None and self.error is None:
@@ -307,10 +313,10 @@ class SyncWebSocket(Connection):
                 self._driver.advance()
 
     # ------------------------------------------------------------ core hooks
-    def _message_callback(self):
+    def _message_callback(self) -> Callable[[str | bytes], None]:
         return self._on_data
 
-    def _on_data(self, message) -> None:
+    def _on_data(self, message: str | bytes) -> None:
         self.messages_in += 1
         if self._state != OPEN and self._reader is None:
             return  # read by close() (or after it): dropped
@@ -359,7 +365,7 @@ class SyncWebSocket(Connection):
         if hook is not None:
             hook(self)
 
-    def _closed_error(self):
+    def _closed_error(self) -> ConnectionClosed:
         """The ConnectionClosed to raise: the code received (1006 if no close
         frame came), the code sent as ``sent_code``."""
         code = self.recv_code
@@ -375,11 +381,11 @@ class SyncWebSocket(Connection):
 
     _closed_exc = _closed_error  # the name fastws.locust used
 
-    def _handshake_bytes(self, data) -> None:
+    def _handshake_bytes(self, data: bytes) -> None:
         raise RuntimeError("the opening handshake is done before the connection is made")
 
     # ------------------------------------------------------------ reading
-    def _read_once(self, until) -> None:
+    def _read_once(self, until: float | None) -> None:
         """Read what the socket has and feed it to the core, waiting at most
         until ``until`` (None: no limit) or the connection's next timer; fire
         the timers that are due."""
@@ -411,7 +417,7 @@ class SyncWebSocket(Connection):
         if self.deadline <= time.monotonic():
             self._advance()
 
-    def _finish_closing(self, until) -> None:
+    def _finish_closing(self, until: float | None) -> None:
         """CLOSING: read (dropping messages) until the server ends TCP, the
         close timeout fires or ``until`` passes (then drop the socket)."""
         while self._state != CLOSED:
@@ -421,7 +427,8 @@ class SyncWebSocket(Connection):
             self._read_once(until)
 
     # ----------------------------------------------------------------- send
-    def send(self, data) -> int:
+    # (an int, where the async Connection.send says whether to wait: the APIs differ on purpose)
+    def send(self, data: str | bytes | bytearray | memoryview) -> int:  # type: ignore[override]
         """Send a text (str) or binary (bytes-like) message; returns the
         number of bytes written (frame header included)."""
         with self._lock:
@@ -434,7 +441,7 @@ class SyncWebSocket(Connection):
         return written
 
     # ----------------------------------------------------------------- recv
-    def recv(self, timeout=None):
+    def recv(self, timeout: float | None = None) -> str | bytes:
         """The next message (str or bytes).  Raises ``TimeoutError`` after
         ``timeout`` seconds (None: wait forever), ``ConnectionClosed`` once
         the connection is closed and no message is left."""
@@ -456,8 +463,9 @@ class SyncWebSocket(Connection):
             self._read_once(until)
         return self._pop()
 
-    def _pop(self):
+    def _pop(self) -> str | bytes:
         messages = self._messages
+        assert messages is not None
         message = messages.popleft()
         if not messages:
             self._messages = None  # an empty deque holds 600+ bytes
@@ -474,7 +482,7 @@ class SyncWebSocket(Connection):
             raise self._closed_error()
         payload = os.urandom(4)
         reader = self._reader
-        entry = [threading.Event() if reader is not None else None, None]
+        entry: list[Any] = [threading.Event() if reader is not None else None, None]
         if self._pings is None:
             self._pings = {}
         self._pings[payload] = entry
@@ -495,13 +503,14 @@ class SyncWebSocket(Connection):
                     self._read_once(until)
             if entry[1] is None:
                 raise self._closed_error()
-            return entry[1] - start
+            rtt: float = entry[1] - start
+            return rtt
         finally:
             if self._pings:
                 self._pings.pop(payload, None)
 
     # ---------------------------------------------------------------- close
-    def close(self, code: int = CLOSE_NORMAL, reason: str = "", timeout: float = 5.0) -> None:
+    def close(self, code: int | None = CLOSE_NORMAL, reason: str = "", timeout: float = 5.0) -> None:
         """Run the closing handshake: send CLOSE, wait up to ``timeout`` for
         the server's CLOSE and the end of TCP (messages still arriving are
         dropped), then drop the socket if it is still there."""
@@ -527,7 +536,8 @@ class SyncWebSocket(Connection):
             self._abort_transport()
 
     # ------------------------------------------------------- reader thread
-    def start_reader(self, on_message=None, spawn=None):
+    def start_reader(self, on_message: Callable[[str | bytes], object] | None = None,
+                     spawn: Callable[[Callable[[], None]], Any] | None = None) -> Any:
         """Read in the background from now on, handing every message to
         ``on_message`` (queued messages are handed over first).  ``spawn``
         starts the loop (default: gevent.spawn when gevent has patched the
@@ -537,8 +547,9 @@ class SyncWebSocket(Connection):
             self.on_message = on_message
         if self.on_message is None:
             raise ValueError("start_reader needs an on_message callback")
+        hook = self.on_message
         while self._messages:
-            self.on_message(self._messages.popleft())
+            hook(self._messages.popleft())
         self._messages = None
         if spawn is None:
             spawn = _default_spawn()
@@ -556,29 +567,31 @@ def _gevent_active() -> bool:
         from gevent import monkey
     except ImportError:
         return False
-    return monkey.is_module_patched("socket")
+    return bool(monkey.is_module_patched("socket"))
 
 
-def _default_spawn():
+def _default_spawn() -> Callable[[Callable[[], None]], Any]:
     if _gevent_active():
         import gevent
-        return gevent.spawn
+        spawn_greenlet: Callable[[Callable[[], None]], Any] = gevent.spawn
+        return spawn_greenlet
 
-    def spawn(fn):
+    def spawn(fn: Callable[[], None]) -> threading.Thread:
         t = threading.Thread(target=fn, daemon=True)
         t.start()
         return t
     return spawn
 
 
-def _current():
+def _current() -> Any:
     if _gevent_active():
         import gevent
         return gevent.getcurrent()
     return threading.current_thread()
 
 
-def _open_socket(host: str, port: int, timeout: float, source_address):
+def _open_socket(host: str, port: int, timeout: float,
+                 source_address: str | tuple[str, int] | None) -> socket.socket:
     if isinstance(source_address, str):
         source_address = (source_address, 0)
     try:
@@ -586,10 +599,10 @@ def _open_socket(host: str, port: int, timeout: float, source_address):
         # through a thread pool: most of the CPU of a connect).
         ip = ipaddress.ip_address(host)
         family = socket.AF_INET if ip.version == 4 else socket.AF_INET6
-        candidates = [(family, socket.SOCK_STREAM, 0, "", (host, port))]
+        candidates: list[tuple[Any, Any, int, str, Any]] = [(family, socket.SOCK_STREAM, 0, "", (host, port))]
     except ValueError:
         candidates = socket.getaddrinfo(host, port, 0, socket.SOCK_STREAM)
-    last = None
+    last: OSError | None = None
     for family, type_, proto, _, addr in candidates:
         sock = socket.socket(family, type_, proto)
         try:
@@ -610,9 +623,9 @@ def _open_socket(host: str, port: int, timeout: float, source_address):
     raise last if last is not None else OSError(f"cannot resolve {host!r}")
 
 
-def connect(url: str, **kwargs) -> SyncWebSocket:
+def connect(url: str, **kwargs: Any) -> SyncWebSocket:
     """``SyncWebSocket.open(url, **kwargs)``."""
-    return SyncWebSocket.open(url, **kwargs)
+    return SyncWebSocket._dial(url, **kwargs)
 
 
 # --------------------------------------------------------------------------

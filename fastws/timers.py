@@ -16,8 +16,9 @@ import asyncio
 import math
 import time
 import weakref
+from typing import Any, Callable
 
-from .codec import TimerWheel
+from .codec import TimerEntry, TimerWheel
 
 __all__ = ["WheelDriver", "ManualDriver", "get_driver"]
 
@@ -34,7 +35,7 @@ class WheelDriver:
     __slots__ = ("wheel", "_loop_ref", "_tick", "_handle", "_closed", "__weakref__")
 
     def __init__(self, loop: asyncio.AbstractEventLoop, tick: float = 1.0,
-                 slots: int = 512, wheel_cls=None) -> None:
+                 slots: int = 512, wheel_cls: type[TimerWheel] | None = None) -> None:
         cls = TimerWheel if wheel_cls is None else wheel_cls
         self.wheel = cls(tick, slots, loop.time())
         self.wheel.on_error = self._on_error
@@ -42,7 +43,7 @@ class WheelDriver:
         # its loop alive.  (A pending tick handle keeps the driver alive.)
         self._loop_ref = weakref.ref(loop)
         self._tick = self.wheel.tick
-        self._handle = None
+        self._handle: asyncio.TimerHandle | None = None
         self._closed = False
 
     @property
@@ -56,15 +57,18 @@ class WheelDriver:
 
     def now(self) -> float:
         """The loop's time (the wheel's clock)."""
-        return self._loop_ref().time()
+        loop = self._loop_ref()
+        if loop is None:
+            raise RuntimeError("the event loop of this WheelDriver is gone")
+        return loop.time()
 
-    def arm(self, entry, deadline: float) -> None:
+    def arm(self, entry: TimerEntry, deadline: float) -> None:
         """Arm or re-arm ``entry`` at ``deadline`` (loop time); O(1)."""
         if self._handle is None:
             self._start()
         self.wheel.arm(entry, deadline)
 
-    def cancel(self, entry) -> None:
+    def cancel(self, entry: TimerEntry) -> None:
         """Disarm ``entry``.  When the wheel empties, the next tick stops."""
         self.wheel.cancel(entry)
 
@@ -75,8 +79,9 @@ class WheelDriver:
             self._handle.cancel()
             self._handle = None
         loop = self._loop_ref()
-        if loop is not None and _drivers.get(loop) is self:
-            del _drivers[loop]
+        per_tick = _drivers.get(loop) if loop is not None else None
+        if per_tick is not None and per_tick.get(self._tick) is self:
+            del per_tick[self._tick]
 
     def _start(self) -> None:
         if self._closed:
@@ -89,7 +94,7 @@ class WheelDriver:
             self.wheel.advance(now)  # O(1) on an empty wheel: catch up its clock
         self._schedule(loop, now)
 
-    def _schedule(self, loop, now: float) -> None:
+    def _schedule(self, loop: asyncio.AbstractEventLoop, now: float) -> None:
         # The next tick boundary strictly after `now`.
         when = (math.floor(now / self._tick) + 1) * self._tick
         if when <= now:  # float rounding at a boundary
@@ -115,9 +120,9 @@ class WheelDriver:
         else:
             self._handle = None
 
-    def _on_error(self, entry, exc: BaseException) -> None:
+    def _on_error(self, entry: TimerEntry, exc: BaseException) -> None:
         loop = self._loop_ref()
-        context = {
+        context: dict[str, Any] = {
             "message": f"Exception in on_timer of {entry!r}",
             "exception": exc,
             "timer_entry": entry,
@@ -169,17 +174,17 @@ class ManualDriver:
 
     __slots__ = ("wheel", "_clock")
 
-    def __init__(self, clock=time.monotonic, tick: float = 0.05, slots: int = 64) -> None:
+    def __init__(self, clock: Callable[[], float] = time.monotonic, tick: float = 0.05, slots: int = 64) -> None:
         self._clock = clock
         self.wheel = TimerWheel(tick, slots, clock())
 
     def now(self) -> float:
         return self._clock()
 
-    def arm(self, entry, deadline: float) -> None:
+    def arm(self, entry: TimerEntry, deadline: float) -> None:
         self.wheel.arm(entry, deadline)
 
-    def cancel(self, entry) -> None:
+    def cancel(self, entry: TimerEntry) -> None:
         self.wheel.cancel(entry)
 
     def advance(self) -> int:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+from typing import TYPE_CHECKING, Any, Union
 
 from .codec import Inbox, ws_send
 from .constants import CLOSED, OPEN
@@ -27,8 +28,29 @@ __all__ = ["WebSocketMixin", "WEBSOCKET_SLOTS"]
 WEBSOCKET_SLOTS = ("_loop", "_inbox", "_drain_waiter", "_closed_waiter", "_pings", "_task")
 
 
-class WebSocketMixin:
-    __slots__ = ()
+if TYPE_CHECKING:
+    from .codec import MessageWaiter
+
+    # What the mixin is mixed into: a Connection (the concrete classes put it first).
+    _MixinBase = Connection
+else:
+    _MixinBase = object
+
+# A received message: str for text, bytes for binary.
+Data = Union[str, bytes]
+
+
+class WebSocketMixin(_MixinBase):
+    if not TYPE_CHECKING:  # (type checkers: the slots are the concrete classes')
+        __slots__ = ()
+    else:
+        _loop: asyncio.AbstractEventLoop
+        _inbox: Inbox
+        _drain_waiter: asyncio.Future[None] | None
+        _closed_waiter: asyncio.Future[None] | None
+        _pings: dict[bytes, tuple[asyncio.Future[float], float]] | None
+        _task: asyncio.Task[Any] | None
+        _pong_hook: bool
 
     def _init_websocket(self) -> None:
         # Cached: asyncio.get_running_loop() costs a getpid() system call.
@@ -42,12 +64,12 @@ class WebSocketMixin:
         self._pong_hook = False
 
     # ------------------------------------------------------------ receiving
-    def _message_callback(self):
+    def _message_callback(self) -> Any:
         # The parser hands each data message straight to the inbox (C code
         # in the extension build): it wakes the waiting recv() or queues.
         return self._inbox.deliver
 
-    async def recv(self):
+    async def recv(self) -> Data:
         """The next message: ``str`` for text, ``bytes`` for binary.
 
         Raises ConnectionClosed when the connection is closed and every message
@@ -55,17 +77,17 @@ class WebSocketMixin:
         """
         return await self._inbox.get()
 
-    def __aiter__(self):
+    def __aiter__(self) -> Inbox:
         # The inbox is the iterator: its __anext__ is a C slot in the
         # extension build, so `async for` costs no Python frame per message.
         # The end of a normally closed stream arrives as StopAsyncIteration.
         return self._inbox
 
-    def __anext__(self):
+    def __anext__(self) -> MessageWaiter:
         return self._inbox.__anext__()
 
     @staticmethod
-    def _closed_ok(exc) -> bool:
+    def _closed_ok(exc: BaseException) -> bool:
         return isinstance(exc, ConnectionClosedOK)
 
     # ------------------------------------------------------------ sending
@@ -84,7 +106,7 @@ class WebSocketMixin:
         if self._state == CLOSED:  # woken by the end, not by a drain
             raise self._closed_error()
 
-    async def ping(self, data: bytes | None = None) -> float:
+    async def ping(self, data: bytes | str | None = None) -> float:
         """Send a ping and wait for its pong; returns the round-trip time in seconds."""
         if data is None:
             data = os.urandom(4)
@@ -96,7 +118,7 @@ class WebSocketMixin:
         if data in self._pings:
             raise ValueError("a ping with this payload is already waiting for its pong")
         loop = self._loop
-        waiter = loop.create_future()
+        waiter: asyncio.Future[float] = loop.create_future()
         self._pings[data] = (waiter, loop.time())
         self._pong_hook = True
         try:
@@ -150,7 +172,8 @@ class WebSocketMixin:
             Connection._fail(self, code, reason)
             self._wake_closed()
 
-    async def close(self, code: int = CLOSE_NORMAL, reason: str = "") -> None:
+    # (async here, sync on the low-level Connection: the two APIs differ on purpose)
+    async def close(self, code: int = CLOSE_NORMAL, reason: str = "") -> None:  # type: ignore[override]
         """Close the connection and wait until it is closed (at most close_timeout,
         then the TCP connection is aborted)."""
         Connection.close(self, code, reason)

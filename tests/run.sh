@@ -16,7 +16,9 @@
 #      on the pure-Python twins
 #   3. Autobahn|Testsuite groups 1-10 against `fastws echo`, both API levels
 #   4. the docs site (mkdocs build --strict)
-#   5. the whole default suite on the extension
+#   5. mypy --strict over the public modules (what `import fastws` gives,
+#      fastws.syncclient, the uvicorn and locust entry points; py.typed ships)
+#   6. the whole default suite on the extension
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY="${PYTHON:-python3}"
@@ -62,6 +64,12 @@ FASTWS_REQUIRE_EXTENSION=1 "$PY" -m pytest -q -p no:cacheprovider -m autobahn -s
 
 echo "== the docs site builds with no warning (mkdocs --strict)"
 NO_MKDOCS_2_WARNING=1 "$PY" -m mkdocs build --strict --quiet --site-dir "$(mktemp -d)"
+
+echo "== mypy --strict over the public modules (settings: pyproject.toml [tool.mypy])"
+"$PY" -m mypy --strict fastws/__init__.py fastws/version.py fastws/constants.py fastws/exceptions.py \
+    fastws/options.py fastws/codec.py fastws/listener.py fastws/websocket.py fastws/client.py \
+    fastws/syncclient.py fastws/http.py fastws/timers.py fastws/runner.py fastws/uvicorn.py fastws/locust.py \
+    tests/packaging/typed_usage.py  # a user's program: assert_type on the public signatures
 
 echo "== the whole suite on the Cython extension"
 FASTWS_REQUIRE_EXTENSION=1 "$PY" -m pytest -q -p no:cacheprovider

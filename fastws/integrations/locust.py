@@ -19,6 +19,7 @@ import os
 import socket
 import time
 from collections import Counter
+from typing import Any, Callable, Iterable, Mapping, Union
 from urllib.parse import urlsplit
 
 import gevent
@@ -28,6 +29,10 @@ from locust.exception import StopUser
 
 from ..exceptions import CLOSE_GOING_AWAY, CLOSE_NORMAL, ConnectionClosed
 from ..syncclient import SyncWebSocket
+
+Message = Union[str, bytes]
+# request(match=...): None (the next message), a message to equal, or a predicate
+Match = Union[None, str, bytes, Callable[[Message], bool]]
 
 __all__ = ["WebSocketUser", "stats", "WSStats"]
 
@@ -41,7 +46,7 @@ class WSStats:
     """Connection-level counters of this process (a locust worker, or the
     local runner), plus, on a master, the sums reported by the workers."""
 
-    def __init__(self):
+    def __init__(self) -> None:
         self.live = set()
         self.opened = 0
         self.close_codes = Counter()
@@ -265,7 +270,7 @@ class WebSocketUser(User):
     timeout = 10.0
     max_size = 1048576
 
-    def __init__(self, environment):
+    def __init__(self, environment: Any) -> None:
         super().__init__(environment)
         self.ws = None
         self._path = "/"
@@ -283,7 +288,9 @@ class WebSocketUser(User):
         return name if name is not None else self._path
 
     # ------------------------------------------------------------ connect
-    def connect(self, url: str = "/", subprotocols=None, headers=None, name=None) -> SyncWebSocket:
+    def connect(self, url: str = "/", subprotocols: Iterable[str] | None = None,
+                headers: Mapping[str, str] | Iterable[tuple[str, str]] | None = None,
+                name: str | None = None) -> SyncWebSocket:
         """Open the connection: ``url`` is a full ws:// URL or a path appended
         to ``host``.  Reports ``CONNECT``; a failure is reported, then raises
         locust's StopUser (the user stops; catch it to retry instead)."""
@@ -347,7 +354,7 @@ class WebSocketUser(User):
             raise RuntimeError("not connected: call self.connect() first (e.g. in on_start)")
         return self.ws
 
-    def send(self, data, name=None) -> None:
+    def send(self, data: str | bytes | bytearray | memoryview, name: str | None = None) -> None:
         """Send one message; reports ``SEND`` (time to write the frame)."""
         ws = self._need_ws()
         start = time.perf_counter()
@@ -358,7 +365,7 @@ class WebSocketUser(User):
             return
         self._fire("SEND", self._name(name), _ms(time.perf_counter() - start), n)
 
-    def recv(self, timeout=None, name=None):
+    def recv(self, timeout: float | None = None, name: str | None = None) -> Message | None:
         """The next message, or None after a failure (timeout, closed), which
         is reported.  Reports ``RECV`` with its size (and a latency only if
         ``message_latency`` gives one)."""
@@ -371,7 +378,8 @@ class WebSocketUser(User):
         self.report_receive(message, name=name)
         return message
 
-    def request(self, data, match=None, timeout=None, name=None):
+    def request(self, data: str | bytes | bytearray | memoryview, match: Match = None,
+                timeout: float | None = None, name: str | None = None) -> Message | None:
         """Send ``data`` and wait for its reply; reports ``REQ`` with the round
         trip.  ``match``: None (the next message is the reply), a str/bytes
         (the reply equal to it) or a callable(message) -> bool.  Messages that
@@ -412,7 +420,7 @@ class WebSocketUser(User):
         self._fire("REQ", name, _ms(time.perf_counter() - start), _size(reply))
         return reply
 
-    def ping(self, timeout=None, name="ping"):
+    def ping(self, timeout: float | None = None, name: str = "ping") -> float | None:
         """PING and wait for the PONG; reports ``PING`` with the round trip.
         Returns the round trip in seconds, or None on failure."""
         ws = self._need_ws()
@@ -425,7 +433,7 @@ class WebSocketUser(User):
         self._fire("PING", name, _ms(rtt), 0)
         return rtt
 
-    def close(self, code: int = CLOSE_NORMAL, reason: str = "", name=None) -> None:
+    def close(self, code: int = CLOSE_NORMAL, reason: str = "", name: str | None = None) -> None:
         """Closing handshake; reports ``CLOSE`` (a failure if the server did
         not answer with a CLOSE in time)."""
         ws = self.ws
@@ -445,7 +453,7 @@ class WebSocketUser(User):
         else:
             self._fire("CLOSE", self._name(name), elapsed, 0)
 
-    def hold(self, seconds=None, ping_interval=None, name="hold") -> None:
+    def hold(self, seconds: float | None = None, ping_interval: float | None = None, name: str = "hold") -> None:
         """Keep the connection open for ``seconds`` (None: until the user is
         stopped), answering PINGs; every ``ping_interval`` seconds send a PING
         (reported as ``PING``).  Messages received go to ``on_message``.
@@ -489,18 +497,18 @@ class WebSocketUser(User):
         except Exception as exc:
             self._fire("RECV", self._name(None), None, _size(message), exc)
 
-    def on_message(self, message) -> None:
+    def on_message(self, message: Message) -> None:
         """Called for every message that no ``request()`` claimed (by the
         receive loop, or by ``request``/``hold`` reading).  Default: report
         it as ``RECV`` (``report_receive``)."""
         self.report_receive(message)
 
-    def message_latency(self, message):
+    def message_latency(self, message: Message) -> float | None:
         """Override to give a message's latency in seconds (e.g. now minus a
         send timestamp it carries); None (default): unknown."""
         return None
 
-    def report_receive(self, message, latency=None, name=None) -> None:
+    def report_receive(self, message: Message, latency: float | None = None, name: str | None = None) -> None:
         """Report a ``RECV`` of ``message``: with ``latency`` (seconds) or
         ``message_latency(message)`` as its response time, else none."""
         if latency is None:
