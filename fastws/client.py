@@ -17,7 +17,7 @@ import asyncio
 import json
 import socket
 import ssl as ssl_module
-from typing import Any, Generator, Iterable, Mapping, cast
+from typing import Any, AsyncGenerator, AsyncIterator, Generator, Iterable, Mapping, cast
 
 from . import handshake
 from .constants import CLOSED, CONNECTING, OPEN
@@ -56,7 +56,7 @@ class ClientWebSocket(WebSocketMixin, StreamConnection):
         self._handshake = handshake_future
         self._user_closed = False  # close() was called while OPEN (the reconnect loop stops)
 
-    async def close(self, code: int = CLOSE_NORMAL, reason: str = "") -> None:
+    async def close(self, code: int = CLOSE_NORMAL, reason: str = "") -> None:  # type: ignore[override]  # the handler API's close is async (as the server's)
         if self._state == OPEN:
             self._user_closed = True
         await WebSocketMixin.close(self, code, reason)
@@ -211,7 +211,7 @@ class connect:
         if self._ws is not None:
             await self._ws.close()
 
-    def __aiter__(self):
+    def __aiter__(self) -> AsyncIterator[ClientWebSocket]:
         """``async for ws in connect(url)``: reconnect after a connection is lost.
 
         A failed attempt that is transient (``fastws.syncclient.is_transient``:
@@ -230,7 +230,7 @@ class connect:
             raise TypeError("a connection on a given sock cannot reconnect")
         return self._reconnecting()
 
-    async def _reconnecting(self):
+    async def _reconnecting(self) -> AsyncIterator[ClientWebSocket]:
         backoff = self._backoff
         backoff.reset()
         while True:
@@ -272,7 +272,7 @@ class PushError(FastWSError):
     e.g. ``no_history``, ``forbidden``, ``bad_topic``), or is not a
     ``fastws push`` server with history."""
 
-    def __init__(self, message: str, error=None):
+    def __init__(self, message: str, error: dict[str, Any] | None = None) -> None:
         super().__init__(message)
         self.error = error
 
@@ -299,40 +299,41 @@ class PushSubscriber:
     reconnects after a backoff delay; any other error raises PushError.
     """
 
-    def __init__(self, url: str, topics, *, since=None, **options):
+    def __init__(self, url: str, topics: Iterable[str], *, since: int | dict[str, int] | None = None,
+                 **options: Any) -> None:
         self.topics = list(topics)
         if not self.topics:
             raise ValueError("PushSubscriber needs at least one topic")
-        self.last = {}
+        self.last: dict[str, int] = {}
         if isinstance(since, dict):
             self.last.update(since)
         elif since is not None:
             self.last.update((t, since) for t in self.topics)
         self.connections = 0   # connections opened so far
-        self.ws = None         # the current connection
+        self.ws: ClientWebSocket | None = None  # the current connection
         self._connect = connect(url, **options)
 
-    def __aiter__(self):
+    def __aiter__(self) -> AsyncIterator[dict[str, Any]]:
         return self._messages()
 
-    async def _messages(self):
-        connections = self._connect.__aiter__()
+    async def _messages(self) -> AsyncIterator[dict[str, Any]]:
+        connections = cast(AsyncGenerator[ClientWebSocket, None], self._connect.__aiter__())
         try:
             async for ws in connections:
                 self.ws = ws
                 self.connections += 1
                 try:
                     for topic in self.topics:
-                        msg = {"type": "subscribe", "topic": topic}
+                        request: dict[str, Any] = {"type": "subscribe", "topic": topic}
                         since = self.last.get(topic, None if self.connections == 1 else 0)
                         if since is not None:
-                            msg["since"] = since
-                        await ws.send(json.dumps(msg))
+                            request["since"] = since
+                        await ws.send(json.dumps(request))
                     async for raw in ws:
                         msg = _push_message(raw)
                         kind = msg["type"]
                         if kind == "message":
-                            topic, msg_id = msg.get("topic"), msg.get("id")
+                            topic, msg_id = str(msg.get("topic")), msg.get("id")
                             if not isinstance(msg_id, int):
                                 raise PushError(f"a message without an id: {raw[:200]!r}")
                             last = self.last.get(topic)
@@ -355,7 +356,7 @@ class PushSubscriber:
             await connections.aclose()
 
 
-def _push_message(raw) -> dict:
+def _push_message(raw: str | bytes) -> dict[str, Any]:
     if isinstance(raw, str):
         try:
             msg = json.loads(raw)

@@ -22,7 +22,7 @@ import ssl as ssl_module
 import threading
 import time
 from collections import deque
-from typing import Any, Callable, Iterable, Literal, Mapping, Sequence, cast
+from typing import Any, Callable, Iterable, Iterator, Literal, Mapping, Sequence, cast
 
 from . import handshake
 from .constants import CLOSED, CLOSING, OPEN
@@ -70,7 +70,8 @@ _DEFLATE_OPTIONS = frozenset((
 
 
 @functools.lru_cache(maxsize=32)
-def _deflate_options(max_size, compression, items) -> Options:
+def _deflate_options(max_size: int | None, compression: str | None,
+                     items: tuple[tuple[str, Any], ...]) -> Options:
     # The permessage-deflate offer and its DeflateParams; the connection itself
     # keeps _options(max_size).
     return client_options(max_size=max_size, ping_interval=None, compression=compression, **dict(items))
@@ -676,7 +677,7 @@ class Backoff:
     __slots__ = ("initial", "maximum", "factor", "jitter", "attempt", "_random")
 
     def __init__(self, initial: float = 0.5, maximum: float = 30.0, factor: float = 1.6,
-                 jitter: float = 0.25, random=random.random):
+                 jitter: float = 0.25, random: Callable[[], float] = random.random) -> None:
         if not 0 < initial <= maximum:
             raise ConfigError(f"backoff needs 0 < backoff_initial <= backoff_max, got {initial!r}, {maximum!r}")
         if not factor >= 1:
@@ -694,13 +695,13 @@ class Backoff:
             base = self.maximum
         else:
             self.attempt += 1
-        return base * (1.0 - self.jitter * self._random())
+        return float(base * (1.0 - self.jitter * self._random()))
 
     def reset(self) -> None:
         self.attempt = 0
 
 
-def lost_error(ws) -> BaseException | None:
+def lost_error(ws: Any) -> ConnectionClosed | None:
     """After a connection that was handed out, now closed: None to stop (the
     client closed it, or the server closed with 1000 / no status), else the
     ConnectionClosed to judge: the code received, else the one sent when
@@ -716,8 +717,9 @@ def lost_error(ws) -> BaseException | None:
 
 
 def connect_forever(url: str, *, backoff_initial: float = 0.5, backoff_max: float = 30.0,
-                    backoff_factor: float = 1.6, backoff_jitter: float = 0.25, sleep=time.sleep,
-                    **kwargs):
+                    backoff_factor: float = 1.6, backoff_jitter: float = 0.25,
+                    sleep: Callable[[float], object] = time.sleep,
+                    **kwargs: Any) -> Iterator[SyncWebSocket]:
     """``for ws in connect_forever(url, **kwargs)``: a new ``SyncWebSocket``
     (``connect(url, **kwargs)``) each time the previous one is lost.
 
