@@ -8,7 +8,7 @@ passes if they fit, or if the bucket is full. ``RateLimits``: a server's
 settings (``Options._rate``); ``Limiter``: what a connection holds, whose
 ``deliver`` (METH_O: one C call per message) is the parser's on_message: it
 counts, then calls ``target`` (the API level's callback), or raises
-``ProtocolError("rate limit", 1008)`` and stays empty.
+``ProtocolError("rate limit", 1008)`` once and drops every later message.
 See docs/guide/access-control.md.
 """
 cimport cython
@@ -79,16 +79,24 @@ cdef class Limiter:
         self.byte_tat = 0.0
 
     def deliver(self, data):
-        """The parser's on_message: count ``data``, then hand it to ``target``."""
-        _count(self, data)
+        """The parser's on_message: count ``data``, then hand it to ``target``
+        (after a refusal: drop it, the connection is closing)."""
+        if _count(self, data):
+            return None
         return self.target(data)
 
 
 cdef int _count(Limiter bucket, object data) except -1:
+    """0: deliver; 1: drop (refused before: the messages the peer sent after
+    its limit while our 1008 close is on its way); raises ProtocolError on
+    the refusal itself."""
     cdef RateLimits limits = bucket.limits
-    cdef double now = _now()
+    cdef double now
     cdef double tat, cost
     cdef Py_ssize_t n
+    if bucket.msg_tat == INF:
+        return 1
+    now = _now()
     if limits.msg_step != 0.0:
         tat = bucket.msg_tat
         if tat <= now:

@@ -7,7 +7,7 @@ passes if they fit, or if the bucket is full. ``RateLimits``: a server's
 settings (``Options._rate``); ``Limiter``: what a connection holds, whose
 ``deliver`` is the parser's on_message: it counts, then calls ``target``
 (the API level's callback), or raises ``ProtocolError("rate limit", 1008)``
-and stays empty.
+once and drops every later message.
 See docs/guide/access-control.md.
 """
 from __future__ import annotations
@@ -56,13 +56,21 @@ class Limiter:
         self.byte_tat = 0.0
 
     def deliver(self, data):
-        """The parser's on_message: count ``data``, then hand it to ``target``."""
-        _count(self, data)
+        """The parser's on_message: count ``data``, then hand it to ``target``
+        (after a refusal: drop it, the connection is closing)."""
+        if _count(self, data):
+            return None
         return self.target(data)
 
 
-def _count(bucket, data) -> None:
+def _count(bucket, data) -> bool:
+    """False: deliver; True: drop (refused before: the messages the peer sent
+    after its limit while our 1008 close is on its way); raises ProtocolError
+    on the refusal itself. (A second raise would fail the connection again
+    while it closes, which aborts it and can cost the peer our close frame.)"""
     limits = bucket.limits
+    if bucket.msg_tat == INF:
+        return True
     now = monotonic()
     if limits.msg_step:
         tat = bucket.msg_tat
@@ -81,3 +89,4 @@ def _count(bucket, data) -> None:
             bucket.msg_tat = bucket.byte_tat = INF
             raise ProtocolError(RATE_LIMIT_REASON, CLOSE_POLICY_VIOLATION)
         bucket.byte_tat = tat + cost
+    return False

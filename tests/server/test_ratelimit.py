@@ -160,8 +160,11 @@ def test_both_implementations_count_alike(impl):
         limiter.deliver(b"m")
     assert (info.value.code, info.value.reason) == (1008, "rate limit")
     assert len(got) == 7
-    with pytest.raises(ProtocolError):  # stays refused
-        limiter.deliver(b"m")
+    # Refused once: what the peer sent after its limit is dropped while our
+    # 1008 close is on its way. (A second raise failed the connection again
+    # while it closed, which aborted it: the peer could lose the close frame.)
+    assert limiter.deliver(b"m") is None and limiter.deliver(b"m" * 10**6) is None
+    assert len(got) == 7
     assert math.isinf(limiter.msg_tat)
 
     limiter, got = _limiter(impl, nbytes=(1e-3, 100))
