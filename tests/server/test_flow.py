@@ -56,7 +56,7 @@ def test_reading_pauses_while_handler_does_not_recv(serve_thread):
             time.sleep(0.01)
     assert stalled_since is not None, "the server never pushed back"
     release.set()
-    time.sleep(0.2 * UNIT)
+    wait_for(lambda: "paused" in seen, timeout=10 * UNIT)  # the handler has looked
     # What the server holds is its queue (<= max_queue + what one read delivered),
     # not everything the client pushed.
     assert seen["paused"] is True
