@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import os
+import time
 import socket
 import struct
 
@@ -138,3 +139,16 @@ def http_request(port: int, raw: bytes, timeout: float = 5.0) -> tuple[int, byte
     head, _, body = data.partition(b"\r\n\r\n")
     status = int(head.split(b" ", 2)[1]) if head else 0
     return status, head, body
+
+
+def wait_until(predicate, timeout: float = 5.0, interval: float = 0.005):
+    """Wait for ``predicate()`` to be true (``timeout`` scaled by UNIT);
+    its value, or AssertionError when it is still false at the deadline."""
+    deadline = time.monotonic() + timeout * UNIT
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not met in time")
+        time.sleep(interval)

@@ -21,6 +21,7 @@ from websockets.exceptions import InvalidStatus
 import fastws
 
 from util import UNIT, http_request
+from util import wait_until as wait_for
 
 KEY = "dGhlIHNhbXBsZSBub25jZQ=="
 
@@ -51,14 +52,6 @@ def start(request, serve_thread):
     def start(**options):
         return serve_thread(APPS[request.param], **options)
     return start
-
-
-def wait_for(predicate, timeout=5.0):
-    deadline = time.monotonic() + timeout * UNIT
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met in time")
-        time.sleep(0.005)
 
 
 def connect(port, headers=None, **kw):

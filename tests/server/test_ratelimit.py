@@ -24,6 +24,7 @@ from fastws.http import Headers
 from fastws.ratelimit import ClientLimits, TrustedProxies, parse_rate, rate_option
 
 from util import UNIT
+from util import wait_until as wait_for
 
 APPS = {"listener": EchoListener, "handler": echo_handler}
 KEY = "dGhlIHNhbXBsZSBub25jZQ=="
@@ -34,14 +35,6 @@ def echo(request, serve_thread):
     def start(**options):
         return serve_thread(APPS[request.param], **options)
     return start
-
-
-def wait_for(predicate, timeout=5.0):
-    deadline = time.monotonic() + timeout * UNIT
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met in time")
-        time.sleep(0.005)
 
 
 def connect(port, headers=None):
