@@ -17,7 +17,7 @@ import asyncio
 import json
 import socket
 import ssl as ssl_module
-from typing import Any, AsyncGenerator, AsyncIterator, Generator, Iterable, Mapping, cast
+from typing import Any, AsyncGenerator, AsyncIterator, Generator, Iterable, Literal, Mapping, cast
 
 from . import handshake
 from .constants import CLOSED, CONNECTING, OPEN
@@ -33,6 +33,7 @@ from .exceptions import (
 )
 from .http import Headers, ResponseReader
 from .options import Options
+from .proxy import Proxy, open_tunnel, parse_proxy, proxy_for
 from .syncclient import CLOSED_DURING_HANDSHAKE, TRANSIENT_CLOSE_CODES, Backoff, is_transient, lost_error
 from .transport import StreamConnection
 from .websocket import WEBSOCKET_SLOTS, WebSocketMixin
@@ -128,7 +129,9 @@ class connect:
     Options: ``subprotocols`` (offered, in order), ``origin``, ``extra_headers``
     (list of (name, value)), ``ssl`` (an SSLContext, or True for the default
     context with wss://), ``server_hostname``, ``open_timeout`` (default 10 s),
-    ``sock``, ``backoff_initial``/``backoff_max``/``backoff_factor``/
+    ``sock``, ``proxy`` (True: from the environment, ``HTTPS_PROXY``,
+    ``ALL_PROXY``, ``NO_PROXY``...; a URL, ``http://`` or ``socks5://``;
+    None: connect directly; see fastws.proxy), ``backoff_initial``/``backoff_max``/``backoff_factor``/
     ``backoff_jitter`` (the reconnect loop's delays: 0.5 s growing by 1.6
     up to 30 s, minus up to 25 %), and the connection options of
     ``fastws.options.Options`` (max_size, ping_interval, ...).
@@ -138,6 +141,7 @@ class connect:
                  extra_headers: Mapping[str, str] | Iterable[tuple[str, str]] = (),
                  ssl: ssl_module.SSLContext | bool | None = None, server_hostname: str | None = None,
                  open_timeout: float = 10.0, sock: socket.socket | None = None, user_agent: str | None = "fastws",
+                 proxy: str | Literal[True] | None = True,
                  backoff_initial: float = 0.5, backoff_max: float = 30.0, backoff_factor: float = 1.6,
                  backoff_jitter: float = 0.25, **options: Any) -> None:
         self.url = url
@@ -157,6 +161,10 @@ class connect:
         self._server_hostname = server_hostname
         self._open_timeout = open_timeout
         self._sock = sock
+        # A URL is checked now; True is looked up at each attempt (NO_PROXY
+        # depends on the host, and the environment may change).
+        self._proxy: Proxy | Literal[True] | None = (
+            None if sock is not None or proxy is None else True if proxy is True else parse_proxy(proxy))
         self._user_agent = user_agent
         self._ws: ClientWebSocket | None = None
         self._backoff = Backoff(backoff_initial, backoff_max, backoff_factor, backoff_jitter)
@@ -182,10 +190,30 @@ class connect:
         tls: dict[str, Any] = {} if self._ssl is None else {
             "ssl": self._ssl, "ssl_handshake_timeout": self._opts.handshake_timeout}
 
+        proxy = self._proxy
+        if proxy is True:
+            found = proxy_for(self._secure, self._host, self._port)
+            proxy = parse_proxy(found) if found is not None else None
+        tunnelling = False
+
         async def open_() -> ClientWebSocket:
+            nonlocal tunnelling
             if self._sock is not None:
                 _, ws = await loop.create_connection(factory, sock=self._sock,
                                                      server_hostname=self._server_hostname, **tls)
+            elif proxy is not None:
+                tunnelling = True
+                sock = await open_tunnel(proxy, self._host, self._port, self._user_agent, self._opts.max_head)
+                tunnelling = False
+                try:
+                    # TLS (wss://) runs inside the tunnel, with the server's name.
+                    _, ws = await loop.create_connection(
+                        factory, sock=sock,
+                        server_hostname=(self._server_hostname or self._host) if self._ssl else None, **tls,
+                    )
+                except BaseException:
+                    sock.close()
+                    raise
             else:
                 _, ws = await loop.create_connection(
                     factory, self._host, self._port,
@@ -198,7 +226,13 @@ class connect:
                 raise
             return ws
 
-        return await asyncio.wait_for(open_(), self._open_timeout)
+        try:
+            return await asyncio.wait_for(open_(), self._open_timeout)
+        except asyncio.TimeoutError:
+            if tunnelling:
+                raise TimeoutError(f"the proxy {proxy} did not open the tunnel within "
+                                   f"open_timeout ({self._open_timeout} s)") from None
+            raise
 
     def __await__(self) -> Generator[Any, None, ClientWebSocket]:
         return self._connect().__await__()

@@ -1,7 +1,7 @@
 """The one exception tree of fastws.
 
-``FastWSError`` is the root: ``InvalidURI``, ``HandshakeError``
-(``InvalidRequest``, ``InvalidResponse`` > ``InvalidStatus``),
+``FastWSError`` is the root: ``InvalidURI`` > ``InvalidProxy``, ``HandshakeError``
+(``InvalidRequest``, ``InvalidResponse`` > ``InvalidStatus``, ``ProxyError``),
 ``ProtocolError`` (``FrameError`` 1002, ``InvalidUTF8`` 1007, ``MessageTooBig``
 1009), ``ConnectionClosed`` (``ConnectionClosedOK``, ``ConnectionClosedError``),
 ``BrokerError`` > ``BrokerUnavailable``, ``Forbidden`` (also a
@@ -41,10 +41,12 @@ from .constants import (
 __all__ = [
     "FastWSError",
     "InvalidURI",
+    "InvalidProxy",
     "HandshakeError",
     "InvalidRequest",
     "InvalidResponse",
     "InvalidStatus",
+    "ProxyError",
     "ProtocolError",
     "FrameError",
     "InvalidUTF8",
@@ -95,6 +97,13 @@ class InvalidURI(FastWSError, ValueError):
     """fastws.connect() was given a URL that is not ws:// or wss://."""
 
 
+class InvalidProxy(InvalidURI):
+    """A client was given a proxy URL it cannot use (``proxy=`` or the
+    environment's ``HTTPS_PROXY``/``ALL_PROXY``/...): a scheme other than
+    http, socks5, socks5h, socks4, socks4a; no host; a bad port; a path; a
+    user without a password."""
+
+
 class HandshakeError(FastWSError):
     """The opening handshake failed."""
 
@@ -128,6 +137,24 @@ class InvalidStatus(InvalidResponse):
         self.status = status
         self.headers = list(headers)
         self.body = body
+
+
+class ProxyError(HandshakeError):
+    """The proxy did not open the tunnel to the server: it answered CONNECT
+    with a status other than 2xx (``status``; 407: it wants credentials or
+    refused them), a SOCKS proxy refused (``code``: the SOCKS reply code, if
+    any), or it ended the connection or broke its protocol before the tunnel
+    was open. ``transient``: whether a reconnecting client tries again (a 5xx
+    or 429 from the proxy, a SOCKS "connection refused" / "host
+    unreachable", a proxy that closed early: yes; 407, 403, a bad answer:
+    no). A proxy that cannot be reached raises the OSError of the connect."""
+
+    def __init__(self, message: str, *, status: int | None = None, code: int | None = None,
+                 transient: bool = False) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.transient = transient
 
 
 class ProtocolError(FastWSError):

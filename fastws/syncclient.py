@@ -36,12 +36,14 @@ from .exceptions import (
     InvalidResponse,
     InvalidStatus,
     ProtocolError,
+    ProxyError,
     connection_closed,
 )
 from .handshake import parse_uri
 from .http import Headers, Response, ResponseReader
 from .options import Options
 from .protocol import Connection
+from .proxy import open_tunnel_sync, parse_proxy, proxy_for
 from .timers import ManualDriver
 
 __all__ = ["SyncWebSocket", "connect", "connect_forever", "Backoff", "is_transient",
@@ -159,7 +161,7 @@ class SyncWebSocket(Connection):
               timeout: float = 10.0, source_address: str | tuple[str, int] | None = None,
               ssl: ssl_module.SSLContext | Literal[True] | None = None, max_size: int | None = 1048576,
               user_agent: str | None = "fastws-sync", compression: str | None = None,
-              **deflate_options: Any) -> SyncWebSocket:
+              proxy: str | Literal[True] | None = True, **deflate_options: Any) -> SyncWebSocket:
         """Connect, run the opening handshake, return the open connection.
 
         ``source_address``: an IP to bind before connecting (port picked at
@@ -169,6 +171,9 @@ class SyncWebSocket(Connection):
         ``compression="deflate"`` offers permessage-deflate (off by default
         here), with the offer of ``fastws.connect``; ``deflate_options`` are
         its permessage-deflate options (``client_max_window_bits``, ...).
+        ``proxy``: True (from the environment: ``HTTPS_PROXY``, ``ALL_PROXY``,
+        ``NO_PROXY``, ...), a proxy URL (``http://user:pass@host:port``,
+        ``socks5://...``), or None (connect directly); see fastws.proxy.
         """
         secure, host, port, resource = parse_uri(url)
         if isinstance(headers, Mapping):
@@ -188,11 +193,19 @@ class SyncWebSocket(Connection):
                                           subprotocols=subprotocols, origin=origin,
                                           extra_headers=list(headers or ()), user_agent=user_agent)
         deadline = time.monotonic() + timeout
-        sock = _open_socket(host, port, timeout, source_address)
+        if proxy is True:
+            proxy = proxy_for(secure, host, port)
+        if proxy is not None:
+            sock = open_tunnel_sync(parse_proxy(proxy), host, port, deadline,
+                                    functools.partial(_open_socket, source_address=source_address), user_agent)
+        else:
+            sock = _open_socket(host, port, timeout, source_address)
         try:
             if secure:
                 if ssl is None or ssl is True:
                     ssl = ssl_module.create_default_context()
+                # (through a proxy: TLS with the server, inside the tunnel)
+                sock.settimeout(max(deadline - time.monotonic(), 0.001))
                 sock = ssl.wrap_socket(sock, server_hostname=host)
             sock.sendall(request)
             reader = ResponseReader()
@@ -649,11 +662,15 @@ HANDSHAKE_TIMED_OUT = "no complete handshake response within"
 def is_transient(exc: BaseException) -> bool:
     """Whether a reconnecting client retries after ``exc``: a refused, reset
     or timed-out connection, a handshake the server ended early, HTTP 5xx or
-    429, and a connection closed with a code of TRANSIENT_CLOSE_CODES. Not:
-    other statuses (4xx), a bad response, TLS failures (certificate
-    verification), an unknown host, a bad URI."""
+    429, and a connection closed with a code of TRANSIENT_CLOSE_CODES; a
+    proxy that cannot be reached, times out, ends early, answers 5xx or 429,
+    or (SOCKS) cannot reach the server. Not: other statuses (4xx), a bad
+    response, TLS failures (certificate verification), an unknown host, a
+    bad URI, a proxy that refuses (407, 403, SOCKS credentials or rules)."""
     if isinstance(exc, ConnectionClosed):
         return exc.code in TRANSIENT_CLOSE_CODES
+    if isinstance(exc, ProxyError):
+        return exc.transient  # a 5xx or 429 from the proxy, a SOCKS refusal, an early end
     if isinstance(exc, InvalidStatus):
         return exc.status >= 500 or exc.status == 429
     if isinstance(exc, InvalidResponse):

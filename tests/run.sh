@@ -10,9 +10,11 @@
 #      Debian's redis-server for tests/test_broker.py (apt-get when missing;
 #      the tests start their own on a free loopback port); in CI a missing
 #      redis-server fails those tests instead of skipping them.
+#      Debian's tinyproxy for tests/interop/test_proxy.py, the same way
+#      (pproxy, its SOCKS proxy, comes from pip: the test extra).
 #   1. pip install -e ".[test]" with FASTWS_REQUIRE_EXTENSION=1 (a failed
 #      compile is an error, never a silent fallback to the twins)
-#   2. tests/protocol, tests/server, tests/apps (and two interop files) again
+#   2. tests/protocol, tests/server, tests/apps (and three interop files) again
 #      on the pure-Python twins
 #   3. Autobahn|Testsuite groups 1-10 against `fastws echo`, both API levels
 #   4. the docs site (mkdocs build --strict)
@@ -51,13 +53,26 @@ else
     echo "      is skipped (and fails in CI, where CI=true)"
 fi
 
+echo "== tinyproxy for the proxy tests (Debian's tinyproxy)"
+if command -v tinyproxy >/dev/null || [ -x /usr/bin/tinyproxy ]; then
+    echo "tinyproxy is installed"
+elif [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    apt-get update
+    DEBIAN_FRONTEND=noninteractive apt-get install -y tinyproxy
+else
+    echo "note: tinyproxy is missing and this is not root (or not Debian):"
+    echo "      run 'sudo apt-get install -y tinyproxy' first, or tests/interop/test_proxy.py"
+    echo "      is skipped (and fails in CI, where CI=true)"
+fi
+
 echo "== install (editable, extension required)"
 FASTWS_REQUIRE_EXTENSION=1 "$PY" -m pip install -q -e ".[test]"
 "$PY" -c "import fastws; print('fastws', fastws.__version__, 'implementation:', fastws.IMPLEMENTATION)"
 
 echo "== the protocol, server and app tests again on the pure-Python twins"
 # (the codec tests run both implementations side by side in the main pass)
-FASTWS_PURE_PYTHON=1 "$PY" -m pytest -q -p no:cacheprovider tests/protocol tests/server tests/apps tests/interop/test_peers.py tests/interop/test_uvicorn.py
+FASTWS_PURE_PYTHON=1 "$PY" -m pytest -q -p no:cacheprovider tests/protocol tests/server tests/apps tests/interop/test_peers.py tests/interop/test_uvicorn.py \
+    tests/interop/test_proxy.py
 
 echo "== Autobahn|Testsuite 1-10 and a part of 12-13, deflate on (pytest -m autobahn)"
 FASTWS_REQUIRE_EXTENSION=1 "$PY" -m pytest -q -p no:cacheprovider -m autobahn -s
@@ -68,7 +83,7 @@ NO_MKDOCS_2_WARNING=1 "$PY" -m mkdocs build --strict --quiet --site-dir "$(mktem
 echo "== mypy --strict over the public modules (settings: pyproject.toml [tool.mypy])"
 "$PY" -m mypy --strict fastws/__init__.py fastws/version.py fastws/constants.py fastws/exceptions.py \
     fastws/options.py fastws/codec.py fastws/listener.py fastws/websocket.py fastws/client.py \
-    fastws/syncclient.py fastws/http.py fastws/timers.py fastws/runner.py fastws/uvicorn.py fastws/locust.py \
+    fastws/syncclient.py fastws/proxy.py fastws/http.py fastws/timers.py fastws/runner.py fastws/uvicorn.py fastws/locust.py \
     tests/packaging/typed_usage.py  # a user's program: assert_type on the public signatures
 
 echo "== the whole suite on the Cython extension"

@@ -27,7 +27,7 @@ LAYERS = [
     ["exceptions"],
     ["_py", "_py.*"],                                   # the pure-Python twins (fastws_ext beside them)
     ["codec", "options", "http", "ratelimit"],          # the chooser; settings; HTTP/1.1; rate parsing, per-IP limits
-    ["handshake", "deflate", "timers", "listener", "auth"],  # RFC 6455 4, RFC 7692, the wheel's driver, JWT
+    ["handshake", "deflate", "timers", "listener", "auth", "proxy"],  # RFC 6455 4, RFC 7692, the wheel's driver, JWT, proxy tunnels
     ["protocol"],                                       # the sans-I/O connection core
     ["transport", "websocket", "pubsub"],               # the asyncio adapter, the handler API, fan-out
     ["metrics", "server", "client", "syncclient", "broker"],
