@@ -158,13 +158,15 @@ def proxy_for(secure: bool, host: str, port: int) -> str | None:
         return None
     if scheme == "socks" and found.startswith("http://"):
         found = "socks5h://" + found[len("http://"):]  # how macOS's settings come back
-    bypass = urllib.request.proxy_bypass
-    if ":" in host:  # IPv6: NO_PROXY lists the bare address
-        if bypass(host):
-            return None
-    elif bypass(f"{host}:{port}"):
-        return None
-    return found
+    # IPv6: NO_PROXY lists the bare address; else host and host:port both match.
+    name = host if ":" in host else f"{host}:{port}"
+    if _ENV_ONLY:
+        # There proxy_bypass is proxy_bypass_environment: given what was read,
+        # it does not read the whole environment again.
+        bypassed = urllib.request.proxy_bypass(name, proxies)
+    else:
+        bypassed = urllib.request.proxy_bypass(name)
+    return None if bypassed else found
 
 
 def _authority(host: str, port: int) -> str:

@@ -13,6 +13,7 @@ hangs or closes early, and the sans-I/O exchanges byte by byte.
 """
 from __future__ import annotations
 
+import asyncio
 import json
 import socket
 import ssl
@@ -190,6 +191,21 @@ def test_through_the_proxy(client, kind, scheme, servers, tinyproxy, pproxy):
     assert proxied, "the server's peer is not a socket of the proxy"
     assert peer != local
     assert tls == (scheme == "wss")
+
+
+@pytest.mark.parametrize("kind", ["http", "socks5h"])
+def test_stock_asyncio_loop(kind, servers, tinyproxy, pproxy):
+    """The async client's tunnel on asyncio's own loop too (the tests run on uvloop)."""
+    proxy, url = (tinyproxy, tinyproxy.url()) if kind == "http" else (pproxy, pproxy.url(kind))
+
+    async def main():
+        async with fastws.connect(f"wss://localhost:{servers.wss}/", ssl=servers.ctx, proxy=url) as ws:
+            peer = json.loads(await ws.recv())
+            return peer[1] in tcp_ports(proxy.pid), ws._transport.get_extra_info("ssl_object") is not None
+
+    with asyncio.Runner() as runner:  # the default loop factory
+        assert runner.get_loop().__class__.__module__.startswith("asyncio")
+        assert runner.run(asyncio.wait_for(main(), 10 * UNIT)) == (True, True)
 
 
 @pytest.mark.parametrize("client", CLIENTS)
