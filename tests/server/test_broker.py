@@ -411,7 +411,7 @@ class SlowLinkBroker(RedisBroker):
     """A broker whose subscribe connection is read late (a busy process):
     live messages wait in the socket while history reads return at once."""
 
-    async def _reader(self, link):
+    async def _reader(self, node, link):
         read = link.read_response
 
         async def late(*args, **kwargs):
@@ -419,7 +419,7 @@ class SlowLinkBroker(RedisBroker):
             return await read(*args, **kwargs)
 
         link.read_response = late
-        await super()._reader(link)
+        await super()._reader(node, link)
 
 
 @pytest.mark.parametrize("link", ["normal", "slow"])
