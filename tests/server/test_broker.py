@@ -194,6 +194,12 @@ def test_push_refuses_workers_without_redis():
     out = subprocess.run([sys.executable, "-m", "fastws", "push", "--redis", "http://x"], capture_output=True,
                          text=True, timeout=30)
     assert out.returncode == 2 and "redis://" in out.stderr and "Traceback" not in out.stderr
+    out = subprocess.run([sys.executable, "-m", "fastws", "push", "--wait-replicas", "1"], capture_output=True,
+                         text=True, timeout=30)
+    assert out.returncode == 2 and "--wait-replicas needs --redis" in out.stderr
+    out = subprocess.run([sys.executable, "-m", "fastws", "push", "--redis", "redis+cluster://h"],
+                         capture_output=True, text=True, timeout=30)
+    assert out.returncode == 2 and "host:port" in out.stderr and "Traceback" not in out.stderr
 
 
 # ---------------------------------------------------------------- Redis goes away and comes back

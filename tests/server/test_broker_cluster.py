@@ -24,7 +24,7 @@ import websockets.sync.client as ws_sync
 from fastws.apps.push import envelope, push_app
 from fastws.broker import RedisBroker
 from fastws.exceptions import BrokerError, BrokerUnavailable, ConfigError, NotReplicated
-from fastws.redis_cluster import parse_cluster_url, tag_ok, topic_slot
+from fastws.redis_cluster import parse_cluster_url, read_shards, tag_ok, topic_slot
 from redis_util import RedisCluster, RedisServer
 from test_broker import post, push_procs, recv  # noqa: F401 (push_procs: a fixture)
 from util import UNIT, wait_until
@@ -101,6 +101,15 @@ def test_cluster_url_and_keys():
     assert broker._keys("news") == [b"fastws:{news}:seq", b"fastws:{news}:h", b"fastws:{news}:c"]
     assert broker._topic_of(b"fastws:{a}b}:c") == "a}b" and topic_slot("a}b") == topic_slot("a")
     assert not tag_ok("") and not tag_ok("}x") and tag_ok("x}") and tag_ok("{")
+    # CLUSTER SHARDS as RESP2 flat lists (redis-py gives dicts): a failed master is no master
+    node = [b"id", b"x", b"port", 7000, b"ip", b"10.0.0.1", b"endpoint", b"10.0.0.1", b"role", b"master",
+            b"replication-offset", 5, b"health", b"online"]
+    failed = [b"port", 7001, b"ip", b"10.0.0.2", b"endpoint", b"?", b"role", b"master", b"health", b"fail"]
+    replica = [b"port", 7002, b"ip", b"10.0.0.3", b"endpoint", b"10.0.0.3", b"role", b"replica", b"health", b"loading"]
+    shards = [[b"slots", [0, 5, 9, 9], b"nodes", [node]], [b"slots", [6, 8], b"nodes", [failed, replica]]]
+    assert read_shards(shards) == [
+        ([(0, 5), (9, 9)], ("10.0.0.1", 7000), [("10.0.0.1", 7000)]),
+        ([(6, 8)], None, [("10.0.0.2", 7001), ("10.0.0.3", 7002)])]
 
 
 def test_wait_replicas_without_a_replica_raises_not_replicated(tmp_path, serve_thread):
