@@ -579,6 +579,9 @@ class RedisBroker:
         self._loop = asyncio.get_running_loop()
         if self.cluster is None:
             node = self._single = self._nodes[self.url] = _Node(self, self.url)
+            for topic in self._wanted:  # subscribed before the start
+                self._owner[topic] = node
+                node.topics.add(topic)
             node.start()
             waiting = node.started.wait()
         else:
