@@ -16,7 +16,7 @@ See docs/guide/handler-api.md#errors.
 
 from __future__ import annotations
 
-from typing import Iterable
+from typing import Any, Iterable
 
 # RFC 6455 7.4.1 close codes, defined in fastws.constants (re-exported here
 # and by the package, as fastws.CLOSE_NORMAL and so on).
@@ -57,6 +57,7 @@ __all__ = [
     "ConfigError",
     "BrokerError",
     "BrokerUnavailable",
+    "NotReplicated",
     "Forbidden",
     "CLOSE_TOKEN_EXPIRED",
     "CLOSE_NORMAL",
@@ -221,6 +222,21 @@ class BrokerUnavailable(BrokerError):
     """The broker is not connected to Redis: the publish (or history read) was
     not accepted and nothing was sent; the caller may retry later. An HTTP
     front end answers 503 (``fastws push`` does)."""
+
+
+class NotReplicated(BrokerError):
+    """The message was published (``published``: its ``Published``) but fewer
+    than ``wanted`` replicas (``acked``) confirmed it within the broker's
+    ``wait_timeout``: if its master fails now, the message may be lost.
+    Raised only with ``RedisBroker(..., wait_replicas=N)``; do not simply
+    retry (that would publish it twice). ``fastws push`` answers 504."""
+
+    def __init__(self, published: Any, acked: int, wanted: int, timeout: float) -> None:
+        super().__init__(f"message {published[0]} was published but only {acked} of {wanted} replicas "
+                         f"confirmed it within {timeout} s")
+        self.published = published
+        self.acked = acked
+        self.wanted = wanted
 
 
 class Forbidden(FastWSError, PermissionError):

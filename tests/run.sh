@@ -7,9 +7,11 @@
 #      fails that test instead of skipping it (FASTWS_REQUIRE_BROWSER=1).
 #      playwright comes from pip (the test extra) and drives /usr/bin/chromium;
 #      `playwright install` is never run: no browser is downloaded.
-#      Debian's redis-server for tests/test_broker.py (apt-get when missing;
-#      the tests start their own on a free loopback port); in CI a missing
-#      redis-server fails those tests instead of skipping them.
+#      Debian's redis-server for tests/server/test_broker*.py (apt-get when
+#      missing; it brings redis-cli, which makes the six-node Redis Cluster of
+#      test_broker_cluster.py; the tests start their own servers on free
+#      loopback ports); in CI a missing redis-server fails those tests instead
+#      of skipping them.
 #      Debian's tinyproxy for tests/interop/test_proxy.py, the same way
 #      (pproxy, its SOCKS proxy, comes from pip: the test extra).
 #   1. pip install -e ".[test]" with FASTWS_REQUIRE_EXTENSION=1 (a failed
