@@ -421,7 +421,8 @@ class RedisBroker:
     def __init__(self, url: str = "redis://127.0.0.1:6379/0", *, prefix: str = "fastws:", history: int = 0,
                  reconnect_min: float = 0.1, reconnect_max: float = 5.0, timeout: float = 5.0,
                  health_interval: float | None = 5.0, wrap=None, catchup_limit: int = 100_000,
-                 wait_replicas: int = 0, wait_timeout: float = 1.0):
+                 wait_replicas: int = 0, wait_timeout: float = 1.0, presence: bool = False,
+                 presence_ttl: float = 30.0):
         try:
             import redis.asyncio  # noqa: F401
         except ImportError as exc:
@@ -444,6 +445,11 @@ class RedisBroker:
                             ("timeout", timeout), ("wait_timeout", wait_timeout)):
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < math.inf:
                 raise ConfigError(f"{name} must be a positive number of seconds, got {value!r}")
+        if not isinstance(presence, bool):
+            raise ConfigError(f"presence must be True or False, got {presence!r}")
+        if isinstance(presence_ttl, bool) or not isinstance(presence_ttl, (int, float)) or \
+                not 0.5 <= presence_ttl <= 3600:
+            raise ConfigError(f"presence_ttl must be 0.5..3600 seconds, got {presence_ttl!r}")
         if reconnect_max < reconnect_min:
             raise ConfigError("reconnect_max must be >= reconnect_min")
         if health_interval is not None and (not isinstance(health_interval, (int, float)) or health_interval <= 0):
@@ -462,6 +468,11 @@ class RedisBroker:
         self.catchup_limit = catchup_limit
         self.wait_replicas = wait_replicas
         self.wait_timeout = float(wait_timeout)
+        # presence (fastws/presence.py): members kept in Redis with this TTL;
+        # on_presence(topic, payload) gets the join/leave events ("P" messages)
+        self.presence = presence
+        self.presence_ttl = float(presence_ttl)
+        self.on_presence = None
         self._prefix_b = prefix.encode()
         if self.cluster is None:
             self._chan_prefix = (prefix + "c:").encode()
@@ -527,6 +538,83 @@ class RedisBroker:
             return [p + b"seq:" + t, p + b"h:" + t, self._chan_prefix + t]
         base = p + b"{" + t + b"}:"
         return [base + b"seq", base + b"h", base + b"c"]
+
+    def presence_keys(self, topic: str) -> list:
+        """The topic's presence hashes (members, nodes) and its channel, in
+        the topic's hash slot on a cluster."""
+        t = topic.encode("utf-8")
+        p = self._prefix_b
+        if self.cluster is None:
+            return [p + b"p:" + t, p + b"pn:" + t, self._chan_prefix + t]
+        base = p + b"{" + t + b"}:"
+        return [base + b"p", base + b"pn", base + b"c"]
+
+    def presence_scripts(self, **texts) -> dict:
+        """name -> script for ``presence_batch`` (``%(pub)s``: the publish command)."""
+        pub = "PUBLISH" if self.cluster is None else "SPUBLISH"
+        return {name: _Script(text % {"pub": pub} if "%(pub)s" in text else text) for name, text in texts.items()}
+
+    async def presence_batch(self, calls, scripts, raise_errors: bool = False) -> list:
+        """Run ``[(topic, script name, args), ...]`` with the topic's
+        presence keys, one pipeline per Redis node; the results in order, an
+        exception in place of each that failed (``raise_errors``: raise it)."""
+        from redis.exceptions import NoScriptError, RedisError
+
+        results: list = [None] * len(calls)
+        by_node: dict = {}
+        for i, (topic, _, _) in enumerate(calls):
+            try:
+                node = self._node_for(topic)
+            except BrokerError as exc:
+                results[i] = exc
+                continue
+            if node is None or not node.up:
+                results[i] = BrokerUnavailable(f"{self._unavailable(node, topic)}: presence not read or written")
+                continue
+            by_node.setdefault(node, []).append(i)
+
+        async def run(node, indexes):
+            for attempt in (0, 1):
+                pipe = node.client.pipeline(transaction=False)
+                for i in indexes:
+                    topic, name, args = calls[i]
+                    keys = self.presence_keys(topic)
+                    pipe.evalsha(scripts[name].sha, len(keys), *keys, *args)
+                try:
+                    replies = await pipe.execute(raise_on_error=False)
+                except (RedisError, *_NETWORK_ERRORS) as exc:
+                    self._poke()
+                    err = BrokerUnavailable(f"Redis at {node.name} failed during a presence batch: {exc}")
+                    for i in indexes:
+                        results[i] = err
+                    return
+                again = []
+                for i, reply in zip(indexes, replies):
+                    if isinstance(reply, NoScriptError) and not attempt:
+                        again.append(i)
+                    elif isinstance(reply, Exception):
+                        if self.cluster is not None and "MOVED" in str(reply):
+                            self._poke()
+                        results[i] = BrokerError(f"Redis refused a presence script: {reply}")
+                    else:
+                        results[i] = reply
+                if not again:
+                    return
+                try:
+                    for script in scripts.values():
+                        await node.client.script_load(script.text)
+                except (RedisError, *_NETWORK_ERRORS) as exc:
+                    for i in again:
+                        results[i] = BrokerUnavailable(f"Redis at {node.name}: {exc}")
+                    return
+                indexes = again
+
+        await asyncio.gather(*(run(node, idx) for node, idx in by_node.items()))
+        if raise_errors:
+            for r in results:
+                if isinstance(r, Exception):
+                    raise r
+        return results
 
     def _topic_of(self, channel: bytes):
         prefix = self._chan_prefix
@@ -833,6 +921,11 @@ class RedisBroker:
     def _message(self, node: _Node, topic: str, payload: bytes) -> None:
         self.counters["received"] += 1
         if self._owner.get(topic) is not node:  # not wanted, or served by another node now
+            return
+        if payload[:1] == b"P":  # a presence event: no id, no history
+            hook = self.on_presence
+            if hook is not None:
+                hook(topic, payload[1:])
             return
         sp = payload.find(b" ")
         try:

@@ -283,6 +283,13 @@ def build_parser() -> argparse.ArgumentParser:
     push.add_argument("--history", type=int, default=int(_env("history", "0")), metavar="N",
                       help="with --redis: keep about the last N messages of each topic in a Redis "
                            "stream, so clients can resume with ?since=ID (env FASTWS_HISTORY; default 0: off)")
+    push.add_argument("--presence", action="store_true", default=_flag(_env("presence", "0")),
+                      help="serve GET /presence/<topic> (behind --token) and join/leave events for "
+                           "subscribers that ask ({\"type\": \"subscribe\", ..., \"presence\": true}); with "
+                           "--redis across every process, members kept in Redis (env FASTWS_PRESENCE)")
+    push.add_argument("--presence-ttl", type=_seconds, default=_env("presence_ttl", "30"), metavar="S",
+                      help="with --redis --presence: a crashed process's members vanish within S seconds; "
+                           "each process refreshes its own every S/3 (env FASTWS_PRESENCE_TTL; default 30)")
     push.add_argument("--refresh-grace", type=_seconds, default=_env("refresh_grace", "30"),
                       metavar="S",
                       help="with --jwt-*: when a subscriber's token expires it is sent {\"type\": \"refresh\"} "
@@ -483,7 +490,8 @@ def main(argv=None) -> int:
         try:
             service, push_options = push_app(token, args.max_size or MAX_BODY, origins=origins,
                                              auth=authenticate,
-                                             refresh_grace=getattr(args, "refresh_grace", 30.0))
+                                             refresh_grace=getattr(args, "refresh_grace", 30.0),
+                                             presence=args.presence)
         except ConfigError as exc:
             return _error(str(exc))
         options.update(push_options, on_server=service.attach)
@@ -500,7 +508,8 @@ def main(argv=None) -> int:
             try:
                 options["broker"] = RedisBroker(redis, history=history,
                                                 wrap=envelope if history else None,
-                                                wait_replicas=getattr(args, "wait_replicas", 0))
+                                                wait_replicas=getattr(args, "wait_replicas", 0),
+                                                presence=args.presence, presence_ttl=args.presence_ttl)
             except ConfigError as exc:
                 return _error(str(exc))
 
@@ -509,6 +518,8 @@ def main(argv=None) -> int:
                     else "no token: anyone who reaches the port may publish")
             broker = (f"; redis {options['broker'].safe_url}, history {history or 'off'}"
                       if redis else "")
+            if args.presence:
+                broker += "; GET /presence/<topic>"
             print(f"fastws {__version__} push listening on {where(addresses, http)} "
                   f"(WebSocket at /ws?topics=a,b; POST /publish/<topic>; {auth}{broker}) "
                   f"{facts(workers, loop)}", flush=True)

@@ -31,7 +31,7 @@ class Topics:
     """The subscriber registry and the publish path of one Server."""
 
     __slots__ = ("_subs", "_of", "_limit", "_close_slow", "stats", "_corked", "_runs", "_run_bytes",
-                 "_cork_limit", "_auto", "hook", "_fanout")
+                 "_cork_limit", "_auto", "hook", "members_hook", "_fanout")
 
     def __init__(self, options):
         self._subs: dict = {}   # topic -> {conn: None}
@@ -54,6 +54,9 @@ class Topics:
         # hook.topic_added(topic) / hook.topic_removed(topic): the broker
         # (fastws/broker.py) follows which topics have local subscribers.
         self.hook = None
+        # members_hook.joined(conn, topic) / .left(conn, topic): presence
+        # (fastws/presence.py) follows each subscription.
+        self.members_hook = None
 
     # ------------------------------------------------------------ membership
     def subscribe(self, conn, topic: str) -> None:
@@ -69,6 +72,8 @@ class Topics:
         elif conn in subs:
             return
         subs[conn] = None
+        if self.members_hook is not None:
+            self.members_hook.joined(conn, topic)
         of = self._of
         mine = of.get(conn)
         if mine is None:
@@ -115,6 +120,8 @@ class Topics:
     def _leave(self, conn, topic: str) -> None:
         subs = self._subs[topic]
         del subs[conn]
+        if self.members_hook is not None:
+            self.members_hook.left(conn, topic)
         if not subs:
             del self._subs[topic]
             if self.hook is not None:
@@ -131,6 +138,11 @@ class Topics:
     def subscribers(self, topic: str) -> int:
         subs = self._subs.get(topic)
         return 0 if subs is None else len(subs)
+
+    def members(self, topic: str) -> list:
+        """The connections subscribed to ``topic``."""
+        subs = self._subs.get(topic)
+        return [] if subs is None else list(subs)
 
     def topics(self) -> frozenset:
         return frozenset(self._subs)

@@ -43,6 +43,7 @@ from .listener import App, Listener
 from .http import FIELD_HOST, RequestReader, Response, upgrade_fields
 from .metrics import ServerCounters
 from .options import Options
+from .presence import PresenceList, make_presence
 from .pubsub import Topics
 from .ratelimit import ClientLimits, TrustedProxies
 from .timers import get_driver
@@ -791,6 +792,10 @@ class Server:
                 raise ConfigError(f"broker must be a fastws.broker.RedisBroker (or alike), not {broker!r}")
             broker.attach(self)
             self.stats["broker"] = broker.counters
+        # presence (fastws/presence.py): local, or kept in Redis by a broker with presence=True
+        self._presence = make_presence(self, broker)
+        if self._presence.distributed:
+            self.stats["presence"] = self._presence.counters
         self._upgrades = handshake.upgrade_reader()  # the handshake's short cut, with its parser
         self._driver = None  # the timer wheel of the loop serving (ServerConnection.connection_made)
         self._servers = []
@@ -873,6 +878,24 @@ class Server:
         """How many connections are subscribed to ``topic``."""
         return self._topics.subscribers(topic)
 
+    async def presence(self, topic: str, limit: int = 1000) -> PresenceList:
+        """Who is subscribed to ``topic``: ``PresenceList(members, total)``,
+        ``members`` at most ``limit`` ``Member(id, user)``. With a broker
+        with ``presence=True``, on every process (a crashed one's members
+        vanish within ``presence_ttl``); without a broker, this process's.
+        Raises BrokerUnavailable while Redis is away. docs/guide/presence.md."""
+        return await self._presence.read(topic, limit)
+
+    def watch_presence(self, ws, topic: str) -> None:
+        """Send ``ws`` (subscribed to ``topic``) a text message
+        ``{"type": "presence", "topic": T, "join": [{"id", "user"}], "leave": [id]}``
+        whenever subscribers of ``topic`` join or leave (on every process,
+        with a broker with presence=True). Ends when it unsubscribes."""
+        self._presence.watch(ws, topic)
+
+    def unwatch_presence(self, ws, topic: str) -> None:
+        self._presence.unwatch(ws, topic)
+
     def topics(self) -> frozenset:
         """The topics that have at least one subscriber."""
         return self._topics.topics()
@@ -906,6 +929,7 @@ class Server:
         loop = asyncio.get_running_loop()
         if self.broker is not None:
             await self.broker.start()
+        self._presence.start(loop)
         # The TLS handshake counts against handshake_timeout too (the loop's
         # own default is 60 s: a peer sending no ClientHello, or one byte at a
         # time, would hold its connection that long).
@@ -965,6 +989,7 @@ class Server:
                 await asyncio.sleep(0)
         for server in self._servers:
             await server.wait_closed()
+        await self._presence.close()
         if self.broker is not None:
             await self.broker.close()
 

@@ -12,6 +12,8 @@
 #      test_broker_cluster.py; the tests start their own servers on free
 #      loopback ports); in CI a missing redis-server fails those tests instead
 #      of skipping them.
+#      Debian's haproxy for tests/server/test_load_balancing.py, the same way
+#      (it runs the HAProxy configuration docs/deployment/load-balancing.md publishes).
 #      Debian's tinyproxy for tests/interop/test_proxy.py, the same way
 #      (pproxy, its SOCKS proxy, comes from pip: the test extra).
 #   1. pip install -e ".[test]" with FASTWS_REQUIRE_EXTENSION=1 (a failed
@@ -64,6 +66,18 @@ elif [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
 else
     echo "note: tinyproxy is missing and this is not root (or not Debian):"
     echo "      run 'sudo apt-get install -y tinyproxy' first, or tests/interop/test_proxy.py"
+    echo "      is skipped (and fails in CI, where CI=true)"
+fi
+
+echo "== haproxy for the load-balancing test (Debian's haproxy)"
+if command -v haproxy >/dev/null || [ -x /usr/sbin/haproxy ]; then
+    echo "haproxy is installed"
+elif [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    apt-get update
+    DEBIAN_FRONTEND=noninteractive apt-get install -y haproxy
+else
+    echo "note: haproxy is missing and this is not root (or not Debian):"
+    echo "      run 'sudo apt-get install -y haproxy' first, or tests/server/test_load_balancing.py"
     echo "      is skipped (and fails in CI, where CI=true)"
 fi
 

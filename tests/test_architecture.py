@@ -30,7 +30,7 @@ LAYERS = [
     ["handshake", "deflate", "timers", "listener", "auth", "proxy"],  # RFC 6455 4, RFC 7692, the wheel's driver, JWT, proxy tunnels
     ["protocol"],                                       # the sans-I/O connection core
     ["transport", "websocket", "pubsub"],               # the asyncio adapter, the handler API, fan-out
-    ["metrics", "server", "client", "syncclient", "broker", "redis_cluster"],
+    ["metrics", "presence", "server", "client", "syncclient", "broker", "redis_cluster"],
     ["runner", "workers"],
     ["apps", "apps.*", "integrations", "integrations.*"],
     ["cli", "uvicorn", "locust", "__main__", "__init__"],  # the command and the public paths

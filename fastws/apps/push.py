@@ -10,8 +10,8 @@ Without a broker ``--workers`` above 1 is refused: a publish would reach only
 the worker that took the POST. With a JWT (``push_app(auth=JWTAuth(...))``)
 the token's ``subs``/``pubs`` claims decide who subscribes (a refused topic is
 a ``forbidden`` error message) and publishes (403), and an expired token is
-refreshed in the protocol (``{"type": "refresh"}``) or closed with 4001.
-See docs/guide/cli.md#fastws-push.
+refreshed in the protocol (``{"type": "refresh"}``) or closed with 4001. Presence
+(``GET /presence/<topic>``, join/leave events): docs/guide/presence.md; docs/guide/cli.md#fastws-push.
 """
 from __future__ import annotations
 
@@ -34,6 +34,7 @@ from ..exceptions import (
     NotReplicated,
 )
 from ..http import Response
+from ..presence import MAX_MEMBERS
 from .json_protocol import MAX_ERRORS, JsonListener, dumps
 from .origin import OriginPolicy
 
@@ -47,6 +48,7 @@ MAX_BODY = 2**20         # the HTTP request reader's own body limit (handshake.R
 CLIENT_MAX_SIZE = 4096   # largest message a subscriber may send (JSON requests only)
 WS_PATH = "/ws"
 PUBLISH_PREFIX = "/publish/"
+PRESENCE_PREFIX = "/presence/"
 
 _TOPIC = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 
@@ -214,8 +216,18 @@ class PushListener(JsonListener):
         if kind not in ("subscribe", "unsubscribe"):
             self.refuse("unknown_type", f"unknown message type {kind[:40]!r}")
             return
+        presence = msg.get("presence", False)
+        if not isinstance(presence, bool):
+            self.refuse("bad_request", "presence must be true or false")
+            return
+        if presence and kind != "subscribe":
+            self.refuse("bad_request", "presence goes with subscribe")
+            return
+        if presence and not getattr(self.ws.server, "presence_events", False):
+            self.refuse("no_presence", "this server sends no presence events (fastws push --presence)")
+            return
         if "topic" in msg or "topics" not in msg:
-            self._one(kind, msg.get("topic"), msg.get("since"))
+            self._one(kind, msg.get("topic"), msg.get("since"), presence)
             return
         topics = msg["topics"]  # {"type": "subscribe", "topics": [...]}: each answered
         if not isinstance(topics, list) or not 1 <= len(topics) <= MAX_TOPICS or "since" in msg:
@@ -224,9 +236,9 @@ class PushListener(JsonListener):
         for topic in topics:
             if not self.ws.open:
                 return
-            self._one(kind, topic, None)
+            self._one(kind, topic, None, presence)
 
-    def _one(self, kind: str, topic, since) -> None:
+    def _one(self, kind: str, topic, since, presence: bool = False) -> None:
         ws = self.ws
         if not valid_topic(topic):
             self.refuse("bad_topic", "topic must be 1-128 characters of A-Z a-z 0-9 . _ : -")
@@ -236,6 +248,9 @@ class PushListener(JsonListener):
                 self.refuse("too_many_topics", f"at most {MAX_TOPICS} topics per connection")
                 return
             if since is not None:
+                if presence:
+                    self.refuse("bad_request", "since and presence: one or the other in a subscribe")
+                    return
                 if not valid_since(since):
                     self.refuse("bad_request", "since must be a message id (a whole number >= 0)")
                     return
@@ -253,8 +268,11 @@ class PushListener(JsonListener):
             except Forbidden:
                 self._refuse_topic(topic)
                 return
+            if presence:
+                ws.server.watch_presence(ws, topic)
             reply = "subscribed"
         else:
+            ws.server.unwatch_presence(ws, topic)
             ws.unsubscribe(topic)
             reply = "unsubscribed"
         self.errors = 0
@@ -328,9 +346,10 @@ class PushService:
     """The HTTP side of the push service; it publishes through the ``Server``
     given to ``attach`` (``fastws.run(..., on_server=service.attach)``)."""
 
-    __slots__ = ("server", "_token", "max_body", "origins", "auth")
+    __slots__ = ("server", "_token", "max_body", "origins", "auth", "presence")
 
-    def __init__(self, token: str | None = None, max_body: int = MAX_BODY, origins=None, auth=None):
+    def __init__(self, token: str | None = None, max_body: int = MAX_BODY, origins=None, auth=None,
+                 presence: bool = False):
         if token is not None:
             if not isinstance(token, str) or not token or not all(0x21 <= ord(c) <= 0x7E for c in token):
                 raise ConfigError("token must be a non-empty string of printable ASCII without spaces")
@@ -340,6 +359,7 @@ class PushService:
         if auth is not None and not callable(getattr(auth, "verify", None)):
             raise ConfigError("auth must be a fastws.auth.JWTAuth (or have async verify(token) and allowed())")
         self.auth = auth  # JWTAuth: POST /publish takes a JWT whose pubs claim allows the topic
+        self.presence = bool(presence)  # GET /presence/<topic>, presence events
         self.server = None
         self._token = token.encode("ascii") if token is not None else None
         self.max_body = max_body
@@ -350,6 +370,7 @@ class PushService:
 
     def attach(self, server) -> None:
         self.server = server
+        server.presence_events = self.presence
 
     def _authorized(self, request) -> bool:
         if self._token is None:
@@ -363,23 +384,9 @@ class PushService:
     async def _publish_with_jwt(self, request, topic: str) -> Response:
         """A publish under JWT: 401 without a valid bearer JWT, 403 unless
         its publish claim (``pubs``) allows the topic."""
-        auth = self.auth
-        tokens = [value.strip().partition(" ")[2].strip(" \t")
-                  for value in request.headers.get_all("authorization")
-                  if value.strip().partition(" ")[0].lower() == "bearer"]
-        if not tokens or not tokens[0]:
-            return _text(401, "Unauthorized", "a valid bearer token is required\n",
-                         [("WWW-Authenticate", f'Bearer realm="{auth.realm}"')])
-        if len(set(tokens)) > 1:
-            return _text(400, "Bad Request", "several bearer tokens\n")
-        try:
-            claims = await auth.verify(tokens[0])
-        except InvalidRequest as exc:
-            return Response(exc.status, exc.reason, exc.headers, f"{exc.body}\n".encode("utf-8"))
-        if not auth.allowed(claims, topic, "publish"):
-            return _text(403, "Forbidden", "this token may not publish to this topic\n",
-                         [("WWW-Authenticate", f'Bearer realm="{auth.realm}", error="insufficient_scope", '
-                                               'error_description="topic not allowed"')])
+        refused = await self._jwt_allows(request, topic, "publish")
+        if refused is not None:
+            return refused
         result = self._publish(topic, request.body)
         return result if isinstance(result, Response) else await result
 
@@ -407,6 +414,8 @@ class PushService:
             if request.method != "GET":
                 return _text(405, "Method Not Allowed", "GET only\n", [("Allow", "GET")])
             return _text(200, "OK", "ok\n")
+        if path.startswith(PRESENCE_PREFIX) and self.presence:
+            return self._presence(request, path)
         if not path.startswith(PUBLISH_PREFIX):
             return _text(404, "Not Found", "not found\n")
         if request.method != "POST":
@@ -425,6 +434,67 @@ class PushService:
         if not shared:
             return self._publish_with_jwt(request, topic)
         return self._publish(topic, request.body)
+
+    def _presence(self, request, path: str):
+        """``GET /presence/<topic>[?limit=N]``: the topic's subscribers on
+        every process, behind the publish token (or a JWT allowed to
+        subscribe to the topic)."""
+        if request.method != "GET":
+            return _text(405, "Method Not Allowed", "GET only\n", [("Allow", "GET")])
+        if not self.origins.allows(request):
+            return _text(403, "Forbidden", "cross-origin request refused\n")
+        topic = unquote(path[len(PRESENCE_PREFIX):], errors="replace")
+        shared = self._authorized(request)
+        if not shared and self.auth is None:
+            return _text(401, "Unauthorized", "a valid bearer token is required\n",
+                         [("WWW-Authenticate", 'Bearer realm="fastws push"')])
+        if not valid_topic(topic):
+            return _text(400, "Bad Request", "topic must be 1-128 characters of A-Z a-z 0-9 . _ : -\n")
+        _, query = _split_target(request.path)
+        values = parse_qs(query, keep_blank_values=True).get("limit", ["1000"])
+        if len(values) != 1 or not (values[0].isascii() and values[0].isdigit()) or len(values[0]) > 5 \
+                or int(values[0]) > MAX_MEMBERS:
+            return _text(400, "Bad Request", f"limit must be a whole number 0..{MAX_MEMBERS}\n")
+        return self._read_presence(request, topic, int(values[0]), shared)
+
+    async def _read_presence(self, request, topic: str, limit: int, shared: bool) -> Response:
+        if not shared:
+            refused = await self._jwt_allows(request, topic, "subscribe")
+            if refused is not None:
+                return refused
+        try:
+            result = await self.server.presence(topic, limit)
+        except BrokerUnavailable as exc:
+            logger.debug("presence of %r: %s", topic, exc)
+            return _json(503, "Service Unavailable", {"error": "the message broker is unavailable"},
+                         [("Retry-After", "1")])
+        except BrokerError as exc:
+            logger.error("presence of %r failed: %s", topic, exc)
+            return _json(502, "Bad Gateway", {"error": "the message broker refused the request"})
+        return _json(200, "OK", {"topic": topic, "total": result.total,
+                                 "members": [{"id": m.id, "user": m.user} for m in result.members]})
+
+    async def _jwt_allows(self, request, topic: str, action: str):
+        """None if the request's bearer JWT allows ``action`` on ``topic``,
+        else the refusal (401, 400 or 403)."""
+        auth = self.auth
+        tokens = [value.strip().partition(" ")[2].strip(" \t")
+                  for value in request.headers.get_all("authorization")
+                  if value.strip().partition(" ")[0].lower() == "bearer"]
+        if not tokens or not tokens[0]:
+            return _text(401, "Unauthorized", "a valid bearer token is required\n",
+                         [("WWW-Authenticate", f'Bearer realm="{auth.realm}"')])
+        if len(set(tokens)) > 1:
+            return _text(400, "Bad Request", "several bearer tokens\n")
+        try:
+            claims = await auth.verify(tokens[0])
+        except InvalidRequest as exc:
+            return Response(exc.status, exc.reason, exc.headers, f"{exc.body}\n".encode("utf-8"))
+        if not auth.allowed(claims, topic, action):
+            return _text(403, "Forbidden", f"this token may not {action} to this topic\n",
+                         [("WWW-Authenticate", f'Bearer realm="{auth.realm}", error="insufficient_scope", '
+                                               'error_description="topic not allowed"')])
+        return None
 
     def _publish(self, topic: str, body):
         if len(body) > self.max_body:
@@ -459,7 +529,7 @@ class PushService:
 
 
 def push_app(token: str | None = None, max_body: int = MAX_BODY, origins=None, auth=None,
-             refresh_grace: float | None = 30.0):
+             refresh_grace: float | None = 30.0, presence: bool = False):
     """``(service, options)``: ``options`` are the keyword arguments of
     ``fastws.serve``/``fastws.run`` (``app``, ``process_request``,
     ``http_handler``, ``max_size`` for what subscribers send); give the
@@ -471,8 +541,12 @@ def push_app(token: str | None = None, max_body: int = MAX_BODY, origins=None, a
     so a refused ``?topics=`` is an error message, not a 403): it is the
     server's ``authenticate``, its ``subs``/``pubs`` claims decide who
     subscribes and publishes, and an expiring token is refreshed in the push
-    protocol within ``refresh_grace`` seconds (else close 4001)."""
-    service = PushService(token, max_body, origins, auth)
+    protocol within ``refresh_grace`` seconds (else close 4001).
+
+    ``presence``: serve ``GET /presence/<topic>`` and send join/leave events
+    to subscribers that ask (``"presence": true`` in a subscribe); across
+    processes with a ``RedisBroker(..., presence=True)``."""
+    service = PushService(token, max_body, origins, auth, presence)
     options = {"app": PushListener, "process_request": service.process_request,
                "http_handler": service.http_handler, "max_size": CLIENT_MAX_SIZE}
     if auth is not None:

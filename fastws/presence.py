@@ -1,0 +1,521 @@
+"""Presence: who is subscribed to a topic, on every node.
+
+``await server.presence(topic)`` lists a topic's members (connection ids and
+the identity from ``ws.user``); ``server.watch_presence(ws, topic)`` sends a
+subscriber join/leave events. Without a broker: this process's subscribers.
+With ``RedisBroker(..., presence=True)``: two hashes per topic in its hash
+slot (members ``<node>:<conn>`` -> identity; nodes -> expiry on Redis's
+clock), written in batches per topic per loop iteration, and each node's
+expiry refreshed every ``ttl / 3`` on the timer wheel, one pipelined script
+per topic (none per connection): a crashed node's members vanish within the
+TTL, a clean close removes them at once. Events are ``P`` messages on the
+topic's channel (no id, no history). See docs/guide/presence.md.
+"""
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+from typing import NamedTuple
+
+from .codec import TimerEntry
+from .exceptions import BrokerError, ConfigError
+
+__all__ = ["Presence", "Member", "PresenceList", "identity_of", "MAX_IDENTITY", "MAX_MEMBERS", "BATCH"]
+
+logger = logging.getLogger("fastws.presence")
+
+MAX_IDENTITY = 256   # bytes of UTF-8: a longer identity is not stored (the member shows user None)
+MAX_MEMBERS = 10_000  # the most members one presence() call returns
+BATCH = 1000          # fields per script call, ids per event message
+
+# KEYS: members, nodes, channel. ARGV: node, ttl ms, event payload ('' none),
+# number of fields to set, then field, value pairs, then fields to delete;
+# drop ('1': the node leaves the topic: its own fields go too).
+_WRITE = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local ttl = tonumber(ARGV[2])
+local n = tonumber(ARGV[4])
+local i = 5
+if ARGV[#ARGV] == '1' then
+  redis.call('HDEL', KEYS[2], ARGV[1])
+else
+  redis.call('HSET', KEYS[2], ARGV[1], now + ttl)
+end
+for _ = 1, n do
+  redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1])
+  i = i + 2
+end
+while i < #ARGV do
+  redis.call('HDEL', KEYS[1], ARGV[i])
+  i = i + 1
+end
+if redis.call('EXISTS', KEYS[2]) == 1 then
+  redis.call('PEXPIRE', KEYS[1], ttl)
+  redis.call('PEXPIRE', KEYS[2], ttl)
+end
+if ARGV[3] ~= '' then
+  redis.call('%(pub)s', KEYS[3], 'P' .. ARGV[3])
+end
+return 1
+"""
+
+# KEYS: members, nodes, channel. ARGV: node, ttl ms, events limit.
+# Returns {1 if this node's liveness field was missing (Redis lost it), dead members removed}.
+_REFRESH = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local ttl = tonumber(ARGV[2])
+local new = redis.call('HSET', KEYS[2], ARGV[1], now + ttl)
+redis.call('PEXPIRE', KEYS[1], ttl)
+redis.call('PEXPIRE', KEYS[2], ttl)
+local nodes = redis.call('HGETALL', KEYS[2])
+local dead = {}
+local any = false
+for j = 1, #nodes, 2 do
+  if tonumber(nodes[j + 1]) <= now then
+    dead[nodes[j]] = true
+    any = true
+    redis.call('HDEL', KEYS[2], nodes[j])
+  end
+end
+if not any then
+  return {new, 0}
+end
+local fields = redis.call('HKEYS', KEYS[1])
+local gone = {}
+local removed = 0
+for _, f in ipairs(fields) do
+  local c = string.find(f, ':', 1, true)
+  if c and dead[string.sub(f, 1, c - 1)] then
+    redis.call('HDEL', KEYS[1], f)
+    removed = removed + 1
+    if #gone < tonumber(ARGV[3]) then
+      gone[#gone + 1] = '"' .. f .. '"'
+    end
+  end
+end
+if removed > 0 then
+  redis.call('%(pub)s', KEYS[3], 'P{"leave":[' .. table.concat(gone, ',') .. ']}')
+end
+return {new, removed}
+"""
+
+# KEYS: members, nodes. ARGV: limit. Returns {total, field, value, ...} of
+# the members whose node is alive (at most limit pairs).
+_READ = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local nodes = redis.call('HGETALL', KEYS[2])
+local alive = {}
+for j = 1, #nodes, 2 do
+  if tonumber(nodes[j + 1]) > now then
+    alive[nodes[j]] = true
+  end
+end
+local out = {0}
+local limit = tonumber(ARGV[1])
+local kept = 0
+local all = redis.call('HGETALL', KEYS[1])
+for j = 1, #all, 2 do
+  local f = all[j]
+  local c = string.find(f, ':', 1, true)
+  if c and alive[string.sub(f, 1, c - 1)] then
+    out[1] = out[1] + 1
+    if kept < limit then
+      out[#out + 1] = f
+      out[#out + 1] = all[j + 1]
+      kept = kept + 1
+    end
+  end
+end
+return out
+"""
+
+
+class Member(NamedTuple):
+    """One subscriber of a topic."""
+    id: str          # "<node id>:<connection id>", unique across the fleet while it is connected
+    user: str | None  # the identity from ws.user, None when unknown
+
+
+class PresenceList(NamedTuple):
+    """What ``await server.presence(topic)`` returns."""
+    members: list    # [Member, ...], at most ``limit``
+    total: int       # how many there are (``len(members) < total``: cut at ``limit``)
+
+
+def identity_of(user) -> str | None:
+    """The identity stored for ``ws.user``: a str itself, a dict's ``sub``
+    claim (a JWT's subject), an int as text; None otherwise or when longer
+    than MAX_IDENTITY bytes of UTF-8."""
+    if type(user) is dict:
+        user = user.get("sub")
+    if isinstance(user, bool) or user is None:
+        return None
+    if isinstance(user, int):
+        user = str(user)
+    if not isinstance(user, str) or len(user.encode("utf-8", "surrogatepass")) > MAX_IDENTITY:
+        return None
+    return user
+
+
+def _check_topic(topic) -> None:
+    if type(topic) is not str:
+        raise TypeError(f"topic must be a str, not {type(topic).__name__}")
+
+
+class Presence(TimerEntry):
+    """The presence of one Server (module docstring). It follows the
+    server's registry (``Topics.members_hook``) and, with a broker, keeps
+    this process's members in Redis and refreshes them on the timer wheel."""
+
+    __slots__ = ("server", "broker", "node", "ttl", "_key", "watchers", "pending", "held", "retry", "_flushing",
+                 "_refreshing", "_loop", "_closed", "_tasks", "counters", "_scripts", "_results")
+
+    def __init__(self, server, broker=None):
+        self.server = server
+        self.broker = broker if broker is not None and getattr(broker, "presence", False) else None
+        self.ttl = float(getattr(broker, "presence_ttl", 30.0)) if self.broker is not None else 0.0
+        self.node = os.urandom(6).hex()  # again in start(): each forked worker its own
+        self._key = int.from_bytes(os.urandom(8), "little")
+        self.watchers: dict = {}   # topic -> {conn: None}: subscribers that get join/leave events
+        self.pending: dict = {}    # topic -> {field: identity or None (a leave)}, flushed soon
+        self.held: dict = {}       # topic -> {field: identity}: this process's members in Redis
+        self.retry: dict = {}      # topic -> changes Redis did not take: written at the next refresh
+        self._flushing = False
+        self._refreshing = False
+        self._results: list = []
+        self._loop = None
+        self._closed = False
+        self._tasks: set = set()
+        # commands: script calls sent to Redis (refresh_commands of them by refreshes)
+        self.counters = {"commands": 0, "refreshes": 0, "refresh_commands": 0, "failures": 0, "events": 0,
+                         "rewrites": 0}
+        self._scripts = None
+        if self.broker is not None:
+            server._topics.members_hook = self
+
+    @property
+    def distributed(self) -> bool:
+        """Whether members are kept in Redis (a broker with presence=True)."""
+        return self.broker is not None
+
+    # ------------------------------------------------------------ ids
+    def conn_id(self, conn) -> str:
+        """``<node id>:<connection id>``: the connection id is its object id
+        scrambled with a per-process key (unique while it is open; no address
+        leaks)."""
+        return f"{self.node}:{(id(conn) ^ self._key) & 0xFFFFFFFFFFFF:x}"
+
+    # ------------------------------------------------------------ lifecycle
+    def start(self, loop) -> None:
+        self._loop = loop
+        self.node = os.urandom(6).hex()
+        if self.broker is not None:
+            self._scripts = self.broker.presence_scripts(write=_WRITE, refresh=_REFRESH, read=_READ)
+            self.broker.on_presence = self._event
+
+    async def close(self) -> None:
+        """A clean close: remove this process's members from Redis at once."""
+        if self._closed:
+            return
+        self._closed = True
+        if self.armed:
+            self.server._timer_driver().cancel(self)
+        if self._tasks:  # a batch in flight lands before the removal
+            await asyncio.gather(*list(self._tasks), return_exceptions=True)
+        if self.broker is None or not self.held:
+            return
+        self.pending.clear()
+        calls = []
+        for topic, fields in self.held.items():
+            calls.extend(self._writes(topic, [], list(fields), "1"))
+        self.held = {}
+        try:
+            await self.broker.presence_batch(calls, self._scripts)
+        except Exception as exc:
+            logger.warning("presence: could not remove this process's members from Redis (%s); they vanish "
+                           "within %.0f s", exc, self.ttl)
+
+    def _ttl_ms(self) -> int:
+        return max(1, int(self.ttl * 1000))
+
+    # ------------------------------------------------------------ registry hooks (sync)
+    def joined(self, conn, topic: str) -> None:
+        if self._closed:
+            return
+        field = self.conn_id(conn)
+        pending = self.pending.get(topic)
+        if pending is None:
+            pending = self.pending[topic] = {}
+        pending[field] = identity_of(getattr(conn, "user", None)) or ""
+        self._soon()
+
+    def left(self, conn, topic: str) -> None:
+        watchers = self.watchers.get(topic)
+        if watchers is not None and watchers.pop(conn, 0) is None and not watchers:
+            del self.watchers[topic]
+        field = self.conn_id(conn)
+        pending = self.pending.get(topic)
+        if pending is None:
+            pending = self.pending[topic] = {}
+        pending[field] = None
+        self._soon()
+
+    def _soon(self) -> None:
+        if not self._flushing and self._loop is not None and not self._closed:
+            self._flushing = True
+            self._spawn(self._flush())
+
+    def _spawn(self, coro) -> None:
+        task = self._loop.create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    # ------------------------------------------------------------ writes (batched)
+    async def _flush(self) -> None:
+        """Write what joined and left, one script per topic (per BATCH
+        fields), all in one pipeline per Redis node. A batch Redis did not
+        take is kept in ``retry`` and written again at the next refresh."""
+        try:
+            await asyncio.sleep(0)  # the rest of this loop iteration joins the batch
+            while self.pending and not self._closed:
+                pending, self.pending = self.pending, {}
+                calls = []
+                for topic, changes in pending.items():
+                    held = self.held.get(topic)
+                    was = held is not None
+                    if held is None:
+                        held = self.held[topic] = {}
+                        self._arm()
+                    adds, gone = [], []
+                    for field, value in changes.items():
+                        if value is None:
+                            if held.pop(field, None) is not None:
+                                gone.append(field)
+                        elif held.get(field) != value:
+                            held[field] = value
+                            adds.append((field, value))
+                    if not held:
+                        del self.held[topic]
+                        if not was:
+                            continue
+                    calls.extend(self._writes(topic, adds, gone, "0" if held else "1"))
+                if calls:
+                    failed = await self._run(calls)
+                    for topic in failed:
+                        retry = self.retry.setdefault(topic, {})
+                        retry.update(pending[topic])
+        finally:
+            self._flushing = False
+        if self.pending and not self._closed:
+            self._soon()
+
+    def _writes(self, topic, adds, gone, drop, events: bool = True):
+        """The script calls for one topic: BATCH fields each; ``drop`` ('1')
+        on the last one when this node holds no member of it any more."""
+        ttl = self._ttl_ms()
+        out = []
+        while True:
+            a, adds = adds[:BATCH], adds[BATCH:]
+            g, gone = gone[:BATCH - len(a)], gone[BATCH - len(a):]
+            event = self._payload(a, g) if events and (a or g) else ""
+            args = [self.node, ttl, event, len(a)]
+            for field, value in a:
+                args += [field, value]
+            args += g
+            args.append(drop if not adds and not gone else "0")
+            out.append((topic, "write", args))
+            if not adds and not gone:
+                return out
+
+    @staticmethod
+    def _payload(adds, gone) -> str:
+        return json.dumps({"join": [[f, v or None] for f, v in adds], "leave": gone}, separators=(",", ":"),
+                          ensure_ascii=False)
+
+    async def _run(self, calls) -> set:
+        """Run the calls; the topics whose calls failed."""
+        self.counters["commands"] += len(calls)
+        try:
+            results = await self.broker.presence_batch(calls, self._scripts)
+        except Exception as exc:
+            results = [exc] * len(calls)
+        failed = {topic for (topic, _, _), r in zip(calls, results) if isinstance(r, Exception)}
+        if failed:
+            self.counters["failures"] += 1
+            first = next(r for r in results if isinstance(r, Exception))
+            logger.debug("presence: %d of %d script calls to Redis failed (%r); retried at the next refresh",
+                         len(failed), len(calls), first)
+        self._results = results
+        return failed
+
+    # ------------------------------------------------------------ refresh (timer wheel)
+    def _interval(self) -> float:
+        return self.ttl / 3
+
+    def _arm(self) -> None:
+        if not self.armed and not self._closed and self._loop is not None:
+            driver = self.server._timer_driver()
+            driver.arm(self, driver.now() + self._interval())
+
+    def on_timer(self, now):
+        if self._closed or not (self.held or self.retry):
+            return None
+        if not self._refreshing:
+            self._refreshing = True
+            self._spawn(self._refresh())
+        return now + self._interval()
+
+    async def _refresh(self) -> None:
+        """One script per topic this process holds, pipelined per Redis node:
+        refresh the node's liveness, drop crashed nodes' members; then write
+        again what Redis lost or did not take."""
+        try:
+            retry, self.retry = self.retry, {}
+            calls = []
+            for topic, changes in retry.items():  # written again as they stand now
+                held = self.held.get(topic) or {}
+                adds = [(f, held[f]) for f in changes if f in held]
+                gone = [f for f in changes if f not in held]
+                calls.extend(self._writes(topic, adds, gone, "0" if held else "1"))
+            if calls:
+                failed = await self._run(calls)
+                for topic in failed:
+                    self.retry.setdefault(topic, {}).update(retry[topic])
+            topics = list(self.held)
+            if not topics:
+                return
+            ttl = self._ttl_ms()
+            calls = [(topic, "refresh", [self.node, ttl, BATCH]) for topic in topics]
+            self.counters["refreshes"] += 1
+            self.counters["refresh_commands"] += len(calls)
+            await self._run(calls)
+            lost = [topic for (topic, _, _), r in zip(calls, self._results)
+                    if not isinstance(r, Exception) and int(r[0]) == 1 and self.held.get(topic)]
+            if lost:  # Redis lost them (a restart, a failover, an outage past the TTL): write them again
+                self.counters["rewrites"] += len(lost)
+                rewrite = []
+                for topic in lost:
+                    rewrite.extend(self._writes(topic, list(self.held[topic].items()), [], "0", events=False))
+                await self._run(rewrite)
+        finally:
+            self._refreshing = False
+
+    # ------------------------------------------------------------ reading
+    async def read(self, topic: str, limit: int = 1000) -> PresenceList:
+        _check_topic(topic)
+        if isinstance(limit, bool) or not isinstance(limit, int) or not 0 <= limit <= MAX_MEMBERS:
+            raise ConfigError(f"limit must be a whole number 0..{MAX_MEMBERS}, got {limit!r}")
+        if self.broker is None:
+            if self.server.broker is not None:
+                raise BrokerError("presence is off for this broker (RedisBroker(..., presence=True))")
+            conns = self.server._topics.members(topic)
+            members = [Member(self.conn_id(c), identity_of(getattr(c, "user", None)))
+                       for c in conns[:limit]]
+            return PresenceList(members, len(conns))
+        reply = (await self.broker.presence_batch([(topic, "read", [limit])], self._scripts, raise_errors=True))[0]
+        total = int(reply[0])
+        members = []
+        for i in range(1, len(reply) - 1, 2):
+            field = reply[i].decode("utf-8", "replace")
+            value = reply[i + 1].decode("utf-8", "replace")
+            members.append(Member(field, value or None))
+        return PresenceList(members, total)
+
+    # ------------------------------------------------------------ events
+    def watch(self, conn, topic: str) -> None:
+        _check_topic(topic)
+        if topic not in self.server._topics.topics_of(conn):
+            raise BrokerError(f"watch_presence: the connection is not subscribed to {topic!r}")
+        if self.broker is None:
+            if self.server.broker is not None:
+                raise BrokerError("presence is off for this broker (RedisBroker(..., presence=True))")
+            self.server._topics.members_hook = self
+        self.watchers.setdefault(topic, {})[conn] = None
+
+    def unwatch(self, conn, topic: str) -> None:
+        watchers = self.watchers.get(topic)
+        if watchers is not None:
+            watchers.pop(conn, None)
+            if not watchers:
+                del self.watchers[topic]
+        if self.broker is None and not self.watchers:
+            self.server._topics.members_hook = None
+
+    def watching(self, conn, topic: str) -> bool:
+        watchers = self.watchers.get(topic)
+        return watchers is not None and conn in watchers
+
+    def _event(self, topic: str, payload: bytes) -> None:
+        """A ``P`` message from the broker: tell this process's watchers."""
+        watchers = self.watchers.get(topic)
+        if not watchers:
+            return
+        try:
+            body = json.loads(payload)
+            joins = [{"id": str(f), "user": u if isinstance(u, str) else None} for f, u in body.get("join", ())]
+            leaves = [str(f) for f in body.get("leave", ())]
+        except (ValueError, TypeError, AttributeError):
+            logger.error("presence: dropped a malformed presence event on topic %r", topic)
+            return
+        self._tell(topic, watchers, joins, leaves)
+
+    def _tell(self, topic, watchers, joins, leaves) -> None:
+        self.counters["events"] += 1
+        text = json.dumps({"type": "presence", "topic": topic, "join": joins, "leave": leaves},
+                          separators=(",", ":"), ensure_ascii=False)
+        self.server.broadcast(text, list(watchers))
+
+
+class LocalPresence(Presence):
+    """Without a broker: events for this process's watchers straight from
+    the registry, batched per event-loop iteration."""
+
+    __slots__ = ()
+
+    async def _flush(self) -> None:
+        try:
+            await asyncio.sleep(0)
+            pending, self.pending = self.pending, {}
+            for topic, changes in pending.items():
+                watchers = self.watchers.get(topic)
+                if not watchers:
+                    continue
+                joins = [{"id": f, "user": v or None} for f, v in changes.items() if v is not None]
+                leaves = [f for f, v in changes.items() if v is None]
+                for i in range(0, max(len(joins), len(leaves)), BATCH):
+                    self._tell(topic, watchers, joins[i:i + BATCH], leaves[i:i + BATCH])
+        finally:
+            self._flushing = False
+        if self.pending and not self._closed:
+            self._soon()
+
+    def joined(self, conn, topic: str) -> None:
+        if topic in self.watchers:
+            Presence.joined(self, conn, topic)
+
+    def left(self, conn, topic: str) -> None:
+        if topic in self.watchers:
+            Presence.left(self, conn, topic)
+
+    async def close(self) -> None:
+        self._closed = True
+        self.watchers.clear()
+
+
+def make_presence(server, broker):
+    """The Presence for ``server``: kept in Redis when ``broker`` has
+    presence on, else local."""
+    if broker is not None and getattr(broker, "presence", False):
+        tick = server.options.timer_tick
+        if broker.presence_ttl < 3 * tick:
+            raise ConfigError(f"presence_ttl ({broker.presence_ttl} s) must be at least 3 x timer_tick "
+                              f"({tick} s): members are refreshed every presence_ttl / 3 on the timer wheel")
+        return Presence(server, broker)
+    return LocalPresence(server, None)
+
+
