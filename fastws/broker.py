@@ -550,26 +550,51 @@ class RedisBroker:
         return [base + b"p", base + b"pn", base + b"c"]
 
     def presence_scripts(self, **texts) -> dict:
-        """name -> script for ``presence_batch`` (``%(pub)s``: the publish command)."""
-        pub = "PUBLISH" if self.cluster is None else "SPUBLISH"
-        return {name: _Script(text % {"pub": pub} if "%(pub)s" in text else text) for name, text in texts.items()}
+        """name -> script for ``presence_batch`` (``%(pub)s``: the publish
+        command; ``%(flags)s``: on a cluster, the flag that lets one script
+        touch keys of several slots of one node)."""
+        if self.cluster is None:
+            subst = {"pub": "PUBLISH", "flags": ""}
+        else:
+            subst = {"pub": "SPUBLISH", "flags": "#!lua flags=allow-cross-slot-keys"}
+        return {name: _Script((text % subst).lstrip("\n")) for name, text in texts.items()}
+
+    def presence_groups(self, topics) -> list:
+        """``topics`` grouped by the Redis node that serves them now (one
+        group for a single Redis; a topic whose node is unknown goes alone,
+        and fails when run)."""
+        if self.cluster is None:
+            return [list(topics)] if topics else []
+        groups: dict = {}
+        alone = []
+        for topic in topics:
+            try:
+                node = self._node_for(topic)
+            except BrokerError:
+                node = None
+            if node is None:
+                alone.append([topic])
+            else:
+                groups.setdefault(node, []).append(topic)
+        return list(groups.values()) + alone
 
     async def presence_batch(self, calls, scripts, raise_errors: bool = False) -> list:
-        """Run ``[(topic, script name, args), ...]`` with the topic's
-        presence keys, one pipeline per Redis node; the results in order, an
-        exception in place of each that failed (``raise_errors``: raise it)."""
+        """Run ``[(topics, script name, args), ...]`` (the topics of a call
+        on one node) with the topics' presence keys, one pipeline per Redis
+        node; the results in order, an exception in place of each that
+        failed (``raise_errors``: raise it)."""
         from redis.exceptions import NoScriptError, RedisError
 
         results: list = [None] * len(calls)
         by_node: dict = {}
-        for i, (topic, _, _) in enumerate(calls):
+        for i, (topics, _, _) in enumerate(calls):
             try:
-                node = self._node_for(topic)
+                node = self._node_for(topics[0])
             except BrokerError as exc:
                 results[i] = exc
                 continue
             if node is None or not node.up:
-                results[i] = BrokerUnavailable(f"{self._unavailable(node, topic)}: presence not read or written")
+                results[i] = BrokerUnavailable(f"{self._unavailable(node, topics[0])}: presence not read or written")
                 continue
             by_node.setdefault(node, []).append(i)
 
@@ -577,9 +602,10 @@ class RedisBroker:
             for attempt in (0, 1):
                 pipe = node.client.pipeline(transaction=False)
                 for i in indexes:
-                    topic, name, args = calls[i]
-                    keys = self.presence_keys(topic)
-                    pipe.evalsha(scripts[name].sha, len(keys), *keys, *args)
+                    topics, name, args = calls[i]
+                    keys = [k for topic in topics for k in self.presence_keys(topic)]
+                    # (KEYS: the first topic's, which route the call; all of them in ARGV)
+                    pipe.evalsha(scripts[name].sha, 3, *keys[:3], len(keys), *keys, *args)
                 try:
                     replies = await pipe.execute(raise_on_error=False)
                 except (RedisError, *_NETWORK_ERRORS) as exc:

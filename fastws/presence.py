@@ -5,9 +5,9 @@ the identity from ``ws.user``); ``server.watch_presence(ws, topic)`` sends a
 subscriber join/leave events. Without a broker: this process's subscribers.
 With ``RedisBroker(..., presence=True)``: two hashes per topic in its hash
 slot (members ``<node>:<conn>`` -> identity; nodes -> expiry on Redis's
-clock), written in batches per topic per loop iteration, and each node's
-expiry refreshed every ``ttl / 3`` on the timer wheel, one pipelined script
-per topic (none per connection): a crashed node's members vanish within the
+clock), written in batches per loop iteration, and each node's expiry
+refreshed every ``ttl / 3`` on the timer wheel: one script per Redis node per
+TOPICS topics (none per connection): a crashed node's members vanish within the
 TTL, a clean close removes them at once. Events are ``P`` messages on the
 topic's channel (no id, no history). See docs/guide/presence.md.
 """
@@ -22,93 +22,123 @@ from typing import NamedTuple
 from .codec import TimerEntry
 from .exceptions import BrokerError, ConfigError
 
-__all__ = ["Presence", "Member", "PresenceList", "identity_of", "MAX_IDENTITY", "MAX_MEMBERS", "BATCH"]
+__all__ = ["Presence", "LocalPresence", "Member", "PresenceList", "make_presence", "identity_of", "MAX_IDENTITY",
+           "MAX_MEMBERS", "BATCH", "TOPICS"]
 
 logger = logging.getLogger("fastws.presence")
 
-MAX_IDENTITY = 256   # bytes of UTF-8: a longer identity is not stored (the member shows user None)
+MAX_IDENTITY = 256    # bytes of UTF-8: a longer identity is not stored (the member shows user None)
 MAX_MEMBERS = 10_000  # the most members one presence() call returns
-BATCH = 1000          # fields per script call, ids per event message
+BATCH = 1000          # member fields per script call, ids per event message
+TOPICS = 200          # topics per script call
 
-# KEYS: members, nodes, channel. ARGV: node, ttl ms, event payload ('' none),
-# number of fields to set, then field, value pairs, then fields to delete;
-# drop ('1': the node leaves the topic: its own fields go too).
-_WRITE = """
+# Every script gets the keys in ARGV: the number of keys, then per topic its
+# members, nodes and channel (K below), then its arguments (ARG below). KEYS
+# names the first topic's keys only, which routes the call: many topics per
+# call, all on one Redis node (on a cluster the flag lets a script touch
+# keys of other slots of that node; Redis checks only the declared keys).
+# _WRITE's arguments: node, ttl ms, then per topic: event
+# payload ('' none), drop ('1': this node holds no member of it any more),
+# the number of fields to set, field, value pairs, the number to delete, fields.
+_WRITE = """%(flags)s
+local nk = tonumber(ARGV[1])
+local K, ARG = {}, {}
+for i = 1, nk do K[i] = ARGV[i + 1] end
+for i = nk + 2, #ARGV do ARG[#ARG + 1] = ARGV[i] end
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local ttl = tonumber(ARGV[2])
-local n = tonumber(ARGV[4])
-local i = 5
-if ARGV[#ARGV] == '1' then
-  redis.call('HDEL', KEYS[2], ARGV[1])
-else
-  redis.call('HSET', KEYS[2], ARGV[1], now + ttl)
-end
-for _ = 1, n do
-  redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1])
-  i = i + 2
-end
-while i < #ARGV do
-  redis.call('HDEL', KEYS[1], ARGV[i])
-  i = i + 1
-end
-if redis.call('EXISTS', KEYS[2]) == 1 then
-  redis.call('PEXPIRE', KEYS[1], ttl)
-  redis.call('PEXPIRE', KEYS[2], ttl)
-end
-if ARGV[3] ~= '' then
-  redis.call('%(pub)s', KEYS[3], 'P' .. ARGV[3])
+local node, ttl = ARG[1], tonumber(ARG[2])
+local a = 3
+for k = 1, #K, 3 do
+  local p, pn = K[k], K[k + 1]
+  local event, drop = ARG[a], ARG[a + 1]
+  local n = tonumber(ARG[a + 2])
+  a = a + 3
+  if drop == '1' then
+    redis.call('HDEL', pn, node)
+  else
+    redis.call('HSET', pn, node, now + ttl)
+  end
+  for _ = 1, n do
+    redis.call('HSET', p, ARG[a], ARG[a + 1])
+    a = a + 2
+  end
+  n = tonumber(ARG[a])
+  a = a + 1
+  for _ = 1, n do
+    redis.call('HDEL', p, ARG[a])
+    a = a + 1
+  end
+  if redis.call('EXISTS', pn) == 1 then
+    redis.call('PEXPIRE', p, ttl)
+    redis.call('PEXPIRE', pn, ttl)
+  end
+  if event ~= '' then
+    redis.call('%(pub)s', K[k + 2], 'P' .. event)
+  end
 end
 return 1
 """
 
-# KEYS: members, nodes, channel. ARGV: node, ttl ms, events limit.
-# Returns {1 if this node's liveness field was missing (Redis lost it), dead members removed}.
-_REFRESH = """
+# Keys as _WRITE. Arguments: node, ttl ms, most ids in a leave event. Per topic:
+# refresh this node's expiry, delete the members of nodes whose expiry has
+# passed (one leave event). Returns per topic: 1 if this node's field was
+# missing (Redis lost it), and how many dead members it removed.
+_REFRESH = """%(flags)s
+local nk = tonumber(ARGV[1])
+local K, ARG = {}, {}
+for i = 1, nk do K[i] = ARGV[i + 1] end
+for i = nk + 2, #ARGV do ARG[#ARG + 1] = ARGV[i] end
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local ttl = tonumber(ARGV[2])
-local new = redis.call('HSET', KEYS[2], ARGV[1], now + ttl)
-redis.call('PEXPIRE', KEYS[1], ttl)
-redis.call('PEXPIRE', KEYS[2], ttl)
-local nodes = redis.call('HGETALL', KEYS[2])
-local dead = {}
-local any = false
-for j = 1, #nodes, 2 do
-  if tonumber(nodes[j + 1]) <= now then
-    dead[nodes[j]] = true
-    any = true
-    redis.call('HDEL', KEYS[2], nodes[j])
-  end
-end
-if not any then
-  return {new, 0}
-end
-local fields = redis.call('HKEYS', KEYS[1])
-local gone = {}
-local removed = 0
-for _, f in ipairs(fields) do
-  local c = string.find(f, ':', 1, true)
-  if c and dead[string.sub(f, 1, c - 1)] then
-    redis.call('HDEL', KEYS[1], f)
-    removed = removed + 1
-    if #gone < tonumber(ARGV[3]) then
-      gone[#gone + 1] = '"' .. f .. '"'
+local node, ttl, limit = ARG[1], tonumber(ARG[2]), tonumber(ARG[3])
+local out = {}
+for k = 1, #K, 3 do
+  local p, pn = K[k], K[k + 1]
+  out[#out + 1] = redis.call('HSET', pn, node, now + ttl)
+  redis.call('PEXPIRE', p, ttl)
+  redis.call('PEXPIRE', pn, ttl)
+  local nodes = redis.call('HGETALL', pn)
+  local dead, any = {}, false
+  for j = 1, #nodes, 2 do
+    if tonumber(nodes[j + 1]) <= now then
+      dead[nodes[j]] = true
+      any = true
+      redis.call('HDEL', pn, nodes[j])
     end
   end
+  local removed = 0
+  if any then
+    local gone = {}
+    for _, f in ipairs(redis.call('HKEYS', p)) do
+      local c = string.find(f, ':', 1, true)
+      if c and dead[string.sub(f, 1, c - 1)] then
+        redis.call('HDEL', p, f)
+        removed = removed + 1
+        if #gone < limit then
+          gone[#gone + 1] = '"' .. f .. '"'
+        end
+      end
+    end
+    if removed > 0 then
+      redis.call('%(pub)s', K[k + 2], 'P{"leave":[' .. table.concat(gone, ',') .. ']}')
+    end
+  end
+  out[#out + 1] = removed
 end
-if removed > 0 then
-  redis.call('%(pub)s', KEYS[3], 'P{"leave":[' .. table.concat(gone, ',') .. ']}')
-end
-return {new, removed}
+return out
 """
 
-# KEYS: members, nodes. ARGV: limit. Returns {total, field, value, ...} of
-# the members whose node is alive (at most limit pairs).
-_READ = """
+# Keys: one topic's members, nodes (and channel). Argument: limit. Returns
+# {total, field, value, ...}: the members whose node is alive, at most limit.
+_READ = """%(flags)s
+local nk = tonumber(ARGV[1])
+local K, ARG = {}, {}
+for i = 1, nk do K[i] = ARGV[i + 1] end
+for i = nk + 2, #ARGV do ARG[#ARG + 1] = ARGV[i] end
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local nodes = redis.call('HGETALL', KEYS[2])
+local nodes = redis.call('HGETALL', K[2])
 local alive = {}
 for j = 1, #nodes, 2 do
   if tonumber(nodes[j + 1]) > now then
@@ -116,18 +146,16 @@ for j = 1, #nodes, 2 do
   end
 end
 local out = {0}
-local limit = tonumber(ARGV[1])
-local kept = 0
-local all = redis.call('HGETALL', KEYS[1])
+local limit = tonumber(ARG[1])
+local all = redis.call('HGETALL', K[1])
 for j = 1, #all, 2 do
   local f = all[j]
   local c = string.find(f, ':', 1, true)
   if c and alive[string.sub(f, 1, c - 1)] then
     out[1] = out[1] + 1
-    if kept < limit then
+    if out[1] <= limit then
       out[#out + 1] = f
       out[#out + 1] = all[j + 1]
-      kept = kept + 1
     end
   end
 end
@@ -230,12 +258,10 @@ class Presence(TimerEntry):
         if self.broker is None or not self.held:
             return
         self.pending.clear()
-        calls = []
-        for topic, fields in self.held.items():
-            calls.extend(self._writes(topic, [], list(fields), "1"))
+        records = [(topic, [], list(fields), "1", True) for topic, fields in self.held.items()]
         self.held = {}
         try:
-            await self.broker.presence_batch(calls, self._scripts)
+            await self.broker.presence_batch(self._calls(records), self._scripts)
         except Exception as exc:
             logger.warning("presence: could not remove this process's members from Redis (%s); they vanish "
                            "within %.0f s", exc, self.ttl)
@@ -277,14 +303,15 @@ class Presence(TimerEntry):
 
     # ------------------------------------------------------------ writes (batched)
     async def _flush(self) -> None:
-        """Write what joined and left, one script per topic (per BATCH
-        fields), all in one pipeline per Redis node. A batch Redis did not
-        take is kept in ``retry`` and written again at the next refresh."""
+        """Write what joined and left: per Redis node one script call for up
+        to TOPICS topics and BATCH fields, all in one pipeline. A call Redis
+        did not take is kept in ``retry`` and written again at the next
+        refresh. While a batch is in flight the next one gathers."""
         try:
             await asyncio.sleep(0)  # the rest of this loop iteration joins the batch
             while self.pending and not self._closed:
                 pending, self.pending = self.pending, {}
-                calls = []
+                records = []
                 for topic, changes in pending.items():
                     held = self.held.get(topic)
                     was = held is not None
@@ -303,34 +330,49 @@ class Presence(TimerEntry):
                         del self.held[topic]
                         if not was:
                             continue
-                    calls.extend(self._writes(topic, adds, gone, "0" if held else "1"))
-                if calls:
-                    failed = await self._run(calls)
-                    for topic in failed:
-                        retry = self.retry.setdefault(topic, {})
-                        retry.update(pending[topic])
+                    if adds or gone or not held:
+                        records.append((topic, adds, gone, "0" if held else "1", True))
+                if records:
+                    for topic in await self._run(self._calls(records)):
+                        self.retry.setdefault(topic, {}).update(pending[topic])
         finally:
             self._flushing = False
         if self.pending and not self._closed:
             self._soon()
 
-    def _writes(self, topic, adds, gone, drop, events: bool = True):
-        """The script calls for one topic: BATCH fields each; ``drop`` ('1')
-        on the last one when this node holds no member of it any more."""
+    def _calls(self, records, name: str = "write"):
+        """``(topic, adds, gone, drop, events)`` records as script calls:
+        grouped by Redis node, at most TOPICS topics and about BATCH fields
+        per call (a topic with more fields spans several records)."""
         ttl = self._ttl_ms()
-        out = []
-        while True:
-            a, adds = adds[:BATCH], adds[BATCH:]
-            g, gone = gone[:BATCH - len(a)], gone[BATCH - len(a):]
-            event = self._payload(a, g) if events and (a or g) else ""
-            args = [self.node, ttl, event, len(a)]
-            for field, value in a:
-                args += [field, value]
-            args += g
-            args.append(drop if not adds and not gone else "0")
-            out.append((topic, "write", args))
-            if not adds and not gone:
-                return out
+        groups = self.broker.presence_groups([r[0] for r in records])
+        by_topic: dict = {}
+        for r in records:
+            by_topic.setdefault(r[0], []).append(r)
+        calls = []
+        for topics in groups:
+            keys_topics, args, fields = [], [self.node, ttl], 0
+            for topic in topics:
+                for _, adds, gone, drop, events in by_topic.pop(topic, ()):
+                    while True:
+                        a, adds = adds[:BATCH], adds[BATCH:]
+                        g, gone = gone[:BATCH - len(a)], gone[BATCH - len(a):]
+                        if keys_topics and (len(keys_topics) >= TOPICS or fields + len(a) + len(g) > BATCH):
+                            calls.append((keys_topics, name, args))
+                            keys_topics, args, fields = [], [self.node, ttl], 0
+                        last = not adds and not gone
+                        keys_topics.append(topic)
+                        args += [self._payload(a, g) if events and (a or g) else "", drop if last else "0", len(a)]
+                        for field, value in a:
+                            args += [field, value]
+                        args.append(len(g))
+                        args += g
+                        fields += len(a) + len(g)
+                        if last:
+                            break
+            if keys_topics:
+                calls.append((keys_topics, name, args))
+        return calls
 
     @staticmethod
     def _payload(adds, gone) -> str:
@@ -344,12 +386,12 @@ class Presence(TimerEntry):
             results = await self.broker.presence_batch(calls, self._scripts)
         except Exception as exc:
             results = [exc] * len(calls)
-        failed = {topic for (topic, _, _), r in zip(calls, results) if isinstance(r, Exception)}
+        failed = {topic for (topics, _, _), r in zip(calls, results) if isinstance(r, Exception) for topic in topics}
         if failed:
             self.counters["failures"] += 1
             first = next(r for r in results if isinstance(r, Exception))
-            logger.debug("presence: %d of %d script calls to Redis failed (%r); retried at the next refresh",
-                         len(failed), len(calls), first)
+            logger.debug("presence: script calls to Redis for %d topics failed (%r); written again at the next "
+                         "refresh", len(failed), first)
         self._results = results
         return failed
 
@@ -371,37 +413,36 @@ class Presence(TimerEntry):
         return now + self._interval()
 
     async def _refresh(self) -> None:
-        """One script per topic this process holds, pipelined per Redis node:
-        refresh the node's liveness, drop crashed nodes' members; then write
-        again what Redis lost or did not take."""
+        """Per Redis node one script call per TOPICS topics this process
+        holds, in one pipeline: refresh the node's expiry, drop crashed
+        nodes' members; then write again what Redis lost or did not take."""
         try:
             retry, self.retry = self.retry, {}
-            calls = []
+            records = []
             for topic, changes in retry.items():  # written again as they stand now
                 held = self.held.get(topic) or {}
                 adds = [(f, held[f]) for f in changes if f in held]
                 gone = [f for f in changes if f not in held]
-                calls.extend(self._writes(topic, adds, gone, "0" if held else "1"))
-            if calls:
-                failed = await self._run(calls)
-                for topic in failed:
+                records.append((topic, adds, gone, "0" if held else "1", True))
+            if records:
+                for topic in await self._run(self._calls(records)):
                     self.retry.setdefault(topic, {}).update(retry[topic])
-            topics = list(self.held)
-            if not topics:
+            if not self.held:
                 return
-            ttl = self._ttl_ms()
-            calls = [(topic, "refresh", [self.node, ttl, BATCH]) for topic in topics]
+            groups = self.broker.presence_groups(list(self.held))
+            calls = [(topics[i:i + TOPICS], "refresh", [self.node, self._ttl_ms(), BATCH])
+                     for topics in groups for i in range(0, len(topics), TOPICS)]
             self.counters["refreshes"] += 1
             self.counters["refresh_commands"] += len(calls)
             await self._run(calls)
-            lost = [topic for (topic, _, _), r in zip(calls, self._results)
-                    if not isinstance(r, Exception) and int(r[0]) == 1 and self.held.get(topic)]
+            lost = []
+            for (topics, _, _), r in zip(calls, self._results):
+                if isinstance(r, Exception):
+                    continue
+                lost += [t for t, new in zip(topics, r[::2]) if int(new) == 1 and self.held.get(t)]
             if lost:  # Redis lost them (a restart, a failover, an outage past the TTL): write them again
                 self.counters["rewrites"] += len(lost)
-                rewrite = []
-                for topic in lost:
-                    rewrite.extend(self._writes(topic, list(self.held[topic].items()), [], "0", events=False))
-                await self._run(rewrite)
+                await self._run(self._calls([(t, list(self.held[t].items()), [], "0", False) for t in lost]))
         finally:
             self._refreshing = False
 
@@ -417,7 +458,8 @@ class Presence(TimerEntry):
             members = [Member(self.conn_id(c), identity_of(getattr(c, "user", None)))
                        for c in conns[:limit]]
             return PresenceList(members, len(conns))
-        reply = (await self.broker.presence_batch([(topic, "read", [limit])], self._scripts, raise_errors=True))[0]
+        reply = (await self.broker.presence_batch([([topic], "read", [limit])], self._scripts,
+                                                  raise_errors=True))[0]
         total = int(reply[0])
         members = []
         for i in range(1, len(reply) - 1, 2):
