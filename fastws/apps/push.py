@@ -263,13 +263,20 @@ class PushListener(JsonListener):
                 self.errors = 0
                 _spawn(self._resume_one(topic, since))
                 return
+            was = topic in ws.topics
             try:
                 ws.subscribe(topic)
             except Forbidden:
                 self._refuse_topic(topic)
                 return
             if presence:
-                ws.server.watch_presence(ws, topic)
+                try:
+                    ws.server.watch_presence(ws, topic)
+                except BrokerError as exc:  # a broker without presence=True: not subscribed either
+                    if not was:
+                        ws.unsubscribe(topic)
+                    self.refuse("no_presence", str(exc))
+                    return
             reply = "subscribed"
         else:
             ws.server.unwatch_presence(ws, topic)

@@ -365,3 +365,22 @@ def test_presence_across_processes_cluster(tmp_path, push_procs):
                 assert members(c.port, topic)[0] == []
     finally:
         cluster.stop()
+
+
+def test_push_presence_needs_a_broker_with_presence(tmp_path, serve_thread):
+    """push_app(presence=True) over a RedisBroker without presence=True:
+    the opt-in is an error message and GET /presence a 502, never a
+    traceback or a silently local answer."""
+    redis = RedisServer(tmp_path).start()
+    try:
+        service, options = push_app(presence=True, token=TOKEN)
+        st = serve_thread(**options, broker=RedisBroker(redis.url), ping_interval=None)
+        service.attach(st.server)
+        with ws_sync.connect(f"ws://127.0.0.1:{st.server.port}/ws") as ws:
+            ws.send(json.dumps({"type": "subscribe", "topic": "news", "presence": True}))
+            reply = json.loads(recv(ws))
+            assert reply["code"] == "no_presence" and "presence=True" in reply["error"]
+            assert st.call(st.server.subscribers, "news") == 0
+        assert get(st.server.port, "/presence/news", AUTH)[0] == 502
+    finally:
+        redis.stop()
