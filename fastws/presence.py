@@ -37,37 +37,39 @@ TOPICS = 200          # topics per script call
 # names the first topic's keys only, which routes the call: many topics per
 # call, all on one Redis node (on a cluster the flag lets a script touch
 # keys of other slots of that node; Redis checks only the declared keys).
-# _WRITE's arguments: node, ttl ms, then per topic: event
-# payload ('' none), drop ('1': this node holds no member of it any more),
-# the number of fields to set, field, value pairs, the number to delete, fields.
+# _WRITE's arguments: node, ttl ms, and one string of netstring-like items
+# (``<bytes>:<item>``, one argument for the whole batch: redis-py encodes
+# each argument in Python), per topic: event payload ('' none), drop ('1':
+# this node holds no member of it any more), the number of fields to set,
+# field, value pairs, the number to delete, fields.
 _WRITE = """%(flags)s
 local nk = tonumber(ARGV[1])
-local K, ARG = {}, {}
+local K = {}
 for i = 1, nk do K[i] = ARGV[i + 1] end
-for i = nk + 2, #ARGV do ARG[#ARG + 1] = ARGV[i] end
+local node, ttl, blob = ARGV[nk + 2], tonumber(ARGV[nk + 3]), ARGV[nk + 4]
+local pos = 1
+local function item()
+  local c = string.find(blob, ':', pos, true)
+  local n = tonumber(string.sub(blob, pos, c - 1))
+  pos = c + n + 1
+  return string.sub(blob, c + 1, c + n)
+end
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local node, ttl = ARG[1], tonumber(ARG[2])
-local a = 3
 for k = 1, #K, 3 do
   local p, pn = K[k], K[k + 1]
-  local event, drop = ARG[a], ARG[a + 1]
-  local n = tonumber(ARG[a + 2])
-  a = a + 3
+  local event, drop = item(), item()
   if drop == '1' then
     redis.call('HDEL', pn, node)
   else
     redis.call('HSET', pn, node, now + ttl)
   end
-  for _ = 1, n do
-    redis.call('HSET', p, ARG[a], ARG[a + 1])
-    a = a + 2
+  for _ = 1, tonumber(item()) do
+    local f = item()
+    redis.call('HSET', p, f, item())
   end
-  n = tonumber(ARG[a])
-  a = a + 1
-  for _ = 1, n do
-    redis.call('HDEL', p, ARG[a])
-    a = a + 1
+  for _ = 1, tonumber(item()) do
+    redis.call('HDEL', p, item())
   end
   if redis.call('EXISTS', pn) == 1 then
     redis.call('PEXPIRE', p, ttl)
@@ -188,6 +190,15 @@ def identity_of(user) -> str | None:
     if not isinstance(user, str) or len(user.encode("utf-8", "surrogatepass")) > MAX_IDENTITY:
         return None
     return user
+
+
+def _pack(items) -> bytes:
+    """``<bytes>:<item>`` for each str, as one argument (_WRITE reads it)."""
+    out = []
+    for item in items:
+        b = item.encode("utf-8", "surrogatepass")
+        out.append(b"%d:%s" % (len(b), b))
+    return b"".join(out)
 
 
 def _check_topic(topic) -> None:
@@ -351,27 +362,28 @@ class Presence(TimerEntry):
             by_topic.setdefault(r[0], []).append(r)
         calls = []
         for topics in groups:
-            keys_topics, args, fields = [], [self.node, ttl], 0
+            keys_topics, items, fields = [], [], 0
             for topic in topics:
                 for _, adds, gone, drop, events in by_topic.pop(topic, ()):
                     while True:
                         a, adds = adds[:BATCH], adds[BATCH:]
                         g, gone = gone[:BATCH - len(a)], gone[BATCH - len(a):]
                         if keys_topics and (len(keys_topics) >= TOPICS or fields + len(a) + len(g) > BATCH):
-                            calls.append((keys_topics, name, args))
-                            keys_topics, args, fields = [], [self.node, ttl], 0
+                            calls.append((keys_topics, name, [self.node, ttl, _pack(items)]))
+                            keys_topics, items, fields = [], [], 0
                         last = not adds and not gone
                         keys_topics.append(topic)
-                        args += [self._payload(a, g) if events and (a or g) else "", drop if last else "0", len(a)]
+                        items += [self._payload(a, g) if events and (a or g) else "", drop if last else "0",
+                                  str(len(a))]
                         for field, value in a:
-                            args += [field, value]
-                        args.append(len(g))
-                        args += g
+                            items += [field, value]
+                        items.append(str(len(g)))
+                        items += g
                         fields += len(a) + len(g)
                         if last:
                             break
             if keys_topics:
-                calls.append((keys_topics, name, args))
+                calls.append((keys_topics, name, [self.node, ttl, _pack(items)]))
         return calls
 
     @staticmethod

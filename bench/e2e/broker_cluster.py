@@ -56,7 +56,13 @@ def client_main(args) -> None:
 
     import uvloop
 
-    queries = args.queries.split("|")
+    if args.queries.startswith("gen:"):  # gen:TOPICS:PER: connection i takes PER topics from i * PER on
+        _, topics, per = args.queries.split(":")
+        topics, per = int(topics), int(per)
+        queries = ["?topics=" + ",".join(f"p{(i * per + j) % topics}" for j in range(per))
+                   for i in range(min(args.count, topics))]
+    else:
+        queries = args.queries.split("|")
     srcs = args.src.split(",")
     hist: dict = {}
     counts = {"opened": 0, "failed": 0, "deliveries": 0, "lost": 0, "bad": 0}
@@ -331,14 +337,10 @@ def presence_part(args, redis, label, extra):
     proc = start_push(redis.url, *extra)
     client = None
     try:
-        queries = []
-        for i in range(args.presence_conns):
-            base = (i * args.per_conn) % args.presence_topics
-            queries.append("?topics=" + ",".join(f"p{(base + j) % args.presence_topics}"
-                                                 for j in range(args.per_conn)))
+        queries = [f"gen:{args.presence_topics}:{args.per_conn}"]
         info = redis_info(redis)
         before, scripts_before = int(info["total_commands_processed"]), info["evalsha"]
-        t0 = time.monotonic()
+        t0, cpu_start = time.monotonic(), proc_cpu_ns(proc.pid)
         srcs = ",".join(f"127.0.9.{2 + j}" for j in range(args.presence_conns // 15000 + 1))
         client = Client(proc.port, args.presence_conns, queries, srcs)
         opened = client.read()
@@ -348,6 +350,7 @@ def presence_part(args, redis, label, extra):
         info = redis_info(redis)
         join_cmds = int(info["total_commands_processed"]) - before - 2  # (two INFO)
         join_scripts = info["evalsha"] - scripts_before
+        join_cpu_s = (proc_cpu_ns(proc.pid) - cpu_start) / 1e9
         info0 = redis_info(redis)
         cpu0, rcpu0, w0 = proc_cpu_ns(proc.pid), float(info0["used_cpu_user"]) + float(info0["used_cpu_sys"]), \
             time.monotonic()
@@ -358,7 +361,7 @@ def presence_part(args, redis, label, extra):
         window = w1 - w0
         cmds = int(info1["total_commands_processed"]) - int(info0["total_commands_processed"]) - 1
         row = {"subscriptions": args.presence_conns * args.per_conn, "open_s": open_s, "join_cmds": join_cmds,
-               "join_scripts": join_scripts, "cmds_s": cmds / window,
+               "join_scripts": join_scripts, "join_cpu_s": join_cpu_s, "cmds_s": cmds / window,
                "scripts_s": (info1["evalsha"] - info0["evalsha"]) / window, "server_cpu_pct": (cpu1 - cpu0) / 1e9 / window * 100,
                "redis_cpu_pct": (rcpu1 - rcpu0) / window * 100}
         if "--presence" in extra:
@@ -465,11 +468,13 @@ def main() -> int:
                          f"(refresh every {args.presence_ttl / 3:g} s).", "",
                          "Commands sent: the scripts (EVALSHA) fastws sent; commands run: Redis's "
                          "total_commands_processed, which counts the commands inside scripts too.", "",
-                         "| | subscribing: scripts sent | subscribing: commands run | steady scripts sent/s "
-                         "| steady commands run/s | fastws CPU % | Redis CPU % | GET /presence ms |",
-                         "|---|---|---|---|---|---|---|---|"]
+                         "| | opening s | subscribing: fastws CPU s | subscribing: scripts sent | subscribing: "
+                         "commands run | steady scripts sent/s | steady commands run/s | fastws CPU % | Redis CPU % "
+                         "| GET /presence ms |",
+                         "|---|---|---|---|---|---|---|---|---|---|"]
                 for name, r in (("presence off (baseline)", off), ("presence on", on)):
-                    text.append(f"| {name} | {r['join_scripts']:,} | {r['join_cmds']:,} | {r['scripts_s']:.1f} | "
+                    text.append(f"| {name} | {r['open_s']:.1f} | {r['join_cpu_s']:.2f} | {r['join_scripts']:,} | "
+                                f"{r['join_cmds']:,} | {r['scripts_s']:.1f} | "
                                 f"{r['cmds_s']:.1f} | {r['server_cpu_pct']:.2f} | {r['redis_cpu_pct']:.2f} | "
                                 f"{r.get('get_presence_ms', float('nan')):.2f} |")
                 text.append("")

@@ -219,6 +219,13 @@ def test_flood_is_batched_and_refreshed_on_the_wheel(tmp_path):
         result = await server.presence("t3", limit=10)
         assert result.total == 500 and len(result.members) == 10
         assert all(m.user.startswith("user") for m in result.members)
+        # identities of any characters (the batch is one length-prefixed string)
+        odd = ["zoë:12:x", 'a"b\nc', "1:", "\u2028 ", "x" * MAX_IDENTITY]
+        odd_fakes = [_Fake(name) for name in odd]  # (alive: a member's id is its object's)
+        for fake in odd_fakes:
+            presence.joined(fake, "odd")
+        await flushed()
+        assert sorted(m.user for m in (await server.presence("odd")).members) == sorted(odd)
         # refreshes on the timer wheel: one script call each
         start = presence.counters["refreshes"]
         before = evalsha_calls(redis)
