@@ -40,8 +40,10 @@ TOPICS = 200          # topics per script call
 # _WRITE's arguments: node, ttl ms, and one string of netstring-like items
 # (``<bytes>:<item>``, one argument for the whole batch: redis-py encodes
 # each argument in Python), per topic: event payload ('' none), drop ('1':
-# this node holds no member of it any more), the number of fields to set,
-# field, value pairs, the number to delete, fields.
+# this node holds no member of it any more), watch ('1': this node has
+# watchers of the topic, kept as the field ``w:<node>`` of the nodes hash;
+# events are published only while some node has), the number of fields to
+# set, field, value pairs, the number to delete, fields.
 _WRITE = """%(flags)s
 local nk = tonumber(ARGV[1])
 local K = {}
@@ -54,15 +56,28 @@ local function item()
   pos = c + n + 1
   return string.sub(blob, c + 1, c + n)
 end
+local function watched(pn)
+  for _, f in ipairs(redis.call('HKEYS', pn)) do
+    if string.sub(f, 1, 2) == 'w:' then
+      return true
+    end
+  end
+  return false
+end
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 for k = 1, #K, 3 do
   local p, pn = K[k], K[k + 1]
-  local event, drop = item(), item()
+  local event, drop, watch = item(), item(), item()
   if drop == '1' then
-    redis.call('HDEL', pn, node)
+    redis.call('HDEL', pn, node, 'w:' .. node)
   else
     redis.call('HSET', pn, node, now + ttl)
+    if watch == '1' then
+      redis.call('HSET', pn, 'w:' .. node, 1)
+    else
+      redis.call('HDEL', pn, 'w:' .. node)
+    end
   end
   for _ = 1, tonumber(item()) do
     local f = item()
@@ -75,14 +90,15 @@ for k = 1, #K, 3 do
     redis.call('PEXPIRE', p, ttl)
     redis.call('PEXPIRE', pn, ttl)
   end
-  if event ~= '' then
+  if event ~= '' and watched(pn) then
     redis.call('%(pub)s', K[k + 2], 'P' .. event)
   end
 end
 return 1
 """
 
-# Keys as _WRITE. Arguments: node, ttl ms, most ids in a leave event. Per topic:
+# Keys as _WRITE. Arguments: node, ttl ms, most ids in a leave event, and a
+# string of one '1'/'0' per topic: this node watches it. Per topic:
 # refresh this node's expiry, delete the members of nodes whose expiry has
 # passed (one leave event). Returns per topic: 1 if this node's field was
 # missing (Redis lost it), and how many dead members it removed.
@@ -93,20 +109,33 @@ for i = 1, nk do K[i] = ARGV[i + 1] end
 for i = nk + 2, #ARGV do ARG[#ARG + 1] = ARGV[i] end
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local node, ttl, limit = ARG[1], tonumber(ARG[2]), tonumber(ARG[3])
+local node, ttl, limit, watches = ARG[1], tonumber(ARG[2]), tonumber(ARG[3]), ARG[4]
 local out = {}
 for k = 1, #K, 3 do
   local p, pn = K[k], K[k + 1]
   out[#out + 1] = redis.call('HSET', pn, node, now + ttl)
+  local i = (k + 2) / 3
+  if string.sub(watches, i, i) == '1' then
+    redis.call('HSET', pn, 'w:' .. node, 1)
+  else
+    redis.call('HDEL', pn, 'w:' .. node)
+  end
   redis.call('PEXPIRE', p, ttl)
   redis.call('PEXPIRE', pn, ttl)
   local nodes = redis.call('HGETALL', pn)
-  local dead, any = {}, false
+  local dead, any, watched = {}, false, false
   for j = 1, #nodes, 2 do
-    if tonumber(nodes[j + 1]) <= now then
-      dead[nodes[j]] = true
+    local f = nodes[j]
+    if string.sub(f, 1, 2) ~= 'w:' and tonumber(nodes[j + 1]) <= now then
+      dead[f] = true
       any = true
-      redis.call('HDEL', pn, nodes[j])
+      redis.call('HDEL', pn, f, 'w:' .. f)
+    end
+  end
+  for j = 1, #nodes, 2 do
+    local f = nodes[j]
+    if string.sub(f, 1, 2) == 'w:' and not dead[string.sub(f, 3)] then
+      watched = true
     end
   end
   local removed = 0
@@ -122,7 +151,7 @@ for k = 1, #K, 3 do
         end
       end
     end
-    if removed > 0 then
+    if removed > 0 and watched then
       redis.call('%(pub)s', K[k + 2], 'P{"leave":[' .. table.concat(gone, ',') .. ']}')
     end
   end
@@ -143,7 +172,7 @@ local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local nodes = redis.call('HGETALL', K[2])
 local alive = {}
 for j = 1, #nodes, 2 do
-  if tonumber(nodes[j + 1]) > now then
+  if string.sub(nodes[j], 1, 2) ~= 'w:' and tonumber(nodes[j + 1]) > now then
     alive[nodes[j]] = true
   end
 end
@@ -211,8 +240,8 @@ class Presence(TimerEntry):
     server's registry (``Topics.members_hook``) and, with a broker, keeps
     this process's members in Redis and refreshes them on the timer wheel."""
 
-    __slots__ = ("server", "broker", "node", "ttl", "_key", "watchers", "pending", "held", "retry", "_flushing",
-                 "_refreshing", "_loop", "_closed", "_tasks", "counters", "_scripts", "_results")
+    __slots__ = ("server", "broker", "node", "ttl", "_key", "watchers", "pending", "held", "retry", "flips",
+                 "_flushing", "_refreshing", "_loop", "_closed", "_tasks", "counters", "_scripts", "_results")
 
     def __init__(self, server, broker=None):
         self.server = server
@@ -224,6 +253,7 @@ class Presence(TimerEntry):
         self.pending: dict = {}    # topic -> {field: identity or None (a leave)}, flushed soon
         self.held: dict = {}       # topic -> {field: identity}: this process's members in Redis
         self.retry: dict = {}      # topic -> changes Redis did not take: written at the next refresh
+        self.flips: set = set()    # topics whose local watching started or ended: written soon
         self._flushing = False
         self._refreshing = False
         self._results: list = []
@@ -295,6 +325,7 @@ class Presence(TimerEntry):
         watchers = self.watchers.get(topic)
         if watchers is not None and watchers.pop(conn, 0) is None and not watchers:
             del self.watchers[topic]
+            self._flip(topic)
         field = self.conn_id(conn)
         pending = self.pending.get(topic)
         if pending is None:
@@ -322,6 +353,7 @@ class Presence(TimerEntry):
             await asyncio.sleep(0)  # the rest of this loop iteration joins the batch
             while self.pending and not self._closed:
                 pending, self.pending = self.pending, {}
+                flips, self.flips = self.flips, set()
                 records = []
                 for topic, changes in pending.items():
                     held = self.held.get(topic)
@@ -341,7 +373,7 @@ class Presence(TimerEntry):
                         del self.held[topic]
                         if not was:
                             continue
-                    if adds or gone or not held:
+                    if adds or gone or not held or topic in flips:
                         records.append((topic, adds, gone, "0" if held else "1", True))
                 if records:
                     for topic in await self._run(self._calls(records)):
@@ -374,7 +406,7 @@ class Presence(TimerEntry):
                         last = not adds and not gone
                         keys_topics.append(topic)
                         items += [self._payload(a, g) if events and (a or g) else "", drop if last else "0",
-                                  str(len(a))]
+                                  "1" if topic in self.watchers else "0", str(len(a))]
                         for field, value in a:
                             items += [field, value]
                         items.append(str(len(g)))
@@ -442,8 +474,10 @@ class Presence(TimerEntry):
             if not self.held:
                 return
             groups = self.broker.presence_groups(list(self.held))
-            calls = [(topics[i:i + TOPICS], "refresh", [self.node, self._ttl_ms(), BATCH])
-                     for topics in groups for i in range(0, len(topics), TOPICS)]
+            watchers = self.watchers
+            calls = [(chunk, "refresh", [self.node, self._ttl_ms(), BATCH,
+                                         "".join("1" if t in watchers else "0" for t in chunk)])
+                     for topics in groups for chunk in (topics[i:i + TOPICS] for i in range(0, len(topics), TOPICS))]
             self.counters["refreshes"] += 1
             self.counters["refresh_commands"] += len(calls)
             await self._run(calls)
@@ -489,7 +523,11 @@ class Presence(TimerEntry):
             if self.server.broker is not None:
                 raise BrokerError("presence is off for this broker (RedisBroker(..., presence=True))")
             self.server._topics.members_hook = self
-        self.watchers.setdefault(topic, {})[conn] = None
+        watchers = self.watchers.get(topic)
+        if watchers is None:
+            watchers = self.watchers[topic] = {}
+            self._flip(topic)
+        watchers[conn] = None
 
     def unwatch(self, conn, topic: str) -> None:
         watchers = self.watchers.get(topic)
@@ -497,8 +535,17 @@ class Presence(TimerEntry):
             watchers.pop(conn, None)
             if not watchers:
                 del self.watchers[topic]
+                self._flip(topic)
         if self.broker is None and not self.watchers:
             self.server._topics.members_hook = None
+
+    def _flip(self, topic: str) -> None:
+        """The topic got its first watcher here or lost its last: tell Redis
+        (events are published only while some node watches)."""
+        if self.broker is not None and not self._closed:
+            self.flips.add(topic)
+            self.pending.setdefault(topic, {})
+            self._soon()
 
     def watching(self, conn, topic: str) -> bool:
         watchers = self.watchers.get(topic)
