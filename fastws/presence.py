@@ -39,11 +39,13 @@ TOPICS = 200          # topics per script call
 # keys of other slots of that node; Redis checks only the declared keys).
 # _WRITE's arguments: node, ttl ms, and one string of netstring-like items
 # (``<bytes>:<item>``, one argument for the whole batch: redis-py encodes
-# each argument in Python), per topic: event payload ('' none), drop ('1':
-# this node holds no member of it any more), watch ('1': this node has
-# watchers of the topic, kept as the field ``w:<node>`` of the nodes hash;
-# events are published only while some node has), the number of fields to
-# set, field, value pairs, the number to delete, fields.
+# each argument in Python), per topic: event payload ('' none), mode ('n':
+# set this node's expiry and the keys' TTL, as a refresh does; 'f': the
+# fields only, the topic is held and refreshed already; 'd': drop, this node
+# holds no member of it any more), watch ('1'/'0': this node has watchers of
+# the topic now, or no more, the field ``w:<node>`` of the nodes hash; '':
+# unchanged; events are published only while some node has), the number of
+# fields to set, field, value pairs, the number to delete, fields.
 _WRITE = """%(flags)s
 local nk = tonumber(ARGV[1])
 local K = {}
@@ -68,16 +70,16 @@ local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 for k = 1, #K, 3 do
   local p, pn = K[k], K[k + 1]
-  local event, drop, watch = item(), item(), item()
-  if drop == '1' then
+  local event, mode, watch = item(), item(), item()
+  if mode == 'd' then
     redis.call('HDEL', pn, node, 'w:' .. node)
-  else
+  elseif mode == 'n' then
     redis.call('HSET', pn, node, now + ttl)
-    if watch == '1' then
-      redis.call('HSET', pn, 'w:' .. node, 1)
-    else
-      redis.call('HDEL', pn, 'w:' .. node)
-    end
+  end
+  if watch == '1' then
+    redis.call('HSET', pn, 'w:' .. node, 1)
+  elseif watch == '0' then
+    redis.call('HDEL', pn, 'w:' .. node)
   end
   for _ = 1, tonumber(item()) do
     local f = item()
@@ -86,7 +88,7 @@ for k = 1, #K, 3 do
   for _ = 1, tonumber(item()) do
     redis.call('HDEL', p, item())
   end
-  if redis.call('EXISTS', pn) == 1 then
+  if mode ~= 'f' and redis.call('EXISTS', pn) == 1 then
     redis.call('PEXPIRE', p, ttl)
     redis.call('PEXPIRE', pn, ttl)
   end
@@ -299,7 +301,7 @@ class Presence(TimerEntry):
         if self.broker is None or not self.held:
             return
         self.pending.clear()
-        records = [(topic, [], list(fields), "1", True) for topic, fields in self.held.items()]
+        records = [(topic, [], list(fields), "d", True, False) for topic, fields in self.held.items()]
         self.held = {}
         try:
             await self.broker.presence_batch(self._calls(records), self._scripts)
@@ -374,7 +376,8 @@ class Presence(TimerEntry):
                         if not was:
                             continue
                     if adds or gone or not held or topic in flips:
-                        records.append((topic, adds, gone, "0" if held else "1", True))
+                        mode = "d" if not held else "f" if was else "n"
+                        records.append((topic, adds, gone, mode, True, topic in flips or not was))
                 if records:
                     for topic in await self._run(self._calls(records)):
                         self.retry.setdefault(topic, {}).update(pending[topic])
@@ -384,9 +387,10 @@ class Presence(TimerEntry):
             self._soon()
 
     def _calls(self, records, name: str = "write"):
-        """``(topic, adds, gone, drop, events)`` records as script calls:
-        grouped by Redis node, at most TOPICS topics and about BATCH fields
-        per call (a topic with more fields spans several records)."""
+        """``(topic, adds, gone, mode, events, watch)`` records as script
+        calls (_WRITE's items; ``watch``: send the watch flag): grouped by
+        Redis node, at most TOPICS topics and about BATCH fields per call (a
+        topic with more fields spans several records)."""
         ttl = self._ttl_ms()
         groups = self.broker.presence_groups([r[0] for r in records])
         by_topic: dict = {}
@@ -396,7 +400,8 @@ class Presence(TimerEntry):
         for topics in groups:
             keys_topics, items, fields = [], [], 0
             for topic in topics:
-                for _, adds, gone, drop, events in by_topic.pop(topic, ()):
+                for _, adds, gone, mode, events, watch in by_topic.pop(topic, ()):
+                    flag = ("1" if topic in self.watchers else "0") if watch else ""
                     while True:
                         a, adds = adds[:BATCH], adds[BATCH:]
                         g, gone = gone[:BATCH - len(a)], gone[BATCH - len(a):]
@@ -405,8 +410,8 @@ class Presence(TimerEntry):
                             keys_topics, items, fields = [], [], 0
                         last = not adds and not gone
                         keys_topics.append(topic)
-                        items += [self._payload(a, g) if events and (a or g) else "", drop if last else "0",
-                                  "1" if topic in self.watchers else "0", str(len(a))]
+                        items += [self._payload(a, g) if events and (a or g) else "",
+                                  mode if last or mode != "d" else "f", flag, str(len(a))]
                         for field, value in a:
                             items += [field, value]
                         items.append(str(len(g)))
@@ -467,7 +472,7 @@ class Presence(TimerEntry):
                 held = self.held.get(topic) or {}
                 adds = [(f, held[f]) for f in changes if f in held]
                 gone = [f for f in changes if f not in held]
-                records.append((topic, adds, gone, "0" if held else "1", True))
+                records.append((topic, adds, gone, "n" if held else "d", True, True))
             if records:
                 for topic in await self._run(self._calls(records)):
                     self.retry.setdefault(topic, {}).update(retry[topic])
@@ -488,7 +493,7 @@ class Presence(TimerEntry):
                 lost += [t for t, new in zip(topics, r[::2]) if int(new) == 1 and self.held.get(t)]
             if lost:  # Redis lost them (a restart, a failover, an outage past the TTL): write them again
                 self.counters["rewrites"] += len(lost)
-                await self._run(self._calls([(t, list(self.held[t].items()), [], "0", False) for t in lost]))
+                await self._run(self._calls([(t, list(self.held[t].items()), [], "n", False, True) for t in lost]))
         finally:
             self._refreshing = False
 

@@ -340,6 +340,7 @@ def presence_part(args, redis, label, extra):
         queries = [f"gen:{args.presence_topics}:{args.per_conn}"]
         info = redis_info(redis)
         before, scripts_before = int(info["total_commands_processed"]), info["evalsha"]
+        redis_cpu_start = float(info["used_cpu_user"]) + float(info["used_cpu_sys"])
         t0, cpu_start = time.monotonic(), proc_cpu_ns(proc.pid)
         srcs = ",".join(f"127.0.9.{2 + j}" for j in range(args.presence_conns // 15000 + 1))
         client = Client(proc.port, args.presence_conns, queries, srcs)
@@ -351,6 +352,8 @@ def presence_part(args, redis, label, extra):
         join_cmds = int(info["total_commands_processed"]) - before - 2  # (two INFO)
         join_scripts = info["evalsha"] - scripts_before
         join_cpu_s = (proc_cpu_ns(proc.pid) - cpu_start) / 1e9
+        join_redis_cpu_s = float(info["used_cpu_user"]) + float(info["used_cpu_sys"]) - redis_cpu_start
+        client_cpu_s = proc_cpu_ns(client.proc.pid) / 1e9
         info0 = redis_info(redis)
         cpu0, rcpu0, w0 = proc_cpu_ns(proc.pid), float(info0["used_cpu_user"]) + float(info0["used_cpu_sys"]), \
             time.monotonic()
@@ -361,7 +364,8 @@ def presence_part(args, redis, label, extra):
         window = w1 - w0
         cmds = int(info1["total_commands_processed"]) - int(info0["total_commands_processed"]) - 1
         row = {"subscriptions": args.presence_conns * args.per_conn, "open_s": open_s, "join_cmds": join_cmds,
-               "join_scripts": join_scripts, "join_cpu_s": join_cpu_s, "cmds_s": cmds / window,
+               "join_scripts": join_scripts, "join_cpu_s": join_cpu_s, "join_redis_cpu_s": join_redis_cpu_s,
+               "client_cpu_s": client_cpu_s, "cmds_s": cmds / window,
                "scripts_s": (info1["evalsha"] - info0["evalsha"]) / window, "server_cpu_pct": (cpu1 - cpu0) / 1e9 / window * 100,
                "redis_cpu_pct": (rcpu1 - rcpu0) / window * 100}
         if "--presence" in extra:
