@@ -283,6 +283,9 @@ class Presence(TimerEntry):
 
     # ------------------------------------------------------------ lifecycle
     def start(self, loop) -> None:
+        """Called by each ``Server.start`` (once per listening socket): the first only."""
+        if self._loop is not None:
+            return
         self._loop = loop
         self.node = os.urandom(6).hex()
         if self.broker is not None:
