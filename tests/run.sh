@@ -10,6 +10,9 @@
 #      Debian's redis-server for tests/test_broker.py (apt-get when missing;
 #      the tests start their own on a free loopback port); in CI a missing
 #      redis-server fails those tests instead of skipping them.
+#      Debian's haproxy for tests/server/test_haproxy.py (apt-get when missing;
+#      the tests start their own on free loopback ports, by PID); in CI a
+#      missing haproxy fails them.
 #   1. pip install -e ".[test]" with FASTWS_REQUIRE_EXTENSION=1 (a failed
 #      compile is an error, never a silent fallback to the twins)
 #   2. tests/protocol, tests/server, tests/apps (and two interop files) again
@@ -48,6 +51,18 @@ elif [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
 else
     echo "note: redis-server is missing and this is not root (or not Debian):"
     echo "      run 'sudo apt-get install -y redis-server' first, or tests/test_broker.py"
+    echo "      is skipped (and fails in CI, where CI=true)"
+fi
+
+echo "== haproxy for the PROXY protocol tests (Debian's haproxy)"
+if command -v haproxy >/dev/null || [ -x /usr/sbin/haproxy ]; then
+    echo "$(command -v haproxy || echo /usr/sbin/haproxy) is installed"
+elif [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    apt-get update
+    DEBIAN_FRONTEND=noninteractive apt-get install -y haproxy
+else
+    echo "note: haproxy is missing and this is not root (or not Debian):"
+    echo "      run 'sudo apt-get install -y haproxy' first, or tests/server/test_haproxy.py"
     echo "      is skipped (and fails in CI, where CI=true)"
 fi
 

@@ -17,7 +17,9 @@ epoll) is not counted; it is the same system calls for every server.
 
 Servers: ``listener`` and ``handler`` are ``python -m fastws echo`` with that
 API (the CLI's defaults otherwise: keepalive 20 s, /metrics and /healthz on,
-so the server's process_request runs); ``handshake-floor`` is
+so the server's process_request runs); ``listener+proxy-v1`` (``-v2``) the
+same with ``--proxy-protocol``, each connection beginning with a PROXY
+header (in the request's write); ``handshake-floor`` is
 bench/load/conn_peers.py's bare uvloop protocol (read to CRLF CRLF, real
 Sec-WebSocket-Accept, canned 101, no checks): what uvloop and one Python
 callback cost. Prints the ratio of each to the floor.
@@ -46,8 +48,16 @@ FLOOR = "handshake-floor"
 def _server_cmd(name: str, port: int) -> list[str]:
     if name == FLOOR:
         return [sys.executable, str(LOAD / "conn_peers.py"), FLOOR, "--port", str(port)]
-    return [sys.executable, "-m", "fastws", "echo", "--port", str(port), "--api", name,
-            "--log-level", "warning"]
+    api, _, proxy = name.partition("+proxy-")
+    extra = ["--proxy-protocol", "--forwarded-allow-ips", "127.0.0.2"] if proxy else []
+    return [sys.executable, "-m", "fastws", "echo", "--port", str(port), "--api", api,
+            "--log-level", "warning", *extra]
+
+
+def _client_extra(name: str) -> list[str]:
+    """``listener+proxy-v1``: the client begins each connection with a PROXY v1 header."""
+    _, _, proxy = name.partition("+proxy-")
+    return ["--proxy", proxy] if proxy else []
 
 
 def measure(name: str, n: int) -> tuple[float, int]:
@@ -65,7 +75,7 @@ def measure(name: str, n: int) -> tuple[float, int]:
             raise RuntimeError(f"{name} did not start under valgrind")
         client = spawn(
             [sys.executable, str(LOAD / "conn_client.py"), "--port", str(port), "--count", str(n),
-             "--src", "127.0.0.2", "--concurrency", "20"],
+             "--src", "127.0.0.2", "--concurrency", "20", *_client_extra(name)],
             cwd=REPO, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
 
         def event(want: str) -> dict:
