@@ -15,7 +15,9 @@ returned, never interpreted. No I/O; the server uses it when
 """
 from __future__ import annotations
 
-import ipaddress
+from socket import AF_INET, AF_INET6, inet_ntop, inet_pton
+from struct import Struct
+from typing import Optional, Tuple, Union
 
 from .exceptions import HandshakeError
 
@@ -43,6 +45,12 @@ _V2_HEAD = 16
 _LOCAL, _PROXY = 0x0, 0x1
 _ADDRESS_SIZE = {0x11: 12, 0x21: 36, 0x31: 216}  # family/transport byte -> address block (STREAM)
 _PORT_DIGITS = frozenset(b"0123456789")
+_PORTS = Struct("!HH")
+
+# (host, port) for TCP4, (host, port, 0, 0) for TCP6 (a socket's peername), a path for UNIX
+Address = Union[Tuple[str, int], Tuple[str, int, int, int], str]
+TLVs = Tuple[Tuple[int, bytes], ...]
+Found = Optional[Tuple["ProxyHeader", int]]
 
 
 class ProxyHeaderError(HandshakeError):
@@ -70,8 +78,8 @@ class ProxyHeader:
 
     __slots__ = ("version", "command", "family", "source", "destination", "tlvs")
 
-    def __init__(self, version: int, command: str, family: str, source=None, destination=None,
-                 tlvs: tuple = ()) -> None:
+    def __init__(self, version: int, command: str, family: str, source: Address | None = None,
+                 destination: Address | None = None, tlvs: TLVs = ()) -> None:
         self.version = version
         self.command = command
         self.family = family
@@ -79,7 +87,7 @@ class ProxyHeader:
         self.destination = destination
         self.tlvs = tlvs
 
-    def tlv(self, kind: int):
+    def tlv(self, kind: int) -> bytes | None:
         """The value of the first TLV of this type, or None."""
         for t, value in self.tlvs:
             if t == kind:
@@ -92,14 +100,14 @@ class ProxyHeader:
         value = self.tlv(PP2_TYPE_AWS)
         if value is None or value[:1] != bytes([PP2_SUBTYPE_AWS_VPCE_ID]):
             return None
-        return value[1:].decode("ascii", "replace")
+        return str(value[1:].decode("ascii", "replace"))
 
     def __repr__(self) -> str:
         return (f"<ProxyHeader v{self.version} {self.command} {self.family} "
                 f"source={self.source!r} destination={self.destination!r}>")
 
 
-def parse(data: bytes):
+def parse(data: bytes) -> Found:
     """``(ProxyHeader, bytes consumed)`` for the header at the start of
     ``data``, None if ``data`` is a correct beginning of one that needs more
     bytes; raises ProxyHeaderError otherwise."""
@@ -113,7 +121,7 @@ def parse(data: bytes):
     raise ProxyHeaderError("not a PROXY protocol header")
 
 
-def _parse_v1(data: bytes):
+def _parse_v1(data: bytes) -> Found:
     end = data.find(b"\r\n", 0, V1_MAX)
     if end < 0:
         head = data[:V1_MAX]
@@ -146,19 +154,23 @@ def _printable(raw: bytes) -> bool:
     return not raw.translate(None, _PRINTABLE)
 
 
-def _v1_address(host: bytes, port: bytes, v6: bool):
+def _v1_address(host: bytes, port: bytes, v6: bool) -> Address:
+    # inet_pton (C, strict): four decimal numbers without heading zeroes, or
+    # an IPv6 address without a zone; an IPv4 text it accepts is canonical,
+    # an IPv6 one is made so by inet_ntop (the form a socket's peername has).
+    text = host.decode("ascii")
     try:
-        ip = (ipaddress.IPv6Address if v6 else ipaddress.IPv4Address)(host.decode("ascii"))
-    except ValueError:
+        packed = inet_pton(AF_INET6 if v6 else AF_INET, text)
+    except (OSError, ValueError):
         raise ProxyHeaderError(f"PROXY v1: not an IPv{6 if v6 else 4} address") from None
     # "a decimal integer in the range [0..65535] inclusive. Heading zeroes are not permitted"
     if (not 0 < len(port) <= 5 or not _PORT_DIGITS.issuperset(port) or int(port) > 65535
             or (port[0] == 0x30 and len(port) > 1)):
         raise ProxyHeaderError("PROXY v1: not a port number")
-    return (str(ip), int(port), 0, 0) if v6 else (str(ip), int(port))
+    return (inet_ntop(AF_INET6, packed), int(port), 0, 0) if v6 else (text, int(port))
 
 
-def _parse_v2(data: bytes):
+def _parse_v2(data: bytes) -> Found:
     if len(data) < _V2_HEAD:
         return None
     version_command = data[12]
@@ -189,14 +201,18 @@ def _parse_v2(data: bytes):
     if length < size:
         raise ProxyHeaderError(f"PROXY v2: {length} bytes, too short for the addresses ({size})")
     block = data[_V2_HEAD:end]
+    source: Address
+    destination: Address
     if family == 0x11:
         name = "TCP4"
-        source = (str(ipaddress.IPv4Address(block[0:4])), int.from_bytes(block[8:10], "big"))
-        destination = (str(ipaddress.IPv4Address(block[4:8])), int.from_bytes(block[10:12], "big"))
+        sport, dport = _PORTS.unpack_from(block, 8)
+        source = (inet_ntop(AF_INET, block[0:4]), sport)
+        destination = (inet_ntop(AF_INET, block[4:8]), dport)
     elif family == 0x21:
         name = "TCP6"
-        source = (str(ipaddress.IPv6Address(block[0:16])), int.from_bytes(block[32:34], "big"), 0, 0)
-        destination = (str(ipaddress.IPv6Address(block[16:32])), int.from_bytes(block[34:36], "big"), 0, 0)
+        sport, dport = _PORTS.unpack_from(block, 32)
+        source = (inet_ntop(AF_INET6, block[0:16]), sport, 0, 0)
+        destination = (inet_ntop(AF_INET6, block[16:32]), dport, 0, 0)
     else:
         name = "UNIX"
         source = _unix_path(block[0:108])
@@ -208,7 +224,7 @@ def _unix_path(raw: bytes) -> str:
     return raw.split(b"\0", 1)[0].decode("utf-8", "surrogateescape")
 
 
-def _tlvs(block: bytes, pos: int) -> tuple:
+def _tlvs(block: bytes, pos: int) -> TLVs:
     """The (type, value) pairs from ``pos`` to the end of the block; each
     must fit in it whole."""
     out = []
@@ -238,8 +254,8 @@ class ProxyHeaderReader:
         self._buf = b""
         self.leftover = b""
 
-    def feed(self, data: bytes):
-        buf = self._buf + data if self._buf else bytes(data)
+    def feed(self, data: bytes) -> ProxyHeader | None:
+        buf = self._buf + data if self._buf else data
         found = parse(buf)
         if found is None:
             self._buf = buf

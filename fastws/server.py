@@ -551,7 +551,13 @@ class _ProxyProtocol:
             return
         peer = transport.get_extra_info("peername")
         host = peer[0] if isinstance(peer, tuple) and peer else (peer or "")
-        if not self._server._proxies.trusts(host):
+        server = self._server
+        trusted = server._proxy_peers.get(host)  # the verdicts on the last peers (ipaddress is slow)
+        if trusted is None:
+            trusted = server._proxies.trusts(host)
+            if len(server._proxy_peers) < 1024:
+                server._proxy_peers[host] = trusted
+        if not trusted:
             self._proxy_refused("proxy_untrusted", "connection from %s, not in forwarded_allow_ips, "
                                 "closed unread (proxy_protocol is on)", host or "a Unix socket peer")
             return
@@ -832,6 +838,7 @@ class Server:
         if not isinstance(proxy_protocol, bool):
             raise ConfigError(f"proxy_protocol must be True or False, got {proxy_protocol!r}")
         self.proxy_protocol = proxy_protocol
+        self._proxy_peers: dict = {}  # peer host -> trusted (proxy_protocol; at most 1024 entries)
         client_limits = ClientLimits(limit_connections_per_ip, limit_handshakes_per_ip, proxies)
         self._client_limits = client_limits if client_limits.active else None
         opts = self.options
