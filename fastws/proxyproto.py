@@ -44,7 +44,6 @@ PP2_SUBTYPE_AWS_VPCE_ID = 0x01  # ... the id of the VPC endpoint the client came
 _V2_HEAD = 16
 _LOCAL, _PROXY = 0x0, 0x1
 _ADDRESS_SIZE = {0x11: 12, 0x21: 36, 0x31: 216}  # family/transport byte -> address block (STREAM)
-_PORT_DIGITS = frozenset(b"0123456789")
 _PORTS = Struct("!HH")
 
 # (host, port) for TCP4, (host, port, 0, 0) for TCP6 (a socket's peername), a path for UNIX
@@ -131,12 +130,14 @@ def _parse_v1(data: bytes) -> Found:
             raise ProxyHeaderError("PROXY v1 line with a byte that is not printable ASCII")
         return None
     line = data[6:end]
-    if not _printable(line):
-        raise ProxyHeaderError("PROXY v1 line with a byte that is not printable ASCII")
     parts = line.split(b" ")
     proto = parts[0]
     if proto == b"UNKNOWN":  # "the receiver must ignore anything presented before the CRLF"
+        if not _printable(line):
+            raise ProxyHeaderError("PROXY v1 line with a byte that is not printable ASCII")
         return ProxyHeader(1, "PROXY", "UNSPEC"), end + 2
+    # TCP4 / TCP6: every field is checked to the byte below, so a control or
+    # non-ASCII byte fails its field (inet_pton, isdigit: ASCII only).
     if proto not in (b"TCP4", b"TCP6"):
         raise ProxyHeaderError("PROXY v1: the protocol is not TCP4, TCP6 or UNKNOWN")
     if len(parts) != 5:
@@ -158,16 +159,19 @@ def _v1_address(host: bytes, port: bytes, v6: bool) -> Address:
     # inet_pton (C, strict): four decimal numbers without heading zeroes, or
     # an IPv6 address without a zone; an IPv4 text it accepts is canonical,
     # an IPv6 one is made so by inet_ntop (the form a socket's peername has).
-    text = host.decode("ascii")
     try:
+        text = host.decode("ascii")
         packed = inet_pton(AF_INET6 if v6 else AF_INET, text)
-    except (OSError, ValueError):
+    except (OSError, ValueError):  # UnicodeDecodeError, an embedded NUL: ValueError
         raise ProxyHeaderError(f"PROXY v1: not an IPv{6 if v6 else 4} address") from None
     # "a decimal integer in the range [0..65535] inclusive. Heading zeroes are not permitted"
-    if (not 0 < len(port) <= 5 or not _PORT_DIGITS.issuperset(port) or int(port) > 65535
-            or (port[0] == 0x30 and len(port) > 1)):
+    n = len(port)
+    if not 0 < n <= 5 or not port.isdigit() or (n > 1 and port[0] == 0x30):
         raise ProxyHeaderError("PROXY v1: not a port number")
-    return (inet_ntop(AF_INET6, packed), int(port), 0, 0) if v6 else (text, int(port))
+    number = int(port)
+    if number > 65535:
+        raise ProxyHeaderError("PROXY v1: not a port number")
+    return (inet_ntop(AF_INET6, packed), number, 0, 0) if v6 else (text, number)
 
 
 def _parse_v2(data: bytes) -> Found:
@@ -179,7 +183,7 @@ def _parse_v2(data: bytes) -> Found:
     command = version_command & 0xF
     if command not in (_LOCAL, _PROXY):
         raise ProxyHeaderError(f"PROXY v2: unknown command {command}")
-    length = int.from_bytes(data[14:16], "big")
+    length = data[14] << 8 | data[15]
     if length > V2_MAX_LENGTH:
         raise ProxyHeaderError(f"PROXY v2: {length} bytes of addresses and TLVs, more than {V2_MAX_LENGTH}")
     end = _V2_HEAD + length
@@ -217,7 +221,7 @@ def _parse_v2(data: bytes) -> Found:
         name = "UNIX"
         source = _unix_path(block[0:108])
         destination = _unix_path(block[108:216])
-    return ProxyHeader(2, "PROXY", name, source, destination, _tlvs(block, size)), end
+    return ProxyHeader(2, "PROXY", name, source, destination, _tlvs(block, size) if length > size else ()), end
 
 
 def _unix_path(raw: bytes) -> str:

@@ -44,6 +44,7 @@ from .http import FIELD_HOST, RequestReader, Response, upgrade_fields
 from .metrics import ServerCounters
 from .options import Options
 from .proxyproto import ProxyHeaderError, ProxyHeaderReader
+from .proxyproto import parse as parse_proxy_header
 from .pubsub import Topics
 from .ratelimit import ClientLimits, TrustedProxies
 from .timers import get_driver
@@ -537,9 +538,10 @@ class _ProxyProtocol:
     limits, the access log and every log line use it); a peer not in the
     list is closed unread: its header would not be believed, and the port is
     meant to be reached through the proxy (docs/deployment/proxies.md).
-    ``_proxy`` is None (nothing to read), the ProxyHeaderReader while the
-    header comes in, then the client's address, or True for the socket's own
-    (v2 LOCAL: the proxy's health check; UNKNOWN / AF_UNSPEC). A malformed,
+    ``_proxy`` is None (nothing to read), False before the first read (most
+    hold the whole header: parsed in place), the ProxyHeaderReader while a
+    header cut by reads comes in, then the client's address, or True for the
+    socket's own (v2 LOCAL: the proxy's health check; UNKNOWN / AF_UNSPEC). A malformed,
     overlong or truncated header closes the connection with no answer; a
     header that never ends is cut off by handshake_timeout."""
 
@@ -561,23 +563,32 @@ class _ProxyProtocol:
             self._proxy_refused("proxy_untrusted", "connection from %s, not in forwarded_allow_ips, "
                                 "closed unread (proxy_protocol is on)", host or "a Unix socket peer")
             return
-        self._proxy = ProxyHeaderReader()
+        self._proxy = False
 
     def _handshake_data(self, data) -> None:
         proxy = self._proxy
-        if type(proxy) is ProxyHeaderReader:
+        if proxy is False or type(proxy) is ProxyHeaderReader:
             try:
-                header = proxy.feed(data)
+                if proxy is False:  # the first read
+                    found = parse_proxy_header(data)
+                    if found is None:
+                        proxy = self._proxy = ProxyHeaderReader()
+                        proxy.feed(data)
+                        return
+                    header, consumed = found
+                    data = data[consumed:]
+                else:
+                    header = proxy.feed(data)
+                    if header is None:
+                        return
+                    data = proxy.leftover
             except ProxyHeaderError as exc:
                 self._proxy = None
                 self._proxy_refused("proxy_protocol", "bad PROXY protocol header from %s: %s; closed",
                                     self._peer(), exc.reason)
                 return
-            if header is None:
-                return
             source = header.source
             self._proxy = True if source is None else source
-            data = proxy.leftover
             if not data:
                 return
         elif proxy is None:

@@ -369,3 +369,24 @@ def test_the_command_refuses_a_bad_value_and_tls():
     assert out.returncode == 2 and "not a boolean" in out.stderr
     out = cli_run("echo", "--help")
     assert "--proxy-protocol" in out.stdout and "FASTWS_PROXY_PROTOCOL" in out.stdout.replace("\n", "").replace(" ", "")
+
+
+@pytest.mark.parametrize("header", [v1(), v2_inet("198.51.100.30", 7000)], ids=["v1", "v2"])
+def test_a_header_cut_across_reads(start, header):
+    """The first read holds part of the header: the rest is awaited (held,
+    bounded), then the request is read as usual."""
+    from fastws.proxyproto import ProxyHeaderReader
+
+    st = start()
+    with socket.create_connection(("127.0.0.1", st.port), timeout=5 * UNIT) as sock:
+        sock.sendall(header[:9])
+        wait_until(lambda: any(type(getattr(c, "_proxy", None)) is ProxyHeaderReader
+                               for c in list(st.server.connections)))
+        key = base64.b64encode(os.urandom(16)).decode()
+        sock.sendall(header[9:] + UPGRADE.format(path="/", port=st.port, key=key, extra="").encode())
+        client = RawClient.__new__(RawClient)
+        client.sock, client.buf = sock, b""
+        client.status = int(client._read_until(b"\r\n\r\n").split(b" ", 2)[1])
+        client.head = b""
+        expected = ("203.0.113.9", 4242) if header.startswith(b"PROXY") else ("198.51.100.30", 7000)
+        assert seen(client) == repr(expected)
