@@ -553,12 +553,12 @@ class _ProxyProtocol:
             return
         peer = transport.get_extra_info("peername")
         host = peer[0] if isinstance(peer, tuple) and peer else (peer or "")
-        server = self._server
-        trusted = server._proxy_peers.get(host)  # the verdicts on the last peers (ipaddress is slow)
+        verdicts = self._proxy_verdicts  # on the peers seen (ipaddress is slow), at most 1024
+        trusted = verdicts.get(host)
         if trusted is None:
-            trusted = server._proxies.trusts(host)
-            if len(server._proxy_peers) < 1024:
-                server._proxy_peers[host] = trusted
+            trusted = self._proxy_trusted.trusts(host)
+            if len(verdicts) < 1024:
+                verdicts[host] = trusted
         if not trusted:
             self._proxy_refused("proxy_untrusted", "connection from %s, not in forwarded_allow_ips, "
                                 "closed unread (proxy_protocol is on)", host or "a Unix socket peer")
@@ -743,22 +743,23 @@ def _due(user, now: float):
     return now + (exp - time.time())
 
 
-def _guarded_class(base, admission: bool, rate: bool, proxy: bool = False):
+def _guarded_class(base, admission: bool, rate: bool, proxy=None):
     """``base`` (ServerConnection or ServerWebSocket), or a subclass of it
     with what the server's access control needs: ``_ip`` (the address its
     per-address limits counted), ``_limiter`` (the rate limits' state:
     48 bytes in the extension, no GC header) and ``_proxy`` (the PROXY
-    protocol's reader, then the client's address)."""
-    if not admission and not rate and not proxy:
+    protocol's reader, then the client's address; ``proxy``: the server's
+    TrustedProxies, kept on the class with its verdicts)."""
+    if not admission and not rate and proxy is None:
         return base
-    slots = ((("_proxy",) if proxy else ()) + (("_ip",) if admission else ())
+    slots = ((("_proxy",) if proxy is not None else ()) + (("_ip",) if admission else ())
              + (("_limiter",) if rate else ()))
-    bases = (((_ProxyProtocol,) if proxy else ()) + ((_Guarded,) if admission else ())
+    bases = (((_ProxyProtocol,) if proxy is not None else ()) + ((_Guarded,) if admission else ())
              + ((_RateLimited,) if rate else ()) + (base,))
 
     def __init__(self, server):
         base.__init__(self, server)
-        if proxy:
+        if proxy is not None:
             self._proxy = None
         if admission:
             self._ip = None
@@ -766,6 +767,9 @@ def _guarded_class(base, admission: bool, rate: bool, proxy: bool = False):
             self._limiter = Limiter(self._opts._rate)
 
     ns = {"__slots__": slots, "__init__": __init__, "__module__": __name__, "__doc__": base.__doc__}
+    if proxy is not None:
+        ns["_proxy_trusted"] = proxy
+        ns["_proxy_verdicts"] = {}
     return type(base.__name__, bases, ns)
 
 
@@ -845,11 +849,13 @@ class Server:
         self._redact = getattr(authenticate, "redact_target", None)  # the access log's ?token=
         # The proxies whose Forwarded / X-Forwarded-For and PROXY protocol
         # headers are believed (fastws/ratelimit.py, fastws/proxyproto.py).
-        self._proxies = proxies = TrustedProxies(forwarded_allow_ips)
+        # No attribute of the Server for it: at 30 instance attributes
+        # CPython 3.11 stops keeping them inline, and every server.x the
+        # handshake reads gets slower (LOAD_ATTR_WITH_HINT); the connection
+        # class holds what the PROXY protocol needs (_guarded_class).
+        proxies = TrustedProxies(forwarded_allow_ips)
         if not isinstance(proxy_protocol, bool):
             raise ConfigError(f"proxy_protocol must be True or False, got {proxy_protocol!r}")
-        self.proxy_protocol = proxy_protocol
-        self._proxy_peers: dict = {}  # peer host -> trusted (proxy_protocol; at most 1024 entries)
         client_limits = ClientLimits(limit_connections_per_ip, limit_handshakes_per_ip, proxies)
         self._client_limits = client_limits if client_limits.active else None
         opts = self.options
@@ -858,7 +864,7 @@ class Server:
             opts._rate = RateLimits(opts.rate_limit, opts.rate_limit_bytes)
         self._connection_class = _guarded_class(
             self._connection_class, authenticate is not None or self._client_limits is not None, rate,
-            proxy_protocol)
+            proxies if proxy_protocol else None)
         self.app = app
         self.origins = origins
         token_like = getattr(authenticate, "is_token_subprotocol", None)
@@ -998,7 +1004,7 @@ class Server:
                     reuse_port: bool = False, backlog: int = 2048, ssl: Any = None,
                     unix_path: str | None = None) -> Server:
         loop = asyncio.get_running_loop()
-        if ssl is not None and self.proxy_protocol:
+        if ssl is not None and issubclass(self._connection_class, _ProxyProtocol):
             # The proxy writes its header before the client's TLS bytes, in
             # clear; the loop's TLS would take it for a ClientHello.
             raise ConfigError("proxy_protocol with ssl: terminate TLS at the proxy (HAProxy 'bind ... ssl', "

@@ -390,3 +390,27 @@ def test_a_header_cut_across_reads(start, header):
         client.head = b""
         expected = ("203.0.113.9", 4242) if header.startswith(b"PROXY") else ("198.51.100.30", 7000)
         assert seen(client) == repr(expected)
+
+
+@pytest.mark.parametrize("options", [{}, {"proxy_protocol": True, "limit_connections_per_ip": 5}])
+def test_the_server_keeps_its_attributes_inline(options):
+    """Options add no attribute to the Server: at 30 instance attributes
+    CPython stops keeping them inline, and each ``server.x`` the handshake
+    reads falls off the specialized LOAD_ATTR_INSTANCE_VALUE (seen as a
+    few % more instructions per handshake)."""
+    import contextlib
+    import dis
+    import io
+
+    server = fastws.Server(Reporter, **options)
+
+    def read(s):
+        return s.origins
+
+    for _ in range(64):
+        read(server)
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        dis.dis(read, adaptive=True)
+    loads = [line.split()[1] for line in out.getvalue().splitlines() if "LOAD_ATTR" in line]
+    assert loads == ["LOAD_ATTR_INSTANCE_VALUE"], (loads, len(vars(server)))
