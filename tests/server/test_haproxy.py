@@ -17,7 +17,7 @@ from websockets.exceptions import InvalidStatus
 import fastws
 
 from haproxy_util import HAProxy, connect_from, haproxy_or_skip
-from util import UNIT, wait_until
+from util import UNIT, UPGRADE, wait_until
 
 
 class Reporter(fastws.Listener):
@@ -117,8 +117,17 @@ def test_without_proxy_protocol_haproxy_headers_are_refused(serve_thread, tmp_pa
     st = serve_thread(Reporter)
     with HAProxy(tmp_path, st.port) as haproxy:
         for port in (haproxy.port_v1, haproxy.port_v2):
-            with pytest.raises((InvalidStatus, Exception)) as info:
-                client("127.0.0.2", port)
-            if isinstance(info.value, InvalidStatus):
-                assert info.value.response.status_code == 400
+            # a raw client: websockets' own may trip on the close that follows the 400
+            with connect_from("127.0.0.2", port) as sock:
+                sock.sendall(UPGRADE.format(path="/", port=port, key="dGhlIHNhbXBsZSBub25jZQ==",
+                                            extra="").encode())
+                answer = b""
+                try:
+                    while chunk := sock.recv(65536):
+                        answer += chunk
+                except ConnectionResetError:  # HAProxy may pass the server's close on as a reset
+                    pass
+            assert answer == b"" or answer.startswith(b"HTTP/1.1 400 "), answer
+        # what the server did, whatever reached the client
+        wait_until(lambda: st.server.counters.refused_by.get("http_400") == 2)
     assert st.server.counters.upgraded == 0
