@@ -737,6 +737,7 @@ class _Pool:
         self.pings = _Sweep(user.ping_interval, now) if user.ping_interval else None
         self.messages = _Sweep(user.message_interval, now) if user.message_interval else None
         self.next_check = now + 0.5
+        self.slot: float | None = None   # this pool's reserved connect slot (connect_rate)
         stats.pools.add(self)
 
     # ------------------------------------------------------------ helpers
@@ -1013,10 +1014,14 @@ class _Pool:
             while (self.started < target or (u.reconnect and len(self.conns) < target)) \
                     and len(self.pending) < u.max_connecting:
                 if u.connect_rate:
-                    slot = _take_slot(u.connect_rate, now)
-                    if slot is None:
-                        wake = min(wake, _next_slot[0])
+                    # this pool's own next slot of the process's pace: the pools
+                    # of a process take turns, and each wakes only for its slot
+                    if self.slot is None:
+                        self.slot = _reserve_slot(u.connect_rate, now)
+                    if self.slot > now:
+                        wake = min(wake, self.slot)
                         break
+                    self.slot = None
                 self.connect_one(now)
             if self.pings is not None:
                 self.sweep(self.pings, now, self.ping_one)
@@ -1069,11 +1074,9 @@ class _PoolWait(Exception):
     """The pool's wait for epoll timed out (not an error)."""
 
 
-def _take_slot(rate: float, now: float) -> float | None:
-    """This process's next connect slot (one every 1/rate s) if it has come, else None."""
-    slot = max(now - 1.0 / rate, _next_slot[0])  # no burst after a pause
-    if slot > now:
-        return None
+def _reserve_slot(rate: float, now: float) -> float:
+    """Reserve this process's next connect slot (one every 1/rate s); its time."""
+    slot = max(now, _next_slot[0])
     _next_slot[0] = slot + 1.0 / rate
     return slot
 
