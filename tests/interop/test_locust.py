@@ -669,7 +669,7 @@ def test_pool_user_reports_protocol_error_and_refusal(tmp_path):
         for name, srv in (("bad", bad), ("refuse", refuse)):
             out = tmp_path / name
             proc = _locust(["-f", str(tmp_path / "bad.py"), "--host", f"ws://127.0.0.1:{srv.port}",
-                            "-u", "1", "-r", "1", "-t", "3s", "--csv", str(out)], cwd=str(tmp_path), timeout=60)
+                            "-u", "1", "-r", "1", "-t", "5s", "--csv", str(out)], cwd=str(tmp_path), timeout=60)
             runs[name] = (proc, out)
     finally:
         bad.close()
@@ -677,21 +677,24 @@ def test_pool_user_reports_protocol_error_and_refusal(tmp_path):
     proc, out = runs["bad"]
     assert proc.returncode == 1, proc.stderr[-3000:]
     rows = _rows(f"{out}_stats.csv")
-    assert int(rows[("CONNECT", "/")]["Request Count"]) == 3 and int(rows[("CONNECT", "/")]["Failure Count"]) == 0
-    assert int(rows[("CLOSE", "protocol error")]["Failure Count"]) == 3
+    why = (proc.stdout + proc.stderr)[-3000:]
+    assert int(rows[("CONNECT", "/")]["Request Count"]) == 3, why
+    assert int(rows[("CONNECT", "/")]["Failure Count"]) == 0, why
+    assert int(rows[("CLOSE", "protocol error")]["Failure Count"]) == 3, why
     with open(f"{out}_failures.csv") as f:
         assert "sent 1007" in " ".join(r["Error"] for r in csv.DictReader(f))
     # the close frame the pool sent: masked (RFC 6455 5.3), code 1007
-    assert len(bad.received) == 3
+    assert len(bad.received) == 3, bad.received
     for data in bad.received:
         assert data[0] == 0x88 and data[1] & 0x80
         length = data[1] & 0x7F
         payload = bytes(b ^ data[2 + i % 4] for i, b in enumerate(data[6:6 + length]))
         assert struct.unpack("!H", payload[:2])[0] == 1007
     proc, out = runs["refuse"]
-    assert proc.returncode == 1
+    why = (proc.stdout + proc.stderr)[-3000:]
+    assert proc.returncode == 1, why
     rows = _rows(f"{out}_stats.csv")
-    assert int(rows[("CONNECT", "/")]["Failure Count"]) == 3
+    assert int(rows[("CONNECT", "/")]["Failure Count"]) == 3, why
     with open(f"{out}_failures.csv") as f:
         assert "403" in " ".join(r["Error"] for r in csv.DictReader(f))
 
