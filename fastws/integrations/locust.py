@@ -648,6 +648,7 @@ _CONNECTING, _HANDSHAKE, _OPEN, _CLOSING = 0, 1, 2, 3
 _MAX_EVENTS = 512            # epoll events handled before the greenlet yields once
 _OUT_LIMIT = 1 << 20         # unsent bytes a pool connection may hold (then SEND fails)
 _READ_SIZE = 65536
+_SWEEP_TICK = 0.2           # the pool wakes at most this often for its PINGs and messages
 _PLACEHOLDER_KEY = "A" * 22 + "=="  # the pre-built request's Sec-WebSocket-Key, replaced per connection
 _CLOSE_1000 = b"\x03\xe8"
 
@@ -1023,12 +1024,13 @@ class _Pool:
                         break
                     self.slot = None
                 self.connect_one(now)
+            # the sweeps send what is due in batches, at most every _SWEEP_TICK s
             if self.pings is not None:
                 self.sweep(self.pings, now, self.ping_one)
-                wake = min(wake, now + self.pings.wait(self.open))
+                wake = min(wake, now + max(_SWEEP_TICK, self.pings.wait(self.open)))
             if self.messages is not None:
                 self.sweep(self.messages, now, self.message_one)
-                wake = min(wake, now + self.messages.wait(self.open))
+                wake = min(wake, now + max(_SWEEP_TICK, self.messages.wait(self.open)))
             if self.pending:
                 if now >= self.next_check:
                     self.check_timeouts(now)
