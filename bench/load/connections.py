@@ -469,6 +469,8 @@ def table(results: list[dict]) -> str:
     for r in results:
         name = r["server"] + (f" ({r['api']})" if r["server"] == "fastws" else
                               " (floor)" if r["server"] == "bare" else "")
+        if len({x.get("client") for x in results}) > 1:
+            name += f", {r.get('client')} client"
         if "open" not in r:
             out.append(f"| {name} | 0 / {r['target']:,} | {r['workers']} | {r.get('clients', '-')} "
                        f"| {r.get('error') or r.get('limit', 'not run')} |" + " |" * (9 + 2 * compare + (floor is not None)))
@@ -496,7 +498,7 @@ def table(results: list[dict]) -> str:
 def notes(results: list[dict], args) -> list[str]:
     out = []
     for r in results:
-        tag = r["server"]
+        tag = r["server"] + (f" ({r.get('client')} client)" if len({x.get("client") for x in results}) > 1 else "")
         for n in r["notes"]:
             out.append(f"{tag}: {n}")
         if "open" not in r:
