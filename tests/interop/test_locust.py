@@ -566,10 +566,21 @@ def _check_pool_run(proc, out, tmp_path):
 def test_pool_user_against_fastws(serve_thread, tmp_path):
     """Two PoolUsers x 100 connections against fastws with a short server
     keepalive (ping every 0.3 s of silence, 1 s to answer): every event
-    reported, no failure, so every server PING was answered in time."""
-    st = serve_thread(EchoListener, ping_interval=0.3, ping_timeout=1.0)
+    reported, no failure, so every server PING was answered in time; the
+    connections came from the 8 loopback source addresses asked for."""
+    sources = set()
+
+    class Echo(EchoListener):
+        __slots__ = ()
+
+        def on_connect(self, ws):
+            super().on_connect(ws)
+            sources.add(ws.remote_address[0])
+
+    st = serve_thread(Echo, ping_interval=0.3, ping_timeout=1.0)
     proc, out = _pool_run(tmp_path, st.port)
     _check_pool_run(proc, out, tmp_path)
+    assert sources == {f"127.0.0.{i}" for i in range(2, 10)}, sources
 
 
 @pytest.fixture
