@@ -36,7 +36,6 @@ import asyncio
 import base64
 import hashlib
 import os
-import socket
 import sys
 import time
 

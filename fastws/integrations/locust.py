@@ -658,9 +658,10 @@ class PoolConnection:
     that holds it.  While idle and at rest it keeps no parser and no buffer:
     ``parser`` exists only while a frame is cut between two reads (or a
     message is being reassembled), ``out`` only while the kernel refuses bytes,
-    ``hs`` only during the opening handshake."""
+    ``hs`` only during the opening handshake.  ``data`` is the user's (None
+    until a hook such as ``on_connect`` sets it)."""
 
-    __slots__ = ("sock", "state", "t", "hs", "parser", "out")
+    __slots__ = ("sock", "state", "t", "hs", "parser", "out", "data")
 
     def __init__(self, sock: socket.socket, t: float) -> None:
         self.sock = sock
@@ -669,6 +670,7 @@ class PoolConnection:
         self.hs: Any = None     # (key, ResponseReader) during the handshake
         self.parser: Any = None
         self.out: Any = None
+        self.data: Any = None
 
     @property
     def is_open(self) -> bool:
