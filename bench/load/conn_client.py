@@ -82,6 +82,11 @@ def _masked(opcode: int, payload: bytes) -> bytes:
     return bytes((0x80 | opcode, 0x80 | n)) + key + payload
 
 
+# --header lines, sent in every upgrade request (e.g. an Authorization for
+# bench/e2e/handshake_instructions.py's servers with an authenticate hook).
+EXTRA_HEADERS = b""
+
+
 class Conn(asyncio.Protocol):
     __slots__ = ("transport", "buf", "accept", "waiter", "started", "is_open")
 
@@ -100,7 +105,8 @@ class Conn(asyncio.Protocol):
         host, port = transport.get_extra_info("peername")[:2]
         transport.write(
             b"GET / HTTP/1.1\r\nHost: %s:%d\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-            b"Sec-WebSocket-Key: %s\r\nSec-WebSocket-Version: 13\r\n\r\n" % (host.encode(), port, key)
+            b"Sec-WebSocket-Key: %s\r\nSec-WebSocket-Version: 13\r\n%s\r\n" % (host.encode(), port, key,
+                                                                           EXTRA_HEADERS)
         )
 
     def data_received(self, data):
@@ -379,7 +385,12 @@ def main() -> None:
     ap.add_argument("--src", required=True, help="comma list of source addresses, used in turn")
     ap.add_argument("--per-src", type=int, default=25000, help="connections per source address")
     ap.add_argument("--concurrency", type=int, default=100, help="handshakes in flight at most")
-    uvloop.run(amain(ap.parse_args()))
+    ap.add_argument("--header", action="append", default=[], metavar="'NAME: VALUE'",
+                    help="a header line added to every upgrade request (repeatable)")
+    args = ap.parse_args()
+    global EXTRA_HEADERS
+    EXTRA_HEADERS = b"".join(h.encode("latin-1") + b"\r\n" for h in args.header)
+    uvloop.run(amain(args))
 
 
 if __name__ == "__main__":
