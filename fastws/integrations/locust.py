@@ -1,22 +1,13 @@
-"""Locust support: ``WebSocketUser``, a plain WebSocket user for locust.
+"""Locust support: ``WebSocketUser`` and ``PoolUser``.
 
 locust runs its users as gevent greenlets, where asyncio clients do not work.
-``WebSocketUser`` drives ``fastws.syncclient.SyncWebSocket`` (blocking sockets,
-patched by gevent) and reports each operation to locust as ``CONNECT``,
-``REQ``, ``PING``, ``SEND``, ``RECV`` or ``CLOSE``, with numbers that mean what
-they say: a ``RECV`` gets a response time only when a real latency is known,
-never a fake 0 ms. ``hold()`` serves capacity tests; connections to a loopback
-target are spread over several source addresses.
-
-``PoolUser`` holds many connections per user: one greenlet drives its whole
-pool (hundreds to thousands of sockets) through one epoll set and the fastws
-codec, a few hundred bytes of state per idle connection, with the same
-CONNECT, PING, RECV, SEND and CLOSE events.
-
-Extra statistics (open connections, peak, close codes, bytes) are summed on
-the master, shown in a "WebSocket connections" tab of the web UI, written as
-``<--csv prefix>_ws.csv`` over time and as JSON with ``--ws-stats-file``.
-See docs/guide/locust.md.
+``WebSocketUser`` drives ``fastws.syncclient`` (blocking sockets, patched by
+gevent), one connection per user; ``PoolUser`` drives a pool of connections per
+user on one greenlet (one epoll set, the fastws codec). Both report
+``CONNECT``, ``PING``, ``RECV``, ``SEND`` and ``CLOSE`` with numbers that mean
+what they say, spread loopback targets over several source addresses, and add
+connection counts to the web UI, ``<--csv prefix>_ws.csv`` and
+``--ws-stats-file``. See docs/guide/locust.md.
 """
 from __future__ import annotations
 
