@@ -33,7 +33,14 @@ from .exceptions import (
 )
 from .http import Headers, ResponseReader
 from .options import Options
-from .syncclient import CLOSED_DURING_HANDSHAKE, TRANSIENT_CLOSE_CODES, Backoff, is_transient, lost_error
+from .syncclient import (
+    CLOSED_DURING_HANDSHAKE,
+    TRANSIENT_CLOSE_CODES,
+    Backoff,
+    is_transient,
+    lost_error,
+    retry_after,
+)
 from .transport import StreamConnection
 from .websocket import WEBSOCKET_SLOTS, WebSocketMixin
 
@@ -216,7 +223,8 @@ class connect:
 
         A failed attempt that is transient (``fastws.syncclient.is_transient``:
         refused, reset, timed out, ended during the handshake, HTTP 5xx or
-        429) is retried after a backoff delay; anything else (another 4xx, a
+        429) is retried after a backoff delay (at least the ``Retry-After`` of
+        a 429 or 503, at most ``backoff_max``); anything else (another 4xx, a
         bad response, TLS verification) raises at once. When the body of the
         loop ends and the loop resumes, the connection is judged: still open,
         it is closed (1000) and replaced at once; closed by the client
@@ -239,7 +247,7 @@ class connect:
             except Exception as exc:
                 if not is_transient(exc):
                     raise
-                await self._sleep(backoff.next())
+                await self._sleep(backoff.next(retry_after(exc)))
                 continue
             backoff.reset()
             self._ws = ws
