@@ -159,7 +159,7 @@ class SyncWebSocket(Connection):
               headers: Mapping[str, str] | Iterable[tuple[str, str]] = (), origin: str | None = None,
               timeout: float = 10.0, source_address: str | tuple[str, int] | None = None,
               ssl: ssl_module.SSLContext | Literal[True] | None = None, max_size: int | None = 1048576,
-              user_agent: str | None = "fastws-sync", compression: str | None = None,
+              user_agent: str | None = "fastws-sync", compression: str | None = "deflate",
               **deflate_options: Any) -> SyncWebSocket:
         """Connect, run the opening handshake, return the open connection.
 
@@ -167,15 +167,16 @@ class SyncWebSocket(Connection):
         connect time with IP_BIND_ADDRESS_NO_PORT), or an (ip, port) pair.
         ``headers``: extra request headers, a dict or (name, value) pairs.
         ``timeout`` bounds the TCP connect and the handshake together.
-        ``compression="deflate"`` offers permessage-deflate (off by default
-        here), with the offer of ``fastws.connect``; ``deflate_options`` are
-        its permessage-deflate options (``client_max_window_bits``, ...).
+        ``compression``: ``"deflate"`` (the default, as ``fastws.connect``
+        and browsers) offers permessage-deflate with ``fastws.connect``'s
+        offer, None offers nothing; ``deflate_options`` are its
+        permessage-deflate options (``client_max_window_bits``, ...).
         """
         secure, host, port, resource = parse_uri(url)
         if isinstance(headers, Mapping):
             headers = list(headers.items())
         dopts = None
-        if compression is not None or deflate_options:
+        if compression is not None or deflate_options:  # checked even with compression=None
             unknown = set(deflate_options) - _DEFLATE_OPTIONS
             if unknown:
                 raise TypeError(f"unexpected options: {', '.join(sorted(unknown))}")
