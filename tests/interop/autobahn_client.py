@@ -84,8 +84,14 @@ async def _async_text(url: str) -> str:
     return message if isinstance(message, str) else message.decode()
 
 
+LOOP_ERRORS: list = []  # what reached the event loop's exception handler: a failure too
+
+
 def run_async(base: str, agent: str) -> int:
     async def main() -> int:
+        asyncio.get_running_loop().set_exception_handler(
+            lambda loop, context: LOOP_ERRORS.append(f"{agent}: {context.get('message')}: "
+                                                     f"{context.get('exception')!r}"))
         count = int(await _async_text(f"{base}/getCaseCount"))
         for case in range(1, count + 1):
             try:
@@ -261,6 +267,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     finally:
         stop(proc)
+    if LOOP_ERRORS:
+        print(f"autobahn-client: {len(LOOP_ERRORS)} errors reached the event loop:", *LOOP_ERRORS[:20], sep="\n  ")
+        status = max(status, 1)
     for agent, c in totals.items():
         print(f"autobahn-client: {agent}: {c['ok']} ok, {c['non-strict']} non-strict/informational, "
               f"{c['unimplemented']} unimplemented, {c['failed']} failed")
