@@ -30,6 +30,7 @@ import json
 import os
 import pathlib
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -235,6 +236,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--exclude", default="", help="case patterns to leave out")
     parser.add_argument("--outdir", default="autobahn-reports/client-mode")
     args = parser.parse_args(argv)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # terminated: the finally below stops wstest
     split = lambda s: [x.strip() for x in s.split(",") if x.strip()]  # noqa: E731
     if args.cases == "ci":
         args.cases = CI_CASES
