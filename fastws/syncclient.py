@@ -686,7 +686,7 @@ def retry_after(exc: BaseException, now: Callable[[], float] = time.time) -> flo
             when = email.utils.parsedate_to_datetime(value)
         except (TypeError, ValueError, IndexError, OverflowError):
             return None
-        if when.tzinfo is None:  # "-0000": UTC as well
+        if when.tzinfo is None:  # no zone (or -0000): not an HTTP-date, which says GMT
             return None
         return max(0.0, when.timestamp() - now())
     return None
