@@ -34,7 +34,8 @@ CLIENTS = ("async", "sync")
 def _run(implementation: str, cases: str, outdir: pathlib.Path, timeout: float, exclude: str = "") -> None:
     """Both clients at once, each against its own wstest (one single-threaded
     process each: two cores do twice the work)."""
-    env = {**os.environ, **IMPLEMENTATIONS[implementation]}
+    env = {k: v for k, v in os.environ.items() if k not in ("FASTWS_PURE_PYTHON", "FASTWS_REQUIRE_EXTENSION")}
+    env.update(IMPLEMENTATIONS[implementation])
     env["PYTHONPATH"] = os.pathsep.join(filter(None, (str(ROOT), env.get("PYTHONPATH"))))
     procs = {client: subprocess.Popen(
         [sys.executable, str(RUNNER), "--client", client, "--cases", cases, "--exclude", exclude,
