@@ -50,7 +50,8 @@ __all__ = ["connect", "ClientWebSocket", "PushSubscriber", "PushError"]
 class ClientWebSocket(WebSocketMixin, StreamConnection):
     """A client connection (the object ``connect()`` gives)."""
 
-    __slots__ = WEBSOCKET_SLOTS + ("_key", "_request", "_reader", "_offered", "_handshake", "_user_closed")
+    __slots__ = WEBSOCKET_SLOTS + ("_key", "_request", "_reader", "_offered", "_handshake", "_user_closed",
+                                   "_early")
 
     def __init__(self, opts: Options, request: bytes, key: str, subprotocols: list[str] | None,
                  handshake_future: asyncio.Future[None]) -> None:
@@ -62,6 +63,7 @@ class ClientWebSocket(WebSocketMixin, StreamConnection):
         self._reader: ResponseReader | None = ResponseReader(max_head=opts.max_head, max_headers=opts.max_headers)
         self._handshake = handshake_future
         self._user_closed = False  # close() was called while OPEN (the reconnect loop stops)
+        self._early: bytes | None = None  # bytes that came with the 101, until connect() returns
 
     async def close(self, code: int = CLOSE_NORMAL, reason: str = "") -> None:  # type: ignore[override]  # the handler API's close is async (as the server's)
         if self._state == OPEN:
@@ -96,7 +98,21 @@ class ClientWebSocket(WebSocketMixin, StreamConnection):
         if not self._handshake.done():
             self._handshake.set_result(None)
         if leftover:
-            self._feed(leftover)
+            # Frames that came with the 101 wait (and reading with them) until
+            # connect() has handed the connection over: a protocol error among
+            # them must not close it before the application has had the
+            # messages that came before the error (Autobahn 3.2, 4.1.3, ...).
+            self._early = leftover
+            self._hold_reading()
+
+    def _handed_over(self) -> None:
+        """connect() returns this connection: read what came with the 101."""
+        early = self._early
+        if early is not None:
+            self._early = None
+            if self._state == OPEN:
+                self._release_reading()
+                self._feed(early)
 
     def _handshake_failed(self, exc: BaseException) -> None:
         if not self._handshake.done():
@@ -205,7 +221,9 @@ class connect:
                 raise
             return ws
 
-        return await asyncio.wait_for(open_(), self._open_timeout)
+        ws = await asyncio.wait_for(open_(), self._open_timeout)
+        ws._handed_over()
+        return ws
 
     def __await__(self) -> Generator[Any, None, ClientWebSocket]:
         return self._connect().__await__()
