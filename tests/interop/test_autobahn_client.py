@@ -7,7 +7,7 @@ port; once on the extension and once on the pure-Python twins (without 9.* in
 the CI selection).
 
     python -m pytest -m autobahn tests/interop/test_autobahn_client.py -s     # the CI selection
-    python -m pytest -m autobahn_full tests/interop/test_autobahn_client.py -s  # 1-13 in full (an hour)
+    python -m pytest -m autobahn_full tests/interop/test_autobahn_client.py -s  # 1-13 in full (hours)
 
 Every case must be OK, NON-STRICT or INFORMATIONAL: a FAILED, UNIMPLEMENTED
 (permessage-deflate not negotiated by default) or missing case fails the test.
