@@ -18,7 +18,9 @@
 #      compile is an error, never a silent fallback to the twins)
 #   2. tests/protocol, tests/server, tests/apps (and three interop files) again
 #      on the pure-Python twins
-#   3. Autobahn|Testsuite groups 1-10 against `fastws echo`, both API levels
+#   3. Autobahn|Testsuite groups 1-10 against `fastws echo`, both API levels, and
+#      in client mode (wstest's fuzzingserver) against both clients, on the
+#      extension and on the twins (tests/interop/test_autobahn_client.py)
 #   4. the docs site (mkdocs build --strict)
 #   5. mypy --strict over the public modules (what `import fastws` gives,
 #      fastws.syncclient, the uvicorn and locust entry points; py.typed ships)
@@ -76,7 +78,7 @@ echo "== the protocol, server and app tests again on the pure-Python twins"
 FASTWS_PURE_PYTHON=1 "$PY" -m pytest -q -p no:cacheprovider tests/protocol tests/server tests/apps tests/interop/test_peers.py tests/interop/test_uvicorn.py \
     tests/interop/test_proxy.py
 
-echo "== Autobahn|Testsuite 1-10 and a part of 12-13, deflate on (pytest -m autobahn)"
+echo "== Autobahn|Testsuite 1-10 and a part of 12-13, deflate on, server and client mode (pytest -m autobahn)"
 FASTWS_REQUIRE_EXTENSION=1 "$PY" -m pytest -q -p no:cacheprovider -m autobahn -s
 
 echo "== the docs site builds with no warning (mkdocs --strict)"

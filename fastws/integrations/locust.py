@@ -360,6 +360,9 @@ class WebSocketUser(User):
       a second (each costs a locust 2.x worker a noticeable amount of CPU).
       The wait is not part of the CONNECT time.
     - ``connect_timeout``, ``timeout`` (for request/recv/ping), ``max_size``.
+    - ``compression``: None (default: no permessage-deflate offer, so that
+      thousands of users hold no zlib state) or ``"deflate"`` (the offer of
+      ``fastws.syncclient.connect``, whose default it is).
     """
 
     abstract = True
@@ -371,6 +374,7 @@ class WebSocketUser(User):
     connect_timeout = 10.0
     timeout = 10.0
     max_size = 1048576
+    compression: str | None = None
 
     def __init__(self, environment: Any) -> None:
         super().__init__(environment)
@@ -414,6 +418,7 @@ class WebSocketUser(User):
                 url, subprotocols=subprotocols if subprotocols is not None else self.subprotocols,
                 headers=headers if headers is not None else (self.headers or ()),
                 timeout=self.connect_timeout, source_address=source, max_size=self.max_size,
+                compression=self.compression,
             )
         except Exception as exc:
             self._fire("CONNECT", name, _ms(time.perf_counter() - start), 0, exc)
