@@ -278,9 +278,14 @@ def build_parser() -> argparse.ArgumentParser:
                       help="require 'Authorization: Bearer TOKEN' to publish (env FASTWS_TOKEN, "
                            "which keeps it out of the process list); default: no token")
     push.add_argument("--redis", default=_env("redis", None), metavar="URL",
-                      help="share topics through Redis (redis://host:port/db): every worker, on any "
-                           "machine using that Redis, delivers every publish; allows --workers > 1 "
+                      help="share topics through Redis (redis://host:port/db) or a Redis Cluster "
+                           "(redis+cluster://host:port,host:port: seed nodes; sharded pub/sub): every worker, "
+                           "on any machine using it, delivers every publish; allows --workers > 1 "
                            "(env FASTWS_REDIS; needs pip install 'fastws[redis]')")
+    push.add_argument("--wait-replicas", type=int, default=int(_env("wait_replicas", "0")), metavar="N",
+                      help="with --redis: answer a publish only once N replicas have it (Redis WAIT), so a "
+                           "failover cannot lose it; 504 if they do not confirm within 1 s "
+                           "(env FASTWS_WAIT_REPLICAS; default 0: do not wait)")
     push.add_argument("--history", type=int, default=int(_env("history", "0")), metavar="N",
                       help="with --redis: keep about the last N messages of each topic in a Redis "
                            "stream, so clients can resume with ?since=ID (env FASTWS_HISTORY; default 0: off)")
@@ -496,13 +501,16 @@ def main(argv=None) -> int:
         history = getattr(args, "history", 0)
         if history and not redis:
             return _error("--history needs --redis URL (the history is kept in Redis)")
+        if getattr(args, "wait_replicas", 0) and not redis:
+            return _error("--wait-replicas needs --redis URL (replicas of that Redis confirm each publish)")
         if redis:
             from .broker import RedisBroker
             from .apps.push import envelope
 
             try:
                 options["broker"] = RedisBroker(redis, history=history,
-                                                wrap=envelope if history else None)
+                                                wrap=envelope if history else None,
+                                                wait_replicas=getattr(args, "wait_replicas", 0))
             except ConfigError as exc:
                 return _error(str(exc))
 

@@ -17,7 +17,7 @@ import asyncio
 import json
 import socket
 import ssl as ssl_module
-from typing import Any, AsyncGenerator, AsyncIterator, Generator, Iterable, Mapping, cast
+from typing import Any, AsyncGenerator, AsyncIterator, Generator, Iterable, Literal, Mapping, cast
 
 from . import handshake
 from .constants import CLOSED, CONNECTING, OPEN
@@ -33,7 +33,15 @@ from .exceptions import (
 )
 from .http import Headers, ResponseReader
 from .options import Options
-from .syncclient import CLOSED_DURING_HANDSHAKE, TRANSIENT_CLOSE_CODES, Backoff, is_transient, lost_error
+from .proxy import Proxy, open_tunnel, parse_proxy, proxy_for
+from .syncclient import (
+    CLOSED_DURING_HANDSHAKE,
+    TRANSIENT_CLOSE_CODES,
+    Backoff,
+    is_transient,
+    lost_error,
+    retry_after,
+)
 from .transport import StreamConnection
 from .websocket import WEBSOCKET_SLOTS, WebSocketMixin
 
@@ -43,7 +51,8 @@ __all__ = ["connect", "ClientWebSocket", "PushSubscriber", "PushError"]
 class ClientWebSocket(WebSocketMixin, StreamConnection):
     """A client connection (the object ``connect()`` gives)."""
 
-    __slots__ = WEBSOCKET_SLOTS + ("_key", "_request", "_reader", "_offered", "_handshake", "_user_closed")
+    __slots__ = WEBSOCKET_SLOTS + ("_key", "_request", "_reader", "_offered", "_handshake", "_user_closed",
+                                   "_early")
 
     def __init__(self, opts: Options, request: bytes, key: str, subprotocols: list[str] | None,
                  handshake_future: asyncio.Future[None]) -> None:
@@ -55,6 +64,7 @@ class ClientWebSocket(WebSocketMixin, StreamConnection):
         self._reader: ResponseReader | None = ResponseReader(max_head=opts.max_head, max_headers=opts.max_headers)
         self._handshake = handshake_future
         self._user_closed = False  # close() was called while OPEN (the reconnect loop stops)
+        self._early: bytes | None = None  # bytes that came with the 101, until connect() returns
 
     async def close(self, code: int = CLOSE_NORMAL, reason: str = "") -> None:  # type: ignore[override]  # the handler API's close is async (as the server's)
         if self._state == OPEN:
@@ -89,7 +99,21 @@ class ClientWebSocket(WebSocketMixin, StreamConnection):
         if not self._handshake.done():
             self._handshake.set_result(None)
         if leftover:
-            self._feed(leftover)
+            # Frames that came with the 101 wait (and reading with them) until
+            # connect() has handed the connection over: a protocol error among
+            # them must not close it before the application has had the
+            # messages that came before the error (Autobahn 3.2, 4.1.3, ...).
+            self._early = leftover
+            self._hold_reading()
+
+    def _handed_over(self) -> None:
+        """connect() returns this connection: read what came with the 101."""
+        early = self._early
+        if early is not None:
+            self._early = None
+            if self._state == OPEN:
+                self._release_reading()
+                self._feed(early)
 
     def _handshake_failed(self, exc: BaseException) -> None:
         if not self._handshake.done():
@@ -128,7 +152,9 @@ class connect:
     Options: ``subprotocols`` (offered, in order), ``origin``, ``extra_headers``
     (list of (name, value)), ``ssl`` (an SSLContext, or True for the default
     context with wss://), ``server_hostname``, ``open_timeout`` (default 10 s),
-    ``sock``, ``backoff_initial``/``backoff_max``/``backoff_factor``/
+    ``sock``, ``proxy`` (True: from the environment, ``HTTPS_PROXY``,
+    ``ALL_PROXY``, ``NO_PROXY``...; a URL, ``http://`` or ``socks5://``;
+    None: connect directly; see fastws.proxy), ``backoff_initial``/``backoff_max``/``backoff_factor``/
     ``backoff_jitter`` (the reconnect loop's delays: 0.5 s growing by 1.6
     up to 30 s, minus up to 25 %), and the connection options of
     ``fastws.options.Options`` (max_size, ping_interval, ...).
@@ -138,6 +164,7 @@ class connect:
                  extra_headers: Mapping[str, str] | Iterable[tuple[str, str]] = (),
                  ssl: ssl_module.SSLContext | bool | None = None, server_hostname: str | None = None,
                  open_timeout: float = 10.0, sock: socket.socket | None = None, user_agent: str | None = "fastws",
+                 proxy: str | Literal[True] | None = True,
                  backoff_initial: float = 0.5, backoff_max: float = 30.0, backoff_factor: float = 1.6,
                  backoff_jitter: float = 0.25, **options: Any) -> None:
         self.url = url
@@ -157,6 +184,10 @@ class connect:
         self._server_hostname = server_hostname
         self._open_timeout = open_timeout
         self._sock = sock
+        # A URL is checked now; True is looked up at each attempt (NO_PROXY
+        # depends on the host, and the environment may change).
+        self._proxy: Proxy | Literal[True] | None = (
+            None if sock is not None or proxy is None else True if proxy is True else parse_proxy(proxy))
         self._user_agent = user_agent
         self._ws: ClientWebSocket | None = None
         self._backoff = Backoff(backoff_initial, backoff_max, backoff_factor, backoff_jitter)
@@ -182,10 +213,30 @@ class connect:
         tls: dict[str, Any] = {} if self._ssl is None else {
             "ssl": self._ssl, "ssl_handshake_timeout": self._opts.handshake_timeout}
 
+        proxy = self._proxy
+        if proxy is True:
+            found = proxy_for(self._secure, self._host, self._port)
+            proxy = parse_proxy(found) if found is not None else None
+        tunnelling = False
+
         async def open_() -> ClientWebSocket:
+            nonlocal tunnelling
             if self._sock is not None:
                 _, ws = await loop.create_connection(factory, sock=self._sock,
                                                      server_hostname=self._server_hostname, **tls)
+            elif proxy is not None:
+                tunnelling = True
+                sock = await open_tunnel(proxy, self._host, self._port, self._user_agent, self._opts.max_head)
+                tunnelling = False
+                try:
+                    # TLS (wss://) runs inside the tunnel, with the server's name.
+                    _, ws = await loop.create_connection(
+                        factory, sock=sock,
+                        server_hostname=(self._server_hostname or self._host) if self._ssl else None, **tls,
+                    )
+                except BaseException:
+                    sock.close()
+                    raise
             else:
                 _, ws = await loop.create_connection(
                     factory, self._host, self._port,
@@ -198,7 +249,15 @@ class connect:
                 raise
             return ws
 
-        return await asyncio.wait_for(open_(), self._open_timeout)
+        try:
+            ws = await asyncio.wait_for(open_(), self._open_timeout)
+        except asyncio.TimeoutError:
+            if tunnelling:
+                raise TimeoutError(f"the proxy {proxy} did not open the tunnel within "
+                                   f"open_timeout ({self._open_timeout} s)") from None
+            raise
+        ws._handed_over()
+        return ws
 
     def __await__(self) -> Generator[Any, None, ClientWebSocket]:
         return self._connect().__await__()
@@ -216,7 +275,8 @@ class connect:
 
         A failed attempt that is transient (``fastws.syncclient.is_transient``:
         refused, reset, timed out, ended during the handshake, HTTP 5xx or
-        429) is retried after a backoff delay; anything else (another 4xx, a
+        429) is retried after a backoff delay (at least the ``Retry-After`` of
+        a 429 or 503, at most ``backoff_max``); anything else (another 4xx, a
         bad response, TLS verification) raises at once. When the body of the
         loop ends and the loop resumes, the connection is judged: still open,
         it is closed (1000) and replaced at once; closed by the client
@@ -239,7 +299,7 @@ class connect:
             except Exception as exc:
                 if not is_transient(exc):
                     raise
-                await self._sleep(backoff.next())
+                await self._sleep(backoff.next(retry_after(exc)))
                 continue
             backoff.reset()
             self._ws = ws

@@ -1,7 +1,7 @@
 """The one exception tree of fastws.
 
-``FastWSError`` is the root: ``InvalidURI``, ``HandshakeError``
-(``InvalidRequest``, ``InvalidResponse`` > ``InvalidStatus``),
+``FastWSError`` is the root: ``InvalidURI`` > ``InvalidProxy``, ``HandshakeError``
+(``InvalidRequest``, ``InvalidResponse`` > ``InvalidStatus``, ``ProxyError``),
 ``ProtocolError`` (``FrameError`` 1002, ``InvalidUTF8`` 1007, ``MessageTooBig``
 1009), ``ConnectionClosed`` (``ConnectionClosedOK``, ``ConnectionClosedError``),
 ``BrokerError`` > ``BrokerUnavailable``, ``Forbidden`` (also a
@@ -16,7 +16,7 @@ See docs/guide/handler-api.md#errors.
 
 from __future__ import annotations
 
-from typing import Iterable
+from typing import Any, Iterable
 
 # RFC 6455 7.4.1 close codes, defined in fastws.constants (re-exported here
 # and by the package, as fastws.CLOSE_NORMAL and so on).
@@ -41,10 +41,12 @@ from .constants import (
 __all__ = [
     "FastWSError",
     "InvalidURI",
+    "InvalidProxy",
     "HandshakeError",
     "InvalidRequest",
     "InvalidResponse",
     "InvalidStatus",
+    "ProxyError",
     "ProtocolError",
     "FrameError",
     "InvalidUTF8",
@@ -55,6 +57,7 @@ __all__ = [
     "ConfigError",
     "BrokerError",
     "BrokerUnavailable",
+    "NotReplicated",
     "Forbidden",
     "CLOSE_TOKEN_EXPIRED",
     "CLOSE_NORMAL",
@@ -95,6 +98,13 @@ class InvalidURI(FastWSError, ValueError):
     """fastws.connect() was given a URL that is not ws:// or wss://."""
 
 
+class InvalidProxy(InvalidURI):
+    """A client was given a proxy URL it cannot use (``proxy=`` or the
+    environment's ``HTTPS_PROXY``/``ALL_PROXY``/...): a scheme other than
+    http, socks5, socks5h, socks4, socks4a; no host; a bad port; a path; a
+    user without a password."""
+
+
 class HandshakeError(FastWSError):
     """The opening handshake failed."""
 
@@ -128,6 +138,24 @@ class InvalidStatus(InvalidResponse):
         self.status = status
         self.headers = list(headers)
         self.body = body
+
+
+class ProxyError(HandshakeError):
+    """The proxy did not open the tunnel to the server: it answered CONNECT
+    with a status other than 2xx (``status``; 407: it wants credentials or
+    refused them), a SOCKS proxy refused (``code``: the SOCKS reply code, if
+    any), or it ended the connection or broke its protocol before the tunnel
+    was open. ``transient``: whether a reconnecting client tries again (a 5xx
+    or 429 from the proxy, a SOCKS "connection refused" / "host
+    unreachable", a proxy that closed early: yes; 407, 403, a bad answer:
+    no). A proxy that cannot be reached raises the OSError of the connect."""
+
+    def __init__(self, message: str, *, status: int | None = None, code: int | None = None,
+                 transient: bool = False) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.transient = transient
 
 
 class ProtocolError(FastWSError):
@@ -194,6 +222,21 @@ class BrokerUnavailable(BrokerError):
     """The broker is not connected to Redis: the publish (or history read) was
     not accepted and nothing was sent; the caller may retry later. An HTTP
     front end answers 503 (``fastws push`` does)."""
+
+
+class NotReplicated(BrokerError):
+    """The message was published (``published``: its ``Published``) but fewer
+    than ``wanted`` replicas (``acked``) confirmed it within the broker's
+    ``wait_timeout``: if its master fails now, the message may be lost.
+    Raised only with ``RedisBroker(..., wait_replicas=N)``; do not simply
+    retry (that would publish it twice). ``fastws push`` answers 504."""
+
+    def __init__(self, published: Any, acked: int, wanted: int, timeout: float) -> None:
+        super().__init__(f"message {published[0]} was published but only {acked} of {wanted} replicas "
+                         f"confirmed it within {timeout} s")
+        self.published = published
+        self.acked = acked
+        self.wanted = wanted
 
 
 class Forbidden(FastWSError, PermissionError):

@@ -431,11 +431,18 @@ class _Guarded:
     def _handshake_data(self, data) -> None:
         if self._reader is _FIRST_READ:
             opts = self._opts
-            quick = self._server._upgrades.read(data, opts.max_head, opts.max_headers)
+            server = self._server
+            quick = server._upgrades.read(data, opts.max_head, opts.max_headers)
             if quick is not None:
                 self._reader = None
-                request, leftover, _key = quick
-                self._check_upgrade(request, leftover)
+                request, leftover, key = quick
+                if (server.origins is not None or server.subprotocols or opts.compression is not None
+                        or server.allowed_hosts is not None):
+                    self._check_upgrade(request, leftover)
+                    return
+                # As in ServerConnection: check_request would pass, with this answer.
+                self._admit(request, leftover, None,
+                            [("Sec-WebSocket-Accept", handshake.accept_key(key.decode("ascii")))], None)
                 return
             self._reader = RequestReader(max_head=opts.max_head, max_headers=opts.max_headers)
         super()._handshake_data(data)

@@ -13,6 +13,7 @@ See docs/guide/client.md#fastwssyncclient-the-blocking-client.
 """
 from __future__ import annotations
 
+import email.utils
 import functools
 import ipaddress
 import os
@@ -36,15 +37,17 @@ from .exceptions import (
     InvalidResponse,
     InvalidStatus,
     ProtocolError,
+    ProxyError,
     connection_closed,
 )
 from .handshake import parse_uri
 from .http import Headers, Response, ResponseReader
 from .options import Options
 from .protocol import Connection
+from .proxy import open_tunnel_sync, parse_proxy, proxy_for
 from .timers import ManualDriver
 
-__all__ = ["SyncWebSocket", "connect", "connect_forever", "Backoff", "is_transient",
+__all__ = ["SyncWebSocket", "connect", "connect_forever", "Backoff", "is_transient", "retry_after",
            "TRANSIENT_CLOSE_CODES", "IP_BIND_ADDRESS_NO_PORT"]
 
 
@@ -158,23 +161,27 @@ class SyncWebSocket(Connection):
               headers: Mapping[str, str] | Iterable[tuple[str, str]] = (), origin: str | None = None,
               timeout: float = 10.0, source_address: str | tuple[str, int] | None = None,
               ssl: ssl_module.SSLContext | Literal[True] | None = None, max_size: int | None = 1048576,
-              user_agent: str | None = "fastws-sync", compression: str | None = None,
-              **deflate_options: Any) -> SyncWebSocket:
+              user_agent: str | None = "fastws-sync", compression: str | None = "deflate",
+              proxy: str | Literal[True] | None = True, **deflate_options: Any) -> SyncWebSocket:
         """Connect, run the opening handshake, return the open connection.
 
         ``source_address``: an IP to bind before connecting (port picked at
         connect time with IP_BIND_ADDRESS_NO_PORT), or an (ip, port) pair.
         ``headers``: extra request headers, a dict or (name, value) pairs.
         ``timeout`` bounds the TCP connect and the handshake together.
-        ``compression="deflate"`` offers permessage-deflate (off by default
-        here), with the offer of ``fastws.connect``; ``deflate_options`` are
-        its permessage-deflate options (``client_max_window_bits``, ...).
+        ``compression``: ``"deflate"`` (the default, as ``fastws.connect``
+        and browsers) offers permessage-deflate with ``fastws.connect``'s
+        offer, None offers nothing; ``deflate_options`` are its
+        permessage-deflate options (``client_max_window_bits``, ...).
+        ``proxy``: True (from the environment: ``HTTPS_PROXY``, ``ALL_PROXY``,
+        ``NO_PROXY``, ...), a proxy URL (``http://user:pass@host:port``,
+        ``socks5://...``), or None (connect directly); see fastws.proxy.
         """
         secure, host, port, resource = parse_uri(url)
         if isinstance(headers, Mapping):
             headers = list(headers.items())
         dopts = None
-        if compression is not None or deflate_options:
+        if compression is not None or deflate_options:  # checked even with compression=None
             unknown = set(deflate_options) - _DEFLATE_OPTIONS
             if unknown:
                 raise TypeError(f"unexpected options: {', '.join(sorted(unknown))}")
@@ -188,11 +195,19 @@ class SyncWebSocket(Connection):
                                           subprotocols=subprotocols, origin=origin,
                                           extra_headers=list(headers or ()), user_agent=user_agent)
         deadline = time.monotonic() + timeout
-        sock = _open_socket(host, port, timeout, source_address)
+        if proxy is True:
+            proxy = proxy_for(secure, host, port)
+        if proxy is not None:
+            sock = open_tunnel_sync(parse_proxy(proxy), host, port, deadline,
+                                    functools.partial(_open_socket, source_address=source_address), user_agent)
+        else:
+            sock = _open_socket(host, port, timeout, source_address)
         try:
             if secure:
                 if ssl is None or ssl is True:
                     ssl = ssl_module.create_default_context()
+                # (through a proxy: TLS with the server, inside the tunnel)
+                sock.settimeout(max(deadline - time.monotonic(), 0.001))
                 sock = ssl.wrap_socket(sock, server_hostname=host)
             sock.sendall(request)
             reader = ResponseReader()
@@ -649,11 +664,15 @@ HANDSHAKE_TIMED_OUT = "no complete handshake response within"
 def is_transient(exc: BaseException) -> bool:
     """Whether a reconnecting client retries after ``exc``: a refused, reset
     or timed-out connection, a handshake the server ended early, HTTP 5xx or
-    429, and a connection closed with a code of TRANSIENT_CLOSE_CODES. Not:
-    other statuses (4xx), a bad response, TLS failures (certificate
-    verification), an unknown host, a bad URI."""
+    429, and a connection closed with a code of TRANSIENT_CLOSE_CODES; a
+    proxy that cannot be reached, times out, ends early, answers 5xx or 429,
+    or (SOCKS) cannot reach the server. Not: other statuses (4xx), a bad
+    response, TLS failures (certificate verification), an unknown host, a
+    bad URI, a proxy that refuses (407, 403, SOCKS credentials or rules)."""
     if isinstance(exc, ConnectionClosed):
         return exc.code in TRANSIENT_CLOSE_CODES
+    if isinstance(exc, ProxyError):
+        return exc.transient  # a 5xx or 429 from the proxy, a SOCKS refusal, an early end
     if isinstance(exc, InvalidStatus):
         return exc.status >= 500 or exc.status == 429
     if isinstance(exc, InvalidResponse):
@@ -665,6 +684,29 @@ def is_transient(exc: BaseException) -> bool:
     if isinstance(exc, socket.gaierror):
         return exc.errno == socket.EAI_AGAIN  # a resolver that is down, not an unknown name
     return isinstance(exc, OSError)  # refused, reset, unreachable
+
+
+def retry_after(exc: BaseException, now: Callable[[], float] = time.time) -> float | None:
+    """The seconds a refusal asks to wait: the ``Retry-After`` header of an
+    HTTP 429 or 503 answer to the upgrade (RFC 9110 10.2.3: delay-seconds
+    or an HTTP-date), else None (no such header, another status, a value
+    that is neither)."""
+    if not isinstance(exc, InvalidStatus) or exc.status not in (429, 503):
+        return None
+    for name, value in exc.headers:
+        if name.lower() != "retry-after":
+            continue
+        value = value.strip()
+        if value.isdigit():
+            return float(value)
+        try:
+            when = email.utils.parsedate_to_datetime(value)
+        except (TypeError, ValueError, IndexError, OverflowError):
+            return None
+        if when.tzinfo is None:  # no zone (or -0000): not an HTTP-date, which says GMT
+            return None
+        return max(0.0, when.timestamp() - now())
+    return None
 
 
 class Backoff:
@@ -688,14 +730,20 @@ class Backoff:
         self.attempt = 0
         self._random = random
 
-    def next(self) -> float:
-        """The next delay, in seconds."""
+    def next(self, at_least: float | None = None) -> float:
+        """The next delay, in seconds. ``at_least`` (a server's Retry-After)
+        raises it to that many seconds plus a random part of up to
+        ``jitter`` of it (so that the clients a server refused together do
+        not come back together), still at most ``maximum``."""
         base = self.initial * self.factor ** self.attempt
         if base >= self.maximum:
             base = self.maximum
         else:
             self.attempt += 1
-        return float(base * (1.0 - self.jitter * self._random()))
+        delay = float(base * (1.0 - self.jitter * self._random()))
+        if at_least is not None and at_least > delay:
+            delay = min(self.maximum, at_least * (1.0 + self.jitter * self._random()))
+        return delay
 
     def reset(self) -> None:
         self.attempt = 0
@@ -724,7 +772,8 @@ def connect_forever(url: str, *, backoff_initial: float = 0.5, backoff_max: floa
     (``connect(url, **kwargs)``) each time the previous one is lost.
 
     Connection attempts that fail transiently (``is_transient``) are retried
-    after ``Backoff`` delays (``sleep`` waits them); anything else raises at
+    after ``Backoff`` delays (``sleep`` waits them; at least the
+    ``Retry-After`` of a 429 or 503, at most ``backoff_max``); anything else raises at
     once. When the loop resumes: a connection still open is closed (1000)
     and replaced at once; one the caller closed, or the server closed with
     1000, ends the loop; one closed with a code of TRANSIENT_CLOSE_CODES is
@@ -739,7 +788,7 @@ def connect_forever(url: str, *, backoff_initial: float = 0.5, backoff_max: floa
         except Exception as exc:
             if not is_transient(exc):
                 raise
-            sleep(backoff.next())
+            sleep(backoff.next(retry_after(exc)))
             continue
         backoff.reset()
         replace = False

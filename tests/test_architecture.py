@@ -28,10 +28,10 @@ LAYERS = [
     ["_py", "_py.*"],                                   # the pure-Python twins (fastws_ext beside them)
     ["codec", "options", "http", "ratelimit", "proxyproto"],  # the chooser; settings; HTTP/1.1;
                                                         # rate parsing, per-IP limits; the PROXY protocol
-    ["handshake", "deflate", "timers", "listener", "auth"],  # RFC 6455 4, RFC 7692, the wheel's driver, JWT
+    ["handshake", "deflate", "timers", "listener", "auth", "proxy"],  # RFC 6455 4, RFC 7692, the wheel's driver, JWT, proxy tunnels
     ["protocol"],                                       # the sans-I/O connection core
     ["transport", "websocket", "pubsub"],               # the asyncio adapter, the handler API, fan-out
-    ["metrics", "server", "client", "syncclient", "broker"],
+    ["metrics", "server", "client", "syncclient", "broker", "redis_cluster"],
     ["runner", "workers"],
     ["apps", "apps.*", "integrations", "integrations.*"],
     ["cli", "uvicorn", "locust", "__main__", "__init__"],  # the command and the public paths

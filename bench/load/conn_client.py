@@ -93,6 +93,11 @@ def _proxy_header(src, dst) -> bytes:
     return b"\r\n\r\n\x00\r\nQUIT\n\x21\x11" + len(block).to_bytes(2, "big") + block
 
 
+# --header lines, sent in every upgrade request (e.g. an Authorization for
+# bench/e2e/handshake_instructions.py's servers with an authenticate hook).
+EXTRA_HEADERS = b""
+
+
 class Conn(asyncio.Protocol):
     __slots__ = ("transport", "buf", "accept", "waiter", "started", "is_open")
 
@@ -115,7 +120,8 @@ class Conn(asyncio.Protocol):
         prefix = b"" if PROXY is None else _proxy_header(transport.get_extra_info("sockname")[:2], (host, port))
         transport.write(
             prefix + b"GET / HTTP/1.1\r\nHost: %s:%d\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-            b"Sec-WebSocket-Key: %s\r\nSec-WebSocket-Version: 13\r\n\r\n" % (host.encode(), port, key)
+            b"Sec-WebSocket-Key: %s\r\nSec-WebSocket-Version: 13\r\n%s\r\n" % (host.encode(), port, key,
+                                                                           EXTRA_HEADERS)
         )
 
     def data_received(self, data):
@@ -394,11 +400,14 @@ def main() -> None:
     ap.add_argument("--src", required=True, help="comma list of source addresses, used in turn")
     ap.add_argument("--per-src", type=int, default=25000, help="connections per source address")
     ap.add_argument("--concurrency", type=int, default=100, help="handshakes in flight at most")
+    ap.add_argument("--header", action="append", default=[], metavar="'NAME: VALUE'",
+                    help="a header line added to every upgrade request (repeatable)")
     ap.add_argument("--proxy", choices=("v1", "v2"), default=None,
                     help="begin each connection with a PROXY protocol header, as HAProxy send-proxy / "
                          "send-proxy-v2 would (source: this socket's own address)")
     args = ap.parse_args()
-    global PROXY
+    global EXTRA_HEADERS, PROXY
+    EXTRA_HEADERS = b"".join(h.encode("latin-1") + b"\r\n" for h in args.header)
     PROXY = args.proxy
     uvloop.run(amain(args))
 

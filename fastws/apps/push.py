@@ -31,6 +31,7 @@ from ..exceptions import (
     ConfigError,
     Forbidden,
     InvalidRequest,
+    NotReplicated,
 )
 from ..http import Response
 from .json_protocol import MAX_ERRORS, JsonListener, dumps
@@ -446,6 +447,11 @@ class PushService:
             return _json(503, "Service Unavailable", {"error": "the message broker is unavailable; "
                                                       "the message was not published"},
                          [("Retry-After", "1")])
+        except NotReplicated as exc:
+            logger.warning("publish to %r: %s", topic, exc)
+            return _json(504, "Gateway Timeout", {"error": "published, but no replica confirmed it in time: a "
+                                                  "failover now could lose it", "id": exc.published.id,
+                                                  "processes": exc.published.processes})
         except BrokerError as exc:
             logger.error("publish to %r failed: %s", topic, exc)
             return _json(502, "Bad Gateway", {"error": "the message broker refused the message"})

@@ -194,6 +194,12 @@ def test_push_refuses_workers_without_redis():
     out = subprocess.run([sys.executable, "-m", "fastws", "push", "--redis", "http://x"], capture_output=True,
                          text=True, timeout=30)
     assert out.returncode == 2 and "redis://" in out.stderr and "Traceback" not in out.stderr
+    out = subprocess.run([sys.executable, "-m", "fastws", "push", "--wait-replicas", "1"], capture_output=True,
+                         text=True, timeout=30)
+    assert out.returncode == 2 and "--wait-replicas needs --redis" in out.stderr
+    out = subprocess.run([sys.executable, "-m", "fastws", "push", "--redis", "redis+cluster://h"],
+                         capture_output=True, text=True, timeout=30)
+    assert out.returncode == 2 and "host:port" in out.stderr and "Traceback" not in out.stderr
 
 
 # ---------------------------------------------------------------- Redis goes away and comes back
@@ -411,7 +417,7 @@ class SlowLinkBroker(RedisBroker):
     """A broker whose subscribe connection is read late (a busy process):
     live messages wait in the socket while history reads return at once."""
 
-    async def _reader(self, link):
+    async def _reader(self, node, link):
         read = link.read_response
 
         async def late(*args, **kwargs):
@@ -419,7 +425,7 @@ class SlowLinkBroker(RedisBroker):
             return await read(*args, **kwargs)
 
         link.read_response = late
-        await super()._reader(link)
+        await super()._reader(node, link)
 
 
 @pytest.mark.parametrize("link", ["normal", "slow"])
