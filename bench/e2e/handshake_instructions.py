@@ -1,7 +1,7 @@
 """User-space instructions per accepted WebSocket connection, counted by valgrind (callgrind).
 
     python bench/e2e/handshake_instructions.py [--n 2000] [--servers listener,handler,handshake-floor]
-                                               [--out bench/results/latest.md]
+                                               [--out bench/results/latest.md] [--keep DIR]
 
 The connections bench (bench/load/connections.py) measures the server's CPU time
 per handshake, which moves by 1.5x between runs on this shared machine.
@@ -94,8 +94,11 @@ def _client_extra(name: str) -> list[str]:
     return ["--proxy", proxy] if proxy else []
 
 
-def measure(name: str, n: int, token: str) -> tuple[float, int]:
-    """(instructions per accepted connection, connections opened) for server NAME."""
+def measure(name: str, n: int, token: str, keep: str | None = None) -> tuple[float, int]:
+    """(instructions per accepted connection, connections opened) for server NAME.
+
+    With KEEP, the opening's callgrind dump is copied to KEEP/NAME.cg.out (for
+    callgrind_annotate, see docs/design/handshake.md#where-the-instructions-go)."""
     port = free_port()
     tmp = tempfile.mkdtemp(prefix="fastws-hs-cg-")
     env = child_env()
@@ -139,6 +142,10 @@ def measure(name: str, n: int, token: str) -> tuple[float, int]:
         stop(server, timeout=30)
     dumps = sorted(glob.glob(f"{tmp}/cg.out.*"), key=lambda p: int(p.rsplit(".", 1)[1]))
     try:
+        if keep:
+            Path(keep).mkdir(parents=True, exist_ok=True)
+            shutil.copy(dumps[1], Path(keep) / f"{name}.cg.out")
+            (Path(keep) / f"{name}.opened").write_text(f"{opened}\n")
         return callgrind_total(dumps[1]) / max(opened, 1), opened
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -148,6 +155,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--n", type=int, default=2000, help="connections opened per server (default 2,000)")
     ap.add_argument("--servers", default=f"listener,handler,{FLOOR}")
+    ap.add_argument("--keep", metavar="DIR", help="keep each server's callgrind dump of the opening in DIR "
+                                                  "(for bench/e2e/handshake_split.py)")
     ap.add_argument("--out", help="append the table (with date, command and machine) to this markdown file")
     args = ap.parse_args()
     if shutil.which("valgrind") is None:
@@ -160,7 +169,7 @@ def main() -> None:
     print("\n".join(lines), flush=True)
     results = {}
     for name in names:
-        results[name] = measure(name, args.n, token)
+        results[name] = measure(name, args.n, token, args.keep)
         print(f"  {name}: {results[name][0]:,.0f} instructions per connection ({results[name][1]:,} opened)",
               file=sys.stderr, flush=True)
     floor = results.get(FLOOR, (None,))[0]
