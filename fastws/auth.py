@@ -368,6 +368,9 @@ class JWKSClient:
             "Accept": "application/jwk-set+json, application/json", "User-Agent": "fastws"})
         try:
             with opener.open(request, timeout=self.timeout) as response:
+                length = response.headers.get("Content-Length", "")
+                if length.strip().isdigit() and int(length) > self.max_size:
+                    raise _FetchError(f"answer over {self.max_size} bytes (Content-Length {int(length)})")
                 chunks, size = [], 0
                 while True:
                     if time.monotonic() > deadline:
@@ -383,8 +386,12 @@ class JWKSClient:
         except urllib.error.HTTPError as exc:
             raise _FetchError(f"HTTP {exc.code}") from None
         except urllib.error.URLError as exc:
+            if isinstance(exc.reason, TimeoutError):
+                raise _FetchError(f"no answer within {self.timeout:g} s") from None
             raise _FetchError(str(exc.reason)) from None
-        except OSError as exc:  # timeouts, resets
+        except TimeoutError:  # a socket operation waited `timeout`
+            raise _FetchError(f"no answer within {self.timeout:g} s") from None
+        except OSError as exc:  # resets
             raise _FetchError(f"{type(exc).__name__}: {exc}") from None
 
     def _parse(self, body: bytes):

@@ -186,7 +186,13 @@ def _add_serving(p, default_port: int, max_size: str, max_size_help: str) -> Non
     p.add_argument("--forwarded-allow-ips", default=_env("forwarded_allow_ips", "127.0.0.1"), metavar="LIST",
                    help="comma-separated proxy addresses or CIDRs ('*': any, 'unix:': Unix socket "
                         "peers) whose Forwarded / X-Forwarded-For give the client address for the "
-                        "per-IP limits (env FASTWS_FORWARDED_ALLOW_IPS; default %(default)s)")
+                        "per-IP limits, and whose PROXY headers are believed with --proxy-protocol (env FASTWS_FORWARDED_ALLOW_IPS; default %(default)s)")
+    p.add_argument("--proxy-protocol", type=_flag, nargs="?", const=True, default=_env("proxy_protocol", "0"),
+                   metavar="BOOL",
+                   help="connections from --forwarded-allow-ips must begin with a PROXY protocol "
+                        "header (v1 or v2, as HAProxy send-proxy and AWS NLB send it), whose client "
+                        "address is then the connection's; other peers are closed "
+                        "(env FASTWS_PROXY_PROTOCOL=1; default off)")
     p.add_argument("--jwt-secret", default=_env("jwt_secret", ""), metavar="SECRET",
                    help="accept only upgrades that carry a JWT signed with this HS256 secret (32+ bytes); "
                         "401 with WWW-Authenticate otherwise (env FASTWS_JWT_SECRET; default: no check; "
@@ -412,6 +418,9 @@ def main(argv=None) -> int:
             return _error(refusal)
     try:
         ssl_ctx = _ssl_context(args.ssl_certfile, args.ssl_keyfile)
+        if ssl_ctx is not None and args.proxy_protocol:
+            raise ConfigError("--proxy-protocol with --ssl-certfile: terminate TLS at the proxy and "
+                              "serve plain ws:// behind it (docs/deployment/proxies.md)")
         app = import_app(args.app) if command == "run" else None
         # push: a ?topics= the token does not allow is an error message on the
         # open connection (the app's), not a 403 at the handshake
@@ -430,7 +439,8 @@ def main(argv=None) -> int:
                    rate_limit=args.rate_limit, rate_limit_bytes=args.rate_limit_bytes,
                    limit_connections_per_ip=args.limit_connections_per_ip,
                    limit_handshakes_per_ip=args.limit_handshakes_per_ip,
-                   forwarded_allow_ips=_list(args.forwarded_allow_ips) or [])
+                   forwarded_allow_ips=_list(args.forwarded_allow_ips) or [],
+                   proxy_protocol=args.proxy_protocol)
     if args.uds:
         options["unix_path"] = args.uds
     if ssl_ctx is not None:

@@ -34,7 +34,14 @@ from .exceptions import (
 from .http import Headers, ResponseReader
 from .options import Options
 from .proxy import Proxy, open_tunnel, parse_proxy, proxy_for
-from .syncclient import CLOSED_DURING_HANDSHAKE, TRANSIENT_CLOSE_CODES, Backoff, is_transient, lost_error
+from .syncclient import (
+    CLOSED_DURING_HANDSHAKE,
+    TRANSIENT_CLOSE_CODES,
+    Backoff,
+    is_transient,
+    lost_error,
+    retry_after,
+)
 from .transport import StreamConnection
 from .websocket import WEBSOCKET_SLOTS, WebSocketMixin
 
@@ -44,7 +51,8 @@ __all__ = ["connect", "ClientWebSocket", "PushSubscriber", "PushError"]
 class ClientWebSocket(WebSocketMixin, StreamConnection):
     """A client connection (the object ``connect()`` gives)."""
 
-    __slots__ = WEBSOCKET_SLOTS + ("_key", "_request", "_reader", "_offered", "_handshake", "_user_closed")
+    __slots__ = WEBSOCKET_SLOTS + ("_key", "_request", "_reader", "_offered", "_handshake", "_user_closed",
+                                   "_early")
 
     def __init__(self, opts: Options, request: bytes, key: str, subprotocols: list[str] | None,
                  handshake_future: asyncio.Future[None]) -> None:
@@ -56,6 +64,7 @@ class ClientWebSocket(WebSocketMixin, StreamConnection):
         self._reader: ResponseReader | None = ResponseReader(max_head=opts.max_head, max_headers=opts.max_headers)
         self._handshake = handshake_future
         self._user_closed = False  # close() was called while OPEN (the reconnect loop stops)
+        self._early: bytes | None = None  # bytes that came with the 101, until connect() returns
 
     async def close(self, code: int = CLOSE_NORMAL, reason: str = "") -> None:  # type: ignore[override]  # the handler API's close is async (as the server's)
         if self._state == OPEN:
@@ -90,7 +99,21 @@ class ClientWebSocket(WebSocketMixin, StreamConnection):
         if not self._handshake.done():
             self._handshake.set_result(None)
         if leftover:
-            self._feed(leftover)
+            # Frames that came with the 101 wait (and reading with them) until
+            # connect() has handed the connection over: a protocol error among
+            # them must not close it before the application has had the
+            # messages that came before the error (Autobahn 3.2, 4.1.3, ...).
+            self._early = leftover
+            self._hold_reading()
+
+    def _handed_over(self) -> None:
+        """connect() returns this connection: read what came with the 101."""
+        early = self._early
+        if early is not None:
+            self._early = None
+            if self._state == OPEN:
+                self._release_reading()
+                self._feed(early)
 
     def _handshake_failed(self, exc: BaseException) -> None:
         if not self._handshake.done():
@@ -227,12 +250,14 @@ class connect:
             return ws
 
         try:
-            return await asyncio.wait_for(open_(), self._open_timeout)
+            ws = await asyncio.wait_for(open_(), self._open_timeout)
         except asyncio.TimeoutError:
             if tunnelling:
                 raise TimeoutError(f"the proxy {proxy} did not open the tunnel within "
                                    f"open_timeout ({self._open_timeout} s)") from None
             raise
+        ws._handed_over()
+        return ws
 
     def __await__(self) -> Generator[Any, None, ClientWebSocket]:
         return self._connect().__await__()
@@ -250,7 +275,8 @@ class connect:
 
         A failed attempt that is transient (``fastws.syncclient.is_transient``:
         refused, reset, timed out, ended during the handshake, HTTP 5xx or
-        429) is retried after a backoff delay; anything else (another 4xx, a
+        429) is retried after a backoff delay (at least the ``Retry-After`` of
+        a 429 or 503, at most ``backoff_max``); anything else (another 4xx, a
         bad response, TLS verification) raises at once. When the body of the
         loop ends and the loop resumes, the connection is judged: still open,
         it is closed (1000) and replaced at once; closed by the client
@@ -273,7 +299,7 @@ class connect:
             except Exception as exc:
                 if not is_transient(exc):
                     raise
-                await self._sleep(backoff.next())
+                await self._sleep(backoff.next(retry_after(exc)))
                 continue
             backoff.reset()
             self._ws = ws

@@ -176,6 +176,9 @@ class Headers:
 
     def get(self, name: str, default: Any = None) -> Any:
         """The first value of ``name``, or ``default``."""
+        if self._raw is not None:  # a reader's field lines: decode only the value asked for
+            found = _raw_values(self._raw, name, True)
+            return found[0] if found else default
         key = name.lower()
         for i, n in enumerate(self._names()):
             if n == key:
@@ -184,6 +187,8 @@ class Headers:
 
     def get_all(self, name: str) -> list[str]:
         """Every value of ``name``, one per field line, in order."""
+        if self._raw is not None:
+            return _raw_values(self._raw, name, False)
         key = name.lower()
         names = self._names()
         items = self._load()
@@ -295,6 +300,25 @@ _FIELD_INDEX_RAW.update({
         "accept-language", "cache-control", "pragma", "cookie", "authorization",
     )
 })
+
+
+def _raw_values(raw: _RawItems, name: str, first: bool) -> list[str]:
+    """The values of ``name`` in raw (bytes, bytes) field lines, decoded as
+    ``Headers._load`` would, without decoding the other lines (what an
+    ``authenticate`` hook's ``request.headers.get("Authorization")`` costs).
+    Field names are tokens (the reader refused anything else), so
+    ``bytes.lower`` is the ASCII case-insensitive match."""
+    try:
+        key = name.lower().encode("latin-1")
+    except UnicodeEncodeError:
+        return []  # no token holds such a character
+    out = []
+    for n, v in raw:
+        if n == key or (len(n) == len(key) and n.lower() == key):
+            out.append(v.decode("latin-1").strip(OWS))
+            if first:
+                break
+    return out
 
 
 def _scan_raw(raw: _RawItems) -> _Fields:

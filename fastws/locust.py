@@ -1,6 +1,6 @@
 """The public path of the locust integration: ``from fastws.locust import
-WebSocketUser``. The code is fastws/integrations/locust.py; see
-docs/guide/locust.md."""
-from .integrations.locust import WebSocketUser, WSStats
+WebSocketUser`` (one connection per user) or ``PoolUser`` (many per user).
+The code is fastws/integrations/locust.py; see docs/guide/locust.md."""
+from .integrations.locust import PoolConnection, PoolUser, WebSocketUser, WSStats
 
-__all__ = ["WebSocketUser", "WSStats"]
+__all__ = ["WebSocketUser", "PoolUser", "PoolConnection", "WSStats"]

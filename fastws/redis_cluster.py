@@ -4,6 +4,7 @@ drives the cluster. See docs/deployment/redis-cluster.md.
 """
 from __future__ import annotations
 
+from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
 from .exceptions import ConfigError
@@ -13,6 +14,9 @@ __all__ = ["SLOTS", "CLUSTER_SCHEMES", "ClusterURL", "parse_cluster_url", "tag_o
 SLOTS = 16384
 CLUSTER_SCHEMES = ("redis+cluster", "rediss+cluster")
 
+Address = tuple[str, int]
+Shard = tuple[list[tuple[int, int]], "Address | None", list[Address]]
+
 
 class ClusterURL:
     """``redis+cluster://[user:password@]host:port[,host:port...][/?options]``:
@@ -20,7 +24,7 @@ class ClusterURL:
 
     __slots__ = ("seeds", "scheme", "userinfo", "query")
 
-    def __init__(self, seeds, scheme: str, userinfo: str, query: str):
+    def __init__(self, seeds: list[Address], scheme: str, userinfo: str, query: str) -> None:
         self.seeds = seeds          # [(host, port), ...]
         self.scheme = scheme        # redis or rediss (TLS)
         self.userinfo = userinfo    # "user:password@" or ""
@@ -41,7 +45,7 @@ def parse_cluster_url(url: str) -> ClusterURL:
     if path not in ("", "0"):
         raise ConfigError(f"a Redis Cluster has only database 0; {url!r} names database {path!r}")
     userinfo, at, hosts = netloc.rpartition("@")
-    seeds = []
+    seeds: list[Address] = []
     for part in hosts.split(","):
         try:
             parsed = urlsplit(f"//{part}")
@@ -74,7 +78,7 @@ def topic_slot(topic: str) -> int:
     return key_slot(b"{" + tag + b"}")
 
 
-def _field(entry, name: bytes):
+def _field(entry: Any, name: bytes) -> Any:
     if isinstance(entry, dict):
         return entry.get(name, entry.get(name.decode()))
     items = list(entry)
@@ -85,20 +89,21 @@ def _field(entry, name: bytes):
     return None
 
 
-def _text(value) -> str:
+def _text(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
-def read_shards(reply, tls: bool = False):
+def read_shards(reply: Any, tls: bool = False) -> list[Shard]:
     """``CLUSTER SHARDS`` (Redis 7.0+) as ``[(ranges, master, nodes), ...]``:
     ``ranges`` [(first, last), ...], ``master`` the (host, port) of the
     shard's healthy master or None (it failed and no replica is promoted
     yet), ``nodes`` every (host, port) of the shard."""
-    out = []
+    out: list[Shard] = []
     for shard in reply:
         flat = [int(x) for x in _field(shard, b"slots") or ()]
         ranges = list(zip(flat[::2], flat[1::2]))
-        master, nodes = None, []
+        master: Address | None = None
+        nodes: list[Address] = []
         for node in _field(shard, b"nodes") or ():
             host = _text(_field(node, b"endpoint") or b"")
             if host in ("", "?"):

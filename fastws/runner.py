@@ -30,7 +30,7 @@ _SERVER_KEYS = {
     "close_timeout", "ping_interval", "ping_timeout", "idle_timeout", "timer_tick", "max_head", "max_headers",
     "slow_consumer", "slow_consumer_limit", "broker",
     "authenticate", "rate_limit", "rate_limit_bytes", "limit_connections_per_ip", "limit_handshakes_per_ip",
-    "forwarded_allow_ips", "authorize", "on_token_expired", "token_refresh_grace",
+    "forwarded_allow_ips", "proxy_protocol", "authorize", "on_token_expired", "token_refresh_grace",
     "compression", "compression_threshold", "server_no_context_takeover", "client_no_context_takeover",
     "server_max_window_bits", "client_max_window_bits", "deflate_mem_level", "deflate_level",
 }

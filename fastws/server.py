@@ -44,6 +44,8 @@ from .http import FIELD_HOST, RequestReader, Response, upgrade_fields
 from .metrics import ServerCounters
 from .options import Options
 from .presence import PresenceList, make_presence
+from .proxyproto import ProxyHeaderError, ProxyHeaderReader
+from .proxyproto import parse as parse_proxy_header
 from .pubsub import Topics
 from .ratelimit import ClientLimits, TrustedProxies
 from .timers import get_driver
@@ -430,11 +432,18 @@ class _Guarded:
     def _handshake_data(self, data) -> None:
         if self._reader is _FIRST_READ:
             opts = self._opts
-            quick = self._server._upgrades.read(data, opts.max_head, opts.max_headers)
+            server = self._server
+            quick = server._upgrades.read(data, opts.max_head, opts.max_headers)
             if quick is not None:
                 self._reader = None
-                request, leftover, _key = quick
-                self._check_upgrade(request, leftover)
+                request, leftover, key = quick
+                if (server.origins is not None or server.subprotocols or opts.compression is not None
+                        or server.allowed_hosts is not None):
+                    self._check_upgrade(request, leftover)
+                    return
+                # As in ServerConnection: check_request would pass, with this answer.
+                self._admit(request, leftover, None,
+                            [("Sec-WebSocket-Accept", handshake.accept_key(key.decode("ascii")))], None)
                 return
             self._reader = RequestReader(max_head=opts.max_head, max_headers=opts.max_headers)
         super()._handshake_data(data)
@@ -527,6 +536,86 @@ class _Guarded:
         clock = self._server._token_clock
         if clock is not None:
             clock.forget(self)
+
+
+class _ProxyProtocol:
+    """The PROXY protocol (v1 and v2), mixed into the connection class of a
+    server with ``proxy_protocol=True``: a connection from a peer in
+    ``forwarded_allow_ips`` must begin with a PROXY header, whose source
+    address is then the connection's ``remote_address`` (the per-address
+    limits, the access log and every log line use it); a peer not in the
+    list is closed unread: its header would not be believed, and the port is
+    meant to be reached through the proxy (docs/deployment/proxies.md).
+    ``_proxy`` is None (nothing to read), False before the first read (most
+    hold the whole header: parsed in place), the ProxyHeaderReader while a
+    header cut by reads comes in, then the client's address, or True for the
+    socket's own (v2 LOCAL: the proxy's health check; UNKNOWN / AF_UNSPEC). A malformed,
+    overlong or truncated header closes the connection with no answer; a
+    header that never ends is cut off by handshake_timeout."""
+
+    __slots__ = ()
+
+    def connection_made(self, transport) -> None:
+        super().connection_made(transport)
+        if transport.is_closing():  # the server is closing (_register aborted it)
+            return
+        peer = transport.get_extra_info("peername")
+        host = peer[0] if isinstance(peer, tuple) and peer else (peer or "")
+        verdicts = self._proxy_verdicts  # on the peers seen (ipaddress is slow), at most 1024
+        trusted = verdicts.get(host)
+        if trusted is None:
+            trusted = self._proxy_trusted.trusts(host)
+            if len(verdicts) < 1024:
+                verdicts[host] = trusted
+        if not trusted:
+            self._proxy_refused("proxy_untrusted", "connection from %s, not in forwarded_allow_ips, "
+                                "closed unread (proxy_protocol is on)", host or "a Unix socket peer")
+            return
+        self._proxy = False
+
+    def _handshake_data(self, data) -> None:
+        proxy = self._proxy
+        if proxy is False or type(proxy) is ProxyHeaderReader:
+            try:
+                if proxy is False:  # the first read
+                    found = parse_proxy_header(data)
+                    if found is None:
+                        proxy = self._proxy = ProxyHeaderReader()
+                        proxy.feed(data)
+                        return
+                    header, consumed = found
+                    data = data[consumed:]
+                else:
+                    header = proxy.feed(data)
+                    if header is None:
+                        return
+                    data = proxy.leftover
+            except ProxyHeaderError as exc:
+                self._proxy = None
+                self._proxy_refused("proxy_protocol", "bad PROXY protocol header from %s: %s; closed",
+                                    self._peer(), exc.reason)
+                return
+            source = header.source
+            self._proxy = True if source is None else source
+            if not data:
+                return
+        elif proxy is None:
+            return
+        super()._handshake_data(data)
+
+    def _proxy_refused(self, reason: str, msg: str, *args) -> None:
+        server = self._server
+        server.handshakes_refused += 1
+        server.counters.refused(reason)
+        server.counters.log.log(logger, logging.WARNING, reason, msg, *args)
+        self._disarm()
+        self._close_transport()
+
+    def _peername(self):
+        proxy = self._proxy
+        if type(proxy) is tuple or type(proxy) is str:
+            return proxy
+        return super()._peername()
 
 
 class _RateLimited:
@@ -662,24 +751,33 @@ def _due(user, now: float):
     return now + (exp - time.time())
 
 
-def _guarded_class(base, admission: bool, rate: bool):
+def _guarded_class(base, admission: bool, rate: bool, proxy=None):
     """``base`` (ServerConnection or ServerWebSocket), or a subclass of it
     with what the server's access control needs: ``_ip`` (the address its
-    per-address limits counted) and ``_limiter`` (the rate limits' state:
-    48 bytes in the extension, no GC header)."""
-    if not admission and not rate:
+    per-address limits counted), ``_limiter`` (the rate limits' state:
+    48 bytes in the extension, no GC header) and ``_proxy`` (the PROXY
+    protocol's reader, then the client's address; ``proxy``: the server's
+    TrustedProxies, kept on the class with its verdicts)."""
+    if not admission and not rate and proxy is None:
         return base
-    slots = (("_ip",) if admission else ()) + (("_limiter",) if rate else ())
-    bases = ((_Guarded,) if admission else ()) + ((_RateLimited,) if rate else ()) + (base,)
+    slots = ((("_proxy",) if proxy is not None else ()) + (("_ip",) if admission else ())
+             + (("_limiter",) if rate else ()))
+    bases = (((_ProxyProtocol,) if proxy is not None else ()) + ((_Guarded,) if admission else ())
+             + ((_RateLimited,) if rate else ()) + (base,))
 
     def __init__(self, server):
         base.__init__(self, server)
+        if proxy is not None:
+            self._proxy = None
         if admission:
             self._ip = None
         if rate:
             self._limiter = Limiter(self._opts._rate)
 
     ns = {"__slots__": slots, "__init__": __init__, "__module__": __name__, "__doc__": base.__doc__}
+    if proxy is not None:
+        ns["_proxy_trusted"] = proxy
+        ns["_proxy_verdicts"] = {}
     return type(base.__name__, bases, ns)
 
 
@@ -698,8 +796,8 @@ class Server:
     def __init__(self, app: App, *, origins=None, subprotocols=None, process_request=None,
                  http_handler=None, broker=None, allowed_hosts=None, authenticate=None,
                  limit_connections_per_ip=None, limit_handshakes_per_ip=None,
-                 forwarded_allow_ips=("127.0.0.1",), authorize=None, on_token_expired=None,
-                 token_refresh_grace=30.0, **options: Any) -> None:
+                 forwarded_allow_ips=("127.0.0.1",), proxy_protocol=False, authorize=None,
+                 on_token_expired=None, token_refresh_grace=30.0, **options: Any) -> None:
         self.options = Options(**options)
         # None: any Host (the handshake's fast path stays as it is); else a
         # HostAllowlist, checked on every request, upgrade or plain HTTP (400).
@@ -757,15 +855,24 @@ class Server:
         self.token_refresh_grace = None if token_refresh_grace is None else float(token_refresh_grace)
         self._token_clock = None  # created at the first token with an exp
         self._redact = getattr(authenticate, "redact_target", None)  # the access log's ?token=
-        client_limits = ClientLimits(limit_connections_per_ip, limit_handshakes_per_ip,
-                                     TrustedProxies(forwarded_allow_ips))
+        # The proxies whose Forwarded / X-Forwarded-For and PROXY protocol
+        # headers are believed (fastws/ratelimit.py, fastws/proxyproto.py).
+        # No attribute of the Server for it: at 30 instance attributes
+        # CPython 3.11 stops keeping them inline, and every server.x the
+        # handshake reads gets slower (LOAD_ATTR_WITH_HINT); the connection
+        # class holds what the PROXY protocol needs (_guarded_class).
+        proxies = TrustedProxies(forwarded_allow_ips)
+        if not isinstance(proxy_protocol, bool):
+            raise ConfigError(f"proxy_protocol must be True or False, got {proxy_protocol!r}")
+        client_limits = ClientLimits(limit_connections_per_ip, limit_handshakes_per_ip, proxies)
         self._client_limits = client_limits if client_limits.active else None
         opts = self.options
         rate = opts.rate_limit is not None or opts.rate_limit_bytes is not None
         if rate:
             opts._rate = RateLimits(opts.rate_limit, opts.rate_limit_bytes)
         self._connection_class = _guarded_class(
-            self._connection_class, authenticate is not None or self._client_limits is not None, rate)
+            self._connection_class, authenticate is not None or self._client_limits is not None, rate,
+            proxies if proxy_protocol else None)
         self.app = app
         self.origins = origins
         token_like = getattr(authenticate, "is_token_subprotocol", None)
@@ -927,6 +1034,12 @@ class Server:
                     reuse_port: bool = False, backlog: int = 2048, ssl: Any = None,
                     unix_path: str | None = None) -> Server:
         loop = asyncio.get_running_loop()
+        if ssl is not None and issubclass(self._connection_class, _ProxyProtocol):
+            # The proxy writes its header before the client's TLS bytes, in
+            # clear; the loop's TLS would take it for a ClientHello.
+            raise ConfigError("proxy_protocol with ssl: terminate TLS at the proxy (HAProxy 'bind ... ssl', "
+                              "an NLB TLS listener) and serve plain ws:// behind it "
+                              "(docs/deployment/proxies.md)")
         if self.broker is not None:
             await self.broker.start()
         self._presence.start(loop)

@@ -13,6 +13,7 @@ See docs/guide/client.md#fastwssyncclient-the-blocking-client.
 """
 from __future__ import annotations
 
+import email.utils
 import functools
 import ipaddress
 import os
@@ -46,7 +47,7 @@ from .protocol import Connection
 from .proxy import open_tunnel_sync, parse_proxy, proxy_for
 from .timers import ManualDriver
 
-__all__ = ["SyncWebSocket", "connect", "connect_forever", "Backoff", "is_transient",
+__all__ = ["SyncWebSocket", "connect", "connect_forever", "Backoff", "is_transient", "retry_after",
            "TRANSIENT_CLOSE_CODES", "IP_BIND_ADDRESS_NO_PORT"]
 
 
@@ -160,7 +161,7 @@ class SyncWebSocket(Connection):
               headers: Mapping[str, str] | Iterable[tuple[str, str]] = (), origin: str | None = None,
               timeout: float = 10.0, source_address: str | tuple[str, int] | None = None,
               ssl: ssl_module.SSLContext | Literal[True] | None = None, max_size: int | None = 1048576,
-              user_agent: str | None = "fastws-sync", compression: str | None = None,
+              user_agent: str | None = "fastws-sync", compression: str | None = "deflate",
               proxy: str | Literal[True] | None = True, **deflate_options: Any) -> SyncWebSocket:
         """Connect, run the opening handshake, return the open connection.
 
@@ -168,9 +169,10 @@ class SyncWebSocket(Connection):
         connect time with IP_BIND_ADDRESS_NO_PORT), or an (ip, port) pair.
         ``headers``: extra request headers, a dict or (name, value) pairs.
         ``timeout`` bounds the TCP connect and the handshake together.
-        ``compression="deflate"`` offers permessage-deflate (off by default
-        here), with the offer of ``fastws.connect``; ``deflate_options`` are
-        its permessage-deflate options (``client_max_window_bits``, ...).
+        ``compression``: ``"deflate"`` (the default, as ``fastws.connect``
+        and browsers) offers permessage-deflate with ``fastws.connect``'s
+        offer, None offers nothing; ``deflate_options`` are its
+        permessage-deflate options (``client_max_window_bits``, ...).
         ``proxy``: True (from the environment: ``HTTPS_PROXY``, ``ALL_PROXY``,
         ``NO_PROXY``, ...), a proxy URL (``http://user:pass@host:port``,
         ``socks5://...``), or None (connect directly); see fastws.proxy.
@@ -179,7 +181,7 @@ class SyncWebSocket(Connection):
         if isinstance(headers, Mapping):
             headers = list(headers.items())
         dopts = None
-        if compression is not None or deflate_options:
+        if compression is not None or deflate_options:  # checked even with compression=None
             unknown = set(deflate_options) - _DEFLATE_OPTIONS
             if unknown:
                 raise TypeError(f"unexpected options: {', '.join(sorted(unknown))}")
@@ -684,6 +686,29 @@ def is_transient(exc: BaseException) -> bool:
     return isinstance(exc, OSError)  # refused, reset, unreachable
 
 
+def retry_after(exc: BaseException, now: Callable[[], float] = time.time) -> float | None:
+    """The seconds a refusal asks to wait: the ``Retry-After`` header of an
+    HTTP 429 or 503 answer to the upgrade (RFC 9110 10.2.3: delay-seconds
+    or an HTTP-date), else None (no such header, another status, a value
+    that is neither)."""
+    if not isinstance(exc, InvalidStatus) or exc.status not in (429, 503):
+        return None
+    for name, value in exc.headers:
+        if name.lower() != "retry-after":
+            continue
+        value = value.strip()
+        if value.isdigit():
+            return float(value)
+        try:
+            when = email.utils.parsedate_to_datetime(value)
+        except (TypeError, ValueError, IndexError, OverflowError):
+            return None
+        if when.tzinfo is None:  # no zone (or -0000): not an HTTP-date, which says GMT
+            return None
+        return max(0.0, when.timestamp() - now())
+    return None
+
+
 class Backoff:
     """Exponential backoff with jitter: the n-th delay (from 0) is
     ``min(maximum, initial * factor**n)`` times a random factor in
@@ -705,14 +730,20 @@ class Backoff:
         self.attempt = 0
         self._random = random
 
-    def next(self) -> float:
-        """The next delay, in seconds."""
+    def next(self, at_least: float | None = None) -> float:
+        """The next delay, in seconds. ``at_least`` (a server's Retry-After)
+        raises it to that many seconds plus a random part of up to
+        ``jitter`` of it (so that the clients a server refused together do
+        not come back together), still at most ``maximum``."""
         base = self.initial * self.factor ** self.attempt
         if base >= self.maximum:
             base = self.maximum
         else:
             self.attempt += 1
-        return float(base * (1.0 - self.jitter * self._random()))
+        delay = float(base * (1.0 - self.jitter * self._random()))
+        if at_least is not None and at_least > delay:
+            delay = min(self.maximum, at_least * (1.0 + self.jitter * self._random()))
+        return delay
 
     def reset(self) -> None:
         self.attempt = 0
@@ -741,7 +772,8 @@ def connect_forever(url: str, *, backoff_initial: float = 0.5, backoff_max: floa
     (``connect(url, **kwargs)``) each time the previous one is lost.
 
     Connection attempts that fail transiently (``is_transient``) are retried
-    after ``Backoff`` delays (``sleep`` waits them); anything else raises at
+    after ``Backoff`` delays (``sleep`` waits them; at least the
+    ``Retry-After`` of a 429 or 503, at most ``backoff_max``); anything else raises at
     once. When the loop resumes: a connection still open is closed (1000)
     and replaced at once; one the caller closed, or the server closed with
     1000, ends the loop; one closed with a code of TRANSIENT_CLOSE_CODES is
@@ -756,7 +788,7 @@ def connect_forever(url: str, *, backoff_initial: float = 0.5, backoff_max: floa
         except Exception as exc:
             if not is_transient(exc):
                 raise
-            sleep(backoff.next())
+            sleep(backoff.next(retry_after(exc)))
             continue
         backoff.reset()
         replace = False

@@ -219,7 +219,10 @@ class StreamConnection(Connection, asyncio.Protocol):
         if transport.is_closing():  # aborted meanwhile (max_write_buffer)
             return
         if transport.can_write_eof():
-            transport.write_eof()
+            try:
+                transport.write_eof()
+            except OSError:  # stock asyncio shuts the socket down at once: the peer reset it already
+                transport.abort()  # nothing more can be written; connection_lost follows
         else:  # TLS: no half-close; flush and close
             transport.close()
 

@@ -78,6 +78,8 @@ cdef class Limiter:
         self.msg_tat = 0.0
         self.byte_tat = 0.0
 
+    @cython.binding(False)
+    @cython.always_allow_keywords(False)
     def deliver(self, data):
         """The parser's on_message: count ``data``, then hand it to ``target``
         (after a refusal: drop it, the connection is closing)."""

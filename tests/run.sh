@@ -12,15 +12,20 @@
 #      test_broker_cluster.py; the tests start their own servers on free
 #      loopback ports); in CI a missing redis-server fails those tests instead
 #      of skipping them.
-#      Debian's haproxy for tests/server/test_load_balancing.py, the same way
-#      (it runs the HAProxy configuration docs/deployment/load-balancing.md publishes).
 #      Debian's tinyproxy for tests/interop/test_proxy.py, the same way
 #      (pproxy, its SOCKS proxy, comes from pip: the test extra).
+#      Debian's haproxy for tests/server/test_haproxy.py and
+#      test_load_balancing.py (apt-get when missing; the tests start their own
+#      on free loopback ports, by PID; test_load_balancing.py runs the HAProxy
+#      configuration docs/deployment/load-balancing.md publishes); in CI a
+#      missing haproxy fails them.
 #   1. pip install -e ".[test]" with FASTWS_REQUIRE_EXTENSION=1 (a failed
 #      compile is an error, never a silent fallback to the twins)
 #   2. tests/protocol, tests/server, tests/apps (and three interop files) again
 #      on the pure-Python twins
-#   3. Autobahn|Testsuite groups 1-10 against `fastws echo`, both API levels
+#   3. Autobahn|Testsuite groups 1-10 against `fastws echo`, both API levels, and
+#      in client mode (wstest's fuzzingserver) against both clients, on the
+#      extension and on the twins (tests/interop/test_autobahn_client.py)
 #   4. the docs site (mkdocs build --strict)
 #   5. mypy --strict over the public modules (what `import fastws` gives,
 #      fastws.syncclient, the uvicorn and locust entry points; py.typed ships)
@@ -69,16 +74,16 @@ else
     echo "      is skipped (and fails in CI, where CI=true)"
 fi
 
-echo "== haproxy for the load-balancing test (Debian's haproxy)"
+echo "== haproxy for the PROXY protocol and load-balancing tests (Debian's haproxy)"
 if command -v haproxy >/dev/null || [ -x /usr/sbin/haproxy ]; then
-    echo "haproxy is installed"
+    echo "$(command -v haproxy || echo /usr/sbin/haproxy) is installed"
 elif [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
     apt-get update
     DEBIAN_FRONTEND=noninteractive apt-get install -y haproxy
 else
     echo "note: haproxy is missing and this is not root (or not Debian):"
-    echo "      run 'sudo apt-get install -y haproxy' first, or tests/server/test_load_balancing.py"
-    echo "      is skipped (and fails in CI, where CI=true)"
+    echo "      run 'sudo apt-get install -y haproxy' first, or tests/server/test_haproxy.py"
+    echo "      and test_load_balancing.py are skipped (and fail in CI, where CI=true)"
 fi
 
 echo "== install (editable, extension required)"
@@ -90,7 +95,7 @@ echo "== the protocol, server and app tests again on the pure-Python twins"
 FASTWS_PURE_PYTHON=1 "$PY" -m pytest -q -p no:cacheprovider tests/protocol tests/server tests/apps tests/interop/test_peers.py tests/interop/test_uvicorn.py \
     tests/interop/test_proxy.py
 
-echo "== Autobahn|Testsuite 1-10 and a part of 12-13, deflate on (pytest -m autobahn)"
+echo "== Autobahn|Testsuite 1-10 and a part of 12-13, deflate on, server and client mode (pytest -m autobahn)"
 FASTWS_REQUIRE_EXTENSION=1 "$PY" -m pytest -q -p no:cacheprovider -m autobahn -s
 
 echo "== the docs site builds with no warning (mkdocs --strict)"

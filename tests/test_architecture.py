@@ -26,7 +26,8 @@ LAYERS = [
     ["constants", "version"],
     ["exceptions"],
     ["_py", "_py.*"],                                   # the pure-Python twins (fastws_ext beside them)
-    ["codec", "options", "http", "ratelimit"],          # the chooser; settings; HTTP/1.1; rate parsing, per-IP limits
+    ["codec", "options", "http", "ratelimit", "proxyproto"],  # the chooser; settings; HTTP/1.1;
+                                                        # rate parsing, per-IP limits; the PROXY protocol
     ["handshake", "deflate", "timers", "listener", "auth", "proxy"],  # RFC 6455 4, RFC 7692, the wheel's driver, JWT, proxy tunnels
     ["protocol"],                                       # the sans-I/O connection core
     ["transport", "websocket", "pubsub"],               # the asyncio adapter, the handler API, fan-out

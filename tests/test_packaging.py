@@ -112,6 +112,40 @@ def test_requires_python_matches_setup_and_classifiers():
     assert not [c for c in classifiers if c.startswith("License ::")]
 
 
+def test_license_file_ships():
+    """LICENSE (MIT, "fastws contributors") is declared (PEP 639 license-files:
+    the wheel's .dist-info/licenses/, checked by the slow test) and is in the
+    sdist, built here without compiling (FASTWS_PURE_PYTHON=1: no cythonize)."""
+    text = open(os.path.join(ROOT, "LICENSE"), encoding="utf-8").read()
+    assert text.startswith("MIT License") and "fastws contributors" in text
+    assert "Permission is hereby granted, free of charge" in text
+    assert _pyproject()["project"]["license-files"] == ["LICENSE"]
+    manifest = open(os.path.join(ROOT, "MANIFEST.in"), encoding="utf-8").read()
+    assert re.search(r"^include .*\bLICENSE\b", manifest, re.M)
+
+
+@pytest.mark.timeout(120)
+def test_sdist_has_the_license(tmp_path):
+    import setuptools
+    import tarfile
+
+    if importlib.util.find_spec("build") is None:
+        pytest.fail("python -m build is missing: pip install -e '.[test]'")
+    if int(setuptools.__version__.split(".")[0]) < 77:  # pyproject's build requirement
+        pytest.skip(f"setuptools {setuptools.__version__} here; the sdist needs >= 77 (PEP 639)")
+    out = subprocess.run([sys.executable, "-m", "build", "--sdist", "--no-isolation", "--outdir", str(tmp_path), ROOT],
+                         capture_output=True, text=True, timeout=110, cwd=tmp_path,
+                         env={**os.environ, "FASTWS_PURE_PYTHON": "1"})
+    assert out.returncode == 0, (out.stdout + out.stderr)[-3000:]
+    (sdist,) = tmp_path.glob("fastws-*.tar.gz")
+    with tarfile.open(sdist) as tar:
+        names = {n.split("/", 1)[1] for n in tar.getnames() if "/" in n}
+        pkg_info = tar.extractfile(next(m for m in tar.getmembers() if m.name.count("/") == 1
+                                        and m.name.endswith("/PKG-INFO"))).read().decode()
+    assert "LICENSE" in names
+    assert "License-Expression: MIT" in pkg_info and "License-File: LICENSE" in pkg_info
+
+
 def test_setup_refuses_old_python_with_a_clear_message():
     check = _setup_module()["check_python"]
     with pytest.raises(SystemExit) as info:

@@ -1,7 +1,7 @@
 """User-space instructions per accepted WebSocket connection, counted by valgrind (callgrind).
 
     python bench/e2e/handshake_instructions.py [--n 2000] [--servers listener,handler,handshake-floor]
-                                               [--out bench/results/latest.md]
+                                               [--out bench/results/latest.md] [--keep DIR]
 
 The connections bench (bench/load/connections.py) measures the server's CPU time
 per handshake, which moves by 1.5x between runs on this shared machine.
@@ -17,10 +17,23 @@ epoll) is not counted; it is the same system calls for every server.
 
 Servers: ``listener`` and ``handler`` are ``python -m fastws echo`` with that
 API (the CLI's defaults otherwise: keepalive 20 s, /metrics and /healthz on,
-so the server's process_request runs); ``handshake-floor`` is
+so the server's process_request runs); ``listener+proxy-v1`` (``-v2``) the
+same with ``--proxy-protocol``, each connection beginning with a PROXY
+header (in the request's write); ``handshake-floor`` is
 bench/load/conn_peers.py's bare uvloop protocol (read to CRLF CRLF, real
 Sec-WebSocket-Accept, canned 101, no checks): what uvloop and one Python
 callback cost. Prints the ratio of each to the floor.
+
+Access control (issue #15; every server gets the same request, with an
+``Authorization: Bearer <JWT>`` header): ``listener-hook`` / ``handler-hook``
+add a plain ``authenticate`` function that compares the header
+(bench/e2e/hook_echo.py), ``-async-hook`` the same as an ``async def``,
+``-jwt`` is ``fastws echo --jwt-secret`` (``fastws.auth.JWTAuth``, HS256, a
+token with ``exp``). The table's last column compares each variant with its
+API level without a hook, in the same run:
+
+    python bench/e2e/handshake_instructions.py --servers \
+        listener,listener-hook,listener-async-hook,listener-jwt,handler,handler-jwt,handshake-floor
 """
 from __future__ import annotations
 
@@ -43,20 +56,54 @@ LOAD = BENCH / "load"
 FLOOR = "handshake-floor"
 
 
-def _server_cmd(name: str, port: int) -> list[str]:
+# Every server of a run gets the same upgrade request: with this bearer token
+# (a JWT, HS256, valid for a day) in an Authorization header.
+JWT_SECRET = "bench-handshake-secret-0123456789abcdef"
+VARIANTS = ("", "-async-hook", "-hook", "-jwt", "+proxy-v1", "+proxy-v2")  # longest suffix first
+
+
+def bearer_token() -> str:
+    import jwt  # PyJWT: pip install 'fastws[auth]'
+
+    now = int(time.time())
+    return jwt.encode({"sub": "bench", "iat": now, "exp": now + 86400}, JWT_SECRET, algorithm="HS256")
+
+
+def _server_cmd(name: str, port: int, token: str) -> list[str]:
     if name == FLOOR:
         return [sys.executable, str(LOAD / "conn_peers.py"), FLOOR, "--port", str(port)]
-    return [sys.executable, "-m", "fastws", "echo", "--port", str(port), "--api", name,
-            "--log-level", "warning"]
+    api, variant = name, ""
+    for suffix in VARIANTS[1:]:
+        if name.endswith(suffix):
+            api, variant = name[: -len(suffix)], suffix
+            break
+    echo = ["--port", str(port), "--api", api, "--log-level", "warning"]
+    if variant in ("-hook", "-async-hook"):
+        kind = "sync" if variant == "-hook" else "async"
+        return [sys.executable, str(Path(__file__).with_name("hook_echo.py")), kind, token, *echo]
+    if variant == "-jwt":
+        echo += ["--jwt-secret", JWT_SECRET]
+    if variant.startswith("+proxy-"):  # the client begins each connection with a PROXY header
+        echo += ["--proxy-protocol", "--forwarded-allow-ips", "127.0.0.2"]
+    return [sys.executable, "-m", "fastws", "echo", *echo]
 
 
-def measure(name: str, n: int) -> tuple[float, int]:
-    """(instructions per accepted connection, connections opened) for server NAME."""
+def _client_extra(name: str) -> list[str]:
+    """``listener+proxy-v1``: the client begins each connection with a PROXY v1 header."""
+    _, _, proxy = name.partition("+proxy-")
+    return ["--proxy", proxy] if proxy else []
+
+
+def measure(name: str, n: int, token: str, keep: str | None = None) -> tuple[float, int]:
+    """(instructions per accepted connection, connections opened) for server NAME.
+
+    With KEEP, the opening's callgrind dump is copied to KEEP/NAME.cg.out (for
+    callgrind_annotate, see docs/design/handshake.md#where-the-instructions-go)."""
     port = free_port()
     tmp = tempfile.mkdtemp(prefix="fastws-hs-cg-")
     env = child_env()
     server = spawn(
-        ["valgrind", "--tool=callgrind", f"--callgrind-out-file={tmp}/cg.out", *_server_cmd(name, port)],
+        ["valgrind", "--tool=callgrind", f"--callgrind-out-file={tmp}/cg.out", *_server_cmd(name, port, token)],
         cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     client = None
     try:
@@ -65,7 +112,8 @@ def measure(name: str, n: int) -> tuple[float, int]:
             raise RuntimeError(f"{name} did not start under valgrind")
         client = spawn(
             [sys.executable, str(LOAD / "conn_client.py"), "--port", str(port), "--count", str(n),
-             "--src", "127.0.0.2", "--concurrency", "20"],
+             "--src", "127.0.0.2", "--concurrency", "20", "--header", f"Authorization: Bearer {token}",
+             *_client_extra(name)],
             cwd=REPO, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
 
         def event(want: str) -> dict:
@@ -94,6 +142,10 @@ def measure(name: str, n: int) -> tuple[float, int]:
         stop(server, timeout=30)
     dumps = sorted(glob.glob(f"{tmp}/cg.out.*"), key=lambda p: int(p.rsplit(".", 1)[1]))
     try:
+        if keep:
+            Path(keep).mkdir(parents=True, exist_ok=True)
+            shutil.copy(dumps[1], Path(keep) / f"{name}.cg.out")
+            (Path(keep) / f"{name}.opened").write_text(f"{opened}\n")
         return callgrind_total(dumps[1]) / max(opened, 1), opened
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -103,27 +155,35 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--n", type=int, default=2000, help="connections opened per server (default 2,000)")
     ap.add_argument("--servers", default=f"listener,handler,{FLOOR}")
+    ap.add_argument("--keep", metavar="DIR", help="keep each server's callgrind dump of the opening in DIR "
+                                                  "(for bench/e2e/handshake_split.py)")
     ap.add_argument("--out", help="append the table (with date, command and machine) to this markdown file")
     args = ap.parse_args()
     if shutil.which("valgrind") is None:
         sys.exit("valgrind is not installed (apt-get install -y valgrind)")
     names = [s.strip() for s in args.servers.split(",") if s.strip()]
     date = stamp()
-    lines = head(__file__, date, f"- {args.n:,} connections per server, 20 handshakes in flight, one client process")
+    token = bearer_token()
+    lines = head(__file__, date, f"- {args.n:,} connections per server, 20 handshakes in flight, one client process, "
+                                 f"each upgrade with `Authorization: Bearer <a {len(token)}-character HS256 JWT>`")
     print("\n".join(lines), flush=True)
     results = {}
     for name in names:
-        results[name] = measure(name, args.n)
+        results[name] = measure(name, args.n, token, args.keep)
         print(f"  {name}: {results[name][0]:,.0f} instructions per connection ({results[name][1]:,} opened)",
               file=sys.stderr, flush=True)
     floor = results.get(FLOOR, (None,))[0]
-    rows = ["| server | opened | instructions per accepted connection | vs the floor | above the floor |",
-            "|---|---:|---:|---:|---:|"]
+    rows = ["| server | opened | instructions per accepted connection | vs the floor | above the floor "
+            "| vs no hook |",
+            "|---|---:|---:|---:|---:|---:|"]
     for name, (ir, opened) in results.items():
         label = f"fastws ({name})" if name != FLOOR else FLOOR
         ratio = f"{ir / floor:.2f}x" if floor and name != FLOOR else "-"
         above = f"{ir - floor:,.0f}" if floor and name != FLOOR else "-"
-        rows.append(f"| {label} | {opened:,} | {ir:,.0f} | {ratio} | {above} |")
+        suffix = next((s for s in VARIANTS[1:] if name.endswith(s)), None)
+        plain = results.get(name[: -len(suffix)], (None,))[0] if suffix else None
+        versus = f"+{ir - plain:,.0f} ({(ir / plain - 1) * 100:+.1f}%)" if plain else "-"
+        rows.append(f"| {label} | {opened:,} | {ir:,.0f} | {ratio} | {above} | {versus} |")
     text = "\n".join(rows)
     print()
     print(text)

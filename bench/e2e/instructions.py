@@ -2,6 +2,10 @@
 
     python bench/e2e/instructions.py [--servers picows,fastws-listener,...] [--sizes 32,1024] [--n 3000]
 
+    # the rate limiter's cost: limits off, messages/s on, messages/s and bytes/s on
+    python bench/e2e/instructions.py --servers picows,fastws-listener,fastws-listener-rate,\
+        fastws-listener-limits,fastws-handler,fastws-handler-rate,fastws-handler-limits
+
 Wall-clock and CPU-time benches on this shared 2-core machine move by up to
 1.6x between two runs of the same server. Instruction counts do not: each
 server from bench/harness/servers.py runs under callgrind, one `websockets` sync
@@ -12,7 +16,8 @@ user-space instructions per message (receive, parse, handler, build, write;
 the kernel's side of read/write/epoll is not counted, and is the same system
 calls for every server: `strace -c` shows 3 per round trip for each).
 
-Prints a table with the ratio to picows; `--out FILE` appends it (with date,
+Prints a table with the ratio to picows (and, for the -rate and -limits
+variants, the change against the same API level with limits off); `--out FILE` appends it (with date,
 command and machine) to a markdown file such as bench/results/latest.md (which sends
 it to bench/results/history.md, see bench/README.md).
 """
@@ -92,11 +97,17 @@ def main() -> None:
             print(f"{size:>6} B {name:16} {'-' if ir is None else f'{ir:,.0f}':>10} instructions/msg "
                   f"({time.time() - t0:.0f} s)", flush=True)
     base = {size: ir for size, name, ir in rows if name == "picows" and ir}
-    rows = [(size, name, ir, ir / base[size] if ir and size in base else None) for size, name, ir in rows]
-    table = ["| size | server | user-space instructions/msg | vs picows |", "|---|---|---:|---:|"]
-    for size, name, ir, ratio in rows:
+    # fastws-listener-rate, -limits (bench/harness/servers.py): also against
+    # the same API level with limits off, measured in this run.
+    same = {(size, name): ir for size, name, ir in rows}
+    table = ["| size | server | user-space instructions/msg | vs picows | vs limits off |",
+             "|---|---|---:|---:|---:|"]
+    for size, name, ir in rows:
+        ratio = ir / base[size] if ir and size in base else None
+        off = same.get((size, name.rsplit("-", 1)[0])) if name.endswith(("-rate", "-limits")) else None
+        delta = f"{(ir / off - 1) * 100:+.1f}%" if ir and off else ""
         table.append(f"| {size} B | {name} | {'n/a' if ir is None else f'{ir:,.0f}'} | "
-                     f"{'' if ratio is None else f'{ratio:.2f}x'} |")
+                     f"{'' if ratio is None else f'{ratio:.2f}x'} | {delta} |")
     print("\n".join(table))
     if args.out:
         date = stamp()

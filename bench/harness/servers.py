@@ -10,7 +10,10 @@ Exit status 3 means "this server cannot run here" (an import failed); the
 reason is the last line on stderr. bench/echo.py turns that into a note.
 
 NAMEs: picows, picows-afn, websockets, aiohttp, fastws-listener,
-fastws-handler, bare-uvloop.
+fastws-handler, bare-uvloop; fastws-listener-rate / fastws-handler-rate
+(rate_limit on) and fastws-listener-limits / fastws-handler-limits
+(rate_limit and rate_limit_bytes on), both far above any bench's traffic, so
+that every message is counted and none refused: the cost of the limiter.
 """
 from __future__ import annotations
 
@@ -148,7 +151,12 @@ async def run_aiohttp(host: str, port: int, max_size: int) -> None:
 
 
 # --------------------------------------------------------------- fastws ----
-async def run_fastws(host: str, port: int, max_size: int, api: str) -> None:
+# Far above any bench's traffic: every message is counted, none refused.
+RATE_LIMITS = {"": {}, "rate": {"rate_limit": (10**9, 2 * 10**9)},
+               "limits": {"rate_limit": (10**9, 2 * 10**9), "rate_limit_bytes": (2**50, 2**51)}}
+
+
+async def run_fastws(host: str, port: int, max_size: int, api: str, limits: str = "") -> None:
     try:
         import fastws
 
@@ -169,7 +177,7 @@ async def run_fastws(host: str, port: int, max_size: int, api: str) -> None:
                 await ws.send(msg)
 
     try:
-        server = await serve(target, host, port, max_size=max_size, backlog=BACKLOG)
+        server = await serve(target, host, port, max_size=max_size, backlog=BACKLOG, **RATE_LIMITS[limits])
     except TypeError as exc:  # no backlog keyword (yet)
         if "backlog" not in str(exc):
             raise
@@ -204,6 +212,10 @@ SERVERS = {
     "aiohttp": run_aiohttp,
     "fastws-listener": lambda h, p, m: run_fastws(h, p, m, "listener"),
     "fastws-handler": lambda h, p, m: run_fastws(h, p, m, "handler"),
+    "fastws-listener-rate": lambda h, p, m: run_fastws(h, p, m, "listener", "rate"),
+    "fastws-handler-rate": lambda h, p, m: run_fastws(h, p, m, "handler", "rate"),
+    "fastws-listener-limits": lambda h, p, m: run_fastws(h, p, m, "listener", "limits"),
+    "fastws-handler-limits": lambda h, p, m: run_fastws(h, p, m, "handler", "limits"),
     "bare-uvloop": run_bare,
 }
 RAW = {"bare-uvloop"}  # servers that speak raw TCP, not WebSocket

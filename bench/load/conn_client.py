@@ -82,6 +82,22 @@ def _masked(opcode: int, payload: bytes) -> bytes:
     return bytes((0x80 | opcode, 0x80 | n)) + key + payload
 
 
+PROXY = None  # --proxy: "v1" or "v2"
+
+
+def _proxy_header(src, dst) -> bytes:
+    """The PROXY protocol header of a TCP4 connection from src to dst."""
+    if PROXY == "v1":
+        return b"PROXY TCP4 %s %s %d %d\r\n" % (src[0].encode(), dst[0].encode(), src[1], dst[1])
+    block = socket.inet_aton(src[0]) + socket.inet_aton(dst[0]) + src[1].to_bytes(2, "big") + dst[1].to_bytes(2, "big")
+    return b"\r\n\r\n\x00\r\nQUIT\n\x21\x11" + len(block).to_bytes(2, "big") + block
+
+
+# --header lines, sent in every upgrade request (e.g. an Authorization for
+# bench/e2e/handshake_instructions.py's servers with an authenticate hook).
+EXTRA_HEADERS = b""
+
+
 class Conn(asyncio.Protocol):
     __slots__ = ("transport", "buf", "accept", "waiter", "started", "is_open")
 
@@ -98,9 +114,14 @@ class Conn(asyncio.Protocol):
         key = base64.b64encode(os.urandom(16))
         self.accept = base64.b64encode(hashlib.sha1(key + _GUID).digest())
         host, port = transport.get_extra_info("peername")[:2]
+        # With --proxy the header and the request go in one write (so in one
+        # read of the server's, as when a proxy's header and the client's
+        # first bytes meet in its buffer): the cost of the header alone.
+        prefix = b"" if PROXY is None else _proxy_header(transport.get_extra_info("sockname")[:2], (host, port))
         transport.write(
-            b"GET / HTTP/1.1\r\nHost: %s:%d\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-            b"Sec-WebSocket-Key: %s\r\nSec-WebSocket-Version: 13\r\n\r\n" % (host.encode(), port, key)
+            prefix + b"GET / HTTP/1.1\r\nHost: %s:%d\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+            b"Sec-WebSocket-Key: %s\r\nSec-WebSocket-Version: 13\r\n%s\r\n" % (host.encode(), port, key,
+                                                                           EXTRA_HEADERS)
         )
 
     def data_received(self, data):
@@ -379,7 +400,16 @@ def main() -> None:
     ap.add_argument("--src", required=True, help="comma list of source addresses, used in turn")
     ap.add_argument("--per-src", type=int, default=25000, help="connections per source address")
     ap.add_argument("--concurrency", type=int, default=100, help="handshakes in flight at most")
-    uvloop.run(amain(ap.parse_args()))
+    ap.add_argument("--header", action="append", default=[], metavar="'NAME: VALUE'",
+                    help="a header line added to every upgrade request (repeatable)")
+    ap.add_argument("--proxy", choices=("v1", "v2"), default=None,
+                    help="begin each connection with a PROXY protocol header, as HAProxy send-proxy / "
+                         "send-proxy-v2 would (source: this socket's own address)")
+    args = ap.parse_args()
+    global EXTRA_HEADERS, PROXY
+    EXTRA_HEADERS = b"".join(h.encode("latin-1") + b"\r\n" for h in args.header)
+    PROXY = args.proxy
+    uvloop.run(amain(args))
 
 
 if __name__ == "__main__":

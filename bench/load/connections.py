@@ -1,6 +1,6 @@
 """Many idle connections: how many fastws holds, at what memory and CPU, and how fast it accepts them.
 
-    python bench/load/connections.py [-n 10000] [--workers W] [--clients C] [--hold 60]
+    python bench/load/connections.py [-n 10000] [--workers W] [--clients C] [--hold 60] [--client lean|old|both]
                                      [--ping-interval 20] [--api listener|handler]
                                      [--server fastws|picows|websockets|bare|handshake-floor] [--compare]
                                      [--floor] [--hs-floor]
@@ -8,13 +8,22 @@
 
 One run: start the server (``python -m fastws echo --workers W``, or a peer
 from bench/load/conn_peers.py in one process), take a baseline (workers' RSS,
-/proc/net/sockstat, /proc/meminfo), start C client processes
-(bench/load/conn_client.py, uvloop, one asyncio.Protocol per connection, each bound
-to its own source address 127.0.0.(2+i)), open N connections in batches with a
-concurrency limit while watching MemAvailable, let them settle, measure
-memory, measure the server's CPU over a quiet window, hold them to the end of
-``--hold`` with keepalive pings on, collect the clients' counts (pings, pongs,
-connections lost) and stop everything it started, by PID, even on Ctrl-C.
+/proc/net/sockstat, /proc/meminfo), start C client processes (each bound to
+its own source address 127.0.0.(2+i)), open N connections with a concurrency
+limit while watching MemAvailable, let them settle, measure memory, measure
+the server's CPU over a quiet window, hold them to the end of ``--hold`` with
+keepalive pings on, collect the clients' counts (pings, pongs, connections
+lost) and stop everything it started, by PID, even on Ctrl-C. A memory guard
+stops every process it started, by PID, whenever MemAvailable falls under
+``--mem-floor-gib`` (opening or holding), and the run says so.
+
+``--client lean`` (default): bench/load/conn_lean.py, one uvloop loop per
+process, a three-slot Protocol per connection, the request pre-built, pings
+answered by the Cython codec, opening paced at ``--client-rate`` per process.
+``--client old``: bench/load/conn_client.py (K opener coroutines, pongs masked
+in Python). ``--client both``: every run twice, old then lean, and a second
+table with the clients' CPU-seconds and bytes per connection next to the
+server's, and lean against old.
 
 ``--floor``: after fastws, the same N on ``bare`` (bench/load/conn_peers.py): the
 floor of idle keepalive, a uvloop Protocol that only writes a 2-byte ping to
@@ -160,25 +169,36 @@ class Server:
             log(f"{self.kind}: port {self.port} still listening after stop")
 
 
+CLIENTS = {"old": "conn_client.py", "lean": "conn_lean.py"}
+
+
 class Client:
-    """One bench/conn_client.py process, driven over its stdin/stdout."""
+    """One client process (bench/load/conn_client.py or conn_lean.py), driven over its stdin/stdout."""
 
     def __init__(self, proc, index: int, count: int, srcs: list[str]):
         self.proc, self.index, self.count, self.srcs = proc, index, count, srcs
         self.progress = {"opened": 0, "failed": 0, "open": 0}
         self.events: asyncio.Queue = asyncio.Queue()
         self.reader = asyncio.ensure_future(self._read())
+        self.idle_rss_kib = self.idle_cpu_ns = 0  # once ready (imports done), before any connection
 
     @classmethod
-    async def start(cls, index, host, port, count, srcs, concurrency, cpu=None):
+    async def start(cls, index, host, port, count, srcs, concurrency, cpu=None, kind="lean", rate=1000.0):
+        cmd = [sys.executable, str(HERE / CLIENTS[kind]), "--host", host, "--port", str(port),
+               "--count", str(count), "--src", ",".join(srcs), "--per-src", str(PER_SRC),
+               "--concurrency", str(concurrency)]
+        if kind == "lean":
+            cmd += ["--rate", f"{rate:g}"]
         proc = await asyncio.create_subprocess_exec(
-            sys.executable, str(HERE / "conn_client.py"), "--host", host, "--port", str(port),
-            "--count", str(count), "--src", ",".join(srcs), "--per-src", str(PER_SRC),
-            "--concurrency", str(concurrency),
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=child_env(), start_new_session=True,
+            *cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=child_env(), start_new_session=True,
             preexec_fn=pin(cpu), limit=2**20)
         GUARD.track(proc.pid)
         return cls(proc, index, count, srcs)
+
+    async def ready(self, timeout: float) -> None:
+        await self.expect("ready", timeout)
+        self.idle_rss_kib = rss_kib(self.proc.pid)
+        self.idle_cpu_ns = proc_cpu_ns(self.proc.pid)
 
     async def _read(self):
         while True:
@@ -254,11 +274,13 @@ def log(msg: str) -> None:
 
 
 async def run_one(kind: str, n: int, workers: int, args, *, ping_interval, ping_timeout,
-                  hold: float, window: float, settle: float, pin: bool = False, api: str | None = None) -> dict:
+                  hold: float, window: float, settle: float, pin: bool = False, api: str | None = None,
+                  client: str | None = None) -> dict:
     """Open n connections to one server, hold them, measure; returns a result dict."""
     api = api or args.api
+    client = client or ("lean" if args.client == "both" else args.client)
     r = {"server": kind, "target": n, "workers": workers, "api": api if kind == "fastws" else "-",
-         "ping_interval": ping_interval, "notes": []}
+         "ping_interval": ping_interval, "client": client, "notes": []}
     if GUARD.low():
         r["limit"] = f"memory guard before start: MemAvailable < {args.mem_floor_gib:g} GiB"
         r["notes"].append(r["limit"])
@@ -278,8 +300,9 @@ async def run_one(kind: str, n: int, workers: int, args, *, ping_interval, ping_
         base_sock, base_mem = sockstat_tcp(), meminfo()
 
         clients = [await Client.start(i, args.host, srv.port, k, srcs, per_client_conc,
-                                      cpu=1 if pin else None) for i, (k, srcs) in enumerate(plan)]
-        await asyncio.gather(*(c.expect("ready", 30) for c in clients))
+                                      cpu=1 if pin else None, kind=client, rate=args.client_rate)
+                   for i, (k, srcs) in enumerate(plan)]
+        await asyncio.gather(*(c.ready(30) for c in clients))
 
         # -- open, with the memory guard ----------------------------------
         cpu0 = {w: proc_cpu_ns(w) for w in srv.workers}
@@ -312,6 +335,7 @@ async def run_one(kind: str, n: int, workers: int, args, *, ping_interval, ping_
                     f"MemAvailable {avail / 2**30:.1f} GiB")
         opened = [w.result() for w in waits]
         cpu1 = {w: proc_cpu_ns(w) for w in srv.workers}
+        r["client_cpu_open_s"] = sum(proc_cpu_ns(c.proc.pid) - c.idle_cpu_ns for c in clients) / 1e9
         t0, t1 = min(o["t0"] for o in opened), max(o["t1"] for o in opened)
         count = sum(o["open"] for o in opened)
         r.update(open=count, failed=sum(o["failed"] for o in opened), open_s=t1 - t0,
@@ -354,6 +378,8 @@ async def run_one(kind: str, n: int, workers: int, args, *, ping_interval, ping_
         r["avail_per_conn"] = (base_mem["MemAvailable"] - mem["MemAvailable"]) / denom
         stats_a = await _stats(clients)
         r["client_rss_per_conn"] = sum(s["rss_kib"] for s in stats_a) * 1024 / denom
+        r["client_rss_delta_per_conn"] = sum(s["rss_kib"] - c.idle_rss_kib for s, c in zip(stats_a, clients)) * 1024 / denom
+        r["client_rss_mib"] = sum(s["rss_kib"] for s in stats_a) / 1024
 
         # -- quiet window: server CPU while idle ----------------------------
         win = max(1.0, min(window, hold - settle))
@@ -375,6 +401,8 @@ async def run_one(kind: str, n: int, workers: int, args, *, ping_interval, ping_
             await asyncio.sleep(rest)
         r["hold_s"] = time.monotonic() - t_hold
         final = await _stats(clients)
+        r["client_cpu_s"] = sum(proc_cpu_ns(c.proc.pid) - c.idle_cpu_ns for c in clients) / 1e9
+        r["server_cpu_s"] = sum(proc_cpu_ns(w) - cpu0[w] for w in srv.workers) / 1e9
         r["pings"] = sum(s["pings"] for s in final)
         r["pongs"] = sum(s["pongs"] for s in final)
         r["lost"] = sum(s["lost"] for s in final)
@@ -441,6 +469,8 @@ def table(results: list[dict]) -> str:
     for r in results:
         name = r["server"] + (f" ({r['api']})" if r["server"] == "fastws" else
                               " (floor)" if r["server"] == "bare" else "")
+        if len({x.get("client") for x in results}) > 1:
+            name += f", {r.get('client')} client"
         if "open" not in r:
             out.append(f"| {name} | 0 / {r['target']:,} | {r['workers']} | {r.get('clients', '-')} "
                        f"| {r.get('error') or r.get('limit', 'not run')} |" + " |" * (9 + 2 * compare + (floor is not None)))
@@ -468,7 +498,7 @@ def table(results: list[dict]) -> str:
 def notes(results: list[dict], args) -> list[str]:
     out = []
     for r in results:
-        tag = r["server"]
+        tag = r["server"] + (f" ({r.get('client')} client)" if len({x.get("client") for x in results}) > 1 else "")
         for n in r["notes"]:
             out.append(f"{tag}: {n}")
         if "open" not in r:
@@ -572,12 +602,22 @@ async def amain(args) -> int:
                     f"(timeout {args.ping_timeout:g} s), memory after {args.settle:g} s idle, idle CPU over "
                     f"{args.window:g} s, memory guard MemAvailable >= {args.mem_floor_gib:g} GiB, "
                     f"at most {args.concurrency} handshakes in flight in all")
-        for kind, k, w, api in runs:
+        if args.client == "both":  # every run twice: the old client, then the lean one
+            runs = [(*run, c) for run in runs for c in ("old", "lean")]
+        else:
+            runs = [(*run, args.client) for run in runs]
+        lines.append(f"- clients: {', '.join(sorted({c for *_, c in runs}))} (lean: paced at "
+                     f"{args.client_rate:g} connects/s per client process)")
+        for kind, k, w, api, client in runs:
+            if GUARD.tripped:
+                break
             r = await run_one(kind, k, w, args, ping_interval=args.ping_interval, ping_timeout=args.ping_timeout,
-                              hold=args.hold, window=args.window, settle=args.settle, api=api)
+                              hold=args.hold, window=args.window, settle=args.settle, api=api, client=client)
             r["capped"] = (kind in PEERS or kind == FLOOR) and k < n
+            if GUARD.tripped:
+                r.setdefault("limit", GUARD.tripped)
             results.append(r)
-        text = table(results)
+        text = table(results) + "\n\n" + client_table(results)
     text += "\n\n" + "\n".join(f"- {x}" for x in notes(results, args))
     if not args.heartbeat_cost:
         text += "\n\n" + EXPLAIN.format(settle=args.settle, page=PAGE)
@@ -585,6 +625,41 @@ async def amain(args) -> int:
     print(text)
     append_results(args.out, f"connections.py {date}", lines, text)
     return 0
+
+
+def client_table(results: list[dict]) -> str:
+    """The load side next to the server: client CPU and memory per connection, old client vs lean."""
+    out = ["| client | server | open / asked | clients | time to open | client CPU-s opening / whole run "
+           "| client CPU-s per 1,000 conns | client RSS / conn above idle (total) | server RSS / conn "
+           "| server CPU-s opening / whole run | client / server CPU | lost | client CPU vs old | client RSS vs old |",
+           "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for r in results:
+        if "client_cpu_s" not in r:
+            continue
+        old = next((o for o in results if o.get("client") == "old" and o["server"] == r["server"]
+                    and o.get("api") == r.get("api") and "client_cpu_s" in o), None)
+        per_k = r["client_cpu_s"] * 1000 / max(r["open"], 1)
+        name = r["server"] + (f" ({r['api']})" if r["server"] == "fastws" else "")
+        if old is None or old is r:
+            vs_cpu = vs_rss = "-"
+        else:
+            vs_cpu = f"{per_k / (old['client_cpu_s'] * 1000 / max(old['open'], 1)):.2f}x"
+            vs_rss = f"{r['client_rss_delta_per_conn'] / old['client_rss_delta_per_conn']:.2f}x"
+        out.append(f"| {r['client']} | {name} | {r['open']:,} / {r['target']:,} | {r['clients']} "
+                   f"| {r['open_s']:.1f} s | {r['client_cpu_open_s']:.1f} / {r['client_cpu_s']:.1f} "
+                   f"| {per_k:.2f} | {_b(r['client_rss_delta_per_conn'])} ({_b(r['client_rss_per_conn'])}) "
+                   f"| {_b(r['rss_per_conn'])} | {r['open_cpu_s']:.1f} / {r['server_cpu_s']:.1f} "
+                   f"| {r['client_cpu_s'] / r['server_cpu_s']:.2f}x | {r['lost']} | {vs_cpu} | {vs_rss} |")
+    if len(out) == 2:
+        return ""
+    out.append("")
+    out.append("*client CPU-s* = user + system CPU of the client processes from their ready line (imports done) "
+               "to the end of opening / to the end of the hold (opening + settle + window + hold with the "
+               "server's pings answered); *per 1,000 conns* = the whole-run figure per 1,000 connections held; "
+               "*client RSS / conn above idle* = (VmRSS after opening and the settle - VmRSS once ready) / "
+               "connections, and in brackets the whole VmRSS / connections; *server CPU-s* = all workers, "
+               "from the first connect to the end of opening / of the hold.")
+    return "\n".join(out)
 
 
 def hb_table(results: list[dict]) -> str:
@@ -644,6 +719,13 @@ def main() -> int:
     ap.add_argument("--settle", type=float, default=5.0, help="idle seconds before memory is read")
     ap.add_argument("--window", type=float, default=20.0, help="seconds of the idle CPU window")
     ap.add_argument("--concurrency", type=int, default=512, help="handshakes in flight, all clients together")
+    ap.add_argument("--client", choices=("lean", "old", "both"), default="lean",
+                    help="client processes: lean (bench/load/conn_lean.py: one loop, paced opening, the Cython "
+                         "codec; default), old (bench/load/conn_client.py), both: each run twice, old then lean")
+    ap.add_argument("--client-rate", type=float, default=1000.0,
+                    help="lean client: connects per second per client process, paced (default 1,000; 0: unpaced, "
+                         "as fast as --concurrency allows, as the old client; the wall-clock handshakes/s "
+                         "columns are bounded by this rate x clients)")
     ap.add_argument("--mem-floor-gib", type=float, default=2.0,
                     help="stop opening when MemAvailable falls under this (default 2 GiB)")
     ap.add_argument("--host", default="127.0.0.1")
@@ -657,6 +739,7 @@ def main() -> int:
         ap.error("--first-src must be 2..254")
     _NEXT_SRC[0] = args.first_src
     GUARD.floor_gib = args.mem_floor_gib
+    GUARD.watch()  # below the floor at any time (opening or holding): stop every process started, by PID
     if args.heartbeat_cost:
         args.ping_timeout = min(args.ping_timeout, 10.0)
     try:

@@ -1,8 +1,15 @@
-"""Connections held by locust (bench/load/locustfile.py HoldUser) against a WebSocket server.
+"""Connections held by locust (bench/load/locustfile.py PoolHoldUser or HoldUser) against a WebSocket server.
 
+    python bench/load/locust_million.py --users 20000 --server-workers 2 --locust-workers 2 --user both
     python bench/load/locust_million.py --users 100000 --server-workers 6 --locust-workers 6
-    python bench/load/locust_million.py --users 39000 --server-workers 2 --locust-workers 3
     python bench/load/locust_million.py --server websockets --users 10000 --locust-workers 1
+
+``--user pool`` (default): ``PoolHoldUser`` (fastws.locust.PoolUser), one locust
+user per ``--pool-size`` connections, each user one greenlet driving its whole
+pool; ``--users`` is then the number of connections.  ``--user hold``: the
+one-connection-per-user ``HoldUser`` (fastws.locust.WebSocketUser), as in the
+runs before PoolUser existed.  ``--user both``: hold, then pool, in the same
+invocation, with the ratio of their locust-worker bytes per held connection.
 
 One run on this machine: start the server (``fastws echo --workers N``, or a
 one-process websockets / picows echo server from bench/harness/servers.py), a locust
@@ -19,7 +26,8 @@ against the sockets it holds over the samples (so its baseline does not
 count); for the locust workers, (RSS at the peak - RSS of the idle workers
 before the spawn) / sockets held, i.e. user + greenlet + connection (users
 are all spawned at once and wait for their connect slot, so a slope would
-mix the two).  Failures come from locust's CSV, peak connections from the
+mix the two).  The workers start first, alone, and their idle RSS is read
+once it is steady (2 s), before the master starts and spawns the users.  Failures come from locust's CSV, peak connections from the
 ``fastws.locust`` stats (--ws-stats-file).
 
 A process can hold at most ~19,900 sockets here (RLIMIT_NOFILE 20,000, not
@@ -66,9 +74,14 @@ def slope(xs, ys):
     return sum((x - mx) * (y - my) for x, y in zip(xs, ys)) / sxx
 
 
-def run(args) -> dict:
-    out = Path(args.out)
+def run(args, kind: str) -> dict:
+    out = Path(args.out) / kind
     out.mkdir(parents=True, exist_ok=True)
+    if kind == "pool":
+        pool_size = min(args.pool_size, args.users)
+        users, user_class = math.ceil(args.users / pool_size), "PoolHoldUser"
+    else:
+        pool_size, users, user_class = 1, args.users, "HoldUser"
     port = args.port or free_port("127.0.0.1")
     mport = free_port("127.0.0.1")
     lw = args.locust_workers or max(1, math.ceil(args.users / 16000))
@@ -91,7 +104,8 @@ def run(args) -> dict:
                    stderr=open(out / "server.log", "w"))
     procs.append(server)
     result = {"server": args.server, "server_workers": args.server_workers if args.server == "fastws" else 1,
-              "users": args.users, "locust_workers": lw, "spawn_rate": args.spawn_rate,
+              "user": user_class, "pool_size": pool_size, "locust_users": users,
+              "users": users * pool_size, "locust_workers": lw, "spawn_rate": args.spawn_rate,
               "hold": args.hold, "command": " ".join(sys.argv), "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
     try:
         if not wait_port(port):
@@ -103,7 +117,7 @@ def run(args) -> dict:
         # which then writes its CSV and stats) --hold seconds after the server
         # holds every connection, or after the count stopped growing for
         # --stall seconds.
-        run_time = int(math.ceil(args.users / args.spawn_rate) * 4 + args.hold + 120)
+        run_time = int(math.ceil(users * pool_size / args.spawn_rate) * 4 + args.hold + 120)
         lf = str(HERE / "locustfile.py")
         lenv = child_env()
         lenv["FASTWS_HOLD_PING"] = str(args.client_ping)
@@ -114,25 +128,36 @@ def run(args) -> dict:
         # of every spawn message, which stalled workers at 400 users/s); each
         # worker paces its own connects at rate / workers.
         lenv["FASTWS_CONNECT_RATE"] = str(args.spawn_rate / lw)
-        master_cmd = [sys.executable, "-m", "locust", "-f", lf, "HoldUser", "--master", "--headless",
+        lenv["FASTWS_POOL_CONNECTIONS"] = str(pool_size)
+        master_cmd = [sys.executable, "-m", "locust", "-f", lf, user_class, "--master", "--headless",
                       "--master-bind-host", "127.0.0.1", "--master-bind-port", str(mport),
-                      "--expect-workers", str(lw), "-u", str(args.users), "-r", str(args.users),
+                      "--expect-workers", str(lw), "-u", str(users), "-r", str(users),
                       "-t", f"{run_time}s", "--host", f"ws://127.0.0.1:{port}", "--csv", str(out / "hold"),
                       "--ws-stats-file", str(out / "ws.json"), "--ws-stats-interval", "10",
                       "--only-summary", "--stop-timeout", "20"]
-        master = spawn(master_cmd, env=lenv, cwd=str(out), stdout=open(out / "master.out", "w"),
-                       stderr=subprocess.STDOUT)
-        procs.append(master)
+        # The workers first, alone: their RSS once loaded and idle (steady for
+        # 2 s) is the baseline of the bytes per held connection; then the
+        # master (a worker's zmq socket connects to it when it comes).
         workers = []
         for i in range(lw):
-            w = spawn([sys.executable, "-m", "locust", "-f", lf, "HoldUser", "--worker",
+            w = spawn([sys.executable, "-m", "locust", "-f", lf, user_class, "--worker",
                        "--master-host", "127.0.0.1", "--master-port", str(mport)],
                       env=lenv, cwd=str(out), stdout=subprocess.DEVNULL,
                       stderr=open(out / f"worker{i}.log", "w"))
             workers.append(w)
             procs.append(w)
+        idle_rss, steady, t_idle = 0, 0, time.monotonic()
+        while steady < 4 and time.monotonic() - t_idle < 30:
+            time.sleep(0.5)
+            now_rss = sum(rss_kib(w.pid) for w in workers) * 1024
+            steady = steady + 1 if now_rss and abs(now_rss - idle_rss) < 256 * 1024 else 0
+            idle_rss = now_rss
+        master = spawn(master_cmd, env=lenv, cwd=str(out), stdout=open(out / "master.out", "w"),
+                       stderr=subprocess.STDOUT)
+        procs.append(master)
         log(f"server {args.server} pid {server.pid}, locust master {master.pid}, workers "
-            f"{[w.pid for w in workers]}; {args.users} users at {args.spawn_rate}/s, run time {run_time}s")
+            f"{[w.pid for w in workers]}; {users} {user_class} x {pool_size} connections at "
+            f"{args.spawn_rate}/s, run time {run_time}s")
         samples = []
         t0 = time.monotonic()
         aborted = None
@@ -167,7 +192,7 @@ def run(args) -> dict:
             held = s["client_fds"]
             if held > best + 50:
                 best, best_t = held, now
-            if plateau_at is None and (s["server_fds"] >= args.users or now - best_t > args.stall):
+            if plateau_at is None and (s["server_fds"] >= users * pool_size or now - best_t > args.stall):
                 plateau_at = now
                 result["ramp_seconds"] = round(now - t0, 1)
                 log(f"plateau: server sockets {s['server_fds']:,}, locust sockets {held:,}; holding {args.hold:.0f}s")
@@ -210,8 +235,8 @@ def run(args) -> dict:
         # mix the two; per held connection = (RSS at the peak - RSS of the idle
         # workers at the first sample, before the spawn) / connections held.
         held = peak.get("client_fds") if samples else None
-        result["client_rss_idle"] = samples[0]["client_rss"] if samples else None
-        result["client_bytes_per_conn"] = ((peak.get("client_rss") - samples[0]["client_rss"]) / held
+        result["client_rss_idle"] = idle_rss
+        result["client_bytes_per_conn"] = ((peak.get("client_rss") - idle_rss) / held
                                            if samples and held else None)
         result["client_bytes_per_conn_slope"] = slope([s["client_fds"] for s in ramp], [s["client_rss"] for s in ramp])
         result["server_bytes_per_conn"] = slope([s["server_fds"] for s in ramp], [s["server_rss"] for s in ramp])
@@ -250,6 +275,10 @@ def main() -> int:
     ap.add_argument("--server", default="fastws", choices=["fastws", "websockets", "picows"])
     ap.add_argument("--server-workers", type=int, default=2, help="fastws echo --workers (default 2)")
     ap.add_argument("--users", type=int, default=10000, help="connections to hold (default 10,000)")
+    ap.add_argument("--user", choices=["pool", "hold", "both"], default="pool",
+                    help="pool: PoolHoldUser (PoolUser, --pool-size connections per locust user; default); "
+                         "hold: HoldUser (WebSocketUser, one per user); both: hold then pool, with their ratio")
+    ap.add_argument("--pool-size", type=int, default=1000, help="connections per PoolHoldUser (default 1,000)")
     ap.add_argument("--locust-workers", type=int, default=0, help="locust worker processes (default: users/16,000)")
     ap.add_argument("--spawn-rate", type=float, default=400.0, help="connects per second, all workers (default 400)")
     ap.add_argument("--hold", type=float, default=30.0, help="seconds to hold after the ramp (default 30)")
@@ -267,22 +296,61 @@ def main() -> int:
     GUARD.floor_gib = args.min_available_gib
     print(machine())
     print(versions())
-    result = run(args)
-    summary = {k: v for k, v in result.items() if k not in ("timeline",)}
-    print(json.dumps(summary, indent=1, default=str))
-    try:
-        with open(args.json) as f:
-            allr = json.load(f)
-    except (OSError, ValueError):
-        allr = []
-    allr.append(result)
-    with open(args.json, "w") as f:
-        json.dump(allr, f, indent=1, default=str)
-    reqs = result.get("requests")
-    fails = reqs["Aggregated"]["failures"] if isinstance(reqs, dict) and "Aggregated" in reqs else None
-    log(f"peak held (server sockets): {result['server_peak_connections']}, locust peak open: "
-        f"{(result['ws_stats'] or {}).get('peak_open')}, failures: {fails}, aborted: {result['aborted']}")
-    return 0 if not result["aborted"] and fails == 0 else 1
+    kinds = ["hold", "pool"] if args.user == "both" else [args.user]
+    results, status = [], 0
+    for kind in kinds:
+        result = run(args, kind)
+        results.append(result)
+        summary = {k: v for k, v in result.items() if k not in ("timeline",)}
+        print(json.dumps(summary, indent=1, default=str))
+        try:
+            with open(args.json) as f:
+                allr = json.load(f)
+        except (OSError, ValueError):
+            allr = []
+        allr.append(result)
+        with open(args.json, "w") as f:
+            json.dump(allr, f, indent=1, default=str)
+        reqs = result.get("requests")
+        fails = reqs["Aggregated"]["failures"] if isinstance(reqs, dict) and "Aggregated" in reqs else None
+        result["failures_total"] = fails
+        log(f"{result['user']}: peak held (server sockets): {result['server_peak_connections']}, locust peak open: "
+            f"{(result['ws_stats'] or {}).get('peak_open')}, failures: {fails}, aborted: {result['aborted']}")
+        if result["aborted"] or fails != 0:
+            status = 1
+        if GUARD.low():
+            log("memory guard: not starting the next run")
+            break
+    print(table(results))
+    return status
+
+
+def table(results: list) -> str:
+    """The runs as a markdown table; with both users, the ratio of their bytes per held connection."""
+    def n(x, fmt="{:,.0f}"):
+        return "-" if x is None else fmt.format(x)
+
+    out = ["| user | connections asked | held (server sockets / locust peak open) | failures "
+           "| CONNECT median / p99 ms | locust RSS at peak (idle) | locust B / held conn | vs HoldUser "
+           "| server B / conn (slope) | CPU s server / locust | locust CPU ms / conn |",
+           "|---|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|"]
+    ref = next((r for r in results if r["user"] == "HoldUser" and r.get("client_bytes_per_conn")), None)
+    for r in results:
+        reqs = r.get("requests") if isinstance(r.get("requests"), dict) else {}
+        conn = next((v for k, v in reqs.items() if k.startswith("CONNECT")), {})
+        held = r.get("client_peak_fds") or 0
+        ratio = ("-" if ref is None or r is ref or not r.get("client_bytes_per_conn")
+                 else f"{r['client_bytes_per_conn'] / ref['client_bytes_per_conn']:.2f}x")
+        cpu_ms = r["client_cpu_s"] * 1000 / held if held and r.get("client_cpu_s") is not None else None
+        name = r["user"] + (f" (x{r['pool_size']:,} per user, {r['locust_users']} users)" if r["pool_size"] > 1 else "")
+        out.append(
+            f"| {name} | {r['users']:,} | {n(r.get('server_peak_connections'))} / "
+            f"{n((r.get('ws_stats') or {}).get('peak_open'))} | {n(r.get('failures_total'))} "
+            f"| {conn.get('median_ms', '-')} / {conn.get('p99_ms', '-')} "
+            f"| {n((r.get('client_rss_at_peak') or 0) / 2**20)} MiB ({n((r.get('client_rss_idle') or 0) / 2**20)} MiB) "
+            f"| {n(r.get('client_bytes_per_conn'))} | {ratio} | {n(r.get('server_bytes_per_conn'))} "
+            f"| {n(r.get('server_cpu_s'), '{:.1f}')} / {n(r.get('client_cpu_s'), '{:.1f}')} | {n(cpu_ms, '{:.2f}')} |")
+    return "\n".join(out)
 
 
 if __name__ == "__main__":

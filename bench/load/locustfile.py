@@ -9,6 +9,10 @@ command line):
     reported as PING with its round trip.  Loopback connections are spread over
     127.0.0.2 ... 127.0.0.65 (``FASTWS_LOCUST_SOURCES``).  This is what
     bench/load/locust_million.py runs.
+``PoolHoldUser`` (capacity, cheap)
+    ``HoldUser``'s scenario with ``FASTWS_POOL_CONNECTIONS`` connections
+    (default 1,000) per locust user, one greenlet each (fastws.locust.PoolUser):
+    the default of bench/load/locust_million.py.
 ``EchoUser`` (round trip)
     ``FASTWS_ECHO_SIZE`` bytes (default 64) sent and matched with their echo
     every ``FASTWS_ECHO_WAIT`` seconds (default 1): REQ "echo" is the round trip.
@@ -39,7 +43,7 @@ import time
 import locust.runners
 from locust import constant, constant_pacing, task
 
-from fastws.locust import WebSocketUser
+from fastws.locust import PoolUser, WebSocketUser
 
 _ids = itertools.count()
 
@@ -113,3 +117,15 @@ class ChatUser(WebSocketUser):
             self.report_receive(message, name="chat join/leave")
         else:
             self.report_receive(message, name=f"chat {kind}")
+
+
+class PoolHoldUser(PoolUser):
+    """``HoldUser``'s scenario for ``FASTWS_POOL_CONNECTIONS`` connections
+    (default 1,000) per user, all driven by the user's one greenlet: connect,
+    answer the server's PINGs, PING each connection every ``FASTWS_HOLD_PING``
+    seconds (0: never)."""
+
+    connections = int(os.environ.get("FASTWS_POOL_CONNECTIONS", "1000"))
+    ping_interval = float(os.environ.get("FASTWS_HOLD_PING", "30")) or None
+    connect_timeout = float(os.environ.get("FASTWS_CONNECT_TIMEOUT", "10"))
+    path = os.environ.get("FASTWS_PATH", "/")

@@ -136,6 +136,7 @@ class PushListener(JsonListener):
     """One subscriber connection."""
 
     __slots__ = ()
+    presence = False  # opt-in to presence events allowed (push_app(presence=True) makes a subclass)
 
     def on_connect(self, ws) -> None:
         self.ws = ws
@@ -223,7 +224,7 @@ class PushListener(JsonListener):
         if presence and kind != "subscribe":
             self.refuse("bad_request", "presence goes with subscribe")
             return
-        if presence and not getattr(self.ws.server, "presence_events", False):
+        if presence and not self.presence:
             self.refuse("no_presence", "this server sends no presence events (fastws push --presence)")
             return
         if "topic" in msg or "topics" not in msg:
@@ -377,7 +378,6 @@ class PushService:
 
     def attach(self, server) -> None:
         self.server = server
-        server.presence_events = self.presence
 
     def _authorized(self, request) -> bool:
         if self._token is None:
@@ -554,7 +554,8 @@ def push_app(token: str | None = None, max_body: int = MAX_BODY, origins=None, a
     to subscribers that ask (``"presence": true`` in a subscribe); across
     processes with a ``RedisBroker(..., presence=True)``."""
     service = PushService(token, max_body, origins, auth, presence)
-    options = {"app": PushListener, "process_request": service.process_request,
+    app = type("PushListener", (PushListener,), {"__slots__": (), "presence": True}) if presence else PushListener
+    options = {"app": app, "process_request": service.process_request,
                "http_handler": service.http_handler, "max_size": CLIENT_MAX_SIZE}
     if auth is not None:
         options.update(authenticate=auth, on_token_expired=ask_refresh, token_refresh_grace=refresh_grace)

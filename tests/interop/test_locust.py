@@ -507,3 +507,249 @@ def test_headless_locust_chat_fanout_latency(serve_thread, tmp_path):
     assert sends > 20 and int(fanout["Request Count"]) > sends * 5
     assert float(fanout["Max Response Time"]) > 0
     assert float(fanout["Average Content Size"]) > 40
+
+
+# --------------------------------------------------------- locust PoolUser --
+LOCUSTFILE_POOL = '''
+from fastws.locust import PoolUser
+
+class Pool(PoolUser):
+    connections = 100          # x 2 users: 200 connections, two greenlets
+    ping_interval = 1.0
+    message_interval = 1.5     # an echo round trip per connection: RECV with its latency
+    connect_rate = None
+    source_addresses = 8
+'''
+
+
+def _pool_run(tmp_path, port, seconds=6):
+    (tmp_path / "pool.py").write_text(LOCUSTFILE_POOL)
+    out = tmp_path / "pool"
+    proc = _locust(["-f", str(tmp_path / "pool.py"), "--host", f"ws://127.0.0.1:{port}",
+                    "-u", "2", "-r", "2", "-t", f"{seconds}s", "--csv", str(out),
+                    "--ws-stats-file", str(tmp_path / "ws.json")], cwd=str(tmp_path), timeout=90)
+    return proc, out
+
+
+def _check_pool_run(proc, out, tmp_path):
+    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-3000:]
+    rows = _rows(f"{out}_stats.csv")
+    assert int(rows[("", "Aggregated")]["Failure Count"]) == 0, proc.stderr[-3000:]
+    connect = rows[("CONNECT", "/")]
+    assert int(connect["Request Count"]) == 200          # one CONNECT per connection of the pools
+    assert float(connect["Min Response Time"]) > 0       # a measured connect + handshake, not 0
+    pings = rows[("PING", "ping")]
+    assert int(pings["Request Count"]) >= 200            # every connection pinged at least once
+    assert float(pings["Average Response Time"]) > 0
+    recv, send = rows[("RECV", "/")], rows[("SEND", "/")]
+    assert int(send["Request Count"]) >= 200
+    assert int(recv["Request Count"]) >= 150             # the echoes that came back before the end
+    assert float(recv["Max Response Time"]) > 0          # a latency read from the echoed send time
+    assert float(recv["Average Content Size"]) == 32
+    closes = [line.split() for line in (proc.stdout + proc.stderr).splitlines()
+              if line.startswith("CLOSE ") and "|" in line]
+    assert closes and closes[-1][1:4] == ["/", "200", "0(0.00%)"], closes
+    with open(f"{out}_failures.csv") as f:
+        assert len(list(csv.DictReader(f))) == 0
+    ws = json.loads((tmp_path / "ws.json").read_text())
+    assert ws["opened"] == 200 and ws["peak_open"] == 200 and ws["open"] == 0
+    assert ws["close_codes"] == {"1000": 200}
+    # (locust writes its CSV before the users stop: the echoes of the last moments are only here)
+    assert ws["messages_in"] >= int(recv["Request Count"]) and ws["messages_out"] >= int(send["Request Count"])
+    assert ws["messages_out"] >= ws["messages_in"] > 0
+    with open(f"{out}_ws.csv") as f:   # the connection counts over time
+        history = list(csv.DictReader(f))
+    assert max(int(r["Open"]) for r in history) == 200
+    assert int(history[-1]["Open"]) == 0 and int(history[-1]["Closed"]) == 200
+
+
+def test_pool_user_against_fastws(serve_thread, tmp_path):
+    """Two PoolUsers x 100 connections against fastws with a short server
+    keepalive (ping every 0.3 s of silence, 1 s to answer): every event
+    reported, no failure, so every server PING was answered in time; the
+    connections came from the 8 loopback source addresses asked for."""
+    sources = set()
+
+    class Echo(EchoListener):
+        __slots__ = ()
+
+        def on_connect(self, ws):
+            super().on_connect(ws)
+            sources.add(ws.remote_address[0])
+
+    st = serve_thread(Echo, ping_interval=0.3, ping_timeout=1.0)
+    proc, out = _pool_run(tmp_path, st.port)
+    _check_pool_run(proc, out, tmp_path)
+    assert sources == {f"127.0.0.{i}" for i in range(2, 10)}, sources
+
+
+@pytest.fixture
+def websockets_keepalive_echo():
+    """A `websockets` echo server (sync API) in a thread that PINGs every 0.5 s
+    and closes a connection whose PONG is not back within 1 s."""
+    def handler(ws):
+        for message in ws:
+            ws.send(message)
+
+    server = ws_sync_serve(handler, "127.0.0.1", 0, compression=None, ping_interval=0.5, ping_timeout=1.0)
+    t = threading.Thread(target=server.serve_forever, daemon=True)
+    t.start()
+    yield server.socket.getsockname()[1]
+    server.shutdown()
+    t.join(5)
+
+
+def test_pool_user_against_websockets(websockets_keepalive_echo, tmp_path):
+    """The same pools against a foreign server (websockets): not tied to fastws."""
+    proc, out = _pool_run(tmp_path, websockets_keepalive_echo)
+    _check_pool_run(proc, out, tmp_path)
+
+
+class _ScriptServer:
+    """Accepts connections until closed; for each, reads the upgrade request,
+    runs ``script(conn, key)`` and records what the client sends next (its
+    first bytes) in ``received``."""
+
+    def __init__(self, script):
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(16)
+        self.sock.settimeout(0.2)
+        self.port = self.sock.getsockname()[1]
+        self.received = []
+        self._script = script
+        self._stop = threading.Event()
+        self.thread = threading.Thread(target=self._accept, daemon=True)
+        self.thread.start()
+
+    def _accept(self):
+        while not self._stop.is_set():
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                continue
+            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
+
+    def _serve(self, conn):
+        try:
+            conn.settimeout(5)
+            head = b""
+            while b"\r\n\r\n" not in head:
+                chunk = conn.recv(4096)
+                if not chunk:
+                    return
+                head += chunk
+            key = [line.split(b":", 1)[1].strip().decode() for line in head.split(b"\r\n")
+                   if line.lower().startswith(b"sec-websocket-key:")][0]
+            self._script(conn, key)
+            self.received.append(conn.recv(100))
+        except OSError:
+            pass
+        finally:
+            conn.close()
+
+    def close(self):
+        self._stop.set()
+        self.thread.join(5)
+        self.sock.close()
+
+
+LOCUSTFILE_POOL_BAD = '''
+from fastws.locust import PoolUser
+
+class Pool(PoolUser):
+    connections = 3
+    ping_interval = None
+    connect_rate = None
+'''
+
+
+def test_pool_user_reports_protocol_error_and_refusal(tmp_path):
+    """A server that answers the handshake and then sends invalid UTF-8: the
+    pool answers with CLOSE 1007 and reports the failure; a second server
+    refuses with 403: CONNECT failures naming the status."""
+    def bad_utf8(conn, key):
+        _ok(conn, key)
+        conn.sendall(b"\x81\x02\xc3\x28")
+
+    bad = _ScriptServer(bad_utf8)
+    refuse = _ScriptServer(lambda conn, key: conn.sendall(b"HTTP/1.1 403 Forbidden\r\nContent-Length: 2\r\n\r\nno"))
+    (tmp_path / "bad.py").write_text(LOCUSTFILE_POOL_BAD)
+    try:
+        runs = {}
+        for name, srv in (("bad", bad), ("refuse", refuse)):
+            out = tmp_path / name
+            proc = _locust(["-f", str(tmp_path / "bad.py"), "--host", f"ws://127.0.0.1:{srv.port}",
+                            "-u", "1", "-r", "1", "-t", "5s", "--csv", str(out)], cwd=str(tmp_path), timeout=60)
+            runs[name] = (proc, out)
+    finally:
+        bad.close()
+        refuse.close()
+    proc, out = runs["bad"]
+    assert proc.returncode == 1, proc.stderr[-3000:]
+    rows = _rows(f"{out}_stats.csv")
+    why = (proc.stdout + proc.stderr)[-3000:]
+    assert int(rows[("CONNECT", "/")]["Request Count"]) == 3, why
+    assert int(rows[("CONNECT", "/")]["Failure Count"]) == 0, why
+    assert int(rows[("CLOSE", "protocol error")]["Failure Count"]) == 3, why
+    with open(f"{out}_failures.csv") as f:
+        assert "sent 1007" in " ".join(r["Error"] for r in csv.DictReader(f))
+    # the close frame the pool sent: masked (RFC 6455 5.3), code 1007
+    assert len(bad.received) == 3, bad.received
+    for data in bad.received:
+        assert data[0] == 0x88 and data[1] & 0x80
+        length = data[1] & 0x7F
+        payload = bytes(b ^ data[2 + i % 4] for i, b in enumerate(data[6:6 + length]))
+        assert struct.unpack("!H", payload[:2])[0] == 1007
+    proc, out = runs["refuse"]
+    why = (proc.stdout + proc.stderr)[-3000:]
+    assert proc.returncode == 1, why
+    rows = _rows(f"{out}_stats.csv")
+    assert int(rows[("CONNECT", "/")]["Failure Count"]) == 3, why
+    with open(f"{out}_failures.csv") as f:
+        assert "403" in " ".join(r["Error"] for r in csv.DictReader(f))
+
+
+def test_pool_connections_in_the_web_ui(serve_thread, tmp_path):
+    """The web UI's "WebSocket connections" tab: /stats/requests carries the
+    open count (as locust's UI reads extended tables), and the CSV download."""
+    import urllib.request
+
+    from redis_util import free_port
+    from util import wait_until
+
+    st = serve_thread(EchoListener)
+    (tmp_path / "pool.py").write_text(LOCUSTFILE_POOL)
+    web = free_port()
+    env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    proc = subprocess.Popen([sys.executable, "-m", "locust", "-f", str(tmp_path / "pool.py"), "--autostart",
+                             "-u", "2", "-r", "2", "-t", "30s", "--web-host", "127.0.0.1", "--web-port", str(web),
+                             "--host", f"ws://127.0.0.1:{st.port}", "--ws-stats-interval", "0"],
+                            cwd=str(tmp_path), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+
+    def table():
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{web}/stats/requests", timeout=2) as r:
+                data = json.loads(r.read())
+        except OSError:
+            return None
+        tables = {t["key"]: t["data"] for t in data.get("extended_stats", [])}
+        rows = {row["name"]: row["value"] for row in tables.get("fastws-connections", [])}
+        return rows if rows.get("open") == 200 else None
+
+    try:
+        rows = wait_until(table, timeout=30, interval=0.2)
+        assert rows["peak open"] == 200 and rows["opened"] == 200
+        with urllib.request.urlopen(f"http://127.0.0.1:{web}/fastws/connections.csv", timeout=5) as r:
+            lines = r.read().decode().splitlines()
+        assert lines[0].startswith("Timestamp,Open,Peak open") and lines[1].split(",")[1] == "200"
+        with urllib.request.urlopen(f"http://127.0.0.1:{web}/", timeout=5) as r:
+            page = r.read().decode()
+        assert '"extendedTabs"' in page and "WebSocket connections" in page  # the tab, in the UI's arguments
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()

@@ -19,8 +19,10 @@ from websockets.asyncio.server import serve as ws_serve
 
 import fastws
 from fastws.exceptions import ConfigError
-from fastws.syncclient import TRANSIENT_CLOSE_CODES, Backoff, connect_forever, is_transient
+from fastws.syncclient import TRANSIENT_CLOSE_CODES, Backoff, connect_forever, is_transient, retry_after
+from fastws.syncclient import connect as sync_connect
 
+from cliutil import Command
 from util import arun
 
 INITIAL, MAXIMUM, FACTOR, JITTER = 0.5, 30.0, 1.6, 0.25
@@ -624,3 +626,77 @@ def test_push_subscriber_retries_while_redis_is_away(redis_server):
         assert sub.connections == 3 and len(delays) == 2
     finally:
         a.stop()
+
+
+# ------------------------------------------------------------------ Retry-After
+
+def test_retry_after_header():
+    assert retry_after(fastws.InvalidStatus(503, [("Retry-After", "7")])) == 7.0
+    assert retry_after(fastws.InvalidStatus(429, [("retry-after", " 0 ")])) == 0.0
+    date = "Wed, 21 Oct 2015 07:28:00 GMT"  # RFC 9110's example: an HTTP-date
+    assert retry_after(fastws.InvalidStatus(503, [("Retry-After", date)]), now=lambda: 1445412470.0) == 10.0
+    assert retry_after(fastws.InvalidStatus(503, [("Retry-After", date)]), now=lambda: 1445412490.0) == 0.0
+    for headers in ([], [("Retry-After", "soon")], [("Retry-After", "-3")], [("Retry-After", "1.5")],
+                    [("Retry-After", "Wed, 21 Oct 2015 07:28:00")]):
+        assert retry_after(fastws.InvalidStatus(503, headers)) is None, headers
+    assert retry_after(fastws.InvalidStatus(403, [("Retry-After", "7")])) is None
+    assert retry_after(fastws.InvalidStatus(500, [("Retry-After", "7")])) is None
+    assert retry_after(ConnectionRefusedError()) is None
+    b = Backoff(INITIAL, MAXIMUM, FACTOR, JITTER)
+    for _ in range(5):  # backoff delays up to 3.3 s: the Retry-After decides
+        assert 5.0 <= b.next(5.0) <= 5.0 * (1 + JITTER)  # never earlier than asked, spread above it
+    for _ in range(20):  # backoff delays past 5 s: they decide
+        assert b.next(5.0) >= 5.0
+    assert b.next(100.0) == MAXIMUM  # bounded by backoff_max
+    b.reset()
+    assert b.next(0.0) <= INITIAL  # below the backoff delay: the backoff delay
+
+
+def _refusing_servers():
+    """(name, url, stop): a fastws server refusing a second connection with
+    429 + Retry-After: 5 (limit_connections_per_ip=1), and `fastws echo
+    --limit-connections 1` refusing it with 503 + Retry-After: 5."""
+    s = Server(free_port(), limit_connections_per_ip=1).start()
+    yield "429", f"ws://127.0.0.1:{s.port}", s.stop
+    cmd = Command("echo", "--port", "0", "--limit-connections", "1", "--log-level", "warning")
+    yield "503", f"ws://127.0.0.1:{cmd.port}", cmd.stop
+
+
+def test_reconnect_loops_honour_retry_after():
+    """The second connection is refused (429 or 503, Retry-After: 5) while a
+    first one holds the server's only slot; both reconnect loops wait at
+    least 5 s (at most backoff_max) before trying again, then get in once
+    the slot is free."""
+    for status, url, stop in _refusing_servers():
+        try:
+            for backoff_max, low, high in ((MAXIMUM, 5.0, 5.0 * (1 + JITTER)), (2.0, 2.0, 2.0)):
+                holder = sync_connect(url, timeout=5)
+                delays = []
+
+                async def on_sleep(n):
+                    if n == 1:
+                        await asyncio.to_thread(holder.close)
+
+                async def main():
+                    c = fastws.connect(url, backoff_max=backoff_max)
+                    c._sleep = fake_sleep(delays, on_sleep)
+                    async for ws in c:
+                        await ws.send("in")
+                        assert await ws.recv() == "in"
+                        await ws.close()
+                arun(main())
+                assert delays and all(low <= d <= high for d in delays), (status, backoff_max, delays)
+
+                holder = sync_connect(url, timeout=5)
+                delays = []
+
+                def sleep(d):
+                    delays.append(d)
+                    holder.close()
+                for ws in connect_forever(url, sleep=sleep, timeout=5, backoff_max=backoff_max):
+                    ws.send("in")
+                    assert ws.recv(timeout=5) == "in"
+                    ws.close()
+                assert delays and all(low <= d <= high for d in delays), (status, backoff_max, delays)
+        finally:
+            stop()

@@ -37,7 +37,7 @@ echo "== sdist contents: .pyx and fastws/constants.py, no generated C or constan
 "$PY" - "$SDIST" <<'PYEOF'
 import sys, tarfile
 names = [n.split("/", 1)[1] for n in tarfile.open(sys.argv[1]).getnames() if "/" in n]
-need = ["setup.py", "pyproject.toml", "MANIFEST.in", "fastws/constants.py", "fastws/py.typed",
+need = ["LICENSE", "setup.py", "pyproject.toml", "MANIFEST.in", "fastws/constants.py", "fastws/py.typed",
         "fastws_ext/py.typed", "fastws_ext/core.pyx",
         "fastws_ext/core.pxd", "fastws_ext/core.pyi", "fastws/apps/static/chat.html"]
 missing = [n for n in need if n not in names]
@@ -58,6 +58,7 @@ import sys, zipfile
 names = zipfile.ZipFile(sys.argv[1]).namelist()
 assert "fastws/py.typed" in names and "fastws_ext/py.typed" in names, "py.typed is not in the wheel"
 assert "fastws_ext/core.pyi" in names, "the extension's stubs are not in the wheel"
+assert [n for n in names if n.endswith(".dist-info/licenses/LICENSE")], "LICENSE is not in the wheel"
 so = [n for n in names if n.startswith("fastws_ext/") and n.endswith(".so")]
 assert len(so) == 9, so
 assert not [n for n in names if n.endswith(".c")], "generated C in the wheel"

@@ -7,7 +7,7 @@ from typing_extensions import assert_type
 
 import fastws
 import fastws.syncclient
-from fastws.locust import WebSocketUser
+from fastws.locust import PoolConnection, PoolUser, WebSocketUser
 
 
 async def handler(ws: fastws.ServerWebSocket) -> None:
@@ -62,6 +62,15 @@ def values() -> None:
 class User(WebSocketUser):
     def task(self) -> None:
         assert_type(self.request("ping", match="pong"), "str | bytes | None")
+
+
+class Pool(PoolUser):
+    connections = 500
+
+    def on_message(self, conn: PoolConnection, message: str | bytes) -> None:
+        assert_type(self.send(conn, message), bool)
+        assert_type(self.message_latency(message), "float | None")
+        assert_type(conn.is_open, bool)
 
 
 async def messages(ws: fastws.ServerWebSocket) -> None:

@@ -215,8 +215,19 @@ def test_sync_client_fastws_server(serve_thread, app):
     assert _sync_roundtrip(url) == "permessage-deflate; server_max_window_bits=12; client_max_window_bits=12"
     assert _sync_roundtrip(url, client_no_context_takeover=True, client_max_window_bits=9) == \
         "permessage-deflate; client_no_context_takeover; server_max_window_bits=12; client_max_window_bits=9"
-    ws = sync_connect(url)  # off by default in the sync client
+    # The defaults offer permessage-deflate, as fastws.connect does; compression=None offers nothing.
+    ws = sync_connect(url)
+    assert ws._deflate is not None
+    assert ws.response_headers["Sec-WebSocket-Extensions"] == \
+        "permessage-deflate; server_max_window_bits=12; client_max_window_bits=12"
+    ws.send("x" * 1000)
+    assert ws.recv(timeout=10) == "x" * 1000
+    ws.close()
+    ws = sync_connect(url, compression=None)
     assert ws._deflate is None and "Sec-WebSocket-Extensions" not in ws.response_headers
+    ws.close()
+    ws = sync_connect(url, compression=None, client_max_window_bits=9)  # options without the offer: none
+    assert ws._deflate is None
     ws.close()
 
 

@@ -1087,6 +1087,33 @@ def test_headers_fields_pack_and_split_reads_agree(lines, cut):
         assert Headers.unpack(headers.pack()).items() == expected
 
 
+_QUERIES = ["Host", "host", "HOST", "Upgrade", "sec-websocket-key", "Origin", "Cookie", "cookie", "Y", "y",
+            "X-Custom", "Authorization", "Missing", "", "caf\xe9", "\u212aey", "Sec-WebSocket-Protocol"]
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.sampled_from(_LINES + ["Authorization: Bearer a.b.c", "authorization:Basic x ",
+                                          "Key: k"]), max_size=10))
+def test_headers_get_on_raw_lines_equals_decoded(lines):
+    """``get``/``get_all`` on a reader's raw field lines (what an
+    ``authenticate`` hook reads) answer as the decoded Headers do, and decode
+    no other line: the headers stay raw."""
+    data = _head(lines)
+    try:
+        request = RequestReader().feed(data)
+    except InvalidRequest:
+        assume(False)
+    assume(request is not None)
+    decoded = Headers(request.headers.items())
+    raw = RequestReader().feed(data).headers
+    for name in _QUERIES:
+        assert raw.get(name) == decoded.get(name), name
+        assert raw.get(name, "default") == decoded.get(name, "default"), name
+        assert raw.get_all(name) == decoded.get_all(name), name
+    assert raw._items is None and raw._raw is not None  # nothing decoded but the values asked for
+    assert raw.pack() == RequestReader().feed(data).headers.pack()
+
+
 def test_pack_keeps_the_field_lines_as_received():
     reader = RequestReader()
     request = reader.feed(SAMPLE + FRAME)

@@ -339,3 +339,18 @@ def test_client_limits_unit():
         many.admit(f"10.9.{i // 256}.{i % 256}")
     assert len(many._tat) <= 2048
     assert not any(k.startswith("10.0.") for k in many._tat)
+
+
+def test_extension_deliver_is_a_one_argument_c_call(impl):
+    """The parser calls ``Limiter.deliver`` once per message: in the
+    extension it is a METH_O builtin method (no cyfunction, no keyword
+    parsing: about a third of the limiter's instructions per message)."""
+    limiter = impl.Limiter(impl.RateLimits((10, 20), None))
+    received = []
+    limiter.target = received.append
+    limiter.deliver(b"x")
+    assert received == [b"x"]
+    if impl.name == "cython":
+        assert type(limiter.deliver).__name__ == "builtin_function_or_method", type(limiter.deliver)
+        with pytest.raises(TypeError):
+            limiter.deliver(data=b"y")
