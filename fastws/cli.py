@@ -501,7 +501,7 @@ def main(argv=None) -> int:
             service, push_options = push_app(token, args.max_size or MAX_BODY, origins=origins,
                                              auth=authenticate,
                                              refresh_grace=getattr(args, "refresh_grace", 30.0),
-                                             presence=args.presence)
+                                             presence=getattr(args, "presence", False))
         except ConfigError as exc:
             return _error(str(exc))
         options.update(push_options, on_server=service.attach)
@@ -519,7 +519,8 @@ def main(argv=None) -> int:
                 options["broker"] = RedisBroker(redis, history=history,
                                                 wrap=envelope if history else None,
                                                 wait_replicas=getattr(args, "wait_replicas", 0),
-                                                presence=args.presence, presence_ttl=args.presence_ttl)
+                                                presence=getattr(args, "presence", False),
+                                                presence_ttl=getattr(args, "presence_ttl", 30.0))
             except ConfigError as exc:
                 return _error(str(exc))
 
@@ -528,7 +529,7 @@ def main(argv=None) -> int:
                     else "no token: anyone who reaches the port may publish")
             broker = (f"; redis {options['broker'].safe_url}, history {history or 'off'}"
                       if redis else "")
-            if args.presence:
+            if getattr(args, "presence", False):
                 broker += "; GET /presence/<topic>"
             print(f"fastws {__version__} push listening on {where(addresses, http)} "
                   f"(WebSocket at /ws?topics=a,b; POST /publish/<topic>; {auth}{broker}) "

@@ -7,39 +7,27 @@ third-party ``websockets`` library) connect through HAProxy; one node is
 killed with SIGKILL while publishes (POSTed through HAProxy) go on; its
 clients reconnect through HAProxy, land on the other node and resume with
 ``since=`` without a gap. tests/run.sh installs haproxy when it is missing
-(skipped locally without it, failed when CI=true).
+(skipped locally without it, failed when CI=true: tests/haproxy_util.py).
 """
 from __future__ import annotations
 
 import contextlib
 import http.client
 import json
-import os
 import pathlib
 import re
-import shutil
 import subprocess
 import time
 
-import pytest
 import websockets.sync.client as ws_sync
 from websockets.exceptions import ConnectionClosed
 
+from haproxy_util import haproxy_or_skip
 from redis_util import RedisServer, free_port
 from test_broker import push_procs  # noqa: F401 (a fixture)
 from util import UNIT, wait_until
 
 PAGE = pathlib.Path(__file__).resolve().parents[2] / "docs" / "deployment" / "load-balancing.md"
-
-
-def haproxy_or_skip() -> str:
-    path = shutil.which("haproxy") or ("/usr/sbin/haproxy" if os.path.exists("/usr/sbin/haproxy") else None)
-    if path is None:
-        reason = "the load-balancing test needs haproxy (apt-get install -y haproxy; tests/run.sh does it)"
-        if os.environ.get("CI") == "true":
-            pytest.fail(reason + " (CI=true)")
-        pytest.skip(reason)
-    return path
 
 
 def published_config(port: int, nodes) -> str:

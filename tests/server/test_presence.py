@@ -26,7 +26,7 @@ from fastws.broker import RedisBroker
 from fastws.exceptions import BrokerError, ConfigError
 from fastws.presence import BATCH, MAX_IDENTITY, TOPICS, identity_of
 from redis_util import RedisCluster, RedisServer
-from test_broker import PushProcess, push_procs, recv, request  # noqa: F401 (push_procs: a fixture)
+from test_broker import push_procs, recv, request  # noqa: F401 (push_procs: a fixture)
 from util import UNIT, wait_until
 
 jwt = pytest.importorskip("jwt")
@@ -395,3 +395,15 @@ def test_push_presence_needs_a_broker_with_presence(tmp_path, serve_thread):
         assert get(st.server.port, "/presence/news", AUTH)[0] == 502
     finally:
         redis.stop()
+
+
+def test_cli_refuses_bad_presence_ttls():
+    """--presence-ttl out of range, or under 3 wheel ticks: a one-line error, exit 2."""
+    import subprocess
+    import sys
+
+    for ttl, words in (("0.1", "0.5..3600"), ("1", "3 x timer_tick")):
+        done = subprocess.run([sys.executable, "-m", "fastws", "push", "--port", "0", "--redis",
+                               "redis://127.0.0.1:1/0", "--presence", "--presence-ttl", ttl],
+                              capture_output=True, text=True, timeout=30 * UNIT)
+        assert done.returncode != 0 and words in done.stderr and "Traceback" not in done.stderr, done.stderr
