@@ -398,7 +398,7 @@ def test_push_presence_needs_a_broker_with_presence(tmp_path, serve_thread):
 
 
 def test_cli_refuses_bad_presence_ttls():
-    """--presence-ttl out of range, or under 3 wheel ticks: a one-line error, exit 2."""
+    """--presence-ttl out of range, or under 3 wheel ticks: a one-line error, a non-zero exit."""
     import subprocess
     import sys
 
