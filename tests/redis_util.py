@@ -37,6 +37,20 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def free_ports(n: int) -> list[int]:
+    """N distinct free ports: the sockets are held open together while the
+    kernel picks, so no port is handed out twice (separate ``free_port()``
+    calls may return the same port when nothing listens on it in between)."""
+    socks = [socket.socket() for _ in range(n)]
+    try:
+        for s in socks:
+            s.bind(("127.0.0.1", 0))
+        return [s.getsockname()[1] for s in socks]
+    finally:
+        for s in socks:
+            s.close()
+
+
 class RedisServer:
     """redis-server on a loopback port in a temporary directory, no persistence;
     stopped by its PID. ``stop()`` and ``start()`` again keep the port."""
@@ -116,13 +130,14 @@ class RedisCluster:
     def __init__(self, tmpdir, node_timeout_ms: int = 1000):
         redis_or_skip()  # redis-cli comes in the same Debian package (redis-tools, its dependency)
         self.nodes = []
+        ports = free_ports(12)  # six client ports and six bus ports, all distinct
         for i in range(6):
             d = os.path.join(str(tmpdir), f"node{i}")
             os.makedirs(d, exist_ok=True)
-            self.nodes.append(RedisServer(d, extra=[
+            self.nodes.append(RedisServer(d, port=ports[i], extra=[
                 "--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf",
                 # the bus on a free port (not port + 10000, which may be taken or above 65535)
-                "--cluster-port", str(free_port()), "--repl-diskless-sync-delay", "0",
+                "--cluster-port", str(ports[6 + i]), "--repl-diskless-sync-delay", "0",
                 "--cluster-node-timeout", str(node_timeout_ms), "--cluster-require-full-coverage", "no"]))
 
     @property
