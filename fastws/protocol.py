@@ -212,13 +212,16 @@ class Connection(ConnectionCore):
         """Where the parser delivers data messages (the API level decides)."""
         raise NotImplementedError
 
-    def _make_parser(self):
+    def _make_parser(self, limiter=None):
+        """The parser for the bytes arriving now (``limiter``: the rate
+        limits' state, which the parser counts each data message with)."""
         parser = self._parser = FrameParser(
             self._message_callback(),
             self._on_control,
             expect_masked=not self._is_client,
             max_size=self._opts.max_size,
             inflate=None if self._deflate is None else self._deflate.inflate,
+            limiter=limiter,
         )
         self._last_frames = 0
         return parser

@@ -620,28 +620,29 @@ class _ProxyProtocol:
 
 class _RateLimited:
     """Per-connection rate limits, mixed into the connection class of a
-    server with ``rate_limit`` / ``rate_limit_bytes``: the parser delivers
-    each message to the connection's ``Limiter`` (``deliver``: C in the
-    extension), which counts it and hands it to the callback the API level
-    would have given the parser. The limiter holds that callback only while
-    there is a parser (an idle connection drops it), so it needs no GC."""
+    server with ``rate_limit`` / ``rate_limit_bytes``. The connection's
+    ``Limiter`` (two buckets, no callback) is made with its frame parser and
+    given to it: the parser counts each data message with it (a C call in
+    the extension) before the API level's callback, which it still calls
+    directly. When the connection goes idle and drops its parser, the
+    limiter goes too if both buckets are full again (it is then as good as
+    a new one): an idle connection holds only the ``_limiter`` slot."""
 
     __slots__ = ()
 
-    def _message_callback(self):
+    def _make_parser(self, limiter=None):
         limiter = self._limiter
-        limiter.target = super()._message_callback()
-        return limiter.deliver
+        if limiter is None:
+            limiter = self._limiter = Limiter(self._opts._rate)
+        return super()._make_parser(limiter)
 
     def _idle_parser(self) -> bool:
         if super()._idle_parser():
-            self._limiter.target = None
+            limiter = self._limiter
+            if limiter is not None and limiter.full():
+                self._limiter = None
             return True
         return False
-
-    def connection_lost(self, exc) -> None:
-        super().connection_lost(exc)
-        self._limiter.target = None
 
 
 def close_token_expired(ws) -> None:
@@ -754,8 +755,9 @@ def _due(user, now: float):
 def _guarded_class(base, admission: bool, rate: bool, proxy=None):
     """``base`` (ServerConnection or ServerWebSocket), or a subclass of it
     with what the server's access control needs: ``_ip`` (the address its
-    per-address limits counted), ``_limiter`` (the rate limits' state:
-    48 bytes in the extension, no GC header) and ``_proxy`` (the PROXY
+    per-address limits counted), ``_limiter`` (the rate limits' state
+    while the connection receives or its buckets refill: 48 bytes in the
+    extension, no GC header; None when idle) and ``_proxy`` (the PROXY
     protocol's reader, then the client's address; ``proxy``: the server's
     TrustedProxies, kept on the class with its verdicts)."""
     if not admission and not rate and proxy is None:
@@ -772,7 +774,7 @@ def _guarded_class(base, admission: bool, rate: bool, proxy=None):
         if admission:
             self._ip = None
         if rate:
-            self._limiter = Limiter(self._opts._rate)
+            self._limiter = None  # made with the parser (_RateLimited._make_parser)
 
     ns = {"__slots__": slots, "__init__": __init__, "__module__": __name__, "__doc__": base.__doc__}
     if proxy is not None:

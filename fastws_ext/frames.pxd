@@ -3,6 +3,7 @@
 # class declared in a .pxd to be declared in it.
 from libc.stdint cimport int64_t, uint64_t
 
+from fastws_ext.limit cimport Limiter
 from fastws_ext.utf8 cimport Utf8Validator
 
 
@@ -10,9 +11,10 @@ cdef class FrameParser:
     cdef object _on_message
     cdef object _on_control
     cdef bint _expect_masked
+    cdef int _rsv_allowed             # RSV1 with inflate, else 0 (beside the bint: no padding)
     cdef int64_t _max_size            # -1: no limit
     cdef object _inflate              # permessage-deflate: inflate(bytes) -> bytes; None: off
-    cdef int _rsv_allowed             # RSV1 with inflate, else 0
+    cdef Limiter _limiter             # rate limits: counts each data message first; None: off
 
     # Received bytes not parsed yet: an incomplete header or control frame
     # (and, after a callback raised, the rest of the stream).

@@ -5,6 +5,8 @@ The same API, with the same behaviour byte for byte, is in fastws._py.frames
 """
 from typing import Callable, Tuple, Union
 
+from .limit import Limiter
+
 Buffer = Union[bytes, bytearray, memoryview]
 
 # The opcodes are fastws.constants.OP_* (one definition for both builds).
@@ -48,6 +50,12 @@ class FrameParser:
     the parser's own errors.  A compressed text message is UTF-8 validated
     after inflating.  Without ``inflate`` any RSV bit fails the connection.
 
+    ``limiter``: the connection's rate limits (fastws_ext.limit.Limiter, in
+    the twin fastws._py.limit.Limiter), or None. Each data message is counted
+    (``Limiter.count``; in the extension a C call) just before ``on_message``: over a
+    limit the ProtocolError("rate limit", 1008) propagates as a callback's
+    would, and every later data message is dropped without ``on_message``.
+
     Bytes come in through ``feed`` (asyncio.Protocol.data_received) or through
     ``get_buffer``/``buffer_updated`` (asyncio.BufferedProtocol), in any mix.
     """
@@ -60,6 +68,7 @@ class FrameParser:
         expect_masked: bool,
         max_size: Union[int, None] = 1048576,
         inflate: Union[Callable[[bytes], bytes], None] = None,
+        limiter: Union[Limiter, None] = None,
     ) -> None: ...
     def feed(self, data: Buffer) -> None: ...
     def get_buffer(self, sizehint: int = -1) -> memoryview:

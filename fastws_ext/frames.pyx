@@ -22,6 +22,7 @@ from libc.string cimport memcpy, memmove
 
 from fastws_ext.constants cimport (MAX_CONTROL_PAYLOAD, OP_BINARY, OP_CLOSE, OP_CONTINUATION,
                                    OP_PING, OP_PONG, OP_TEXT, RSV1)
+from fastws_ext.limit cimport Limiter, limit_count
 from fastws_ext.mask cimport mask_copy, mask_inplace
 from fastws_ext.utf8 cimport Utf8Validator, utf8_valid
 
@@ -179,8 +180,10 @@ cdef class FrameParser:
         self._buf = NULL
         self._msg = NULL
 
-    def __init__(self, on_message, on_control, *, expect_masked, max_size=1048576, inflate=None):
+    def __init__(self, on_message, on_control, *, expect_masked, max_size=1048576, inflate=None,
+                 Limiter limiter=None):
         self._on_message = on_message
+        self._limiter = limiter
         self._inflate = inflate
         self._rsv_allowed = RSV1 if inflate is not None else 0
         self._on_control = on_control
@@ -661,6 +664,8 @@ cdef class FrameParser:
             self._messages += 1
             if self._expect_masked:
                 _count_rx_message()
+            if self._limiter is not None and limit_count(self._limiter, result):
+                return 1  # refused before: dropped
             self._on_message(result)
             return 1
 
@@ -723,6 +728,8 @@ cdef class FrameParser:
             self._msg_opcode = 0
             self._msg_shrink()
             self._messages += 1
+            if self._limiter is not None and limit_count(self._limiter, result):
+                return 0  # refused before: dropped
             self._on_message(result)
             return 0
         self._frames += 1
@@ -746,6 +753,8 @@ cdef class FrameParser:
         self._messages += 1
         if self._expect_masked:
             _count_rx_message()
+        if self._limiter is not None and limit_count(self._limiter, result):
+            return 0  # refused before: dropped
         self._on_message(result)
         return 0
 

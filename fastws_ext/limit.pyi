@@ -1,11 +1,10 @@
 """Per-connection rate limits (same API in fastws._py.limit; see docs/guide/access-control.md).
 
-A connection under limits holds a ``Limiter``; its ``deliver`` is the
-parser's on_message: it counts the message against the server's
-``RateLimits`` and hands it to ``target`` (the connection's own callback),
-or raises ``ProtocolError("rate limit", 1008)``.
+A connection under limits holds a ``Limiter`` and gives it to its frame
+parser (``FrameParser(limiter=)``), which counts each data message against
+the server's ``RateLimits`` before its on_message, and drops the messages
+after a refusal (``ProtocolError("rate limit", 1008)``).
 """
-from typing import Any, Callable
 
 RATE_LIMIT_REASON: str
 
@@ -18,8 +17,10 @@ class RateLimits:
                  bytes: tuple[float, float] | None = None) -> None: ...
 
 class Limiter:
-    target: Callable[[Any], Any] | None
     msg_tat: float
     byte_tat: float
     def __init__(self, limits: RateLimits) -> None: ...
-    def deliver(self, data: str | bytes) -> Any: ...
+    def count(self, data: str | bytes) -> bool:
+        """False: deliver; True: drop (refused before); raises ProtocolError(1008) on the refusal."""
+    def full(self) -> bool:
+        """Both buckets full again: as good as a new Limiter."""

@@ -5,10 +5,10 @@ Installed only when ``rate_limit`` or ``rate_limit_bytes`` is set. Each limit
 is a token bucket kept as one "theoretical arrival time" (GCRA); a message
 takes 1 token (its length, characters for text, for the byte limit) and
 passes if they fit, or if the bucket is full. ``RateLimits``: a server's
-settings (``Options._rate``); ``Limiter``: what a connection holds, whose
-``deliver`` (METH_O: one C call per message) is the parser's on_message: it
-counts, then calls ``target`` (the API level's callback), or raises
-``ProtocolError("rate limit", 1008)`` once and drops every later message.
+settings (``Options._rate``); ``Limiter``: one connection's state, which the
+frame parser holds in a C field and counts each data message with
+(``limit_count``, a C call) before its on_message: deliver, or raise
+``ProtocolError("rate limit", 1008)`` once and drop every later message.
 See docs/guide/access-control.md.
 """
 cimport cython
@@ -41,10 +41,8 @@ cdef inline double _now() noexcept nogil:
 @cython.no_gc
 cdef class RateLimits:
     """A server's limits: ``RateLimits(messages, bytes)``, each None or ``(rate, burst)``."""
-    cdef readonly double msg_step     # seconds per message (0: no message limit)
-    cdef readonly double msg_tol      # burst * msg_step
-    cdef readonly double byte_step    # seconds per byte (0: no byte limit)
-    cdef readonly double byte_tol
+
+    # The fields are declared in limit.pxd.
 
     def __init__(self, messages=None, bytes=None):
         self.msg_step = self.msg_tol = self.byte_step = self.byte_tol = 0.0
@@ -60,38 +58,38 @@ cdef class RateLimits:
 @cython.final
 @cython.no_gc
 cdef class Limiter:
-    """One connection's two buckets (full when made) and where messages go on.
+    """One connection's two buckets (full when made): the server's
+    ``RateLimits`` and two doubles. It holds no callback and takes part in no
+    cycle, so it needs no GC header: the object is 40 bytes (48 allocated),
+    and the parser that counts with it holds it by a C field (no bound
+    method)."""
 
-    ``target`` is the connection's own message callback, set while it has a
-    parser (``_message_callback``) and cleared when the parser is dropped or
-    the connection is lost: no GC header is needed (the cycle through the
-    application is never left standing), so the object is 48 bytes.
-    """
-    cdef public object target
-    cdef RateLimits limits
-    cdef public double msg_tat
-    cdef public double byte_tat
+    # The fields are declared in limit.pxd.
 
     def __cinit__(self, RateLimits limits not None):
         self.limits = limits
-        self.target = None
         self.msg_tat = 0.0
         self.byte_tat = 0.0
 
     @cython.binding(False)
     @cython.always_allow_keywords(False)
-    def deliver(self, data):
-        """The parser's on_message: count ``data``, then hand it to ``target``
-        (after a refusal: drop it, the connection is closing)."""
-        if _count(self, data):
-            return None
-        return self.target(data)
+    def count(self, data):
+        """Count one message: False: deliver it; True: drop it (refused
+        before); raises ``ProtocolError("rate limit", 1008)`` on the refusal."""
+        return limit_count(self, data) == 1
+
+    def full(self):
+        """Whether both buckets are full again: the limiter is then as good
+        as a new one (a connection going idle drops it)."""
+        cdef double now = _now()
+        return self.msg_tat <= now and self.byte_tat <= now
 
 
-cdef int _count(Limiter bucket, object data) except -1:
+cdef int limit_count(Limiter bucket, object data) except -1:
     """0: deliver; 1: drop (refused before: the messages the peer sent after
     its limit while our 1008 close is on its way); raises ProtocolError on
-    the refusal itself."""
+    the refusal itself. (A second raise would fail the connection again
+    while it closes, which aborts it and can cost the peer our close frame.)"""
     cdef RateLimits limits = bucket.limits
     cdef double now
     cdef double tat, cost

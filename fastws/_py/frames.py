@@ -96,6 +96,7 @@ class FrameParser:
 
     __slots__ = (
         "_on_message",
+        "_limiter",
         "_on_control",
         "_expect_masked",
         "_max_size",
@@ -120,8 +121,12 @@ class FrameParser:
         "_lent",
     )
 
-    def __init__(self, on_message, on_control, *, expect_masked, max_size=1048576, inflate=None):
+    def __init__(self, on_message, on_control, *, expect_masked, max_size=1048576, inflate=None,
+                 limiter=None):
         self._on_message = on_message
+        # Rate limits (fastws._py.limit.Limiter): each data message is
+        # counted before on_message, and dropped after a refusal; None: off.
+        self._limiter = limiter
         # permessage-deflate: inflate(compressed bytes) -> bytes, raising a
         # ProtocolError (1007 bad data, 1009 over max_size); None: no extension.
         self._inflate = inflate
@@ -460,6 +465,9 @@ class FrameParser:
             self._msg = bytearray()
             self._msg_opcode = 0
             self._messages += 1
+            limiter = self._limiter
+            if limiter is not None and limiter.count(data):
+                return True  # refused before: dropped
             self._on_message(data)
             return True
         self._frames += 1
@@ -475,7 +483,12 @@ class FrameParser:
         self._messages += 1
         if self._expect_masked:
             _COUNTS[0] += 1
-        self._on_message(data.decode("utf-8") if opcode == OP_TEXT else data)
+        if opcode == OP_TEXT:
+            data = data.decode("utf-8")
+        limiter = self._limiter
+        if limiter is not None and limiter.count(data):
+            return True  # refused before: dropped
+        self._on_message(data)
         return True
 
     def _check_close(self, payload):

@@ -4,10 +4,10 @@ Installed only when ``rate_limit`` or ``rate_limit_bytes`` is set. Each limit
 is a token bucket kept as one "theoretical arrival time" (GCRA); a message
 takes 1 token (its length, characters for text, for the byte limit) and
 passes if they fit, or if the bucket is full. ``RateLimits``: a server's
-settings (``Options._rate``); ``Limiter``: what a connection holds, whose
-``deliver`` is the parser's on_message: it counts, then calls ``target``
-(the API level's callback), or raises ``ProtocolError("rate limit", 1008)``
-once and drops every later message.
+settings (``Options._rate``); ``Limiter``: one connection's state, which the
+frame parser holds and counts each data message with (``count``) before its
+on_message: deliver, or raise ``ProtocolError("rate limit", 1008)`` once and
+drop every later message.
 See docs/guide/access-control.md.
 """
 from __future__ import annotations
@@ -41,26 +41,29 @@ class RateLimits:
 
 
 class Limiter:
-    """One connection's two buckets (full when made) and where messages go on
-    (``target``: the connection's own message callback while it has a
-    parser; cleared when the parser is dropped or the connection is lost)."""
+    """One connection's two buckets (full when made): the server's
+    ``RateLimits`` and two times. It holds no callback: the parser that
+    counts with it holds it (``FrameParser(limiter=)``)."""
 
-    __slots__ = ("target", "limits", "msg_tat", "byte_tat")
+    __slots__ = ("limits", "msg_tat", "byte_tat")
 
     def __init__(self, limits):
         if limits is None:
             raise TypeError("Limiter() needs the server's RateLimits")
         self.limits = limits
-        self.target = None
         self.msg_tat = 0.0
         self.byte_tat = 0.0
 
-    def deliver(self, data):
-        """The parser's on_message: count ``data``, then hand it to ``target``
-        (after a refusal: drop it, the connection is closing)."""
-        if _count(self, data):
-            return None
-        return self.target(data)
+    def count(self, data) -> bool:
+        """Count one message: False: deliver it; True: drop it (refused
+        before); raises ``ProtocolError("rate limit", 1008)`` on the refusal."""
+        return _count(self, data)
+
+    def full(self) -> bool:
+        """Whether both buckets are full again: the limiter is then as good
+        as a new one (a connection going idle drops it)."""
+        now = monotonic()
+        return self.msg_tat <= now and self.byte_tat <= now
 
 
 def _count(bucket, data) -> bool:

@@ -9,9 +9,12 @@ both implementations (``impl``).
 """
 from __future__ import annotations
 
+import asyncio
+import gc
 import http.client
 import math
 import time
+import tracemalloc
 
 import pytest
 import websockets.sync.client as wsclient
@@ -22,6 +25,7 @@ from fastws.apps import EchoListener, echo_handler
 from fastws.exceptions import ConfigError, ProtocolError
 from fastws.http import Headers
 from fastws.ratelimit import ClientLimits, TrustedProxies, parse_rate, rate_option
+from fastws.server import is_handler
 
 from util import UNIT
 from util import wait_until as wait_for
@@ -129,63 +133,201 @@ def test_no_limit_no_wrapper():
         assert cls.__basicsize__ == base.__basicsize__ + 8
 
 
-def test_limiter_memory():
+def test_limiter_layout():
     if fastws.IMPLEMENTATION != "cython":
         pytest.skip("the extension's layout")
-    from fastws.codec import Limiter
+    from fastws.codec import FrameParser, Limiter
 
-    assert Limiter.__basicsize__ == 48           # header, target, limits, two doubles
+    assert Limiter.__basicsize__ == 40           # header, limits, two doubles: no callback
     assert not Limiter.__flags__ & (1 << 14)     # no GC header (Py_TPFLAGS_HAVE_GC)
+    # The parser's C field for the limiter fills padding: parsers with limits
+    # off are no larger than before.
+    assert FrameParser.__basicsize__ == 272
+
+
+class _Quiet(fastws.Listener):
+    def on_message(self, data):
+        pass
+
+
+async def _quiet_handler(ws):
+    pass
+
+
+def _held_per_connection(server, n: int, receive: bool, idle: bool) -> float:
+    """Bytes per connection that n of ``server``'s connection objects hold
+    (tracemalloc: every allocation made for them and still alive): made
+    (``receive`` False: idle, as after the handshake), or fed one masked
+    32-byte message each (they then hold a frame parser: receiving), then
+    (``idle``) dropping their parser as the keepalive does."""
+    from fastws.constants import OPEN
+
+    frame = _masked_frames(b"x" * 32)
+    keep = [None] * n
+    gc.collect()
+    tracemalloc.start()
+    try:
+        before = tracemalloc.take_snapshot()
+        for i in range(n):
+            conn = keep[i] = server._connection_class(server)
+            if receive:
+                conn._state = OPEN  # as after the handshake (_open without a loop's timer)
+                if not is_handler(server.app):
+                    conn._app = _Quiet()
+                conn._feed(frame)
+                assert conn._parser is not None and conn._state == OPEN
+                if idle:
+                    assert conn._idle_parser()
+        after = tracemalloc.take_snapshot()
+    finally:
+        tracemalloc.stop()
+    return sum(stat.size_diff for stat in after.compare_to(before, "filename")) / n
+
+
+@pytest.mark.parametrize("api", ["listener", "handler"])
+def test_bytes_per_connection_the_limits_add(api):
+    """Issue #15: rate limits cost a connection at most 64 bytes, idle or
+    receiving (the extension; the twins are the reference, not the memory
+    figure). tracemalloc over N connection objects of the server's own class,
+    limits off and on (both limits), the same steps: the allocations are the
+    same every time, so the difference per connection is exact to a byte
+    or so. Before, an idle connection held 56 more bytes (the slot and the
+    limiter) and a receiving one 128 (also the bound ``deliver`` its parser
+    held, 72)."""
+    app = _Quiet if api == "listener" else _quiet_handler
+    n = 2000
+
+    async def measure():
+        plain = fastws.Server(app)
+        limited = fastws.Server(app, rate_limit=(10**9, 2 * 10**9), rate_limit_bytes=(2**50, 2**51))
+        return {(receive, idle): _held_per_connection(limited, n, receive, idle)
+                - _held_per_connection(plain, n, receive, idle)
+                for receive, idle in ((False, False), (True, False), (True, True))}
+
+    added = asyncio.run(measure())
+    idle, receiving, idle_again = added[(False, False)], added[(True, False)], added[(True, True)]
+    # Idle: the ``_limiter`` slot only (the limiter is made with the parser,
+    # and dropped with it once both buckets are full again).
+    assert idle <= 12 and idle_again <= 12, added
+    if fastws.IMPLEMENTATION == "cython":
+        # Receiving: the slot and the Limiter (40 bytes asked, 48 allocated:
+        # tracemalloc counts what was asked); nothing in the parser.
+        assert receiving <= 64, added
+    else:
+        # The twin's Limiter is a GC-tracked slotted object, and its two
+        # times are float objects once counted: 8 + 64 + 2 * 24.
+        assert receiving <= 8 + 64 + 48 + 0.5, added
 
 
 def _limiter(impl, messages=None, nbytes=None):
-    got = []
-    limiter = impl.Limiter(impl.RateLimits(messages, nbytes))
-    limiter.target = got.append
-    return limiter, got
+    return impl.Limiter(impl.RateLimits(messages, nbytes))
 
 
 def test_both_implementations_count_alike(impl):
-    limiter, got = _limiter(impl, messages=(1e-3, 7))
-    for i in range(7):
-        limiter.deliver(b"m")
+    limiter = _limiter(impl, messages=(1e-3, 7))
+    assert [limiter.count(b"m") for _ in range(7)] == [False] * 7
+    assert limiter.full() is False  # 7 tokens taken, 1 per 1000 s back
     with pytest.raises(ProtocolError) as info:
-        limiter.deliver(b"m")
+        limiter.count(b"m")
     assert (info.value.code, info.value.reason) == (1008, "rate limit")
-    assert len(got) == 7
     # Refused once: what the peer sent after its limit is dropped while our
     # 1008 close is on its way. (A second raise failed the connection again
     # while it closed, which aborted it: the peer could lose the close frame.)
-    assert limiter.deliver(b"m") is None and limiter.deliver(b"m" * 10**6) is None
-    assert len(got) == 7
-    assert math.isinf(limiter.msg_tat)
+    assert limiter.count(b"m") is True and limiter.count(b"m" * 10**6) is True
+    assert math.isinf(limiter.msg_tat) and not limiter.full()
 
-    limiter, got = _limiter(impl, nbytes=(1e-3, 100))
-    limiter.deliver(b"x" * 60)
-    limiter.deliver("y" * 40)  # characters
+    limiter = _limiter(impl, nbytes=(1e-3, 100))
+    assert limiter.full()  # a new one
+    assert not limiter.count(b"x" * 60)
+    assert not limiter.count("y" * 40)  # characters
     with pytest.raises(ProtocolError):
-        limiter.deliver(b"z")
-    assert len(got) == 2
+        limiter.count(b"z")
 
-    limiter, got = _limiter(impl, nbytes=(1e-3, 100))
-    limiter.deliver(b"x" * 150)  # larger than the burst: passes from a full bucket, into debt
+    limiter = _limiter(impl, nbytes=(1e-3, 100))
+    assert not limiter.count(b"x" * 150)  # larger than the burst: passes from a full bucket, into debt
     with pytest.raises(ProtocolError):
-        limiter.deliver(b"")
+        limiter.count(b"")
+
+    limiter = _limiter(impl, messages=(1e9, 1), nbytes=(1e12, 1e3))
+    assert not limiter.count(b"q")
+    wait_for(limiter.full)  # refilled in a nanosecond: as good as new
 
 
-def test_idle_connection_drops_the_target(echo):
+def _masked_frames(*messages):
+    out = b""
+    for m in messages:
+        payload = m.encode() if isinstance(m, str) else m
+        assert len(payload) < 126
+        out += bytes([0x81 if isinstance(m, str) else 0x82, 0x80 | len(payload)]) + b"\0\0\0\0" + payload
+    return out
+
+
+def test_parser_counts_with_the_limiter(impl):
+    """The parser itself counts each data message with its ``limiter`` (no
+    wrapper between it and on_message): the refusal propagates out of feed
+    as a callback's error would, later messages are dropped, control frames
+    are not counted."""
+    got, control = [], []
+    limiter = _limiter(impl, messages=(1e-3, 2))
+    parser = impl.FrameParser(got.append, lambda op, p: control.append(op), expect_masked=True,
+                              limiter=limiter)
+    ping = bytes([0x89, 0x80]) + b"\0\0\0\0"
+    parser.feed(_masked_frames("a") + ping + _masked_frames(b"b"))
+    assert got == ["a", b"b"] and control == [0x9]
+    with pytest.raises(ProtocolError) as info:
+        parser.feed(_masked_frames("c", "d") + ping)
+    assert info.value.code == 1008 and got == ["a", b"b"]
+    parser.feed(b"")  # the rest of that feed: "d" dropped, the ping delivered
+    parser.feed(_masked_frames("e" * 100))
+    assert got == ["a", b"b"] and control == [0x9, 0x9]
+    # Without a limiter nothing is counted.
+    plain = impl.FrameParser(got.append, control.append, expect_masked=True)
+    plain.feed(_masked_frames(*"xyz"))
+    assert got[-3:] == ["x", "y", "z"]
+
+
+def test_the_parser_holds_the_api_callback_itself(echo):
+    """With limits on, the parser's on_message is the API level's own
+    callback (no bound ``deliver`` of a wrapper: 72 bytes while receiving)
+    and the limiter is made with the parser."""
+    st = echo(rate_limit=(1000, 1000), rate_limit_bytes="1MiB/s")
+    with connect(st.port) as ws:
+        ws.send("a")
+        assert ws.recv() == "a"
+        conn = next(iter(st.server.connections))
+        held = gc.get_referents(conn._parser)  # what the parser references (both builds)
+        assert conn._message_callback() in held  # Listener.on_message, or the inbox's deliver
+        assert any(r is conn._limiter for r in held)
+        assert not any(getattr(r, "__self__", None) is conn._limiter for r in held)
+
+
+def test_idle_connection_drops_a_full_limiter(echo):
     st = echo(rate_limit=(1000, 1000), ping_interval=0.2, timer_tick=0.05)
     with connect(st.port) as ws:
         ws.send("a")
         assert ws.recv() == "a"
         conn = next(iter(st.server.connections))
-        assert conn._limiter.target is not None
-        wait_for(lambda: conn._parser is None)  # idle: the parser and the target are dropped
-        assert conn._limiter.target is None
+        assert conn._limiter is not None
+        wait_for(lambda: conn._parser is None)  # idle: the parser and the (full) limiter are dropped
+        assert conn._limiter is None
         ws.send("b")
         assert ws.recv() == "b"
-        assert conn._limiter.target is not None
-    wait_for(lambda: conn._limiter.target is None)
+        assert conn._limiter is not None
+
+
+def test_idle_connection_keeps_a_limiter_that_is_refilling(echo):
+    """A bucket not yet full again is state the peer must not shed by going
+    quiet: the limiter stays when the parser goes."""
+    st = echo(rate_limit=(0.01, 3), ping_interval=0.2, timer_tick=0.05)  # 3 at once, then 1 per 100 s
+    with connect(st.port) as ws:
+        for m in "abc":
+            ws.send(m)
+            assert ws.recv() == m
+        conn = next(iter(st.server.connections))
+        wait_for(lambda: conn._parser is None)
+        assert conn._limiter is not None and not conn._limiter.full()
+        echoed, close = flood(ws, ["d"])
+    assert echoed == [] and close.code == 1008 and close.reason == "rate limit"
 
 
 # ------------------------------------------------------------------ options
@@ -341,16 +483,12 @@ def test_client_limits_unit():
     assert not any(k.startswith("10.0.") for k in many._tat)
 
 
-def test_extension_deliver_is_a_one_argument_c_call(impl):
-    """The parser calls ``Limiter.deliver`` once per message: in the
-    extension it is a METH_O builtin method (no cyfunction, no keyword
-    parsing: about a third of the limiter's instructions per message)."""
-    limiter = impl.Limiter(impl.RateLimits((10, 20), None))
-    received = []
-    limiter.target = received.append
-    limiter.deliver(b"x")
-    assert received == [b"x"]
+def test_extension_count_is_a_one_argument_c_call(impl):
+    """``Limiter.count`` (for Python callers; the parser calls the C function
+    itself): a METH_O builtin method in the extension."""
+    limiter = _limiter(impl, messages=(10, 20))
+    assert limiter.count(b"x") is False
     if impl.name == "cython":
-        assert type(limiter.deliver).__name__ == "builtin_function_or_method", type(limiter.deliver)
+        assert type(limiter.count).__name__ == "builtin_function_or_method", type(limiter.count)
         with pytest.raises(TypeError):
-            limiter.deliver(data=b"y")
+            limiter.count(data=b"y")
