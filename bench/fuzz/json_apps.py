@@ -39,6 +39,14 @@ class FakeServer:
 
     def __init__(self):
         self.published = []
+        self.watching = set()  # (ws, topic): presence events asked for
+
+    def watch_presence(self, ws, topic):  # no broker: this process's presence
+        expect(topic in ws.topics, "presence watched on a topic not subscribed", topic)
+        self.watching.add((ws, topic))
+
+    def unwatch_presence(self, ws, topic):
+        self.watching.discard((ws, topic))
 
     def publish(self, topic, data):
         self.published.append((topic, data))
