@@ -99,19 +99,22 @@ end
 return 1
 """
 
-# Keys as _WRITE. Arguments: node, ttl ms, most ids in a leave event, and a
-# string of one '1'/'0' per topic: this node watches it. Per topic:
-# refresh this node's expiry, delete the members of nodes whose expiry has
-# passed (one leave event). Returns per topic: 1 if this node's field was
-# missing (Redis lost it), and how many dead members it removed.
-_REFRESH = """%(flags)s
-local nk = tonumber(ARGV[1])
+# The start of _REFRESH and _READ: the keys K and the arguments ARG out of
+# ARGV (see above), and Redis's clock in milliseconds.
+_KEYS_ARGS_NOW = """local nk = tonumber(ARGV[1])
 local K, ARG = {}, {}
 for i = 1, nk do K[i] = ARGV[i + 1] end
 for i = nk + 2, #ARGV do ARG[#ARG + 1] = ARGV[i] end
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local node, ttl, limit, watches = ARG[1], tonumber(ARG[2]), tonumber(ARG[3]), ARG[4]
+"""
+
+# Keys as _WRITE. Arguments: node, ttl ms, most ids in a leave event, and a
+# string of one '1'/'0' per topic: this node watches it. Per topic:
+# refresh this node's expiry, delete the members of nodes whose expiry has
+# passed (one leave event). Returns per topic: 1 if this node's field was
+# missing (Redis lost it), and how many dead members it removed.
+_REFRESH = "%(flags)s\n" + _KEYS_ARGS_NOW + """local node, ttl, limit, watches = ARG[1], tonumber(ARG[2]), tonumber(ARG[3]), ARG[4]
 local out = {}
 for k = 1, #K, 3 do
   local p, pn = K[k], K[k + 1]
@@ -164,14 +167,7 @@ return out
 
 # Keys: one topic's members, nodes (and channel). Argument: limit. Returns
 # {total, field, value, ...}: the members whose node is alive, at most limit.
-_READ = """%(flags)s
-local nk = tonumber(ARGV[1])
-local K, ARG = {}, {}
-for i = 1, nk do K[i] = ARGV[i + 1] end
-for i = nk + 2, #ARGV do ARG[#ARG + 1] = ARGV[i] end
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local nodes = redis.call('HGETALL', K[2])
+_READ = "%(flags)s\n" + _KEYS_ARGS_NOW + """local nodes = redis.call('HGETALL', K[2])
 local alive = {}
 for j = 1, #nodes, 2 do
   if string.sub(nodes[j], 1, 2) ~= 'w:' and tonumber(nodes[j + 1]) > now then

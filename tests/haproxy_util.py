@@ -15,7 +15,7 @@ import time
 import pytest
 
 from redis_util import free_port
-from util import UNIT
+from util import UNIT, stop_process
 
 HAPROXY = "haproxy"
 
@@ -101,12 +101,7 @@ class HAProxy:
         proc, self.proc = self.proc, None
         if proc is None:
             return
-        proc.terminate()  # by its own Popen handle, i.e. by PID
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop_process(proc)
         proc.stdout.close()
 
     def __enter__(self) -> "HAProxy":

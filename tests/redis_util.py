@@ -16,7 +16,7 @@ import time
 
 import pytest
 
-from util import UNIT
+from util import UNIT, stop_process
 
 REDIS_SERVER = "redis-server"
 
@@ -111,12 +111,7 @@ class RedisServer:
         proc, self.proc = self.proc, None
         if proc is None:
             return
-        proc.terminate()  # by its own Popen handle, i.e. by PID
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop_process(proc)
 
 
 class RedisCluster:

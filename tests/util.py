@@ -11,8 +11,11 @@ import os
 import time
 import socket
 import struct
+import subprocess
 
 import uvloop
+
+import fastws
 
 from fastws._py.frames import build_frame
 
@@ -152,3 +155,32 @@ def wait_until(predicate, timeout: float = 5.0, interval: float = 0.005):
         if time.monotonic() > deadline:
             raise AssertionError("condition not met in time")
         time.sleep(interval)
+
+
+def stop_process(proc: subprocess.Popen, timeout: float = 10.0) -> None:
+    """Stop a process the test started, by its own Popen handle (i.e. by
+    PID): SIGTERM, then SIGKILL if it is still there after ``timeout``."""
+    proc.terminate()
+    try:
+        proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+class RemoteAddressListener(fastws.Listener):
+    """Sends ws.remote_address, then echoes (the PROXY protocol tests)."""
+
+    def on_connect(self, ws):
+        super().on_connect(ws)
+        ws.send(repr(ws.remote_address))
+
+    def on_message(self, data):
+        self.ws.send(data)
+
+
+async def remote_address_handler(ws):
+    """The handler API's RemoteAddressListener."""
+    await ws.send(repr(ws.remote_address))
+    async for message in ws:
+        await ws.send(message)

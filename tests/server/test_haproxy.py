@@ -17,27 +17,10 @@ from websockets.exceptions import InvalidStatus
 import fastws
 
 from haproxy_util import HAProxy, connect_from, haproxy_or_skip
-from util import UNIT, UPGRADE, wait_until
+from util import UNIT, UPGRADE, RemoteAddressListener, remote_address_handler, wait_until
 
 
-class Reporter(fastws.Listener):
-    """Sends ws.remote_address, then echoes."""
-
-    def on_connect(self, ws):
-        super().on_connect(ws)
-        ws.send(repr(ws.remote_address))
-
-    def on_message(self, data):
-        self.ws.send(data)
-
-
-async def reporter(ws):
-    await ws.send(repr(ws.remote_address))
-    async for message in ws:
-        await ws.send(message)
-
-
-APPS = {"listener": Reporter, "handler": reporter}
+APPS = {"listener": RemoteAddressListener, "handler": remote_address_handler}
 
 
 @pytest.fixture(params=sorted(APPS))
@@ -101,7 +84,7 @@ def test_haproxy_health_checks_over_the_proxy_protocol(serve_thread, tmp_path):
         checks.append(request.path)
         return fastws.Response(200, "OK", [], b"ok\n")
 
-    st = serve_thread(Reporter, proxy_protocol=True, http_handler=http_handler)
+    st = serve_thread(RemoteAddressListener, proxy_protocol=True, http_handler=http_handler)
     with HAProxy(tmp_path, st.port, health=True) as haproxy:
         wait_until(lambda: len(checks) >= 6)
         with client("127.0.0.2", haproxy.port_v2) as ws:
@@ -114,7 +97,7 @@ def test_without_proxy_protocol_haproxy_headers_are_refused(serve_thread, tmp_pa
     """A server not told about the proxy does not read its header as one:
     the client gets 400, never a connection under a wrong address."""
     haproxy_or_skip()
-    st = serve_thread(Reporter)
+    st = serve_thread(RemoteAddressListener)
     with HAProxy(tmp_path, st.port) as haproxy:
         for port in (haproxy.port_v1, haproxy.port_v2):
             # a raw client: websockets' own may trip on the close that follows the 400

@@ -23,27 +23,10 @@ from fastws.proxyproto import V2_SIGNATURE
 
 from cliutil import Command
 from cliutil import run as cli_run
-from util import UNIT, RawClient, UPGRADE, arun, wait_until
+from util import UNIT, RawClient, RemoteAddressListener, UPGRADE, arun, remote_address_handler, wait_until
 
 
-class Reporter(fastws.Listener):
-    """Sends ws.remote_address, then echoes."""
-
-    def on_connect(self, ws):
-        super().on_connect(ws)
-        ws.send(repr(ws.remote_address))
-
-    def on_message(self, data):
-        self.ws.send(data)
-
-
-async def reporter(ws):
-    await ws.send(repr(ws.remote_address))
-    async for message in ws:
-        await ws.send(message)
-
-
-APPS = {"listener": Reporter, "handler": reporter}
+APPS = {"listener": RemoteAddressListener, "handler": remote_address_handler}
 
 
 @pytest.fixture(params=sorted(APPS))
@@ -150,7 +133,7 @@ def test_local_unknown_and_unspec_keep_the_socket_address(start):
 
 def test_a_health_check_over_local_gets_plain_http(serve_thread):
     """What an AWS NLB health check does: a LOCAL header, then GET /healthz."""
-    st = serve_thread(Reporter, proxy_protocol=True,
+    st = serve_thread(RemoteAddressListener, proxy_protocol=True,
                       http_handler=lambda request: fastws.Response(200, "OK", [], b"ok\n"))
     answer = refused_unread(st.port, v2(command=0, family=0) + b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
     assert answer.startswith(b"HTTP/1.1 200 ") and answer.endswith(b"ok\n")
@@ -216,7 +199,7 @@ def test_cidr_and_any_in_forwarded_allow_ips(start):
 
 def test_off_by_default_a_header_is_a_bad_request(serve_thread):
     """Without proxy_protocol nothing reads a PROXY header: it is not HTTP (400)."""
-    st = serve_thread(Reporter)
+    st = serve_thread(RemoteAddressListener)
     answer = refused_unread(st.port, v1() + UPGRADE.format(path="/", port=1, key="x", extra="").encode())
     assert answer.startswith(b"HTTP/1.1 400 ")
     assert type(st.server._factory()) is fastws.server.ServerConnection  # the plain class: nothing mixed in
@@ -224,7 +207,7 @@ def test_off_by_default_a_header_is_a_bad_request(serve_thread):
 
 def test_proxy_protocol_must_be_a_bool():
     with pytest.raises(ConfigError, match="proxy_protocol must be True or False"):
-        fastws.Server(Reporter, proxy_protocol="yes")
+        fastws.Server(RemoteAddressListener, proxy_protocol="yes")
 
 
 # ------------------------------------------------------------------ where the address is used
@@ -321,7 +304,7 @@ def test_unix_socket_peer_not_trusted_by_default(tmp_path):
     path = str(tmp_path / "ws.sock")
 
     async def main():
-        async with fastws.serve(Reporter, unix_path=path, proxy_protocol=True) as server:
+        async with fastws.serve(RemoteAddressListener, unix_path=path, proxy_protocol=True) as server:
             assert await _unix_exchange(path, v1()) == b""
             assert server.counters.refused_by == {"proxy_untrusted": 1}
 
@@ -336,7 +319,7 @@ def test_proxy_protocol_with_ssl_is_a_config_error():
 
     async def main():
         with pytest.raises(ConfigError, match="terminate TLS at the proxy"):
-            await fastws.serve(Reporter, "127.0.0.1", 0, ssl=ctx, proxy_protocol=True)
+            await fastws.serve(RemoteAddressListener, "127.0.0.1", 0, ssl=ctx, proxy_protocol=True)
 
     arun(main())
 
@@ -402,7 +385,7 @@ def test_the_server_keeps_its_attributes_inline(options):
     import dis
     import io
 
-    server = fastws.Server(Reporter, **options)
+    server = fastws.Server(RemoteAddressListener, **options)
 
     def read(s):
         return s.origins
