@@ -51,7 +51,7 @@ from fastws.constants import OP_CLOSE, OP_PING, OP_PONG  # noqa: E402
 from fastws.exceptions import ProtocolError  # noqa: E402
 
 _GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"  # RFC 6455 1.3
-HANDSHAKE_TIMEOUT = 15.0
+HANDSHAKE_TIMEOUT = 30.0
 MAX_CONSECUTIVE_FAILURES = 200
 TICK = 0.005  # seconds between two opening ticks
 C = Counters()
@@ -180,6 +180,7 @@ class Client:
         self.halted = False
         self.started = 0
         self.in_flight = 0
+        self.retried = 0
         self.consecutive = 0
         self.stopped_by = None
         self.t0 = self.t1 = None
@@ -192,6 +193,11 @@ class Client:
         self.in_flight -= 1
         C.failed += 1
         _bump(C.fail_reasons, why[:120])
+        if self.retried < self.args.retries and not self.halted:
+            # A fresh connection takes the failed one's place (counted; a
+            # failure is never hidden: "failed" still counts every one).
+            self.retried += 1
+            self.started -= 1
         self.consecutive += 1
         if self.consecutive >= MAX_CONSECUTIVE_FAILURES and self.stopped_by is None:
             self.halted = True
@@ -264,7 +270,7 @@ class Client:
         pick = (lambda q: lat[min(len(lat) - 1, int(q * len(lat)))] if lat else None)
         emit(ev="opened", opened=C.opened, failed=C.failed, open=C.open, t0=self.t0, t1=self.t1,
              p50=pick(0.5), p99=pick(0.99), max=lat[-1] if lat else None,
-             fail_reasons=C.fail_reasons, stopped_by=self.stopped_by,
+             fail_reasons=C.fail_reasons, retried=self.retried, stopped_by=self.stopped_by,
              halted=self.halted and self.stopped_by is None, cpu_s=time.process_time())
         self.done.set_result(None)
 
@@ -357,6 +363,8 @@ def main() -> None:
     ap.add_argument("--rate", type=float, default=1000.0,
                     help="connects per second, paced (default 1,000; 0: as fast as --concurrency allows)")
     ap.add_argument("--concurrency", type=int, default=256, help="handshakes in flight at most")
+    ap.add_argument("--retries", type=int, default=2000,
+                    help="failed connects or handshakes replaced by a fresh one, at most this many in all")
     uvloop.run(amain(ap.parse_args()))
 
 

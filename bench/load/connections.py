@@ -287,7 +287,8 @@ async def run_one(kind: str, n: int, workers: int, args, *, ping_interval, ping_
         return r
     plan = plan_clients(n, args.clients)
     r["clients"] = len(plan)
-    per_client_conc = max(8, args.concurrency // len(plan))
+    at_once = min(args.stagger or len(plan), len(plan))  # client processes opening at the same time
+    per_client_conc = max(8, args.concurrency // at_once)
     srv = Server(kind, args.host, workers, api, ping_interval, ping_timeout, cpu=0 if pin else None)
     clients: list[Client] = []
     try:
@@ -307,13 +308,28 @@ async def run_one(kind: str, n: int, workers: int, args, *, ping_interval, ping_
         # -- open, with the memory guard ----------------------------------
         cpu0 = {w: proc_cpu_ns(w) for w in srv.workers}
         t_open = time.monotonic()
-        for c in clients:
+        # --stagger K: K clients open at a time, the next one starting when one
+        # has finished, so the processes that are busy opening stay few (on 2
+        # cores, 50+ clients opening at once spent most of their CPU switching
+        # and on cold caches); without it, all at once.
+        waits, queued = [], list(clients)
+
+        async def start_next() -> None:
+            c = queued.pop(0)
+            if halted is not None:
+                await c.send("halt")  # it finishes at once, with nothing opened
             await c.send("open")
-        waits = [asyncio.ensure_future(c.expect("opened", 3600)) for c in clients]
+            waits.append(asyncio.ensure_future(c.expect("opened", 3600)))
+
+        halted = None
+        for _ in range(at_once):
+            await start_next()
         open_deadline = t_open + 60 + n / 1000
-        halted, sent, min_avail, last_log = None, False, base_mem["MemAvailable"], t_open
-        while not all(w.done() for w in waits):
+        sent, min_avail, last_log = False, base_mem["MemAvailable"], t_open
+        while queued or not all(w.done() for w in waits):
             await asyncio.sleep(0.2)
+            while queued and sum(not w.done() for w in waits) < at_once:
+                await start_next()
             avail = mem_available()
             min_avail = min(min_avail, avail)
             now = time.monotonic()
@@ -341,7 +357,8 @@ async def run_one(kind: str, n: int, workers: int, args, *, ping_interval, ping_
         r.update(open=count, failed=sum(o["failed"] for o in opened), open_s=t1 - t0,
                  hs_rate=sum(o["opened"] for o in opened) / (t1 - t0) if t1 > t0 else float("nan"),
                  p50=max(o["p50"] or 0 for o in opened), p99=max(o["p99"] or 0 for o in opened),
-                 min_avail=min_avail, client_open_cpu_s=sum(o["cpu_s"] for o in opened))
+                 min_avail=min_avail, client_open_cpu_s=sum(o["cpu_s"] for o in opened),
+                 retried=sum(o.get("retried", 0) for o in opened))
         per_w = {w: fd_count(w) - base_fd[w] for w in srv.workers}
         r["per_worker_conns"] = per_w
         r["hs_worker_wall"] = sum(per_w.values()) / len(per_w) / r["open_s"] if r["open_s"] else float("nan")
@@ -510,7 +527,8 @@ def notes(results: list[dict], args) -> list[str]:
                    f"connections per worker {list(r['per_worker_conns'].values())}; server CPU while opening "
                    f"{r['open_cpu_s']:.1f} s, clients' CPU (from their start) {r['client_open_cpu_s']:.1f} s; "
                    f"failed handshakes {r['failed']}"
-                   + (f" {r['fail_reasons']}" if r["failed"] else ""))
+                   + (f" {r['fail_reasons']}" if r["failed"] else "")
+                   + (f", each replaced by a fresh connection ({r['retried']:,} retries)" if r.get("retried") else ""))
         if "rss_per_conn" in r:
             out.append(f"{tag}: server RSS total {r['rss_total_mib']:,.0f} MiB; client RSS "
                        f"{r['client_rss_per_conn']:,.0f} B / conn; MemAvailable drop {r['avail_per_conn']:,.0f} B / conn "
@@ -719,6 +737,9 @@ def main() -> int:
     ap.add_argument("--settle", type=float, default=5.0, help="idle seconds before memory is read")
     ap.add_argument("--window", type=float, default=20.0, help="seconds of the idle CPU window")
     ap.add_argument("--concurrency", type=int, default=512, help="handshakes in flight, all clients together")
+    ap.add_argument("--stagger", type=int, default=0,
+                    help="client processes opening at the same time, the next starting when one is done "
+                         "(default 0: all at once; --concurrency is shared by these)")
     ap.add_argument("--client", choices=("lean", "old", "both"), default="lean",
                     help="client processes: lean (bench/load/conn_lean.py: one loop, paced opening, the Cython "
                          "codec; default), old (bench/load/conn_client.py), both: each run twice, old then lean")

@@ -105,7 +105,7 @@ def run(args, kind: str) -> dict:
     procs.append(server)
     result = {"server": args.server, "server_workers": args.server_workers if args.server == "fastws" else 1,
               "user": user_class, "pool_size": pool_size, "locust_users": users,
-              "users": users * pool_size, "locust_workers": lw, "spawn_rate": args.spawn_rate,
+              "users": users * pool_size, "locust_workers": lw, "spawn_rate": args.spawn_rate, "stagger": args.stagger,
               "hold": args.hold, "command": " ".join(sys.argv), "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
     try:
         if not wait_port(port):
@@ -127,22 +127,30 @@ def run(args, kind: str) -> dict:
         # locust 2.47 workers re-build their argument parser for every option
         # of every spawn message, which stalled workers at 400 users/s); each
         # worker paces its own connects at rate / workers.
-        lenv["FASTWS_CONNECT_RATE"] = str(args.spawn_rate / lw)
+        # --stagger K: K workers open at a time, in waves (worker i waits
+        # (i // K) waves; a wave is the time a worker takes to open its share at
+        # its rate), each at spawn_rate / K: on 2 cores, 50 processes opening at
+        # once spent most of their CPU switching between each other.
+        at_once = min(args.stagger or lw, lw)
+        per_worker_rate = args.spawn_rate / at_once
+        wave = math.ceil(args.users / lw) / per_worker_rate
+        lenv["FASTWS_CONNECT_RATE"] = str(per_worker_rate)
         lenv["FASTWS_POOL_CONNECTIONS"] = str(pool_size)
         master_cmd = [sys.executable, "-m", "locust", "-f", lf, user_class, "--master", "--headless",
                       "--master-bind-host", "127.0.0.1", "--master-bind-port", str(mport),
                       "--expect-workers", str(lw), "-u", str(users), "-r", str(users),
                       "-t", f"{run_time}s", "--host", f"ws://127.0.0.1:{port}", "--csv", str(out / "hold"),
                       "--ws-stats-file", str(out / "ws.json"), "--ws-stats-interval", "10",
-                      "--only-summary", "--stop-timeout", "20"]
+                      "--only-summary", "--stop-timeout", "20", "--html", str(out / "report.html")]
         # The workers first, alone: their RSS once loaded and idle (steady for
         # 2 s) is the baseline of the bytes per held connection; then the
         # master (a worker's zmq socket connects to it when it comes).
         workers = []
         for i in range(lw):
+            wenv = dict(lenv, FASTWS_START_DELAY=f"{(i // at_once) * wave:.2f}")
             w = spawn([sys.executable, "-m", "locust", "-f", lf, user_class, "--worker",
                        "--master-host", "127.0.0.1", "--master-port", str(mport)],
-                      env=lenv, cwd=str(out), stdout=subprocess.DEVNULL,
+                      env=wenv, cwd=str(out), stdout=subprocess.DEVNULL,
                       stderr=open(out / f"worker{i}.log", "w"))
             workers.append(w)
             procs.append(w)
@@ -256,6 +264,7 @@ def run(args, kind: str) -> dict:
                 result["failures"] = [dict(r) for r in csv.DictReader(f)][:10]
         except OSError as exc:
             result["requests"] = f"no CSV: {exc}"
+        result["html_report"] = str(out / "report.html") if (out / "report.html").exists() else None
         result["per_locust_worker"] = round(args.users / lw)
         result["timeline"] = [{k: (round(v / 2**20) if k.endswith("rss") or k == "avail" else v)
                                for k, v in s.items()} for s in samples[::5]]
@@ -281,6 +290,9 @@ def main() -> int:
     ap.add_argument("--pool-size", type=int, default=1000, help="connections per PoolHoldUser (default 1,000)")
     ap.add_argument("--locust-workers", type=int, default=0, help="locust worker processes (default: users/16,000)")
     ap.add_argument("--spawn-rate", type=float, default=400.0, help="connects per second, all workers (default 400)")
+    ap.add_argument("--stagger", type=int, default=0,
+                    help="locust workers opening at the same time, in waves (default 0: all at once); "
+                         "--spawn-rate is shared by them")
     ap.add_argument("--hold", type=float, default=30.0, help="seconds to hold after the ramp (default 30)")
     ap.add_argument("--connect-timeout", type=float, default=30.0, help="HoldUser connect + handshake timeout (default 30 s)")
     ap.add_argument("--stall", type=float, default=30.0, help="treat the count as final when it has not grown for this long (default 30 s)")

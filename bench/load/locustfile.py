@@ -40,6 +40,7 @@ import json
 import os
 import time
 
+import gevent
 import locust.runners
 from locust import constant, constant_pacing, task
 
@@ -129,3 +130,11 @@ class PoolHoldUser(PoolUser):
     ping_interval = float(os.environ.get("FASTWS_HOLD_PING", "30")) or None
     connect_timeout = float(os.environ.get("FASTWS_CONNECT_TIMEOUT", "10"))
     path = os.environ.get("FASTWS_PATH", "/")
+    # bench/load/locust_million.py --stagger: this worker's users start
+    # connecting this many seconds after they are spawned (waves of workers,
+    # so that few processes open at the same time on a small machine).
+    start_delay = float(os.environ.get("FASTWS_START_DELAY", "0"))
+
+    def on_start(self):
+        if self.start_delay > 0:
+            gevent.sleep(self.start_delay)
