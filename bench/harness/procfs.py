@@ -98,3 +98,13 @@ def meminfo() -> dict:
 
 def mem_available() -> int:
     return meminfo()["MemAvailable"]
+
+
+def sockstat_tcp() -> dict:
+    """/proc/net/sockstat 'TCP:' line: inuse, orphan, tw, alloc, mem (mem in pages)."""
+    with open("/proc/net/sockstat") as f:
+        for line in f:
+            if line.startswith("TCP:"):
+                v = line.split()[1:]
+                return {v[i]: int(v[i + 1]) for i in range(0, len(v) - 1, 2)}
+    return {}

@@ -32,7 +32,7 @@ import time
 from pathlib import Path
 
 from .meta import REPO, machine, versions
-from .procfs import alive, children, fd_count, mem_available, meminfo, proc_cpu_ns, rss_kib, start_time, tree
+from .procfs import alive, children, fd_count, mem_available, meminfo, proc_cpu_ns, rss_kib, sockstat_tcp, start_time, tree
 from .servers import SKIP
 
 BENCH = REPO / "bench"
@@ -41,7 +41,7 @@ HISTORY = BENCH / "results" / "history.md"
 
 __all__ = ["BENCH", "GUARD", "HISTORY", "LATEST", "REPO", "SKIP", "Child", "alive", "append_results",
            "astop", "child_env", "children", "fd_count", "head", "mem_available", "meminfo", "pin",
-           "port_closed", "port_open", "proc_cpu_ns", "rss_kib", "spawn", "stamp", "stop", "tree",
+           "port_closed", "port_open", "proc_cpu_ns", "rss_kib", "sockstat_tcp", "spawn", "stamp", "stop", "tree",
            "wait_port"]
 
 

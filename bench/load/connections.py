@@ -65,7 +65,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))  # bench/: the harness
 from harness.meta import REPO, free_port  # noqa: E402
 from harness.run import (GUARD, Child, alive, append_results, child_env, children, fd_count, head,  # noqa: E402
-                         mem_available, meminfo, pin, port_closed, proc_cpu_ns, rss_kib, stamp)
+                         mem_available, meminfo, pin, port_closed, proc_cpu_ns, rss_kib, sockstat_tcp, stamp)
 
 PER_PROCESS = 15000      # connections per server worker / client process (fd limit 20,000)
 PER_SRC = 25000          # connections per source address (~28k ephemeral ports per pair)
@@ -75,16 +75,6 @@ FLOOR = "handshake-floor"  # bench/load/conn_peers.py: accept + canned 101, the 
 PAGE = os.sysconf("SC_PAGE_SIZE")
 
 # ------------------------------------------------------------- /proc ----
-def sockstat_tcp() -> dict:
-    """/proc/net/sockstat 'TCP:' line: inuse, orphan, tw, alloc, mem (mem in pages)."""
-    with open("/proc/net/sockstat") as f:
-        for line in f:
-            if line.startswith("TCP:"):
-                v = line.split()[1:]
-                return {v[i]: int(v[i + 1]) for i in range(0, len(v) - 1, 2)}
-    return {}
-
-
 def listeners(port: int) -> int:
     """How many sockets listen on port (one per SO_REUSEPORT worker)."""
     n = 0
@@ -541,6 +531,13 @@ def notes(results: list[dict], args) -> list[str]:
                        + ("" if r.get("workers_ok", True) else "; WORKER DIED"))
         if r.get("limit"):
             out.append(f"{tag}: stopped at {r['open']:,} of {r['target']:,}: {r['limit']}")
+        elif r.get("open_s"):
+            # Nothing halted the run: what bounded its pace was the machine's cores.
+            busy = (r["open_cpu_s"] + r.get("client_cpu_open_s", 0.0)) / r["open_s"]
+            out.append(f"{tag}: what limited it: nothing stopped it (all {r['open']:,} asked are open); the "
+                       f"opening pace was bound by CPU: server + clients used {busy:.2f} of the machine's "
+                       f"{os.cpu_count()} cores while opening (the rest: the kernel's loopback TCP and other "
+                       f"processes)")
         if r["server"] == "bare" and "idle_cpu_pct" in r and r.get("window_pings"):
             per = _per_ping(r)
             pi = r["ping_interval"]

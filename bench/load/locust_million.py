@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import ipaddress
 import json
 import math
 import signal
@@ -52,10 +53,12 @@ sys.path.insert(0, str(HERE.parent))  # bench/: the harness
 
 from harness import servers  # noqa: E402
 from harness.meta import REPO, free_port, machine, versions  # noqa: E402
-from harness.run import GUARD, child_env, fd_count, mem_available, rss_kib, spawn, stop, tree, wait_port  # noqa: E402
+from harness.run import (GUARD, child_env, fd_count, mem_available, rss_kib, sockstat_tcp, spawn, stop,  # noqa: E402
+                         tree, wait_port)
 from harness.run import proc_cpu_ns as cpu_ns  # noqa: E402
 
 PER_PROCESS = 19000  # sockets a process may hold here (RLIMIT_NOFILE 20,000), with a margin
+PER_SOURCE = 25000   # connections per source address (~28,000 ephemeral ports toward one server port)
 
 
 def log(msg: str) -> None:
@@ -106,6 +109,7 @@ def run(args, kind: str) -> dict:
     result = {"server": args.server, "server_workers": args.server_workers if args.server == "fastws" else 1,
               "user": user_class, "pool_size": pool_size, "locust_users": users,
               "users": users * pool_size, "locust_workers": lw, "spawn_rate": args.spawn_rate, "stagger": args.stagger,
+              "max_connecting": args.max_connecting,
               "hold": args.hold, "command": " ".join(sys.argv), "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
     try:
         if not wait_port(port):
@@ -117,7 +121,7 @@ def run(args, kind: str) -> dict:
         # which then writes its CSV and stats) --hold seconds after the server
         # holds every connection, or after the count stopped growing for
         # --stall seconds.
-        run_time = int(math.ceil(users * pool_size / args.spawn_rate) * 4 + args.hold + 120)
+        run_time = args.time_limit or int(math.ceil(users * pool_size / args.spawn_rate) * 4 + args.hold + 120)
         lf = str(HERE / "locustfile.py")
         lenv = child_env()
         lenv["FASTWS_HOLD_PING"] = str(args.client_ping)
@@ -127,13 +131,23 @@ def run(args, kind: str) -> dict:
         # locust 2.47 workers re-build their argument parser for every option
         # of every spawn message, which stalled workers at 400 users/s); each
         # worker paces its own connects at rate / workers.
-        # --stagger K: K workers open at a time, in waves (worker i waits
-        # (i // K) waves; a wave is the time a worker takes to open its share at
-        # its rate), each at spawn_rate / K: on 2 cores, 50 processes opening at
-        # once spent most of their CPU switching between each other.
+        # --stagger K: K workers open at a time, in waves, each at spawn_rate /
+        # K (on 2 cores, 50 processes opening at once spent most of their CPU
+        # switching between each other); worker i starts when worker i - K has
+        # an answer to every one of its connects (bench/load/locustfile.py), so
+        # a wave the server answers slowly delays the next one.
         at_once = min(args.stagger or lw, lw)
         per_worker_rate = args.spawn_rate / at_once
-        wave = math.ceil(args.users / lw) / per_worker_rate
+        waves = out / "waves"
+        if at_once < lw:
+            waves.mkdir(exist_ok=True)
+        # Closed loop: at most --max-connecting handshakes in flight, all the
+        # users opening at a time together (each its share): when the server
+        # slows down (a million connections pinging on two cores), the users
+        # wait for it instead of queueing more connects than it can answer
+        # within the connect timeout.
+        opening_users = math.ceil(users / lw) * at_once
+        lenv["FASTWS_MAX_CONNECTING"] = str(max(1, args.max_connecting // opening_users))
         lenv["FASTWS_CONNECT_RATE"] = str(per_worker_rate)
         lenv["FASTWS_POOL_CONNECTIONS"] = str(pool_size)
         master_cmd = [sys.executable, "-m", "locust", "-f", lf, user_class, "--master", "--headless",
@@ -146,8 +160,19 @@ def run(args, kind: str) -> dict:
         # 2 s) is the baseline of the bytes per held connection; then the
         # master (a worker's zmq socket connects to it when it comes).
         workers = []
+        own_k = math.ceil(math.ceil(users * pool_size / lw) / PER_SOURCE)   # addresses per worker
         for i in range(lw):
-            wenv = dict(lenv, FASTWS_START_DELAY=f"{(i // at_once) * wave:.2f}")
+            # worker i starts when worker i - K has finished opening (bench/load/locustfile.py)
+            wenv = lenv if at_once >= lw else dict(lenv, FASTWS_WAVE_DIR=str(waves), FASTWS_WAVE_ID=str(i),
+                                                   FASTWS_WAVE_AFTER=str(i - at_once) if i >= at_once else "")
+            if kind == "pool" and not args.shared_sources:
+                # each worker its own source addresses, their ports picked in
+                # order by the pool (PoolUser.own_source_addresses): the
+                # kernel's port search over 64 shared addresses stalled the
+                # connects near 900,000
+                wenv = dict(wenv, FASTWS_LOCUST_OWN_SOURCES=",".join(
+                    str(ipaddress.IPv4Address(int(ipaddress.IPv4Address("127.0.0.2")) + i * own_k + j))
+                    for j in range(own_k)))
             w = spawn([sys.executable, "-m", "locust", "-f", lf, user_class, "--worker",
                        "--master-host", "127.0.0.1", "--master-port", str(mport)],
                       env=wenv, cwd=str(out), stdout=subprocess.DEVNULL,
@@ -173,6 +198,15 @@ def run(args, kind: str) -> dict:
         deadline = t0 + run_time + 120
         plateau_at = None   # when the server first held every user (or stopped growing)
         best, best_t = 0, time.monotonic()
+        target = users * pool_size
+        inuse0 = sockstat_tcp()['inuse']
+        # Counting the sockets of every process (listing /proc/PID/fd) costs
+        # the kernel time in proportion to the sockets: at a million, a count
+        # of all 112 processes took over a minute of a saturated machine. So
+        # each sample reads the cheap figures (memory, CPU, /proc/net/sockstat)
+        # and the sockets are counted at most 1/20 of the time, and always at
+        # the plateau and at the end of the hold.
+        next_count, hold_done = 0.0, False
         while master.poll() is None:
             time.sleep(2)
             spids = tree(server.pid)
@@ -180,16 +214,25 @@ def run(args, kind: str) -> dict:
                 "t": round(time.monotonic() - t0, 1),
                 "avail": mem_available(),
                 "server_rss": sum(rss_kib(p) for p in spids) * 1024,
-                "server_fds": sum(fd_count(p) for p in spids) - server_fd_base,
                 "client_rss": sum(rss_kib(w.pid) for w in workers) * 1024,
-                "client_fds": sum(fd_count(w.pid) for w in workers),
                 "server_cpu": sum(cpu_ns(p) - cpu0.get(p, 0) for p in spids) / 1e9,
                 "client_cpu": sum(cpu_ns(w.pid) - cpu0.get(w.pid, 0) for w in workers) / 1e9,
+                "tcp_pairs": max(0, sockstat_tcp()['inuse'] - inuse0) // 2,   # both ends of loopback pairs, handshakes included
             }
+            now = time.monotonic()
+            hold_done = plateau_at is not None and now - plateau_at >= args.hold
+            if now >= next_count or hold_done or (plateau_at is None and s["tcp_pairs"] >= target):
+                c0 = time.monotonic()
+                s["server_fds"] = sum(fd_count(p) for p in spids) - server_fd_base
+                s["client_fds"] = sum(fd_count(w.pid) for w in workers)
+                took = time.monotonic() - c0
+                next_count = time.monotonic() + 20 * took
             samples.append(s)
-            if len(samples) % 5 == 0:
-                log(f"t={s['t']:.0f}s server fds {s['server_fds']:,} rss {s['server_rss'] / 2**20:,.0f} MiB; "
-                    f"locust fds {s['client_fds']:,} rss {s['client_rss'] / 2**20:,.0f} MiB; "
+            if len(samples) % 5 == 0 or "server_fds" in s:
+                counted = (f"server fds {s['server_fds']:,}; locust fds {s['client_fds']:,}; "
+                           if "server_fds" in s else "")
+                log(f"t={s['t']:.0f}s {counted}TCP pairs {s['tcp_pairs']:,}; server rss "
+                    f"{s['server_rss'] / 2**20:,.0f} MiB; locust rss {s['client_rss'] / 2**20:,.0f} MiB; "
                     f"available {s['avail'] / 2**30:.1f} GiB")
             if GUARD.low(s["avail"]):
                 aborted = f"available memory {s['avail'] / 2**30:.1f} GiB < {args.min_available_gib} GiB"
@@ -197,15 +240,16 @@ def run(args, kind: str) -> dict:
                 stop(master, *workers, timeout=30)
                 break
             now = time.monotonic()
-            held = s["client_fds"]
-            if held > best + 50:
-                best, best_t = held, now
-            if plateau_at is None and (s["server_fds"] >= users * pool_size or now - best_t > args.stall):
+            if s["tcp_pairs"] > best + 50:
+                best, best_t = s["tcp_pairs"], now
+            if plateau_at is None and (s.get("server_fds", 0) >= target or now - best_t > args.stall):
                 plateau_at = now
                 result["ramp_seconds"] = round(now - t0, 1)
-                log(f"plateau: server sockets {s['server_fds']:,}, locust sockets {held:,}; holding {args.hold:.0f}s")
-            if plateau_at is not None and now - plateau_at >= args.hold:
-                log("hold done: stopping locust (SIGTERM to the master)")
+                log(f"plateau: server sockets {s.get('server_fds', s['tcp_pairs']):,}, TCP pairs "
+                    f"{s['tcp_pairs']:,}; holding {args.hold:.0f}s")
+            if hold_done and "server_fds" in s:
+                log(f"hold done (server sockets {s['server_fds']:,}): stopping locust (SIGTERM to the master)")
+                result["server_at_hold_end"] = s["server_fds"]
                 master.send_signal(signal.SIGTERM)
                 try:
                     master.wait(120)
@@ -228,16 +272,17 @@ def run(args, kind: str) -> dict:
         result["aborted"] = aborted
         result["master_exit"] = master.returncode
         result["samples"] = len(samples)
-        peak = max(samples, key=lambda s: s["server_fds"]) if samples else {}
+        counted = [s for s in samples if "server_fds" in s]
+        peak = max(counted, key=lambda s: s["server_fds"]) if counted else {}
         result["server_peak_connections"] = peak.get("server_fds")  # sockets beyond the idle server's fds
-        result["client_peak_fds"] = max((s["client_fds"] for s in samples), default=None)
+        result["client_peak_fds"] = max((s["client_fds"] for s in counted), default=None)
         result["server_rss_at_peak"] = peak.get("server_rss")
         result["server_rss_base"] = server_base * 1024
         result["client_rss_at_peak"] = peak.get("client_rss")
         result["min_available"] = min((s["avail"] for s in samples), default=None)
         result["server_cpu_s"] = samples[-1]["server_cpu"] if samples else None
         result["client_cpu_s"] = samples[-1]["client_cpu"] if samples else None
-        ramp = samples[:-1]  # the last sample may be taken while users stop
+        ramp = [s for s in samples[:-1] if "server_fds" in s]  # the last sample may be taken while users stop
         # Client side: every user (greenlet + User object) exists from the
         # spawn on, before its connect, so the RSS slope against sockets would
         # mix the two; per held connection = (RSS at the peak - RSS of the idle
@@ -295,11 +340,22 @@ def main() -> int:
                          "--spawn-rate is shared by them")
     ap.add_argument("--hold", type=float, default=30.0, help="seconds to hold after the ramp (default 30)")
     ap.add_argument("--connect-timeout", type=float, default=30.0, help="HoldUser connect + handshake timeout (default 30 s)")
+    ap.add_argument("--max-connecting", type=int, default=2000,
+                    help="PoolHoldUser: handshakes in flight, all users together (each user gets its share, "
+                         "at least 1; default 2,000)")
     ap.add_argument("--stall", type=float, default=30.0, help="treat the count as final when it has not grown for this long (default 30 s)")
     ap.add_argument("--client-ping", type=float, default=30.0, help="HoldUser PING interval, s (default 30)")
     ap.add_argument("--server-ping", type=float, default=20.0, help="fastws --ping-interval, s (default 20)")
     ap.add_argument("--server-ping-timeout", type=float, default=20.0, help="fastws --ping-timeout, s (default 20)")
-    ap.add_argument("--sources", type=int, default=64, help="loopback source addresses 127.0.0.2.. (default 64)")
+    ap.add_argument("--sources", type=int, default=64,
+                    help="loopback source addresses 127.0.0.2.. shared by the workers (HoldUser, and PoolHoldUser "
+                         "with --shared-sources; default 64)")
+    ap.add_argument("--shared-sources", action="store_true",
+                    help="PoolHoldUser: the --sources addresses shared by every worker, the kernel picking the "
+                         "ports, instead of each worker its own addresses (one per 25,000 connections) whose "
+                         "ports the pool picks in order")
+    ap.add_argument("--time-limit", type=int, default=0,
+                    help="locust's -t, a safety bound (default: 4 x connections / spawn rate + hold + 120 s)")
     ap.add_argument("--min-available-gib", type=float, default=3.0, help="abort below this (default 3)")
     ap.add_argument("--port", type=int, default=0)
     ap.add_argument("--out", default="/tmp/fastws-locust-million")

@@ -120,6 +120,39 @@ class ChatUser(WebSocketUser):
             self.report_receive(message, name=f"chat {kind}")
 
 
+# bench/load/locust_million.py --stagger: the workers open in waves, each
+# worker starting when the worker FASTWS_WAVE_AFTER has finished opening (every
+# one of its connects answered: a 101 or a failure, one CONNECT event each),
+# which it says with the file FASTWS_WAVE_DIR/<its FASTWS_WAVE_ID>.  A wave
+# that the server answers slowly delays the next instead of piling up.
+_WAVE_DIR = os.environ.get("FASTWS_WAVE_DIR", "")
+_wave = {"connects": 0, "watching": False}
+
+
+def _count_connect(request_type, **_kw):
+    if request_type == "CONNECT":
+        _wave["connects"] += 1
+
+
+def _wave_start(user) -> None:
+    """Wait for this worker's turn; the first user also watches for its end."""
+    after = os.environ.get("FASTWS_WAVE_AFTER", "")
+    if not _wave["watching"]:
+        _wave["watching"] = True
+        user.environment.events.request.add_listener(_count_connect)
+        gevent.spawn(_wave_watch, user.environment.runner, user.connections)
+    if after:
+        while not os.path.exists(os.path.join(_WAVE_DIR, after)):
+            gevent.sleep(0.5)
+
+
+def _wave_watch(runner, per_user: int) -> None:
+    while _wave["connects"] < runner.user_count * per_user or not runner.user_count:
+        gevent.sleep(0.5)
+    with open(os.path.join(_WAVE_DIR, os.environ["FASTWS_WAVE_ID"]), "w") as f:
+        f.write(str(_wave["connects"]))
+
+
 class PoolHoldUser(PoolUser):
     """``HoldUser``'s scenario for ``FASTWS_POOL_CONNECTIONS`` connections
     (default 1,000) per user, all driven by the user's one greenlet: connect,
@@ -130,11 +163,11 @@ class PoolHoldUser(PoolUser):
     ping_interval = float(os.environ.get("FASTWS_HOLD_PING", "30")) or None
     connect_timeout = float(os.environ.get("FASTWS_CONNECT_TIMEOUT", "10"))
     path = os.environ.get("FASTWS_PATH", "/")
-    # bench/load/locust_million.py --stagger: this worker's users start
-    # connecting this many seconds after they are spawned (waves of workers,
-    # so that few processes open at the same time on a small machine).
-    start_delay = float(os.environ.get("FASTWS_START_DELAY", "0"))
+    # bench/load/locust_million.py --max-connecting: handshakes in flight per
+    # user, so that all users together never queue more than the server can
+    # answer within the connect timeout (the opening waits for the server).
+    max_connecting = int(os.environ.get("FASTWS_MAX_CONNECTING", "100"))
 
     def on_start(self):
-        if self.start_delay > 0:
-            gevent.sleep(self.start_delay)
+        if _WAVE_DIR:
+            _wave_start(self)

@@ -583,6 +583,51 @@ def test_pool_user_against_fastws(serve_thread, tmp_path):
     assert sources == {f"127.0.0.{i}" for i in range(2, 10)}, sources
 
 
+LOCUSTFILE_OWN = '''
+from fastws.locust import PoolUser
+
+class Pool(PoolUser):
+    connections = 150          # x 2 users in one process: 300 connections
+    ping_interval = None
+    connect_rate = None
+    own_source_addresses = ["127.0.0.70", "127.0.0.71"]
+'''
+
+
+def test_pool_user_own_source_addresses(serve_thread, tmp_path):
+    """``own_source_addresses``: the pool binds its sockets itself, the ports
+    of the ephemeral range in order on the first address (no kernel port
+    search), and a port some other socket holds is skipped, not an error."""
+    peers = []
+
+    class Echo(EchoListener):
+        __slots__ = ()
+
+        def on_connect(self, ws):
+            super().on_connect(ws)
+            peers.append(ws.remote_address[:2])
+
+    lo, _hi = (int(x) for x in open("/proc/sys/net/ipv4/ip_local_port_range").read().split())
+    st = serve_thread(Echo)
+    held = socket.socket()          # another socket holds the 11th port: skipped
+    held.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    held.bind(("127.0.0.70", lo + 10))
+    held.listen(1)
+    try:
+        (tmp_path / "own.py").write_text(LOCUSTFILE_OWN)
+        out = tmp_path / "own"
+        proc = _locust(["-f", str(tmp_path / "own.py"), "--host", f"ws://127.0.0.1:{st.port}",
+                        "-u", "2", "-r", "2", "-t", "4s", "--csv", str(out)], cwd=str(tmp_path), timeout=90)
+    finally:
+        held.close()
+    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-3000:]
+    rows = _rows(f"{out}_stats.csv")
+    assert int(rows[("", "Aggregated")]["Failure Count"]) == 0, proc.stderr[-3000:]
+    assert int(rows[("CONNECT", "/")]["Request Count"]) == 300
+    assert {addr for addr, _port in peers} == {"127.0.0.70"}
+    assert sorted(port for _addr, port in peers) == [p for p in range(lo, lo + 301) if p != lo + 10]
+
+
 @pytest.fixture
 def websockets_keepalive_echo():
     """A `websockets` echo server (sync API) in a thread that PINGs every 0.5 s
