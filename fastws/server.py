@@ -144,17 +144,19 @@ class ServerConnection(StreamConnection):
             quick = self._server._upgrades.read(data, opts.max_head, opts.max_headers)  # None unless bytes
             if quick is not None:
                 self._reader = None
-                request, leftover, key = quick
+                path, packed, key, leftover = quick
                 server = self._server
                 if (server.origins is not None or server.subprotocols or opts.compression is not None
                         or server.allowed_hosts is not None):
-                    self._check_upgrade(request, leftover)
+                    self._check_upgrade(handshake.quick_request(path, packed), leftover)
                     return
                 # check_request would pass, answering accept_response([(
                 # "Sec-WebSocket-Accept", ...)]); only process_request is left.
+                request = None  # made only for process_request (quick_request)
                 if server.process_request is None:
                     self._transport.write(handshake.accept_101(key))
                 else:
+                    request = handshake.quick_request(path, packed)
                     try:
                         extra = self._process_request(request)
                     except InvalidRequest as exc:
@@ -167,7 +169,7 @@ class ServerConnection(StreamConnection):
                             [("Sec-WebSocket-Accept", handshake.accept_key(key.decode("ascii"))), *extra]))
                     else:
                         self._transport.write(handshake.accept_101(key))
-                self._upgraded(request, leftover, None, None)
+                self._upgraded(request, leftover, None, None, path, packed)
                 return
             reader = self._reader = RequestReader(max_head=opts.max_head, max_headers=opts.max_headers)
         try:
@@ -235,15 +237,20 @@ class ServerConnection(StreamConnection):
             return list(result.items() if hasattr(result, "items") else result)
         return None
 
-    def _upgraded(self, request, leftover: bytes, subprotocol, deflate_params) -> None:
-        """The 101 is written: keep what the connection needs, start the WebSocket."""
+    def _upgraded(self, request, leftover: bytes, subprotocol, deflate_params, path=None, packed=None) -> None:
+        """The 101 is written: keep what the connection needs, start the
+        WebSocket. ``request`` None: a head the short cut took, its target
+        and packed field lines given instead (a Request only for the log)."""
+        if request is not None:
+            path = request.path
+            packed = request.headers.pack()
         # Interned: thousands of connections on "/ws" share one str (56 B each).
-        self.path = _intern(request.path)
-        self._headers = request.headers.pack()  # compact until read (ws.headers)
+        self.path = _intern(path)
+        self._headers = packed  # compact until read (ws.headers)
         self.subprotocol = subprotocol
         self._server.counters.upgraded += 1
         if access_logger.isEnabledFor(logging.INFO):
-            self._log_access(request, 101)
+            self._log_access(request if request is not None else handshake.quick_request(path, packed), 101)
         self._started = None  # only the access log needed it: no float kept per open connection
         if deflate_params is not None:
             self._use_deflate(deflate_params)
@@ -436,7 +443,8 @@ class _Guarded:
             quick = server._upgrades.read(data, opts.max_head, opts.max_headers)
             if quick is not None:
                 self._reader = None
-                request, leftover, key = quick
+                path, packed, key, leftover = quick
+                request = handshake.quick_request(path, packed)
                 if (server.origins is not None or server.subprotocols or opts.compression is not None
                         or server.allowed_hosts is not None):
                     self._check_upgrade(request, leftover)
