@@ -27,7 +27,7 @@ __all__ = [
     # the codec (NAMES): the same names in both implementations
     "mask", "masked", "Utf8Validator", "validate_utf8",
     "FrameParser", "build_frame", "build_header", "lone_control", "counters",
-    "TimerWheel", "TimerEntry", "ConnectionCore", "PING_SERVER", "conn_send", "ws_send",
+    "TimerWheel", "TimerEntry", "LoopDriver", "ConnectionCore", "PING_SERVER", "conn_send", "ws_send",
     "fanout", "Waiter", "Inbox", "DONE", "scan_upgrade", "UpgradeReader",
     "RateLimits", "Limiter",
 ]
@@ -37,7 +37,7 @@ NAMES = {
     "mask": ("mask", "masked"),
     "utf8": ("Utf8Validator", "validate_utf8"),
     "frames": ("FrameParser", "build_frame", "build_header", "lone_control", "counters"),
-    "wheel": ("TimerWheel", "TimerEntry"),
+    "wheel": ("TimerWheel", "TimerEntry", "LoopDriver"),
     "core": ("ConnectionCore", "PING_SERVER", "conn_send", "ws_send"),
     "fanout": ("fanout",),
     "aio": ("Waiter", "Inbox", "DONE"),
@@ -108,7 +108,7 @@ if TYPE_CHECKING:
     from fastws_ext.mask import mask, masked
     from fastws_ext.upgrade import UpgradeReader, scan_upgrade
     from fastws_ext.utf8 import Utf8Validator, validate_utf8
-    from fastws_ext.wheel import TimerEntry, TimerWheel
+    from fastws_ext.wheel import LoopDriver, TimerEntry, TimerWheel
 
     IMPLEMENTATION: str
     FALLBACK_REASON: str | None
