@@ -23,6 +23,7 @@ from urllib.parse import urlsplit
 
 from . import deflate
 from .codec import UpgradeReader
+from .codec import accept_101 as _accept_101
 from .exceptions import ConfigError, InvalidRequest, InvalidResponse, InvalidStatus, InvalidURI
 from .http import (
     BAD_VALUE,
@@ -109,15 +110,13 @@ _ONLY_13 = ["13"]
 # The server's short cut: the whole head of a valid upgrade in the first read
 # --------------------------------------------------------------------------
 
-_GUID_BYTES = GUID.encode("ascii")
-
 
 def upgrade_reader():
     """A new ``UpgradeReader`` (fastws_ext.upgrade, twin fastws._py.upgrade):
     ``.read(data, max_head, max_headers)`` is ``read_upgrade`` keeping one
-    llhttp parser from head to head. One per server (one event loop; not
-    shared between threads)."""
-    return UpgradeReader()
+    llhttp parser from head to head, ``.accept(key)`` is ``accept_101(key)``.
+    One per server (one event loop; not shared between threads)."""
+    return UpgradeReader(_switching_head_bytes)
 
 
 def read_upgrade(data: bytes, max_head: int = 8192, max_headers: int = 100):
@@ -156,20 +155,11 @@ def quick_request(path: str, packed: bytes) -> Request:
     return Request("GET", path, Headers.unpack(packed))
 
 
-try:  # CPython's own SHA-1: the same digest without OpenSSL's per-call set-up (fewer instructions; docs/performance.md)
-    from _sha1 import sha1 as _sha1
-except ImportError:  # pragma: no cover - other interpreters
-    _sha1 = hashlib.sha1
-
-
 def accept_101(key: bytes) -> bytes:
     """``accept_response(check_request(...)[1])`` for a request without a
-    subprotocol, from the Sec-WebSocket-Key ``read_upgrade`` returned."""
-    accept = binascii.b2a_base64(_sha1(key + _GUID_BYTES).digest(), newline=False)
-    cached = _switching_bytes
-    if cached[0] != int(time.time()):
-        _switching_head_bytes()
-    return b"%sSec-WebSocket-Accept: %s\r\n\r\n" % (cached[1], accept)
+    subprotocol, from the Sec-WebSocket-Key ``read_upgrade`` returned (24
+    bytes). The server's ``UpgradeReader.accept`` answers the same."""
+    return _accept_101(key, _switching_head_bytes())
 
 
 def check_request(request, *, origins=None, subprotocols=None, allowed_hosts=None):

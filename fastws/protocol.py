@@ -152,6 +152,8 @@ class Connection(ConnectionCore):
         "_held_pong": None,
     }
 
+    _headers: bytes | Headers | None  # (typed here: the value is a _slot_defaults one)
+
     def __init__(self, opts, is_client: bool, driver=None):
         # No super().__init__(): TimerEntry sets its fields before __init__
         # and nothing after it in the MRO has one (it saves a super object and

@@ -188,7 +188,7 @@ class ServerConnection(StreamConnection):
                 # check_request would pass, answering accept_response([(
                 # "Sec-WebSocket-Accept", ...)]); only process_request is left.
                 if server.process_request is None and not server.draining:
-                    self._transport.write(handshake.accept_101(key))
+                    self._transport.write(server._upgrades.accept(key))  # handshake.accept_101(key), in C
                     self._accepted(path, packed, leftover)  # _upgraded(None, leftover, None, None, path, packed), shorter
                     return
                 request = handshake.quick_request(path, packed)  # made only for process_request

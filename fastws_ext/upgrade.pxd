@@ -4,3 +4,6 @@
 
 cdef class UpgradeReader:
     cdef readonly object _parser
+    cdef object _head_of      # head(): the start of the 101 (status line, Date, ...)
+    cdef object _head         # its latest answer, made in second _second
+    cdef long long _second

@@ -7,15 +7,30 @@ target between ``GET `` and `` HTTP/1.1``, each field line's name (compared
 case-insensitively byte by byte against the seven the checks care about) and
 value (trimmed by moving two indexes), the Connection token list in place and
 the key's 24 characters against the base64 alphabet. No object is made but
-the answer.
+the answer (and the exception httptools raises at the end of an upgrade head,
+taken with the C API). The 101's Sec-WebSocket-Accept is hashed here too
+(SHA-1 of the key and the GUID: always two blocks, the second a constant).
 See docs/design/handshake.md#the-fast-path.
 """
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_CheckExact, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
+from cpython.exc cimport PyErr_Clear, PyErr_ExceptionMatches, PyErr_Fetch, PyErr_NormalizeException
+from cpython.long cimport PyLong_CheckExact
+from cpython.ref cimport PyObject, Py_XDECREF
+from cpython.tuple cimport PyTuple_GET_ITEM, PyTuple_GET_SIZE
 from cpython.unicode cimport PyUnicode_DecodeLatin1
+from libc.stdint cimport uint32_t
+from libc.string cimport memcmp, memchr, memcpy
+from libc.time cimport time, time_t
 
-__all__ = ["scan_upgrade", "UpgradeReader"]
 
-from libc.string cimport memcmp, memchr
+cdef extern from "Python.h":
+    # No exception check by Cython: NULL with the error set is handled here.
+    PyObject* _call_method_1 "PyObject_CallMethodOneArg"(object obj, object name, object arg)
+    Py_ssize_t _as_ssize "PyLong_AsSsize_t"(object value)  # -1 and an error: too big
+    ctypedef struct _BaseException "PyBaseExceptionObject":
+        PyObject* args
+
+__all__ = ["scan_upgrade", "accept_101", "UpgradeReader"]
 
 from httptools import HttpParserError, HttpParserUpgrade, HttpRequestParser
 
@@ -194,6 +209,165 @@ def scan_upgrade(bytes head not None, Py_ssize_t max_headers):
             PyBytes_FromStringAndSize(<const char*>h + key, 24))
 
 
+cdef inline Py_ssize_t _head_end(const char* s, Py_ssize_t n, Py_ssize_t max_head) noexcept nogil:
+    """``s[:n].find(b"\\r\\n\\r\\n", 0, max_head) + 4`` (-1: not found)."""
+    cdef Py_ssize_t limit = max_head
+    if limit < 0:  # (as a slice's end)
+        limit += n
+    if limit > n:
+        limit = n
+    cdef const char* p = s
+    cdef const char* stop = s + limit - 3  # the last place a CR can start the four bytes
+    while p < stop:
+        p = <const char*>memchr(p, 13, stop - p)
+        if p == NULL:
+            return -1
+        if p[1] == 10 and p[2] == 13 and p[3] == 10:
+            return p - s + 4
+        p += 1
+    return -1
+
+
+cdef int _upgrade_at(Py_ssize_t end) except -1:
+    """The error feed_data raised: 1 if it is httptools' HttpParserUpgrade at
+    ``end`` (the upgrade head ends there), 0 for another place or an
+    HttpParserError (cleared); anything else stays raised."""
+    cdef PyObject* kind
+    cdef PyObject* value
+    cdef PyObject* tb
+    cdef PyObject* args
+    cdef PyObject* arg
+    cdef Py_ssize_t at = -1
+    if not PyErr_ExceptionMatches(HttpParserUpgrade):
+        if PyErr_ExceptionMatches(HttpParserError):
+            PyErr_Clear()
+            return 0
+        return -1  # propagates
+    PyErr_Fetch(&kind, &value, &tb)
+    PyErr_NormalizeException(&kind, &value, &tb)
+    if value != NULL:
+        args = (<_BaseException*>value).args
+        if args != NULL and PyTuple_GET_SIZE(<object>args) > 0:
+            arg = PyTuple_GET_ITEM(<object>args, 0)
+            if PyLong_CheckExact(<object>arg):
+                at = _as_ssize(<object>arg)
+    Py_XDECREF(kind)
+    Py_XDECREF(value)
+    Py_XDECREF(tb)
+    if at == -1:
+        PyErr_Clear()  # (an offset PyLong_AsSsize_t could not hold)
+    return at == end
+
+
+# ------------------------------------------------------------ the accept key
+# RFC 6455 4.2.2: base64(SHA-1(key + GUID)). The key read() gives is always
+# 24 bytes, so SHA-1 always hashes 60 bytes: two 64-byte blocks, the second
+# one (padding and the length, 480 bits) the same every time, its message
+# schedule computed once (_W2). FIPS 180-4 6.1.2; the twin uses CPython's sha1.
+
+cdef const char* _GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
+cdef const char* _B64 = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
+cdef const char* _ACCEPT_FIELD = b"Sec-WebSocket-Accept: "  # 22 bytes
+cdef uint32_t _W2[80]
+
+
+cdef inline uint32_t _rol(uint32_t x, int n) noexcept nogil:
+    return (x << n) | (x >> (32 - n))
+
+
+cdef inline void _schedule(uint32_t* w) noexcept nogil:
+    """w[16:80] from w[:16]."""
+    cdef int i
+    for i in range(16, 80):
+        w[i] = _rol(w[i - 3] ^ w[i - 8] ^ w[i - 14] ^ w[i - 16], 1)
+
+
+cdef void _compress(uint32_t* st, const uint32_t* w) noexcept nogil:
+    """One SHA-1 block, its schedule ``w`` (80 words) done, into ``st``."""
+    cdef uint32_t a = st[0], b = st[1], c = st[2], d = st[3], e = st[4], t
+    cdef int i
+    for i in range(20):
+        t = _rol(a, 5) + ((b & c) | (~b & d)) + e + 0x5A827999u + w[i]
+        e = d; d = c; c = _rol(b, 30); b = a; a = t
+    for i in range(20, 40):
+        t = _rol(a, 5) + (b ^ c ^ d) + e + 0x6ED9EBA1u + w[i]
+        e = d; d = c; c = _rol(b, 30); b = a; a = t
+    for i in range(40, 60):
+        t = _rol(a, 5) + ((b & c) | (b & d) | (c & d)) + e + 0x8F1BBCDCu + w[i]
+        e = d; d = c; c = _rol(b, 30); b = a; a = t
+    for i in range(60, 80):
+        t = _rol(a, 5) + (b ^ c ^ d) + e + 0xCA62C1D6u + w[i]
+        e = d; d = c; c = _rol(b, 30); b = a; a = t
+    st[0] += a; st[1] += b; st[2] += c; st[3] += d; st[4] += e
+
+
+cdef void _accept_key(const unsigned char* key, unsigned char* out) noexcept nogil:
+    """The 28 characters of base64(SHA-1(key[:24] + GUID)) into ``out``."""
+    cdef unsigned char block[64]
+    cdef unsigned char digest[20]
+    cdef uint32_t w[80]
+    cdef uint32_t st[5]
+    cdef uint32_t v
+    cdef int i
+    memcpy(block, key, 24)
+    memcpy(block + 24, _GUID, 36)
+    block[60] = 0x80
+    block[61] = block[62] = block[63] = 0
+    for i in range(16):
+        w[i] = ((<uint32_t>block[4 * i] << 24) | (<uint32_t>block[4 * i + 1] << 16)
+                | (<uint32_t>block[4 * i + 2] << 8) | block[4 * i + 3])
+    _schedule(w)
+    st[0] = 0x67452301u; st[1] = 0xEFCDAB89u; st[2] = 0x98BADCFEu; st[3] = 0x10325476u; st[4] = 0xC3D2E1F0u
+    _compress(st, w)
+    _compress(st, _W2)
+    for i in range(5):
+        digest[4 * i] = st[i] >> 24
+        digest[4 * i + 1] = (st[i] >> 16) & 0xff
+        digest[4 * i + 2] = (st[i] >> 8) & 0xff
+        digest[4 * i + 3] = st[i] & 0xff
+    for i in range(6):  # 18 bytes: 24 characters
+        v = (<uint32_t>digest[3 * i] << 16) | (<uint32_t>digest[3 * i + 1] << 8) | digest[3 * i + 2]
+        out[4 * i] = _B64[v >> 18]
+        out[4 * i + 1] = _B64[(v >> 12) & 63]
+        out[4 * i + 2] = _B64[(v >> 6) & 63]
+        out[4 * i + 3] = _B64[v & 63]
+    v = (<uint32_t>digest[18] << 16) | (<uint32_t>digest[19] << 8)  # the last 2 bytes: 3 characters and "="
+    out[24] = _B64[v >> 18]
+    out[25] = _B64[(v >> 12) & 63]
+    out[26] = _B64[(v >> 6) & 63]
+    out[27] = 61
+
+
+cdef void _init_w2() noexcept nogil:
+    cdef int i
+    for i in range(15):
+        _W2[i] = 0
+    _W2[15] = 480  # the message's length in bits (60 bytes)
+    _schedule(_W2)
+
+
+_init_w2()
+
+
+def accept_101(bytes key not None, bytes head not None):
+    """``head + b"Sec-WebSocket-Accept: " + accept + b"\\r\\n\\r\\n"``
+    for the 24-byte Sec-WebSocket-Key ``read()`` gave: see the twin."""
+    return _accept_101(key, head)
+
+
+cdef bytes _accept_101(bytes key, bytes head):
+    if PyBytes_GET_SIZE(key) != 24:
+        raise ValueError("the Sec-WebSocket-Key must be 24 bytes")
+    cdef Py_ssize_t h = PyBytes_GET_SIZE(head)
+    cdef bytes out = PyBytes_FromStringAndSize(NULL, h + 22 + 28 + 4)
+    cdef char* o = PyBytes_AS_STRING(out)
+    memcpy(o, PyBytes_AS_STRING(head), h)
+    memcpy(o + h, _ACCEPT_FIELD, 22)
+    _accept_key(<const unsigned char*>PyBytes_AS_STRING(key), <unsigned char*>o + h + 22)
+    memcpy(o + h + 50, b"\r\n\r\n", 4)
+    return out
+
+
 class _Silent:
     """What httptools calls back: nothing (it reads each callback with
     getattr once per parser; None: llhttp gets none)."""
@@ -213,10 +387,27 @@ cdef class UpgradeReader:
     the answer is the only object made besides the exception httptools
     raises at the end of an upgrade head."""
 
-    # The field is declared in upgrade.pxd.
+    # The fields are declared in upgrade.pxd.
 
-    def __init__(self):
+    def __init__(self, head=None):
         self._parser = None
+        self._head_of = head
+        self._head = None
+        self._second = -1
+
+    def accept(self, bytes key not None):
+        """The 101 for the key ``read()`` gave: see the twin."""
+        cdef time_t now = time(NULL)
+        head = self._head
+        if now != self._second or head is None:
+            if self._head_of is None:
+                raise TypeError("UpgradeReader made without head(): no 101 to answer with")
+            head = self._head = self._head_of()
+            if type(head) is not bytes:
+                self._head = None
+                raise TypeError(f"head() gave {type(head).__name__}, not bytes")
+            self._second = now
+        return _accept_101(key, <bytes>head)
 
     def read(self, data, Py_ssize_t max_head=8192, Py_ssize_t max_headers=100):
         if not PyBytes_CheckExact(data):
@@ -224,8 +415,8 @@ cdef class UpgradeReader:
         cdef bytes buf = <bytes>data
         cdef const char* s = PyBytes_AS_STRING(buf)
         cdef Py_ssize_t n = PyBytes_GET_SIZE(buf)
-        cdef Py_ssize_t end = buf.find(b"\r\n\r\n", 0, max_head) + 4
-        if end < 4 or n < 4 or memcmp(s, b"GET ", 4) != 0:
+        cdef Py_ssize_t end = _head_end(s, n, max_head)
+        if end < 0 or n < 4 or memcmp(s, b"GET ", 4) != 0:
             return None
         cdef bytes head = buf if end == n else PyBytes_FromStringAndSize(s, end)
         parser = self._parser
@@ -233,13 +424,14 @@ cdef class UpgradeReader:
             parser = HttpRequestParser(_SILENT)
         else:
             self._parser = None  # kept again below if all goes well
-        try:
-            parser.feed_data(head)
+        # parser.feed_data(head), its exception taken in C: no traceback
+        # entry or exception state for this frame (what a Cython except
+        # clause makes); answers as the twin's try/except.
+        cdef PyObject* result = _call_method_1(parser, "feed_data", head)
+        if result != NULL:
+            Py_XDECREF(result)
             return None  # not an upgrade for llhttp (or a message without one)
-        except HttpParserUpgrade as exc:
-            if exc.args[0] != end:
-                return None
-        except HttpParserError:
+        if not _upgrade_at(end):
             return None
         cdef Py_ssize_t line, key
         cdef Py_ssize_t target = _scan(<const unsigned char*>s, end, max_headers, &line, &key)
@@ -250,3 +442,4 @@ cdef class UpgradeReader:
                 PyBytes_FromStringAndSize(s + line, end - 4 - line),
                 PyBytes_FromStringAndSize(s + key, 24),
                 PyBytes_FromStringAndSize(s + end, n - end))
+

@@ -12,12 +12,21 @@ See docs/design/handshake.md#the-fast-path.
 """
 from __future__ import annotations
 
+import hashlib
+import time
 from binascii import Error as _Base64Error
-from binascii import a2b_base64
+from binascii import a2b_base64, b2a_base64
 
 from httptools import HttpParserError, HttpParserUpgrade, HttpRequestParser
 
-__all__ = ["scan_upgrade", "UpgradeReader"]
+try:  # CPython's own SHA-1: the same digest without OpenSSL's per-call set-up
+    from _sha1 import sha1 as _sha1
+except ImportError:  # pragma: no cover - other interpreters
+    _sha1 = hashlib.sha1
+
+__all__ = ["scan_upgrade", "accept_101", "UpgradeReader"]
+
+_GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"  # RFC 6455 1.3
 
 _OWS = b" \t"
 # The field names the checks read or refuse (lowercase).
@@ -105,6 +114,20 @@ def scan_upgrade(head: bytes, max_headers: int):
     return target.decode("latin-1"), packed, key
 
 
+def accept_101(key: bytes, head: bytes) -> bytes:
+    """``head + b"Sec-WebSocket-Accept: " + accept + b"\\r\\n\\r\\n"``, where
+    ``accept`` is base64(SHA-1(key + GUID)) (RFC 6455 4.2.2) of the 24-byte
+    Sec-WebSocket-Key ``read()`` gave (ValueError for another length) and
+    ``head`` the 101's start (status line and fields, each ending in CRLF).
+    The Cython twin hashes in C (the key is always 24 bytes: SHA-1 of 60
+    bytes, two blocks, the second always the same)."""
+    if type(key) is not bytes or type(head) is not bytes:
+        raise TypeError("accept_101(key, head) takes bytes")
+    if len(key) != 24:
+        raise ValueError("the Sec-WebSocket-Key must be 24 bytes")
+    return b"%sSec-WebSocket-Accept: %s\r\n\r\n" % (head, b2a_base64(_sha1(key + _GUID).digest(), newline=False))
+
+
 class _Silent:
     """What httptools calls back: nothing (it reads each callback with
     getattr once per parser; absent or None, llhttp gets none)."""
@@ -138,10 +161,29 @@ class UpgradeReader:
     threads.
     """
 
-    __slots__ = ("_parser",)
+    __slots__ = ("_parser", "_head_of", "_head", "_second")
 
-    def __init__(self) -> None:
+    def __init__(self, head=None) -> None:
         self._parser = None
+        self._head_of = head  # head(): the start of the 101 (status line, Date, ...)
+        self._head = None  # its latest answer, made in second _second
+        self._second = -1
+
+    def accept(self, key: bytes) -> bytes:
+        """``accept_101(key, head())`` for the key ``read()`` gave, with
+        ``head()`` (the constructor's argument: the 101's start, with its
+        Date) called at most once a second."""
+        now = int(time.time())
+        head = self._head
+        if now != self._second or head is None:
+            if self._head_of is None:
+                raise TypeError("UpgradeReader made without head(): no 101 to answer with")
+            head = self._head = self._head_of()
+            if type(head) is not bytes:
+                self._head = None
+                raise TypeError(f"head() gave {type(head).__name__}, not bytes")
+            self._second = now
+        return accept_101(key, head)
 
     def read(self, data: bytes, max_head: int = 8192, max_headers: int = 100):
         if type(data) is not bytes:

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import hashlib
 import socket
+import sys
 import threading
 
 import httptools
@@ -20,6 +22,7 @@ from hypothesis import strategies as st
 from fastws.exceptions import ConfigError, InvalidRequest, InvalidResponse, InvalidStatus, InvalidURI
 from fastws.http import Headers, Request, RequestReader, Response, ResponseReader
 from fastws.handshake import (
+    GUID,
     accept_key,
     accept_response,
     build_request,
@@ -1461,3 +1464,115 @@ def test_upgrade_reader_cython_equals_twin(both_impls):
             got = [r.read(data, *limits) for r in readers]
             assert got[0] == got[1], data
     assert [r.read(bytearray(upgrade())) for r in readers] == [None, None]  # bytes only (as the server passes)
+
+
+# accept_101 and UpgradeReader.accept: the short cut's 101 (RFC 6455 4.2.2:
+# base64(SHA-1(key + GUID))), hashed in C in the extension (two SHA-1 blocks,
+# the second constant), with CPython's sha1 in the twin.
+
+def _sha1_101(key: bytes, head: bytes) -> bytes:
+    accept = base64.b64encode(hashlib.sha1(key + GUID.encode()).digest())
+    return head + b"Sec-WebSocket-Accept: " + accept + b"\r\n\r\n"
+
+
+def test_accept_101_rfc6455_1_3_example(impl):
+    # RFC 6455 1.3: "dGhlIHNhbXBsZSBub25jZQ==" -> "s3pPLMBiTxaQ9kYGzzhZRbK+xOo="
+    assert impl.accept_101(KEY.encode(), b"H\r\n") == b"H\r\nSec-WebSocket-Accept: " + ACCEPT.encode() + b"\r\n\r\n"
+
+
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.binary(min_size=24, max_size=24), st.binary(max_size=300))
+def test_accept_101_is_sha1_base64_of_any_24_bytes(impl, key, head):
+    assert impl.accept_101(key, head) == _sha1_101(key, head)
+
+
+@pytest.mark.parametrize("key", [b"", KEY.encode()[:-1], KEY.encode() + b"=", b" " + KEY.encode()])
+def test_accept_101_takes_24_bytes_only(impl, key):
+    with pytest.raises(ValueError):
+        impl.accept_101(key, b"")
+    with pytest.raises(TypeError):
+        impl.accept_101(KEY, b"")  # str
+    with pytest.raises(TypeError):
+        impl.accept_101(KEY.encode(), None)
+
+
+def test_upgrade_reader_accept_calls_head_at_most_once_a_second(impl):
+    calls = []
+
+    def head() -> bytes:
+        calls.append(None)
+        return b"HTTP/1.1 101 Switching Protocols\r\nX-Call: %d\r\n" % len(calls)
+
+    reader = impl.UpgradeReader(head)
+    keys = [base64.b64encode(bytes([i]) * 16) for i in range(200)]
+    answers = [reader.accept(key) for key in keys]
+    assert 1 <= len(calls) <= 2  # a loop of microseconds: one second boundary at most
+    for key, answer in zip(keys, answers):
+        assert answer in [_sha1_101(key, head) for head in
+                          (b"HTTP/1.1 101 Switching Protocols\r\nX-Call: %d\r\n" % n for n in (1, 2))]
+    with pytest.raises(TypeError):
+        impl.UpgradeReader().accept(KEY.encode())  # no head(): no 101
+
+
+def test_server_upgrade_reader_answers_as_accept_101():
+    # what the server writes on the short cut (Date of the same second: retried across a boundary)
+    reader = _hs.upgrade_reader()
+    for _ in range(3):
+        got, expected = reader.accept(KEY.encode()), _hs.accept_101(KEY.encode())
+        if got == expected:
+            break
+    assert got == expected and got.startswith(b"HTTP/1.1 101 Switching Protocols\r\n")
+    assert got.endswith(b"\r\nSec-WebSocket-Accept: " + ACCEPT.encode() + b"\r\n\r\n")
+
+
+class _FakeParser:
+    """Stands for httptools' HttpRequestParser: feed_data raises or returns what it is told."""
+
+    def __init__(self, outcome):
+        self.outcome = outcome
+
+    def __call__(self, protocol):
+        return self
+
+    def feed_data(self, data):
+        if isinstance(self.outcome, BaseException):
+            raise self.outcome
+        return self.outcome
+
+
+def _upgrade_module(impl):
+    return sys.modules[impl.UpgradeReader.__module__]
+
+
+@pytest.mark.parametrize("outcome", [
+    None,  # feed_data returned: no upgrade
+    httptools.HttpParserUpgrade(len(SAMPLE) + 1),  # an upgrade, not where the head ends
+    httptools.HttpParserUpgrade(len(SAMPLE) - 1),
+    httptools.HttpParserUpgrade(2 ** 70),
+    httptools.HttpParserUpgrade("x"),
+    httptools.HttpParserUpgrade(-1),
+    httptools.HttpParserError("bad"),
+    httptools.HttpParserInvalidMethodError("bad method"),
+])
+def test_upgrade_reader_feed_data_outcomes_not_taken(impl, monkeypatch, outcome):
+    monkeypatch.setattr(_upgrade_module(impl), "HttpRequestParser", _FakeParser(outcome))
+    reader = impl.UpgradeReader()
+    assert reader.read(SAMPLE) is None
+    assert reader._parser is None  # dropped: the next head gets a new one
+    assert sys.exc_info() == (None, None, None)
+
+
+def test_upgrade_reader_takes_the_upgrade_where_the_head_ends(impl, monkeypatch):
+    expected = impl.UpgradeReader().read(SAMPLE)
+    assert expected is not None
+    fake = _FakeParser(httptools.HttpParserUpgrade(len(SAMPLE)))
+    monkeypatch.setattr(_upgrade_module(impl), "HttpRequestParser", fake)
+    reader = impl.UpgradeReader()
+    assert reader.read(SAMPLE) == expected
+    assert reader._parser is fake  # kept for the next head
+
+
+def test_upgrade_reader_lets_other_errors_out(impl, monkeypatch):
+    monkeypatch.setattr(_upgrade_module(impl), "HttpRequestParser", _FakeParser(RuntimeError("boom")))
+    with pytest.raises(RuntimeError, match="boom"):
+        impl.UpgradeReader().read(SAMPLE)
