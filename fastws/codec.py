@@ -27,8 +27,8 @@ __all__ = [
     # the codec (NAMES): the same names in both implementations
     "mask", "masked", "Utf8Validator", "validate_utf8",
     "FrameParser", "build_frame", "build_header", "lone_control", "counters",
-    "TimerWheel", "TimerEntry", "ConnectionCore", "PING_SERVER", "conn_send", "ws_send",
-    "fanout", "Waiter", "Inbox", "DONE", "scan_upgrade", "UpgradeReader",
+    "TimerWheel", "TimerEntry", "LoopDriver", "ConnectionCore", "PING_SERVER", "conn_send", "ws_send",
+    "fanout", "Waiter", "Inbox", "DONE", "scan_upgrade", "accept_101", "UpgradeReader",
     "RateLimits", "Limiter",
 ]
 
@@ -37,11 +37,11 @@ NAMES = {
     "mask": ("mask", "masked"),
     "utf8": ("Utf8Validator", "validate_utf8"),
     "frames": ("FrameParser", "build_frame", "build_header", "lone_control", "counters"),
-    "wheel": ("TimerWheel", "TimerEntry"),
+    "wheel": ("TimerWheel", "TimerEntry", "LoopDriver"),
     "core": ("ConnectionCore", "PING_SERVER", "conn_send", "ws_send"),
     "fanout": ("fanout",),
     "aio": ("Waiter", "Inbox", "DONE"),
-    "upgrade": ("scan_upgrade", "UpgradeReader"),
+    "upgrade": ("scan_upgrade", "accept_101", "UpgradeReader"),
     "limit": ("RateLimits", "Limiter"),
 }
 _PACKAGES = {"cython": "fastws_ext", "python": "fastws._py"}
@@ -106,9 +106,9 @@ if TYPE_CHECKING:
     from fastws_ext.limit import Limiter, RateLimits
     from fastws_ext.frames import FrameParser, build_frame, build_header, counters, lone_control
     from fastws_ext.mask import mask, masked
-    from fastws_ext.upgrade import UpgradeReader, scan_upgrade
+    from fastws_ext.upgrade import UpgradeReader, accept_101, scan_upgrade
     from fastws_ext.utf8 import Utf8Validator, validate_utf8
-    from fastws_ext.wheel import TimerEntry, TimerWheel
+    from fastws_ext.wheel import LoopDriver, TimerEntry, TimerWheel
 
     IMPLEMENTATION: str
     FALLBACK_REASON: str | None

@@ -23,6 +23,7 @@ from urllib.parse import urlsplit
 
 from . import deflate
 from .codec import UpgradeReader
+from .codec import accept_101 as _accept_101
 from .exceptions import ConfigError, InvalidRequest, InvalidResponse, InvalidStatus, InvalidURI
 from .http import (
     BAD_VALUE,
@@ -64,6 +65,7 @@ __all__ = [
     "check_response",
     "upgrade_reader",
     "read_upgrade",
+    "quick_request",
     "accept_101",
     "negotiate_deflate",
     "response_deflate",
@@ -108,15 +110,13 @@ _ONLY_13 = ["13"]
 # The server's short cut: the whole head of a valid upgrade in the first read
 # --------------------------------------------------------------------------
 
-_GUID_BYTES = GUID.encode("ascii")
-
 
 def upgrade_reader():
-    """A new ``UpgradeReader`` (fastws_ext.upgrade, twin fastws._py.upgrade)
-    making this module's Request and Headers: ``.read(data, max_head,
-    max_headers)`` is ``read_upgrade`` keeping one llhttp parser from head to
-    head. One per server (one event loop; not shared between threads)."""
-    return UpgradeReader(Request, Headers)
+    """A new ``UpgradeReader`` (fastws_ext.upgrade, twin fastws._py.upgrade):
+    ``.read(data, max_head, max_headers)`` is ``read_upgrade`` keeping one
+    llhttp parser from head to head, ``.accept(key)`` is ``accept_101(key)``.
+    One per server (one event loop; not shared between threads)."""
+    return UpgradeReader(_switching_head_bytes)
 
 
 def read_upgrade(data: bytes, max_head: int = 8192, max_headers: int = 100):
@@ -124,39 +124,42 @@ def read_upgrade(data: bytes, max_head: int = 8192, max_headers: int = 100):
     the whole head of a valid WebSocket upgrade request (maybe with frames
     behind it).
 
-    Returns ``(request, leftover, key)`` when llhttp parsed the head as an
-    upgrade and every check of ``check_request`` before the origin policy
+    Returns ``(path, packed, key, leftover)`` when llhttp parsed the head as
+    an upgrade and every check of ``check_request`` before the origin policy
     passes on it (GET, HTTP/1.1, one non-empty Host, Upgrade: websocket,
     Connection listing upgrade, Sec-WebSocket-Version: 13, one valid
-    Sec-WebSocket-Key, no Content-Length or Transfer-Encoding), each field
-    name on one field line; ``key`` is the Sec-WebSocket-Key (bytes) and the
-    request is the one ``RequestReader(max_head, max_headers).feed(data)``
-    returns. Returns None for anything else (a partial head, plain HTTP,
-    an error, a field line repeated, an unusual spelling): the general way
+    Sec-WebSocket-Key, no Content-Length or Transfer-Encoding), each checked
+    field on one field line: ``path`` is the request target (str),
+    ``packed`` the field lines as received (what ``Headers.pack()`` gives),
+    ``key`` the Sec-WebSocket-Key (bytes) and ``leftover`` the bytes behind
+    the head. ``quick_request(path, packed)`` is then the request
+    ``RequestReader(max_head, max_headers).feed(data)`` returns. Returns
+    None for anything else (a partial head, plain HTTP, an error, a checked
+    field line repeated, an unusual spelling): the general way
     (``RequestReader``, ``check_request``) then reads the same bytes and
     decides, so nothing is refused here and the results never differ.
 
-    llhttp still parses and validates the whole head; what is saved is
-    Python work per field line and per check (see ``UpgradeReader``, which
-    a server keeps to reuse its parser).
+    llhttp still parses and validates the whole head; what is saved is a
+    Python call and a ``bytes`` object per field line, the ``Request`` and
+    the checks' Python work (see ``UpgradeReader``, which a server keeps to
+    reuse its parser).
     """
-    return UpgradeReader(Request, Headers).read(data, max_head, max_headers)
+    return UpgradeReader().read(data, max_head, max_headers)
 
 
-try:  # CPython's own SHA-1: the same digest without OpenSSL's per-call set-up (fewer instructions; docs/performance.md)
-    from _sha1 import sha1 as _sha1
-except ImportError:  # pragma: no cover - other interpreters
-    _sha1 = hashlib.sha1
+def quick_request(path: str, packed: bytes) -> Request:
+    """The ``Request`` of a head ``read_upgrade`` took, from its ``path``
+    and ``packed`` field lines: what the general way's ``RequestReader``
+    gives for the same bytes (GET, HTTP/1.1, no body; the headers decoded
+    on first use). Made only when a hook or the access log needs it."""
+    return Request("GET", path, Headers.unpack(packed))
 
 
 def accept_101(key: bytes) -> bytes:
     """``accept_response(check_request(...)[1])`` for a request without a
-    subprotocol, from the Sec-WebSocket-Key ``read_upgrade`` returned."""
-    accept = binascii.b2a_base64(_sha1(key + _GUID_BYTES).digest(), newline=False)
-    cached = _switching_bytes
-    if cached[0] != int(time.time()):
-        _switching_head_bytes()
-    return b"%sSec-WebSocket-Accept: %s\r\n\r\n" % (cached[1], accept)
+    subprotocol, from the Sec-WebSocket-Key ``read_upgrade`` returned (24
+    bytes). The server's ``UpgradeReader.accept`` answers the same."""
+    return _accept_101(key, _switching_head_bytes())
 
 
 def check_request(request, *, origins=None, subprotocols=None, allowed_hosts=None):

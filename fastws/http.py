@@ -137,10 +137,14 @@ class Headers:
         """The (str, str) items, decoded from the raw field lines if need be."""
         items = self._items
         if items is None:
+            raw = self._raw
+            if raw is None:  # unpack()ed field lines as received
+                items = self._items = _unblock(self._block or b"")
+                return items
             # Interned names: the handful of common ones is shared by every
             # connection's Headers instead of stored once per connection.
             items = self._items = [
-                (_intern(n.decode("latin-1")), v.decode("latin-1").strip(OWS)) for n, v in self._raw or ()
+                (_intern(n.decode("latin-1")), v.decode("latin-1").strip(OWS)) for n, v in raw
             ]
             self._raw = None
         return items
@@ -159,7 +163,7 @@ class Headers:
         ws = self._ws
         if ws is None:
             raw = self._raw
-            ws = self._ws = _scan_raw(raw) if raw is not None else _scan_items(self._items or [])
+            ws = self._ws = _scan_raw(raw) if raw is not None else _scan_items(self._load())
         return ws
 
     def add(self, name: str, value: str) -> None:
@@ -210,7 +214,10 @@ class Headers:
 
     def __len__(self) -> int:
         items = self._items
-        return len((self._raw or ()) if items is None else items)
+        if items is None:
+            raw = self._raw
+            return len(raw) if raw is not None else len(self._load())
+        return len(items)
 
     def items(self) -> _Items:
         """A new list of ``(name, value)`` pairs, one per field line."""
@@ -243,14 +250,17 @@ class Headers:
 
     @classmethod
     def unpack(cls, packed: bytes) -> "Headers":
-        """The Headers that ``pack`` packed (values were validated on the way in)."""
-        items: _Items = []
+        """The Headers that ``pack`` packed (values were validated on the way
+        in). Field lines as received are kept as they are and decoded on
+        first use (``pack()`` gives them back); the other form is decoded
+        now."""
         if packed[:2] == b"\r\n":
-            # Field lines as received: decoded as _load decodes llhttp's.
-            for line in packed[2:].decode("latin-1").split("\r\n"):
-                name, _, value = line.partition(":")
-                items.append((_intern(name), value.strip(OWS)))
-        elif packed:
+            self = cls.__new__(cls)
+            self._items = self._lower = self._raw = self._ws = None
+            self._block = packed
+            return self
+        items: _Items = []
+        if packed:
             for line in packed.decode("latin-1").split("\r\n"):
                 name, _, value = line.partition(": ")
                 items.append((_intern(name), value))
@@ -273,6 +283,17 @@ class Headers:
         )
 
     __hash__ = None  # type: ignore[assignment]  # (mutable: unhashable, like list)
+
+
+def _unblock(block: bytes) -> _Items:
+    """The (str, str) items of field lines as received, each preceded by
+    CRLF (``Headers.pack``): decoded as ``Headers._load`` decodes llhttp's."""
+    items: _Items = []
+    if block:
+        for line in block[2:].decode("latin-1").split("\r\n"):
+            name, _, value = line.partition(":")
+            items.append((_intern(name), value.strip(OWS)))
+    return items
 
 
 # The fields check_request reads, by index in Headers._fields().

@@ -22,11 +22,13 @@ from .exceptions import InvalidRequest
 from .http import Response
 
 __all__ = ["ServerCounters", "LogLimiter", "close_code_label", "EVENTS", "snapshot", "Observability",
-           "instrument", "SNAPSHOT_INTERVAL"]
+           "instrument", "SNAPSHOT_INTERVAL", "DRAIN_RETRY_AFTER"]
 
 logger = logging.getLogger("fastws.metrics")
 
 SNAPSHOT_INTERVAL = 2.0
+# Retry-After (seconds) of the 503 an upgrade gets while the server drains.
+DRAIN_RETRY_AFTER = 5
 
 
 # The routine ends of a connection, logged at DEBUG and counted here (the
@@ -232,10 +234,14 @@ class Observability:
     """Serves /healthz and /metrics and enforces ``limit_connections`` on one Server.
 
     It wraps the server's ``http_handler`` (its own paths first, the rest to the
-    app's handler) and ``process_request`` (the limit and the drain first).
+    app's handler) and, when there is something to check per upgrade,
+    ``process_request`` (the drain and the limit first). The server refuses
+    upgrades while it drains by itself (503, ``Retry-After:
+    DRAIN_RETRY_AFTER``), so with no limit, no hook of the app's and that
+    Retry-After, no hook is installed: an upgrade costs no Python call here.
     """
 
-    def __init__(self, server, *, limit_connections=None, metrics=True, retry_after=5,
+    def __init__(self, server, *, limit_connections=None, metrics=True, retry_after=DRAIN_RETRY_AFTER,
                  shared_dir=None, worker=None):
         self.server = server
         self.limit = limit_connections
@@ -248,7 +254,8 @@ class Observability:
         self._app_http = server.http_handler
         self._app_request = server.process_request
         server.http_handler = self.http_handler
-        server.process_request = self.process_request
+        if limit_connections is not None or self._app_request is not None or retry_after != DRAIN_RETRY_AFTER:
+            server.process_request = self.process_request
 
     # ------------------------------------------------------------ upgrades
     def process_request(self, request):

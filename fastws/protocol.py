@@ -89,6 +89,11 @@ def _log_error(conn, kind: str, msg: str, *args, exc_info=None) -> None:
         counters.log.log(logger, ERROR, kind, msg, *args, exc_info=exc_info)
 
 
+def _not_connected(data) -> None:
+    """``Connection._write`` until the adapter sets its own."""
+    raise RuntimeError("no transport: the adapter sets _write when connected")
+
+
 class Connection(ConnectionCore):
     """One WebSocket connection: protocol state, control frames, closing handshake.
 
@@ -120,32 +125,46 @@ class Connection(ConnectionCore):
         "_held_pong",
     )
 
+    # What a new connection holds before __init__: ConnectionCore sets these
+    # fields when the object is made (in C in the extension build), so
+    # __init__ sets only what differs (merged along the MRO: subclasses add
+    # theirs). Only shared, immutable values.
+    _slot_defaults = {
+        "_write": _not_connected,  # the adapter sets its own when connected
+        "_parser": None,
+        "_opts": None,
+        "_state": CONNECTING,
+        "_app": None,
+        "_driver": None,  # now(), arm(entry, deadline), cancel(entry): fastws.timers
+        "_paused_writing": False,
+        "_messages_base": 0,  # messages counted by parsers already dropped
+        "_messages_seen": 0,
+        "close_code": None,
+        "close_reason": "",
+        "sent_close_code": None,
+        "path": None,
+        "_headers": None,  # bytes (Headers.pack) until first read: far smaller
+        "subprotocol": None,
+        "_deflate": None,  # fastws.deflate.PerMessageDeflate once negotiated
+        # The payload of the latest ping that came while writing was paused,
+        # answered on drain (RFC 6455 5.5.3); not None also means reading is
+        # held until then (_hold_reading).
+        "_held_pong": None,
+    }
+
+    _headers: bytes | Headers | None  # (typed here: the value is a _slot_defaults one)
+
     def __init__(self, opts, is_client: bool, driver=None):
         # No super().__init__(): TimerEntry sets its fields before __init__
         # and nothing after it in the MRO has one (it saves a super object and
         # a walk of the MRO per connection; figure: docs/performance.md).
+        # Everything else is a _slot_defaults field.
         self._opts = opts
-        self._is_client = is_client
-        self._general_send = is_client
-        self._write = self._not_connected
-        self._parser = None
-        self._state: int = CONNECTING
-        self._app = None
-        self._driver: Any = driver  # now(), arm(entry, deadline), cancel(entry): fastws.timers
-        self._paused_writing = False
-        self._messages_base = 0  # messages counted by parsers already dropped
-        self._messages_seen = 0
-        self.close_code: int | None = None
-        self.close_reason = ""
-        self.sent_close_code: int | None = None
-        self.path: str | None = None
-        self._headers: bytes | Headers | None = None  # bytes (Headers.pack) until first read: far smaller
-        self.subprotocol: str | None = None
-        self._deflate = None  # fastws.deflate.PerMessageDeflate once negotiated
-        # The payload of the latest ping that came while writing was paused,
-        # answered on drain (RFC 6455 5.5.3); not None also means reading is
-        # held until then (_hold_reading).
-        self._held_pong = None
+        if is_client:
+            self._is_client = True
+            self._general_send = True
+        if driver is not None:
+            self._driver = driver
 
     # ------------------------------------------------------------ attributes
     @property
@@ -193,14 +212,7 @@ class Connection(ConnectionCore):
         again when the connection is idle (``on_timer``), so an idle connection
         holds no parser, no buffer and no bound callbacks.
         """
-        opts = self._opts
-        self._state = OPEN
-        now = self._driver.now()
-        if opts.ping_interval is not None:
-            self._keepalive_at = now + opts.ping_interval / 2
-        if opts.idle_timeout is not None:
-            self._idle_at = now + opts.idle_timeout
-        first = min(self._keepalive_at, self._idle_at)
+        first = self._open_at(self._driver.now())  # (codec.ConnectionCore: OPEN, the clocks)
         if first != INF:
             self._arm(first)
         else:
@@ -533,9 +545,6 @@ class Connection(ConnectionCore):
                 _log_error(self, "on_close_error", "error in on_close (peer %s)", self.remote_address, exc_info=True)
 
     # ------------------------------------------------------------ I/O (subclass)
-    def _not_connected(self, data) -> None:
-        raise RuntimeError("no transport: the adapter sets _write when connected")
-
     def _writelines(self, parts) -> None:
         raise NotImplementedError
 

@@ -16,6 +16,7 @@ See docs/guide/handler-api.md.
 from __future__ import annotations
 
 import asyncio
+import functools
 import heapq
 import inspect
 import itertools
@@ -41,7 +42,7 @@ from .exceptions import (
 )
 from .listener import App, Listener
 from .http import FIELD_HOST, RequestReader, Response, upgrade_fields
-from .metrics import ServerCounters
+from .metrics import DRAIN_RETRY_AFTER, ServerCounters
 from .options import Options
 from .presence import PresenceList, make_presence
 from .proxyproto import ProxyHeaderError, ProxyHeaderReader
@@ -58,6 +59,29 @@ logger = logging.getLogger("fastws.server")
 access_logger = logging.getLogger("fastws.access")
 _FIRST_READ = False  # ServerConnection._reader before the first read
 _REFUSED = object()  # ServerConnection._process_request: the request was refused
+INF = float("inf")
+INFO = logging.INFO
+# Whether the access log is on, without a call per connection: the logger's
+# own cache of isEnabledFor (a dict, level -> bool), which logging empties
+# whenever a level changes (setLevel, logging.disable, dictConfig); None:
+# not cached, ask the logger. The access log itself checks isEnabledFor
+# again (a logger disabled by dictConfig keeps its cache).
+_ACCESS_CACHE = getattr(access_logger, "_cache", None)
+if type(_ACCESS_CACHE) is not dict:  # (not CPython's logging: always ask)
+    _ACCESS_CACHE = {}
+
+
+def _access_log_on() -> bool:
+    enabled = _ACCESS_CACHE.get(INFO)
+    return access_logger.isEnabledFor(INFO) if enabled is None else enabled
+
+
+def _draining_refusal() -> InvalidRequest:
+    """A graceful shutdown is under way (``server.draining``): upgrades get 503."""
+    exc = InvalidRequest(503, "Service Unavailable", [("Retry-After", str(DRAIN_RETRY_AFTER))],
+                         "the server is shutting down")
+    exc.metric_reason = "draining"
+    return exc
 
 
 class ServerConnection(StreamConnection):
@@ -65,27 +89,38 @@ class ServerConnection(StreamConnection):
 
     # user: what the server's authenticate hook returned (None without one)
     __slots__ = ("_server", "_reader", "_started", "user")
+    # (see Connection's) No RequestReader before the first read: most first
+    # reads hold a whole upgrade head, which the server's
+    # handshake.upgrade_reader() reads without one (_handshake_data).
+    _slot_defaults = {"_server": None, "_reader": _FIRST_READ, "_started": 0.0, "user": None}
 
     def __init__(self, server: "Server"):
-        StreamConnection.__init__(self, server.options, False)
+        # Connection.__init__(self, server.options, False) without the call:
+        # all it would set besides _opts is a _slot_defaults field already.
+        self._opts = server.options
         self._server = server
-        self._reader = None
-        self._started = 0.0
-        self.user = None
         self._ka_counters = server.counters  # keepalive pings counted in C (ConnectionCore)
 
     def connection_made(self, transport) -> None:
+        # StreamConnection.connection_made and Server._register in one frame
+        # (a Python call less each per connection).
         server = self._server
+        opts = self._opts
         driver = server._driver  # the loop's wheel, looked up once per server
         if driver is None or driver._closed:
-            driver = server._driver = get_driver(asyncio.get_running_loop(), self._opts.timer_tick)
+            driver = server._driver = get_driver(asyncio.get_running_loop(), opts.timer_tick)
         self._driver = driver
-        StreamConnection.connection_made(self, transport)
-        # No RequestReader yet: most first reads hold a whole upgrade head,
-        # which the server's handshake.upgrade_reader() reads without one (_handshake_data).
-        self._reader = _FIRST_READ
+        self._transport = transport
+        self._write = transport.write
+        transport.set_write_buffer_limits(opts.write_limit)  # (high); positional: no keyword parsing
+        self._direct_ok = True  # large frames: see _DirectReads
+        driver.arm_after(self, opts.handshake_timeout)
         self._started = time.monotonic()
-        server._register(self)
+        if server._closing:
+            self._abort_transport()
+            return
+        server.connections.add(self)
+        server.counters.connections_total += 1
 
     def _on_keepalive_timeout(self) -> None:
         self._server.counters.ping_timeouts += 1
@@ -144,29 +179,31 @@ class ServerConnection(StreamConnection):
             quick = self._server._upgrades.read(data, opts.max_head, opts.max_headers)  # None unless bytes
             if quick is not None:
                 self._reader = None
-                request, leftover, key = quick
+                path, packed, key, leftover = quick
                 server = self._server
                 if (server.origins is not None or server.subprotocols or opts.compression is not None
                         or server.allowed_hosts is not None):
-                    self._check_upgrade(request, leftover)
+                    self._check_upgrade(handshake.quick_request(path, packed), leftover)
                     return
                 # check_request would pass, answering accept_response([(
                 # "Sec-WebSocket-Accept", ...)]); only process_request is left.
-                if server.process_request is None:
-                    self._transport.write(handshake.accept_101(key))
+                if server.process_request is None and not server.draining:
+                    self._transport.write(server._upgrades.accept(key))  # handshake.accept_101(key), in C
+                    self._accepted(path, packed, leftover)  # _upgraded(None, leftover, None, None, path, packed), shorter
+                    return
+                request = handshake.quick_request(path, packed)  # made only for process_request
+                try:
+                    extra = self._process_request(request)
+                except InvalidRequest as exc:
+                    self._refuse(exc, request)
+                    return
+                if extra is _REFUSED:
+                    return
+                if extra:
+                    self._transport.write(handshake.accept_response(
+                        [("Sec-WebSocket-Accept", handshake.accept_key(key.decode("ascii"))), *extra]))
                 else:
-                    try:
-                        extra = self._process_request(request)
-                    except InvalidRequest as exc:
-                        self._refuse(exc, request)
-                        return
-                    if extra is _REFUSED:
-                        return
-                    if extra:
-                        self._transport.write(handshake.accept_response(
-                            [("Sec-WebSocket-Accept", handshake.accept_key(key.decode("ascii"))), *extra]))
-                    else:
-                        self._transport.write(handshake.accept_101(key))
+                    self._transport.write(handshake.accept_101(key))
                 self._upgraded(request, leftover, None, None)
                 return
             reader = self._reader = RequestReader(max_head=opts.max_head, max_headers=opts.max_headers)
@@ -211,7 +248,7 @@ class ServerConnection(StreamConnection):
         """process_request, then the 101."""
         server = self._server
         try:
-            if server.process_request is not None:
+            if server.process_request is not None or server.draining:
                 extra = self._process_request(request)
                 if extra is _REFUSED:
                     return
@@ -225,8 +262,13 @@ class ServerConnection(StreamConnection):
 
     def _process_request(self, request):
         """Run the server's process_request: the headers it adds to the 101
-        (a list, maybe empty), or _REFUSED once its Response is written."""
-        result = self._server.process_request(request)
+        (a list, maybe empty), or _REFUSED once its Response is written.
+        While the server drains, the upgrade is then refused (503)."""
+        server = self._server
+        hook = server.process_request
+        result = hook(request) if hook is not None else None
+        if server.draining:
+            raise _draining_refusal()
         if isinstance(result, Response):
             self._server.counters.refused("process_request")
             self._respond(result, request)
@@ -235,32 +277,51 @@ class ServerConnection(StreamConnection):
             return list(result.items() if hasattr(result, "items") else result)
         return None
 
-    def _upgraded(self, request, leftover: bytes, subprotocol, deflate_params) -> None:
-        """The 101 is written: keep what the connection needs, start the WebSocket."""
+    def _upgraded(self, request, leftover: bytes, subprotocol, deflate_params, path=None, packed=None) -> None:
+        """The 101 is written: keep what the connection needs, start the
+        WebSocket. ``request`` None: a head the short cut took, its target
+        and packed field lines given instead (a Request only for the log)."""
+        if request is not None:
+            path = request.path
+            packed = request.headers.pack()
         # Interned: thousands of connections on "/ws" share one str (56 B each).
-        self.path = _intern(request.path)
-        self._headers = request.headers.pack()  # compact until read (ws.headers)
+        self.path = _intern(path)
+        self._headers = packed  # compact until read (ws.headers)
         self.subprotocol = subprotocol
         self._server.counters.upgraded += 1
-        if access_logger.isEnabledFor(logging.INFO):
-            self._log_access(request, 101)
+        if _access_log_on():
+            self._log_access(request if request is not None else handshake.quick_request(path, packed), 101)
         self._started = None  # only the access log needed it: no float kept per open connection
         if deflate_params is not None:
             self._use_deflate(deflate_params)
         self._start(leftover)
 
-    def _start(self, leftover: bytes) -> None:
-        """The handshake is done: create the listener and start the WebSocket."""
+    def _accepted(self, path: str, packed: bytes, leftover: bytes) -> None:
+        """``_upgraded(None, leftover, None, None, path, packed)`` for the
+        handshake's short cut (no subprotocol, no compression), with
+        ``_start`` and ``_open`` in the same frame (the common case; the rare
+        branches call the general methods)."""
+        self.path = _intern(path)
+        self._headers = packed
+        server = self._server
+        server.counters.upgraded += 1
+        enabled = _ACCESS_CACHE.get(INFO)  # (None: not cached: ask the logger)
+        if enabled or enabled is None and access_logger.isEnabledFor(INFO):
+            self._log_access(handshake.quick_request(path, packed), 101)
+        self._started = None
         try:
-            listener = self._server.app()
+            listener = server.app()
         except Exception as exc:
-            self._log_error("listener_factory", "listener factory failed for %s", self.remote_address,
-                            exc_info=True)
-            self._state = OPEN
-            self._app_error(exc)
+            self._start_failed(exc)
             return
         self._app = listener
-        self._open()
+        # Connection._open (driver: C in the extension build)
+        driver = self._driver
+        first = self._open_at(driver.now())
+        if first != INF:
+            driver.arm(self, first)
+        else:
+            self._disarm()
         try:
             listener.on_connect(self)
         except Exception as exc:
@@ -272,6 +333,30 @@ class ServerConnection(StreamConnection):
             self._pong_hook = False
         if leftover:
             self._feed(leftover)
+
+    def _start(self, leftover: bytes) -> None:
+        """The handshake is done: create the listener and start the WebSocket."""
+        try:
+            listener = self._server.app()
+        except Exception as exc:
+            self._start_failed(exc)
+            return
+        self._app = listener
+        self._open()
+        try:
+            listener.on_connect(self)
+        except Exception as exc:
+            self._app_error(exc)
+            return
+        if getattr(getattr(listener, "on_pong", None), "__func__", None) is Listener.on_pong:
+            self._pong_hook = False  # (as in _accepted)
+        if leftover:
+            self._feed(leftover)
+
+    def _start_failed(self, exc: Exception) -> None:
+        self._log_error("listener_factory", "listener factory failed for %s", self.remote_address, exc_info=True)
+        self._state = OPEN
+        self._app_error(exc)
 
     def _message_callback(self):
         return self._app.on_message
@@ -366,6 +451,9 @@ class ServerWebSocket(WebSocketMixin, ServerConnection):
         ServerConnection.__init__(self, server)
         self._init_websocket()
 
+    def _accepted(self, path: str, packed: bytes, leftover: bytes) -> None:
+        self._upgraded(None, leftover, None, None, path, packed)
+
     def _start(self, leftover: bytes) -> None:
         self._open()
         # The task runs the application's coroutine itself (no wrapper
@@ -436,7 +524,8 @@ class _Guarded:
             quick = server._upgrades.read(data, opts.max_head, opts.max_headers)
             if quick is not None:
                 self._reader = None
-                request, leftover, key = quick
+                path, packed, key, leftover = quick
+                request = handshake.quick_request(path, packed)
                 if (server.origins is not None or server.subprotocols or opts.compression is not None
                         or server.allowed_hosts is not None):
                     self._check_upgrade(request, leftover)
@@ -557,7 +646,7 @@ class _ProxyProtocol:
 
     def connection_made(self, transport) -> None:
         super().connection_made(transport)
-        if transport.is_closing():  # the server is closing (_register aborted it)
+        if transport.is_closing():  # the server is closing (ServerConnection.connection_made aborted it)
             return
         peer = transport.get_extra_info("peername")
         host = peer[0] if isinstance(peer, tuple) and peer else (peer or "")
@@ -767,16 +856,9 @@ def _guarded_class(base, admission: bool, rate: bool, proxy=None):
     bases = (((_ProxyProtocol,) if proxy is not None else ()) + ((_Guarded,) if admission else ())
              + ((_RateLimited,) if rate else ()) + (base,))
 
-    def __init__(self, server):
-        base.__init__(self, server)
-        if proxy is not None:
-            self._proxy = None
-        if admission:
-            self._ip = None
-        if rate:
-            self._limiter = None  # made with the parser (_RateLimited._make_parser)
+    defaults = dict.fromkeys(slots)  # all None (ConnectionCore sets them: no __init__ here)
 
-    ns = {"__slots__": slots, "__init__": __init__, "__module__": __name__, "__doc__": base.__doc__}
+    ns = {"__slots__": slots, "_slot_defaults": defaults, "__module__": __name__, "__doc__": base.__doc__}
     if proxy is not None:
         ns["_proxy_trusted"] = proxy
         ns["_proxy_verdicts"] = {}
@@ -912,16 +994,6 @@ class Server:
         self._all_closed = None
 
     # ------------------------------------------------------------ connection set
-    def _factory(self):
-        return self._connection_class(self)
-
-    def _register(self, conn) -> None:
-        if self._closing:
-            conn._abort_transport()
-            return
-        self.connections.add(conn)
-        self.counters.connections_total += 1
-
     def _unregister(self, conn) -> None:
         self.connections.discard(conn)
         self.counters.fold(conn)
@@ -1049,13 +1121,15 @@ class Server:
         # own default is 60 s: a peer sending no ClientHello, or one byte at a
         # time, would hold its connection that long).
         tls = {} if ssl is None else {"ssl": ssl, "ssl_handshake_timeout": self.options.handshake_timeout}
+        # One connection per accepted socket: partial calls the class in C (no Python frame).
+        factory = functools.partial(self._connection_class, self)
         if unix_path is not None:
-            server = await loop.create_unix_server(self._factory, unix_path, sock=sock, backlog=backlog, **tls)
+            server = await loop.create_unix_server(factory, unix_path, sock=sock, backlog=backlog, **tls)
         elif sock is not None:
-            server = await loop.create_server(self._factory, sock=sock, backlog=backlog, **tls)
+            server = await loop.create_server(factory, sock=sock, backlog=backlog, **tls)
         else:
             server = await loop.create_server(
-                self._factory, host, port, backlog=backlog, reuse_port=reuse_port or None, **tls,
+                factory, host, port, backlog=backlog, reuse_port=reuse_port or None, **tls,
             )
         self._servers.append(server)
         return self

@@ -18,12 +18,12 @@ import time
 import weakref
 from typing import Any, Callable
 
-from .codec import TimerEntry, TimerWheel
+from .codec import LoopDriver, TimerEntry, TimerWheel
 
 __all__ = ["WheelDriver", "ManualDriver", "get_driver"]
 
 
-class WheelDriver:
+class WheelDriver(LoopDriver):
     """Binds a TimerWheel to an asyncio (or uvloop) event loop.
 
     Arm entries through :meth:`arm` (not ``driver.wheel.arm``) when the wheel
@@ -32,7 +32,9 @@ class WheelDriver:
     ``on_timer`` goes to the loop's exception handler.
     """
 
-    __slots__ = ("wheel", "_loop_ref", "_tick", "_handle", "_closed", "__weakref__")
+    # now(), arm(), arm_after() and cancel() are LoopDriver's (C in the
+    # extension build), as are the fields wheel, _loop_ref and _handle.
+    __slots__ = ("_tick", "_closed", "__weakref__")
 
     def __init__(self, loop: asyncio.AbstractEventLoop, tick: float = 1.0,
                  slots: int = 512, wheel_cls: type[TimerWheel] | None = None) -> None:
@@ -54,23 +56,6 @@ class WheelDriver:
     def scheduled(self) -> bool:
         """Whether a tick is pending in the loop."""
         return self._handle is not None
-
-    def now(self) -> float:
-        """The loop's time (the wheel's clock)."""
-        loop = self._loop_ref()
-        if loop is None:
-            raise RuntimeError("the event loop of this WheelDriver is gone")
-        return loop.time()
-
-    def arm(self, entry: TimerEntry, deadline: float) -> None:
-        """Arm or re-arm ``entry`` at ``deadline`` (loop time); O(1)."""
-        if self._handle is None:
-            self._start()
-        self.wheel.arm(entry, deadline)
-
-    def cancel(self, entry: TimerEntry) -> None:
-        """Disarm ``entry``.  When the wheel empties, the next tick stops."""
-        self.wheel.cancel(entry)
 
     def close(self) -> None:
         """Stop ticking for good.  Armed entries stay armed but never fire."""

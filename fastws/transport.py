@@ -98,11 +98,7 @@ class _DirectReads(asyncio.BufferedProtocol):
 
 class StreamConnection(Connection, asyncio.Protocol):
     __slots__ = ("_transport", "_reading_paused")
-
-    def __init__(self, opts, is_client):
-        Connection.__init__(self, opts, is_client)
-        self._transport = None
-        self._reading_paused = False
+    _slot_defaults = {"_transport": None, "_reading_paused": False}  # (see Connection's)
 
     # ------------------------------------------------------------ asyncio.Protocol
     def connection_made(self, transport) -> None:

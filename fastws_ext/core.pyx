@@ -12,6 +12,7 @@ at their offsets (``_Slot``, as fastws_ext/fanout.pyx does).
 See docs/design/timers.md#an-idle-connection-runs-no-python.
 """
 cimport cython
+from cpython.mem cimport PyMem_Free, PyMem_Malloc
 from cpython.ref cimport PyObject, Py_INCREF, Py_XDECREF
 from libc.math cimport INFINITY
 
@@ -99,6 +100,49 @@ cdef class _Slot:
         return 0
 
 
+@cython.auto_pickle(False)
+@cython.final
+cdef class _Defaults:
+    """The ``_slot_defaults`` of one class, as slot offsets and values: what
+    ``ConnectionCore.__cinit__`` stores in a new instance before ``__init__``
+    (the readable reference: ``_defaults_of`` in fastws/_py/core.py)."""
+    cdef Py_ssize_t* offs
+    cdef tuple values
+    cdef Py_ssize_t n
+
+    def __dealloc__(self):
+        PyMem_Free(self.offs)
+
+
+cdef _Defaults _defaults_of(type cls):
+    """The class's _Defaults, kept in its own ``__dict__`` (made on first use)."""
+    cdef _Defaults plan = cls.__dict__.get("_slot_plan")
+    cdef Py_ssize_t i
+    if plan is not None:
+        return plan
+    merged = {}
+    for klass in reversed(cls.__mro__):
+        merged.update(klass.__dict__.get("_slot_defaults", ()))
+    plan = _Defaults()
+    plan.n = len(merged)
+    plan.values = tuple(merged.values())
+    plan.offs = <Py_ssize_t*>PyMem_Malloc(max(plan.n, 1) * sizeof(Py_ssize_t))
+    if plan.offs == NULL:
+        raise MemoryError()
+    for i, name in enumerate(merged):
+        descr = getattr(cls, name, None)
+        plan.offs[i] = member_offset(descr) if type(descr) is MemberDescriptorType else -1
+        if plan.offs[i] < 0:
+            raise TypeError(f"{cls.__name__}._slot_defaults: {name!r} is not a __slots__ field")
+    if plan.n:
+        type.__setattr__(cls, "_slot_plan", plan)  # (a class without defaults may be a static type)
+    return plan
+
+
+cdef type _plan_cls = None      # the last class seen (one in a process of one server)
+cdef _Defaults _plan = None
+
+
 cdef _Slot _STATE = _Slot("_state")
 cdef _Slot _PARSER = _Slot("_parser")
 cdef _Slot _OPTS = _Slot("_opts")
@@ -107,6 +151,7 @@ cdef _Slot _PAUSED = _Slot("_paused_writing")
 cdef _Slot _PING_INTERVAL = _Slot("ping_interval")
 cdef _Slot _PING_TIMEOUT = _Slot("ping_timeout")
 cdef _Slot _TIMER_TICK = _Slot("timer_tick")
+cdef _Slot _IDLE_TIMEOUT = _Slot("idle_timeout")
 cdef _Slot _PINGS_SENT = _Slot("pings_sent")
 
 
@@ -126,6 +171,10 @@ cdef class ConnectionCore(TimerEntry):
     # The fields are declared in core.pxd.
 
     def __cinit__(self):
+        global _plan_cls, _plan
+        cdef _Defaults plan
+        cdef Py_ssize_t i
+        cdef PyObject** at
         self._keepalive_at = INF
         self._ping_sent_at = INF
         self._write_deadline = INF
@@ -133,8 +182,36 @@ cdef class ConnectionCore(TimerEntry):
         self._last_frames = 0
         self._pong_hook = True
         self._ka_counters = None
+        # The subclasses' __slots__ fields named in their _slot_defaults: set
+        # here, in C, so that their __init__ sets only what differs.
+        cls = type(self)
+        if cls is _plan_cls:
+            plan = _plan
+        else:
+            plan = _defaults_of(cls)
+            _plan_cls, _plan = cls, plan
+        for i in range(plan.n):
+            value = plan.values[i]
+            Py_INCREF(value)
+            at = <PyObject**>((<char*><PyObject*>self) + plan.offs[i])
+            Py_XDECREF(at[0])
+            at[0] = <PyObject*>value
 
     # ------------------------------------------------------------ the timer
+    def _open_at(self, double now):
+        """The opening handshake succeeded at ``now``: the state becomes OPEN
+        and the keepalive and idle-timeout clocks start; returns the first
+        deadline for the timer (inf: none). (Connection._open arms it.)"""
+        opts = _OPTS.get(self)
+        _STATE.set(self, OPEN)
+        interval = _PING_INTERVAL.get(opts)
+        if interval is not None:
+            self._keepalive_at = now + <double>interval / 2
+        idle = _IDLE_TIMEOUT.get(opts)
+        if idle is not None:
+            self._idle_at = now + <double>idle
+        return self._keepalive_at if self._keepalive_at < self._idle_at else self._idle_at
+
     cpdef object on_timer(self, double now):
         """The connection's one timer fired: handshake, keepalive, write or close timeout.
 

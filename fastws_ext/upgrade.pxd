@@ -3,10 +3,7 @@
 
 
 cdef class UpgradeReader:
-    cdef readonly object on_url
-    cdef readonly object on_header
     cdef readonly object _parser
-    cdef dict _fields
-    cdef list _url
-    cdef object _request_cls
-    cdef object _headers_cls
+    cdef object _head_of      # head(): the start of the 101 (status line, Date, ...)
+    cdef object _head         # its latest answer, made in second _second
+    cdef long long _second

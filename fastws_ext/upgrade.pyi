@@ -1,12 +1,17 @@
-"""The checks of the server's handshake short cut (see fastws._py.upgrade, the twin)."""
-from typing import Any
+"""The server's handshake short cut (see fastws._py.upgrade, the twin)."""
+from typing import Callable
 
-def scan_upgrade(head: bytes, fields: dict[bytes, Any], max_headers: int) -> bytes | None:
-    """The Sec-WebSocket-Key (OWS stripped) of a head that needs no more
+def scan_upgrade(head: bytes, max_headers: int) -> tuple[str, bytes, bytes] | None:
+    """(path, packed, key) of a head llhttp validated that needs no more
     checking than the origin policy, or None (the general way decides)."""
+
+def accept_101(key: bytes, head: bytes) -> bytes:
+    """head + the Sec-WebSocket-Accept field of the 24-byte key + CRLF CRLF."""
 
 class UpgradeReader:
     """The server's short cut for a whole valid upgrade head in the first read."""
-    def __init__(self, request_cls: type, headers_cls: type) -> None: ...
-    def read(self, data: bytes, max_head: int = 8192, max_headers: int = 100) -> tuple[Any, bytes, bytes] | None:
-        """(request, leftover, key) or None (the general way decides)."""
+    def __init__(self, head: Callable[[], bytes] | None = None) -> None: ...
+    def accept(self, key: bytes) -> bytes:
+        """accept_101(key, head()), head() called at most once a second."""
+    def read(self, data: bytes, max_head: int = 8192, max_headers: int = 100) -> tuple[str, bytes, bytes, bytes] | None:
+        """(path, packed, key, leftover) or None (the general way decides)."""

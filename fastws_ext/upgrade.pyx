@@ -1,20 +1,36 @@
-"""The checks of the server's handshake short cut, in C loops.
+"""The server's handshake short cut, in C loops.
 
 Same API and answers as the pure-Python twin ``fastws._py.upgrade``; nothing
-is refused here. This module reads the head and the field dict llhttp filled
-(through httptools) without making a copy per field: names are compared
-case-insensitively byte by byte against the seven it cares about, values are
-trimmed by moving two indexes, the Connection token list is walked in place
-and the key's 24 characters are checked against the base64 alphabet.
+is refused here. llhttp (through httptools) validates the head with no
+callback; this module then walks the validated head bytes once: the request
+target between ``GET `` and `` HTTP/1.1``, each field line's name (compared
+case-insensitively byte by byte against the seven the checks care about) and
+value (trimmed by moving two indexes), the Connection token list in place and
+the key's 24 characters against the base64 alphabet. No object is made but
+the answer (and the exception httptools raises at the end of an upgrade head,
+taken with the C API). The 101's Sec-WebSocket-Accept is hashed here too
+(SHA-1 of the key and the GUID: always two blocks, the second a constant).
 See docs/design/handshake.md#the-fast-path.
 """
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_CheckExact, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
-from cpython.dict cimport PyDict_CheckExact, PyDict_Next
-from cpython.object cimport PyObject
+from cpython.exc cimport PyErr_Clear, PyErr_ExceptionMatches, PyErr_Fetch, PyErr_NormalizeException
+from cpython.long cimport PyLong_CheckExact
+from cpython.ref cimport PyObject, Py_XDECREF
+from cpython.tuple cimport PyTuple_GET_ITEM, PyTuple_GET_SIZE
+from cpython.unicode cimport PyUnicode_DecodeLatin1
+from libc.stdint cimport uint32_t
+from libc.string cimport memcmp, memchr, memcpy
+from libc.time cimport time, time_t
 
-__all__ = ["scan_upgrade", "UpgradeReader"]
 
-from libc.string cimport memcmp
+cdef extern from "Python.h":
+    # No exception check by Cython: NULL with the error set is handled here.
+    PyObject* _call_method_1 "PyObject_CallMethodOneArg"(object obj, object name, object arg)
+    Py_ssize_t _as_ssize "PyLong_AsSsize_t"(object value)  # -1 and an error: too big
+    ctypedef struct _BaseException "PyBaseExceptionObject":
+        PyObject* args
+
+__all__ = ["scan_upgrade", "accept_101", "UpgradeReader"]
 
 from httptools import HttpParserError, HttpParserUpgrade, HttpRequestParser
 
@@ -82,15 +98,6 @@ cdef inline void _strip(const unsigned char* s, Py_ssize_t* a, Py_ssize_t* b) no
         b[0] -= 1
 
 
-cdef inline const unsigned char* _stripped(object value, Py_ssize_t* a, Py_ssize_t* b) noexcept:
-    """The bytes of field value ``value``, with [a, b) its span without OWS."""
-    cdef const unsigned char* s = <const unsigned char*>PyBytes_AS_STRING(value)
-    a[0] = 0
-    b[0] = PyBytes_GET_SIZE(value)
-    _strip(s, a, b)
-    return s
-
-
 cdef inline bint _lists_upgrade(const unsigned char* s, Py_ssize_t n) noexcept nogil:
     """Whether the comma list s[:n] holds the token upgrade (any case)."""
     cdef Py_ssize_t start = 0, end, a, b
@@ -106,123 +113,333 @@ cdef inline bint _lists_upgrade(const unsigned char* s, Py_ssize_t n) noexcept n
     return False
 
 
-def scan_upgrade(bytes head not None, dict fields not None, Py_ssize_t max_headers):
-    """The Sec-WebSocket-Key (bytes, OWS stripped) of a head that needs no
-    more checking than the origin policy, or None (the general way decides)."""
-    cdef const unsigned char* h = <const unsigned char*>PyBytes_AS_STRING(head)
-    cdef Py_ssize_t n = PyBytes_GET_SIZE(head), i, line = -1, crlf = 0
-    cdef Py_ssize_t count = len(fields)
-    for i in range(n - 1):
-        if h[i] == 13 and h[i + 1] == 10:
-            crlf += 1
-            if line < 0:
-                line = i
-    if line < 9 or count != crlf - 2 or count > max_headers:
-        return None
-    if memcmp(h + line - 9, b" HTTP/1.1", 9) != 0:
-        return None
-    cdef PyObject* values[NAMES]
-    for i in range(NAMES):
-        values[i] = NULL
-    cdef Py_ssize_t pos = 0
-    cdef PyObject* k
-    cdef PyObject* v
+cdef Py_ssize_t _scan(const unsigned char* h, Py_ssize_t n, Py_ssize_t max_headers,
+                      Py_ssize_t* line, Py_ssize_t* key) noexcept nogil:
+    """scan_upgrade on h[:n]: the end of the request target (> 4), with the
+    start of the field lines in ``line`` and the key's offset in ``key``;
+    or -1 (not taken)."""
+    cdef Py_ssize_t i, pos, colon, cr, a, b, count = 0
+    cdef Py_ssize_t starts[NAMES]
+    cdef Py_ssize_t ends[NAMES]
     cdef int which
-    while PyDict_Next(fields, &pos, &k, &v):
-        if not PyBytes_CheckExact(<object>k) or not PyBytes_CheckExact(<object>v):
-            return None
-        which = _which(<const unsigned char*>PyBytes_AS_STRING(<object>k), PyBytes_GET_SIZE(<object>k))
+    # The request line: GET, one space, a target of visible ASCII, " HTTP/1.1".
+    if n < 18 or memcmp(h, b"GET ", 4) != 0 or memcmp(h + n - 4, b"\r\n\r\n", 4) != 0:
+        return -1
+    cr = 4
+    while h[cr] != 13:  # a CR ends the head (n > cr)
+        cr += 1
+    if cr < 14 or h[cr + 1] != 10 or memcmp(h + cr - 9, b" HTTP/1.1", 9) != 0:
+        return -1
+    for i in range(4, cr - 9):
+        if h[i] < 0x21 or h[i] > 0x7e:
+            return -1
+    line[0] = cr
+    for i in range(NAMES):
+        starts[i] = -1
+    # The field lines: name ":" value CRLF, up to the empty line at n - 2.
+    pos = cr + 2
+    while pos < n - 2:
+        colon = pos
+        while h[colon] != 58:  # ':' (the head ends with CRLF CRLF: a CR or LF comes first if none)
+            if h[colon] == 32 or h[colon] == 9 or h[colon] == 13 or h[colon] == 10:
+                return -1
+            colon += 1
+        if colon == pos:
+            return -1
+        cr = colon + 1
+        while h[cr] != 13:
+            if h[cr] == 10:
+                return -1
+            cr += 1
+        if h[cr + 1] != 10:
+            return -1
+        count += 1
+        if count > max_headers:
+            return -1
+        which = _which(h + pos, colon - pos)
         if which >= 0:
-            if values[which] != NULL:
-                return None
-            values[which] = v
-    if (values[HOST] == NULL or values[UPGRADE] == NULL or values[CONNECTION] == NULL
-            or values[KEY] == NULL or values[VERSION] == NULL
-            or values[CONTENT_LENGTH] != NULL or values[TRANSFER_ENCODING] != NULL):
-        return None
-    cdef const unsigned char* s
-    cdef Py_ssize_t a, b
+            if starts[which] >= 0:
+                return -1
+            a, b = colon + 1, cr
+            _strip(h, &a, &b)
+            starts[which] = a
+            ends[which] = b
+        pos = cr + 2
+    if pos != n - 2:
+        return -1
+    if (starts[HOST] < 0 or starts[UPGRADE] < 0 or starts[CONNECTION] < 0
+            or starts[KEY] < 0 or starts[VERSION] < 0
+            or starts[CONTENT_LENGTH] >= 0 or starts[TRANSFER_ENCODING] >= 0):
+        return -1
     # Host: not empty once stripped
-    _stripped(<object>values[HOST], &a, &b)
-    if a == b:
-        return None
+    if starts[HOST] == ends[HOST]:
+        return -1
     # Upgrade: websocket
-    s = _stripped(<object>values[UPGRADE], &a, &b)
-    if not _ieq(s + a, b - a, b"websocket", 9):
-        return None
+    if not _ieq(h + starts[UPGRADE], ends[UPGRADE] - starts[UPGRADE], b"websocket", 9):
+        return -1
     # Sec-WebSocket-Version: 13
-    s = _stripped(<object>values[VERSION], &a, &b)
-    if b - a != 2 or s[a] != 49 or s[a + 1] != 51:
-        return None
+    a = starts[VERSION]
+    if ends[VERSION] - a != 2 or h[a] != 49 or h[a + 1] != 51:
+        return -1
     # Connection: lists upgrade
-    if not _lists_upgrade(<const unsigned char*>PyBytes_AS_STRING(<object>values[CONNECTION]),
-                          PyBytes_GET_SIZE(<object>values[CONNECTION])):
-        return None
+    if not _lists_upgrade(h + starts[CONNECTION], ends[CONNECTION] - starts[CONNECTION]):
+        return -1
     # Sec-WebSocket-Key: 22 base64 characters and "==" (what a2b_base64 in
     # strict mode decodes to 16 bytes from 24 characters)
-    s = _stripped(<object>values[KEY], &a, &b)
-    if b - a != 24 or s[a + 22] != 61 or s[a + 23] != 61:
-        return None
+    a = starts[KEY]
+    if ends[KEY] - a != 24 or h[a + 22] != 61 or h[a + 23] != 61:
+        return -1
     for i in range(a, a + 22):
-        if not _b64(s[i]):
-            return None
-    if a == 0 and b == PyBytes_GET_SIZE(<object>values[KEY]):
-        return <object>values[KEY]
-    return PyBytes_FromStringAndSize(<const char*>s + a, 24)
+        if not _b64(h[i]):
+            return -1
+    key[0] = a
+    return line[0] - 9
+
+
+def scan_upgrade(bytes head not None, Py_ssize_t max_headers):
+    """``(path, packed, key)`` for a head that needs no more checking than
+    the origin policy, or None (the general way decides): see the twin."""
+    cdef const unsigned char* h = <const unsigned char*>PyBytes_AS_STRING(head)
+    cdef Py_ssize_t n = PyBytes_GET_SIZE(head), line, key
+    cdef Py_ssize_t target = _scan(h, n, max_headers, &line, &key)
+    if target < 0:
+        return None
+    return (PyUnicode_DecodeLatin1(<const char*>h + 4, target - 4, NULL),
+            PyBytes_FromStringAndSize(<const char*>h + line, n - 4 - line),
+            PyBytes_FromStringAndSize(<const char*>h + key, 24))
+
+
+cdef inline Py_ssize_t _head_end(const char* s, Py_ssize_t n, Py_ssize_t max_head) noexcept nogil:
+    """``s[:n].find(b"\\r\\n\\r\\n", 0, max_head) + 4`` (-1: not found)."""
+    cdef Py_ssize_t limit = max_head
+    if limit < 0:  # (as a slice's end)
+        limit += n
+    if limit > n:
+        limit = n
+    cdef const char* p = s
+    cdef const char* stop = s + limit - 3  # the last place a CR can start the four bytes
+    while p < stop:
+        p = <const char*>memchr(p, 13, stop - p)
+        if p == NULL:
+            return -1
+        if p[1] == 10 and p[2] == 13 and p[3] == 10:
+            return p - s + 4
+        p += 1
+    return -1
+
+
+cdef int _upgrade_at(Py_ssize_t end) except -1:
+    """The error feed_data raised: 1 if it is httptools' HttpParserUpgrade at
+    ``end`` (the upgrade head ends there), 0 for another place or an
+    HttpParserError (cleared); anything else stays raised."""
+    cdef PyObject* kind
+    cdef PyObject* value
+    cdef PyObject* tb
+    cdef PyObject* args
+    cdef PyObject* arg
+    cdef Py_ssize_t at = -1
+    if not PyErr_ExceptionMatches(HttpParserUpgrade):
+        if PyErr_ExceptionMatches(HttpParserError):
+            PyErr_Clear()
+            return 0
+        return -1  # propagates
+    PyErr_Fetch(&kind, &value, &tb)
+    PyErr_NormalizeException(&kind, &value, &tb)
+    if value != NULL:
+        args = (<_BaseException*>value).args
+        if args != NULL and PyTuple_GET_SIZE(<object>args) > 0:
+            arg = PyTuple_GET_ITEM(<object>args, 0)
+            if PyLong_CheckExact(<object>arg):
+                at = _as_ssize(<object>arg)
+    Py_XDECREF(kind)
+    Py_XDECREF(value)
+    Py_XDECREF(tb)
+    if at == -1:
+        PyErr_Clear()  # (an offset PyLong_AsSsize_t could not hold)
+    return at == end
+
+
+# ------------------------------------------------------------ the accept key
+# RFC 6455 4.2.2: base64(SHA-1(key + GUID)). The key read() gives is always
+# 24 bytes, so SHA-1 always hashes 60 bytes: two 64-byte blocks, the second
+# one (padding and the length, 480 bits) the same every time, its message
+# schedule computed once (_W2). FIPS 180-4 6.1.2; the twin uses CPython's sha1.
+
+cdef const char* _GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
+cdef const char* _B64 = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
+cdef const char* _ACCEPT_FIELD = b"Sec-WebSocket-Accept: "  # 22 bytes
+cdef uint32_t _W2[80]
+
+
+cdef inline uint32_t _rol(uint32_t x, int n) noexcept nogil:
+    return (x << n) | (x >> (32 - n))
+
+
+cdef inline void _schedule(uint32_t* w) noexcept nogil:
+    """w[16:80] from w[:16]."""
+    cdef int i
+    for i in range(16, 80):
+        w[i] = _rol(w[i - 3] ^ w[i - 8] ^ w[i - 14] ^ w[i - 16], 1)
+
+
+cdef void _compress(uint32_t* st, const uint32_t* w) noexcept nogil:
+    """One SHA-1 block, its schedule ``w`` (80 words) done, into ``st``."""
+    cdef uint32_t a = st[0], b = st[1], c = st[2], d = st[3], e = st[4], t
+    cdef int i
+    for i in range(20):
+        t = _rol(a, 5) + ((b & c) | (~b & d)) + e + 0x5A827999u + w[i]
+        e = d; d = c; c = _rol(b, 30); b = a; a = t
+    for i in range(20, 40):
+        t = _rol(a, 5) + (b ^ c ^ d) + e + 0x6ED9EBA1u + w[i]
+        e = d; d = c; c = _rol(b, 30); b = a; a = t
+    for i in range(40, 60):
+        t = _rol(a, 5) + ((b & c) | (b & d) | (c & d)) + e + 0x8F1BBCDCu + w[i]
+        e = d; d = c; c = _rol(b, 30); b = a; a = t
+    for i in range(60, 80):
+        t = _rol(a, 5) + (b ^ c ^ d) + e + 0xCA62C1D6u + w[i]
+        e = d; d = c; c = _rol(b, 30); b = a; a = t
+    st[0] += a; st[1] += b; st[2] += c; st[3] += d; st[4] += e
+
+
+cdef void _accept_key(const unsigned char* key, unsigned char* out) noexcept nogil:
+    """The 28 characters of base64(SHA-1(key[:24] + GUID)) into ``out``."""
+    cdef unsigned char block[64]
+    cdef unsigned char digest[20]
+    cdef uint32_t w[80]
+    cdef uint32_t st[5]
+    cdef uint32_t v
+    cdef int i
+    memcpy(block, key, 24)
+    memcpy(block + 24, _GUID, 36)
+    block[60] = 0x80
+    block[61] = block[62] = block[63] = 0
+    for i in range(16):
+        w[i] = ((<uint32_t>block[4 * i] << 24) | (<uint32_t>block[4 * i + 1] << 16)
+                | (<uint32_t>block[4 * i + 2] << 8) | block[4 * i + 3])
+    _schedule(w)
+    st[0] = 0x67452301u; st[1] = 0xEFCDAB89u; st[2] = 0x98BADCFEu; st[3] = 0x10325476u; st[4] = 0xC3D2E1F0u
+    _compress(st, w)
+    _compress(st, _W2)
+    for i in range(5):
+        digest[4 * i] = st[i] >> 24
+        digest[4 * i + 1] = (st[i] >> 16) & 0xff
+        digest[4 * i + 2] = (st[i] >> 8) & 0xff
+        digest[4 * i + 3] = st[i] & 0xff
+    for i in range(6):  # 18 bytes: 24 characters
+        v = (<uint32_t>digest[3 * i] << 16) | (<uint32_t>digest[3 * i + 1] << 8) | digest[3 * i + 2]
+        out[4 * i] = _B64[v >> 18]
+        out[4 * i + 1] = _B64[(v >> 12) & 63]
+        out[4 * i + 2] = _B64[(v >> 6) & 63]
+        out[4 * i + 3] = _B64[v & 63]
+    v = (<uint32_t>digest[18] << 16) | (<uint32_t>digest[19] << 8)  # the last 2 bytes: 3 characters and "="
+    out[24] = _B64[v >> 18]
+    out[25] = _B64[(v >> 12) & 63]
+    out[26] = _B64[(v >> 6) & 63]
+    out[27] = 61
+
+
+cdef void _init_w2() noexcept nogil:
+    cdef int i
+    for i in range(15):
+        _W2[i] = 0
+    _W2[15] = 480  # the message's length in bits (60 bytes)
+    _schedule(_W2)
+
+
+_init_w2()
+
+
+def accept_101(bytes key not None, bytes head not None):
+    """``head + b"Sec-WebSocket-Accept: " + accept + b"\\r\\n\\r\\n"``
+    for the 24-byte Sec-WebSocket-Key ``read()`` gave: see the twin."""
+    return _accept_101(key, head)
+
+
+cdef bytes _accept_101(bytes key, bytes head):
+    if PyBytes_GET_SIZE(key) != 24:
+        raise ValueError("the Sec-WebSocket-Key must be 24 bytes")
+    cdef Py_ssize_t h = PyBytes_GET_SIZE(head)
+    cdef bytes out = PyBytes_FromStringAndSize(NULL, h + 22 + 28 + 4)
+    cdef char* o = PyBytes_AS_STRING(out)
+    memcpy(o, PyBytes_AS_STRING(head), h)
+    memcpy(o + h, _ACCEPT_FIELD, 22)
+    _accept_key(<const unsigned char*>PyBytes_AS_STRING(key), <unsigned char*>o + h + 22)
+    memcpy(o + h + 50, b"\r\n\r\n", 4)
+    return out
+
+
+class _Silent:
+    """What httptools calls back: nothing (it reads each callback with
+    getattr once per parser; None: llhttp gets none)."""
+
+    __slots__ = ()
+    on_url = on_header = on_headers_complete = on_message_begin = on_message_complete = None
+    on_body = on_chunk_header = on_chunk_complete = None
+
+
+_SILENT = _Silent()
 
 
 cdef class UpgradeReader:
     """The server's short cut for a whole valid upgrade head in the first
     read: see the twin ``fastws._py.upgrade.UpgradeReader`` (same API and
-    answers); here the glue around llhttp runs without a Python frame."""
+    answers); here the glue around llhttp runs without a Python frame and
+    the answer is the only object made besides the exception httptools
+    raises at the end of an upgrade head."""
 
-    # httptools reads its callbacks with getattr(): on_url and on_header, the
-    # others absent. The fields are declared in upgrade.pxd.
+    # The fields are declared in upgrade.pxd.
 
-    def __init__(self, request_cls, headers_cls):
-        self._fields = {}
-        self._url = []
-        self.on_header = self._fields.__setitem__
-        self.on_url = self._url.append
+    def __init__(self, head=None):
         self._parser = None
-        self._request_cls = request_cls
-        self._headers_cls = headers_cls
+        self._head_of = head
+        self._head = None
+        self._second = -1
+
+    def accept(self, bytes key not None):
+        """The 101 for the key ``read()`` gave: see the twin."""
+        cdef time_t now = time(NULL)
+        head = self._head
+        if now != self._second or head is None:
+            if self._head_of is None:
+                raise TypeError("UpgradeReader made without head(): no 101 to answer with")
+            head = self._head = self._head_of()
+            if type(head) is not bytes:
+                self._head = None
+                raise TypeError(f"head() gave {type(head).__name__}, not bytes")
+            self._second = now
+        return _accept_101(key, <bytes>head)
 
     def read(self, data, Py_ssize_t max_head=8192, Py_ssize_t max_headers=100):
         if not PyBytes_CheckExact(data):
             return None
         cdef bytes buf = <bytes>data
+        cdef const char* s = PyBytes_AS_STRING(buf)
         cdef Py_ssize_t n = PyBytes_GET_SIZE(buf)
-        cdef Py_ssize_t end = buf.find(b"\r\n\r\n", 0, max_head) + 4
-        if end < 4 or n < 4 or memcmp(PyBytes_AS_STRING(buf), b"GET ", 4) != 0:
+        cdef Py_ssize_t end = _head_end(s, n, max_head)
+        if end < 0 or n < 4 or memcmp(s, b"GET ", 4) != 0:
             return None
-        cdef bytes head = buf if end == n else buf[:end]
+        cdef bytes head = buf if end == n else PyBytes_FromStringAndSize(s, end)
         parser = self._parser
         if parser is None:
-            parser = HttpRequestParser(self)
+            parser = HttpRequestParser(_SILENT)
         else:
             self._parser = None  # kept again below if all goes well
-        self._fields.clear()
-        del self._url[:]
-        try:
-            parser.feed_data(head)
+        # parser.feed_data(head), its exception taken in C: no traceback
+        # entry or exception state for this frame (what a Cython except
+        # clause makes); answers as the twin's try/except.
+        cdef PyObject* result = _call_method_1(parser, "feed_data", head)
+        if result != NULL:
+            Py_XDECREF(result)
             return None  # not an upgrade for llhttp (or a message without one)
-        except HttpParserUpgrade as exc:
-            if exc.args[0] != end:
-                return None
-        except HttpParserError:
+        if not _upgrade_at(end):
             return None
-        cdef dict fields = self._fields.copy()
-        key = scan_upgrade(head, fields, max_headers)
-        if key is None:
+        cdef Py_ssize_t line, key
+        cdef Py_ssize_t target = _scan(<const unsigned char*>s, end, max_headers, &line, &key)
+        if target < 0:
             return None
         self._parser = parser
-        cdef list url = self._url
-        cdef Py_ssize_t line = head.find(b"\r\n")
-        request = self._request_cls.__new__(self._request_cls)
-        request.method = "GET"
-        request.path = (url[0] if len(url) == 1 else b"".join(url)).decode("latin-1")
-        request.headers = self._headers_cls._from_raw(fields.items(), head[line:end - 4])
-        request.version = "1.1"
-        request.body = b""
-        return request, buf[end:], key
+        return (PyUnicode_DecodeLatin1(s + 4, target - 4, NULL),
+                PyBytes_FromStringAndSize(s + line, end - 4 - line),
+                PyBytes_FromStringAndSize(s + key, 24),
+                PyBytes_FromStringAndSize(s + end, n - end))
+

@@ -40,3 +40,9 @@ cdef class TimerWheel:
     cpdef Py_ssize_t advance(self, double now) except -1
     cdef inline long long _index(self, double t) noexcept
     cdef void _report(self, TimerEntry entry, object exc)
+
+
+cdef class LoopDriver:
+    cdef public object wheel          # the TimerWheel it drives
+    cdef public object _loop_ref      # weakref.ref to the event loop
+    cdef public object _handle        # the pending tick (None: not ticking)

@@ -7,7 +7,8 @@ no I/O and reads no clock by itself: ``advance(now)`` is driven by one
 ``loop.call_at`` per tick for the whole loop (fastws.timers.WheelDriver), and
 tests drive it with a fake clock.
 """
-from typing import Union
+import asyncio
+from typing import Callable, Union
 
 class TimerEntry:
     """Something that can be armed on a wheel (subclass it; a connection is one).
@@ -49,3 +50,14 @@ class TimerWheel:
         """Earliest tick time at which an armed entry may fire, or None if empty."""
     def __len__(self) -> int: ...
     on_error: object
+
+class LoopDriver:
+    """The methods of fastws.timers.WheelDriver that connections call, in C;
+    the subclass provides ``_start()`` (called by ``arm`` when ``_handle`` is None)."""
+    wheel: TimerWheel
+    _loop_ref: Callable[[], asyncio.AbstractEventLoop | None]  # a weakref.ref to the loop
+    _handle: asyncio.TimerHandle | None
+    def now(self) -> float: ...
+    def arm(self, entry: TimerEntry, deadline: float) -> None: ...
+    def arm_after(self, entry: TimerEntry, delay: float) -> None: ...
+    def cancel(self, entry: TimerEntry) -> None: ...

@@ -13,7 +13,7 @@ from libc.math cimport floor, isnan, INFINITY
 
 import sys
 
-__all__ = ["TimerEntry", "TimerWheel"]
+__all__ = ["LoopDriver", "TimerEntry", "TimerWheel"]
 
 # See _py/wheel.py: tick indices are clamped to +-2**61.
 cdef double _IDX_MAX = 2305843009213693952.0
@@ -254,3 +254,43 @@ cdef class TimerWheel:
             sys.excepthook(type(exc), exc, exc.__traceback__)
         except Exception:
             pass
+
+
+@cython.auto_pickle(False)
+cdef class LoopDriver:
+    """The methods of a timer driver that every connection calls (``now``,
+    ``arm``, ``arm_after``, ``cancel``), in C: the base of
+    fastws.timers.WheelDriver, which starts the ticks (``_start``, Python,
+    called when ``_handle`` is None) and holds the rest. ``_loop_ref`` is a
+    weak reference to the event loop, whose ``time()`` is the clock.
+    """
+
+    def now(self):
+        """The loop's time (the wheel's clock)."""
+        loop = self._loop_ref()
+        if loop is None:
+            raise RuntimeError("the event loop of this WheelDriver is gone")
+        return loop.time()
+
+    def arm(self, entry, double deadline):
+        """Arm or re-arm ``entry`` at ``deadline`` (loop time); O(1)."""
+        if self._handle is None:
+            self._start()
+        wheel = self.wheel
+        if type(wheel) is TimerWheel:
+            (<TimerWheel>wheel).arm(entry, deadline)
+        else:
+            wheel.arm(entry, deadline)
+
+    def arm_after(self, entry, double delay):
+        """``arm(entry, now() + delay)`` in one call."""
+        cdef double now = self.now()
+        self.arm(entry, now + delay)
+
+    def cancel(self, entry):
+        """Disarm ``entry``.  When the wheel empties, the next tick stops."""
+        wheel = self.wheel
+        if type(wheel) is TimerWheel:
+            (<TimerWheel>wheel).cancel(entry)
+        else:
+            wheel.cancel(entry)

@@ -69,7 +69,7 @@ def bearer_token() -> str:
     return jwt.encode({"sub": "bench", "iat": now, "exp": now + 86400}, JWT_SECRET, algorithm="HS256")
 
 
-def _server_cmd(name: str, port: int, token: str) -> list[str]:
+def _server_cmd(name: str, port: int, token: str, extra=()) -> list[str]:
     if name == FLOOR:
         return [sys.executable, str(LOAD / "conn_peers.py"), FLOOR, "--port", str(port)]
     api, variant = name, ""
@@ -77,7 +77,7 @@ def _server_cmd(name: str, port: int, token: str) -> list[str]:
         if name.endswith(suffix):
             api, variant = name[: -len(suffix)], suffix
             break
-    echo = ["--port", str(port), "--api", api, "--log-level", "warning"]
+    echo = ["--port", str(port), "--api", api, "--log-level", "warning", *extra]
     if variant in ("-hook", "-async-hook"):
         kind = "sync" if variant == "-hook" else "async"
         return [sys.executable, str(Path(__file__).with_name("hook_echo.py")), kind, token, *echo]
@@ -94,7 +94,7 @@ def _client_extra(name: str) -> list[str]:
     return ["--proxy", proxy] if proxy else []
 
 
-def measure(name: str, n: int, token: str, keep: str | None = None) -> tuple[float, int]:
+def measure(name: str, n: int, token: str, keep: str | None = None, extra=()) -> tuple[float, int]:
     """(instructions per accepted connection, connections opened) for server NAME.
 
     With KEEP, the opening's callgrind dump is copied to KEEP/NAME.cg.out (for
@@ -103,7 +103,7 @@ def measure(name: str, n: int, token: str, keep: str | None = None) -> tuple[flo
     tmp = tempfile.mkdtemp(prefix="fastws-hs-cg-")
     env = child_env()
     server = spawn(
-        ["valgrind", "--tool=callgrind", f"--callgrind-out-file={tmp}/cg.out", *_server_cmd(name, port, token)],
+        ["valgrind", "--tool=callgrind", f"--callgrind-out-file={tmp}/cg.out", *_server_cmd(name, port, token, extra)],
         cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     client = None
     try:
@@ -157,6 +157,10 @@ def main() -> None:
     ap.add_argument("--servers", default=f"listener,handler,{FLOOR}")
     ap.add_argument("--keep", metavar="DIR", help="keep each server's callgrind dump of the opening in DIR "
                                                   "(for bench/e2e/handshake_split.py)")
+    ap.add_argument("--echo-args", default="", metavar="ARGS",
+                    help="more options for the fastws servers, e.g. '--ping-interval 3600': on a busy machine "
+                         "the opening window under valgrind can outlast ping_interval/2, and the keepalive "
+                         "pings of the first connections then count as handshake instructions")
     ap.add_argument("--out", help="append the table (with date, command and machine) to this markdown file")
     args = ap.parse_args()
     if shutil.which("valgrind") is None:
@@ -165,11 +169,12 @@ def main() -> None:
     date = stamp()
     token = bearer_token()
     lines = head(__file__, date, f"- {args.n:,} connections per server, 20 handshakes in flight, one client process, "
-                                 f"each upgrade with `Authorization: Bearer <a {len(token)}-character HS256 JWT>`")
+                                 f"each upgrade with `Authorization: Bearer <a {len(token)}-character HS256 JWT>`"
+                                 + (f"; fastws servers with `{args.echo_args}`" if args.echo_args else ""))
     print("\n".join(lines), flush=True)
     results = {}
     for name in names:
-        results[name] = measure(name, args.n, token, args.keep)
+        results[name] = measure(name, args.n, token, args.keep, args.echo_args.split())
         print(f"  {name}: {results[name][0]:,.0f} instructions per connection ({results[name][1]:,} opened)",
               file=sys.stderr, flush=True)
     floor = results.get(FLOOR, (None,))[0]

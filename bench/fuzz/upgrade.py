@@ -4,7 +4,8 @@ The fast path (``fastws.handshake.read_upgrade``, and both ``UpgradeReader``
 implementations, fresh and kept from head to head as a server keeps it) may
 say "not mine" (None), never raise; when it takes a request, the general way
 (``RequestReader`` + ``check_request``) must accept the same bytes with the
-same method, path, headers, leftover and key, and the 101s must be the same.
+same method, path, headers (``quick_request``, and ``pack()``), leftover and
+key, and the 101s must be the same.
 The general way only ever raises ``InvalidRequest`` (whole or split at
 fuzzer-chosen points, with and without an origin policy, subprotocols,
 permessage-deflate), and what it refuses has a valid error response.
@@ -24,7 +25,7 @@ from _common import cut, expect, split_config  # noqa: E402
 from fastws import handshake as hs  # noqa: E402
 from fastws.codec import load  # noqa: E402
 from fastws.exceptions import InvalidRequest  # noqa: E402
-from fastws.http import Headers, Request, RequestReader  # noqa: E402
+from fastws.http import RequestReader  # noqa: E402
 from fastws.options import Options  # noqa: E402
 
 READERS = [load("cython").UpgradeReader, load("python").UpgradeReader]
@@ -68,14 +69,15 @@ def check(data: bytes) -> None:
     # The fast path: None or a result, never an exception; all readers agree.
     quick = []
     for cls in READERS:
-        fresh = cls(Request, Headers).read(body, max_head, max_headers)
-        kept = cls(Request, Headers)
+        fresh = cls().read(body, max_head, max_headers)
+        kept = cls()
         kept.read(SAMPLE)  # a parser kept from a head it took
         again = kept.read(body, max_head, max_headers)
         after = kept.read(SAMPLE)  # and it still reads the next connection's head
         expect(after is not None, "a kept reader refused the sample after", body)
         for got in (fresh, again):
-            quick.append(None if got is None else (summary(got[0]), got[1], got[2]))
+            expect(got is None or type(got) is tuple and len(got) == 4, "not (path, packed, key, leftover)", got)
+            quick.append(got)
     expect(len(set(map(repr, quick))) == 1, "fast paths differ", quick)
     expect((hs.read_upgrade(body, max_head, max_headers) is None) == (quick[0] is None), "read_upgrade differs")
 
@@ -114,9 +116,11 @@ def check(data: bytes) -> None:
 
     taken = quick[0]
     if taken is not None:
-        summary_, leftover, key = taken
+        path, packed, key, leftover = taken
         expect(whole[0] == "request", "the fast path took what the general way does not", whole)
+        summary_ = summary(hs.quick_request(path, packed))
         expect(summary(whole[1]) == summary_, "fast and general requests differ", summary(whole[1]), summary_)
+        expect(whole[1].headers.pack() == packed, "packed differs from the general Headers.pack()", packed)
         expect(leftover == whole[2], "fast and general leftover differ", leftover, whole[2])
         expect(hs.is_upgrade_request(whole[1]), "taken but not an upgrade request")
         expect(outcome[0] is None and outcome[1] == [("Sec-WebSocket-Accept", hs.accept_key(key.decode("ascii")))],

@@ -14,6 +14,7 @@ See docs/design/timers.md#an-idle-connection-runs-no-python.
 from __future__ import annotations
 
 import math
+from types import MemberDescriptorType
 
 from ..constants import CLOSED, CONNECTING, LARGE_PAYLOAD, OP_BINARY, OP_PING, OP_PONG, OP_TEXT, OPEN
 from .aio import DONE
@@ -30,6 +31,25 @@ INF = math.inf
 # The server's keepalive ping, built once (a client's carries a fresh mask key
 # each time, RFC 6455 5.3).
 PING_SERVER = b"\x89\x00"
+
+
+def _defaults_of(cls) -> tuple:
+    """The ``_slot_defaults`` of ``cls`` merged along its MRO, as ``(name,
+    value)`` pairs, kept in the class's own ``__dict__`` (made on first use).
+    Every name must be a ``__slots__`` field."""
+    plan = cls.__dict__.get("_slot_plan")
+    if plan is not None:
+        return plan
+    merged: dict = {}
+    for klass in reversed(cls.__mro__):
+        merged.update(klass.__dict__.get("_slot_defaults", ()))
+    for name in merged:
+        if type(getattr(cls, name, None)) is not MemberDescriptorType:
+            raise TypeError(f"{cls.__name__}._slot_defaults: {name!r} is not a __slots__ field")
+    plan = tuple(merged.items())
+    if plan:
+        cls._slot_plan = plan
+    return plan
 
 
 class ConnectionCore(TimerEntry):
@@ -60,9 +80,25 @@ class ConnectionCore(TimerEntry):
         self._pong_hook = True
         self._direct_ok = False
         self._ka_counters = None
+        # The subclasses' __slots__ fields named in their _slot_defaults: set
+        # here (in C in the extension), so that their __init__ sets only what differs.
+        for name, value in _defaults_of(cls):
+            setattr(self, name, value)
         return self
 
     # ------------------------------------------------------------ the timer
+    def _open_at(self, now: float) -> float:
+        """The opening handshake succeeded at ``now``: the state becomes OPEN
+        and the keepalive and idle-timeout clocks start; returns the first
+        deadline for the timer (inf: none). (Connection._open arms it.)"""
+        opts = self._opts
+        self._state = OPEN
+        if opts.ping_interval is not None:
+            self._keepalive_at = now + opts.ping_interval / 2
+        if opts.idle_timeout is not None:
+            self._idle_at = now + opts.idle_timeout
+        return min(self._keepalive_at, self._idle_at)
+
     def on_timer(self, now: float):
         """The connection's one timer fired: handshake, keepalive, write or close timeout.
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 import math
 import sys
 
-__all__ = ["TimerEntry", "TimerWheel"]
+__all__ = ["LoopDriver", "TimerEntry", "TimerWheel"]
 
 _INF = math.inf
 # Tick indices are clamped to +-2**61 so that the twin computes exactly what
@@ -275,3 +275,35 @@ class TimerWheel:
                 exc = exc2
         print(f"fastws: exception in on_timer of {entry!r}", file=sys.stderr)
         sys.excepthook(type(exc), exc, exc.__traceback__)
+
+
+class LoopDriver:
+    """The methods of a timer driver that every connection calls (``now``,
+    ``arm``, ``arm_after``, ``cancel``; C in the extension): the base of
+    fastws.timers.WheelDriver, which starts the ticks (``_start``, called
+    when ``_handle`` is None) and holds the rest. ``_loop_ref`` is a weak
+    reference to the event loop, whose ``time()`` is the clock.
+    """
+
+    __slots__ = ("wheel", "_loop_ref", "_handle")
+
+    def now(self) -> float:
+        """The loop's time (the wheel's clock)."""
+        loop = self._loop_ref()
+        if loop is None:
+            raise RuntimeError("the event loop of this WheelDriver is gone")
+        return loop.time()
+
+    def arm(self, entry, deadline: float) -> None:
+        """Arm or re-arm ``entry`` at ``deadline`` (loop time); O(1)."""
+        if self._handle is None:
+            self._start()
+        self.wheel.arm(entry, deadline)
+
+    def arm_after(self, entry, delay: float) -> None:
+        """``arm(entry, now() + delay)`` in one call."""
+        self.arm(entry, self.now() + delay)
+
+    def cancel(self, entry) -> None:
+        """Disarm ``entry``.  When the wheel empties, the next tick stops."""
+        self.wheel.cancel(entry)

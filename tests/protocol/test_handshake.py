@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import hashlib
 import socket
+import sys
 import threading
 
 import httptools
@@ -20,6 +22,7 @@ from hypothesis import strategies as st
 from fastws.exceptions import ConfigError, InvalidRequest, InvalidResponse, InvalidStatus, InvalidURI
 from fastws.http import Headers, Request, RequestReader, Response, ResponseReader
 from fastws.handshake import (
+    GUID,
     accept_key,
     accept_response,
     build_request,
@@ -1217,17 +1220,23 @@ def _same_as_general(data, max_head=8192, max_headers=100):
     general = _general(data, max_head, max_headers)
     if quick is None:
         return False
-    request, leftover, key = quick
+    path, packed, key, leftover = quick
+    assert (type(path), type(packed), type(key), type(leftover)) == (str, bytes, bytes, bytes)
     assert isinstance(general[0], Request), (data, general)
     expected, expected_leftover, subprotocol, headers = general
     assert subprotocol is None
+    # The Request a hook gets later is the one the general way reads.
+    request = _hs.quick_request(path, packed)
     assert (request.method, request.path, request.version, request.body) == (
         expected.method, expected.path, expected.version, expected.body)
+    assert request.headers == expected.headers
     assert request.headers.items() == expected.headers.items()
-    assert request.headers.pack() == expected.headers.pack()
+    assert packed == expected.headers.pack() == request.headers.pack()
     assert leftover == expected_leftover
     assert type(key) is bytes and headers == [("Sec-WebSocket-Accept", accept_key(key.decode("ascii")))]
     assert _hs.accept_101(key) == accept_response(headers)
+    # ... and check_request answers the same on it.
+    assert check_request(_hs.quick_request(path, packed)) == (None, headers)
     return True
 
 
@@ -1253,12 +1262,59 @@ def test_read_upgrade_agrees_with_the_general_way(extra, dropped, method, versio
     shared = _SHARED.read(data, *limits)
     assert (shared is not None) == taken
     if taken:
-        fresh = _hs.read_upgrade(data, *limits)
-        assert (shared[0].headers.items(), shared[0].headers.pack(), shared[0].path, shared[1], shared[2]) == (
-            fresh[0].headers.items(), fresh[0].headers.pack(), fresh[0].path, fresh[1], fresh[2])
+        assert shared == _hs.read_upgrade(data, *limits)
     # A head cut anywhere (the rest in a later read) is never taken.
     cut = rnd.randrange(len(data) - len(tail))
     assert _hs.read_upgrade(data[:cut]) is None
+
+
+# Request lines and field lines llhttp accepts, some of them unusual: the
+# short cut takes a head only where the spans it finds are llhttp's.
+_ODD_STARTS = [b"GET /ws HTTP/1.1", b"GET  /ws HTTP/1.1", b"GET /ws  HTTP/1.1", b"GET * HTTP/1.1",
+               b"GET http://a/b?c=d#e HTTP/1.1", b"GET /caf%C3%A9?q=%20 HTTP/1.1", b"GET / HTTP/1.0",
+               b"GET /\xe9 HTTP/1.1", b"GET /a\tb HTTP/1.1"]
+_ODD_LINES = [line.encode("latin-1") for line in _LINES] + [
+    b"X-A: 1", b"x-a: 2", b"X-A:3", b"X-Empty:", b"X-Tail: v \t ", b"X-Obs: caf\xe9\xff", b"X-Tab: a\tb",
+    b" folded", b"\tfolded", b"X : a", b"NoColon", b": v", b"X-CR: a\rb", b"X-LF: a\nb", b"X-Colon: a:b:c",
+    b"Authorization: Bearer " + b"x" * 150,
+]
+
+
+@settings(max_examples=600, deadline=None)
+@given(
+    st.sampled_from(_ODD_STARTS),
+    st.lists(st.sampled_from(_ODD_LINES), max_size=8),
+    st.sets(st.sampled_from(range(len(_VALID)))),
+    st.sampled_from([b"", FRAME]),
+    st.sampled_from([(8192, 100), (8192, 6), (8192, 9)]),
+    st.randoms(use_true_random=False),
+)
+def test_quick_request_equals_the_general_request(start, extra, dropped, tail, limits, rnd):
+    """RFC 9112 2.2 / 5: whatever llhttp accepts in a head, the short cut
+    either leaves it (None) or finds the same request target and field
+    lines: quick_request(path, packed) is the request RequestReader reads,
+    headers included, and check_request answers it the same."""
+    lines = [line.encode("latin-1") for i, line in enumerate(_VALID) if i not in dropped] + extra
+    rnd.shuffle(lines)
+    data = start + b"\r\n" + b"".join(line + b"\r\n" for line in lines) + b"\r\n" + tail
+    taken = _same_as_general(data, *limits)
+    assert (_SHARED.read(data, *limits) is not None) == taken
+    if taken:
+        assert start.count(b" ") == 2 and start.endswith(b" HTTP/1.1")
+        assert not any(line[:1] in (b" ", b"\t") for line in lines)
+
+
+@pytest.mark.parametrize("data", [
+    # llhttp takes two spaces around the target; its URL span then differs
+    # from "between the first space and ' HTTP/1.1'": not taken.
+    upgrade().replace(b"GET /ws", b"GET  /ws"),
+    upgrade().replace(b"/ws HTTP", b"/ws  HTTP"),
+])
+def test_read_upgrade_leaves_odd_request_lines(data):
+    assert _hs.read_upgrade(data) is None
+    request = parse(data)
+    assert request.path == "/ws"
+    check_request(request)  # the general way takes it
 
 
 _QUICK = [
@@ -1271,6 +1327,8 @@ _QUICK = [
     # lowercase names (Go, Node clients), odd spacing
     b"GET / HTTP/1.1\r\nhost: a\r\nupgrade: websocket\r\nconnection: upgrade\r\n"
     b"sec-websocket-key:   " + KEY.encode() + b" \r\nsec-websocket-version: 13\r\n\r\n",
+    # a field nobody checks, twice in the same spelling (a dict kept one)
+    upgrade("X-A: 1", "X-A: 2", "Cookie: a=b", "Cookie: c=d"),
 ]
 
 
@@ -1303,11 +1361,8 @@ def test_upgrade_reader_reuses_its_parser_only_after_a_head_it_took():
     for data in heads:
         before = reader._parser
         got = reader.read(data)
-        fresh = _hs.read_upgrade(data)
-        assert (got is None) == (fresh is None), data
+        assert got == _hs.read_upgrade(data), data
         if got is not None:
-            assert (got[0].path, got[0].headers.items(), got[0].headers.pack(), got[1], got[2]) == (
-                fresh[0].path, fresh[0].headers.items(), fresh[0].headers.pack(), fresh[1], fresh[2])
             assert reader._parser is not None
             parsers.append((before, reader._parser))
         else:
@@ -1315,74 +1370,209 @@ def test_upgrade_reader_reuses_its_parser_only_after_a_head_it_took():
     assert any(before is after for before, after in parsers)  # reused
 
 
+def test_quick_request_headers_decode_on_first_use():
+    path, packed, _, _ = _hs.read_upgrade(SAMPLE)
+    headers = _hs.quick_request(path, packed).headers
+    assert headers._items is None  # nothing decoded yet: a hook that reads no header pays nothing
+    assert headers.pack() is packed
+    assert len(headers) == 7
+    assert headers.get("sec-websocket-protocol") == "chat, superchat"
+    assert headers == parse(SAMPLE).headers
+    assert headers._fields() == parse(SAMPLE).headers._fields()
+    headers.add("X-Added", "1")
+    assert Headers.unpack(headers.pack())["x-added"] == "1"
+    assert len(Headers.unpack(b"")) == 0 and Headers.unpack(b"").pack() == b""
+
+
 # scan_upgrade: the checks of the short cut, in Cython (fastws_ext.upgrade)
 # and in its pure-Python twin (fastws._py.upgrade): the same answers.
 
 _SCAN_NAMES = [b"Host", b"host", b"HOST", b"Upgrade", b"upgrade", b"Connection", b"connection",
                b"Sec-WebSocket-Key", b"sec-websocket-key", b"Sec-WebSocket-Version", b"SEC-WEBSOCKET-VERSION",
-               b"Content-Length", b"transfer-encoding", b"Origin", b"X-Any", b"Hosts", b"Upgrade2", b"Sec-WebSocket-Keys"]
+               b"Content-Length", b"transfer-encoding", b"Origin", b"X-Any", b"Hosts", b"Upgrade2", b"Sec-WebSocket-Keys",
+               b"", b"Ho st", b" Host", b"\tX", b"X\r", b"X\n"]
 _SCAN_VALUES = [b"", b" ", b"a", b"example.com", b"websocket", b"WebSocket ", b"\twebsocket", b"websockets", b"h2c",
                 b"upgrade", b"Upgrade", b"keep-alive, Upgrade", b"keep-alive,upgrade ,x", b",", b" , upgrade,",
                 b"upgrades", b"keep-alive", b"13", b" 13\t", b"8", b"130", b"1 3", b"0",
                 KEY.encode(), b" " + KEY.encode() + b"\t", b"dGhlIHNhbXBsZSBub25jZR==", b"dGhlIHNhbXBsZSBub25jZQ=",
                 b"dGhlIHNhbXBsZSBub25jZQ===", b"dGhlIHNhbXBsZSBub25jZQ=A", b"dGhlIHNhbXBsZSBub25j-Q==",
                 b"dGhlIHNhbXBsZSBub25jZ\xe9==", b"AAAAAAAAAAAAAAAAAAAAAA==", b"AAAAAAAAAAAAAAAAAAAAA===",
-                b"=AAAAAAAAAAAAAAAAAAAAAA=", b"AAAAAAAAAAAAAAAAAAAAAAA=", b"AAAAAAAAAAAAAAAAAAAAAAAA"]
+                b"=AAAAAAAAAAAAAAAAAAAAAA=", b"AAAAAAAAAAAAAAAAAAAAAAA=", b"AAAAAAAAAAAAAAAAAAAAAAAA",
+                b"a\rb", b"a\nb", b"a\r\n b", b"a:b", b"\r\n\r\n"]
+_SCAN_STARTS = [b"GET /ws HTTP/1.1", b"GET / HTTP/1.0", b"GET /HTTP/1.1", b"GET / http/1.1", b"GET / HTTP/1.12",
+                b"GET  / HTTP/1.1", b"GET /  HTTP/1.1", b"GET /\xe9 HTTP/1.1", b"GET /a\x7f HTTP/1.1", b"POST / HTTP/1.1",
+                b"GET\t/ HTTP/1.1", b"GET / HTTP/1.1\r", b"GET /\r HTTP/1.1", b"GET /\n HTTP/1.1", b"GET /",
+                b"GET * HTTP/1.1", b"GET ?a=b#c HTTP/1.1", b"", b"GET  HTTP/1.1"]
 
 
 @settings(max_examples=1500, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(
-    st.lists(st.tuples(st.sampled_from(_SCAN_NAMES), st.sampled_from(_SCAN_VALUES)), max_size=9),
-    st.sampled_from([b"GET /ws HTTP/1.1", b"GET / HTTP/1.0", b"GET /HTTP/1.1", b"GET / http/1.1", b"GET / HTTP/1.12"]),
+    st.lists(st.tuples(st.sampled_from(_SCAN_NAMES), st.sampled_from([b":", b": ", b":\t", b"", b" :"]),
+                       st.sampled_from(_SCAN_VALUES)), max_size=9),
+    st.sampled_from(_SCAN_STARTS),
     st.sampled_from([100, 5, 3]),
     st.integers(0, 2),
     st.booleans(),
+    st.sampled_from([b"\r\n\r\n", b"\r\n", b"\r\n\r\nX", b"\n\r\n", b"\r\n\r\n\r\n"]),
     st.randoms(use_true_random=False),
 )
-def test_scan_upgrade_cython_equals_twin(both_impls, pairs, start, max_headers, extra_lines, base, rnd):
+def test_scan_upgrade_cython_equals_twin(both_impls, fields, start, max_headers, extra_lines, base, end, rnd):
     cy, py = both_impls
     if base:  # a valid request, then the drawn lines mixed in
-        pairs = [(b"Host", b"a"), (b"Upgrade", b"websocket"), (b"Connection", b"Upgrade"),
-                 (b"Sec-WebSocket-Key", KEY.encode()), (b"Sec-WebSocket-Version", b"13")] + pairs[:2]
-        rnd.shuffle(pairs)
-    fields = {}
-    for name, value in pairs:
-        fields[name] = value
-    # The head's line count may disagree with the dict (a name given twice).
-    lines = [start] + [n + b": " + v for n, v in pairs] + [b"X: y"] * extra_lines
-    head = b"\r\n".join(lines) + b"\r\n\r\n"
-    expected = py.scan_upgrade(head, fields, max_headers)
-    assert cy.scan_upgrade(head, fields, max_headers) == expected
+        fields = [(b"Host", b": ", b"a"), (b"Upgrade", b": ", b"websocket"), (b"Connection", b": ", b"Upgrade"),
+                  (b"Sec-WebSocket-Key", b": ", KEY.encode()), (b"Sec-WebSocket-Version", b": ", b"13")] + fields[:2]
+        rnd.shuffle(fields)
+    lines = [start] + [n + sep + v for n, sep, v in fields] + [b"X: y"] * extra_lines
+    head = b"\r\n".join(lines) + end
+    expected = py.scan_upgrade(head, max_headers)
+    assert cy.scan_upgrade(head, max_headers) == expected
     if expected is not None:
-        assert expected == expected.strip(b" \t") and len(expected) == 24
+        path, packed, key = expected
+        assert key == key.strip(b" \t") and len(key) == 24
+        assert head == b"GET " + path.encode("latin-1") + b" HTTP/1.1" + packed + b"\r\n\r\n"
+        assert packed.count(b"\r\n") <= max_headers
 
 
 @pytest.mark.parametrize("key", _SCAN_VALUES + [b"+/+/+/+/+/+/+/+/+/+/+w==", b"zzzzzzzzzzzzzzzzzzzzzw=="])
 def test_scan_upgrade_key_rule(impl, key):
     head = (b"GET / HTTP/1.1\r\nHost: a\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
             b"Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: " + key + b"\r\n\r\n")
-    fields = {b"Host": b"a", b"Upgrade": b"websocket", b"Connection": b"Upgrade",
-              b"Sec-WebSocket-Version": b"13", b"Sec-WebSocket-Key": key}
     valid = _hs._valid_key(key.decode("latin-1").strip(" \t"))
-    assert impl.scan_upgrade(head, fields, 100) == (key.strip(b" \t") if valid else None)
+    got = impl.scan_upgrade(head, 100)
+    assert (got[2] if got else None) == (key.strip(b" \t") if valid else None)
+
+
+def test_scan_upgrade_counts_field_lines_against_max_headers(impl):
+    head = upgrade("X-A: 1", "X-A: 2")  # 7 field lines
+    assert impl.scan_upgrade(head, 7) is not None
+    assert impl.scan_upgrade(head, 6) is None  # RequestReader(max_headers=6) refuses it (431)
+    with pytest.raises(InvalidRequest):
+        RequestReader(max_headers=6).feed(head)
 
 
 def test_upgrade_reader_cython_equals_twin(both_impls):
     cy, py = both_impls
-    readers = [cy.UpgradeReader(Request, Headers), py.UpgradeReader(Request, Headers)]
+    readers = [cy.UpgradeReader(), py.UpgradeReader()]
     heads = _QUICK + [
         upgrade(version="1.0"), upgrade("Host: b"), upgrade("Content-Length: 0"), b"\r\n" + upgrade(),
         upgrade()[:-1], b"GET / HTTP/1.1\r\nHost: a\r\n\r\n", b"GARBAGE\r\n\r\n", b"GET", b"",
         upgrade("X-Long: " + "x" * 9000), upgrade() + upgrade(), SAMPLE[:40] + b"\r\n\r\n",
+        upgrade().replace(b"GET /ws", b"GET  /ws"),
     ]
     for limits in ((8192, 100), (100, 100), (8192, 4)):
         for data in heads * 2:
             got = [r.read(data, *limits) for r in readers]
-            assert (got[0] is None) == (got[1] is None), data
-            if got[0] is not None:
-                a, b = got
-                assert (a[0].method, a[0].path, a[0].version, a[0].body, a[0].headers.items(),
-                        a[0].headers.pack(), a[1], a[2]) == (
-                        b[0].method, b[0].path, b[0].version, b[0].body, b[0].headers.items(),
-                        b[0].headers.pack(), b[1], b[2])
+            assert got[0] == got[1], data
     assert [r.read(bytearray(upgrade())) for r in readers] == [None, None]  # bytes only (as the server passes)
+
+
+# accept_101 and UpgradeReader.accept: the short cut's 101 (RFC 6455 4.2.2:
+# base64(SHA-1(key + GUID))), hashed in C in the extension (two SHA-1 blocks,
+# the second constant), with CPython's sha1 in the twin.
+
+def _sha1_101(key: bytes, head: bytes) -> bytes:
+    accept = base64.b64encode(hashlib.sha1(key + GUID.encode()).digest())
+    return head + b"Sec-WebSocket-Accept: " + accept + b"\r\n\r\n"
+
+
+def test_accept_101_rfc6455_1_3_example(impl):
+    # RFC 6455 1.3: "dGhlIHNhbXBsZSBub25jZQ==" -> "s3pPLMBiTxaQ9kYGzzhZRbK+xOo="
+    assert impl.accept_101(KEY.encode(), b"H\r\n") == b"H\r\nSec-WebSocket-Accept: " + ACCEPT.encode() + b"\r\n\r\n"
+
+
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.binary(min_size=24, max_size=24), st.binary(max_size=300))
+def test_accept_101_is_sha1_base64_of_any_24_bytes(impl, key, head):
+    assert impl.accept_101(key, head) == _sha1_101(key, head)
+
+
+@pytest.mark.parametrize("key", [b"", KEY.encode()[:-1], KEY.encode() + b"=", b" " + KEY.encode()])
+def test_accept_101_takes_24_bytes_only(impl, key):
+    with pytest.raises(ValueError):
+        impl.accept_101(key, b"")
+    with pytest.raises(TypeError):
+        impl.accept_101(KEY, b"")  # str
+    with pytest.raises(TypeError):
+        impl.accept_101(KEY.encode(), None)
+
+
+def test_upgrade_reader_accept_calls_head_at_most_once_a_second(impl):
+    calls = []
+
+    def head() -> bytes:
+        calls.append(None)
+        return b"HTTP/1.1 101 Switching Protocols\r\nX-Call: %d\r\n" % len(calls)
+
+    reader = impl.UpgradeReader(head)
+    keys = [base64.b64encode(bytes([i]) * 16) for i in range(200)]
+    answers = [reader.accept(key) for key in keys]
+    assert 1 <= len(calls) <= 2  # a loop of microseconds: one second boundary at most
+    for key, answer in zip(keys, answers):
+        assert answer in [_sha1_101(key, head) for head in
+                          (b"HTTP/1.1 101 Switching Protocols\r\nX-Call: %d\r\n" % n for n in (1, 2))]
+    with pytest.raises(TypeError):
+        impl.UpgradeReader().accept(KEY.encode())  # no head(): no 101
+
+
+def test_server_upgrade_reader_answers_as_accept_101():
+    # what the server writes on the short cut (Date of the same second: retried across a boundary)
+    reader = _hs.upgrade_reader()
+    for _ in range(3):
+        got, expected = reader.accept(KEY.encode()), _hs.accept_101(KEY.encode())
+        if got == expected:
+            break
+    assert got == expected and got.startswith(b"HTTP/1.1 101 Switching Protocols\r\n")
+    assert got.endswith(b"\r\nSec-WebSocket-Accept: " + ACCEPT.encode() + b"\r\n\r\n")
+
+
+class _FakeParser:
+    """Stands for httptools' HttpRequestParser: feed_data raises or returns what it is told."""
+
+    def __init__(self, outcome):
+        self.outcome = outcome
+
+    def __call__(self, protocol):
+        return self
+
+    def feed_data(self, data):
+        if isinstance(self.outcome, BaseException):
+            raise self.outcome
+        return self.outcome
+
+
+def _upgrade_module(impl):
+    return sys.modules[impl.UpgradeReader.__module__]
+
+
+@pytest.mark.parametrize("outcome", [
+    None,  # feed_data returned: no upgrade
+    httptools.HttpParserUpgrade(len(SAMPLE) + 1),  # an upgrade, not where the head ends
+    httptools.HttpParserUpgrade(len(SAMPLE) - 1),
+    httptools.HttpParserUpgrade(2 ** 70),
+    httptools.HttpParserUpgrade("x"),
+    httptools.HttpParserUpgrade(-1),
+    httptools.HttpParserError("bad"),
+    httptools.HttpParserInvalidMethodError("bad method"),
+])
+def test_upgrade_reader_feed_data_outcomes_not_taken(impl, monkeypatch, outcome):
+    monkeypatch.setattr(_upgrade_module(impl), "HttpRequestParser", _FakeParser(outcome))
+    reader = impl.UpgradeReader()
+    assert reader.read(SAMPLE) is None
+    assert reader._parser is None  # dropped: the next head gets a new one
+    assert sys.exc_info() == (None, None, None)
+
+
+def test_upgrade_reader_takes_the_upgrade_where_the_head_ends(impl, monkeypatch):
+    expected = impl.UpgradeReader().read(SAMPLE)
+    assert expected is not None
+    fake = _FakeParser(httptools.HttpParserUpgrade(len(SAMPLE)))
+    monkeypatch.setattr(_upgrade_module(impl), "HttpRequestParser", fake)
+    reader = impl.UpgradeReader()
+    assert reader.read(SAMPLE) == expected
+    assert reader._parser is fake  # kept for the next head
+
+
+def test_upgrade_reader_lets_other_errors_out(impl, monkeypatch):
+    monkeypatch.setattr(_upgrade_module(impl), "HttpRequestParser", _FakeParser(RuntimeError("boom")))
+    with pytest.raises(RuntimeError, match="boom"):
+        impl.UpgradeReader().read(SAMPLE)

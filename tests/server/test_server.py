@@ -6,6 +6,7 @@ picked; CI runs this file a second time with FASTWS_PURE_PYTHON=1.
 """
 from __future__ import annotations
 
+import logging
 import os
 import socket
 import struct
@@ -15,8 +16,9 @@ import pytest
 
 import fastws
 from fastws.apps import EchoListener, echo_handler
+from fastws.http import RequestReader
 
-from util import UNIT, RawClient, build_frame, http_request
+from util import UNIT, RawClient, build_frame, http_request, wait_until
 
 APPS = {"listener": EchoListener, "handler": echo_handler}
 
@@ -177,6 +179,43 @@ def test_process_request_reject_and_headers(serve_thread):
     c = RawClient(st.port, extra="Authorization: Bearer ok\r\n")
     assert c.status == 101 and b"set-cookie: session=1" in c.head.lower()
     c.close()
+
+
+@pytest.mark.parametrize("hook", [False, True])
+def test_short_cut_request_for_hooks_and_the_access_log(serve_thread, caplog, hook):
+    """The short cut makes no Request unless something reads it: the access
+    log and process_request get the one the general way reads (path, headers),
+    and ws.headers / ws.path are the request's either way."""
+    seen = {}
+
+    def process(request):
+        seen["request"] = (request.method, request.path, request.version, request.headers.items())
+        return None
+
+    class Inspect(fastws.Listener):
+        def on_connect(self, ws):
+            super().on_connect(ws)
+            seen["ws"] = (ws.path, ws.headers.items())
+
+    st = serve_thread(Inspect, process_request=process if hook else None)
+    sent = (b"GET /room/1?x=y HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+            b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n"
+            b"X-Test:  two  words \t\r\nx-test: again\r\n\r\n")
+    with caplog.at_level(logging.INFO, logger="fastws.access"):
+        with socket.create_connection(("127.0.0.1", st.port), timeout=5 * UNIT) as sock:
+            sock.sendall(sent)
+            head = b""
+            while b"\r\n\r\n" not in head:
+                head += sock.recv(4096)
+            assert head.startswith(b"HTTP/1.1 101 ")
+            wait_until(lambda: "ws" in seen and any(r.name == "fastws.access" for r in caplog.records))
+    expected = RequestReader().feed(sent)
+    assert seen["ws"] == ("/room/1?x=y", expected.headers.items())
+    assert ("X-Test", "two  words") in seen["ws"][1] and ("x-test", "again") in seen["ws"][1]
+    if hook:
+        assert seen["request"] == ("GET", "/room/1?x=y", "1.1", expected.headers.items())
+    lines = [r.getMessage() for r in caplog.records if r.name == "fastws.access"]
+    assert len(lines) == 1 and '"GET /room/1?x=y HTTP/1.1" 101' in lines[0], lines
 
 
 def test_handshake_timeout_drops_slowloris(serve_thread):
