@@ -15,7 +15,11 @@ message whose echo is reported as RECV with its latency.  Open connections,
 their peak and close codes are in the web UI's "WebSocket connections" tab,
 in ``out_ws.csv`` and in ``--ws-stats-file``.  More than ~20,000 connections:
 run several locust worker processes (``--processes`` or ``--worker``), each
-under its open-file limit.
+under its open-file limit, and give each its own source addresses, one per
+~25,000 connections (``FASTWS_LOCUST_OWN_SOURCES=10.0.2.11,10.0.2.12``; on
+loopback 127.0.0.2, 127.0.0.3, ...): the pool then binds their ports itself,
+in order, instead of the kernel's port search that stalls as addresses shared
+by many processes fill (docs/deployment/million.md).
 """
 import os
 

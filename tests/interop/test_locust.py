@@ -628,6 +628,31 @@ def test_pool_user_own_source_addresses(serve_thread, tmp_path):
     assert sorted(port for _addr, port in peers) == [p for p in range(lo, lo + 301) if p != lo + 10]
 
 
+def test_example_locust_pool_with_own_source_address(serve_thread, tmp_path, monkeypatch):
+    """examples/locust_pool.py as its docstring runs it, with a source address
+    of its own (FASTWS_LOCUST_OWN_SOURCES): every connection from it."""
+    peers = []
+
+    class Echo(EchoListener):
+        __slots__ = ()
+
+        def on_connect(self, ws):
+            super().on_connect(ws)
+            peers.append(ws.remote_address[0])
+
+    st = serve_thread(Echo)
+    monkeypatch.setenv("FASTWS_POOL_CONNECTIONS", "60")
+    monkeypatch.setenv("FASTWS_LOCUST_OWN_SOURCES", "127.0.0.80")
+    out = tmp_path / "example"
+    proc = _locust(["-f", os.path.join(ROOT, "examples", "locust_pool.py"), "--host", f"ws://127.0.0.1:{st.port}",
+                    "-u", "2", "-r", "2", "-t", "4s", "--csv", str(out)], cwd=str(tmp_path), timeout=90)
+    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-3000:]
+    rows = _rows(f"{out}_stats.csv")
+    assert int(rows[("", "Aggregated")]["Failure Count"]) == 0, proc.stderr[-3000:]
+    assert int(rows[("CONNECT", "/")]["Request Count"]) == 120
+    assert len(peers) == 120 and set(peers) == {"127.0.0.80"}
+
+
 @pytest.fixture
 def websockets_keepalive_echo():
     """A `websockets` echo server (sync API) in a thread that PINGs every 0.5 s
