@@ -24,7 +24,7 @@ import socket
 import sys
 import time
 from sys import intern as _intern
-from typing import Any, Generator
+from typing import TYPE_CHECKING, Any, Generator
 
 from . import handshake
 from .codec import Limiter, RateLimits, TimerEntry
@@ -44,6 +44,7 @@ from .http import FIELD_HOST, RequestReader, Response, upgrade_fields
 from .metrics import ServerCounters
 from .options import Options
 from .presence import PresenceList, make_presence
+from .protocol import RARE_FIELDS
 from .proxyproto import ProxyHeaderError, ProxyHeaderReader
 from .proxyproto import parse as parse_proxy_header
 from .pubsub import Topics
@@ -63,15 +64,19 @@ _REFUSED = object()  # ServerConnection._process_request: the request was refuse
 class ServerConnection(StreamConnection):
     """A server-side connection; with the low-level API it is ``listener.ws``."""
 
-    # user: what the server's authenticate hook returned (None without one)
-    __slots__ = ("_server", "_reader", "_started", "user")
+    # user (what the server's authenticate hook returned, None without one)
+    # is kept in the connection's _rare side object (fastws.protocol).
+    __slots__ = ("_server", "_reader", "_started")
+    if TYPE_CHECKING:
+        user: Any
+    else:
+        user = RARE_FIELDS["user"]
 
     def __init__(self, server: "Server"):
         StreamConnection.__init__(self, server.options, False)
         self._server = server
         self._reader = None
         self._started = 0.0
-        self.user = None
         self._ka_counters = server.counters  # keepalive pings counted in C (ConnectionCore)
 
     def connection_made(self, transport) -> None:

@@ -83,6 +83,16 @@ cdef class _Slot:
                 return <object>v
         return getattr(obj, self.name)
 
+    cdef inline PyObject* member(self, object obj):
+        """The value of the slot (borrowed), or NULL when ``obj``'s class has
+        no such slot (a method or a property of that name, or nothing) or it
+        is not set."""
+        if type(obj) is not self.cls:
+            self._learn(type(obj))
+        if self.off < 0:
+            return NULL
+        return slot_at(obj, self.off)
+
     cdef inline int set(self, object obj, object value) except -1:
         cdef PyObject** at
         cdef PyObject* old
@@ -103,6 +113,7 @@ cdef _Slot _STATE = _Slot("_state")
 cdef _Slot _PARSER = _Slot("_parser")
 cdef _Slot _OPTS = _Slot("_opts")
 cdef _Slot _WRITE = _Slot("_write")
+cdef _Slot _TRANSPORT = _Slot("_transport")
 cdef _Slot _PAUSED = _Slot("_paused_writing")
 cdef _Slot _PING_INTERVAL = _Slot("ping_interval")
 cdef _Slot _PING_TIMEOUT = _Slot("ping_timeout")
@@ -110,12 +121,38 @@ cdef _Slot _TIMER_TICK = _Slot("timer_tick")
 cdef _Slot _PINGS_SENT = _Slot("pings_sent")
 
 
+cdef extern from "Python.h":
+    # transport.write(frame) with no bound method made when ``write`` is a
+    # method descriptor (uvloop's: a Cython function flagged as one).
+    object PyObject_CallMethodOneArg(object obj, object name, object arg)
+
+cdef str _WRITE_NAME = "write"
+
+
+cdef inline object _write_frame(object self, object frame):
+    """``self._write(frame)`` without a bound method kept per connection
+    and without the Python frame of StreamConnection's ``_write``: a
+    ``_transport`` slot set (a StreamConnection) gets ``write(frame)``;
+    else the callable in a ``_write`` slot (the blocking client, tests) or
+    the ``_write`` method is called."""
+    cdef PyObject* p = _TRANSPORT.member(self)
+    if p != NULL and p != <PyObject*>None:
+        transport = <object>p  # a strong reference during the call
+        return PyObject_CallMethodOneArg(transport, _WRITE_NAME, frame)
+    p = _WRITE.member(self)
+    if p != NULL:
+        write = <object>p
+        return write(frame)
+    return self._write(frame)
+
+
 @cython.auto_pickle(False)
 cdef class ConnectionCore(TimerEntry):
     """Keepalive state and the two C entry points of a connection (see the module docstring).
 
     The subclass (``fastws.protocol.Connection``) provides, as attributes or
-    methods: ``_state``, ``_parser``, ``_opts``, ``_write``, ``_paused_writing``,
+    methods: ``_state``, ``_parser``, ``_opts``, ``_write`` (or ``_transport``:
+    ``_write_frame``), ``_paused_writing``,
     ``_write_timed_out()``, ``_idle_check(now)``, ``_keepalive_timed_out()``,
     ``_idle_parser()``, ``_timer_expired()``, ``_input_failed(exc)``,
     ``_on_pong(payload)``, ``_feed(data)``, ``_handshake_bytes(data)``,
@@ -207,11 +244,10 @@ cdef class ConnectionCore(TimerEntry):
         if parser is not None:
             self._idle_parser()
         self._ping_sent_at = now
-        write = _WRITE.get(self)
         if self._is_client:
-            write(build_frame(OP_PING, b"", mask=True))
+            _write_frame(self, build_frame(OP_PING, b"", mask=True))
         else:
-            write(_PING_SERVER)
+            _write_frame(self, _PING_SERVER)
         if _PAUSED.get(self) is _TRUE:
             # The peer does not read: this ping obeys max_write_buffer too.
             self._check_write_buffer()
@@ -294,7 +330,7 @@ cdef inline int _send_message(object self, object data) except -1:
     if (<ConnectionCore>self)._general_send or len(data) >= _LARGE:
         self._send_general(data)
     else:
-        _WRITE.get(self)(server_frame(OP_TEXT if PyUnicode_Check(data) else OP_BINARY, data))
+        _write_frame(self, server_frame(OP_TEXT if PyUnicode_Check(data) else OP_BINARY, data))
     return _PAUSED.get(self) is _TRUE
 
 

@@ -32,6 +32,17 @@ INF = math.inf
 PING_SERVER = b"\x89\x00"
 
 
+def _write_frame(conn, frame) -> None:
+    """``conn._write(frame)`` as the extension writes: a connection with a
+    ``_transport`` set (a StreamConnection) writes to it directly (no bound
+    method kept per connection); any other calls its ``_write``."""
+    transport = getattr(conn, "_transport", None)
+    if transport is not None:
+        transport.write(frame)
+    else:
+        conn._write(frame)
+
+
 class ConnectionCore(TimerEntry):
     """Keepalive state and the two entry points of a connection (see the module docstring)."""
 
@@ -147,7 +158,7 @@ class ConnectionCore(TimerEntry):
         if parser is not None:
             self._idle_parser()
         self._ping_sent_at = now
-        self._write(build_frame(OP_PING, b"", mask=True) if self._is_client else PING_SERVER)
+        _write_frame(self, build_frame(OP_PING, b"", mask=True) if self._is_client else PING_SERVER)
         if self._paused_writing:
             # The peer does not read: this ping obeys max_write_buffer too.
             self._check_write_buffer()
@@ -226,7 +237,7 @@ def _send_message(self, data) -> bool:
     if self._general_send or len(data) >= LARGE_PAYLOAD:
         self._send_general(data)
     else:
-        self._write(build_frame(OP_TEXT if isinstance(data, str) else OP_BINARY, data))
+        _write_frame(self, build_frame(OP_TEXT if isinstance(data, str) else OP_BINARY, data))
     return bool(self._paused_writing)
 
 
