@@ -154,8 +154,8 @@ class Connection(ConnectionCore):
     """
 
     # The keepalive fields (_keepalive_at, _ping_sent_at, _write_deadline,
-    # _idle_at, _last_frames, _is_client, _pong_hook, _ka_counters) are the
-    # base class's (codec.ConnectionCore).
+    # _idle_at, _last_frames, _is_client, _pong_hook, _ka_counters) and the
+    # flow-control flag _paused_writing are the base class's (codec.ConnectionCore).
     # close_code, close_reason, sent_close_code, subprotocol, _deflate,
     # _held_pong, _messages_base and _messages_seen (and ServerConnection's
     # user, StreamConnection's _reading_paused) are kept in the _rare side
@@ -167,7 +167,6 @@ class Connection(ConnectionCore):
         "_state",
         "_app",
         "_driver",
-        "_paused_writing",
         "path",
         "_headers",
         "_rare",
@@ -202,7 +201,6 @@ class Connection(ConnectionCore):
         self._state: int = CONNECTING
         self._app = None
         self._driver: Any = driver  # now(), arm(entry, deadline), cancel(entry): fastws.timers
-        self._paused_writing = False
         self.path: str | None = None
         self._headers: bytes | Headers | None = None  # bytes (Headers.pack) until first read: far smaller
         # The side object of the fields that keep their defaults on almost

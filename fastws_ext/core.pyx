@@ -34,7 +34,6 @@ __all__ = ["ConnectionCore", "PING_SERVER", "conn_send", "ws_send"]
 # masked, which needs a copy anyway).
 cdef Py_ssize_t _LARGE = LARGE_PAYLOAD
 cdef object _DONE = DONE
-cdef object _TRUE = True
 
 cdef double INF = INFINITY
 
@@ -114,7 +113,6 @@ cdef _Slot _PARSER = _Slot("_parser")
 cdef _Slot _OPTS = _Slot("_opts")
 cdef _Slot _WRITE = _Slot("_write")
 cdef _Slot _TRANSPORT = _Slot("_transport")
-cdef _Slot _PAUSED = _Slot("_paused_writing")
 cdef _Slot _PING_INTERVAL = _Slot("ping_interval")
 cdef _Slot _PING_TIMEOUT = _Slot("ping_timeout")
 cdef _Slot _TIMER_TICK = _Slot("timer_tick")
@@ -152,7 +150,7 @@ cdef class ConnectionCore(TimerEntry):
 
     The subclass (``fastws.protocol.Connection``) provides, as attributes or
     methods: ``_state``, ``_parser``, ``_opts``, ``_write`` (or ``_transport``:
-    ``_write_frame``), ``_paused_writing``,
+    ``_write_frame``),
     ``_write_timed_out()``, ``_idle_check(now)``, ``_keepalive_timed_out()``,
     ``_idle_parser()``, ``_timer_expired()``, ``_input_failed(exc)``,
     ``_on_pong(payload)``, ``_feed(data)``, ``_handshake_bytes(data)``,
@@ -168,8 +166,50 @@ cdef class ConnectionCore(TimerEntry):
         self._write_deadline = INF
         self._idle_at = INF
         self._last_frames = 0
-        self._pong_hook = True
+        self._c_pong_hook = 1
         self._ka_counters = None
+
+    # The flags, as bools (one byte each in C: core.pxd).
+    @property
+    def _is_client(self):
+        return self._c_is_client != 0
+
+    @_is_client.setter
+    def _is_client(self, value):
+        self._c_is_client = 1 if value else 0
+
+    @property
+    def _general_send(self):
+        return self._c_general_send != 0
+
+    @_general_send.setter
+    def _general_send(self, value):
+        self._c_general_send = 1 if value else 0
+
+    @property
+    def _pong_hook(self):
+        return self._c_pong_hook != 0
+
+    @_pong_hook.setter
+    def _pong_hook(self, value):
+        self._c_pong_hook = 1 if value else 0
+
+    @property
+    def _direct_ok(self):
+        return self._c_direct_ok != 0
+
+    @_direct_ok.setter
+    def _direct_ok(self, value):
+        self._c_direct_ok = 1 if value else 0
+
+    @property
+    def _paused_writing(self):
+        """The transport is above write_limit (pause_writing until resume_writing)."""
+        return self._c_paused != 0
+
+    @_paused_writing.setter
+    def _paused_writing(self, value):
+        self._c_paused = 1 if value else 0
 
     # ------------------------------------------------------------ the timer
     cpdef object on_timer(self, double now):
@@ -187,7 +227,7 @@ cdef class ConnectionCore(TimerEntry):
             return None
         wd = self._write_deadline
         if wd != INF:
-            if not _PAUSED.get(self):
+            if not self._c_paused:
                 wd = self._write_deadline = INF  # drained meanwhile
             elif now >= wd:
                 self._write_timed_out()
@@ -244,11 +284,11 @@ cdef class ConnectionCore(TimerEntry):
         if parser is not None:
             self._idle_parser()
         self._ping_sent_at = now
-        if self._is_client:
+        if self._c_is_client:
             _write_frame(self, build_frame(OP_PING, b"", mask=True))
         else:
             _write_frame(self, _PING_SERVER)
-        if _PAUSED.get(self) is _TRUE:
+        if self._c_paused:
             # The peer does not read: this ping obeys max_write_buffer too.
             self._check_write_buffer()
         counters = self._ka_counters
@@ -275,10 +315,10 @@ cdef class ConnectionCore(TimerEntry):
             try:
                 if type(parser) is FrameParser:
                     (<FrameParser>parser).feed_object(data)  # a C call
-                    direct = self._direct_ok and parser_wants_direct(<FrameParser>parser)
+                    direct = self._c_direct_ok and parser_wants_direct(<FrameParser>parser)
                 else:
                     parser.feed(data)
-                    direct = self._direct_ok and parser.wants_direct()
+                    direct = self._c_direct_ok and parser.wants_direct()
             except Exception as exc:
                 self._input_failed(exc)
                 return
@@ -300,11 +340,11 @@ cdef class ConnectionCore(TimerEntry):
         """Handle ``data`` if it is exactly one valid PONG frame (the rules of
         frames.lone_control); False (nothing done) otherwise."""
         # 0xA: PONG; a server expects masked frames, a client unmasked ones
-        if lone_opcode(data, not self._is_client) != 0xA:
+        if lone_opcode(data, not self._c_is_client) != 0xA:
             return False
         self._last_frames = -1  # a frame arrived: the next keepalive check sees life
-        if self._pong_hook:
-            control = lone_control(data, not self._is_client)
+        if self._c_pong_hook:
+            control = lone_control(data, not self._c_is_client)
             try:
                 self._on_pong(control[1])
             except Exception as exc:
@@ -327,11 +367,11 @@ cdef inline int _send_message(object self, object data) except -1:
         raise TypeError(f"expected a fastws connection, got {type(self).__name__}")
     if <int>_STATE.get(self) != OPEN:
         raise self._closed_error()
-    if (<ConnectionCore>self)._general_send or len(data) >= _LARGE:
+    if (<ConnectionCore>self)._c_general_send or len(data) >= _LARGE:
         self._send_general(data)
     else:
         _write_frame(self, server_frame(OP_TEXT if PyUnicode_Check(data) else OP_BINARY, data))
-    return _PAUSED.get(self) is _TRUE
+    return (<ConnectionCore>self)._c_paused
 
 
 def conn_send(self, data):

@@ -15,6 +15,7 @@ See docs/guide/pubsub.md#per-subscriber-one-flag-check-and-one-write.
 from cpython.ref cimport PyObject, PyTypeObject, Py_XDECREF, Py_TYPE
 
 from fastws_ext.constants cimport OPEN
+from fastws_ext.core cimport ConnectionCore
 from fastws_ext.slots cimport member_offset, slot_at
 
 cdef extern from "Python.h":
@@ -37,14 +38,16 @@ from types import MemberDescriptorType
 # Where a connection class keeps the three fields the loop reads. Connection
 # declares them in __slots__, so they sit at fixed offsets in every instance of
 # the class and of its subclasses: reading them there skips three attribute
-# lookups per subscriber (most of the loop's own cost). Found once per
-# fan-out per class, from the class's member descriptors; any other layout
-# (a property, a __dict__ attribute) takes the plain getattr path.
+# lookups per subscriber (most of the loop's own cost); _paused_writing is a
+# C flag of ConnectionCore. Found once per fan-out per class, from the
+# class's member descriptors; any other layout (a property, a __dict__
+# attribute) takes the plain getattr path.
 cdef struct _Layout:
     PyObject* cls       # borrowed: the connection being looked at keeps it alive
     bint fast
+    bint core           # a ConnectionCore: _paused_writing is its C flag
     Py_ssize_t state
-    Py_ssize_t paused
+    Py_ssize_t paused   # else the _paused_writing slot
     Py_ssize_t transport  # the _transport slot (its write is called), or -1:
     Py_ssize_t write      # the _write slot
 
@@ -60,10 +63,11 @@ cdef int _learn(_Layout* lay, object conn) except -1:
     cls = type(conn)
     lay.cls = <PyObject*>cls
     lay.state = _offset(cls, "_state")
-    lay.paused = _offset(cls, "_paused_writing")
+    lay.core = issubclass(cls, ConnectionCore)
+    lay.paused = -1 if lay.core else _offset(cls, "_paused_writing")
     lay.transport = _offset(cls, "_transport")  # a StreamConnection: its transport's write
     lay.write = _offset(cls, "_write") if lay.transport < 0 else -1  # a slot: the blocking client, tests
-    lay.fast = lay.state >= 0 and lay.paused >= 0 and (lay.write >= 0 or lay.transport >= 0)
+    lay.fast = lay.state >= 0 and (lay.core or lay.paused >= 0) and (lay.write >= 0 or lay.transport >= 0)
     return 0
 
 
@@ -93,12 +97,17 @@ cdef inline int _deliver(_Layout* lay, object conn, object frame, Py_ssize_t lim
                          list slow) except -1:
     """1 if written, 0 if skipped (step numbers as in the module docstring)."""
     cdef PyObject* write
+    cdef bint paused
     if <PyObject*>Py_TYPE(conn) != lay.cls:
         _learn(lay, conn)
     if lay.fast:
         if slot_at(conn, lay.state) != <PyObject*>_OPEN:                     # 1
             return 0
-        if slot_at(conn, lay.paused) == <PyObject*>_TRUE and conn._write_buffer_size() > limit:  # 2
+        if lay.core:                                                          # 2
+            paused = (<ConnectionCore>conn)._c_paused
+        else:
+            paused = slot_at(conn, lay.paused) == <PyObject*>_TRUE
+        if paused and conn._write_buffer_size() > limit:
             slow.append(conn)
             return 0
         if lay.transport >= 0:                                                # 3

@@ -57,6 +57,7 @@ class ConnectionCore(TimerEntry):
         "_pong_hook",       # False: a pong needs no _on_pong call (nobody listens)
         "_direct_ok",       # the adapter can switch to direct reads (_direct_reads_begin)
         "_ka_counters",     # None, or an object whose pings_sent counts our pings
+        "_paused_writing",  # the transport is above write_limit
     )
 
     def __new__(cls, *args, **kwargs):
@@ -71,6 +72,7 @@ class ConnectionCore(TimerEntry):
         self._pong_hook = True
         self._direct_ok = False
         self._ka_counters = None
+        self._paused_writing = False
         return self
 
     # ------------------------------------------------------------ the timer

@@ -288,3 +288,39 @@ def test_the_side_object_holds_what_is_set(impl):
         assert r["user"] == {"sub": "x"} and r["rare"] and r["paused"] is False
         assert r["base"] == base and r["b_rare"] is (base != 0)
         assert r["closed"] == [1000, "bye", 1000]
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+def test_the_flags_are_bools_and_the_object_stays_small(impl):
+    """_is_client, _general_send, _pong_hook, _direct_ok and _paused_writing
+    read and write as bools on both builds; in the extension they are one
+    byte each in C, which keeps a server connection within 224 bytes (a
+    pymalloc size class: 16 bytes less than with bints and a slot)."""
+    result = _probe(impl, prelude=_SERVER, body="""
+        import sys
+        async def main():
+            server = await fastws.serve(EchoListener, "127.0.0.1", 0)
+            reader, writer, key = await open_ws(server.port)
+            await until(lambda: len(server.connections) == 1)
+            conn = next(iter(server.connections))
+            out = {"start": [conn._is_client, conn._general_send, conn._pong_hook, conn._direct_ok,
+                             conn._paused_writing],
+                   "size": sys.getsizeof(conn), "dict": hasattr(conn, "__dict__")}
+            conn._paused_writing = True
+            out["set"] = conn._paused_writing
+            conn._paused_writing = False
+            conn.pause_writing()  # what the transport calls above write_limit
+            out["paused"] = conn._paused_writing
+            conn.resume_writing()
+            out["resumed"] = conn._paused_writing
+            server.close()
+            await server.wait_closed(5)
+            return out
+        result = asyncio.run(main())
+    """)
+    # a server connection, the listener's empty on_pong: no hook; uvloop: direct reads possible
+    assert result["start"] == [False, False, False, True, False]
+    assert result["set"] is True and result["paused"] is True and result["resumed"] is False
+    assert not result["dict"]
+    if impl == "cython":
+        assert result["size"] <= 224, result["size"]
