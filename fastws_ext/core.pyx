@@ -123,8 +123,28 @@ cdef extern from "Python.h":
     # transport.write(frame) with no bound method made when ``write`` is a
     # method descriptor (uvloop's: a Cython function flagged as one).
     object PyObject_CallMethodOneArg(object obj, object name, object arg)
+    object PyObject_Vectorcall(object callable, PyObject** args, size_t nargsf, PyObject* kwnames)
+    enum: Py_TPFLAGS_METHOD_DESCRIPTOR
 
 cdef str _WRITE_NAME = "write"
+
+# The ``write`` of the last transport class written to, when it is a method
+# descriptor that no instance can shadow (no instance __dict__: uvloop's
+# transports): called with the transport first, as the bound method would
+# be, without looking it up per write. None: look it up each time.
+cdef type _transport_cls = None
+cdef object _transport_write = None
+
+
+cdef int _learn_transport(type cls) except -1:
+    global _transport_cls, _transport_write
+    descr = getattr(cls, "write", None)
+    _transport_cls = cls
+    _transport_write = None
+    if (descr is not None and cls.__dictoffset__ == 0
+            and type(descr).__flags__ & Py_TPFLAGS_METHOD_DESCRIPTOR):
+        _transport_write = descr
+    return 0
 
 
 cdef inline object _write_frame(object self, object frame):
@@ -133,9 +153,16 @@ cdef inline object _write_frame(object self, object frame):
     ``_transport`` slot set (a StreamConnection) gets ``write(frame)``;
     else the callable in a ``_write`` slot (the blocking client, tests) or
     the ``_write`` method is called."""
+    cdef PyObject* args[2]
     cdef PyObject* p = _TRANSPORT.member(self)
     if p != NULL and p != <PyObject*>None:
         transport = <object>p  # a strong reference during the call
+        if type(transport) is not _transport_cls:
+            _learn_transport(type(transport))
+        if _transport_write is not None:
+            args[0] = <PyObject*>transport
+            args[1] = <PyObject*>frame
+            return PyObject_Vectorcall(_transport_write, args, 2, NULL)
         return PyObject_CallMethodOneArg(transport, _WRITE_NAME, frame)
     p = _WRITE.member(self)
     if p != NULL:
