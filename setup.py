@@ -51,7 +51,7 @@ DIRECTIVES = {
     "profile": TRACE,
 }
 
-MODULES = ["mask", "utf8", "frames", "wheel", "fanout", "aio", "core", "upgrade", "limit"]
+MODULES = ["mask", "utf8", "frames", "wheel", "fanout", "aio", "core", "upgrade", "limit", "headpack"]
 
 WARNING = """
 ************************************************************************

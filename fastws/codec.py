@@ -29,7 +29,7 @@ __all__ = [
     "FrameParser", "build_frame", "build_header", "lone_control", "counters",
     "TimerWheel", "TimerEntry", "LoopDriver", "ConnectionCore", "PING_SERVER", "conn_send", "ws_send",
     "fanout", "Waiter", "Inbox", "DONE", "scan_upgrade", "accept_101", "UpgradeReader",
-    "RateLimits", "Limiter",
+    "RateLimits", "Limiter", "pack_lines", "unpack_lines",
 ]
 
 # module -> the names it gives (the same in fastws_ext and fastws._py)
@@ -43,6 +43,7 @@ NAMES = {
     "aio": ("Waiter", "Inbox", "DONE"),
     "upgrade": ("scan_upgrade", "accept_101", "UpgradeReader"),
     "limit": ("RateLimits", "Limiter"),
+    "headpack": ("pack_lines", "unpack_lines"),
 }
 _PACKAGES = {"cython": "fastws_ext", "python": "fastws._py"}
 
@@ -104,6 +105,7 @@ if TYPE_CHECKING:
     from fastws_ext.core import PING_SERVER, ConnectionCore, conn_send, ws_send
     from fastws_ext.fanout import fanout
     from fastws_ext.limit import Limiter, RateLimits
+    from fastws_ext.headpack import pack_lines, unpack_lines
     from fastws_ext.frames import FrameParser, build_frame, build_header, counters, lone_control
     from fastws_ext.mask import mask, masked
     from fastws_ext.upgrade import UpgradeReader, accept_101, scan_upgrade

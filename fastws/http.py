@@ -27,6 +27,7 @@ from typing import (
 
 import httptools
 
+from .codec import pack_lines, unpack_lines
 from .exceptions import ConfigError, InvalidRequest, InvalidResponse
 
 __all__ = [
@@ -235,14 +236,17 @@ class Headers:
         object (one object instead of a list of tuples of strings: about a
         quarter of the memory), and ``unpack`` rebuilds it on demand.
 
-        Two forms: the field lines of a head as received (llhttp validated
-        them), each preceded by CRLF, when a reader kept them; otherwise
+        Three forms: the field lines of a head as received (llhttp validated
+        them), each preceded by CRLF, when a reader kept them; those lines
+        as byte 0, a shape's number and the Sec-WebSocket-Key value
+        (``codec.pack_lines``: lines that differ only in the key are kept
+        once per process); otherwise
         latin-1 ``name: value`` lines joined by CRLF, which never start with
-        CRLF (a name is not empty).
+        CRLF nor with byte 0 (a name is a token).
         """
         block = self._block
         if block is not None:
-            return block
+            return pack_lines(block)  # the lines as received (or their shape's number and the key)
         raw = self._raw
         if raw is not None:
             return b"\r\n".join([n + b": " + v.strip(b" \t") for n, v in raw])
@@ -251,9 +255,11 @@ class Headers:
     @classmethod
     def unpack(cls, packed: bytes) -> "Headers":
         """The Headers that ``pack`` packed (values were validated on the way
-        in). Field lines as received are kept as they are and decoded on
-        first use (``pack()`` gives them back); the other form is decoded
-        now."""
+        in). Field lines as received (or their packed shape, byte 0 first:
+        ``codec.unpack_lines``) are kept as they are and decoded on first use
+        (``pack()`` gives them back); the other form is decoded now."""
+        if packed[:1] == b"\0":
+            packed = unpack_lines(packed)
         if packed[:2] == b"\r\n":
             self = cls.__new__(cls)
             self._items = self._lower = self._raw = self._ws = None

@@ -5,7 +5,7 @@ CLOSED): it answers pings, runs the closing handshake (RFC 6455 7), turns
 every protocol error into its close frame and decides keepalive pings and
 timeouts. Bytes come in through ``data_received`` (the codec's
 ``ConnectionCore``) into the frame parser; bytes go out through ``_write``
-and four I/O methods a subclass provides (``_writelines``,
+and four more I/O methods a subclass provides (``_writelines``,
 ``_close_transport``, ``_abort_transport``, ``_write_eof``). Its clock and
 timers are a driver given to it (``fastws.timers``): ``StreamConnection``
 (fastws/transport.py) plugs in an asyncio transport and the loop's wheel,
@@ -16,7 +16,7 @@ See docs/design/protocol.md.
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from logging import DEBUG, ERROR
 
 from .codec import ConnectionCore, FrameParser, build_frame, build_header, conn_send, lone_control
@@ -50,7 +50,7 @@ from .exceptions import (
 )
 from .http import Headers
 
-__all__ = ["Connection", "close_payload"]
+__all__ = ["Connection", "close_payload", "RARE_FIELDS"]
 
 logger = logging.getLogger("fastws.protocol")
 
@@ -89,9 +89,60 @@ def _log_error(conn, kind: str, msg: str, *args, exc_info=None) -> None:
         counters.log.log(logger, ERROR, kind, msg, *args, exc_info=exc_info)
 
 
-def _not_connected(data) -> None:
-    """``Connection._write`` until the adapter sets its own."""
-    raise RuntimeError("no transport: the adapter sets _write when connected")
+class _Rare:
+    """The fields of a connection that almost every connection leaves at
+    their defaults while it is open: made at the first assignment of
+    something else (``_RareField``), so that an idle connection holds one
+    None for all of them. See docs/design/memory.md#the-connection-object."""
+
+    __slots__ = ("close_code", "close_reason", "sent_close_code", "subprotocol", "user", "_deflate",
+                 "_held_pong", "_messages_base", "_messages_seen", "_reading_paused")
+
+    def __init__(self) -> None:
+        self.close_code = None
+        self.close_reason = ""
+        self.sent_close_code = None
+        self.subprotocol = None
+        self.user = None
+        self._deflate = None
+        self._held_pong = None
+        self._messages_base = 0
+        self._messages_seen = 0
+        self._reading_paused = False
+
+
+class _RareField:
+    """A connection attribute kept in its ``_rare`` side object: reads give
+    the default while there is none; assigning the default makes none."""
+
+    __slots__ = ("name", "default", "member")
+
+    def __init__(self, name: str, default: Any) -> None:
+        self.name = name
+        self.default = default
+        self.member = getattr(_Rare, name)  # the side object's slot
+
+    def __get__(self, conn: Any, owner: Any = None) -> Any:
+        if conn is None:
+            return self
+        rare = conn._rare
+        return self.default if rare is None else self.member.__get__(rare)
+
+    def __set__(self, conn: Any, value: Any) -> None:
+        rare = conn._rare
+        if rare is None:
+            if value is self.default:  # (None, False, 0, "": singletons in CPython)
+                return
+            rare = conn._rare = _Rare()
+        self.member.__set__(rare, value)
+
+
+_RARE_DEFAULTS = {"close_code": None, "close_reason": "", "sent_close_code": None, "subprotocol": None,
+                  "user": None, "_deflate": None, "_held_pong": None, "_messages_base": 0, "_messages_seen": 0,
+                  "_reading_paused": False}
+# name -> its descriptor, for the classes that have the field (Connection;
+# user: ServerConnection; _reading_paused: StreamConnection)
+RARE_FIELDS = {name: _RareField(name, default) for name, default in _RARE_DEFAULTS.items()}
 
 
 class Connection(ConnectionCore):
@@ -103,53 +154,62 @@ class Connection(ConnectionCore):
     """
 
     # The keepalive fields (_keepalive_at, _ping_sent_at, _write_deadline,
-    # _idle_at, _last_frames, _is_client, _pong_hook, _ka_counters) are the
-    # base class's (codec.ConnectionCore).
+    # _idle_at, _last_frames, _is_client, _pong_hook, _ka_counters) and the
+    # flow-control flag _paused_writing are the base class's (codec.ConnectionCore).
+    # close_code, close_reason, sent_close_code, subprotocol, _deflate,
+    # _held_pong, _messages_base and _messages_seen (and ServerConnection's
+    # user, StreamConnection's _reading_paused) are kept in the _rare side
+    # object, made only when one of them is set to something else than its
+    # default (_RareField).
     __slots__ = (
-        "_write",
         "_parser",
         "_opts",
         "_state",
         "_app",
         "_driver",
-        "_paused_writing",
-        "_messages_base",
-        "_messages_seen",
-        "close_code",
-        "close_reason",
-        "sent_close_code",
         "path",
         "_headers",
-        "subprotocol",
-        "_deflate",
-        "_held_pong",
+        "_rare",
     )
+    if TYPE_CHECKING:  # what they hold (the descriptors below give these types)
+        close_code: int | None
+        close_reason: str
+        sent_close_code: int | None
+        subprotocol: str | None
+        _deflate: Any
+        _held_pong: bytes | None
+        _messages_base: int
+        _messages_seen: int
+    else:
+        close_code = RARE_FIELDS["close_code"]
+        close_reason = RARE_FIELDS["close_reason"]
+        sent_close_code = RARE_FIELDS["sent_close_code"]
+        subprotocol = RARE_FIELDS["subprotocol"]
+        _deflate = RARE_FIELDS["_deflate"]  # fastws.deflate.PerMessageDeflate once negotiated
+        _held_pong = RARE_FIELDS["_held_pong"]
+        _messages_base = RARE_FIELDS["_messages_base"]
+        _messages_seen = RARE_FIELDS["_messages_seen"]
 
     # What a new connection holds before __init__: ConnectionCore sets these
     # fields when the object is made (in C in the extension build), so
     # __init__ sets only what differs (merged along the MRO: subclasses add
     # theirs). Only shared, immutable values.
     _slot_defaults = {
-        "_write": _not_connected,  # the adapter sets its own when connected
         "_parser": None,
         "_opts": None,
         "_state": CONNECTING,
         "_app": None,
         "_driver": None,  # now(), arm(entry, deadline), cancel(entry): fastws.timers
-        "_paused_writing": False,
-        "_messages_base": 0,  # messages counted by parsers already dropped
-        "_messages_seen": 0,
-        "close_code": None,
-        "close_reason": "",
-        "sent_close_code": None,
         "path": None,
         "_headers": None,  # bytes (Headers.pack) until first read: far smaller
-        "subprotocol": None,
-        "_deflate": None,  # fastws.deflate.PerMessageDeflate once negotiated
-        # The payload of the latest ping that came while writing was paused,
-        # answered on drain (RFC 6455 5.5.3); not None also means reading is
-        # held until then (_hold_reading).
-        "_held_pong": None,
+        # The side object of the fields that keep their defaults on almost
+        # every connection (_Rare); in it: close_code, close_reason,
+        # sent_close_code, subprotocol, user, _deflate, _messages_base (messages counted
+        # by parsers already dropped; kept only with idle_timeout, the one
+        # reader), _messages_seen, and _held_pong: the payload of the latest
+        # ping that came while writing was paused, answered on drain (RFC 6455
+        # 5.5.3); not None also means reading is held until then (_hold_reading).
+        "_rare": None,
     }
 
     _headers: bytes | Headers | None  # (typed here: the value is a _slot_defaults one)
@@ -245,7 +305,8 @@ class Connection(ConnectionCore):
         if parser is not None and parser.at_rest and not parser.closed and not parser.failed:
             self._parser = None
             self._last_frames = 0
-            self._messages_base += parser.messages_received
+            if self._opts.idle_timeout is not None:  # (its one reader: _idle_check)
+                self._messages_base += parser.messages_received
             if self._deflate is not None:
                 self._deflate.release()
             return True
@@ -545,6 +606,14 @@ class Connection(ConnectionCore):
                 _log_error(self, "on_close_error", "error in on_close (peer %s)", self.remote_address, exc_info=True)
 
     # ------------------------------------------------------------ I/O (subclass)
+    def _write(self, data) -> None:
+        """Write bytes to the peer: a subclass's method, or a ``_write`` slot
+        it declares and sets to a callable (the blocking client, tests). A
+        StreamConnection writes to its transport; the extension's send and
+        keepalive paths call ``transport.write`` themselves (no bound method
+        kept per connection: ``_write_frame`` in fastws_ext/core.pyx)."""
+        raise RuntimeError("no transport: the adapter provides _write")
+
     def _writelines(self, parts) -> None:
         raise NotImplementedError
 

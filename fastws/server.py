@@ -25,10 +25,10 @@ import socket
 import sys
 import time
 from sys import intern as _intern
-from typing import Any, Generator
+from typing import TYPE_CHECKING, Any, Generator
 
 from . import handshake
-from .codec import Limiter, RateLimits, TimerEntry
+from .codec import Limiter, RateLimits, TimerEntry, pack_lines
 from .constants import CLOSED, CONNECTING, OPEN
 from .exceptions import (
     CLOSE_GOING_AWAY,
@@ -45,6 +45,7 @@ from .http import FIELD_HOST, RequestReader, Response, upgrade_fields
 from .metrics import DRAIN_RETRY_AFTER, ServerCounters
 from .options import Options
 from .presence import PresenceList, make_presence
+from .protocol import RARE_FIELDS
 from .proxyproto import ProxyHeaderError, ProxyHeaderReader
 from .proxyproto import parse as parse_proxy_header
 from .pubsub import Topics
@@ -87,12 +88,17 @@ def _draining_refusal() -> InvalidRequest:
 class ServerConnection(StreamConnection):
     """A server-side connection; with the low-level API it is ``listener.ws``."""
 
-    # user: what the server's authenticate hook returned (None without one)
-    __slots__ = ("_server", "_reader", "_started", "user")
+    # user (what the server's authenticate hook returned, None without one)
+    # is kept in the connection's _rare side object (fastws.protocol).
+    __slots__ = ("_server", "_reader", "_started")
+    if TYPE_CHECKING:
+        user: Any
+    else:
+        user = RARE_FIELDS["user"]
     # (see Connection's) No RequestReader before the first read: most first
     # reads hold a whole upgrade head, which the server's
     # handshake.upgrade_reader() reads without one (_handshake_data).
-    _slot_defaults = {"_server": None, "_reader": _FIRST_READ, "_started": 0.0, "user": None}
+    _slot_defaults = {"_server": None, "_reader": _FIRST_READ, "_started": 0.0}
 
     def __init__(self, server: "Server"):
         # Connection.__init__(self, server.options, False) without the call:
@@ -111,7 +117,6 @@ class ServerConnection(StreamConnection):
             driver = server._driver = get_driver(asyncio.get_running_loop(), opts.timer_tick)
         self._driver = driver
         self._transport = transport
-        self._write = transport.write
         transport.set_write_buffer_limits(opts.write_limit)  # (high); positional: no keyword parsing
         self._direct_ok = True  # large frames: see _DirectReads
         driver.arm_after(self, opts.handshake_timeout)
@@ -283,7 +288,9 @@ class ServerConnection(StreamConnection):
         and packed field lines given instead (a Request only for the log)."""
         if request is not None:
             path = request.path
-            packed = request.headers.pack()
+            packed = request.headers.pack()  # (the lines as received: codec.pack_lines)
+        else:
+            packed = pack_lines(packed)  # the short cut's field lines as received
         # Interned: thousands of connections on "/ws" share one str (56 B each).
         self.path = _intern(path)
         self._headers = packed  # compact until read (ws.headers)
@@ -302,7 +309,7 @@ class ServerConnection(StreamConnection):
         ``_start`` and ``_open`` in the same frame (the common case; the rare
         branches call the general methods)."""
         self.path = _intern(path)
-        self._headers = packed
+        self._headers = pack_lines(packed)  # the field lines as received: their shape's number and the key
         server = self._server
         server.counters.upgraded += 1
         enabled = _ACCESS_CACHE.get(INFO)  # (None: not cached: ask the logger)

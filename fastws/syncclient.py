@@ -109,7 +109,7 @@ class SyncWebSocket(Connection):
     the core's code received, settled at the end when none came (see the
     module docstring).
 
-    Connection's hooks implemented here: ``_write`` (set to ``_send_bytes``),
+    Connection's hooks implemented here: ``_write`` (``_send_bytes``),
     ``_writelines``, ``_write_eof``, ``_close_transport``, ``_abort_transport``,
     ``_message_callback``, ``_on_ping``, ``_on_pong``, ``_on_close_frame``,
     ``_input_failed``, ``_on_closed``, ``_closed_error``, ``_peername``; and
@@ -137,7 +137,6 @@ class SyncWebSocket(Connection):
         # The send lock: a background reader answers pings (and closes) while
         # the user sends; reentrant, since a send holds it around the core's write.
         self._lock = threading.RLock()
-        self._write = self._send_bytes
         self._messages: deque[str | bytes] | None = None  # made on the first queued message
         self._pings: dict[bytes, list[Any]] | None = None  # our PING payload -> [Event or None, PONG time]
         self._reader: Any = None    # the background reader (a Thread or a greenlet), once started
@@ -274,6 +273,8 @@ class SyncWebSocket(Connection):
             self._lost(exc)
             return
         self.bytes_out += len(data)
+
+    _write = _send_bytes  # Connection's I/O method (a method: no bound method kept per connection)
 
     def _writelines(self, parts: Iterable[bytes]) -> None:
         self._send_bytes(b"".join(parts))

@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 
-from .protocol import Connection
+from .protocol import RARE_FIELDS, Connection
 from .timers import get_driver
 
 __all__ = ["StreamConnection"]
@@ -97,13 +97,13 @@ class _DirectReads(asyncio.BufferedProtocol):
 
 
 class StreamConnection(Connection, asyncio.Protocol):
-    __slots__ = ("_transport", "_reading_paused")
-    _slot_defaults = {"_transport": None, "_reading_paused": False}  # (see Connection's)
+    __slots__ = ("_transport",)
+    _slot_defaults = {"_transport": None}  # (see Connection's)
+    _reading_paused = RARE_FIELDS["_reading_paused"]  # pause_reading(): kept in the _rare side object
 
     # ------------------------------------------------------------ asyncio.Protocol
     def connection_made(self, transport) -> None:
         self._transport = transport
-        self._write = transport.write
         opts = self._opts
         transport.set_write_buffer_limits(opts.write_limit)  # (high); positional: no keyword parsing
         self._direct_ok = True  # large frames: see _DirectReads
@@ -207,6 +207,12 @@ class StreamConnection(Connection, asyncio.Protocol):
         raise NotImplementedError
 
     # ------------------------------------------------------------ Connection I/O
+    def _write(self, data) -> None:
+        # What Python code calls; the codec's send and keepalive paths and the
+        # fan-out call transport.write directly (ConnectionCore: a stream
+        # connection keeps no bound method, docs/design/memory.md).
+        self._transport.write(data)
+
     def _writelines(self, parts) -> None:
         self._transport.writelines(parts)
 

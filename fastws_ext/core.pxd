@@ -11,11 +11,16 @@ cdef class ConnectionCore(TimerEntry):
     cdef public double _write_deadline  # write timeout while paused (inf: none)
     cdef public double _idle_at         # next idle-timeout check (inf: none)
     cdef public long long _last_frames  # frames seen at the last check; -1: a lone pong came
-    cdef public bint _is_client
-    cdef public bint _general_send      # every send goes through _send_general (client: masked; deflate)
-    cdef public bint _pong_hook         # False: a pong needs no _on_pong call (nobody listens)
-    cdef public bint _direct_ok         # the adapter can switch to direct reads (_direct_reads_begin)
     cdef public object _ka_counters     # None, or an object whose pings_sent counts our pings
+    # Five flags of one byte each (a bint takes four; with _paused_writing
+    # here instead of in a __slots__ field the object is 16 bytes smaller,
+    # docs/design/memory.md#the-connection-object). Python reads and writes
+    # them as bools through the properties without the "_c" (core.pyx).
+    cdef unsigned char _c_is_client
+    cdef unsigned char _c_general_send  # every send goes through _send_general (client: masked; deflate)
+    cdef unsigned char _c_pong_hook     # 0: a pong needs no _on_pong call (nobody listens)
+    cdef unsigned char _c_direct_ok     # the adapter can switch to direct reads (_direct_reads_begin)
+    cdef unsigned char _c_paused        # _paused_writing: the transport is above write_limit
 
     cpdef object on_timer(self, double now)
     cdef double _keepalive(self, double now) except? -2.0

@@ -22,6 +22,7 @@ class ConnectionCore(TimerEntry):
     _general_send: bool       # every send goes through _send_general (client: masked; deflate)
     _pong_hook: bool          # False: pongs need no _on_pong call
     _direct_ok: bool          # True: data_received may call _direct_reads_begin(parser)
+    _paused_writing: bool     # the transport is above write_limit
     _ka_counters: object      # None, or an object with a pings_sent counter
     def on_timer(self, now: float) -> Union[float, None]: ...
     def data_received(self, data: bytes) -> None: ...

@@ -35,7 +35,6 @@ __all__ = ["ConnectionCore", "PING_SERVER", "conn_send", "ws_send"]
 # masked, which needs a copy anyway).
 cdef Py_ssize_t _LARGE = LARGE_PAYLOAD
 cdef object _DONE = DONE
-cdef object _TRUE = True
 
 cdef double INF = INFINITY
 
@@ -83,6 +82,16 @@ cdef class _Slot:
             if v != NULL:
                 return <object>v
         return getattr(obj, self.name)
+
+    cdef inline PyObject* member(self, object obj):
+        """The value of the slot (borrowed), or NULL when ``obj``'s class has
+        no such slot (a method or a property of that name, or nothing) or it
+        is not set."""
+        if type(obj) is not self.cls:
+            self._learn(type(obj))
+        if self.off < 0:
+            return NULL
+        return slot_at(obj, self.off)
 
     cdef inline int set(self, object obj, object value) except -1:
         cdef PyObject** at
@@ -147,7 +156,7 @@ cdef _Slot _STATE = _Slot("_state")
 cdef _Slot _PARSER = _Slot("_parser")
 cdef _Slot _OPTS = _Slot("_opts")
 cdef _Slot _WRITE = _Slot("_write")
-cdef _Slot _PAUSED = _Slot("_paused_writing")
+cdef _Slot _TRANSPORT = _Slot("_transport")
 cdef _Slot _PING_INTERVAL = _Slot("ping_interval")
 cdef _Slot _PING_TIMEOUT = _Slot("ping_timeout")
 cdef _Slot _TIMER_TICK = _Slot("timer_tick")
@@ -155,12 +164,65 @@ cdef _Slot _IDLE_TIMEOUT = _Slot("idle_timeout")
 cdef _Slot _PINGS_SENT = _Slot("pings_sent")
 
 
+cdef extern from "Python.h":
+    # transport.write(frame) with no bound method made when ``write`` is a
+    # method descriptor (uvloop's: a Cython function flagged as one).
+    object PyObject_CallMethodOneArg(object obj, object name, object arg)
+    object PyObject_Vectorcall(object callable, PyObject** args, size_t nargsf, PyObject* kwnames)
+    enum: Py_TPFLAGS_METHOD_DESCRIPTOR
+
+cdef str _WRITE_NAME = "write"
+
+# The ``write`` of the last transport class written to, when it is a method
+# descriptor that no instance can shadow (no instance __dict__: uvloop's
+# transports): called with the transport first, as the bound method would
+# be, without looking it up per write. None: look it up each time.
+cdef type _transport_cls = None
+cdef object _transport_write = None
+
+
+cdef int _learn_transport(type cls) except -1:
+    global _transport_cls, _transport_write
+    descr = getattr(cls, "write", None)
+    _transport_cls = cls
+    _transport_write = None
+    if (descr is not None and cls.__dictoffset__ == 0
+            and type(descr).__flags__ & Py_TPFLAGS_METHOD_DESCRIPTOR):
+        _transport_write = descr
+    return 0
+
+
+cdef inline object _write_frame(object self, object frame):
+    """``self._write(frame)`` without a bound method kept per connection
+    and without the Python frame of StreamConnection's ``_write``: a
+    ``_transport`` slot set (a StreamConnection) gets ``write(frame)``;
+    else the callable in a ``_write`` slot (the blocking client, tests) or
+    the ``_write`` method is called."""
+    cdef PyObject* args[2]
+    cdef PyObject* p = _TRANSPORT.member(self)
+    if p != NULL and p != <PyObject*>None:
+        transport = <object>p  # a strong reference during the call
+        if type(transport) is not _transport_cls:
+            _learn_transport(type(transport))
+        if _transport_write is not None:
+            args[0] = <PyObject*>transport
+            args[1] = <PyObject*>frame
+            return PyObject_Vectorcall(_transport_write, args, 2, NULL)
+        return PyObject_CallMethodOneArg(transport, _WRITE_NAME, frame)
+    p = _WRITE.member(self)
+    if p != NULL:
+        write = <object>p
+        return write(frame)
+    return self._write(frame)
+
+
 @cython.auto_pickle(False)
 cdef class ConnectionCore(TimerEntry):
     """Keepalive state and the two C entry points of a connection (see the module docstring).
 
     The subclass (``fastws.protocol.Connection``) provides, as attributes or
-    methods: ``_state``, ``_parser``, ``_opts``, ``_write``, ``_paused_writing``,
+    methods: ``_state``, ``_parser``, ``_opts``, ``_write`` (or ``_transport``:
+    ``_write_frame``),
     ``_write_timed_out()``, ``_idle_check(now)``, ``_keepalive_timed_out()``,
     ``_idle_parser()``, ``_timer_expired()``, ``_input_failed(exc)``,
     ``_on_pong(payload)``, ``_feed(data)``, ``_handshake_bytes(data)``,
@@ -180,7 +242,7 @@ cdef class ConnectionCore(TimerEntry):
         self._write_deadline = INF
         self._idle_at = INF
         self._last_frames = 0
-        self._pong_hook = True
+        self._c_pong_hook = 1
         self._ka_counters = None
         # The subclasses' __slots__ fields named in their _slot_defaults: set
         # here, in C, so that their __init__ sets only what differs.
@@ -196,6 +258,48 @@ cdef class ConnectionCore(TimerEntry):
             at = <PyObject**>((<char*><PyObject*>self) + plan.offs[i])
             Py_XDECREF(at[0])
             at[0] = <PyObject*>value
+
+    # The flags, as bools (one byte each in C: core.pxd).
+    @property
+    def _is_client(self):
+        return self._c_is_client != 0
+
+    @_is_client.setter
+    def _is_client(self, value):
+        self._c_is_client = 1 if value else 0
+
+    @property
+    def _general_send(self):
+        return self._c_general_send != 0
+
+    @_general_send.setter
+    def _general_send(self, value):
+        self._c_general_send = 1 if value else 0
+
+    @property
+    def _pong_hook(self):
+        return self._c_pong_hook != 0
+
+    @_pong_hook.setter
+    def _pong_hook(self, value):
+        self._c_pong_hook = 1 if value else 0
+
+    @property
+    def _direct_ok(self):
+        return self._c_direct_ok != 0
+
+    @_direct_ok.setter
+    def _direct_ok(self, value):
+        self._c_direct_ok = 1 if value else 0
+
+    @property
+    def _paused_writing(self):
+        """The transport is above write_limit (pause_writing until resume_writing)."""
+        return self._c_paused != 0
+
+    @_paused_writing.setter
+    def _paused_writing(self, value):
+        self._c_paused = 1 if value else 0
 
     # ------------------------------------------------------------ the timer
     def _open_at(self, double now):
@@ -227,7 +331,7 @@ cdef class ConnectionCore(TimerEntry):
             return None
         wd = self._write_deadline
         if wd != INF:
-            if not _PAUSED.get(self):
+            if not self._c_paused:
                 wd = self._write_deadline = INF  # drained meanwhile
             elif now >= wd:
                 self._write_timed_out()
@@ -284,12 +388,11 @@ cdef class ConnectionCore(TimerEntry):
         if parser is not None:
             self._idle_parser()
         self._ping_sent_at = now
-        write = _WRITE.get(self)
-        if self._is_client:
-            write(build_frame(OP_PING, b"", mask=True))
+        if self._c_is_client:
+            _write_frame(self, build_frame(OP_PING, b"", mask=True))
         else:
-            write(_PING_SERVER)
-        if _PAUSED.get(self) is _TRUE:
+            _write_frame(self, _PING_SERVER)
+        if self._c_paused:
             # The peer does not read: this ping obeys max_write_buffer too.
             self._check_write_buffer()
         counters = self._ka_counters
@@ -316,10 +419,10 @@ cdef class ConnectionCore(TimerEntry):
             try:
                 if type(parser) is FrameParser:
                     (<FrameParser>parser).feed_object(data)  # a C call
-                    direct = self._direct_ok and parser_wants_direct(<FrameParser>parser)
+                    direct = self._c_direct_ok and parser_wants_direct(<FrameParser>parser)
                 else:
                     parser.feed(data)
-                    direct = self._direct_ok and parser.wants_direct()
+                    direct = self._c_direct_ok and parser.wants_direct()
             except Exception as exc:
                 self._input_failed(exc)
                 return
@@ -341,11 +444,11 @@ cdef class ConnectionCore(TimerEntry):
         """Handle ``data`` if it is exactly one valid PONG frame (the rules of
         frames.lone_control); False (nothing done) otherwise."""
         # 0xA: PONG; a server expects masked frames, a client unmasked ones
-        if lone_opcode(data, not self._is_client) != 0xA:
+        if lone_opcode(data, not self._c_is_client) != 0xA:
             return False
         self._last_frames = -1  # a frame arrived: the next keepalive check sees life
-        if self._pong_hook:
-            control = lone_control(data, not self._is_client)
+        if self._c_pong_hook:
+            control = lone_control(data, not self._c_is_client)
             try:
                 self._on_pong(control[1])
             except Exception as exc:
@@ -368,11 +471,11 @@ cdef inline int _send_message(object self, object data) except -1:
         raise TypeError(f"expected a fastws connection, got {type(self).__name__}")
     if <int>_STATE.get(self) != OPEN:
         raise self._closed_error()
-    if (<ConnectionCore>self)._general_send or len(data) >= _LARGE:
+    if (<ConnectionCore>self)._c_general_send or len(data) >= _LARGE:
         self._send_general(data)
     else:
-        _WRITE.get(self)(server_frame(OP_TEXT if PyUnicode_Check(data) else OP_BINARY, data))
-    return _PAUSED.get(self) is _TRUE
+        _write_frame(self, server_frame(OP_TEXT if PyUnicode_Check(data) else OP_BINARY, data))
+    return (<ConnectionCore>self)._c_paused
 
 
 def conn_send(self, data):

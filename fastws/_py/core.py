@@ -52,6 +52,17 @@ def _defaults_of(cls) -> tuple:
     return plan
 
 
+def _write_frame(conn, frame) -> None:
+    """``conn._write(frame)`` as the extension writes: a connection with a
+    ``_transport`` set (a StreamConnection) writes to it directly (no bound
+    method kept per connection); any other calls its ``_write``."""
+    transport = getattr(conn, "_transport", None)
+    if transport is not None:
+        transport.write(frame)
+    else:
+        conn._write(frame)
+
+
 class ConnectionCore(TimerEntry):
     """Keepalive state and the two entry points of a connection (see the module docstring)."""
 
@@ -66,6 +77,7 @@ class ConnectionCore(TimerEntry):
         "_pong_hook",       # False: a pong needs no _on_pong call (nobody listens)
         "_direct_ok",       # the adapter can switch to direct reads (_direct_reads_begin)
         "_ka_counters",     # None, or an object whose pings_sent counts our pings
+        "_paused_writing",  # the transport is above write_limit
     )
 
     def __new__(cls, *args, **kwargs):
@@ -80,6 +92,7 @@ class ConnectionCore(TimerEntry):
         self._pong_hook = True
         self._direct_ok = False
         self._ka_counters = None
+        self._paused_writing = False
         # The subclasses' __slots__ fields named in their _slot_defaults: set
         # here (in C in the extension), so that their __init__ sets only what differs.
         for name, value in _defaults_of(cls):
@@ -183,7 +196,7 @@ class ConnectionCore(TimerEntry):
         if parser is not None:
             self._idle_parser()
         self._ping_sent_at = now
-        self._write(build_frame(OP_PING, b"", mask=True) if self._is_client else PING_SERVER)
+        _write_frame(self, build_frame(OP_PING, b"", mask=True) if self._is_client else PING_SERVER)
         if self._paused_writing:
             # The peer does not read: this ping obeys max_write_buffer too.
             self._check_write_buffer()
@@ -262,7 +275,7 @@ def _send_message(self, data) -> bool:
     if self._general_send or len(data) >= LARGE_PAYLOAD:
         self._send_general(data)
     else:
-        self._write(build_frame(OP_TEXT if isinstance(data, str) else OP_BINARY, data))
+        _write_frame(self, build_frame(OP_TEXT if isinstance(data, str) else OP_BINARY, data))
     return bool(self._paused_writing)
 
 

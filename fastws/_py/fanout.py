@@ -1,7 +1,8 @@
 """Encode-once fan-out: one frame, written to many connections.
 
 The pure-Python twin of fastws_ext/fanout.pyx: per connection, skip it if not
-OPEN, the slow-consumer check, then one write of the same bytes.
+OPEN, the slow-consumer check, then one write of the same bytes (to a
+stream connection's transport, else through its ``_write``).
 See docs/guide/pubsub.md#per-subscriber-one-flag-check-and-one-write.
 """
 from __future__ import annotations
@@ -22,8 +23,12 @@ def fanout(conns, frame, limit: int, slow: list) -> int:
         if conn._paused_writing and conn._write_buffer_size() > limit:    # 2
             slow.append(conn)
             continue
-        try:                                                                # 3
-            conn._write(frame)
+        transport = getattr(conn, "_transport", None)                        # 3
+        try:  # a stream connection's transport, or the callable in a _write slot
+            if transport is not None:
+                transport.write(frame)
+            else:
+                conn._write(frame)
         except Exception:
             continue
         n += 1

@@ -18,7 +18,7 @@ def list_connection_class(impl):
     (the general paths are Connection's own methods)."""
 
     class ListConnection(impl.ConnectionCore):
-        __slots__ = ("_state", "_write", "_paused_writing", "_opts", "_parser", "close_code", "close_reason",
+        __slots__ = ("_state", "_write", "_opts", "_parser", "close_code", "close_reason",
                      "sent_close_code", "out", "lines", "events", "buffered", "_deflate")
 
         def __init__(self, is_client=False):

@@ -188,7 +188,7 @@ class _FakeParser:
 
 def _timer_conn(impl, opts):
     class Conn(impl.ConnectionCore):
-        __slots__ = ("_state", "_parser", "_opts", "_write", "_paused_writing", "log")
+        __slots__ = ("_state", "_parser", "_opts", "_write", "log")  # (_paused_writing: ConnectionCore's)
 
         def _timer_expired(self):
             self.log.append("expired")

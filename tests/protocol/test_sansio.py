@@ -77,7 +77,7 @@ class Recorder:
 class Wire(Connection):
     """The core on lists: ``out`` holds what it writes, ``io`` what it asks of TCP."""
 
-    __slots__ = ("out", "io", "buffered")
+    __slots__ = ("out", "io", "buffered", "_write")  # _write: Connection's I/O seam, as a slot
 
     def __init__(self, clock, *, is_client=False, **options):
         options.setdefault("timer_tick", 0.05)

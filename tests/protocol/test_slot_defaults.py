@@ -94,5 +94,11 @@ def test_a_new_server_connection_holds_what_its_init_used_to_set(app, options):
     for name in ("_proxy", "_ip", "_limiter"):
         if hasattr(type(conn), name):
             assert getattr(conn, name) is None
-    with pytest.raises(RuntimeError, match="no transport"):
+    # The rare fields above are read through the _rare side object, which a
+    # new connection does not have (docs/design/memory.md).
+    assert conn._rare is None
+    # No bound transport.write kept per connection: _write is a method,
+    # which writes to the transport (none yet).
+    assert not any("_write" in getattr(klass, "__slots__", ()) for klass in type(conn).__mro__)
+    with pytest.raises(AttributeError):
         conn._write(b"x")
