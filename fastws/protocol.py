@@ -89,26 +89,23 @@ def _log_error(conn, kind: str, msg: str, *args, exc_info=None) -> None:
         counters.log.log(logger, ERROR, kind, msg, *args, exc_info=exc_info)
 
 
-class _Rare:
-    """The fields of a connection that almost every connection leaves at
-    their defaults while it is open: made at the first assignment of
-    something else (``_RareField``), so that an idle connection holds one
-    None for all of them. See docs/design/memory.md#the-connection-object."""
+# The fields of a connection that almost every connection leaves at their
+# defaults while it is open, with those defaults.
+_RARE_DEFAULTS = {"close_code": None, "close_reason": "", "sent_close_code": None, "subprotocol": None,
+                  "user": None, "_deflate": None, "_held_pong": None, "_messages_base": 0, "_messages_seen": 0,
+                  "_reading_paused": False}
 
-    __slots__ = ("close_code", "close_reason", "sent_close_code", "subprotocol", "user", "_deflate",
-                 "_held_pong", "_messages_base", "_messages_seen", "_reading_paused")
+
+class _Rare:
+    """The fields of ``_RARE_DEFAULTS``: made at the first assignment of
+    something else than a default (``_RareField``), so that an idle connection
+    holds one None for all of them. See docs/design/memory.md#the-connection-object."""
+
+    __slots__ = tuple(_RARE_DEFAULTS)
 
     def __init__(self) -> None:
-        self.close_code = None
-        self.close_reason = ""
-        self.sent_close_code = None
-        self.subprotocol = None
-        self.user = None
-        self._deflate = None
-        self._held_pong = None
-        self._messages_base = 0
-        self._messages_seen = 0
-        self._reading_paused = False
+        for name, value in _RARE_DEFAULTS.items():
+            setattr(self, name, value)
 
 
 class _RareField:
@@ -137,9 +134,6 @@ class _RareField:
         self.member.__set__(rare, value)
 
 
-_RARE_DEFAULTS = {"close_code": None, "close_reason": "", "sent_close_code": None, "subprotocol": None,
-                  "user": None, "_deflate": None, "_held_pong": None, "_messages_base": 0, "_messages_seen": 0,
-                  "_reading_paused": False}
 # name -> its descriptor, for the classes that have the field (Connection;
 # user: ServerConnection; _reading_paused: StreamConnection)
 RARE_FIELDS = {name: _RareField(name, default) for name, default in _RARE_DEFAULTS.items()}

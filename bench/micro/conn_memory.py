@@ -35,7 +35,6 @@ import gc
 import json
 import os
 import select
-import socket
 import subprocess
 import sys
 import time
@@ -288,12 +287,6 @@ def _client(port: int, n: int) -> None:
 
 
 # ------------------------------------------------------------------ parent
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind((HOST, 0))
-        return s.getsockname()[1]
-
-
 def _expect(proc, prefix: str, timeout: float = 120.0) -> str:
     end = time.monotonic() + timeout
     while time.monotonic() < end:
@@ -306,19 +299,12 @@ def _expect(proc, prefix: str, timeout: float = 120.0) -> str:
     raise RuntimeError(f"no {prefix!r} from {proc.args}")
 
 
-def _stop(proc) -> None:
-    if proc.poll() is None:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-
-
 def measure(tree: Path, kind: str, n: int, trace: bool, pure: bool) -> dict:
+    sys.path.insert(0, str(ROOT / "bench"))  # the harness (the parent only: not in the children's RSS)
+    from harness.meta import free_port
+    from harness.run import stop
     env = {**os.environ, "PYTHONPATH": str(tree), "FASTWS_PURE_PYTHON": "1" if pure else "0"}
-    port = _free_port()
+    port = free_port(HOST)
     me = str(Path(__file__).resolve())
     srv = subprocess.Popen([sys.executable, me, "--child", kind, "--port", str(port)] + (["--trace"] if trace else []),
                            env=env, cwd=tree, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
@@ -338,9 +324,7 @@ def measure(tree: Path, kind: str, n: int, trace: bool, pure: bool) -> dict:
         out["info"] = info
         return out
     finally:
-        if cli is not None:
-            _stop(cli)
-        _stop(srv)
+        stop(*([cli] if cli is not None else []), srv)
 
 
 def main() -> None:
