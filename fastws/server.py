@@ -60,7 +60,6 @@ logger = logging.getLogger("fastws.server")
 access_logger = logging.getLogger("fastws.access")
 _FIRST_READ = False  # ServerConnection._reader before the first read
 _REFUSED = object()  # ServerConnection._process_request: the request was refused
-INF = float("inf")
 INFO = logging.INFO
 # Whether the access log is on, without a call per connection: the logger's
 # own cache of isEnabledFor (a dict, level -> bool), which logging empties
@@ -103,6 +102,8 @@ class ServerConnection(StreamConnection):
     def __init__(self, server: "Server"):
         # Connection.__init__(self, server.options, False) without the call:
         # all it would set besides _opts is a _slot_defaults field already.
+        # (A server's listener connections run no __init__ at all:
+        # Server._connection_factory.)
         self._opts = server.options
         self._server = server
         self._ka_counters = server.counters  # keepalive pings counted in C (ConnectionCore)
@@ -118,7 +119,6 @@ class ServerConnection(StreamConnection):
         self._driver = driver
         self._transport = transport
         transport.set_write_buffer_limits(opts.write_limit)  # (high); positional: no keyword parsing
-        self._direct_ok = True  # large frames: see _DirectReads
         driver.arm_after(self, opts.handshake_timeout)
         self._started = time.monotonic()
         if server._closing:
@@ -322,13 +322,7 @@ class ServerConnection(StreamConnection):
             self._start_failed(exc)
             return
         self._app = listener
-        # Connection._open (driver: C in the extension build)
-        driver = self._driver
-        first = self._open_at(driver.now())
-        if first != INF:
-            driver.arm(self, first)
-        else:
-            self._disarm()
+        self._open_timer(self._driver)  # Connection._open's timer part (in C in the extension)
         try:
             listener.on_connect(self)
         except Exception as exc:
@@ -1128,8 +1122,7 @@ class Server:
         # own default is 60 s: a peer sending no ClientHello, or one byte at a
         # time, would hold its connection that long).
         tls = {} if ssl is None else {"ssl": ssl, "ssl_handshake_timeout": self.options.handshake_timeout}
-        # One connection per accepted socket: partial calls the class in C (no Python frame).
-        factory = functools.partial(self._connection_class, self)
+        factory = self._connection_factory()
         if unix_path is not None:
             server = await loop.create_unix_server(factory, unix_path, sock=sock, backlog=backlog, **tls)
         elif sock is not None:
@@ -1140,6 +1133,22 @@ class Server:
             )
         self._servers.append(server)
         return self
+
+    def _connection_factory(self):
+        """What the loop calls for each accepted socket. For the listener
+        API, a subclass of the connection class made for this server, whose
+        ``_slot_defaults`` hold what ``ServerConnection.__init__`` would set
+        (the server, its options, its counters): ConnectionCore stores them
+        when the object is made and no ``__init__`` runs. Otherwise the class
+        with the server as its argument (``partial`` calls it in C)."""
+        cls = self._connection_class
+        if cls.__init__ is not ServerConnection.__init__:
+            return functools.partial(cls, self)
+        return type(cls.__name__, (cls,), {
+            "__slots__": (), "__module__": cls.__module__, "__qualname__": cls.__qualname__,
+            "__doc__": cls.__doc__, "__init__": object.__init__,
+            "_slot_defaults": {"_server": self, "_opts": self.options, "_ka_counters": self.counters},
+        })
 
     @property
     def sockets(self) -> list:

@@ -98,7 +98,8 @@ class _DirectReads(asyncio.BufferedProtocol):
 
 class StreamConnection(Connection, asyncio.Protocol):
     __slots__ = ("_transport",)
-    _slot_defaults = {"_transport": None}  # (see Connection's)
+    # (see Connection's) Large frames may switch to direct reads: _DirectReads.
+    _slot_defaults = {"_transport": None, "_direct_ok": True}
     _reading_paused = RARE_FIELDS["_reading_paused"]  # pause_reading(): kept in the _rare side object
 
     # ------------------------------------------------------------ asyncio.Protocol
@@ -106,7 +107,6 @@ class StreamConnection(Connection, asyncio.Protocol):
         self._transport = transport
         opts = self._opts
         transport.set_write_buffer_limits(opts.write_limit)  # (high); positional: no keyword parsing
-        self._direct_ok = True  # large frames: see _DirectReads
         driver = self._driver  # a server sets its own before (ServerConnection)
         if driver is None:
             self._driver = driver = get_driver(asyncio.get_running_loop(), opts.timer_tick)

@@ -16,7 +16,7 @@ from cpython.mem cimport PyMem_Free, PyMem_Malloc
 from cpython.ref cimport PyObject, Py_INCREF, Py_XDECREF
 from libc.math cimport INFINITY
 
-from fastws_ext.wheel cimport TimerEntry
+from fastws_ext.wheel cimport LoopDriver, TimerEntry
 
 from fastws_ext.frames cimport (FrameParser, lone_opcode, parser_activity, parser_wants_direct,
                                 server_frame)
@@ -118,6 +118,10 @@ cdef class _Defaults:
     cdef Py_ssize_t* offs
     cdef tuple values
     cdef Py_ssize_t n
+    # Two of ConnectionCore's own C fields may be named too (they are
+    # __slots__ fields in the twin): _ka_counters and _direct_ok.
+    cdef object counters
+    cdef unsigned char direct_ok
 
     def __dealloc__(self):
         PyMem_Free(self.offs)
@@ -133,6 +137,8 @@ cdef _Defaults _defaults_of(type cls):
     for klass in reversed(cls.__mro__):
         merged.update(klass.__dict__.get("_slot_defaults", ()))
     plan = _Defaults()
+    plan.counters = merged.pop("_ka_counters", None)
+    plan.direct_ok = 1 if merged.pop("_direct_ok", False) else 0
     plan.n = len(merged)
     plan.values = tuple(merged.values())
     plan.offs = <Py_ssize_t*>PyMem_Malloc(max(plan.n, 1) * sizeof(Py_ssize_t))
@@ -143,7 +149,7 @@ cdef _Defaults _defaults_of(type cls):
         plan.offs[i] = member_offset(descr) if type(descr) is MemberDescriptorType else -1
         if plan.offs[i] < 0:
             raise TypeError(f"{cls.__name__}._slot_defaults: {name!r} is not a __slots__ field")
-    if plan.n:
+    if plan.n or plan.counters is not None or plan.direct_ok:
         type.__setattr__(cls, "_slot_plan", plan)  # (a class without defaults may be a static type)
     return plan
 
@@ -243,15 +249,17 @@ cdef class ConnectionCore(TimerEntry):
         self._idle_at = INF
         self._last_frames = 0
         self._c_pong_hook = 1
-        self._ka_counters = None
-        # The subclasses' __slots__ fields named in their _slot_defaults: set
-        # here, in C, so that their __init__ sets only what differs.
+        # The subclasses' __slots__ fields named in their _slot_defaults (and
+        # _ka_counters, _direct_ok): set here, in C, so that their __init__
+        # sets only what differs.
         cls = type(self)
         if cls is _plan_cls:
             plan = _plan
         else:
             plan = _defaults_of(cls)
             _plan_cls, _plan = cls, plan
+        self._ka_counters = plan.counters
+        self._c_direct_ok = plan.direct_ok
         for i in range(plan.n):
             value = plan.values[i]
             Py_INCREF(value)
@@ -315,6 +323,25 @@ cdef class ConnectionCore(TimerEntry):
         if idle is not None:
             self._idle_at = now + <double>idle
         return self._keepalive_at if self._keepalive_at < self._idle_at else self._idle_at
+
+    def _open_timer(self, driver):
+        """The opening handshake succeeded: ``_open_at(driver.now())``, then
+        ``driver.arm(self, first)``, or ``driver.cancel(self)`` if armed when
+        there is no deadline (Connection._open's timer part, in one call; a
+        LoopDriver's own ``now`` and ``arm`` are called in C)."""
+        cdef double first
+        if isinstance(driver, LoopDriver):
+            first = self._open_at((<LoopDriver>driver)._now())
+            if first != INF:
+                (<LoopDriver>driver)._arm(self, first)
+                return
+        else:
+            first = self._open_at(driver.now())
+            if first != INF:
+                driver.arm(self, first)
+                return
+        if self._wheel is not None:
+            driver.cancel(self)
 
     cpdef object on_timer(self, double now):
         """The connection's one timer fired: handshake, keepalive, write or close timeout.

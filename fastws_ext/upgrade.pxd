@@ -7,3 +7,5 @@ cdef class UpgradeReader:
     cdef object _head_of      # head(): the start of the 101 (status line, Date, ...)
     cdef object _head         # its latest answer, made in second _second
     cdef long long _second
+
+    cdef bint _feed_data(self, bytes head, Py_ssize_t end) except -1

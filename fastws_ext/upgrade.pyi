@@ -8,6 +8,10 @@ def scan_upgrade(head: bytes, max_headers: int) -> tuple[str, bytes, bytes] | No
 def accept_101(key: bytes, head: bytes) -> bytes:
     """head + the Sec-WebSocket-Accept field of the 24-byte key + CRLF CRLF."""
 
+def llhttp_direct(on: bool | None = None) -> bool:
+    """Whether read() calls llhttp's C API directly rather than httptools'
+    feed_data (always False in the twin); on=False turns that off."""
+
 class UpgradeReader:
     """The server's short cut for a whole valid upgrade head in the first read."""
     def __init__(self, head: Callable[[], bytes] | None = None) -> None: ...

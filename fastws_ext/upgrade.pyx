@@ -19,7 +19,7 @@ from cpython.ref cimport PyObject, Py_XDECREF
 from cpython.tuple cimport PyTuple_GET_ITEM, PyTuple_GET_SIZE
 from cpython.unicode cimport PyUnicode_DecodeLatin1
 from libc.stdint cimport uint32_t
-from libc.string cimport memcmp, memchr, memcpy
+from libc.string cimport memchr, memcmp, memcpy, memset, strcmp
 from libc.time cimport time, time_t
 
 
@@ -30,9 +30,108 @@ cdef extern from "Python.h":
     ctypedef struct _BaseException "PyBaseExceptionObject":
         PyObject* args
 
-__all__ = ["scan_upgrade", "accept_101", "UpgradeReader"]
+__all__ = ["scan_upgrade", "accept_101", "UpgradeReader", "llhttp_direct"]
 
 from httptools import HttpParserError, HttpParserUpgrade, HttpRequestParser
+import httptools.parser.parser as _httptools_parser
+
+
+# ------------------------------------------------------------ llhttp, called directly
+# httptools builds llhttp into its parser module, whose shared object exports
+# llhttp's C API (llhttp.h). Found there with dlsym, llhttp parses the head
+# with no Python object at all: no feed_data call, no buffer request, no
+# HttpParserUpgrade raised and caught. The same llhttp validates the same
+# bytes, strictly (no lenient flag). Where the module does not export the API
+# (a build with hidden symbols), read() calls feed_data as the twin does.
+
+cdef extern from "dlfcn.h" nogil:
+    void* dlopen(const char* filename, int flags)
+    void* dlsym(void* handle, const char* symbol)
+    int RTLD_NOW
+    int RTLD_NOLOAD
+
+ctypedef void (*_ll_init_t)(void* parser, int kind, const void* settings) noexcept nogil
+ctypedef void (*_ll_settings_init_t)(void* settings) noexcept nogil
+ctypedef int (*_ll_execute_t)(void* parser, const char* data, size_t length) noexcept nogil
+ctypedef unsigned char (*_ll_get_upgrade_t)(void* parser) noexcept nogil
+ctypedef const char* (*_ll_error_pos_t)(const void* parser) noexcept nogil
+ctypedef const char* (*_ll_errno_name_t)(int err) noexcept nogil
+
+cdef enum:
+    _LL_REQUEST = 1            # llhttp_type_t HTTP_REQUEST
+    _LL_PAUSED_UPGRADE = 22    # llhttp_errno_t HPE_PAUSED_UPGRADE (checked by name at import)
+    _LL_PARSER_WORDS = 32      # room for llhttp_t (about 100 bytes; checked at import)
+    _LL_SETTINGS_WORDS = 64    # room for llhttp_settings_t (about 200 bytes; checked at import)
+
+cdef _ll_init_t _ll_init = NULL
+cdef _ll_execute_t _ll_execute = NULL
+cdef _ll_get_upgrade_t _ll_get_upgrade = NULL
+cdef _ll_error_pos_t _ll_error_pos = NULL
+cdef unsigned long long _ll_parser[_LL_PARSER_WORDS]
+cdef unsigned long long _ll_settings[_LL_SETTINGS_WORDS]   # all callbacks NULL
+cdef bint _ll_found = False
+cdef bint _ll_direct = False
+
+
+cdef bint _untouched_tail(unsigned long long* words, int n) noexcept:
+    """Whether the last quarter of ``words[:n]`` still holds the fill byte."""
+    cdef int i
+    for i in range(n - n // 4, n):
+        if words[i] != 0xA5A5A5A5A5A5A5A5ULL:
+            return False
+    return True
+
+
+cdef bint _find_llhttp(bytes path) noexcept:
+    """Look up llhttp's API in the already loaded httptools module at
+    ``path``, and check what this module assumes of it: the errno's number
+    and that llhttp_t and llhttp_settings_t fit in the room given here."""
+    global _ll_init, _ll_execute, _ll_get_upgrade, _ll_error_pos
+    cdef void* lib = dlopen(path, RTLD_NOW | RTLD_NOLOAD)
+    if lib == NULL:
+        return False
+    cdef _ll_settings_init_t settings_init = <_ll_settings_init_t>dlsym(lib, "llhttp_settings_init")
+    cdef _ll_errno_name_t errno_name = <_ll_errno_name_t>dlsym(lib, "llhttp_errno_name")
+    _ll_init = <_ll_init_t>dlsym(lib, "llhttp_init")
+    _ll_execute = <_ll_execute_t>dlsym(lib, "llhttp_execute")
+    _ll_get_upgrade = <_ll_get_upgrade_t>dlsym(lib, "llhttp_get_upgrade")
+    _ll_error_pos = <_ll_error_pos_t>dlsym(lib, "llhttp_get_error_pos")
+    if (settings_init == NULL or errno_name == NULL or _ll_init == NULL or _ll_execute == NULL
+            or _ll_get_upgrade == NULL or _ll_error_pos == NULL):
+        return False
+    cdef const char* name = errno_name(_LL_PAUSED_UPGRADE)
+    if name == NULL or strcmp(name, b"HPE_PAUSED_UPGRADE") != 0:
+        return False
+    memset(_ll_settings, 0xA5, sizeof(_ll_settings))
+    settings_init(_ll_settings)  # memsets its own size to 0
+    memset(_ll_parser, 0xA5, sizeof(_ll_parser))
+    _ll_init(_ll_parser, _LL_REQUEST, _ll_settings)
+    return _untouched_tail(_ll_settings, _LL_SETTINGS_WORDS) and _untouched_tail(_ll_parser, _LL_PARSER_WORDS)
+
+
+cdef int _llhttp_upgrade_at(const char* s, Py_ssize_t end) noexcept:
+    """1 if llhttp reads ``s[:end]`` as a request whose upgrade starts right
+    at ``end`` (what feed_data tells with HttpParserUpgrade(end)), else 0.
+    A fresh parser each time (a memset), so no state passes between heads."""
+    _ll_init(_ll_parser, _LL_REQUEST, _ll_settings)
+    if _ll_execute(_ll_parser, s, <size_t>end) != _LL_PAUSED_UPGRADE:
+        return 0
+    return _ll_get_upgrade(_ll_parser) == 1 and _ll_error_pos(_ll_parser) == s + end
+
+
+def llhttp_direct(on=None):
+    """Whether ``UpgradeReader.read`` calls llhttp's C API directly (found in
+    httptools' parser module) rather than httptools' ``feed_data``; ``on``
+    False makes it use feed_data from now on, True back to direct calls
+    where the API was found. The answers are the same either way."""
+    global _ll_direct
+    if on is not None:
+        _ll_direct = bool(on) and _ll_found
+    return _ll_direct
+
+
+_ll_found = _find_llhttp(_httptools_parser.__file__.encode())
+_ll_direct = _ll_found
 
 # Indexes of the checked names.
 cdef enum:
@@ -418,7 +517,26 @@ cdef class UpgradeReader:
         cdef Py_ssize_t end = _head_end(s, n, max_head)
         if end < 0 or n < 4 or memcmp(s, b"GET ", 4) != 0:
             return None
-        cdef bytes head = buf if end == n else PyBytes_FromStringAndSize(s, end)
+        cdef Py_ssize_t line, key, target
+        if _ll_direct:
+            if not _llhttp_upgrade_at(s, end):
+                return None
+        else:
+            if not self._feed_data(buf if end == n else PyBytes_FromStringAndSize(s, end), end):
+                return None
+        target = _scan(<const unsigned char*>s, end, max_headers, &line, &key)
+        if target < 0:
+            self._parser = None  # (kept only after a head taken)
+            return None
+        return (PyUnicode_DecodeLatin1(s + 4, target - 4, NULL),
+                PyBytes_FromStringAndSize(s + line, end - 4 - line),
+                PyBytes_FromStringAndSize(s + key, 24),
+                PyBytes_FromStringAndSize(s + end, n - end))
+
+    cdef bint _feed_data(self, bytes head, Py_ssize_t end) except -1:
+        """Whether httptools' feed_data(head) raises HttpParserUpgrade(end);
+        the parser is kept for the next head then (read() drops it if the
+        scan does not take the head)."""
         parser = self._parser
         if parser is None:
             parser = HttpRequestParser(_SILENT)
@@ -430,16 +548,9 @@ cdef class UpgradeReader:
         cdef PyObject* result = _call_method_1(parser, "feed_data", head)
         if result != NULL:
             Py_XDECREF(result)
-            return None  # not an upgrade for llhttp (or a message without one)
+            return False  # not an upgrade for llhttp (or a message without one)
         if not _upgrade_at(end):
-            return None
-        cdef Py_ssize_t line, key
-        cdef Py_ssize_t target = _scan(<const unsigned char*>s, end, max_headers, &line, &key)
-        if target < 0:
-            return None
+            return False
         self._parser = parser
-        return (PyUnicode_DecodeLatin1(s + 4, target - 4, NULL),
-                PyBytes_FromStringAndSize(s + line, end - 4 - line),
-                PyBytes_FromStringAndSize(s + key, 24),
-                PyBytes_FromStringAndSize(s + end, n - end))
+        return True
 

@@ -46,3 +46,6 @@ cdef class LoopDriver:
     cdef public object wheel          # the TimerWheel it drives
     cdef public object _loop_ref      # weakref.ref to the event loop
     cdef public object _handle        # the pending tick (None: not ticking)
+
+    cdef double _now(self) except? -1.0
+    cdef int _arm(self, entry, double deadline) except -1

@@ -267,13 +267,24 @@ cdef class LoopDriver:
 
     def now(self):
         """The loop's time (the wheel's clock)."""
+        return self._now()
+
+    def arm(self, entry, double deadline):
+        """Arm or re-arm ``entry`` at ``deadline`` (loop time); O(1)."""
+        self._arm(entry, deadline)
+
+    def arm_after(self, entry, double delay):
+        """``arm(entry, now() + delay)`` in one call (LoopDriver's own
+        ``now`` and ``arm``, called in C)."""
+        self._arm(entry, self._now() + delay)
+
+    cdef double _now(self) except? -1.0:
         loop = self._loop_ref()
         if loop is None:
             raise RuntimeError("the event loop of this WheelDriver is gone")
         return loop.time()
 
-    def arm(self, entry, double deadline):
-        """Arm or re-arm ``entry`` at ``deadline`` (loop time); O(1)."""
+    cdef int _arm(self, entry, double deadline) except -1:
         if self._handle is None:
             self._start()
         wheel = self.wheel
@@ -281,11 +292,7 @@ cdef class LoopDriver:
             (<TimerWheel>wheel).arm(entry, deadline)
         else:
             wheel.arm(entry, deadline)
-
-    def arm_after(self, entry, double delay):
-        """``arm(entry, now() + delay)`` in one call."""
-        cdef double now = self.now()
-        self.arm(entry, now + delay)
+        return 0
 
     def cancel(self, entry):
         """Disarm ``entry``.  When the wheel empties, the next tick stops."""

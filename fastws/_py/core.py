@@ -112,6 +112,16 @@ class ConnectionCore(TimerEntry):
             self._idle_at = now + opts.idle_timeout
         return min(self._keepalive_at, self._idle_at)
 
+    def _open_timer(self, driver) -> None:
+        """The opening handshake succeeded: ``_open_at(driver.now())``, then
+        ``driver.arm(self, first)``, or ``driver.cancel(self)`` if armed when
+        there is no deadline (Connection._open's timer part, in one call)."""
+        first = self._open_at(driver.now())
+        if first != INF:
+            driver.arm(self, first)
+        elif self.armed:
+            driver.cancel(self)
+
     def on_timer(self, now: float):
         """The connection's one timer fired: handshake, keepalive, write or close timeout.
 

@@ -24,7 +24,7 @@ try:  # CPython's own SHA-1: the same digest without OpenSSL's per-call set-up
 except ImportError:  # pragma: no cover - other interpreters
     _sha1 = hashlib.sha1
 
-__all__ = ["scan_upgrade", "accept_101", "UpgradeReader"]
+__all__ = ["scan_upgrade", "accept_101", "UpgradeReader", "llhttp_direct"]
 
 _GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"  # RFC 6455 1.3
 
@@ -138,6 +138,12 @@ class _Silent:
 
 
 _SILENT = _Silent()
+
+
+def llhttp_direct(on=None) -> bool:
+    """Always False here: the twin calls httptools' ``feed_data`` (the
+    extension may call llhttp's C API directly, with the same answers)."""
+    return False
 
 
 class UpgradeReader:

@@ -301,8 +301,9 @@ class LoopDriver:
         self.wheel.arm(entry, deadline)
 
     def arm_after(self, entry, delay: float) -> None:
-        """``arm(entry, now() + delay)`` in one call."""
-        self.arm(entry, self.now() + delay)
+        """``arm(entry, now() + delay)`` in one call (LoopDriver's own
+        ``now`` and ``arm``, as the extension calls them in C)."""
+        LoopDriver.arm(self, entry, LoopDriver.now(self) + delay)
 
     def cancel(self, entry) -> None:
         """Disarm ``entry``.  When the wheel empties, the next tick stops."""

@@ -20,6 +20,7 @@ import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
+from fastws.codec import load as _codec_load
 from fastws.codec import unpack_lines
 from fastws.exceptions import ConfigError, InvalidRequest, InvalidResponse, InvalidStatus, InvalidURI
 from fastws.http import Headers, Request, RequestReader, Response, ResponseReader
@@ -1368,7 +1369,7 @@ def test_read_upgrade_leaves_the_rest_to_the_general_way(data):
     _general(data)  # and the general way answers (refuses or accepts) without raising
 
 
-def test_upgrade_reader_reuses_its_parser_only_after_a_head_it_took():
+def test_upgrade_reader_reuses_its_parser_only_after_a_head_it_took(feed_data_path):
     reader = _hs.upgrade_reader()
     heads = [SAMPLE + FRAME, upgrade(), b"GARBAGE\r\n\r\n", upgrade("Host: b"), upgrade("Connection: close, upgrade"),
              b"GET / HTTP/1.1\r\nHost: a\r\n\r\n", upgrade()[:-2], SAMPLE, upgrade("X-A: 1", "x-a: 2")] * 2
@@ -1566,6 +1567,48 @@ def _upgrade_module(impl):
     return sys.modules[impl.UpgradeReader.__module__]
 
 
+@pytest.fixture
+def feed_data_path():
+    """The extension's UpgradeReader on httptools' feed_data (as the twin,
+    and as where llhttp's C API is not exported), not on llhttp directly."""
+    try:
+        module = _upgrade_module(_codec_load("cython"))
+    except ImportError:  # no extension: the twin always calls feed_data
+        module = None
+    was = module.llhttp_direct() if module is not None else False
+    if module is not None:
+        module.llhttp_direct(False)
+    yield
+    if module is not None:
+        module.llhttp_direct(was)
+
+
+def test_extension_calls_llhttp_directly(both_impls):
+    """The extension finds llhttp's C API in httptools' parser module: the
+    head is parsed with no feed_data call (a feed_data that would fail is
+    never reached), and the answers are the twin's."""
+    cy, py = both_impls
+    module = _upgrade_module(cy)
+    assert module.llhttp_direct() is True
+    assert _upgrade_module(py).llhttp_direct() is False
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(module, "HttpRequestParser", _FakeParser(RuntimeError("feed_data called")))
+        reader = cy.UpgradeReader()
+        for data in _QUICK + [upgrade(version="1.0"), b"GARBAGE\r\n\r\n", upgrade("Content-Length: 0"),
+                              upgrade().replace(b"GET /ws", b"GET  /ws"), SAMPLE + FRAME]:
+            assert reader.read(data) == py.UpgradeReader().read(data), data
+        assert reader._parser is None  # no httptools parser made
+    # Turned off, read() goes through feed_data again; back on, directly.
+    assert module.llhttp_direct(False) is False
+    try:
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setattr(module, "HttpRequestParser", _FakeParser(RuntimeError("feed_data called")))
+            with pytest.raises(RuntimeError, match="feed_data called"):
+                cy.UpgradeReader().read(SAMPLE)
+    finally:
+        assert module.llhttp_direct(True) is True
+
+
 @pytest.mark.parametrize("outcome", [
     None,  # feed_data returned: no upgrade
     httptools.HttpParserUpgrade(len(SAMPLE) + 1),  # an upgrade, not where the head ends
@@ -1576,7 +1619,7 @@ def _upgrade_module(impl):
     httptools.HttpParserError("bad"),
     httptools.HttpParserInvalidMethodError("bad method"),
 ])
-def test_upgrade_reader_feed_data_outcomes_not_taken(impl, monkeypatch, outcome):
+def test_upgrade_reader_feed_data_outcomes_not_taken(impl, monkeypatch, feed_data_path, outcome):
     monkeypatch.setattr(_upgrade_module(impl), "HttpRequestParser", _FakeParser(outcome))
     reader = impl.UpgradeReader()
     assert reader.read(SAMPLE) is None
@@ -1584,7 +1627,7 @@ def test_upgrade_reader_feed_data_outcomes_not_taken(impl, monkeypatch, outcome)
     assert sys.exc_info() == (None, None, None)
 
 
-def test_upgrade_reader_takes_the_upgrade_where_the_head_ends(impl, monkeypatch):
+def test_upgrade_reader_takes_the_upgrade_where_the_head_ends(impl, monkeypatch, feed_data_path):
     expected = impl.UpgradeReader().read(SAMPLE)
     assert expected is not None
     fake = _FakeParser(httptools.HttpParserUpgrade(len(SAMPLE)))
@@ -1594,7 +1637,7 @@ def test_upgrade_reader_takes_the_upgrade_where_the_head_ends(impl, monkeypatch)
     assert reader._parser is fake  # kept for the next head
 
 
-def test_upgrade_reader_lets_other_errors_out(impl, monkeypatch):
+def test_upgrade_reader_lets_other_errors_out(impl, monkeypatch, feed_data_path):
     monkeypatch.setattr(_upgrade_module(impl), "HttpRequestParser", _FakeParser(RuntimeError("boom")))
     with pytest.raises(RuntimeError, match="boom"):
         impl.UpgradeReader().read(SAMPLE)
