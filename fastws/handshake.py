@@ -147,7 +147,7 @@ def read_upgrade(data: bytes, max_head: int = 8192, max_headers: int = 100):
     return UpgradeReader().read(data, max_head, max_headers)
 
 
-def quick_request(path: str, packed: bytes) -> Request:
+def quick_request(path: str, packed: bytes | int) -> Request:
     """The ``Request`` of a head ``read_upgrade`` took, from its ``path``
     and ``packed`` field lines: what the general way's ``RequestReader``
     gives for the same bytes (GET, HTTP/1.1, no body; the headers decoded

@@ -229,16 +229,17 @@ class Headers:
         (use ``add`` to append)."""
         return self._load()
 
-    def pack(self) -> bytes:
+    def pack(self) -> bytes | int:
         """The fields as one compact bytes object, for ``unpack``.
 
         A connection keeps this after the handshake instead of the Headers
         object (one object instead of a list of tuples of strings: about a
         quarter of the memory), and ``unpack`` rebuilds it on demand.
 
-        Three forms: the field lines of a head as received (llhttp validated
+        Four forms: the field lines of a head as received (llhttp validated
         them), each preceded by CRLF, when a reader kept them; those lines
-        as byte 0, a shape's number and the Sec-WebSocket-Key value
+        as an int (a shape's number above the Sec-WebSocket-Key's 128 bits)
+        or as byte 0, a shape's number and the Sec-WebSocket-Key value
         (``codec.pack_lines``: lines that differ only in the key are kept
         once per process); otherwise
         latin-1 ``name: value`` lines joined by CRLF, which never start with
@@ -253,12 +254,12 @@ class Headers:
         return "\r\n".join(f"{n}: {v}" for n, v in self._load()).encode("latin-1")
 
     @classmethod
-    def unpack(cls, packed: bytes) -> "Headers":
+    def unpack(cls, packed: bytes | int) -> "Headers":
         """The Headers that ``pack`` packed (values were validated on the way
-        in). Field lines as received (or their packed shape, byte 0 first:
-        ``codec.unpack_lines``) are kept as they are and decoded on first use
-        (``pack()`` gives them back); the other form is decoded now."""
-        if packed[:1] == b"\0":
+        in). Field lines as received (or their packed shape, an int or byte 0
+        first: ``codec.unpack_lines``) are kept as they are and decoded on
+        first use (``pack()`` gives them back); the other form is decoded now."""
+        if type(packed) is int or packed[:1] == b"\0":
             packed = unpack_lines(packed)
         if packed[:2] == b"\r\n":
             self = cls.__new__(cls)

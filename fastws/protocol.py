@@ -93,7 +93,7 @@ def _log_error(conn, kind: str, msg: str, *args, exc_info=None) -> None:
 # defaults while it is open, with those defaults.
 _RARE_DEFAULTS = {"close_code": None, "close_reason": "", "sent_close_code": None, "subprotocol": None,
                   "user": None, "_deflate": None, "_held_pong": None, "_messages_base": 0, "_messages_seen": 0,
-                  "_reading_paused": False}
+                  "_reading_paused": False, "_started": None}
 
 
 class _Rare:
@@ -195,7 +195,7 @@ class Connection(ConnectionCore):
         "_app": None,
         "_driver": None,  # now(), arm(entry, deadline), cancel(entry): fastws.timers
         "path": None,
-        "_headers": None,  # bytes (Headers.pack) until first read: far smaller
+        "_headers": None,  # bytes or int (Headers.pack) until first read: far smaller
         # The side object of the fields that keep their defaults on almost
         # every connection (_Rare); in it: close_code, close_reason,
         # sent_close_code, subprotocol, user, _deflate, _messages_base (messages counted
@@ -206,7 +206,7 @@ class Connection(ConnectionCore):
         "_rare": None,
     }
 
-    _headers: bytes | Headers | None  # (typed here: the value is a _slot_defaults one)
+    _headers: bytes | int | Headers | None  # (typed here: the value is a _slot_defaults one)
 
     def __init__(self, opts, is_client: bool, driver=None):
         # No super().__init__(): TimerEntry sets its fields before __init__
@@ -226,7 +226,7 @@ class Connection(ConnectionCore):
         """The HTTP headers of the handshake (the request's on the server, the
         response's on the client), as a fastws.Headers."""
         headers = self._headers
-        if type(headers) is bytes:
+        if type(headers) is bytes or type(headers) is int:  # packed (Headers.pack)
             headers = self._headers = Headers.unpack(headers)
         return headers
 

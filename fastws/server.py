@@ -88,25 +88,26 @@ class ServerConnection(StreamConnection):
     """A server-side connection; with the low-level API it is ``listener.ws``."""
 
     # user (what the server's authenticate hook returned, None without one)
-    # is kept in the connection's _rare side object (fastws.protocol).
-    __slots__ = ("_server", "_reader", "_started")
+    # and _started (the time connection_made ran, kept only while the access
+    # log is on, for the request's duration) are kept in the connection's
+    # _rare side object (fastws.protocol).
+    __slots__ = ("_reader",)
     if TYPE_CHECKING:
         user: Any
+        _started: float | None
     else:
         user = RARE_FIELDS["user"]
+        _started = RARE_FIELDS["_started"]
+    # The server: a class attribute, not a field. Each Server serves its own
+    # subclass of its connection class (Server._connection_class, made by
+    # _server_class), whose _server is that server and whose
+    # _slot_defaults hold its options and counters: a connection holds none
+    # of the three, and no __init__ runs for it.
+    _server: "Server" = None  # type: ignore[assignment]
     # (see Connection's) No RequestReader before the first read: most first
     # reads hold a whole upgrade head, which the server's
     # handshake.upgrade_reader() reads without one (_handshake_data).
-    _slot_defaults = {"_server": None, "_reader": _FIRST_READ, "_started": 0.0}
-
-    def __init__(self, server: "Server"):
-        # Connection.__init__(self, server.options, False) without the call:
-        # all it would set besides _opts is a _slot_defaults field already.
-        # (A server's listener connections run no __init__ at all:
-        # Server._connection_factory.)
-        self._opts = server.options
-        self._server = server
-        self._ka_counters = server.counters  # keepalive pings counted in C (ConnectionCore)
+    _slot_defaults = {"_reader": _FIRST_READ}
 
     def connection_made(self, transport) -> None:
         # StreamConnection.connection_made and Server._register in one frame
@@ -120,7 +121,9 @@ class ServerConnection(StreamConnection):
         self._transport = transport
         transport.set_write_buffer_limits(opts.write_limit)  # (high); positional: no keyword parsing
         driver.arm_after(self, opts.handshake_timeout)
-        self._started = time.monotonic()
+        enabled = _ACCESS_CACHE.get(INFO)  # (as _access_log_on(), inline)
+        if enabled or enabled is None and access_logger.isEnabledFor(INFO):
+            self._started = time.monotonic()
         if server._closing:
             self._abort_transport()
             return
@@ -437,10 +440,16 @@ class ServerConnection(StreamConnection):
             if redact is not None and "?" in target:
                 target = redact(target)  # no ?token= value in the log
             access_logger.info(
-                '%s - "%s %s HTTP/%s" %d %s %.1fms',
+                '%s - "%s %s HTTP/%s" %d %s %s',
                 self._peer(), request.method, target, request.version, status,
-                self.subprotocol or "-", (time.monotonic() - self._started) * 1000,
+                self.subprotocol or "-", self._elapsed_ms(),
             )
+
+    def _elapsed_ms(self) -> str:
+        """Milliseconds since connection_made, for the access log ("-" when
+        the log was off then)."""
+        started = self._started
+        return "-" if started is None else f"{(time.monotonic() - started) * 1000:.1f}ms"
 
 
 class ServerWebSocket(WebSocketMixin, ServerConnection):
@@ -448,8 +457,7 @@ class ServerWebSocket(WebSocketMixin, ServerConnection):
 
     __slots__ = WEBSOCKET_SLOTS
 
-    def __init__(self, server: "Server"):
-        ServerConnection.__init__(self, server)
+    def __init__(self) -> None:
         self._init_websocket()
 
     def _accepted(self, path: str, packed: bytes, leftover: bytes) -> None:
@@ -866,6 +874,20 @@ def _guarded_class(base, admission: bool, rate: bool, proxy=None):
     return type(base.__name__, bases, ns)
 
 
+def _server_class(server: "Server", cls):
+    """The subclass of ``cls`` (a ServerConnection or ServerWebSocket class)
+    that ``server`` makes its connections of: ``_server`` is the server, and
+    its ``_slot_defaults`` hold the server's options and counters, which
+    ConnectionCore stores when a connection is made. No __init__ runs but
+    the handler API's (its inbox)."""
+    ns = {"__slots__": (), "__module__": cls.__module__, "__qualname__": cls.__qualname__, "__doc__": cls.__doc__,
+          "_server": server,
+          "_slot_defaults": {"_opts": server.options, "_ka_counters": server.counters}}
+    if not issubclass(cls, ServerWebSocket):
+        ns["__init__"] = object.__init__
+    return type(cls.__name__, (cls,), ns)
+
+
 def is_handler(app) -> bool:
     """Whether ``app`` is a high-level handler (``async def handler(ws)``, or an
     object whose ``__call__`` is one) rather than a Listener factory."""
@@ -972,6 +994,7 @@ class Server:
         self.handshakes_refused = 0
         # totals for /metrics (fastws/metrics.py): folded in when a connection ends
         self.counters = ServerCounters()
+        self._connection_class = _server_class(self, self._connection_class)
         self.draining = False  # set by a graceful shutdown: /healthz 503, upgrades 503
         self._topics = Topics(self.options)
         # publishes, deliveries, slow_consumer_drops, slow_consumer_closes
@@ -1122,7 +1145,7 @@ class Server:
         # own default is 60 s: a peer sending no ClientHello, or one byte at a
         # time, would hold its connection that long).
         tls = {} if ssl is None else {"ssl": ssl, "ssl_handshake_timeout": self.options.handshake_timeout}
-        factory = self._connection_factory()
+        factory = self._connection_class  # (_server_class: no __init__ for the listener API)
         if unix_path is not None:
             server = await loop.create_unix_server(factory, unix_path, sock=sock, backlog=backlog, **tls)
         elif sock is not None:
@@ -1133,22 +1156,6 @@ class Server:
             )
         self._servers.append(server)
         return self
-
-    def _connection_factory(self):
-        """What the loop calls for each accepted socket. For the listener
-        API, a subclass of the connection class made for this server, whose
-        ``_slot_defaults`` hold what ``ServerConnection.__init__`` would set
-        (the server, its options, its counters): ConnectionCore stores them
-        when the object is made and no ``__init__`` runs. Otherwise the class
-        with the server as its argument (``partial`` calls it in C)."""
-        cls = self._connection_class
-        if cls.__init__ is not ServerConnection.__init__:
-            return functools.partial(cls, self)
-        return type(cls.__name__, (cls,), {
-            "__slots__": (), "__module__": cls.__module__, "__qualname__": cls.__qualname__,
-            "__doc__": cls.__doc__, "__init__": object.__init__,
-            "_slot_defaults": {"_server": self, "_opts": self.options, "_ka_counters": self.counters},
-        })
 
     @property
     def sockets(self) -> list:

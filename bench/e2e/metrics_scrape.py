@@ -26,14 +26,14 @@ def main() -> int:
     args = p.parse_args()
     from fastws.apps import EchoListener
     from fastws.metrics import Observability, snapshot
-    from fastws.server import Server, ServerConnection
+    from fastws.server import Server
 
     print(f"- machine: {machine()}\n- versions: {versions()}")
     for n in (int(x) for x in args.conns.split(",")):
         server = Server(EchoListener)
         obs = Observability(server)
         for _ in range(n):
-            c = ServerConnection(server)
+            c = server._connection_class()
             c._state = 1
             c.path = "/"
             c._app = EchoListener()

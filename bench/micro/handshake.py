@@ -3,7 +3,7 @@
 Two measures, best of ``--repeat`` runs:
 
 - ``whole path``: what a listening server does for one accepted connection
-  whose complete upgrade request arrives in one read: ``server._connection_class(server)`` (what the loop calls),
+  whose complete upgrade request arrives in one read: ``server._connection_class()`` (what the loop calls),
   ``connection_made`` on a fake transport, ``data_received`` with the
   request (read, check, 101 written, listener started), on uvloop. No socket: accept/read/write syscalls and uvloop's
   own work come on top of this.
@@ -123,7 +123,7 @@ async def whole_path(req: bytes, n: int, **options) -> float:
     keep = []
     t0 = time.perf_counter()
     for _ in range(n):
-        c = server._connection_class(server)
+        c = server._connection_class()
         t = FakeTransport()
         c.connection_made(t)
         c.data_received(req)

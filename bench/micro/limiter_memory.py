@@ -50,7 +50,7 @@ def _held(server, n: int, state: str) -> float:
     tracemalloc.start()
     before = tracemalloc.take_snapshot()
     for i in range(n):
-        conn = keep[i] = server._connection_class(server)
+        conn = keep[i] = server._connection_class()
         if state != "idle":
             conn._state = OPEN  # as after the handshake
             if not is_handler(server.app):

@@ -77,7 +77,7 @@ def test_a_new_server_connection_holds_what_its_init_used_to_set(app, options):
     server = fastws.Server(app, **options)
 
     async def made():  # (the handler API's connection takes the running loop)
-        return server._connection_class(server)
+        return server._connection_class()
 
     conn = asyncio.run(made())
     assert isinstance(conn, (ServerConnection, ServerWebSocket))
@@ -89,7 +89,7 @@ def test_a_new_server_connection_holds_what_its_init_used_to_set(app, options):
     assert (conn._paused_writing, conn._reading_paused, conn._messages_base, conn._messages_seen) == (
         False, False, 0, 0)
     assert (conn._headers, conn._deflate, conn._held_pong, conn.user) == (None, None, None, None)
-    assert conn._reader is False and conn._started == 0.0  # (_FIRST_READ: no RequestReader yet)
+    assert conn._reader is False and conn._started is None  # (_FIRST_READ: no RequestReader yet; no access log)
     assert not conn._is_client and not conn._general_send
     for name in ("_proxy", "_ip", "_limiter"):
         if hasattr(type(conn), name):

@@ -12,6 +12,7 @@ fresh interpreter (``_probe``), with ``FASTWS_PURE_PYTHON`` set for the twin.
 """
 from __future__ import annotations
 
+import base64
 import json
 import os
 import subprocess
@@ -62,18 +63,45 @@ def test_lines_that_differ_only_in_the_key_share_one_shape(impl):
         a, b = lines(b"dGhlIHNhbXBsZSBub25jZQ=="), lines(b"AQIDBAUGBwgJCgsMDQ4PEA==")
         c = lines(b"AQIDBAUGBwgJCgsMDQ4PEA==", b"\\r\\nOrigin: http://example.com")
         low = lines(b"x" * 24, key_name=b"sec-websocket-key")
+        import sys
         pa, pb, pc, pl = (pack_lines(x) for x in (a, b, c, low))
-        result = {"impl": IMPLEMENTATION, "packed": [p.hex() for p in (pa, pb, pc, pl)],
+        result = {"impl": IMPLEMENTATION, "packed": [p if type(p) is int else p.hex() for p in (pa, pb, pc, pl)],
                   "back": [unpack_lines(p) == x for p, x in ((pa, a), (pb, b), (pc, c), (pl, low))],
-                  "sizes": [len(p) for p in (a, pa, pb, pc, pl)]}
+                  "sizes": [sys.getsizeof(p) for p in (a, pa, pb, pc, pl)]}
     """)
     assert result["impl"] == impl
-    pa, pb, pc, pl = (bytes.fromhex(h) for h in result["packed"])
+    pa, pb, pc, pl = result["packed"]
     assert result["back"] == [True] * 4
-    # byte 0, the shape's number (2 bytes), then the key's value as received (with its space)
-    assert pa == b"\0\0\0 dGhlIHNhbXBsZSBub25jZQ==" and pb == b"\0\0\0 AQIDBAUGBwgJCgsMDQ4PEA=="
-    assert pc[:3] == b"\0\0\1" and pl[:3] == b"\0\0\2"  # another line, another name case: other shapes
-    assert result["sizes"][1] == 28 < result["sizes"][0]
+    # One space and a canonical key: the shape's number above the key's 128 bits.
+    key_a, key_b = (int.from_bytes(base64.b64decode(k), "big")
+                    for k in ("dGhlIHNhbXBsZSBub25jZQ==", "AQIDBAUGBwgJCgsMDQ4PEA=="))
+    assert pa == key_a and pb == key_b and pc == 1 << 128 | key_b  # another line: another shape
+    # Not base64: byte 0, the shape's number (2 bytes), then the value as received (with its space).
+    assert bytes.fromhex(pl) == b"\0\0\2 " + b"x" * 24  # another name case: another shape
+    # A 44-byte int (a 48-byte block) where the bytes form was 61 (64) and the lines 160.
+    assert result["sizes"][1] == result["sizes"][3] == 44 < result["sizes"][4] == 61 < result["sizes"][0]
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+def test_only_a_canonical_key_after_one_space_becomes_an_int(impl):
+    """The int form holds 16 bytes: it is taken only where base64 gives the
+    same 24 characters back (RFC 4648 3.5: padding bits 0), after exactly
+    one space; every other value keeps the bytes form. Both round trip."""
+    result = _probe(impl, prelude=_LINES, body="""
+        from fastws.codec import pack_lines, unpack_lines
+        values = [b" dGhlIHNhbXBsZSBub25jZQ==", b" dGhlIHNhbXBsZSBub25jZR==", b" dGhlIHNhbXBsZSBub25jZQ=",
+                  b"dGhlIHNhbXBsZSBub25jZQ==", b"  dGhlIHNhbXBsZSBub25jZQ==", b"\\tdGhlIHNhbXBsZSBub25jZQ==",
+                  b" dGhlIHNhbXBsZSBub25jZQ== ", b" dGhlIHNhbXBsZSBub2-jZQ==", b" /////////////////////w==",
+                  b" AAAAAAAAAAAAAAAAAAAAAA==", b" AAAAAAAAAAAAAAAAAAAAAAA=", b" dGhlIHNhbXBsZSBub25jZQ=A"]
+        result = []
+        for v in values:
+            block = b"\\r\\nHost: a\\r\\nSec-WebSocket-Key:" + v + b"\\r\\nSec-WebSocket-Version: 13"
+            packed = pack_lines(block)
+            result.append([type(packed).__name__, unpack_lines(packed) == block])
+    """)
+    assert result == [["int", True], ["bytes", True], ["bytes", True], ["bytes", True], ["bytes", True],
+                      ["bytes", True], ["bytes", True], ["bytes", True], ["int", True], ["int", True],
+                      ["bytes", True], ["bytes", True]]
 
 
 @pytest.mark.parametrize("impl", IMPLS)
@@ -126,14 +154,15 @@ def test_both_implementations_pack_alike():
         from fastws.codec import pack_lines
         blocks = [lines(b"%024d" % (i % 3), b"\\r\\nX: %d" % (i % 4)) for i in range(20)]
         blocks += [lines(b"k" * 24, key_name=b"sec-websocket-key"), b"\\r\\nHost: a", b""]
-        result = [pack_lines(b).hex() for b in blocks]
+        blocks += [lines(k) for k in (b"dGhlIHNhbXBsZSBub25jZQ==", b"dGhlIHNhbXBsZSBub25jZR==", b"////////////////////w==")]
+        result = [[type(p).__name__, p if type(p) is int else p.hex()] for p in map(pack_lines, blocks)]
     """
     assert _probe("cython", body, _LINES) == _probe("python", body, _LINES)
 
 
 # ------------------------------------------------------------------ live connections
 _SERVER = """
-import asyncio, base64, gc, os, struct, types
+import asyncio, base64, gc, os, struct, sys, types
 import fastws
 from fastws.apps import EchoListener
 
@@ -226,8 +255,8 @@ def test_ws_headers_come_back_from_the_packed_form(impl):
             packed = {c: c._headers for c in conns}
             by_key = {c.headers["Sec-WebSocket-Key"]: c for c in conns}
             out = {"keys": sorted(by_key) == sorted(s[2] for s in socks),
-                   "packed": sorted(packed[by_key[s[2]]][:3].hex() for s in socks),
-                   "sizes": sorted(len(p) for p in packed.values()),
+                   "packed": sorted(type(p).__name__ if type(p) is int else p[:3].hex() for p in packed.values()),
+                   "sizes": sorted(sys.getsizeof(p) for p in packed.values()),
                    "items": by_key[socks[2][2]].headers.items(),
                    "path": [c.path for c in conns]}
             server.close()
@@ -237,9 +266,11 @@ def test_ws_headers_come_back_from_the_packed_form(impl):
     """)
     assert result["keys"]
     # One shape: the key line is the last, so the Origin line after it is kept
-    # as part of the middle (the last shape's prefix and suffix still fit).
-    assert result["packed"] == ["000000"] * 3
-    assert result["sizes"] == [28, 28, 28 + len("\r\nOrigin: http://a.example")]
+    # as part of the middle (the last shape's prefix and suffix still fit):
+    # that middle is not a lone key, so it keeps the bytes form; the other
+    # two are ints (the shape's number and the key's 128 bits).
+    assert result["packed"] == ["000000", "int", "int"]
+    assert result["sizes"] == [44, 44, 33 + 28 + len("\r\nOrigin: http://a.example")]
     assert [n for n, _ in result["items"]] == ["Host", "Upgrade", "Connection", "Sec-WebSocket-Version",
                                                "Sec-WebSocket-Key", "Origin"]
     assert result["items"][-1] == ["Origin", "http://a.example"]

@@ -169,7 +169,7 @@ def _held_per_connection(server, n: int, receive: bool, idle: bool) -> float:
     try:
         before = tracemalloc.take_snapshot()
         for i in range(n):
-            conn = keep[i] = server._connection_class(server)
+            conn = keep[i] = server._connection_class()
             if receive:
                 conn._state = OPEN  # as after the handshake (_open without a loop's timer)
                 if not is_handler(server.app):
