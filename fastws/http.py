@@ -259,16 +259,15 @@ class Headers:
         in). Field lines as received (or their packed shape, an int or byte 0
         first: ``codec.unpack_lines``) are kept as they are and decoded on
         first use (``pack()`` gives them back); the other form is decoded now."""
-        if type(packed) is int or packed[:1] == b"\0":
-            packed = unpack_lines(packed)
-        if packed[:2] == b"\r\n":
+        block: bytes = unpack_lines(packed) if isinstance(packed, int) or packed[:1] == b"\0" else packed
+        if block[:2] == b"\r\n":
             self = cls.__new__(cls)
             self._items = self._lower = self._raw = self._ws = None
-            self._block = packed
+            self._block = block
             return self
         items: _Items = []
-        if packed:
-            for line in packed.decode("latin-1").split("\r\n"):
+        if block:
+            for line in block.decode("latin-1").split("\r\n"):
                 name, _, value = line.partition(": ")
                 items.append((_intern(name), value))
         return cls._wrap(items)

@@ -76,6 +76,22 @@ def _access_log_on() -> bool:
     return access_logger.isEnabledFor(INFO) if enabled is None else enabled
 
 
+# Listener classes (without an instance __dict__, so that no instance can
+# have an on_pong of its own) -> whether their on_pong is not Listener's
+# empty one: asked once per class, not once per connection.
+_PONG_HOOKS: dict = {}
+
+
+def _pong_hook(listener) -> bool:
+    """Whether ``listener`` overrides Listener.on_pong (remembered for its
+    class, at most 1,024 classes, when the answer cannot differ by instance)."""
+    hook = getattr(getattr(listener, "on_pong", None), "__func__", None) is not Listener.on_pong
+    cls = type(listener)
+    if cls.__dictoffset__ == 0 and len(_PONG_HOOKS) < 1024:
+        _PONG_HOOKS[cls] = hook
+    return hook
+
+
 def _draining_refusal() -> InvalidRequest:
     """A graceful shutdown is under way (``server.draining``): upgrades get 503."""
     exc = InvalidRequest(503, "Service Unavailable", [("Retry-After", str(DRAIN_RETRY_AFTER))],
@@ -333,7 +349,10 @@ class ServerConnection(StreamConnection):
             return
         # A listener that keeps Listener's empty on_pong is not called for
         # the keepalive pongs (no Python call per pong on idle connections).
-        if getattr(getattr(listener, "on_pong", None), "__func__", None) is Listener.on_pong:
+        hook = _PONG_HOOKS.get(type(listener))
+        if hook is None:
+            hook = _pong_hook(listener)
+        if not hook:
             self._pong_hook = False
         if leftover:
             self._feed(leftover)
@@ -352,7 +371,10 @@ class ServerConnection(StreamConnection):
         except Exception as exc:
             self._app_error(exc)
             return
-        if getattr(getattr(listener, "on_pong", None), "__func__", None) is Listener.on_pong:
+        hook = _PONG_HOOKS.get(type(listener))
+        if hook is None:
+            hook = _pong_hook(listener)
+        if not hook:
             self._pong_hook = False  # (as in _accepted)
         if leftover:
             self._feed(leftover)

@@ -131,9 +131,8 @@ class SyncWebSocket(Connection):
         Connection.__init__(self, _options(max_size), True, _CLOCK)
         self.sock = sock
         self.subprotocol = subprotocol
-        if isinstance(response_headers, Headers):
-            response_headers = response_headers.pack()  # unpacked on first read: smaller
-        self._headers = response_headers
+        # (packed: unpacked on first read, smaller)
+        self._headers = response_headers.pack() if isinstance(response_headers, Headers) else response_headers
         # The send lock: a background reader answers pings (and closes) while
         # the user sends; reentrant, since a send holds it around the core's write.
         self._lock = threading.RLock()

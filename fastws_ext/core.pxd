@@ -23,5 +23,6 @@ cdef class ConnectionCore(TimerEntry):
     cdef unsigned char _c_paused        # _paused_writing: the transport is above write_limit
 
     cpdef object on_timer(self, double now)
+    cdef double _c_open_at(self, double now) except? -1.0
     cdef double _keepalive(self, double now) except? -2.0
     cdef bint _lone_pong(self, object data) except -1

@@ -314,6 +314,9 @@ cdef class ConnectionCore(TimerEntry):
         """The opening handshake succeeded at ``now``: the state becomes OPEN
         and the keepalive and idle-timeout clocks start; returns the first
         deadline for the timer (inf: none). (Connection._open arms it.)"""
+        return self._c_open_at(now)
+
+    cdef double _c_open_at(self, double now) except? -1.0:
         opts = _OPTS.get(self)
         _STATE.set(self, OPEN)
         interval = _PING_INTERVAL.get(opts)
@@ -331,12 +334,12 @@ cdef class ConnectionCore(TimerEntry):
         LoopDriver's own ``now`` and ``arm`` are called in C)."""
         cdef double first
         if isinstance(driver, LoopDriver):
-            first = self._open_at((<LoopDriver>driver)._now())
+            first = self._c_open_at((<LoopDriver>driver)._now())
             if first != INF:
                 (<LoopDriver>driver)._arm(self, first)
                 return
         else:
-            first = self._open_at(driver.now())
+            first = self._c_open_at(driver.now())
             if first != INF:
                 driver.arm(self, first)
                 return

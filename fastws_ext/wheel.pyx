@@ -9,7 +9,14 @@ against callbacks that arm or cancel anything.
 See docs/design/timers.md#the-wheel.
 """
 cimport cython
+from cpython.dict cimport PyDict_GetItem
+from cpython.ref cimport PyObject
 from libc.math cimport floor, isnan, INFINITY
+
+cdef extern from "Python.h":
+    PyObject** _PyObject_GetDictPtr(object obj)
+    object PyObject_Vectorcall(object callable, PyObject** args, size_t nargsf, PyObject* kwnames)
+    enum: Py_TPFLAGS_METHOD_DESCRIPTOR
 
 import sys
 
@@ -256,6 +263,33 @@ cdef class TimerWheel:
             pass
 
 
+# ``loop.time()`` without a bound method made per call: the ``time`` of the
+# last loop class seen, when it is a method descriptor (uvloop's: a Cython
+# function flagged as one), called with the loop first, unless the loop's own
+# __dict__ holds a ``time`` (a test's stand-in clock). None: look it up.
+cdef type _time_cls = None
+cdef object _time_descr = None
+cdef str _TIME = "time"
+
+
+cdef inline double _loop_time(object loop) except? -1.0:
+    global _time_cls, _time_descr
+    cdef PyObject* args[1]
+    cdef PyObject** dictptr
+    cls = type(loop)
+    if cls is not _time_cls:
+        descr = getattr(cls, _TIME, None)
+        _time_cls = cls
+        _time_descr = descr if (descr is not None
+                                and type(descr).__flags__ & Py_TPFLAGS_METHOD_DESCRIPTOR) else None
+    if _time_descr is not None:
+        dictptr = _PyObject_GetDictPtr(loop)
+        if dictptr == NULL or dictptr[0] == NULL or PyDict_GetItem(<object>dictptr[0], _TIME) == NULL:
+            args[0] = <PyObject*>loop
+            return PyObject_Vectorcall(_time_descr, args, 1, NULL)
+    return loop.time()
+
+
 @cython.auto_pickle(False)
 cdef class LoopDriver:
     """The methods of a timer driver that every connection calls (``now``,
@@ -282,7 +316,7 @@ cdef class LoopDriver:
         loop = self._loop_ref()
         if loop is None:
             raise RuntimeError("the event loop of this WheelDriver is gone")
-        return loop.time()
+        return _loop_time(loop)
 
     cdef int _arm(self, entry, double deadline) except -1:
         if self._handle is None:

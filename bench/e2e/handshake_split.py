@@ -42,7 +42,7 @@ ROWS = [
     ("timers", "timer wheel: TimerEntry + TimerWheel.arm (C)"),
     ("parser", "llhttp state machine (llhttp_execute without callbacks)"),
     ("parser", "httptools callbacks: on_url/on_header (none since issue #16), on_headers_complete"),
-    ("parser", "httptools feed_data rest: raising HttpParserUpgrade"),
+    ("parser", "httptools feed_data rest: raising HttpParserUpgrade (0: llhttp called directly)"),
     ("parser", "UpgradeReader.read: catching HttpParserUpgrade"),
     ("parser", "UpgradeReader.read rest: the answer's str/bytes (before #16: Request, Headers, dict copy)"),
     ("header validation", "floor: bytes.lower + find; fastws: scan (target and field lines found in the head)"),
@@ -140,9 +140,11 @@ def items(path: str, floor: bool) -> tuple[int, dict[str, int]]:
         scan = incl("__pyx_pw_10fastws_ext_7upgrade_1scan_upgrade") + incl("__pyx_f_10fastws_ext_7upgrade__scan")
         r[ROWS[6][1]] = llhttp - cbs
         r[ROWS[7][1]] = cbs
-        r[ROWS[8][1]] = feed - llhttp
+        # feed_data 0: llhttp's C API called directly from read() (since the
+        # second round of issue #16), not under feed_data
+        r[ROWS[8][1]] = feed - llhttp if feed else 0
         r[ROWS[9][1]] = catch
-        r[ROWS[10][1]] = read - feed - catch - scan
+        r[ROWS[10][1]] = read - (feed if feed else llhttp) - catch - scan
         r[ROWS[11][1]] = scan
         r[ROWS[14][1]] = data - read - key - write - (arm - arm_cm)
     total = sum(selfc.values())

@@ -395,7 +395,10 @@ def test_run_knows_the_new_options():
 def test_no_hook_keeps_the_plain_connection_classes():
     from fastws.server import ServerConnection, ServerWebSocket
 
-    assert fastws.Server(UserListener)._connection_class is ServerConnection
-    assert fastws.Server(user_handler)._connection_class is ServerWebSocket
+    # Each server's own subclass (its _server: fastws.server._server_class) of
+    # the plain class itself: no admission mixin in between.
+    for app, plain in ((UserListener, ServerConnection), (user_handler, ServerWebSocket)):
+        server = fastws.Server(app)
+        assert server._connection_class.__bases__ == (plain,) and server._connection_class._server is server
     guarded = fastws.Server(user_handler, authenticate=bearer)._connection_class
-    assert issubclass(guarded, ServerWebSocket) and guarded is not ServerWebSocket
+    assert issubclass(guarded, ServerWebSocket) and guarded.__bases__[0] is not ServerWebSocket

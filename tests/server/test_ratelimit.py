@@ -124,11 +124,13 @@ def test_the_bucket_refills(echo):
 def test_no_limit_no_wrapper():
     from fastws.server import ServerConnection, ServerWebSocket
 
-    assert fastws.Server(EchoListener)._connection_class is ServerConnection
-    assert fastws.Server(echo_handler)._connection_class is ServerWebSocket
     for app, base in ((EchoListener, ServerConnection), (echo_handler, ServerWebSocket)):
+        # each server's own subclass (fastws.server._server_class): of the
+        # plain class itself, with no field more
+        plain = fastws.Server(app)._connection_class
+        assert plain.__bases__ == (base,) and plain.__basicsize__ == base.__basicsize__
         cls = fastws.Server(app, rate_limit=(10, 20))._connection_class
-        assert issubclass(cls, base)
+        assert issubclass(cls, base) and cls.__bases__ != (base,)
         # one slot (the limiter) more than the plain class
         assert cls.__basicsize__ == base.__basicsize__ + 8
 

@@ -668,6 +668,42 @@ def test_idle_keepalive_pongs_reach_an_overriding_on_pong(serve_thread):
     c.close()
 
 
+def test_whether_on_pong_is_called_is_asked_per_class_only_without_instance_dicts(serve_thread):
+    """The server asks once per listener class whether on_pong is Listener's
+    empty one, for classes whose instances have no __dict__; a listener with
+    a __dict__ may set its own on_pong, and its connections are asked each
+    time: the instance that sets one gets its pongs, the next one (same
+    class, none set) is not called."""
+    got = []
+    made = []
+
+    class PerInstance(fastws.Listener):
+        __slots__ = ("__dict__",)
+
+        def __init__(self):
+            made.append(self)
+            if len(made) == 1:  # the first connection's listener only
+                self.on_pong = lambda payload: got.append(("instance", payload))
+
+    class Slotted(fastws.Listener):
+        __slots__ = ()
+
+        def on_pong(self, payload):
+            got.append(("class", payload))
+
+    interval = 0.2 * UNIT
+    for app, expect in ((PerInstance, [("instance", b"a")]), (Slotted, [("class", b"a"), ("class", b"b")])):
+        got.clear()
+        st = serve_thread(app, ping_interval=interval, ping_timeout=3 * UNIT, timer_tick=0.02 * UNIT)
+        for payload in (b"a", b"b"):
+            c = RawClient(st.port)
+            assert c.recv_frame()[1] == 9
+            c.send(10, payload)
+            assert c.recv_frame()[1] == 9  # the pong was seen: another ping
+            c.close()
+        assert got == expect
+
+
 def test_unanswered_keepalive_counts_and_closes_idle_connection(serve_thread):
     """After a ping answered by a lone pong, the next ping unanswered for
     ping_timeout fails the connection with 1011 (the C timer path)."""
