@@ -107,10 +107,19 @@ class _Rare:
         for name, value in _RARE_DEFAULTS.items():
             setattr(self, name, value)
 
+    def at_defaults(self) -> bool:
+        """Whether every field is back at its default (the side object can go)."""
+        for name, default in _RARE_DEFAULTS.items():
+            value = getattr(self, name)
+            if value is not default and (type(value) is not type(default) or value != default):
+                return False
+        return True
+
 
 class _RareField:
     """A connection attribute kept in its ``_rare`` side object: reads give
-    the default while there is none; assigning the default makes none."""
+    the default while there is none; assigning the default makes none, and
+    drops the side object once all of its fields are back at their defaults."""
 
     __slots__ = ("name", "default", "member")
 
@@ -132,6 +141,8 @@ class _RareField:
                 return
             rare = conn._rare = _Rare()
         self.member.__set__(rare, value)
+        if value is self.default and rare.at_defaults():
+            conn._rare = None  # e.g. _started, cleared once the handshake is logged
 
 
 # name -> its descriptor, for the classes that have the field (Connection;

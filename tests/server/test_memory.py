@@ -278,6 +278,39 @@ def test_ws_headers_come_back_from_the_packed_form(impl):
 
 
 @pytest.mark.parametrize("impl", IMPLS)
+def test_with_the_access_log_on_an_open_connection_keeps_no_side_object(impl):
+    """``_started`` (for the access log's duration) lives in the side object
+    while the handshake runs, only when the access log is on; once the 101 is
+    logged it goes back to its default and the side object with it (the
+    fastws command logs at info by default)."""
+    result = _probe(impl, prelude=_SERVER, body="""
+        import logging
+        lines = []
+
+        class Keep(logging.Handler):
+            def emit(self, record):
+                lines.append(record.getMessage())
+
+        access = logging.getLogger("fastws.access")
+        access.setLevel(logging.INFO)
+        access.addHandler(Keep())
+
+        async def main():
+            server = await fastws.serve(EchoListener, "127.0.0.1", 0)
+            socks = [await open_ws(server.port) for _ in range(3)]
+            await until(lambda: len(server.connections) == 3 and len(lines) == 3)
+            out = {"rare": [c._rare is None for c in server.connections],
+                   "started": [c._started for c in server.connections], "lines": lines[:]}
+            server.close()
+            await server.wait_closed(5)
+            return out
+        result = asyncio.run(main())
+    """)
+    assert result["rare"] == [True] * 3 and result["started"] == [None] * 3
+    assert all('"GET /room HTTP/1.1" 101 - ' in line and line.endswith("ms") for line in result["lines"])
+
+
+@pytest.mark.parametrize("impl", IMPLS)
 def test_the_side_object_holds_what_is_set(impl):
     """Assigning a default makes no side object; anything else makes it and
     reads back; the close codes of a closed connection are there; the
