@@ -281,8 +281,8 @@ def test_ws_headers_come_back_from_the_packed_form(impl):
 def test_with_the_access_log_on_an_open_connection_keeps_no_side_object(impl):
     """``_started`` (for the access log's duration) lives in the side object
     while the handshake runs, only when the access log is on; once the 101 is
-    logged it goes back to its default and the side object with it (the
-    fastws command logs at info by default)."""
+    logged it goes back to its default and the side object with it
+    (``fastws --access-log``, or an application logging fastws.access)."""
     result = _probe(impl, prelude=_SERVER, body="""
         import logging
         lines = []
