@@ -16,7 +16,6 @@ See docs/guide/handler-api.md.
 from __future__ import annotations
 
 import asyncio
-import functools
 import heapq
 import inspect
 import itertools
