@@ -27,7 +27,7 @@ from sys import intern as _intern
 from typing import TYPE_CHECKING, Any, Generator
 
 from . import handshake
-from .codec import Limiter, RateLimits, TimerEntry, pack_lines
+from .codec import Limiter, RateLimits, TimerEntry
 from .constants import CLOSED, CONNECTING, OPEN
 from .exceptions import (
     CLOSE_GOING_AWAY,
@@ -199,21 +199,31 @@ class ServerConnection(StreamConnection):
             return
         opts = self._opts
         if reader is _FIRST_READ:
-            quick = self._server._upgrades.read(data, opts.max_head, opts.max_headers)  # None unless bytes
+            server = self._server
+            if (server.origins is None and not server.subprotocols and opts.compression is None
+                    and server.allowed_hosts is None and server.process_request is None and not server.draining):
+                # Nothing to check but what the reader checks: check_request
+                # would pass, answering accept_response([("Sec-WebSocket-Accept",
+                # ...)]). The reader reads, answers (handshake.accept_101) and
+                # packs the field lines (pack_lines) in one call, in C.
+                quick = server._upgrades.read_accept(data, opts.max_head, opts.max_headers)  # None unless bytes
+                if quick is not None:
+                    self._reader = None
+                    path, packed, answer, leftover = quick
+                    self._transport.write(answer)
+                    self._accepted(path, packed, leftover)  # _upgraded(None, leftover, None, None, path, packed), shorter
+                    return
+                quick = None
+            else:
+                quick = server._upgrades.read(data, opts.max_head, opts.max_headers)  # None unless bytes
             if quick is not None:
                 self._reader = None
                 path, packed, key, leftover = quick
-                server = self._server
                 if (server.origins is not None or server.subprotocols or opts.compression is not None
                         or server.allowed_hosts is not None):
                     self._check_upgrade(handshake.quick_request(path, packed), leftover)
                     return
-                # check_request would pass, answering accept_response([(
-                # "Sec-WebSocket-Accept", ...)]); only process_request is left.
-                if server.process_request is None and not server.draining:
-                    self._transport.write(server._upgrades.accept(key))  # handshake.accept_101(key), in C
-                    self._accepted(path, packed, leftover)  # _upgraded(None, leftover, None, None, path, packed), shorter
-                    return
+                # check_request would pass; only process_request (or draining) is left.
                 request = handshake.quick_request(path, packed)  # made only for process_request
                 try:
                     extra = self._process_request(request)
@@ -307,8 +317,7 @@ class ServerConnection(StreamConnection):
         if request is not None:
             path = request.path
             packed = request.headers.pack()  # (the lines as received: codec.pack_lines)
-        else:
-            packed = pack_lines(packed)  # the short cut's field lines as received
+        # else the short cut's field lines, packed by UpgradeReader.read_accept
         # Interned: thousands of connections on "/ws" share one str (56 B each).
         self.path = _intern(path)
         self._headers = packed  # compact until read (ws.headers)
@@ -321,13 +330,14 @@ class ServerConnection(StreamConnection):
             self._use_deflate(deflate_params)
         self._start(leftover)
 
-    def _accepted(self, path: str, packed: bytes, leftover: bytes) -> None:
-        """``_upgraded(None, leftover, None, None, path, packed)`` for the
+    def _accepted(self, path: str, packed: int | bytes, leftover: bytes) -> None:
+        """``_upgraded(None, leftover, None, None, path, lines)`` for the
         handshake's short cut (no subprotocol, no compression), with
         ``_start`` and ``_open`` in the same frame (the common case; the rare
-        branches call the general methods)."""
+        branches call the general methods). ``packed``: ``pack_lines`` of
+        the field lines (UpgradeReader.read_accept packed them)."""
         self.path = _intern(path)
-        self._headers = pack_lines(packed)  # the field lines as received: their shape's number and the key
+        self._headers = packed  # the field lines as received: their shape's number and the key
         server = self._server
         server.counters.upgraded += 1
         enabled = _ACCESS_CACHE.get(INFO)  # (None: not cached: ask the logger)
@@ -481,7 +491,7 @@ class ServerWebSocket(WebSocketMixin, ServerConnection):
     def __init__(self) -> None:
         self._init_websocket()
 
-    def _accepted(self, path: str, packed: bytes, leftover: bytes) -> None:
+    def _accepted(self, path: str, packed: int | bytes, leftover: bytes) -> None:
         self._upgraded(None, leftover, None, None, path, packed)
 
     def _start(self, leftover: bytes) -> None:

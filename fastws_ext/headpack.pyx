@@ -76,14 +76,21 @@ cdef object _packed(int number, bytes tag, const char* middle, Py_ssize_t size):
 def pack_lines(bytes block not None):
     """``block`` as an int (a shape's number and the key), a shape's tag and
     the middle, or ``block`` itself."""
+    return pack_at(PyBytes_AS_STRING(block), PyBytes_GET_SIZE(block), block)
+
+
+cdef object pack_at(const char* b, Py_ssize_t n, bytes block):
+    """``pack_lines`` of the ``n`` bytes at ``b``; ``block``: those bytes as
+    a bytes object, or None (made only when the shape used last does not
+    fit: the upgrade reader packs straight from the request's head)."""
     global _prefix, _suffix, _tag, _number
-    cdef const char* b = PyBytes_AS_STRING(block)
-    cdef Py_ssize_t n = PyBytes_GET_SIZE(block)
     cdef Py_ssize_t lp = PyBytes_GET_SIZE(_prefix), ls = PyBytes_GET_SIZE(_suffix)
     cdef Py_ssize_t at, end
     if (_tag is not None and n >= lp + ls and memcmp(b, PyBytes_AS_STRING(_prefix), lp) == 0
             and memcmp(b + n - ls, PyBytes_AS_STRING(_suffix), ls) == 0):
         return _packed(_number, _tag, b + lp, n - lp - ls)
+    if block is None:
+        block = PyBytes_FromStringAndSize(b, n)
     if n > _SHAPE_MAX_LEN:
         return block
     at = block.find(_KEY_LINE)

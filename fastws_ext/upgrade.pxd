@@ -9,3 +9,6 @@ cdef class UpgradeReader:
     cdef long long _second
 
     cdef bint _feed_data(self, bytes head, Py_ssize_t end) except -1
+    cdef bytes _current_head(self)
+    cdef Py_ssize_t _take(self, bytes buf, Py_ssize_t max_head, Py_ssize_t max_headers,
+                          Py_ssize_t* line, Py_ssize_t* key, Py_ssize_t* head_end) except -2

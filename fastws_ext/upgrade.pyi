@@ -19,3 +19,6 @@ class UpgradeReader:
         """accept_101(key, head()), head() called at most once a second."""
     def read(self, data: bytes, max_head: int = 8192, max_headers: int = 100) -> tuple[str, bytes, bytes, bytes] | None:
         """(path, packed, key, leftover) or None (the general way decides)."""
+    def read_accept(self, data: bytes, max_head: int = 8192,
+                    max_headers: int = 100) -> tuple[str, int | bytes, bytes, bytes] | None:
+        """(path, pack_lines(packed), accept(key), leftover) or None."""

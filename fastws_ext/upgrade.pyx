@@ -21,6 +21,7 @@ from cpython.unicode cimport PyUnicode_DecodeLatin1
 from libc.stdint cimport uint32_t
 from libc.string cimport memchr, memcmp, memcpy, memset, strcmp
 from libc.time cimport time, time_t
+from fastws_ext.headpack cimport pack_at
 
 
 cdef extern from "Python.h":
@@ -457,12 +458,17 @@ def accept_101(bytes key not None, bytes head not None):
 cdef bytes _accept_101(bytes key, bytes head):
     if PyBytes_GET_SIZE(key) != 24:
         raise ValueError("the Sec-WebSocket-Key must be 24 bytes")
+    return _accept_101_at(PyBytes_AS_STRING(key), head)
+
+
+cdef bytes _accept_101_at(const char* key, bytes head):
+    """The 101 for the 24 key bytes at ``key``."""
     cdef Py_ssize_t h = PyBytes_GET_SIZE(head)
     cdef bytes out = PyBytes_FromStringAndSize(NULL, h + 22 + 28 + 4)
     cdef char* o = PyBytes_AS_STRING(out)
     memcpy(o, PyBytes_AS_STRING(head), h)
     memcpy(o + h, _ACCEPT_FIELD, 22)
-    _accept_key(<const unsigned char*>PyBytes_AS_STRING(key), <unsigned char*>o + h + 22)
+    _accept_key(<const unsigned char*>key, <unsigned char*>o + h + 22)
     memcpy(o + h + 50, b"\r\n\r\n", 4)
     return out
 
@@ -496,6 +502,10 @@ cdef class UpgradeReader:
 
     def accept(self, bytes key not None):
         """The 101 for the key ``read()`` gave: see the twin."""
+        return _accept_101(key, self._current_head())
+
+    cdef bytes _current_head(self):
+        """head(), asked at most once a second."""
         cdef time_t now = time(NULL)
         head = self._head
         if now != self._second or head is None:
@@ -506,32 +516,59 @@ cdef class UpgradeReader:
                 self._head = None
                 raise TypeError(f"head() gave {type(head).__name__}, not bytes")
             self._second = now
-        return _accept_101(key, <bytes>head)
+        return <bytes>head
 
     def read(self, data, Py_ssize_t max_head=8192, Py_ssize_t max_headers=100):
+        cdef Py_ssize_t line, key, target, end
         if not PyBytes_CheckExact(data):
             return None
-        cdef bytes buf = <bytes>data
-        cdef const char* s = PyBytes_AS_STRING(buf)
-        cdef Py_ssize_t n = PyBytes_GET_SIZE(buf)
-        cdef Py_ssize_t end = _head_end(s, n, max_head)
-        if end < 0 or n < 4 or memcmp(s, b"GET ", 4) != 0:
-            return None
-        cdef Py_ssize_t line, key, target
-        if _ll_direct:
-            if not _llhttp_upgrade_at(s, end):
-                return None
-        else:
-            if not self._feed_data(buf if end == n else PyBytes_FromStringAndSize(s, end), end):
-                return None
-        target = _scan(<const unsigned char*>s, end, max_headers, &line, &key)
+        target = self._take(<bytes>data, max_head, max_headers, &line, &key, &end)
         if target < 0:
-            self._parser = None  # (kept only after a head taken)
             return None
+        cdef const char* s = PyBytes_AS_STRING(data)
         return (PyUnicode_DecodeLatin1(s + 4, target - 4, NULL),
                 PyBytes_FromStringAndSize(s + line, end - 4 - line),
                 PyBytes_FromStringAndSize(s + key, 24),
-                PyBytes_FromStringAndSize(s + end, n - end))
+                PyBytes_FromStringAndSize(s + end, PyBytes_GET_SIZE(data) - end))
+
+    def read_accept(self, data, Py_ssize_t max_head=8192, Py_ssize_t max_headers=100):
+        """``read()`` and ``accept()`` in one call: see the twin."""
+        cdef Py_ssize_t line, key, target, end
+        if not PyBytes_CheckExact(data):
+            return None
+        target = self._take(<bytes>data, max_head, max_headers, &line, &key, &end)
+        if target < 0:
+            return None
+        cdef const char* s = PyBytes_AS_STRING(data)
+        answer = _accept_101_at(s + key, self._current_head())
+        return (PyUnicode_DecodeLatin1(s + 4, target - 4, NULL),
+                pack_at(s + line, end - 4 - line, None),
+                answer,
+                PyBytes_FromStringAndSize(s + end, PyBytes_GET_SIZE(data) - end))
+
+    cdef Py_ssize_t _take(self, bytes buf, Py_ssize_t max_head, Py_ssize_t max_headers,
+                          Py_ssize_t* line, Py_ssize_t* key, Py_ssize_t* head_end) except -2:
+        """The request target's end in ``buf`` (its field lines at
+        ``line[0]``, the key at ``key[0]``, the head's end at
+        ``head_end[0]``) when ``read()`` takes the head; -1 if not."""
+        cdef const char* s = PyBytes_AS_STRING(buf)
+        cdef Py_ssize_t n = PyBytes_GET_SIZE(buf)
+        cdef Py_ssize_t end = _head_end(s, n, max_head)
+        cdef Py_ssize_t target
+        if end < 0 or n < 4 or memcmp(s, b"GET ", 4) != 0:
+            return -1
+        if _ll_direct:
+            if not _llhttp_upgrade_at(s, end):
+                return -1
+        else:
+            if not self._feed_data(buf if end == n else PyBytes_FromStringAndSize(s, end), end):
+                return -1
+        target = _scan(<const unsigned char*>s, end, max_headers, line, key)
+        if target < 0:
+            self._parser = None  # (kept only after a head taken)
+            return -1
+        head_end[0] = end
+        return target
 
     cdef bint _feed_data(self, bytes head, Py_ssize_t end) except -1:
         """Whether httptools' feed_data(head) raises HttpParserUpgrade(end);

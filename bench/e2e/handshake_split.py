@@ -26,7 +26,9 @@ from pathlib import Path
 UV = "__pyx_f_6uvloop_4loop_"
 HT = "__pyx_f_9httptools_6parser_6parser_"
 # (Cython numbers a class's methods in order: matched by pattern)
-READ = re.compile(r"__pyx_pw_10fastws_ext_7upgrade_13UpgradeReader_\d+read$")
+# read, or read_accept (read, accept and pack_lines in one call since #16's third round)
+READ = re.compile(r"__pyx_pw_10fastws_ext_7upgrade_13UpgradeReader_\d+read(_accept)?$")
+ACCEPT_101_AT = "__pyx_f_10fastws_ext_7upgrade__accept_101_at"  # the 101 with its SHA-1 + base64, in C
 ACCEPT = re.compile(r"__pyx_pw_10fastws_ext_7upgrade_13UpgradeReader_\d+accept$")
 ARM = "__pyx_pw_10fastws_ext_5wheel_10TimerWheel_7arm"  # Python-level arm (before issue #16)
 ARM_C = "__pyx_f_10fastws_ext_5wheel_10TimerWheel_arm"  # its C body, also called by fastws_ext.wheel.LoopDriver
@@ -44,7 +46,7 @@ ROWS = [
     ("parser", "httptools callbacks: on_url/on_header (none since issue #16), on_headers_complete"),
     ("parser", "httptools feed_data rest: raising HttpParserUpgrade (0: llhttp called directly)"),
     ("parser", "UpgradeReader.read: catching HttpParserUpgrade"),
-    ("parser", "UpgradeReader.read rest: the answer's str/bytes (before #16: Request, Headers, dict copy)"),
+    ("parser", "UpgradeReader.read rest: the answer (since #16's third round with the 101's bytes and pack_lines)"),
     ("header validation", "floor: bytes.lower + find; fastws: scan (target and field lines found in the head)"),
     ("accept key", "SHA-1 + base64"),
     ("write the 101", "transport.write"),
@@ -122,7 +124,10 @@ def items(path: str, floor: bool) -> tuple[int, dict[str, int]]:
     sha = (incl("_hashlib_openssl_sha1") + incl("EVP_digest") if floor
            else incl("_sha1_sha1") + incl("SHA1Type_digest"))
     # (since issue #16 fastws hashes in C: UpgradeReader.accept, the 101 with it)
-    key, write = sha + incl("binascii_b2a_base64") + incl(ACCEPT), incl(UV + "8UVStream_write")
+    # (and since its third round, under read_accept: counted here, not in read's rest)
+    key_in_read = 0 if floor else edges_from(READ, (ACCEPT_101_AT,))
+    key = sha + incl("binascii_b2a_base64") + incl(ACCEPT) + key_in_read
+    write = incl(UV + "8UVStream_write")
     r[ROWS[12][1]], r[ROWS[13][1]] = key, write
     if floor:
         scan = incl("bytes_find") + incl("bytes_lower")
@@ -144,9 +149,9 @@ def items(path: str, floor: bool) -> tuple[int, dict[str, int]]:
         # second round of issue #16), not under feed_data
         r[ROWS[8][1]] = feed - llhttp if feed else 0
         r[ROWS[9][1]] = catch
-        r[ROWS[10][1]] = read - (feed if feed else llhttp) - catch - scan
+        r[ROWS[10][1]] = read - (feed if feed else llhttp) - catch - scan - key_in_read
         r[ROWS[11][1]] = scan
-        r[ROWS[14][1]] = data - read - key - write - (arm - arm_cm)
+        r[ROWS[14][1]] = data - read - (key - key_in_read) - write - (arm - arm_cm)
     total = sum(selfc.values())
     r[ROWS[15][1]] = total - sum(r.values())
     return total, r

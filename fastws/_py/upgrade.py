@@ -19,6 +19,8 @@ from binascii import a2b_base64, b2a_base64
 
 from httptools import HttpParserError, HttpParserUpgrade, HttpRequestParser
 
+from .headpack import pack_lines
+
 try:  # CPython's own SHA-1: the same digest without OpenSSL's per-call set-up
     from _sha1 import sha1 as _sha1
 except ImportError:  # pragma: no cover - other interpreters
@@ -190,6 +192,19 @@ class UpgradeReader:
                 raise TypeError(f"head() gave {type(head).__name__}, not bytes")
             self._second = now
         return accept_101(key, head)
+
+    def read_accept(self, data: bytes, max_head: int = 8192, max_headers: int = 100):
+        """``read()`` and ``accept()`` in one call, for a server with nothing
+        to check beyond what ``read()`` checks: ``(path, packed, answer,
+        leftover)``, where ``packed`` is ``pack_lines`` of read()'s field
+        lines and ``answer`` the 101; or None (the general way decides). The
+        Cython build makes neither the key nor the field lines' bytes."""
+        found = self.read(data, max_head, max_headers)
+        if found is None:
+            return None
+        path, lines, key, leftover = found
+        answer = self.accept(key)
+        return path, pack_lines(lines), answer, leftover
 
     def read(self, data: bytes, max_head: int = 8192, max_headers: int = 100):
         if type(data) is not bytes:

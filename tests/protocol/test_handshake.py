@@ -1484,6 +1484,38 @@ def test_upgrade_reader_cython_equals_twin(both_impls):
     assert [r.read(bytearray(upgrade())) for r in readers] == [None, None]  # bytes only (as the server passes)
 
 
+def test_upgrade_reader_read_accept_is_read_then_accept(both_impls):
+    # read_accept (the server's call when nothing is left to check): read(),
+    # accept() of its key and pack_lines() of its field lines, in one call;
+    # the extension makes neither the key's nor the field lines' bytes.
+    head = b"HTTP/1.1 101 Switching Protocols\r\nX: y\r\n"
+    heads = _QUICK + [
+        upgrade("Origin: http://a.example"), upgrade("sec-websocket-key: x"), upgrade() + FRAME,
+        upgrade("X-Long: " + "x" * 2000), upgrade(version="1.0"), upgrade()[:-1], b"GET", b"",
+    ]
+    answers = []
+    for impl in both_impls:
+        reader, plain = impl.UpgradeReader(lambda: head), impl.UpgradeReader(lambda: head)
+        got = []
+        for limits in ((8192, 100), (100, 100), (8192, 4)):
+            for data in heads * 2:
+                fused, found = reader.read_accept(data, *limits), plain.read(data, *limits)
+                if found is None:
+                    assert fused is None, data
+                else:
+                    path, lines, key, leftover = found
+                    assert fused == (path, impl.pack_lines(lines), plain.accept(key), leftover), data
+                    assert impl.unpack_lines(fused[1]) == lines
+                # (each implementation numbers its shapes itself: compared unpacked)
+                got.append(fused and (fused[0], impl.unpack_lines(fused[1]), *fused[2:]))
+        assert reader.read_accept(bytearray(upgrade())) is None
+        with pytest.raises(TypeError):
+            impl.UpgradeReader().read_accept(upgrade())  # no head(): no 101
+        answers.append(got)
+    assert answers[0] == answers[1]
+    assert sum(a is not None for a in answers[0]) >= len(_QUICK)
+
+
 # accept_101 and UpgradeReader.accept: the short cut's 101 (RFC 6455 4.2.2:
 # base64(SHA-1(key + GUID))), hashed in C in the extension (two SHA-1 blocks,
 # the second constant), with CPython's sha1 in the twin.

@@ -6,6 +6,8 @@ import socket
 import threading
 import time
 
+import pytest
+
 import fastws
 from fastws.exceptions import ConnectionClosed
 
@@ -98,6 +100,44 @@ def test_listener_send_reports_high_water_and_drain(serve_thread):
         except socket.timeout:
             pass
     assert ("drain",) in events
+    c.close()
+
+
+@pytest.mark.parametrize("write_limit", [65536, 16384, 200000])
+def test_the_write_buffer_pauses_at_write_limit_and_resumes_at_a_quarter(serve_thread, write_limit):
+    """The high-water mark is write_limit and the low-water mark
+    write_limit // 4, whatever the transport starts with (uvloop: 64 KiB and
+    16 B), and send() says False once the buffer is past the mark."""
+    seen = {}
+
+    class Pusher(fastws.Listener):
+        def on_connect(self, ws):
+            super().on_connect(ws)
+            transport = ws._transport
+            for _ in range(100000):  # 400 MiB if nothing stopped it: stops at the pause
+                if not ws.send(b"p" * 4096):
+                    break
+            seen["size"] = transport.get_write_buffer_size()
+            seen["limits"] = transport.get_write_buffer_limits()
+
+        def on_drain(self):
+            seen["drained"] = True
+
+    st = serve_thread(Pusher, write_limit=write_limit)
+    c = RawClient(st.port)
+    wait_for(lambda: "limits" in seen, timeout=10 * UNIT)
+    # paused with at most one frame (4 KiB and a 4-byte header) above the mark
+    assert write_limit < seen["size"] <= write_limit + 4100, seen
+    assert seen["limits"] == (write_limit // 4, write_limit)
+    c.sock.settimeout(0.1 * UNIT)
+    deadline = time.monotonic() + 10 * UNIT
+    while "drained" not in seen and time.monotonic() < deadline:
+        try:
+            if not c.sock.recv(1 << 20):
+                break
+        except socket.timeout:
+            pass
+    assert seen.get("drained")
     c.close()
 
 
