@@ -28,6 +28,7 @@ __all__ = [
     "mask", "masked", "Utf8Validator", "validate_utf8",
     "FrameParser", "build_frame", "build_header", "lone_control", "counters",
     "TimerWheel", "TimerEntry", "LoopDriver", "ConnectionCore", "PING_SERVER", "conn_send", "ws_send",
+    "gc_untrack", "gc_track",
     "fanout", "Waiter", "Inbox", "DONE", "scan_upgrade", "accept_101", "UpgradeReader",
     "RateLimits", "Limiter", "pack_lines", "unpack_lines",
 ]
@@ -38,7 +39,7 @@ NAMES = {
     "utf8": ("Utf8Validator", "validate_utf8"),
     "frames": ("FrameParser", "build_frame", "build_header", "lone_control", "counters"),
     "wheel": ("TimerWheel", "TimerEntry", "LoopDriver"),
-    "core": ("ConnectionCore", "PING_SERVER", "conn_send", "ws_send"),
+    "core": ("ConnectionCore", "PING_SERVER", "conn_send", "ws_send", "gc_untrack", "gc_track"),
     "fanout": ("fanout",),
     "aio": ("Waiter", "Inbox", "DONE"),
     "upgrade": ("scan_upgrade", "accept_101", "UpgradeReader"),
@@ -102,7 +103,7 @@ def _remedy() -> str:
 if TYPE_CHECKING:
     from fastws_ext.aio import DONE, Inbox, Waiter
     from fastws_ext.aio import MessageWaiter as MessageWaiter  # (in the stubs only: for annotations)
-    from fastws_ext.core import PING_SERVER, ConnectionCore, conn_send, ws_send
+    from fastws_ext.core import PING_SERVER, ConnectionCore, conn_send, gc_track, gc_untrack, ws_send
     from fastws_ext.fanout import fanout
     from fastws_ext.limit import Limiter, RateLimits
     from fastws_ext.headpack import pack_lines, unpack_lines

@@ -27,7 +27,7 @@ from sys import intern as _intern
 from typing import TYPE_CHECKING, Any, Generator
 
 from . import handshake
-from .codec import Limiter, RateLimits, TimerEntry
+from .codec import Limiter, RateLimits, TimerEntry, gc_track, gc_untrack
 from .constants import CLOSED, CONNECTING, OPEN
 from .exceptions import (
     CLOSE_GOING_AWAY,
@@ -143,6 +143,7 @@ class ServerConnection(StreamConnection):
             self._abort_transport()
             return
         server.connections.add(self)
+        gc_untrack(self)  # held by server.connections until Server._unregister: no GC walks it meanwhile
         server.counters.connections_total += 1
 
     def _on_keepalive_timeout(self) -> None:
@@ -1051,6 +1052,7 @@ class Server:
     # ------------------------------------------------------------ connection set
     def _unregister(self, conn) -> None:
         self.connections.discard(conn)
+        gc_track(conn)  # (untracked while held here: codec.gc_untrack) a cycle through it is collected again
         self.counters.fold(conn)
         topics = self._topics
         if topics.any:

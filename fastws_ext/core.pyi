@@ -31,3 +31,8 @@ class ConnectionCore(TimerEntry):
 
 def conn_send(self: Any, data: str | bytes | bytearray | memoryview) -> bool: ...
 def ws_send(self: Any, data: str | bytes | bytearray | memoryview) -> Any: ...
+
+def gc_untrack(obj: object) -> None:
+    """Take obj out of the cyclic GC's lists while something else holds it."""
+def gc_track(obj: object) -> None:
+    """Put obj back in the cyclic GC's lists (if a GC object, not tracked)."""

@@ -533,3 +533,24 @@ def ws_send(self, data):
         self._check_write_buffer()  # cuts off a peer over max_write_buffer
         return self._drain()
     return _DONE
+
+
+# ------------------------------------------------------------ the cyclic GC
+cdef extern from "Python.h":
+    void PyObject_GC_Track(void* op)
+    void PyObject_GC_UnTrack(void* op)
+    int PyObject_GC_IsTracked(object op)
+    int PyObject_IS_GC(object op)
+
+
+def gc_untrack(obj):
+    """Take ``obj`` out of the cyclic GC's lists: see the twin."""
+    if PyObject_IS_GC(obj):
+        PyObject_GC_UnTrack(<PyObject*>obj)
+
+
+def gc_track(obj):
+    """Put ``obj`` back in the cyclic GC's lists (if it is a GC object and
+    not there already): see the twin."""
+    if PyObject_IS_GC(obj) and not PyObject_GC_IsTracked(obj):
+        PyObject_GC_Track(<PyObject*>obj)

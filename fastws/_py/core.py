@@ -21,7 +21,7 @@ from .aio import DONE
 from .frames import build_frame, lone_control
 from .wheel import TimerEntry
 
-__all__ = ["ConnectionCore", "PING_SERVER", "conn_send", "ws_send"]
+__all__ = ["ConnectionCore", "PING_SERVER", "conn_send", "ws_send", "gc_untrack", "gc_track"]
 
 # Payloads of LARGE_PAYLOAD bytes or more are written next to their header
 # instead of being copied into one frame (server side; client frames are
@@ -314,3 +314,19 @@ def ws_send(self, data):
         self._check_write_buffer()  # cuts off a peer over max_write_buffer
         return self._drain()
     return DONE
+
+
+# ------------------------------------------------------------ the cyclic GC
+def gc_untrack(obj) -> None:
+    """Take ``obj`` out of the cyclic GC's lists while something else
+    certainly holds it (the server's open connections: its ``connections``
+    set holds each one), so that no collection walks it; ``gc_track`` puts
+    it back when that hold ends, so a cycle through it is collected as
+    before. The GC never frees what an untracked object refers to (its
+    references count as from outside). Python code cannot untrack an
+    object: here it stays tracked (the same behaviour, more GC work). See
+    docs/design/memory.md#the-cyclic-gc."""
+
+
+def gc_track(obj) -> None:
+    """Undo ``gc_untrack`` (nothing to undo here)."""

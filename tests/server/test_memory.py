@@ -392,3 +392,50 @@ def test_the_flags_are_bools_and_the_object_stays_small(impl):
     assert not result["dict"]
     if impl == "cython":
         assert result["size"] <= 224, result["size"]
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+def test_open_connections_are_out_of_the_cyclic_gc_and_back_in_once_closed(impl):
+    # An open connection is held by server.connections: the extension takes it
+    # out of the GC's lists then (codec.gc_untrack: no collection walks it),
+    # and puts it back when the server lets it go, so the cycle it is in with
+    # its listener (listener.ws, conn._app; here the listener also refers to
+    # itself) is collected once closed. Without gc_track at the end the
+    # listener would never be freed (its untracked connection's reference
+    # counts as from outside).
+    result = _probe(impl, prelude=_SERVER, body="""
+        import weakref
+
+        class Cyclic(fastws.Listener):
+            def on_connect(self, ws):
+                super().on_connect(ws)
+                self.me = self
+
+        async def main():
+            server = await fastws.serve(Cyclic, "127.0.0.1", 0)
+            reader, writer, _ = await open_ws(server.port)
+            await until(lambda: len(server.connections) == 1)
+            conn = next(iter(server.connections))
+            listener = weakref.ref(conn._app)
+            tracked_open = gc.is_tracked(conn)
+            gc.collect()
+            kept_open = listener() is not None and listener().ws is conn
+            writer.write(masked(8, struct.pack("!H", 1000)))  # close
+            op, payload = await data_frame(reader)
+            writer.close()
+            await until(lambda: not server.connections)
+            tracked_closed = gc.is_tracked(conn)
+            del conn
+            await asyncio.sleep(0)
+            gc.collect()
+            out = {"tracked_open": tracked_open, "kept_open": kept_open, "close": op,
+                   "tracked_closed": tracked_closed, "freed": listener() is None}
+            server.close()
+            await server.wait_closed(5)
+            return out
+        result = asyncio.run(main())
+    """)
+    assert result["tracked_open"] is (impl == "python")
+    assert result["kept_open"] and result["close"] == 8
+    assert result["tracked_closed"] is True
+    assert result["freed"] is True
