@@ -332,7 +332,7 @@ class ServerConnection(StreamConnection):
         self._start(leftover)
 
     def _accepted(self, path: str, packed: int | bytes, leftover: bytes) -> None:
-        """``_upgraded(None, leftover, None, None, path, lines)`` for the
+        """``_upgraded(None, leftover, None, None, path, packed)`` for the
         handshake's short cut (no subprotocol, no compression), with
         ``_start`` and ``_open`` in the same frame (the common case; the rare
         branches call the general methods). ``packed``: ``pack_lines`` of

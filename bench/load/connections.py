@@ -3,7 +3,7 @@
     python bench/load/connections.py [-n 10000] [--workers W] [--clients C] [--hold 60] [--client lean|old|both]
                                      [--ping-interval 20] [--api listener|handler]
                                      [--server fastws|picows|websockets|bare|handshake-floor] [--compare]
-                                     [--floor] [--hs-floor] [--repeat K]
+                                     [--floor] [--hs-floor] [--repeat K] [--pin]
                                      [--heartbeat-cost] [--mem-floor-gib 2] [--out bench/results/latest.md]
 
 One run: start the server (``python -m fastws echo --workers W``, or a peer
@@ -40,7 +40,10 @@ each server's CPU µs per handshake and its ratio to the floor. ``--api both``
 runs fastws twice, listener API then handler API. ``--repeat K`` runs every
 server K times, alternating, and prints each round's ratio to the floor of the
 same round and their median (one round varies by about +-10% on this 2-core
-machine, where the clients share the cores).
+machine, where the clients share the cores). ``--pin`` (with ``--workers 1``)
+keeps the server on CPU 0 and its clients on CPU 1, so the worker's rate is
+measured on a core of its own, as the per worker-CPU-second column means
+(unpinned, the scheduler is free to run the client on the server's core).
 
 ``--heartbeat-cost``: 15,000 idle connections in ONE fastws process with a
 short ping interval (2 s), server CPU over a 20 s window, against
@@ -651,13 +654,15 @@ async def amain(args) -> int:
                      f"{args.client_rate:g} connects/s per client process)")
         if args.repeat > 1:
             lines.append(f"- {args.repeat} rounds: every run above once per round, in that order")
+        if args.pin:
+            lines.append("- pinned: every server on CPU 0, its clients on CPU 1")
         for rep in range(args.repeat):
             for kind, k, w, api, client in runs:
                 if GUARD.tripped:
                     break
                 r = await run_one(kind, k, w, args, ping_interval=args.ping_interval,
                                   ping_timeout=args.ping_timeout, hold=args.hold, window=args.window,
-                                  settle=args.settle, api=api, client=client)
+                                  settle=args.settle, api=api, client=client, pin=args.pin)
                 r["capped"] = (kind in PEERS or kind == FLOOR) and k < n
                 r["rep"] = rep
                 if GUARD.tripped:
@@ -756,6 +761,9 @@ def main() -> int:
     ap.add_argument("--repeat", type=int, default=1,
                     help="rounds: every run once per round, alternating (with --hs-floor: the ratio to the "
                          "floor of each round and their median)")
+    ap.add_argument("--pin", action="store_true",
+                    help="the server on CPU 0, the clients on CPU 1 (with --workers 1: the worker's rate on a core of "
+                         "its own, without the clients' processes moving onto its core between handshakes)")
     ap.add_argument("--hs-floor", action="store_true",
                     help="also run the bare uvloop handshake floor (bench/load/conn_peers.py handshake-floor) and print "
                          "each server's CPU per handshake and its ratio to the floor")
@@ -787,6 +795,8 @@ def main() -> int:
     ap.add_argument("--out", help="append the tables, date, command and machine to this markdown file "
                                   "(bench/results/latest.md: to history.md, see bench/README.md)")
     args = ap.parse_args()
+    if args.pin and (args.workers != 1 or (os.cpu_count() or 1) < 2):
+        ap.error("--pin takes --workers 1 on a machine of two CPUs or more")
     if not 2 <= args.first_src <= 254:
         ap.error("--first-src must be 2..254")
     _NEXT_SRC[0] = args.first_src
