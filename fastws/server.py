@@ -214,7 +214,6 @@ class ServerConnection(StreamConnection):
                     self._transport.write(answer)
                     self._accepted(path, packed, leftover)  # _upgraded(None, leftover, None, None, path, packed), shorter
                     return
-                quick = None
             else:
                 quick = server._upgrades.read(data, opts.max_head, opts.max_headers)  # None unless bytes
             if quick is not None:

@@ -10,5 +10,5 @@ cdef class UpgradeReader:
 
     cdef bint _feed_data(self, bytes head, Py_ssize_t end) except -1
     cdef bytes _current_head(self)
-    cdef Py_ssize_t _take(self, bytes buf, Py_ssize_t max_head, Py_ssize_t max_headers,
+    cdef Py_ssize_t _take(self, object data, Py_ssize_t max_head, Py_ssize_t max_headers,
                           Py_ssize_t* line, Py_ssize_t* key, Py_ssize_t* head_end) except -2

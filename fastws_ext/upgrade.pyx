@@ -519,10 +519,8 @@ cdef class UpgradeReader:
         return <bytes>head
 
     def read(self, data, Py_ssize_t max_head=8192, Py_ssize_t max_headers=100):
-        cdef Py_ssize_t line, key, target, end
-        if not PyBytes_CheckExact(data):
-            return None
-        target = self._take(<bytes>data, max_head, max_headers, &line, &key, &end)
+        cdef Py_ssize_t line, key, end
+        cdef Py_ssize_t target = self._take(data, max_head, max_headers, &line, &key, &end)
         if target < 0:
             return None
         cdef const char* s = PyBytes_AS_STRING(data)
@@ -533,10 +531,8 @@ cdef class UpgradeReader:
 
     def read_accept(self, data, Py_ssize_t max_head=8192, Py_ssize_t max_headers=100):
         """``read()`` and ``accept()`` in one call: see the twin."""
-        cdef Py_ssize_t line, key, target, end
-        if not PyBytes_CheckExact(data):
-            return None
-        target = self._take(<bytes>data, max_head, max_headers, &line, &key, &end)
+        cdef Py_ssize_t line, key, end
+        cdef Py_ssize_t target = self._take(data, max_head, max_headers, &line, &key, &end)
         if target < 0:
             return None
         cdef const char* s = PyBytes_AS_STRING(data)
@@ -546,11 +542,15 @@ cdef class UpgradeReader:
                 answer,
                 PyBytes_FromStringAndSize(s + end, PyBytes_GET_SIZE(data) - end))
 
-    cdef Py_ssize_t _take(self, bytes buf, Py_ssize_t max_head, Py_ssize_t max_headers,
+    cdef Py_ssize_t _take(self, object data, Py_ssize_t max_head, Py_ssize_t max_headers,
                           Py_ssize_t* line, Py_ssize_t* key, Py_ssize_t* head_end) except -2:
-        """The request target's end in ``buf`` (its field lines at
+        """The request target's end in ``data`` (its field lines at
         ``line[0]``, the key at ``key[0]``, the head's end at
-        ``head_end[0]``) when ``read()`` takes the head; -1 if not."""
+        ``head_end[0]``) when ``read()`` takes the head; -1 if not (also
+        for anything but ``bytes``)."""
+        if not PyBytes_CheckExact(data):
+            return -1
+        cdef bytes buf = <bytes>data
         cdef const char* s = PyBytes_AS_STRING(buf)
         cdef Py_ssize_t n = PyBytes_GET_SIZE(buf)
         cdef Py_ssize_t end = _head_end(s, n, max_head)
