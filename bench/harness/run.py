@@ -12,6 +12,7 @@
   reused PID is never signalled); ``GUARD.low()`` when MemAvailable is under
   the floor (2 GiB unless set), ``GUARD.watch()`` a thread that stops them all
   when it is, ``GUARD.reap()`` (also at exit) stops whatever is still running;
+  ``run_guarded(coro, floor_gib)`` runs a bench's main coroutine with both;
 - results: ``stamp``, ``head`` (command, date, machine, versions lines) and
   ``append_results``.
 """
@@ -41,8 +42,8 @@ HISTORY = BENCH / "results" / "history.md"
 
 __all__ = ["BENCH", "GUARD", "HISTORY", "LATEST", "REPO", "SKIP", "Child", "alive", "append_results",
            "astop", "child_env", "children", "fd_count", "head", "mem_available", "meminfo", "pin",
-           "port_closed", "port_open", "proc_cpu_ns", "rss_kib", "sockstat_tcp", "spawn", "stamp", "stop", "tree",
-           "wait_port"]
+           "port_closed", "port_open", "proc_cpu_ns", "rss_kib", "run_guarded", "sockstat_tcp", "spawn", "stamp", "stop",
+           "tree", "wait_port"]
 
 
 # ------------------------------------------------------------ children ----
@@ -246,6 +247,23 @@ class Guard:
 
 GUARD = Guard()
 atexit.register(GUARD.reap)
+
+
+def run_guarded(coro, floor_gib: float) -> int:
+    """Run a bench's main coroutine on uvloop while ``GUARD`` watches
+    MemAvailable (``floor_gib``); every process it started is stopped at the
+    end, whatever the end (130 on Ctrl-C)."""
+    import uvloop
+
+    GUARD.floor_gib = floor_gib
+    GUARD.watch()  # below the floor at any time: stop every process started, by PID
+    try:
+        return uvloop.run(coro)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    finally:
+        GUARD.reap()
 
 
 # ---------------------------------------------------------------- results ----

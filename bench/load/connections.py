@@ -66,13 +66,13 @@ import sys
 import time
 from pathlib import Path
 
-import uvloop
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))  # bench/: the harness
 from harness.meta import REPO, free_port  # noqa: E402
 from harness.run import (GUARD, Child, alive, append_results, child_env, children, fd_count, head,  # noqa: E402
-                         mem_available, meminfo, pin, port_closed, proc_cpu_ns, rss_kib, sockstat_tcp, stamp)
+                         mem_available, meminfo, pin, port_closed, proc_cpu_ns, rss_kib, run_guarded, sockstat_tcp,
+                         stamp)
 
 PER_PROCESS = 15000      # connections per server worker / client process (fd limit 20,000)
 PER_SRC = 25000          # connections per source address (~28k ephemeral ports per pair)
@@ -800,17 +800,9 @@ def main() -> int:
     if not 2 <= args.first_src <= 254:
         ap.error("--first-src must be 2..254")
     _NEXT_SRC[0] = args.first_src
-    GUARD.floor_gib = args.mem_floor_gib
-    GUARD.watch()  # below the floor at any time (opening or holding): stop every process started, by PID
     if args.heartbeat_cost:
         args.ping_timeout = min(args.ping_timeout, 10.0)
-    try:
-        return uvloop.run(amain(args))
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
-    finally:
-        GUARD.reap()
+    return run_guarded(amain(args), args.mem_floor_gib)  # opening or holding: the memory guard watches
 
 
 if __name__ == "__main__":
