@@ -1,6 +1,6 @@
 """Peer servers for bench/load/connections.py, with keepalive pings ON.
 
-    python bench/load/conn_peers.py picows|websockets|bare|handshake-floor --port P [--host H]
+    python bench/load/conn_peers.py picows|websockets|bare|handshake-floor[-parser] --port P [--host H]
                                     [--ping-interval S|none] [--ping-timeout S] [--workers W (bare)]
 
 bench/harness/servers.py is for the echo bench, where pings are off on purpose (no
@@ -33,6 +33,11 @@ traffic and a close if the pong is not back within ``--ping-timeout``.
   head are dropped, a close frame is answered and the connection closed.
   What accepting a connection costs kernel + uvloop + a minimal Python
   callback, for the connections bench's ratio.
+- handshake-floor-parser: the same, with the head read, validated and
+  answered by fastws's ``UpgradeReader.read_accept`` (llhttp and the rest of
+  the server's parsing, in C) instead of ``find`` + hashlib: the parsing's
+  share apart from the connection machinery (bench/load/handshake_pair.py
+  --pair).
 
 Prints ``READY host:port`` when listening. Exit status 3: the library is missing.
 """
@@ -179,8 +184,45 @@ async def run_handshake_floor(host, port, interval, timeout):
         await server.serve_forever()
 
 
+async def run_handshake_floor_parser(host, port, interval, timeout):
+    """The handshake floor with fastws's parsing in place of its own: the
+    head read, validated and answered by ``UpgradeReader.read_accept``
+    (llhttp, the field-line scan, the accept key, the packed field lines);
+    no connection object, timer or listener. Between the floor and fastws:
+    what the parsing costs apart from the rest of the server."""
+    from fastws.handshake import upgrade_reader
+
+    reader = upgrade_reader()
+
+    class HandshakeFloorParser(asyncio.Protocol):
+        __slots__ = ("transport", "upgraded")
+
+        def connection_made(self, transport):
+            self.transport = transport
+            self.upgraded = False
+
+        def data_received(self, data):
+            if self.upgraded:  # a close frame (opcode 8) is answered, the rest dropped
+                if data[:1] == b"\x88":
+                    self.transport.write(b"\x88\x02\x03\xe8")
+                    self.transport.close()
+                return
+            quick = reader.read_accept(data, 8192, 100)  # (path, packed field lines, the 101, leftover)
+            if quick is None:  # not a whole valid upgrade head in one read: refused, unlike a server
+                self.transport.write(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n")
+                self.transport.close()
+                return
+            self.upgraded = True
+            self.transport.write(quick[2])
+
+    server = await asyncio.get_running_loop().create_server(HandshakeFloorParser, host, port, backlog=BACKLOG)
+    say_ready(host, port)
+    async with server:
+        await server.serve_forever()
+
+
 PEERS = {"picows": run_picows, "websockets": run_websockets, "bare": run_bare,
-         "handshake-floor": run_handshake_floor}
+         "handshake-floor": run_handshake_floor, "handshake-floor-parser": run_handshake_floor_parser}
 
 
 def _interval(text):

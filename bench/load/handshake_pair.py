@@ -1,7 +1,8 @@
 """fastws's handshakes against the floor's, at the same time: CPU per handshake by offered rate.
 
     python bench/load/handshake_pair.py [--rates 1000,2000,4000,8000] [-n 8000] [--repeat 3]
-                                        [--api listener|handler] [--mem-floor-gib 2] [--out FILE]
+                                        [--api listener|handler] [--pair fastws,handshake-floor]
+                                        [--mem-floor-gib 2] [--out FILE]
 
 bench/load/connections.py --hs-floor runs fastws, then the floor, one after
 the other: on this 2-core machine one such round moves by 10-15% from the
@@ -23,7 +24,11 @@ handshake (llhttp, the timer wheel, the connection and listener objects)
 costs in each case (docs/design/handshake.md#the-rate-by-load).
 
 The floor is bench/load/conn_peers.py handshake-floor (reads the head up to
-CRLF CRLF, writes a canned 101 with the real Sec-WebSocket-Accept). Every
+CRLF CRLF, writes a canned 101 with the real Sec-WebSocket-Accept).
+``--pair A,B`` pairs any two of fastws and conn_peers.py's servers, e.g.
+``fastws,handshake-floor-parser`` (the floor with fastws's parsing: what is
+left is the connection machinery) or ``handshake-floor-parser,handshake-floor``
+(the parsing alone). Every
 process is started and stopped here, by PID; loopback only; a memory guard
 stops everything when MemAvailable falls under ``--mem-floor-gib``; each
 round is bounded in time. Benchmarks print figures; they never pass or fail.
@@ -40,13 +45,15 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))  # connections.py: the server and client processes
 sys.path.insert(0, str(HERE.parent))  # bench/: the harness
+from conn_peers import PEERS  # noqa: E402
 from connections import FLOOR, Client, Server, log, plan_clients  # noqa: E402
 from harness.run import GUARD, append_results, head, proc_cpu_ns, run_guarded, stamp  # noqa: E402
 
 
-async def one_round(rate: float, n: int, api: str, host: str) -> dict:
+async def one_round(rate: float, n: int, api: str, host: str, pair: tuple[str, str]) -> dict:
     """Both servers at once, each with its own client at rate / 2; CPU µs per handshake of each."""
-    servers = {"fastws": Server("fastws", host, 1, api, 20.0, 20.0), FLOOR: Server(FLOOR, host, 1, api, 20.0, 20.0)}
+    a, b = pair
+    servers = {a: Server(a, host, 1, api, 20.0, 20.0), b: Server(b, host, 1, api, 20.0, 20.0)}
     clients: dict[str, Client] = {}
     r: dict = {"rate": rate, "n": n}
     try:
@@ -76,7 +83,7 @@ async def one_round(rate: float, n: int, api: str, host: str) -> dict:
             opened = done[k]["open"]
             r[k] = {"open": opened, "failed": done[k]["failed"], "cpu_s": (cpu1[k] - cpu0[k]) / 1e9,
                     "us": (cpu1[k] - cpu0[k]) / 1e3 / max(opened, 1), "open_s": done[k]["t1"] - done[k]["t0"]}
-        r["ratio"] = r[FLOOR]["us"] / r["fastws"]["us"]  # fastws's handshakes per CPU-second / the floor's
+        r["ratio"] = r[b]["us"] / r[a]["us"]  # A's handshakes per CPU-second / B's
     except Exception as exc:  # noqa: BLE001 - reported in the table
         r["error"] = f"{type(exc).__name__}: {exc}"
         log(f"round at {rate:g}/s FAILED: {r['error']}")
@@ -86,9 +93,11 @@ async def one_round(rate: float, n: int, api: str, host: str) -> dict:
     return r
 
 
-def table(results: list[dict], api: str) -> str:
-    out = [f"| offered (both servers) | rounds | fastws ({api}) µs / handshake | floor µs / handshake "
-           "| fastws / floor, handshakes per CPU-second, round by round | median | opened, failed |",
+def table(results: list[dict], api: str, pair: tuple[str, str]) -> str:
+    a, b = pair
+    name = {k: k + (f" ({api})" if k == "fastws" else "") for k in pair}
+    out = [f"| offered (both servers) | rounds | {name[a]} µs / handshake | {name[b]} µs / handshake "
+           f"| {a} / {b}, handshakes per CPU-second, round by round | median | opened, failed |",
            "|---:|---:|---:|---:|---|---:|---|"]
     for rate in sorted({r["rate"] for r in results}):
         rs = [r for r in results if r["rate"] == rate and "ratio" in r]
@@ -96,11 +105,11 @@ def table(results: list[dict], api: str) -> str:
         if not rs:
             out.append(f"| {rate:,.0f}/s | 0 | - | - | {bad[0].get('error') or bad[0].get('limit')} | - | - |")
             continue
-        fw = statistics.median(r["fastws"]["us"] for r in rs)
-        fl = statistics.median(r[FLOOR]["us"] for r in rs)
+        fw = statistics.median(r[a]["us"] for r in rs)
+        fl = statistics.median(r[b]["us"] for r in rs)
         ratios = [r["ratio"] for r in rs]
-        opened = sum(r["fastws"]["open"] + r[FLOOR]["open"] for r in rs)
-        failed = sum(r["fastws"]["failed"] + r[FLOOR]["failed"] for r in rs)
+        opened = sum(r[a]["open"] + r[b]["open"] for r in rs)
+        failed = sum(r[a]["failed"] + r[b]["failed"] for r in rs)
         limits = "; ".join(sorted({r["limit"] for r in rs if r.get("limit")}))
         out.append(f"| {rate:,.0f}/s | {len(rs)} | {fw:.1f} | {fl:.1f} | "
                    f"{', '.join(f'{x:.2f}x' for x in ratios)} | **{statistics.median(ratios):.2f}x** "
@@ -111,7 +120,8 @@ def table(results: list[dict], api: str) -> str:
 async def amain(args) -> int:
     rates = [float(x) for x in args.rates.split(",")]
     lines = head(__file__, stamp())
-    lines.append(f"- per round: fastws echo (1 process, {args.api} API) and {FLOOR} at once, each fed "
+    a, b = args.pair
+    lines.append(f"- per round: {a} and {b} at once (fastws: `fastws echo`, 1 process, {args.api} API), each fed "
                  f"{args.n:,} connections by its own lean client at half the offered rate; CPU of each server "
                  "over the opening")
     results = []
@@ -119,12 +129,12 @@ async def amain(args) -> int:
         for rate in rates:
             if GUARD.tripped:
                 break
-            r = await one_round(rate, args.n, args.api, args.host)
+            r = await one_round(rate, args.n, args.api, args.host, args.pair)
             results.append(r)
             if "ratio" in r:
-                log(f"round {rep + 1} at {rate:,.0f}/s: fastws {r['fastws']['us']:.1f} µs, floor "
-                    f"{r[FLOOR]['us']:.1f} µs per handshake: {r['ratio']:.3f}x")
-    text = table(results, args.api)
+                log(f"round {rep + 1} at {rate:,.0f}/s: {a} {r[a]['us']:.1f} µs, {b} "
+                    f"{r[b]['us']:.1f} µs per handshake: {r['ratio']:.3f}x")
+    text = table(results, args.api, args.pair)
     print()
     print("\n".join(lines))
     print()
@@ -140,10 +150,15 @@ def main() -> int:
     ap.add_argument("-n", type=int, default=8000, help="connections per server per round (at most 15,000)")
     ap.add_argument("--repeat", type=int, default=3, help="rounds per rate")
     ap.add_argument("--api", choices=("listener", "handler"), default="listener")
+    ap.add_argument("--pair", default=f"fastws,{FLOOR}",
+                    help="the two servers, A,B: fastws or a bench/load/conn_peers.py server (ratio: A against B)")
     ap.add_argument("--host", default="127.0.0.1")
     ap.add_argument("--mem-floor-gib", type=float, default=2.0)
     ap.add_argument("--out", help="append the table, date and command to this markdown file")
     args = ap.parse_args()
+    args.pair = tuple(args.pair.split(","))
+    if len(args.pair) != 2 or args.pair[0] == args.pair[1] or not set(args.pair) <= {"fastws", *PEERS}:
+        ap.error(f"--pair takes two different servers of: fastws, {', '.join(sorted(PEERS))}")
     if not 1 <= args.n <= 15000:
         ap.error("-n must be 1..15,000 (one process per server, open-file limit 20,000)")
     return run_guarded(amain(args), args.mem_floor_gib)
