@@ -201,8 +201,10 @@ class ServerConnection(StreamConnection):
         opts = self._opts
         if reader is _FIRST_READ:
             server = self._server
-            if (server.origins is None and not server.subprotocols and opts.compression is None
-                    and server.allowed_hosts is None and server.process_request is None and not server.draining):
+            # What check_request would look at beyond what the reader checks.
+            checks = (server.origins is not None or server.subprotocols or opts.compression is not None
+                      or server.allowed_hosts is not None)
+            if not checks and server.process_request is None and not server.draining:
                 # Nothing to check but what the reader checks: check_request
                 # would pass, answering accept_response([("Sec-WebSocket-Accept",
                 # ...)]). The reader reads, answers (handshake.accept_101) and
@@ -219,8 +221,7 @@ class ServerConnection(StreamConnection):
             if quick is not None:
                 self._reader = None
                 path, packed, key, leftover = quick
-                if (server.origins is not None or server.subprotocols or opts.compression is not None
-                        or server.allowed_hosts is not None):
+                if checks:
                     self._check_upgrade(handshake.quick_request(path, packed), leftover)
                     return
                 # check_request would pass; only process_request (or draining) is left.
