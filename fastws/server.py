@@ -76,19 +76,27 @@ def _access_log_on() -> bool:
 
 
 # Listener classes (without an instance __dict__, so that no instance can
-# have an on_pong of its own) -> whether their on_pong is not Listener's
-# empty one: asked once per class, not once per connection.
-_PONG_HOOKS: dict = {}
+# have methods of its own) -> which of Listener's methods they override:
+# asked once per class, not once per connection. _CONNECT: on_connect (else
+# the connection sets listener.ws itself, which is all Listener.on_connect
+# does: a Python call less per connection); _PONG: on_pong (else it is not
+# called for the keepalive pongs: no Python call per pong on idle connections).
+_CONNECT = 1
+_PONG = 2
+_HOOKS: dict = {}
 
 
-def _pong_hook(listener) -> bool:
-    """Whether ``listener`` overrides Listener.on_pong (remembered for its
-    class, at most 1,024 classes, when the answer cannot differ by instance)."""
-    hook = getattr(getattr(listener, "on_pong", None), "__func__", None) is not Listener.on_pong
+def _hooks(listener) -> int:
+    """``_CONNECT | _PONG``, the ones ``listener`` overrides (remembered for
+    its class, at most 1,024 classes, when the answer cannot differ by instance)."""
+    hooks = 0
+    for flag, name in ((_CONNECT, "on_connect"), (_PONG, "on_pong")):
+        if getattr(getattr(listener, name, None), "__func__", None) is not getattr(Listener, name):
+            hooks |= flag
     cls = type(listener)
-    if cls.__dictoffset__ == 0 and len(_PONG_HOOKS) < 1024:
-        _PONG_HOOKS[cls] = hook
-    return hook
+    if cls.__dictoffset__ == 0 and len(_HOOKS) < 1024:
+        _HOOKS[cls] = hooks
+    return hooks
 
 
 def _draining_refusal() -> InvalidRequest:
@@ -194,27 +202,53 @@ class ServerConnection(StreamConnection):
         return self._server._topics.topics_of(self)
 
     # ------------------------------------------------------------ opening handshake
+    def _handshake_bytes(self, data) -> None:
+        # StreamConnection._handshake_bytes, with the common first read in
+        # this frame: nothing to check but what the reader checks
+        # (check_request would pass, answering accept_response([("Sec-
+        # WebSocket-Accept", ...)])), so the reader reads, answers
+        # (handshake.accept_101) and packs the field lines (pack_lines) in one
+        # call, in C. Anything else: _handshake_data.
+        try:
+            if self._reader is _FIRST_READ:
+                server = self._server
+                opts = self._opts
+                if (server.origins is None and not server.subprotocols and opts.compression is None
+                        and server.allowed_hosts is None and server.process_request is None
+                        and not server.draining):
+                    quick = server._upgrades.read_accept(data, opts.max_head, opts.max_headers)  # None unless bytes
+                    if quick is not None:
+                        self._reader = None
+                        path, packed, answer, leftover = quick
+                        self._transport.write(answer)
+                        self._accepted(path, packed, leftover)  # _upgraded(None, leftover, None, None, path, packed), shorter
+                        return
+                    # Not a whole upgrade head the reader takes: the general way.
+                    self._reader = RequestReader(max_head=opts.max_head, max_headers=opts.max_headers)
+            self._handshake_data(data)
+        except Exception:
+            logger.exception("error during the opening handshake with %s", self.remote_address)
+            self._abort_transport()
+
     def _handshake_data(self, data) -> None:
         reader = self._reader
         if reader is None:  # a response is being written; ignore the rest
             return
         opts = self._opts
         if reader is _FIRST_READ:
+            # (_handshake_bytes takes the common case before; here: the
+            # first read after a PROXY header, or a server with checks.)
             server = self._server
             # What check_request would look at beyond what the reader checks.
             checks = (server.origins is not None or server.subprotocols or opts.compression is not None
                       or server.allowed_hosts is not None)
             if not checks and server.process_request is None and not server.draining:
-                # Nothing to check but what the reader checks: check_request
-                # would pass, answering accept_response([("Sec-WebSocket-Accept",
-                # ...)]). The reader reads, answers (handshake.accept_101) and
-                # packs the field lines (pack_lines) in one call, in C.
                 quick = server._upgrades.read_accept(data, opts.max_head, opts.max_headers)  # None unless bytes
                 if quick is not None:
                     self._reader = None
                     path, packed, answer, leftover = quick
                     self._transport.write(answer)
-                    self._accepted(path, packed, leftover)  # _upgraded(None, leftover, None, None, path, packed), shorter
+                    self._accepted(path, packed, leftover)
                     return
             else:
                 quick = server._upgrades.read(data, opts.max_head, opts.max_headers)  # None unless bytes
@@ -344,7 +378,8 @@ class ServerConnection(StreamConnection):
         enabled = _ACCESS_CACHE.get(INFO)  # (None: not cached: ask the logger)
         if enabled or enabled is None and access_logger.isEnabledFor(INFO):
             self._log_access(handshake.quick_request(path, packed), 101)
-        self._started = None
+        if self._rare is not None:  # (_started is kept there, set while the access log is on)
+            self._started = None
         try:
             listener = server.app()
         except Exception as exc:
@@ -352,17 +387,18 @@ class ServerConnection(StreamConnection):
             return
         self._app = listener
         self._open_timer(self._driver)  # Connection._open's timer part (in C in the extension)
+        hooks = _HOOKS.get(type(listener))
+        if hooks is None:
+            hooks = _hooks(listener)
         try:
-            listener.on_connect(self)
+            if hooks & _CONNECT:
+                listener.on_connect(self)
+            else:
+                listener.ws = self  # (Listener.on_connect)
         except Exception as exc:
             self._app_error(exc)
             return
-        # A listener that keeps Listener's empty on_pong is not called for
-        # the keepalive pongs (no Python call per pong on idle connections).
-        hook = _PONG_HOOKS.get(type(listener))
-        if hook is None:
-            hook = _pong_hook(listener)
-        if not hook:
+        if not hooks & _PONG:
             self._pong_hook = False
         if leftover:
             self._feed(leftover)
@@ -381,10 +417,10 @@ class ServerConnection(StreamConnection):
         except Exception as exc:
             self._app_error(exc)
             return
-        hook = _PONG_HOOKS.get(type(listener))
-        if hook is None:
-            hook = _pong_hook(listener)
-        if not hook:
+        hooks = _HOOKS.get(type(listener))
+        if hooks is None:
+            hooks = _hooks(listener)
+        if not hooks & _PONG:
             self._pong_hook = False  # (as in _accepted)
         if leftover:
             self._feed(leftover)
@@ -557,6 +593,7 @@ class _Guarded:
     path's checks, then ``_admit`` runs the limits and the hook."""
 
     __slots__ = ()
+    _handshake_bytes = StreamConnection._handshake_bytes  # (not ServerConnection's quick one)
 
     def _handshake_data(self, data) -> None:
         if self._reader is _FIRST_READ:
@@ -702,6 +739,8 @@ class _ProxyProtocol:
                                 "closed unread (proxy_protocol is on)", host or "a Unix socket peer")
             return
         self._proxy = False
+
+    _handshake_bytes = StreamConnection._handshake_bytes  # (the header first: not ServerConnection's quick one)
 
     def _handshake_data(self, data) -> None:
         proxy = self._proxy

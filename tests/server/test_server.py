@@ -704,6 +704,58 @@ def test_whether_on_pong_is_called_is_asked_per_class_only_without_instance_dict
         assert got == expect
 
 
+def test_on_connect_is_called_when_overridden_else_ws_is_set(serve_thread):
+    """A listener that keeps Listener's on_connect gets ``ws`` set without the
+    call; one that overrides it, in its class or on its instance (a
+    listener with a __dict__), is called once with the connection; one
+    whose ``ws`` cannot be set gets the connection closed with 1011, and the
+    server goes on."""
+    calls = []
+
+    class Plain(fastws.Listener):
+        __slots__ = ()
+
+        def on_message(self, data):
+            self.ws.send(data)
+
+    class Overrides(fastws.Listener):
+        __slots__ = ()
+
+        def on_connect(self, ws):
+            calls.append(("class", ws.path))
+            super().on_connect(ws)
+
+        def on_message(self, data):
+            self.ws.send(data)
+
+    class PerInstance(Plain):
+        __slots__ = ("__dict__",)
+
+        def __init__(self):
+            self.on_connect = lambda ws: (calls.append(("instance", ws.path)), setattr(self, "ws", ws))
+
+    class NoWs(fastws.Listener):
+        __slots__ = ()
+        ws = property(lambda self: None)  # read-only: Listener.on_connect's assignment fails
+
+    for app, expect in ((Plain, []), (Overrides, [("class", "/")]), (PerInstance, [("instance", "/")])):
+        calls.clear()
+        st = serve_thread(app)
+        for _ in range(2):  # the second connection: the class's answer remembered (or asked again)
+            c = RawClient(st.port)
+            c.send(1, b"hi")
+            assert c.recv_frame() == (True, 1, b"hi")
+            c.close()
+        assert calls == expect * 2
+    st = serve_thread(NoWs)
+    c = RawClient(st.port)
+    assert c.recv_close()[0] == 1011
+    c.close()
+    c = RawClient(st.port)  # the server still accepts
+    assert c.recv_close()[0] == 1011
+    c.close()
+
+
 def test_unanswered_keepalive_counts_and_closes_idle_connection(serve_thread):
     """After a ping answered by a lone pong, the next ping unanswered for
     ping_timeout fails the connection with 1011 (the C timer path)."""
