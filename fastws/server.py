@@ -227,8 +227,7 @@ class ServerConnection(StreamConnection):
                     self._reader = RequestReader(max_head=opts.max_head, max_headers=opts.max_headers)
             self._handshake_data(data)
         except Exception:
-            logger.exception("error during the opening handshake with %s", self.remote_address)
-            self._abort_transport()
+            self._handshake_crashed()
 
     def _handshake_data(self, data) -> None:
         reader = self._reader

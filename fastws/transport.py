@@ -150,8 +150,13 @@ class StreamConnection(Connection, asyncio.Protocol):
         try:
             self._handshake_data(data)
         except Exception:
-            logger.exception("error during the opening handshake with %s", self.remote_address)
-            self._abort_transport()
+            self._handshake_crashed()
+
+    def _handshake_crashed(self) -> None:
+        """A bug met a request (an exception out of the opening handshake's
+        code): logged with its traceback, the connection aborted."""
+        logger.exception("error during the opening handshake with %s", self.remote_address)
+        self._abort_transport()
 
     def eof_received(self):
         # The peer half-closed. Without a close frame first this is an abnormal

@@ -109,3 +109,40 @@ def test_the_access_log_follows_level_changes(serve_thread, caplog):
         assert upgrade_logged("/enabled")
     finally:
         access.setLevel(old)
+
+
+@pytest.mark.parametrize("api", sorted(APPS))
+@pytest.mark.parametrize("admission", [False, True])
+def test_a_bug_in_the_opening_handshake_aborts_that_connection_only(serve_thread, caplog, api, admission):
+    """An exception out of the handshake's own code (here the upgrade reader,
+    made to fail on one request) is logged with its traceback under
+    fastws.transport, on the common path and on an access-controlled
+    server's alike, and aborts that connection only: the next one upgrades."""
+    options = {"authenticate": lambda request: True} if admission else {}
+    st = serve_thread(APPS[api], **options)
+    upgrades = st.server._upgrades
+
+    class Failing:
+        def __init__(self):
+            self.armed = True
+
+        def __getattr__(self, name):
+            method = getattr(upgrades, name)
+
+            def call(*args):
+                if self.armed:
+                    self.armed = False
+                    raise RuntimeError("a bug")
+                return method(*args)
+            return call
+
+    st.call(setattr, st.server, "_upgrades", Failing())
+    caplog.set_level(logging.ERROR, logger="fastws.transport")
+    status, head, body = http_request(st.port, _upgrade(st.port))
+    assert status == 0 and head == b""  # aborted: no answer
+    assert any("error during the opening handshake" in r.getMessage() and r.exc_info for r in caplog.records)
+    c = RawClient(st.port)
+    assert c.status == 101
+    c.send(1, b"still serving")
+    assert c.recv_frame() == (True, 1, b"still serving")
+    c.close()
