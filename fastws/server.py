@@ -359,7 +359,8 @@ class ServerConnection(StreamConnection):
         self._server.counters.upgraded += 1
         if _access_log_on():
             self._log_access(request if request is not None else handshake.quick_request(path, packed), 101)
-        self._started = None  # only the access log needed it: no float kept per open connection
+        if self._rare is not None:  # (_started is kept there, set while the access log is on)
+            self._started = None  # only the access log needed it: no float kept per open connection
         if deflate_params is not None:
             self._use_deflate(deflate_params)
         self._start(leftover)
