@@ -126,7 +126,6 @@ def table(results: list[dict], api: str, pair: tuple[str, str]) -> str:
 
 
 async def amain(args) -> int:
-    rates = [float(x) for x in args.rates.split(",")]
     lines = head(__file__, stamp())
     a, b = args.pair
     lines.append(f"- per round: {a} and {b} at once (fastws: `fastws echo`, 1 process, {args.api} API), each fed "
@@ -134,7 +133,7 @@ async def amain(args) -> int:
                  f"over the opening; keepalive on, ping interval {args.ping_interval:g} s")
     results = []
     for rep in range(args.repeat):
-        for rate in rates:
+        for rate in args.rates:
             if GUARD.tripped:
                 break
             r = await one_round(rate, args.n, args.api, args.host, args.pair, args.ping_interval)
@@ -172,7 +171,13 @@ def main() -> int:
         ap.error(f"--pair takes two different servers of: fastws, {', '.join(sorted(PEERS))}")
     if not 1 <= args.n <= 15000:
         ap.error("-n must be 1..15,000 (one process per server, open-file limit 20,000)")
-    longest = args.n / (min(float(x) for x in args.rates.split(",")) / 2)
+    try:
+        args.rates = [float(x) for x in args.rates.split(",")]
+    except ValueError:
+        ap.error(f"--rates takes numbers separated by commas, not {args.rates!r}")
+    if not all(0 < r < float("inf") for r in args.rates):
+        ap.error("--rates must all be finite and above 0")
+    longest = args.n / (min(args.rates) / 2)
     if longest >= args.ping_interval / 2:
         # fastws would check the keepalive of the connections opened first
         # (at half the ping interval) inside the window: work per held
