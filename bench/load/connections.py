@@ -103,7 +103,13 @@ class Server:
         self.kind, self.host = kind, host
         self.port = free_port(host)
         pi = "none" if ping_interval is None else f"{ping_interval:g}"
-        if kind == "fastws":
+        cwd = str(REPO)
+        if kind == "fastws" or kind.startswith("fastws@"):
+            # fastws@DIR: the fastws of another checkout (its fastws/ and
+            # fastws_ext/, built in place), imported because DIR is the cwd
+            # (handshake_pair.py --pair fastws@DIR,fastws: two versions paired).
+            if "@" in kind:
+                cwd = kind.split("@", 1)[1]
             cmd = [sys.executable, "-m", "fastws", "echo", "--host", host, "--port", str(self.port),
                    "--workers", str(workers), "--api", api, "--ping-interval", pi,
                    "--ping-timeout", f"{ping_timeout:g}", "--log-level", "warning"]
@@ -118,8 +124,8 @@ class Server:
             if kind == "bare":
                 cmd += ["--workers", str(workers)]
             ready_text = "READY"
-        self.expected_workers = workers if kind in ("fastws", "bare") else 1
-        self.child = Child(cmd, host=host, port=self.port, ready_text=ready_text, cpu=cpu, cwd=str(REPO),
+        self.expected_workers = workers if kind.split("@")[0] in ("fastws", "bare") else 1
+        self.child = Child(cmd, host=host, port=self.port, ready_text=ready_text, cpu=cpu, cwd=cwd,
                            new_session=True, name=kind)
         self.proc = self.child.proc
         self.workers: list[int] = []

@@ -1,7 +1,7 @@
 """fastws's handshakes against the floor's, at the same time: CPU per handshake by offered rate.
 
     python bench/load/handshake_pair.py [--rates 1000,2000,4000,8000] [-n 8000] [--repeat 3]
-                                        [--api listener|handler] [--pair fastws,handshake-floor]
+                                        [--api listener|handler] [--pair fastws,handshake-floor|fastws@DIR,fastws]
                                         [--ping-interval 60] [--mem-floor-gib 2] [--out FILE]
 
 bench/load/connections.py --hs-floor runs fastws, then the floor, one after
@@ -36,7 +36,11 @@ CRLF CRLF, writes a canned 101 with the real Sec-WebSocket-Accept).
 ``--pair A,B`` pairs any two of fastws and conn_peers.py's servers, e.g.
 ``fastws,handshake-floor-parser`` (the floor with fastws's parsing: what is
 left is the connection machinery) or ``handshake-floor-parser,handshake-floor``
-(the parsing alone). Every
+(the parsing alone). ``fastws@DIR`` is the fastws of another checkout (DIR/fastws
+with its extension built in place, ``python setup.py build_ext --inplace``; the server
+runs with DIR as its working directory), so that ``--pair fastws@/tmp/variant,fastws``
+pairs a change against main: two identical fastws servers paired give 0.98x-0.99x, so
+effects under 2% do not show (docs/design/handshake.md#the-accept-path-in-c-measured). Every
 process is started and stopped here, by PID; loopback only; a memory guard
 stops everything when MemAvailable falls under ``--mem-floor-gib``; each
 round is bounded in time. Benchmarks print figures; they never pass or fail.
@@ -103,7 +107,7 @@ async def one_round(rate: float, n: int, api: str, host: str, pair: tuple[str, s
 
 def table(results: list[dict], api: str, pair: tuple[str, str]) -> str:
     a, b = pair
-    name = {k: k + (f" ({api})" if k == "fastws" else "") for k in pair}
+    name = {k: k + (f" ({api})" if k.split("@")[0] == "fastws" else "") for k in pair}
     out = [f"| offered (both servers) | rounds | {name[a]} µs / handshake | {name[b]} µs / handshake "
            f"| {a} / {b}, handshakes per CPU-second, round by round | median | opened, failed |",
            "|---:|---:|---:|---:|---|---:|---|"]
@@ -150,6 +154,11 @@ async def amain(args) -> int:
     return 0
 
 
+def _checkout(kind: str) -> bool:
+    """``fastws@DIR`` where DIR holds a fastws package (run from there: connections.Server)."""
+    return kind.startswith("fastws@") and (Path(kind.split("@", 1)[1]) / "fastws" / "__init__.py").is_file()
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--rates", default="1000,2000,4000,8000",
@@ -167,8 +176,10 @@ def main() -> int:
     ap.add_argument("--out", help="append the table, date and command to this markdown file")
     args = ap.parse_args()
     args.pair = tuple(args.pair.split(","))
-    if len(args.pair) != 2 or args.pair[0] == args.pair[1] or not set(args.pair) <= {"fastws", *PEERS}:
-        ap.error(f"--pair takes two different servers of: fastws, {', '.join(sorted(PEERS))}")
+    if (len(args.pair) != 2 or args.pair[0] == args.pair[1]
+            or not all(k in ("fastws", *PEERS) or _checkout(k) for k in args.pair)):
+        ap.error(f"--pair takes two different servers of: fastws, fastws@DIR (a checkout with its extension "
+                 f"built in place), {', '.join(sorted(PEERS))}")
     if not 1 <= args.n <= 15000:
         ap.error("-n must be 1..15,000 (one process per server, open-file limit 20,000)")
     try:
