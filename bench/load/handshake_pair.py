@@ -155,8 +155,13 @@ async def amain(args) -> int:
 
 
 def _checkout(kind: str) -> bool:
-    """``fastws@DIR`` where DIR holds a fastws package (run from there: connections.Server)."""
-    return kind.startswith("fastws@") and (Path(kind.split("@", 1)[1]) / "fastws" / "__init__.py").is_file()
+    """``fastws@DIR`` where DIR holds a fastws package and its extension built in
+    place (run from there: connections.Server), so that neither the twins nor
+    the installed extension stand in for the checkout's."""
+    if not kind.startswith("fastws@"):
+        return False
+    where = Path(kind.split("@", 1)[1])
+    return (where / "fastws" / "__init__.py").is_file() and any((where / "fastws_ext").glob("core.*.so"))
 
 
 def main() -> int:
@@ -175,7 +180,8 @@ def main() -> int:
     ap.add_argument("--mem-floor-gib", type=float, default=2.0)
     ap.add_argument("--out", help="append the table, date and command to this markdown file")
     args = ap.parse_args()
-    args.pair = tuple(args.pair.split(","))
+    args.pair = tuple(f"fastws@{Path(k.split('@', 1)[1]).resolve()}" if k.startswith("fastws@") else k
+                      for k in args.pair.split(","))
     if (len(args.pair) != 2 or args.pair[0] == args.pair[1]
             or not all(k in ("fastws", *PEERS) or _checkout(k) for k in args.pair)):
         ap.error(f"--pair takes two different servers of: fastws, fastws@DIR (a checkout with its extension "
